@@ -1,0 +1,20 @@
+/* Matrix products through BLIS. ds_blas_init() makes sure an AVX-512 BLIS configuration is active on
+ * CPUs that have AVX-512 (Debian's BLIS does not recognise Zen 5 and would use generic kernels), sets
+ * the thread count, and reports the configuration. */
+#ifndef DREAMSTATE_BLAS_H
+#define DREAMSTATE_BLAS_H
+
+/* threads <= 0: keep BLIS_NUM_THREADS / OMP_NUM_THREADS or use all cores. Returns the arch name. */
+const char *ds_blas_init(int threads);
+int ds_blas_threads(void);
+
+/* Row-major C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T per trans flag (0/1).
+ * lda/ldb/ldc are the row strides of the stored matrices. */
+void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The same in double precision (used where fp32 would lose too much, e.g. orthogonal init). */
+void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
+              const double *B, int ldb, double beta, double *C, int ldc);
+
+#endif

@@ -1,0 +1,47 @@
+/* Shared basics: error reporting with exit codes, aligned allocation, checksums, atomic file writes,
+ * a deterministic counter-based RNG, and logging. Every other module builds on these. */
+#ifndef DREAMSTATE_COMMON_H
+#define DREAMSTATE_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes: 0 ok, 1 internal/runtime failure, 2 bad input (config, checkpoint, dataset, CLI). */
+enum { DS_EXIT_OK = 0, DS_EXIT_FAIL = 1, DS_EXIT_BAD_INPUT = 2 };
+
+/* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. */
+void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* Informational line to stderr (rank-0 only callers decide whether to call it). */
+void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* 64-byte aligned, zero-filled allocation; dies on failure. Free with ds_free. */
+void *ds_alloc(size_t bytes);
+void ds_free(void *p);
+
+/* CRC-32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
+uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* Atomic file replacement: write everything to "<path>.tmp.<pid>", fsync it, rename over `path`,
+ * fsync the directory. A crash at any point leaves either the old file or the new one, never a mix. */
+typedef struct ds_atomic_file {
+    FILE *fp;
+    char path[4096];
+    char tmp_path[4200];
+} ds_atomic_file;
+int ds_atomic_open(ds_atomic_file *af, const char *path);   /* 0 ok, -1 with errno */
+int ds_atomic_commit(ds_atomic_file *af);                   /* fsync + rename; 0 ok */
+void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp file */
+
+/* Counter-based RNG (splitmix64 of key and counter): the value depends only on (seed, stream, index),
+ * so results are independent of thread count and resumable from a step number alone. */
+uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
+double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
+
+double ds_now_seconds(void);  /* monotonic clock */
+
+/* mkdir -p; dies (exit 1) naming the path on failure. */
+void ds_mkdir_p(const char *path);
+
+#endif

@@ -1,0 +1,93 @@
+/* Compute kernels: model-agnostic numerical building blocks, each with a portable scalar reference
+ * (src/kernels/NAME_ref.c) and an AVX-512 twin (src/kernels/NAME_avx512.c). Callers go through the table
+ * `ds_k`, chosen once at start-up by ds_kernels_init(): AVX-512 when the CPU has AVX-512F/BW/VL/DQ,
+ * the references otherwise (or when DS_KERNELS=ref is set in the environment).
+ *
+ * Conventions
+ *  - All arrays fp32, row-major, contiguous; "rows" are independent vectors of length C.
+ *  - Forward kernels overwrite their outputs.
+ *  - Backward kernels ACCUMULATE (+=) into every gradient output; the caller zeroes them first.
+ *  - Kernels may parallelise internally with OpenMP; results must not depend on the thread count
+ *    (no reductions whose order depends on the schedule).
+ */
+#ifndef DREAMSTATE_KERNELS_H
+#define DREAMSTATE_KERNELS_H
+
+#include <stdint.h>
+
+#define DS_HEAD_SIZE 64   /* N: channels per head, fixed by the RWKV-7 kernels */
+#define DS_WKV_CHUNK 16   /* state checkpoint interval of the WKV-7 forward */
+
+typedef enum { DS_ACT_SIGMOID, DS_ACT_TANH, DS_ACT_RELU_SQ } ds_activation;
+
+typedef struct ds_kernel_table {
+    const char *name;  /* "avx512" or "reference" */
+
+    /* ---- WKV-7 recurrence (rwkv7.md 2.3 / 3.1) ----
+     * B sequences of T steps, H heads of N = 64; r, decay, k, v, alpha, beta, y are [B, T, H*N].
+     * State per (b, h) is an N x N matrix S[i][j], i = value channel, j = key channel, row-major;
+     * state arrays are [B, H, N, N].
+     * forward: state_in may be NULL (zero initial state). state_out (may be NULL) receives S_{T-1}.
+     *   ckpt [B, H, ceil(T/16), N, N] receives the state *before* steps 0, 16, 32, ... (ckpt[..,0,..] is
+     *   the initial state); the backward replays each chunk from it. ckpt may be NULL (inference).
+     * backward: dy [B,T,C]; dstate_out (NULL = zero) is dL/dS_{T-1}; dstate_in (NULL = not wanted)
+     *   receives (+=) dL/dS_init. Accumulates dr, ddecay, dk, dv, dalpha, dbeta. */
+    void (*wkv7_forward)(int B, int T, int H, const float *r, const float *decay, const float *k,
+                         const float *v, const float *alpha, const float *beta, const float *state_in,
+                         float *y, float *state_out, float *ckpt);
+    void (*wkv7_backward)(int B, int T, int H, const float *r, const float *decay, const float *k,
+                          const float *v, const float *alpha, const float *beta, const float *ckpt,
+                          const float *dy, const float *dstate_out, float *dr, float *ddecay, float *dk,
+                          float *dv, float *dalpha, float *dbeta, float *dstate_in);
+
+    /* ---- Normalisation over groups of G consecutive channels (G = C: LayerNorm; G = 64: GroupNorm
+     * per head), with per-channel affine gamma, beta [C]. x, y [rows, C]; mean, rstd [rows, C/G]. */
+    void (*norm_forward)(int rows, int C, int G, float eps, const float *x, const float *gamma,
+                         const float *beta, float *y, float *mean, float *rstd);
+    void (*norm_backward)(int rows, int C, int G, const float *dy, const float *x, const float *mean,
+                          const float *rstd, const float *gamma, float *dx, float *dgamma, float *dbeta);
+
+    /* ---- Token shift with a per-channel lerp: out[b,t] = x[b,t] + (x[b,t-1] - x[b,t]) * mu, where
+     * x[b,-1] = prev[b] (prev [B, C], NULL = zeros). x, out [B, T, C], mu [C].
+     * backward accumulates dx, dmu, and dprev (if non-NULL). */
+    void (*shift_mix_forward)(int B, int T, int C, const float *x, const float *prev, const float *mu,
+                              float *out);
+    void (*shift_mix_backward)(int B, int T, int C, const float *x, const float *prev, const float *mu,
+                               const float *dout, float *dx, float *dprev, float *dmu);
+
+    /* ---- Element-wise activations on n values. backward takes the forward input x (not y) and
+     * accumulates dx += dy * f'(x). */
+    void (*act_forward)(ds_activation act, int64_t n, const float *x, float *y);
+    void (*act_backward)(ds_activation act, int64_t n, const float *x, const float *dy, float *dx);
+
+    /* ---- Softmax cross-entropy with RWKV's L2Wrap (rwkv7.md 4.4), fused forward + backward.
+     * logits [rows, V] are overwritten IN PLACE by dlogits = scale * (softmax - onehot(target))
+     * + scale * l2wrap * max_logit at the argmax (first index on ties). losses[rows] receives the
+     * per-row cross-entropy (natural log). A target < 0 marks a row that is ignored (zero gradient,
+     * zero loss). */
+    void (*softmax_xent)(int rows, int V, float *logits, const int32_t *targets, float scale,
+                         float l2wrap, float *losses);
+
+    /* ---- AdamW with bias correction (rwkv7.md 4.2): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p.  step t >= 1. */
+    void (*adamw)(int64_t n, float *param, const float *grad, float *m, float *v, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int64_t step);
+
+    /* ---- Reductions / BLAS-1 helpers. */
+    double (*sum_squares)(int64_t n, const float *x);        /* in double, fixed order */
+    void (*scale)(int64_t n, float *x, float s);             /* x *= s */
+    void (*axpy)(int64_t n, float a, const float *x, float *y); /* y += a x */
+} ds_kernel_table;
+
+extern ds_kernel_table ds_k;
+extern const ds_kernel_table ds_kernels_reference;
+extern const ds_kernel_table ds_kernels_avx512;
+
+/* Chooses the table (see above) and returns its name. Safe to call more than once. */
+const char *ds_kernels_init(void);
+int ds_cpu_has_avx512(void);
+
+/* Measured FP32 FMA peak of this machine in GFLOP/s over `threads` OpenMP threads (independent FMA
+ * chains for `seconds`), with the widest SIMD the CPU has: MFU's denominator. */
+double ds_measure_fma_peak(int threads, double seconds);
+#endif

@@ -1,0 +1,97 @@
+/* RWKV-7 ("x070") language model: parameters, forward, backward, initialisation (spec:
+ * shared/docs/rwkv7.md). Parameters and gradients are each one allocation with a pointer table whose
+ * tensor names, shapes and layouts are the official RWKV-LM checkpoint keys (rwkv7.md 5.1);
+ * activations are one allocation sized for (B, T). Knows nothing about MPI, files or configs. */
+#ifndef DREAMSTATE_RWKV7_H
+#define DREAMSTATE_RWKV7_H
+
+#include <stdint.h>
+
+typedef struct ds_rwkv7_dims {
+    int n_layer, n_embd, vocab_size;     /* L, C, V; heads H = C / 64 */
+    int dim_w, dim_a, dim_v, dim_g;      /* LoRA ranks Dw, Da, Dv, Dg */
+} ds_rwkv7_dims;
+
+/* LoRA ranks from the formulas of rwkv7.md 1.1: formula "released" or "current". */
+void ds_rwkv7_default_ranks(ds_rwkv7_dims *d, const char *formula);
+
+typedef struct ds_rwkv7_layer {
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;         /* [C] token-shift mixes */
+    float *w0, *w1, *w2, *a0, *a1, *a2, *v0, *v1, *v2, *g1, *g2; /* LoRAs, [in,out] */
+    float *k_k, *k_a, *r_k;                           /* [C], [C], [H,N] */
+    float *Wr, *Wk, *Wv, *Wo;                         /* [C,C], applied as x W^T */
+    float *lnx_w, *lnx_b;                             /* GroupNorm affine [C] */
+    float *ffn_x_k, *Kf, *Vf;                         /* [C], [4C,C], [C,4C] */
+} ds_rwkv7_layer;
+
+typedef struct ds_rwkv7_weights {
+    float *emb, *ln0_w, *ln0_b, *ln_out_w, *ln_out_b, *head;
+    ds_rwkv7_layer *layers;  /* [L] */
+} ds_rwkv7_weights;
+
+/* One tensor of the parameter table. */
+typedef struct ds_rwkv7_tensor {
+    char name[64];       /* official key, e.g. "blocks.3.att.key.weight" */
+    int ndim;
+    int64_t shape[4];
+    int64_t offset;      /* into the flat parameter / gradient arrays */
+    int64_t numel;
+    int weight_decay;    /* AdamW decays it (2-D "*.weight" matrices, rwkv7.md 4.2) */
+    float lr_scale;      /* 2 for att.w0, else 1 */
+} ds_rwkv7_tensor;
+
+/* Recurrent state for B sequences (rwkv7.md 6): per layer att x_prev [B,C], WKV [B,H,N,N],
+ * ffn x_prev [B,C]. One allocation. */
+typedef struct ds_rwkv7_state {
+    int B;
+    float *att_x;   /* [L, B, C] */
+    float *wkv;     /* [L, B, H, N, N] */
+    float *ffn_x;   /* [L, B, C] */
+    float *data;
+    int64_t numel;
+} ds_rwkv7_state;
+
+typedef struct ds_rwkv7 {
+    ds_rwkv7_dims d;
+    int n_tensors;
+    ds_rwkv7_tensor *tensors;
+    int64_t n_params;
+    float *params, *grads;          /* [n_params] each */
+    ds_rwkv7_weights w, g;          /* pointer tables into params and grads */
+    /* activations (allocated by ds_rwkv7_reserve for at most B x T) */
+    int act_B, act_T;
+    float *acts;
+    int64_t acts_numel;
+    void *act;                      /* internal pointer table */
+} ds_rwkv7;
+
+void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d);
+void ds_rwkv7_destroy(ds_rwkv7 *m);
+/* Official "better init" of rwkv7.md 4.1 from a seed (deterministic, thread-count independent). */
+void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
+/* Makes activation storage available for batches up to B x T (reallocates if needed). */
+void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
+const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name);
+
+void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);
+void ds_rwkv7_state_destroy(ds_rwkv7_state *s);
+
+/* Forward over tokens [B,T]. state_in (NULL = zero) is read, state_out (NULL = not wanted) written;
+ * they may be the same object. If logits_out is non-NULL it receives [B,T,V] logits.
+ * If targets is non-NULL ([B,T], -1 = ignore), the loss is computed: returns the mean cross-entropy
+ * over the non-ignored targets and leaves dlogits (scaled by loss_scale / count) ready for backward.
+ * Returns 0 when targets is NULL. */
+double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
+                        float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
+                        ds_rwkv7_state *state_out, float *logits_out);
+/* Backward of the last forward (which must have had targets and state_in == NULL); accumulates into
+ * m->grads. */
+void ds_rwkv7_backward(ds_rwkv7 *m);
+void ds_rwkv7_zero_grad(ds_rwkv7 *m);
+
+/* FLOPs of one training step (forward + backward) per token, matrix products only (6 x matmul
+ * parameters incl. head; the WKV recurrence is counted separately), for MFU. */
+double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
+
+#endif

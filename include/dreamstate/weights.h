@@ -1,0 +1,32 @@
+/* Moving RWKV-7 weights between files and a model: this project's checkpoints (.ckpt) and
+ * safetensors with the official RWKV-LM key names and layouts (rwkv7.md 5.1). */
+#ifndef DREAMSTATE_WEIGHTS_H
+#define DREAMSTATE_WEIGHTS_H
+
+#include "dreamstate/checkpoint.h"
+#include "dreamstate/config.h"
+#include "dreamstate/rwkv7.h"
+
+/* A training checkpoint holds every model tensor under its official name plus the AdamW moments
+ * "optim.adamw.m" and "optim.adamw.v" ([n_params] each, in the flat parameter layout). Fills `out`
+ * (capacity m->n_tensors + 2) and returns the count. */
+int ds_weights_ckpt_tensors(ds_rwkv7 *m, float *adam_m, float *adam_v, ds_tensor *out);
+/* "rwkv7 L=.. C=.. V=.. Dw=.. Da=.. Dv=.. Dg=..": stored in checkpoint metadata as model=..., so a
+ * checkpoint is never loaded into a model of another shape. */
+void ds_weights_signature(const ds_rwkv7_dims *d, char *buf, size_t len);
+/* Checkpoint metadata: "step=N\nmodel=SIGNATURE\n" plus `extra` lines. */
+void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extra, char *buf, size_t len);
+/* Value of "key=value" in checkpoint metadata, or NULL. */
+const char *ds_weights_meta_value(const char *meta, const char *key, char *out, size_t len);
+
+/* Loads model weights from a .ckpt (optimiser state ignored) or a .safetensors file (by extension).
+ * Any problem (missing file, corruption, missing tensor, shape mismatch) exits with code 2. */
+void ds_weights_load(ds_rwkv7 *m, const char *path);
+
+/* `dreamstate export`: checkpoint -> safetensors (F32, official names and shapes). */
+int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path);
+/* `dreamstate import`: safetensors -> the step-0 checkpoint of the configured run (zero optimiser
+ * state), from which `train` starts. */
+int ds_import_safetensors(const ds_config *cfg, const char *st_path);
+
+#endif

@@ -1,0 +1,38 @@
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
+
+#include <blis.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int blas_threads = 1;
+
+const char *ds_blas_init(int threads) {
+    /* BLIS reads BLIS_ARCH_TYPE once, at its first call: set it before anything touches BLIS. */
+    if (!getenv("BLIS_ARCH_TYPE") && ds_cpu_has_avx512()) setenv("BLIS_ARCH_TYPE", "skx", 1);
+    if (threads <= 0) {
+        const char *env = getenv("BLIS_NUM_THREADS");
+        if (!env) env = getenv("OMP_NUM_THREADS");
+        threads = env ? atoi(env) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (threads <= 0) threads = 1;
+    }
+    blas_threads = threads;
+    bli_thread_set_num_threads(threads);
+    return bli_arch_string(bli_arch_query_id());
+}
+
+int ds_blas_threads(void) { return blas_threads; }
+
+void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    /* BLIS takes general strides, so row-major needs no copies: row stride = ld, column stride = 1. */
+    bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+              M, N, K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+}
+
+void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
+              const double *B, int ldb, double beta, double *C, int ldc) {
+    bli_dgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+              M, N, K, &alpha, (double *)A, lda, 1, (double *)B, ldb, 1, &beta, C, ldc, 1);
+}

@@ -1,0 +1,145 @@
+#include "dreamstate/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void ds_die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("dreamstate: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+void ds_log(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void *ds_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded == 0) rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (!p) ds_die(DS_EXIT_FAIL, "out of memory allocating %zu bytes", bytes);
+    memset(p, 0, rounded);
+    return p;
+}
+
+void ds_free(void *p) { free(p); }
+
+static uint32_t crc32c_table[8][256];
+static void crc32c_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc32c_table[t][i] = (crc32c_table[t - 1][i] >> 8) ^ crc32c_table[0][crc32c_table[t - 1][i] & 0xff];
+}
+
+uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n) {
+    static int ready = 0;
+    if (!ready) { crc32c_init(); ready = 1; }
+    const uint8_t *p = data;
+    crc = ~crc;
+    while (n >= 8) {  /* slicing-by-8 */
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc;
+        crc = crc32c_table[7][w & 0xff] ^ crc32c_table[6][(w >> 8) & 0xff] ^
+              crc32c_table[5][(w >> 16) & 0xff] ^ crc32c_table[4][(w >> 24) & 0xff] ^
+              crc32c_table[3][(w >> 32) & 0xff] ^ crc32c_table[2][(w >> 40) & 0xff] ^
+              crc32c_table[1][(w >> 48) & 0xff] ^ crc32c_table[0][w >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = (crc >> 8) ^ crc32c_table[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+int ds_atomic_open(ds_atomic_file *af, const char *path) {
+    if (strlen(path) >= sizeof af->path) { errno = ENAMETOOLONG; return -1; }
+    strcpy(af->path, path);
+    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    return af->fp ? 0 : -1;
+}
+
+int ds_atomic_commit(ds_atomic_file *af) {
+    int ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
+    ok = (fclose(af->fp) == 0) && ok;
+    af->fp = NULL;
+    if (!ok || rename(af->tmp_path, af->path) != 0) {
+        int e = errno;
+        unlink(af->tmp_path);
+        errno = e;
+        return -1;
+    }
+    char dir[4096];
+    strcpy(dir, af->path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    return 0;
+}
+
+void ds_atomic_abort(ds_atomic_file *af) {
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    unlink(af->tmp_path);
+}
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
+    return splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index);
+}
+
+double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+    return (ds_rng_u64(seed, stream, index) >> 11) * 0x1.0p-53;
+}
+
+double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    /* Box-Muller from two independent uniforms of the same counter. */
+    double u1 = ((ds_rng_u64(seed, stream, 2 * index) >> 11) + 1) * 0x1.0p-53;
+    double u2 = ds_rng_uniform(seed, stream, 2 * index + 1);
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+double ds_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+void ds_mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char saved = *p;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) ds_die(DS_EXIT_FAIL, "%s: cannot create: %s", buf, strerror(errno));
+        *p = saved;
+        if (!saved) break;
+    }
+}

@@ -1,0 +1,657 @@
+/* Run configuration. One table (config_keys) describes every key: its place in ds_config, type,
+ * default, bounds and help. Defaults, YAML parsing (libyaml events, whose marks give line numbers),
+ * --set overrides, range checks, the resolved YAML dump and the help text are all driven by it, so a
+ * new key is one table line. Cross-field rules and derived defaults live in check_and_resolve. */
+#include "dreamstate/config.h"
+
+#include "dreamstate/common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+typedef enum { KEY_INT, KEY_INT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM } key_type;
+
+enum {
+    MIN_EXCLUSIVE = 1, /* value > min instead of >= min */
+    MAX_EXCLUSIVE = 2, /* value < max instead of <= max */
+    NON_EMPTY = 4,     /* strings: "" is not allowed */
+};
+
+typedef struct config_key {
+    const char *section, *name;
+    size_t offset, size;      /* where the value lives in ds_config */
+    key_type type;
+    const char *def;          /* default, as text: parsed by the same code as file values */
+    double min, max;          /* numbers: bounds (all exactly representable as doubles) */
+    unsigned flags;
+    const char *choices;      /* KEY_ENUM: allowed values separated by '|' */
+    const char *help;
+} config_key;
+
+#define KEY(sec, key) \
+    .section = #sec, .name = #key, .offset = offsetof(ds_config, sec.key), .size = sizeof(((ds_config *)0)->sec.key)
+
+/* Grouped by section, in the order of `sections` below (the dump and the help follow this order). */
+static const config_key config_keys[] = {
+    {KEY(run, name), .type = KEY_STRING, .def = "run", .flags = NON_EMPTY,
+     .help = "name of the run; run.out_dir defaults to runs/<run.name>"},
+    {KEY(run, out_dir), .type = KEY_STRING, .def = "",
+     .help = "directory for the resolved config, logs and checkpoints; empty = runs/<run.name>"},
+    {KEY(run, seed), .type = KEY_INT64, .def = "1234", .min = 0, .max = (double)INT64_MAX,
+     .help = "seed of every random stream (initialisation, data order)"},
+    {KEY(run, threads), .type = KEY_INT, .def = "0", .min = 0, .max = 4096,
+     .help = "BLIS/OpenMP threads per rank; 0 = all cores"},
+    {KEY(run, task), .type = KEY_ENUM, .def = "lm", .choices = "lm|state_diffusion|hybrid",
+     .help = "what to train: a language model, state diffusion, or both"},
+
+    {KEY(model, n_layer), .type = KEY_INT, .def = "2", .min = 1, .max = 1024, .help = "number of RWKV-7 blocks"},
+    {KEY(model, n_embd), .type = KEY_INT, .def = "128", .min = 1, .max = 65536,
+     .help = "model width C; a multiple of model.head_size"},
+    {KEY(model, head_size), .type = KEY_INT, .def = "64", .min = 64, .max = 64,
+     .help = "channels per head (the kernels support 64 only)"},
+    {KEY(model, vocab_size), .type = KEY_INT, .def = "256", .min = 2, .max = 1 << 24,
+     .help = "output classes; >= 256 for the byte tokenizer, >= 65536 (and 65536 when unset) for world"},
+    {KEY(model, dim_w), .type = KEY_INT, .def = "0", .min = 0, .max = 65536,
+     .help = "LoRA rank of the decay w; 0 = from model.lora_formula"},
+    {KEY(model, dim_a), .type = KEY_INT, .def = "0", .min = 0, .max = 65536,
+     .help = "LoRA rank of the in-context learning rate a; 0 = from model.lora_formula"},
+    {KEY(model, dim_v), .type = KEY_INT, .def = "0", .min = 0, .max = 65536,
+     .help = "LoRA rank of the value-residual gate v; 0 = from model.lora_formula"},
+    {KEY(model, dim_g), .type = KEY_INT, .def = "0", .min = 0, .max = 65536,
+     .help = "LoRA rank of the output gate g; 0 = from model.lora_formula"},
+    {KEY(model, lora_formula), .type = KEY_ENUM, .def = "released", .choices = "released|current",
+     .help = "LoRA rank formula (rwkv7.md 1.1): released models, or the current trainer's"},
+
+    {KEY(data, tokenizer), .type = KEY_ENUM, .def = "byte", .choices = "byte|world",
+     .help = "byte (256 symbols) or the RWKV World tokenizer (needs data.vocab_file)"},
+    {KEY(data, vocab_file), .type = KEY_STRING, .def = "",
+     .help = "World tokenizer vocabulary (rwkv_vocab_v20230424.txt)"},
+    {KEY(data, train), .type = KEY_STRING, .def = "",
+     .help = "token shard file or directory of shards; empty = the built-in default corpus"},
+    {KEY(data, valid), .type = KEY_STRING, .def = "",
+     .help = "held-out shard file or directory; empty = the built-in default corpus"},
+
+    {KEY(train, ctx_len), .type = KEY_INT, .def = "64", .min = 1, .max = 1 << 20, .help = "sequence length T"},
+    {KEY(train, batch_size), .type = KEY_INT, .def = "8", .min = 1, .max = 1 << 20,
+     .help = "micro-batch sequences per rank"},
+    {KEY(train, grad_accum), .type = KEY_INT, .def = "1", .min = 1, .max = 1 << 20,
+     .help = "micro-batches per optimiser step"},
+    {KEY(train, steps), .type = KEY_INT64, .def = "200", .min = 1, .max = (double)INT64_MAX,
+     .help = "optimiser steps"},
+    {KEY(train, eval_every), .type = KEY_INT, .def = "50", .min = 0, .max = INT_MAX,
+     .help = "steps between held-out evaluations; 0 = only at the end"},
+    {KEY(train, eval_batches), .type = KEY_INT, .def = "8", .min = 1, .max = INT_MAX,
+     .help = "micro-batches per evaluation"},
+    {KEY(train, log_every), .type = KEY_INT, .def = "1", .min = 1, .max = INT_MAX, .help = "steps between log lines"},
+
+    {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
+     .help = "peak learning rate, reached after the warm-up"},
+    {KEY(optim, lr_final), .type = KEY_DOUBLE, .def = "6e-5", .min = 0, .max = HUGE_VAL,
+     .help = "learning rate at the last step (cosine decay from optim.lr)"},
+    {KEY(optim, warmup_steps), .type = KEY_INT64, .def = "10", .min = 0, .max = (double)INT64_MAX,
+     .help = "linear warm-up steps"},
+    {KEY(optim, beta1), .type = KEY_DOUBLE, .def = "0.9", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
+     .help = "Adam first-moment decay"},
+    {KEY(optim, beta2), .type = KEY_DOUBLE, .def = "0.99", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
+     .help = "Adam second-moment decay"},
+    {KEY(optim, eps), .type = KEY_DOUBLE, .def = "1e-18", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
+     .help = "Adam epsilon"},
+    {KEY(optim, weight_decay), .type = KEY_DOUBLE, .def = "0.001", .min = 0, .max = HUGE_VAL,
+     .help = "decoupled weight decay, applied to matrices only"},
+    {KEY(optim, grad_clip), .type = KEY_DOUBLE, .def = "1.0", .min = 0, .max = HUGE_VAL,
+     .help = "clip the global gradient L2 norm to this; 0 disables"},
+    {KEY(optim, l2wrap), .type = KEY_DOUBLE, .def = "1e-4", .min = 0, .max = HUGE_VAL,
+     .help = "L2Wrap factor on the largest logit"},
+
+    {KEY(checkpoint, dir), .type = KEY_STRING, .def = "",
+     .help = "checkpoint directory; empty = <run.out_dir>/checkpoints"},
+    {KEY(checkpoint, every), .type = KEY_INT, .def = "50", .min = 0, .max = INT_MAX,
+     .help = "steps between checkpoints; 0 = only at the end"},
+    {KEY(checkpoint, keep), .type = KEY_INT, .def = "3", .min = 1, .max = INT_MAX, .help = "newest checkpoints kept"},
+    {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never",
+     .help = "auto: resume from the newest valid checkpoint; never: always start fresh"},
+};
+enum { N_KEYS = sizeof config_keys / sizeof config_keys[0] };
+
+static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint"};
+enum { N_SECTIONS = sizeof sections / sizeof sections[0] };
+
+/* Where each key's current value came from, for error messages: a file line, a --set argument
+ * (which wins over the file), or neither (the default). */
+typedef struct key_origin {
+    int line;
+    const char *set_arg;
+} key_origin;
+
+typedef struct load_ctx {
+    const char *path;
+    key_origin origin[N_KEYS];
+} load_ctx;
+
+/* ---- lookup and suggestions ---- */
+
+static int find_section(const char *name) {
+    for (int s = 0; s < N_SECTIONS; s++)
+        if (strcmp(sections[s], name) == 0) return s;
+    return -1;
+}
+
+static int find_key(const char *section, const char *name) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Key used by the cross-field checks; a miss is a typo in this file. */
+static int key_index(const char *section, const char *name) {
+    int i = find_key(section, name);
+    if (i < 0) ds_die(DS_EXIT_FAIL, "config: no key %s.%s in the table", section, name);
+    return i;
+}
+
+static size_t edit_distance(const char *a, const char *b) {
+    size_t n = strlen(b), row[64];
+    if (n >= 64) return SIZE_MAX;
+    for (size_t j = 0; j <= n; j++) row[j] = j;
+    for (size_t i = 1; a[i - 1]; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[n];
+}
+
+/* Typos are close: at most 1 edit for short words, 2 otherwise. */
+static int is_close(const char *typed, const char *known) {
+    size_t limit = strlen(typed) <= 4 ? 1 : 2;
+    return edit_distance(typed, known) <= limit;
+}
+
+/* " (did you mean 'x'?)" or "" */
+static void suggest_section(const char *typed, char *out, size_t n) {
+    out[0] = 0;
+    for (int s = 0; s < N_SECTIONS; s++)
+        if (is_close(typed, sections[s])) { snprintf(out, n, " (did you mean '%s'?)", sections[s]); return; }
+}
+
+/* A close key of the same section, else the same key name in another section. */
+static void suggest_key(const char *section, const char *typed, char *out, size_t n) {
+    out[0] = 0;
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        if (strcmp(k->section, section) != 0 || !is_close(typed, k->name)) continue;
+        size_t d = edit_distance(typed, k->name);
+        if (d < best) { best = d; snprintf(out, n, " (did you mean '%s'?)", k->name); }
+    }
+    if (out[0]) return;
+    for (int i = 0; i < N_KEYS; i++)
+        if (strcmp(config_keys[i].name, typed) == 0) {
+            snprintf(out, n, " (did you mean '%s.%s'?)", config_keys[i].section, typed);
+            return;
+        }
+}
+
+/* ---- values ---- */
+
+static void *field(ds_config *cfg, const config_key *k) { return (char *)cfg + k->offset; }
+static const void *cfield(const ds_config *cfg, const config_key *k) { return (const char *)cfg + k->offset; }
+
+/* Numbers may group digits with '_' (1_000_000); strips them into out. 0 if malformed. */
+static int strip_digit_groups(const char *text, char *out, size_t n) {
+    size_t len = strlen(text), j = 0;
+    if (len >= n) return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '_') {
+            if (i == 0 || i + 1 == len || text[i - 1] < '0' || text[i - 1] > '9' || text[i + 1] < '0' || text[i + 1] > '9')
+                return 0;
+            continue;
+        }
+        out[j++] = text[i];
+    }
+    out[j] = 0;
+    return 1;
+}
+
+/* 1 if text is a decimal integer that fits a long long; *too_large tells overflow from garbage. */
+static int parse_integer(const char *text, long long *v, int *too_large) {
+    char buf[64], *end;
+    *too_large = 0;
+    if (!strip_digit_groups(text, buf, sizeof buf)) return 0;
+    if (!(buf[0] == '-' || buf[0] == '+' || (buf[0] >= '0' && buf[0] <= '9'))) return 0;
+    errno = 0;
+    *v = strtoll(buf, &end, 10);
+    if (end == buf || *end != 0) return 0;
+    *too_large = errno == ERANGE;
+    return !*too_large;
+}
+
+/* Plain decimal notation only (no hex, inf or nan), finite. */
+static int parse_number(const char *text, double *v) {
+    char buf[64], *end;
+    if (!strip_digit_groups(text, buf, sizeof buf) || !buf[0]) return 0;
+    if (strspn(buf, "0123456789+-.eE") != strlen(buf)) return 0;
+    *v = strtod(buf, &end);
+    return end != buf && *end == 0 && isfinite(*v);
+}
+
+/* 1 with "must be >= 1, got 0" style text in why if v is outside the key's bounds. */
+static int out_of_range(const config_key *k, double v, char *why, size_t n, const char *text) {
+    int low = (k->flags & MIN_EXCLUSIVE) ? !(v > k->min) : !(v >= k->min);
+    int high = (k->flags & MAX_EXCLUSIVE) ? !(v < k->max) : !(v <= k->max);
+    if (!low && !high) return 0;
+    if (k->min == k->max)
+        snprintf(why, n, "must be %.17g, got %s", k->min, text);
+    else if (low)
+        snprintf(why, n, "must be %s %.17g, got %s", (k->flags & MIN_EXCLUSIVE) ? ">" : ">=", k->min, text);
+    else
+        snprintf(why, n, "must be %s %.17g, got %s", (k->flags & MAX_EXCLUSIVE) ? "<" : "<=", k->max, text);
+    return 1;
+}
+
+/* Whether `text` is one of the '|'-separated choices. */
+static int is_choice(const char *choices, const char *text) {
+    size_t len = strlen(text);
+    for (const char *c = choices; *c;) {
+        size_t clen = strcspn(c, "|");
+        if (clen == len && strncmp(c, text, len) == 0) return 1;
+        c += clen + (c[clen] == '|');
+    }
+    return 0;
+}
+
+/* Parses text into the key's field. Returns 0, or -1 with the reason in why. */
+static int set_value(ds_config *cfg, const config_key *k, const char *text, char *why, size_t n) {
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_INT64: { /* KEY_INT bounds lie inside int (checked in ds_config_defaults) */
+        long long v;
+        int too_large;
+        if (!parse_integer(text, &v, &too_large)) {
+            snprintf(why, n, "expected an integer, got '%s'%s", text, too_large ? " (too large)" : "");
+            return -1;
+        }
+        if (out_of_range(k, (double)v, why, n, text)) return -1;
+        if (k->type == KEY_INT) *(int *)field(cfg, k) = (int)v;
+        else *(int64_t *)field(cfg, k) = v;
+        return 0;
+    }
+    case KEY_DOUBLE: {
+        double v;
+        if (!parse_number(text, &v)) { snprintf(why, n, "expected a number, got '%s'", text); return -1; }
+        if (out_of_range(k, v, why, n, text)) return -1;
+        *(double *)field(cfg, k) = v;
+        return 0;
+    }
+    case KEY_ENUM:
+        if (!is_choice(k->choices, text)) {
+            char list[128];
+            size_t len = 0;
+            for (const char *c = k->choices; *c && len < sizeof list;) {
+                size_t clen = strcspn(c, "|");
+                len += snprintf(list + len, sizeof list - len, "%s'%.*s'", len ? ", " : "", (int)clen, c);
+                c += clen + (c[clen] == '|');
+            }
+            snprintf(why, n, "expected one of %s, got '%s'", list, text);
+            return -1;
+        }
+        break;
+    case KEY_STRING:
+        if ((k->flags & NON_EMPTY) && !text[0]) { snprintf(why, n, "must not be empty"); return -1; }
+        break;
+    }
+    size_t len = strlen(text);
+    if (len >= k->size) {
+        snprintf(why, n, "too long (%zu characters, at most %zu)", len, k->size - 1);
+        return -1;
+    }
+    /* Zero the whole field so that equal configs are equal bytes (tests compare with memcmp). */
+    memset(field(cfg, k), 0, k->size);
+    memcpy(field(cfg, k), text, len);
+    return 0;
+}
+
+/* ---- errors ---- */
+
+/* "FILE:LINE: what: reason" */
+static void __attribute__((noreturn, format(printf, 4, 5)))
+die_line(const load_ctx *ctx, size_t line, const char *what, const char *fmt, ...) {
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: %s: %s", ctx->path, line, what, why);
+}
+
+/* An error about key i, located where its value came from. */
+static void __attribute__((noreturn, format(printf, 3, 4)))
+die_key(const load_ctx *ctx, int i, const char *fmt, ...) {
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    const config_key *k = &config_keys[i];
+    const key_origin *o = &ctx->origin[i];
+    if (o->set_arg) ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", o->set_arg, why);
+    if (o->line) ds_die(DS_EXIT_BAD_INPUT, "%s:%d: %s.%s: %s", ctx->path, o->line, k->section, k->name, why);
+    if (ctx->path) ds_die(DS_EXIT_BAD_INPUT, "%s: %s.%s: %s", ctx->path, k->section, k->name, why);
+    ds_die(DS_EXIT_BAD_INPUT, "%s.%s: %s", k->section, k->name, why);
+}
+
+/* ---- YAML file ---- */
+
+static size_t line_of(const yaml_event_t *ev) { return ev->start_mark.line + 1; }
+
+static void next_event(const load_ctx *ctx, yaml_parser_t *p, yaml_event_t *ev) {
+    if (yaml_parser_parse(p, ev)) return;
+    if (p->error == YAML_READER_ERROR)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read: %s (byte %zu)", ctx->path, p->problem, p->problem_offset);
+    if (p->error == YAML_MEMORY_ERROR) ds_die(DS_EXIT_FAIL, "%s: out of memory parsing YAML", ctx->path);
+    char context[128] = "";
+    if (p->context) snprintf(context, sizeof context, " (%s at line %zu)", p->context, p->context_mark.line + 1);
+    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: invalid YAML: %s%s", ctx->path, p->problem_mark.line + 1,
+           p->problem ? p->problem : "syntax error", context);
+}
+
+/* `key:` with nothing after it, or ~ / null: an empty section or an empty string. */
+static int is_null_scalar(const yaml_event_t *ev) {
+    if (ev->type != YAML_SCALAR_EVENT || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
+    const char *v = (const char *)ev->data.scalar.value;
+    return !v[0] || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL");
+}
+
+static const char *node_kind(const yaml_event_t *ev) {
+    switch (ev->type) {
+    case YAML_MAPPING_START_EVENT: return "a mapping";
+    case YAML_SEQUENCE_START_EVENT: return "a sequence";
+    case YAML_ALIAS_EVENT: return "an alias";
+    default: return "a scalar";
+    }
+}
+
+static void parse_section(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg, const char *section) {
+    yaml_event_t ev;
+    next_event(ctx, p, &ev);
+    if (!is_null_scalar(&ev)) {
+        if (ev.type != YAML_MAPPING_START_EVENT)
+            die_line(ctx, line_of(&ev), section, "expected a mapping of key: value pairs, got %s", node_kind(&ev));
+        for (;;) {
+            yaml_event_delete(&ev);
+            next_event(ctx, p, &ev);
+            if (ev.type == YAML_MAPPING_END_EVENT) break;
+            if (ev.type != YAML_SCALAR_EVENT)
+                die_line(ctx, line_of(&ev), section, "expected a key, got %s", node_kind(&ev));
+            int line = (int)line_of(&ev);
+            char path[160];
+            snprintf(path, sizeof path, "%s.%s", section, (const char *)ev.data.scalar.value);
+            int i = find_key(section, (const char *)ev.data.scalar.value);
+            if (i < 0) {
+                char hint[96];
+                suggest_key(section, (const char *)ev.data.scalar.value, hint, sizeof hint);
+                die_line(ctx, line, path, "unknown key%s", hint);
+            }
+            if (ctx->origin[i].line) die_line(ctx, line, path, "duplicate key (first at line %d)", ctx->origin[i].line);
+
+            yaml_event_delete(&ev);
+            next_event(ctx, p, &ev);
+            if (ev.type == YAML_ALIAS_EVENT) die_line(ctx, line, path, "YAML aliases are not supported");
+            if (ev.type != YAML_SCALAR_EVENT) die_line(ctx, line, path, "not a scalar (got %s)", node_kind(&ev));
+            const config_key *k = &config_keys[i];
+            const char *text = (const char *)ev.data.scalar.value;
+            if (k->type == KEY_STRING && is_null_scalar(&ev)) text = "";
+            char why[256];
+            if (set_value(cfg, k, text, why, sizeof why) != 0) die_line(ctx, line, path, "%s", why);
+            ctx->origin[i].line = line;
+        }
+    }
+    yaml_event_delete(&ev);
+}
+
+/* The document: a mapping of sections, each a mapping of scalars (or empty). */
+static void parse_document(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg) {
+    int section_line[N_SECTIONS] = {0};
+    yaml_event_t ev;
+    next_event(ctx, p, &ev);
+    if (!is_null_scalar(&ev)) {
+        if (ev.type != YAML_MAPPING_START_EVENT)
+            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a mapping of sections (run, model, data, train, optim, checkpoint), got %s",
+                   ctx->path, line_of(&ev), node_kind(&ev));
+        for (;;) {
+            yaml_event_delete(&ev);
+            next_event(ctx, p, &ev);
+            if (ev.type == YAML_MAPPING_END_EVENT) break;
+            if (ev.type != YAML_SCALAR_EVENT)
+                ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a section name, got %s", ctx->path, line_of(&ev), node_kind(&ev));
+            const char *name = (const char *)ev.data.scalar.value;
+            int line = (int)line_of(&ev);
+            int s = find_section(name);
+            if (s < 0) {
+                char hint[96];
+                suggest_section(name, hint, sizeof hint);
+                die_line(ctx, line, name, "unknown section%s", hint);
+            }
+            if (section_line[s]) die_line(ctx, line, name, "duplicate section (first at line %d)", section_line[s]);
+            section_line[s] = line;
+            parse_section(ctx, p, cfg, sections[s]);
+        }
+    }
+    yaml_event_delete(&ev);
+    next_event(ctx, p, &ev); /* DOCUMENT-END: the parser guarantees it here */
+    yaml_event_delete(&ev);
+}
+
+static void parse_file(load_ctx *ctx, ds_config *cfg) {
+    FILE *fp = fopen(ctx->path, "rb");
+    struct stat st;
+    if (fp && fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        fp = NULL;
+        errno = EISDIR;
+    }
+    if (!fp) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open: %s", ctx->path, strerror(errno));
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) ds_die(DS_EXIT_FAIL, "out of memory");
+    yaml_parser_set_input_file(&p, fp);
+    yaml_event_t ev;
+    next_event(ctx, &p, &ev); /* STREAM-START */
+    yaml_event_delete(&ev);
+    next_event(ctx, &p, &ev);
+    if (ev.type == YAML_DOCUMENT_START_EVENT) { /* an empty file has no document at all */
+        yaml_event_delete(&ev);
+        parse_document(ctx, &p, cfg);
+        next_event(ctx, &p, &ev);
+        if (ev.type != YAML_STREAM_END_EVENT)
+            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: only one YAML document is allowed", ctx->path, line_of(&ev));
+    }
+    yaml_event_delete(&ev);
+    yaml_parser_delete(&p);
+    fclose(fp);
+}
+
+/* ---- --set section.key=value ---- */
+
+static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
+    const char *eq = strchr(arg, '=');
+    const char *dot = eq ? memchr(arg, '.', (size_t)(eq - arg)) : NULL;
+    if (!eq || !dot || dot == arg || dot + 1 == eq || eq - arg >= 128)
+        ds_die(DS_EXIT_BAD_INPUT, "--set: expected section.key=value, got '%s'", arg);
+    char section[128], name[128], hint[96];
+    snprintf(section, sizeof section, "%.*s", (int)(dot - arg), arg);
+    snprintf(name, sizeof name, "%.*s", (int)(eq - dot - 1), dot + 1);
+    if (find_section(section) < 0) {
+        suggest_section(section, hint, sizeof hint);
+        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown section '%s'%s", arg, section, hint);
+    }
+    int i = find_key(section, name);
+    if (i < 0) {
+        suggest_key(section, name, hint, sizeof hint);
+        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown key%s", arg, hint);
+    }
+    char why[256];
+    if (set_value(cfg, &config_keys[i], eq + 1, why, sizeof why) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", arg, why);
+    ctx->origin[i].set_arg = arg;
+}
+
+/* ---- cross-field rules and derived defaults ---- */
+
+static int is_set(const load_ctx *ctx, int i) { return ctx->origin[i].line || ctx->origin[i].set_arg; }
+
+static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
+    int n_embd = key_index("model", "n_embd"), tokenizer = key_index("data", "tokenizer");
+    int vocab = key_index("model", "vocab_size"), lr_final = key_index("optim", "lr_final");
+    int out_dir = key_index("run", "out_dir"), ckpt_dir = key_index("checkpoint", "dir");
+
+    if (cfg->model.n_embd % cfg->model.head_size != 0)
+        die_key(ctx, n_embd, "must be a multiple of model.head_size (%d), got %d", cfg->model.head_size, cfg->model.n_embd);
+
+    int world = strcmp(cfg->data.tokenizer, "world") == 0;
+    if (world && !cfg->data.vocab_file[0])
+        die_key(ctx, tokenizer, "'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)");
+    if (world && !is_set(ctx, vocab)) cfg->model.vocab_size = 65536;
+    int min_vocab = world ? 65536 : 256;
+    if (cfg->model.vocab_size < min_vocab)
+        die_key(ctx, vocab, "must be >= %d for data.tokenizer '%s', got %d", min_vocab, cfg->data.tokenizer,
+                cfg->model.vocab_size);
+
+    if (cfg->optim.lr_final > cfg->optim.lr)
+        die_key(ctx, lr_final, "must be <= optim.lr (%g), got %g", cfg->optim.lr, cfg->optim.lr_final);
+
+    char path[2 * DS_PATH_MAX], why[256];
+    if (!cfg->run.out_dir[0]) {
+        snprintf(path, sizeof path, "runs/%s", cfg->run.name);
+        if (set_value(cfg, &config_keys[out_dir], path, why, sizeof why) != 0) die_key(ctx, out_dir, "%s", why);
+    }
+    if (!cfg->checkpoint.dir[0]) {
+        snprintf(path, sizeof path, "%s/checkpoints", cfg->run.out_dir);
+        if (set_value(cfg, &config_keys[ckpt_dir], path, why, sizeof why) != 0)
+            die_key(ctx, ckpt_dir, "<run.out_dir>/checkpoints is %s", why);
+    }
+}
+
+/* ---- public API ---- */
+
+void ds_config_defaults(ds_config *cfg) {
+    static const size_t type_size[] = {[KEY_INT] = sizeof(int), [KEY_INT64] = sizeof(int64_t),
+                                       [KEY_DOUBLE] = sizeof(double)};
+    memset(cfg, 0, sizeof *cfg);
+    for (int i = 0; i < N_KEYS; i++) { /* also guards the table against type/field mismatches */
+        const config_key *k = &config_keys[i];
+        char why[256];
+        int bad_type = k->type <= KEY_DOUBLE && k->size != type_size[k->type];
+        int bad_bounds = k->type == KEY_INT && (k->min < INT_MIN || k->max > INT_MAX);
+        if (bad_type || bad_bounds || set_value(cfg, k, k->def, why, sizeof why) != 0)
+            ds_die(DS_EXIT_FAIL, "config table: %s.%s: bad type, bounds or default", k->section, k->name);
+    }
+}
+
+void ds_config_load(ds_config *cfg, const char *path, int n_overrides, char **overrides) {
+    load_ctx ctx = {.path = path};
+    ds_config_defaults(cfg);
+    if (path) {
+        if (strlen(path) >= sizeof cfg->source) ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", path);
+        strcpy(cfg->source, path);
+        parse_file(&ctx, cfg);
+    }
+    for (int i = 0; i < n_overrides; i++) apply_override(&ctx, cfg, overrides[i]);
+    check_and_resolve(&ctx, cfg);
+}
+
+/* YAML double-quoted string: always safe, whatever the path contains. */
+static void write_quoted(FILE *fp, const char *s) {
+    fputc('"', fp);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') fprintf(fp, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f) fprintf(fp, "\\x%02x", *c);
+        else fputc(*c, fp);
+    }
+    fputc('"', fp);
+}
+
+/* The shortest %g text that reads back as exactly x, always with a '.' in the mantissa ("1.0",
+ * "6.0e-05") so that YAML 1.1 readers such as PyYAML also see a float, not an int or a string. */
+static void format_double(double x, char *buf, size_t n) {
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    size_t mantissa = strcspn(buf, "e");
+    if (memchr(buf, '.', mantissa)) return;
+    char exponent[16];
+    snprintf(exponent, sizeof exponent, "%s", buf + mantissa);
+    snprintf(buf + mantissa, n - mantissa, ".0%s", exponent);
+}
+
+int ds_config_write(const ds_config *cfg, const char *path) {
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0) return -1;
+    FILE *fp = af.fp;
+    fputs("# dreamstate configuration, every key resolved", fp);
+    if (cfg->source[0]) { fputs("; read from ", fp); write_quoted(fp, cfg->source); }
+    fputc('\n', fp);
+    const char *section = "";
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        if (strcmp(section, k->section) != 0) fprintf(fp, "%s:\n", section = k->section);
+        fprintf(fp, "  %s: ", k->name);
+        const void *v = cfield(cfg, k);
+        char num[32];
+        switch (k->type) {
+        case KEY_INT: fprintf(fp, "%d", *(const int *)v); break;
+        case KEY_INT64: fprintf(fp, "%" PRId64, *(const int64_t *)v); break;
+        case KEY_DOUBLE: format_double(*(const double *)v, num, sizeof num); fputs(num, fp); break;
+        case KEY_ENUM: fputs((const char *)v, fp); break;
+        case KEY_STRING: write_quoted(fp, (const char *)v); break;
+        }
+        fputc('\n', fp);
+    }
+    if (ferror(fp)) {
+        ds_atomic_abort(&af);
+        errno = EIO;
+        return -1;
+    }
+    return ds_atomic_commit(&af);
+}
+
+void ds_config_print_help(FILE *fp) {
+    fputs("Configuration keys (YAML: one mapping per section; command line: --set section.key=value):\n", fp);
+    for (int i = 0; i < N_KEYS; i++) {
+        const config_key *k = &config_keys[i];
+        char name[64], def[64], kind[96];
+        snprintf(name, sizeof name, "%s.%s", k->section, k->name);
+        snprintf(def, sizeof def, k->type == KEY_STRING ? "\"%s\"" : "%s", k->def);
+        switch (k->type) {
+        case KEY_STRING: snprintf(kind, sizeof kind, "string"); break;
+        case KEY_ENUM: snprintf(kind, sizeof kind, "one of %s", k->choices); break;
+        default: {
+            double type_max = k->type == KEY_INT ? INT_MAX : k->type == KEY_INT64 ? (double)INT64_MAX : HUGE_VAL;
+            int len = snprintf(kind, sizeof kind, "%s", k->type == KEY_DOUBLE ? "number" : "integer");
+            if (k->min == k->max) {
+                snprintf(kind + len, sizeof kind - len, " = %.17g", k->min);
+                break;
+            }
+            len += snprintf(kind + len, sizeof kind - len, " %s %.17g", (k->flags & MIN_EXCLUSIVE) ? ">" : ">=", k->min);
+            if (k->max < type_max)
+                snprintf(kind + len, sizeof kind - len, ", %s %.17g", (k->flags & MAX_EXCLUSIVE) ? "<" : "<=", k->max);
+        }
+        }
+        fprintf(fp, "  %-24s default %-10s %s; %s\n", name, def, kind, k->help);
+    }
+}

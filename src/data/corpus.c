@@ -1,0 +1,376 @@
+/* Text to token shards: the `prepare-data` command and the built-in default corpus. Both feed
+ * documents, in a deterministic order, to one splitter that tokenizes each and appends it to
+ * train.bin or valid.bin by a hash of its index (see DS_SPLIT_STREAM in data.h). */
+#include "dreamstate/data.h"
+#include "dreamstate/common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FORTUNES_DIR "/usr/share/games/fortunes"
+#define JARGON_FILE "/usr/share/doc/jargon-text/jargon.txt.gz"
+
+/* ---------------------------------------------------------------- input files */
+
+typedef struct path_list {
+    char **items;
+    size_t n, cap;
+} path_list;
+
+static void path_list_add(path_list *l, const char *path) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->items = realloc(l->items, l->cap * sizeof *l->items);
+        if (!l->items) ds_die(DS_EXIT_FAIL, "out of memory listing input files");
+    }
+    l->items[l->n++] = strdup(path);
+}
+
+static void path_list_free(path_list *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+}
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Appends the regular files of `dir` accepted by `keep` (NULL: all), sorted by name, descending
+ * into subdirectories when `recursive`. Hidden entries and symbolic links are skipped: they are
+ * rarely text meant for training and links can loop or count a file twice. */
+static void walk_dir(const char *dir, int recursive, int (*keep)(const char *name), path_list *out) {
+    DIR *d = opendir(dir);
+    if (!d) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read directory: %s", dir, strerror(errno));
+    path_list names = {0};
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') path_list_add(&names, e->d_name);
+    closedir(d);
+    qsort(names.items, names.n, sizeof *names.items, compare_strings);
+    char path[4096];
+    for (size_t i = 0; i < names.n; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names.items[i]);
+        struct stat st;
+        if (lstat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", path, strerror(errno));
+        if (S_ISDIR(st.st_mode) && recursive) walk_dir(path, recursive, keep, out);
+        else if (S_ISREG(st.st_mode) && (!keep || keep(names.items[i]))) path_list_add(out, path);
+    }
+    path_list_free(&names);
+}
+
+/* Reads all of fd into a malloc'ed buffer. */
+static int read_fd(int fd, uint8_t **data, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    for (;;) {
+        if (!buf) ds_die(DS_EXIT_FAIL, "out of memory reading input");
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { free(buf); return -1; }
+        if (got == 0) break;
+        n += (size_t)got;
+        if (n == cap) buf = realloc(buf, cap *= 2);
+    }
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+/* A .gz file through `gzip -dc` (run directly, no shell, so any file name is safe). */
+static int read_gzip(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) { snprintf(why, why_len, "pipe: %s", strerror(errno)); return -1; }
+    pid_t pid = fork();
+    if (pid < 0) { snprintf(why, why_len, "fork: %s", strerror(errno)); return -1; }
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(pipefd[1], STDOUT_FILENO);
+        if (devnull >= 0) dup2(devnull, STDERR_FILENO);  /* our own one-line reason replaces gzip's */
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execlp("gzip", "gzip", "-dc", "--", path, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    int rc = read_fd(pipefd[0], data, len);
+    close(pipefd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (rc == 0) free(*data);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) snprintf(why, why_len, "cannot run gzip -dc");
+    else snprintf(why, why_len, "gzip -dc failed (not a valid .gz file?)");
+    return -1;
+}
+
+static int read_input(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+    if (has_suffix(path, ".gz")) return read_gzip(path, data, len, why, why_len);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || read_fd(fd, data, len) != 0) {
+        snprintf(why, why_len, "cannot read: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the splitter */
+
+enum { TRAIN, VALID };
+static const char *const split_name[2] = {"train", "valid"};
+
+typedef struct splitter {
+    const ds_tokenizer *tok;
+    double valid_fraction;
+    uint64_t seed, next_doc;
+    ds_shard_writer *out[2];
+    char path[2][4096];
+    uint64_t docs[2], bytes[2], tokens[2];
+    int32_t *ids;
+    size_t ids_cap;
+} splitter;
+
+static void make_dirs(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: cannot create directory: %s", path, strerror(errno));
+        *p = c;
+        if (!c) break;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) ds_die(DS_EXIT_BAD_INPUT, "%s: not a directory", dir);
+}
+
+static void splitter_open(splitter *sp, const char *out_dir, const ds_tokenizer *tok, double valid_fraction,
+                          uint64_t seed) {
+    memset(sp, 0, sizeof *sp);
+    sp->tok = tok;
+    sp->valid_fraction = valid_fraction;
+    sp->seed = seed;
+    make_dirs(out_dir);
+    for (int s = 0; s < 2; s++) {
+        snprintf(sp->path[s], sizeof sp->path[s], "%s/%s.bin", out_dir, split_name[s]);
+        sp->out[s] = ds_shard_writer_open(sp->path[s], ds_tokenizer_vocab_size(tok), ds_tokenizer_fingerprint(tok));
+    }
+}
+
+/* Bad input found mid-way: remove both temporary shards, then die. */
+static _Noreturn void splitter_fail(splitter *sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void splitter_fail(splitter *sp, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (int s = 0; s < 2; s++) ds_shard_writer_abort(sp->out[s]);
+    ds_die(DS_EXIT_BAD_INPUT, "%s", msg);
+}
+
+static void splitter_add_document(splitter *sp, const uint8_t *text, size_t n) {
+    if (n == 0) return;
+    if (n > sp->ids_cap) {
+        ds_free(sp->ids);
+        sp->ids_cap = n > 2 * sp->ids_cap ? n : 2 * sp->ids_cap;
+        sp->ids = ds_alloc(sp->ids_cap * sizeof *sp->ids);
+    }
+    size_t n_ids = ds_tokenizer_encode(sp->tok, text, n, sp->ids);
+    int s = ds_rng_uniform(sp->seed, DS_SPLIT_STREAM, sp->next_doc++) < sp->valid_fraction ? VALID : TRAIN;
+    ds_shard_writer_add_document(sp->out[s], sp->ids, n_ids);
+    sp->docs[s]++;
+    sp->bytes[s] += n;
+    sp->tokens[s] += n_ids + 1;  /* + separator */
+}
+
+/* split_on NULL: the whole text is one document. Otherwise documents end at lines equal to
+ * split_on (compared without the line's "\n" or "\r\n"); each keeps its lines' newlines. */
+static void splitter_add_text(splitter *sp, const uint8_t *text, size_t n, const char *split_on) {
+    if (!split_on) { splitter_add_document(sp, text, n); return; }
+    size_t sep_len = strlen(split_on), doc_start = 0, line = 0;
+    while (line < n) {
+        const uint8_t *nl = memchr(text + line, '\n', n - line);
+        size_t line_end = nl ? (size_t)(nl - text) : n, next = nl ? line_end + 1 : n;
+        size_t content_end = line_end > line && text[line_end - 1] == '\r' ? line_end - 1 : line_end;
+        if (content_end - line == sep_len && memcmp(text + line, split_on, sep_len) == 0) {
+            splitter_add_document(sp, text + doc_start, line - doc_start);
+            doc_start = next;
+        }
+        line = next;
+    }
+    splitter_add_document(sp, text + doc_start, n - doc_start);
+}
+
+static void splitter_add_file(splitter *sp, const char *path, const char *split_on) {
+    uint8_t *data;
+    size_t len;
+    char why[256];
+    if (read_input(path, &data, &len, why, sizeof why) != 0) splitter_fail(sp, "%s: %s", path, why);
+    splitter_add_text(sp, data, len, split_on);
+    free(data);
+}
+
+static void splitter_commit(splitter *sp, FILE *report) {
+    for (int s = 0; s < 2; s++) {
+        ds_shard_writer_commit(sp->out[s]);
+        fprintf(report, "%s: %llu documents, %llu bytes, %llu tokens (incl. separators) -> %s\n", split_name[s],
+                (unsigned long long)sp->docs[s], (unsigned long long)sp->bytes[s],
+                (unsigned long long)sp->tokens[s], sp->path[s]);
+    }
+    if (sp->docs[VALID] == 0 && sp->valid_fraction > 0)
+        fprintf(report, "warning: the valid split is empty (%llu documents in all)\n",
+                (unsigned long long)sp->docs[TRAIN]);
+    ds_free(sp->ids);
+}
+
+/* ---------------------------------------------------------------- prepare-data */
+
+static const char prepare_usage[] =
+    "usage: dreamstate prepare-data [options] --out DIR INPUT...\n"
+    "Tokenizes text into token shards DIR/train.bin and DIR/valid.bin (format: include/dreamstate/data.h).\n"
+    "INPUT: a text file, a .gz file (read with gzip -dc), or a directory (walked recursively, sorted by\n"
+    "name; hidden entries and symbolic links skipped). Each file is one document unless --split-on.\n"
+    "  --tokenizer byte|world   byte: id = byte value (vocab 256, default); world: RWKV World vocab\n"
+    "  --vocab FILE             rwkv_vocab_v20230424.txt, required with --tokenizer world\n"
+    "  --split-on LINE          documents end at lines equal to LINE (e.g. %; \"\" = blank lines)\n"
+    "  --valid-fraction F       share of documents held out, 0 <= F < 1 (default 0.05)\n"
+    "  --seed N                 seed of the deterministic per-document split (default 1234)\n"
+    "  --out DIR                output directory (created if missing)\n"
+    "  --help                   this text\n";
+
+/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if argv[*i] is another option. */
+static const char *option_value(int argc, char **argv, int *i, const char *name) {
+    size_t k = strlen(name);
+    if (strncmp(argv[*i], name, k) != 0) return NULL;
+    if (argv[*i][k] == '=') return argv[*i] + k + 1;
+    if (argv[*i][k] != 0) return NULL;
+    if (*i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s needs a value (see --help)", name);
+    return argv[++*i];
+}
+
+int ds_prepare_data_main(int argc, char **argv) {
+    const char *kind = "byte", *vocab = NULL, *out_dir = NULL, *split_on = NULL, *v;
+    double valid_fraction = 0.05;
+    uint64_t seed = 1234;
+    path_list inputs = {0};
+    int only_inputs = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        char *end;
+        if (only_inputs || a[0] != '-' || a[1] == 0) { path_list_add(&inputs, a); continue; }
+        if (strcmp(a, "--") == 0) { only_inputs = 1; continue; }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(prepare_usage, stdout); return 0; }
+        if ((v = option_value(argc, argv, &i, "--tokenizer"))) kind = v;
+        else if ((v = option_value(argc, argv, &i, "--vocab"))) vocab = v;
+        else if ((v = option_value(argc, argv, &i, "--out"))) out_dir = v;
+        else if ((v = option_value(argc, argv, &i, "--split-on"))) split_on = v;
+        else if ((v = option_value(argc, argv, &i, "--valid-fraction"))) {
+            valid_fraction = strtod(v, &end);
+            if (end == v || *end || !(valid_fraction >= 0 && valid_fraction < 1))
+                ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --valid-fraction '%s' must be a number in [0, 1)", v);
+        } else if ((v = option_value(argc, argv, &i, "--seed"))) {
+            errno = 0;
+            seed = strtoull(v, &end, 10);
+            if (end == v || *end || errno || v[0] == '-')
+                ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --seed '%s' must be a non-negative integer", v);
+        } else {
+            ds_die(DS_EXIT_BAD_INPUT, "prepare-data: unknown option '%s' (see --help)", a);
+        }
+    }
+    if (!out_dir) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --out DIR is required (see --help)");
+    if (inputs.n == 0) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: no INPUT given (see --help)");
+    if (strcmp(kind, "world") == 0 && !vocab)
+        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --tokenizer world needs --vocab FILE (rwkv_vocab_v20230424.txt)");
+    if (strcmp(kind, "world") != 0 && vocab)
+        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
+
+    /* Resolve every input before writing anything, so argument mistakes leave no files behind. */
+    path_list files = {0};
+    for (size_t i = 0; i < inputs.n; i++) {
+        struct stat st;
+        if (stat(inputs.items[i], &st) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s: %s", inputs.items[i], strerror(errno));
+        if (S_ISDIR(st.st_mode)) walk_dir(inputs.items[i], 1, NULL, &files);
+        else path_list_add(&files, inputs.items[i]);
+    }
+    if (files.n == 0) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: the inputs contain no files");
+    ds_tokenizer *tok = ds_tokenizer_open(kind, vocab);
+
+    splitter sp;
+    splitter_open(&sp, out_dir, tok, valid_fraction, seed);
+    for (size_t i = 0; i < files.n; i++) splitter_add_file(&sp, files.items[i], split_on);
+    printf("prepare-data: %zu files, %s tokenizer, valid fraction %g, seed %llu\n", files.n, kind, valid_fraction,
+           (unsigned long long)seed);
+    splitter_commit(&sp, stdout);
+    ds_tokenizer_free(tok);
+    path_list_free(&inputs);
+    path_list_free(&files);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- default corpus */
+
+static int is_fortune_text(const char *name) {
+    return !has_suffix(name, ".dat") && !has_suffix(name, ".u8");  /* index files; .u8 are links anyway */
+}
+
+/* Both shards present, valid, and made with this tokenizer. */
+static int corpus_ready(const char *out_dir, const ds_tokenizer *tok) {
+    char path[4096], why[256];
+    for (int s = 0; s < 2; s++) {
+        snprintf(path, sizeof path, "%s/%s.bin", out_dir, split_name[s]);
+        if (access(path, F_OK) != 0) return 0;
+        if (ds_shard_check(path, why, sizeof why) != 0) {
+            ds_log("default corpus: %s: %s; rebuilding", path, why);
+            return 0;
+        }
+        ds_dataset *ds = ds_dataset_open(path);
+        int same = ds_dataset_vocab_size(ds) == ds_tokenizer_vocab_size(tok) &&
+                   ds_dataset_fingerprint(ds) == ds_tokenizer_fingerprint(tok);
+        ds_dataset_close(ds);
+        if (!same) return 0;
+    }
+    return 1;
+}
+
+void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file) {
+    ds_tokenizer *tok = ds_tokenizer_open(tokenizer_kind, vocab_file);
+    if (corpus_ready(out_dir, tok)) { ds_tokenizer_free(tok); return; }
+
+    struct stat st;
+    if (stat(FORTUNES_DIR, &st) != 0 || !S_ISDIR(st.st_mode))
+        ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
+    if (stat(JARGON_FILE, &st) != 0)
+        ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", JARGON_FILE);
+    path_list fortunes = {0};
+    walk_dir(FORTUNES_DIR, 0, is_fortune_text, &fortunes);
+    if (fortunes.n == 0)
+        ds_die(DS_EXIT_FAIL, "default corpus: no fortune files in %s; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
+
+    ds_log("default corpus: building %s from %s (%zu files) and %s, %s tokenizer", out_dir, FORTUNES_DIR,
+           fortunes.n, JARGON_FILE, tokenizer_kind);
+    splitter sp;
+    splitter_open(&sp, out_dir, tok, DS_CORPUS_VALID_FRACTION, DS_CORPUS_SEED);
+    for (size_t i = 0; i < fortunes.n; i++) splitter_add_file(&sp, fortunes.items[i], "%");
+    splitter_add_file(&sp, JARGON_FILE, "");
+    splitter_commit(&sp, stderr);
+    path_list_free(&fortunes);
+    ds_tokenizer_free(tok);
+}

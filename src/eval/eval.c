@@ -1,0 +1,65 @@
+/* Held-out evaluation: loss, perplexity, bits per byte. */
+#include "dreamstate/eval.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
+
+#include <math.h>
+#include <string.h>
+
+ds_eval_result ds_eval_windows(ds_rwkv7 *m, const ds_dataset *ds, const ds_tokenizer *tok, int64_t windows,
+                               int B, int T) {
+    uint64_t span = ds_dataset_num_tokens(ds) - (uint64_t)T - 1;
+    int32_t *tokens = ds_alloc(sizeof(int32_t) * B * T), *targets = ds_alloc(sizeof(int32_t) * B * T);
+    int32_t *window = ds_alloc(sizeof(int32_t) * (T + 1));
+    ds_eval_result r = {0};
+    double nats = 0;
+    for (int64_t w0 = 0; w0 < windows; w0 += B) {
+        int nb = windows - w0 < B ? (int)(windows - w0) : B;
+        for (int b = 0; b < nb; b++) {
+            uint64_t off = windows > 1 ? span * (uint64_t)(w0 + b) / (uint64_t)(windows - 1) : 0;
+            ds_dataset_read(ds, off, (size_t)T + 1, window);
+            memcpy(tokens + (int64_t)b * T, window, sizeof(int32_t) * T);
+            memcpy(targets + (int64_t)b * T, window + 1, sizeof(int32_t) * T);
+            for (int t = 1; t <= T; t++) {
+                size_t len = 1;  /* the separator (id 0) counts as one byte, like a newline */
+                if (tok && window[t] != 0) ds_tokenizer_token(tok, window[t], &len);
+                r.bytes += (int64_t)len;
+            }
+        }
+        nats += ds_rwkv7_forward(m, nb, T, tokens, targets, 1.0f, 0.0f, NULL, NULL, NULL) * nb * T;
+        r.tokens += (int64_t)nb * T;
+    }
+    r.loss = nats / (double)r.tokens;
+    r.perplexity = exp(r.loss);
+    r.bits_per_byte = nats / (double)r.bytes / log(2.0);
+    ds_free(tokens); ds_free(targets); ds_free(window);
+    return r;
+}
+
+int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
+    ds_blas_init(cfg->run.threads);
+    ds_kernels_init();
+    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d);
+    ds_weights_load(&m, weights_path);
+    char valid[DS_PATH_MAX + 64];
+    ds_train_data_paths(cfg, NULL, 0, valid, sizeof valid);
+    ds_dataset *ds = ds_dataset_open(valid);
+    ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
+    int B = cfg->train.batch_size, T = cfg->train.ctx_len;
+    int64_t windows = (int64_t)cfg->train.eval_batches * B;
+    double t0 = ds_now_seconds();
+    ds_eval_result r = ds_eval_windows(&m, ds, tok, windows, B, T);
+    double dt = ds_now_seconds() - t0;
+    printf("{\"checkpoint\":\"%s\",\"data\":\"%s\",\"tokens\":%lld,\"loss\":%.6f,\"perplexity\":%.4f,"
+           "\"bits_per_byte\":%.6f,\"tokens_per_s\":%.1f}\n",
+           weights_path, valid, (long long)r.tokens, r.loss, r.perplexity, r.bits_per_byte, r.tokens / dt);
+    ds_tokenizer_free(tok);
+    ds_dataset_close(ds);
+    ds_rwkv7_destroy(&m);
+    return 0;
+}

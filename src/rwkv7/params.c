@@ -1,0 +1,224 @@
+/* RWKV-7 parameter table (official key names and shapes, rwkv7.md 5.1), pointer binding, LoRA ranks,
+ * and the official initialisation (rwkv7.md 4.1). */
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/rwkv7.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+static int round32(double x) {
+    int r = 32 * (int)nearbyint(x / 32.0);  /* nearbyint rounds half to even, like Python's round */
+    return r < 32 ? 32 : r;
+}
+
+void ds_rwkv7_default_ranks(ds_rwkv7_dims *d, const char *formula) {
+    double C = d->n_embd, s = sqrt(C);
+    int current = formula && strcmp(formula, "current") == 0;
+    if (d->dim_w <= 0) d->dim_w = round32((current ? 2.5 : 1.8) * s);
+    if (d->dim_a <= 0) d->dim_a = round32((current ? 2.5 : 1.8) * s);
+    if (d->dim_v <= 0) d->dim_v = round32((current ? 1.7 : 1.3) * s);
+    if (d->dim_g <= 0) d->dim_g = round32(current ? 5.0 * s : 0.6 * pow(C, 0.8));
+}
+
+/* Where each tensor's pointer lives: a field of ds_rwkv7_weights (layer < 0) or of layer `layer`. */
+typedef struct {
+    int layer;
+    size_t field;
+} slot;
+
+typedef struct {
+    ds_rwkv7 *m;
+    slot *slots;
+    int cap;
+} table_builder;
+
+static void add_tensor(table_builder *tb, int layer, size_t field, const char *name, int ndim, int64_t s0,
+                       int64_t s1, int64_t s2) {
+    ds_rwkv7 *m = tb->m;
+    if (m->n_tensors == tb->cap) ds_die(DS_EXIT_FAIL, "rwkv7: tensor table overflow");
+    ds_rwkv7_tensor *t = &m->tensors[m->n_tensors];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = s0;
+    t->shape[1] = s1;
+    t->shape[2] = s2;
+    t->numel = s0 * (ndim > 1 ? s1 : 1) * (ndim > 2 ? s2 : 1);
+    t->offset = m->n_params;
+    /* AdamW decay only on 2-D "*.weight" matrices (emb, head, projections); w0 gets twice the lr. */
+    size_t len = strlen(name);
+    t->weight_decay = ndim == 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0;
+    t->lr_scale = (len > 3 && strcmp(name + len - 3, ".w0") == 0) ? 2.0f : 1.0f;
+    /* keep every tensor 64-byte aligned */
+    m->n_params += (t->numel + 15) & ~(int64_t)15;
+    tb->slots[m->n_tensors] = (slot){layer, field};
+    m->n_tensors++;
+}
+
+#define GLOBAL(field) -1, offsetof(ds_rwkv7_weights, field)
+#define LAYER(l, field) l, offsetof(ds_rwkv7_layer, field)
+
+static void build_table(ds_rwkv7 *m, slot *slots, int cap) {
+    const ds_rwkv7_dims *d = &m->d;
+    int64_t C = d->n_embd, H = C / DS_HEAD_SIZE, V = d->vocab_size;
+    table_builder tb = {m, slots, cap};
+    char name[64];
+    add_tensor(&tb, GLOBAL(emb), "emb.weight", 2, V, C, 0);
+    add_tensor(&tb, GLOBAL(ln0_w), "blocks.0.ln0.weight", 1, C, 0, 0);
+    add_tensor(&tb, GLOBAL(ln0_b), "blocks.0.ln0.bias", 1, C, 0, 0);
+    for (int l = 0; l < d->n_layer; l++) {
+#define VEC(field, key) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 1, C, 0, 0))
+#define MIX(field, key) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 3, 1, 1, C))
+#define MAT(field, key, r, c) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 2, r, c, 0))
+        VEC(ln1_w, "ln1.weight"); VEC(ln1_b, "ln1.bias");
+        VEC(ln2_w, "ln2.weight"); VEC(ln2_b, "ln2.bias");
+        MIX(x_r, "att.x_r"); MIX(x_w, "att.x_w"); MIX(x_k, "att.x_k");
+        MIX(x_v, "att.x_v"); MIX(x_a, "att.x_a"); MIX(x_g, "att.x_g");
+        MIX(w0, "att.w0"); MAT(w1, "att.w1", C, d->dim_w); MAT(w2, "att.w2", d->dim_w, C);
+        MIX(a0, "att.a0"); MAT(a1, "att.a1", C, d->dim_a); MAT(a2, "att.a2", d->dim_a, C);
+        MIX(v0, "att.v0"); MAT(v1, "att.v1", C, d->dim_v); MAT(v2, "att.v2", d->dim_v, C);
+        MAT(g1, "att.g1", C, d->dim_g); MAT(g2, "att.g2", d->dim_g, C);
+        MIX(k_k, "att.k_k"); MIX(k_a, "att.k_a"); MAT(r_k, "att.r_k", H, DS_HEAD_SIZE);
+        MAT(Wr, "att.receptance.weight", C, C); MAT(Wk, "att.key.weight", C, C);
+        MAT(Wv, "att.value.weight", C, C); MAT(Wo, "att.output.weight", C, C);
+        VEC(lnx_w, "att.ln_x.weight"); VEC(lnx_b, "att.ln_x.bias");
+        MIX(ffn_x_k, "ffn.x_k"); MAT(Kf, "ffn.key.weight", 4 * C, C); MAT(Vf, "ffn.value.weight", C, 4 * C);
+#undef VEC
+#undef MIX
+#undef MAT
+    }
+    add_tensor(&tb, GLOBAL(ln_out_w), "ln_out.weight", 1, C, 0, 0);
+    add_tensor(&tb, GLOBAL(ln_out_b), "ln_out.bias", 1, C, 0, 0);
+    add_tensor(&tb, GLOBAL(head), "head.weight", 2, V, C, 0);
+}
+
+static void bind(const ds_rwkv7 *m, const slot *slots, float *base, ds_rwkv7_weights *w) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        char *owner = slots[i].layer < 0 ? (char *)w : (char *)&w->layers[slots[i].layer];
+        *(float **)(owner + slots[i].field) = base + m->tensors[i].offset;
+    }
+}
+
+void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
+    memset(m, 0, sizeof *m);
+    m->d = *d;
+    int cap = 5 + 35 * d->n_layer;
+    m->tensors = ds_alloc(sizeof(ds_rwkv7_tensor) * cap);
+    slot *slots = ds_alloc(sizeof(slot) * cap);
+    build_table(m, slots, cap);
+    m->params = ds_alloc(sizeof(float) * m->n_params);
+    m->grads = ds_alloc(sizeof(float) * m->n_params);
+    m->w.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
+    m->g.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
+    bind(m, slots, m->params, &m->w);
+    bind(m, slots, m->grads, &m->g);
+    ds_free(slots);
+}
+
+const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+
+/* ---- initialisation ---- */
+
+/* Orthogonal init with PyTorch orthogonal_ semantics up to the random draw: the smaller dimension is
+ * orthonormal, times gain. Gaussian fill, then CholeskyQR2 in double precision (two rounds of
+ * W <- W R^-1 with W^T W = R^T R; a square Gaussian matrix can have condition number ~1e4, whose
+ * square fp32 cannot hold), the heavy work in GEMMs so the 65536 x 768 head stays fast. */
+static void orthonormalise_columns(double *W, int rows, int cols) {
+    double *R = ds_alloc(sizeof(double) * cols * cols), *Ri = ds_alloc(sizeof(double) * cols * cols);
+    double *out = ds_alloc(sizeof(double) * rows * cols);
+    for (int round = 0; round < 2; round++) {
+        ds_dgemm(1, 0, cols, cols, rows, 1.0, W, cols, W, cols, 0.0, R, cols);
+        /* Cholesky W^T W = R^T R, R upper triangular, in place */
+        for (int j = 0; j < cols; j++) {
+            for (int i = 0; i <= j; i++) {
+                double s = R[i * cols + j];
+                for (int k = 0; k < i; k++) s -= R[k * cols + i] * R[k * cols + j];
+                if (i == j && !(s > 0)) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
+                R[i * cols + j] = (i == j) ? sqrt(s) : s / R[i * cols + i];
+            }
+        }
+        /* R^-1 by back substitution */
+        memset(Ri, 0, sizeof(double) * cols * cols);
+        for (int j = cols - 1; j >= 0; j--) {
+            Ri[j * cols + j] = 1.0 / R[j * cols + j];
+            for (int i = j - 1; i >= 0; i--) {
+                double s = 0;
+                for (int k = i + 1; k <= j; k++) s += R[i * cols + k] * Ri[k * cols + j];
+                Ri[i * cols + j] = -s / R[i * cols + i];
+            }
+        }
+        ds_dgemm(0, 0, rows, cols, cols, 1.0, W, cols, Ri, cols, 0.0, out, cols);
+        memcpy(W, out, sizeof(double) * rows * cols);
+    }
+    ds_free(R);
+    ds_free(Ri);
+    ds_free(out);
+}
+
+static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t seed, uint64_t stream) {
+    int tall = rows >= cols;
+    int r = tall ? rows : cols, c = tall ? cols : rows;   /* Q is r x c with orthonormal columns */
+    double *Q = ds_alloc(sizeof(double) * r * c);
+    for (int64_t i = 0; i < (int64_t)r * c; i++) Q[i] = ds_rng_normal(seed, stream, i);
+    orthonormalise_columns(Q, r, c);
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j < c; j++) {
+            float q = (float)(gain * Q[(int64_t)i * c + j]);
+            if (tall) W[(int64_t)i * cols + j] = q;
+            else W[(int64_t)j * cols + i] = q;
+        }
+    ds_free(Q);
+}
+
+void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
+    const ds_rwkv7_dims *d = &m->d;
+    int C = d->n_embd, L = d->n_layer, V = d->vocab_size, H = C / DS_HEAD_SIZE;
+    memset(m->params, 0, sizeof(float) * m->n_params);
+    uint64_t stream = 0;
+    for (int64_t i = 0; i < (int64_t)V * C; i++)
+        m->w.emb[i] = (float)(2e-4 * ds_rng_uniform(seed, stream, i) - 1e-4);
+    for (int c = 0; c < C; c++) m->w.ln0_w[c] = m->w.ln_out_w[c] = 1.0f;
+    for (int l = 0; l < L; l++) {
+        ds_rwkv7_layer *p = &m->w.layers[l];
+        double r01 = L > 1 ? (double)l / (L - 1) : 0.0, r10 = 1.0 - (double)l / L;
+        for (int c = 0; c < C; c++) {
+            double ddd = (double)c / C, linear = (double)c / (C - 1) - 0.5;
+            double zz = ((c % DS_HEAD_SIZE) - 31.5) / 31.5, zigzag = zz * fabs(zz);
+            double www = -6.0 + 6.0 * pow((double)c / (C - 1), 1.0 + pow(r01, 0.3));
+            p->x_r[c] = (float)(1.0 - pow(ddd, 0.2 * r10));
+            p->x_w[c] = (float)(1.0 - pow(ddd, 0.9 * r10));
+            p->x_k[c] = (float)(1.0 - pow(ddd, 0.7 * r10));
+            p->x_v[c] = (float)(1.0 - pow(ddd, 0.7 * r10));
+            p->x_a[c] = (float)(1.0 - pow(ddd, 0.9 * r10));
+            p->x_g[c] = (float)(1.0 - pow(ddd, 0.2 * r10));
+            p->w0[c] = (float)(www + 0.5 + 2.5 * zigzag);
+            p->a0[c] = (float)(-0.19 + 0.3 * zigzag + 0.4 * linear);
+            p->v0[c] = (float)(0.73 - 0.4 * linear);
+            p->k_k[c] = (float)(0.71 - 0.1 * linear);
+            p->k_a[c] = 1.02f;
+            p->lnx_w[c] = (float)pow((1.0 + l) / L, 0.7);
+            p->ffn_x_k[c] = (float)(1.0 - pow(ddd, pow(r10, 4)));
+            p->ln1_w[c] = p->ln2_w[c] = 1.0f;
+        }
+        for (int i = 0; i < H * DS_HEAD_SIZE; i++) p->r_k[i] = -0.04f;
+        /* w1, a1, v1, g1, att.output, ffn.value stay zero */
+        init_orthogonal(p->w2, d->dim_w, C, 0.1f, seed, ++stream);
+        init_orthogonal(p->a2, d->dim_a, C, 0.1f, seed, ++stream);
+        init_orthogonal(p->v2, d->dim_v, C, 0.1f, seed, ++stream);
+        init_orthogonal(p->g2, d->dim_g, C, 0.1f, seed, ++stream);
+        init_orthogonal(p->Wr, C, C, 1.0f, seed, ++stream);
+        init_orthogonal(p->Wk, C, C, 0.1f, seed, ++stream);
+        init_orthogonal(p->Wv, C, C, 1.0f, seed, ++stream);
+        init_orthogonal(p->Kf, 4 * C, C, 1.0f, seed, ++stream);
+    }
+    init_orthogonal(m->w.head, V, C, V > C ? 0.5f * sqrtf((float)V / C) : 0.5f, seed, ++stream);
+}

@@ -1,0 +1,235 @@
+/* `lm` task driver. Single process for now: the rank-aware coordinator (issue 3) will wrap the same
+ * step. Everything a step does is a function of (seed, step), so a resumed run replays exactly:
+ * batches are drawn by a counter-based RNG indexed by the global sample number, and the optimiser
+ * state, step and parameters come from the checkpoint. */
+#include "dreamstate/train.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/checkpoint.h"
+#include "dreamstate/common.h"
+#include "dreamstate/data.h"
+#include "dreamstate/eval.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/optim.h"
+#include "dreamstate/weights.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { RNG_STREAM_DATA = 0x44415441 /* "DATA" */ };
+
+static volatile sig_atomic_t stop_requested;
+static void on_stop_signal(int sig) { stop_requested = sig; }
+
+ds_rwkv7_dims ds_train_model_dims(const ds_config *cfg) {
+    ds_rwkv7_dims d = {.n_layer = cfg->model.n_layer, .n_embd = cfg->model.n_embd,
+                       .vocab_size = cfg->model.vocab_size, .dim_w = cfg->model.dim_w,
+                       .dim_a = cfg->model.dim_a, .dim_v = cfg->model.dim_v, .dim_g = cfg->model.dim_g};
+    ds_rwkv7_default_ranks(&d, cfg->model.lora_formula);
+    return d;
+}
+
+void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, char *valid, size_t valid_len) {
+    if (cfg->data.train[0]) {
+        if (train) snprintf(train, train_len, "%s", cfg->data.train);
+        if (valid) snprintf(valid, valid_len, "%s", cfg->data.valid[0] ? cfg->data.valid : cfg->data.train);
+        return;
+    }
+    const char *dir = strcmp(cfg->data.tokenizer, "world") == 0 ? "data/default-world" : "data/default-byte";
+    ds_mkdir_p(dir);
+    ds_corpus_default(dir, cfg->data.tokenizer, cfg->data.vocab_file);
+    if (train) snprintf(train, train_len, "%s/train.bin", dir);
+    if (valid) snprintf(valid, valid_len, "%s/valid.bin", dir);
+}
+
+/* B windows of T+1 tokens at offsets drawn for global samples first_sample .. first_sample+B-1. */
+static void sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T,
+                         int32_t *tokens, int32_t *targets, int32_t *window) {
+    uint64_t span = ds_dataset_num_tokens(ds) - (uint64_t)T - 1;
+    for (int b = 0; b < B; b++) {
+        uint64_t off = ds_rng_u64(seed, RNG_STREAM_DATA, first_sample + b) % (span + 1);
+        ds_dataset_read(ds, off, (size_t)T + 1, window);
+        memcpy(tokens + (int64_t)b * T, window, sizeof(int32_t) * T);
+        memcpy(targets + (int64_t)b * T, window + 1, sizeof(int32_t) * T);
+    }
+}
+
+typedef struct {
+    int n;
+    ds_tensor *t;
+} ckpt_table;
+
+static void save_checkpoint(const ds_config *cfg, const ckpt_table *ct, const ds_rwkv7_dims *d, int64_t step) {
+    char path[DS_PATH_MAX + 64], meta[512], extra[64], err[DS_ERR_LEN];
+    snprintf(extra, sizeof extra, "seed=%lld\n", (long long)cfg->run.seed);
+    ds_weights_ckpt_meta(d, step, extra, meta, sizeof meta);
+    ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, step);
+    if (ds_ckpt_save(path, meta, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_FAIL, "checkpoint: %s", err);
+    if (ds_ckpt_prune(cfg->checkpoint.dir, cfg->checkpoint.keep, step) < 0)
+        ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
+}
+
+/* Returns the step to continue from (0 for a fresh run). */
+static int64_t maybe_resume(const ds_config *cfg, const ckpt_table *ct, const ds_rwkv7_dims *d) {
+    if (strcmp(cfg->checkpoint.resume, "never") == 0) return 0;
+    char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], sig[256], got[256], stepbuf[64];
+    int64_t step = 0;
+    if (!ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) return 0;
+    char *meta = NULL;
+    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    ds_weights_signature(d, sig, sizeof sig);
+    if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got, sig);
+    if (!ds_weights_meta_value(meta, "step", stepbuf, sizeof stepbuf))
+        ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
+    free(meta);
+    if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    ds_log("resumed from %s (step %s)", path, stepbuf);
+    return atoll(stepbuf);
+}
+
+/* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
+ * reads like an uninterrupted one. */
+static void truncate_log(const char *path, int64_t last_step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return;
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    char line[4096];
+    while (fgets(line, sizeof line, in)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && atoll(s + 7) > last_step) continue;
+        fputs(line, af.fp);
+    }
+    fclose(in);
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+}
+
+static void format_duration(double s, char *buf, size_t len) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, len, "%lds", t);
+}
+
+int ds_train_lm(const ds_config *cfg) {
+    const char *arch = ds_blas_init(cfg->run.threads);
+    const char *kern = ds_kernels_init();
+    int threads = ds_blas_threads();
+    char path[DS_PATH_MAX + 64];
+
+    char train_path[DS_PATH_MAX + 64], valid_path[DS_PATH_MAX + 64];
+    ds_train_data_paths(cfg, train_path, sizeof train_path, valid_path, sizeof valid_path);
+    ds_dataset *train = ds_dataset_open(train_path), *valid = ds_dataset_open(valid_path);
+    int B = cfg->train.batch_size, T = cfg->train.ctx_len, accum = cfg->train.grad_accum;
+    if ((int64_t)ds_dataset_vocab_size(train) > cfg->model.vocab_size)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
+               ds_dataset_vocab_size(train), cfg->model.vocab_size);
+    if (ds_dataset_num_tokens(train) < (uint64_t)T + 2 || ds_dataset_num_tokens(valid) < (uint64_t)T + 2)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+    double unigram = ds_unigram_entropy_nats(train);
+
+    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7 model;
+    ds_rwkv7_create(&model, &d);
+    ds_rwkv7_init_weights(&model, (uint64_t)cfg->run.seed);
+    ds_rwkv7_reserve(&model, B, T);
+    ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * model.n_tensors);
+    for (int i = 0; i < model.n_tensors; i++)
+        groups[i] = (ds_optim_group){model.tensors[i].offset, model.tensors[i].numel, model.tensors[i].lr_scale,
+                                     model.tensors[i].weight_decay};
+    ds_adamw opt;
+    ds_adamw_create(&opt, model.n_params, model.n_tensors, groups, cfg->optim.beta1, cfg->optim.beta2,
+                    cfg->optim.eps, cfg->optim.weight_decay);
+    ds_free(groups);
+    ckpt_table ct = {0, ds_alloc(sizeof(ds_tensor) * (model.n_tensors + 2))};
+    ct.n = ds_weights_ckpt_tensors(&model, opt.m, opt.v, ct.t);
+    int64_t start = maybe_resume(cfg, &ct, &d);
+    /* inputs are all validated: only now touch the run directory */
+    ds_mkdir_p(cfg->run.out_dir);
+    ds_mkdir_p(cfg->checkpoint.dir);
+    int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
+    if (stale > 0) ds_log("removed %d temp file(s) of an interrupted checkpoint write", stale);
+    snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
+    if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
+
+    double peak = ds_measure_fma_peak(threads, 0.3);
+    double flops_tok = ds_rwkv7_flops_per_token(&d, T);
+    int64_t n_weights = 0;
+    for (int i = 0; i < model.n_tensors; i++) n_weights += model.tensors[i].numel;
+    ds_log("dreamstate train: task lm, %s, %.2fM parameters", cfg->run.name, n_weights / 1e6);
+    ds_log("  kernels %s, BLIS arch %s, %d threads, measured FP32 peak %.0f GFLOP/s", kern, arch, threads, peak);
+    ds_log("  data %s: %llu tokens (valid %llu), unigram entropy %.4f nats/token", train_path,
+           (unsigned long long)ds_dataset_num_tokens(train), (unsigned long long)ds_dataset_num_tokens(valid), unigram);
+    ds_log("  batch %d x %d tokens x %d accum, %lld steps, out %s", B, T, accum, (long long)cfg->train.steps,
+           cfg->run.out_dir);
+
+    snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
+    if (start > 0) truncate_log(path, start);
+    else remove(path);
+    FILE *jsonl = fopen(path, "a");
+    if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+
+    signal(SIGUSR1, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGINT, on_stop_signal);
+    int32_t *tokens = ds_alloc(sizeof(int32_t) * B * T), *targets = ds_alloc(sizeof(int32_t) * B * T);
+    int32_t *window = ds_alloc(sizeof(int32_t) * (T + 1));
+    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN;
+    int64_t step = start;
+    for (; step < cfg->train.steps && !stop_requested; step++) {
+        double t0 = ds_now_seconds();
+        ds_rwkv7_zero_grad(&model);
+        double loss = 0;
+        for (int j = 0; j < accum; j++) {
+            sample_batch(train, (uint64_t)cfg->run.seed, ((uint64_t)step * accum + j) * B, B, T, tokens, targets, window);
+            loss += ds_rwkv7_forward(&model, B, T, tokens, targets, 1.0f / accum, (float)cfg->optim.l2wrap, NULL,
+                                     NULL, NULL) / accum;
+            ds_rwkv7_backward(&model);
+        }
+        double gnorm = ds_clip_grad_norm(model.grads, model.n_params, cfg->optim.grad_clip);
+        double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
+        ds_adamw_step(&opt, model.params, model.grads, lr, step + 1);
+        double dt = ds_now_seconds() - t0;
+        double tok_s = (double)B * T * accum / dt, mfu = flops_tok * tok_s / (peak * 1e9);
+        int64_t done = step + 1;
+        int last = done == cfg->train.steps;
+        int do_eval = last || (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0);
+        if (do_eval) last_eval = ds_eval_windows(&model, valid, NULL, (int64_t)cfg->train.eval_batches * B, B, T).loss;
+        fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,\"mfu\":%.4f",
+                (long long)done, loss, lr, gnorm, tok_s, mfu);
+        if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f", last_eval);
+        fprintf(jsonl, "}\n");
+        fflush(jsonl);
+        last_loss = loss;
+        if (done % cfg->train.log_every == 0 || last || do_eval) {
+            char eta[32];
+            double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
+            format_duration(per_step * (double)(cfg->train.steps - done), eta, sizeof eta);
+            fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
+                    (long long)done, (long long)cfg->train.steps, loss, lr, gnorm, tok_s, 100 * mfu, eta);
+            if (do_eval) fprintf(stderr, " | val %.4f", last_eval);
+            fputc('\n', stderr);
+        }
+        if (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop_requested)
+            save_checkpoint(cfg, &ct, &d, done);
+    }
+    fclose(jsonl);
+    if (stop_requested && step < cfg->train.steps) {
+        ds_log("stopped by signal %d after step %lld; checkpoint written, rerun the same command to resume",
+               (int)stop_requested, (long long)step);
+    } else if (start < cfg->train.steps) {
+        ds_log("done: final train loss %.4f, held-out loss %.4f (unigram entropy %.4f)", last_loss, last_eval, unigram);
+    } else {
+        ds_log("nothing to do: checkpoint already at step %lld of %lld", (long long)start, (long long)cfg->train.steps);
+    }
+    ds_free(tokens); ds_free(targets); ds_free(window); ds_free(ct.t);
+    ds_adamw_destroy(&opt);
+    ds_rwkv7_destroy(&model);
+    ds_dataset_close(train);
+    ds_dataset_close(valid);
+    return DS_EXIT_OK;
+}

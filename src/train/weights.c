@@ -1,0 +1,125 @@
+/* Weights in and out of files: training checkpoints and official-name safetensors. */
+#include "dreamstate/weights.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/train.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void model_tensors(ds_rwkv7 *m, ds_tensor *out) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ds_rwkv7_tensor *t = &m->tensors[i];
+        out[i] = (ds_tensor){.name = t->name, .ndim = t->ndim, .data = m->params + t->offset};
+        memcpy(out[i].shape, t->shape, sizeof t->shape);
+    }
+}
+
+int ds_weights_ckpt_tensors(ds_rwkv7 *m, float *adam_m, float *adam_v, ds_tensor *out) {
+    model_tensors(m, out);
+    out[m->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {m->n_params}, .data = adam_m};
+    out[m->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {m->n_params}, .data = adam_v};
+    return m->n_tensors + 2;
+}
+
+void ds_weights_signature(const ds_rwkv7_dims *d, char *buf, size_t len) {
+    snprintf(buf, len, "rwkv7 L=%d C=%d V=%d Dw=%d Da=%d Dv=%d Dg=%d", d->n_layer, d->n_embd, d->vocab_size,
+             d->dim_w, d->dim_a, d->dim_v, d->dim_g);
+}
+
+void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extra, char *buf, size_t len) {
+    char sig[256];
+    ds_weights_signature(d, sig, sizeof sig);
+    snprintf(buf, len, "step=%lld\nmodel=%s\n%s", (long long)step, sig, extra ? extra : "");
+}
+
+const char *ds_weights_meta_value(const char *meta, const char *key, char *out, size_t len) {
+    size_t kl = strlen(key);
+    for (const char *p = meta; p && *p;) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            size_t n = strcspn(p + kl + 1, "\n");
+            snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), p + kl + 1);
+            return out;
+        }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NULL;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+void ds_weights_load(ds_rwkv7 *m, const char *path) {
+    char err[DS_ERR_LEN];
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * (m->n_tensors + 2));
+    if (ends_with(path, ".safetensors")) {
+        model_tensors(m, t);
+        /* a model file lacking layer-0's unused v-LoRA (some official releases) is fine: keep it zero */
+        ds_st_index ix;
+        if (ds_safetensors_list(path, &ix, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        int n = 0;
+        for (int i = 0; i < m->n_tensors; i++) {
+            if (!ds_st_find(&ix, t[i].name) && strncmp(t[i].name, "blocks.0.att.v", 14) == 0) continue;
+            t[n++] = t[i];
+        }
+        ds_st_index_free(&ix);
+        if (ds_safetensors_load(path, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    } else {
+        float *scratch = ds_alloc(sizeof(float) * 2 * m->n_params);
+        int n = ds_weights_ckpt_tensors(m, scratch, scratch + m->n_params, t);
+        char *meta = NULL, sig[256], got[256];
+        if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        ds_weights_signature(&m->d, sig, sizeof sig);
+        if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path,
+                   ds_weights_meta_value(meta, "model", got, sizeof got) ? got : "?", sig);
+        free(meta);
+        if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        ds_free(scratch);
+    }
+    ds_free(t);
+}
+
+int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path) {
+    ds_blas_init(cfg->run.threads);
+    ds_kernels_init();
+    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d);
+    ds_weights_load(&m, ckpt_path);
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * m.n_tensors);
+    model_tensors(&m, t);
+    const char *meta[] = {"format", "rwkv7-x070", "source", ckpt_path};
+    char err[DS_ERR_LEN];
+    if (ds_safetensors_save(out_path, 2, meta, m.n_tensors, t, err) != 0) ds_die(DS_EXIT_FAIL, "%s", err);
+    printf("wrote %s: %d tensors, %lld parameters\n", out_path, m.n_tensors, (long long)m.n_params);
+    ds_free(t);
+    ds_rwkv7_destroy(&m);
+    return 0;
+}
+
+int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
+    ds_blas_init(cfg->run.threads);
+    ds_kernels_init();
+    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d);
+    ds_weights_load(&m, st_path);
+    float *moments = ds_alloc(sizeof(float) * 2 * m.n_params);
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * (m.n_tensors + 2));
+    int n = ds_weights_ckpt_tensors(&m, moments, moments + m.n_params, t);
+    char path[DS_PATH_MAX + 64], meta[512], err[DS_ERR_LEN];
+    ds_mkdir_p(cfg->checkpoint.dir);
+    ds_weights_ckpt_meta(&d, 0, "source=import\n", meta, sizeof meta);
+    ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, 0);
+    if (ds_ckpt_save(path, meta, n, t, err) != 0) ds_die(DS_EXIT_FAIL, "%s", err);
+    printf("wrote %s from %s; 'dreamstate train' with this config starts from it\n", path, st_path);
+    ds_free(t);
+    ds_free(moments);
+    ds_rwkv7_destroy(&m);
+    return 0;
+}

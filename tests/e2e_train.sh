@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# End-to-end checks of `dreamstate train` on the default corpus (issue 2 acceptance 4, 5, 6):
+#  - the loss falls well below the unigram entropy of the data, per step in the JSONL;
+#  - SIGKILL at a random step, then `train` again: the resumed run's losses equal an uninterrupted
+#    run's exactly (every step, including the final one);
+#  - bad inputs (unknown key, wrong type, truncated checkpoint, flipped byte in a shard) fail with a
+#    one-line reason and exit code 2, and leave every existing file untouched.
+set -u
+cd "$(dirname "$0")/.."
+BIN=bin/dreamstate
+TMP=$(mktemp -d /tmp/ds-e2e.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok   $*"; }
+bad() { fail=$((fail+1)); echo "FAIL $*"; }
+losses() { grep -o '"step":[0-9]*,"loss":[0-9.e+-]*' "$1"; }
+
+COMMON=(--set train.steps=120 --set checkpoint.every=10 --set train.eval_every=60 --set train.log_every=20)
+
+# 1. an uninterrupted run; the loss must end well below the unigram entropy
+$BIN train configs/tiny.yaml "${COMMON[@]}" --set run.out_dir="$TMP/a" 2>"$TMP/a.log"
+rc=$?
+[ $rc -eq 0 ] && ok "uninterrupted run exits 0" || { bad "uninterrupted run rc=$rc"; cat "$TMP/a.log"; }
+unigram=$(grep -o 'unigram entropy [0-9.]*' "$TMP/a.log" | head -1 | awk '{print $3}')
+final=$(tail -n1 "$TMP/a/train.jsonl" | grep -o '"loss":[0-9.]*' | cut -d: -f2)
+steps=$(grep -c '"step"' "$TMP/a/train.jsonl")
+[ "$steps" -eq 120 ] && ok "one JSONL line per step ($steps)" || bad "JSONL has $steps lines, expected 120"
+awk -v f="$final" -v u="$unigram" 'BEGIN{exit !(f < u - 0.7)}' && ok "final loss $final well below unigram entropy $unigram" \
+  || bad "final loss $final not well below unigram entropy $unigram"
+
+# 2. SIGKILL at a random step, resume, compare every step's loss
+kill_at=$(( 25 + RANDOM % 70 ))
+$BIN train configs/tiny.yaml "${COMMON[@]}" --set run.out_dir="$TMP/b" 2>"$TMP/b1.log" &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  n=$(grep -c "\"step\"" "$TMP/b/train.jsonl" 2>/dev/null); n=${n:-0}
+  [ "$n" -ge "$kill_at" ] && break
+  sleep 0.02
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+killed_after=$(grep -c '"step"' "$TMP/b/train.jsonl")
+$BIN train configs/tiny.yaml "${COMMON[@]}" --set run.out_dir="$TMP/b" 2>"$TMP/b2.log"
+grep -q 'resumed from' "$TMP/b2.log" && ok "killed after step $killed_after, resumed ($(grep -o 'resumed from.*' "$TMP/b2.log"))" \
+  || bad "second run did not resume"
+if diff <(losses "$TMP/a/train.jsonl") <(losses "$TMP/b/train.jsonl") >/dev/null; then
+  ok "resumed run's 120 losses equal the uninterrupted run's exactly (final $(losses "$TMP/b/train.jsonl" | tail -1))"
+else
+  bad "resumed losses differ:"; diff <(losses "$TMP/a/train.jsonl") <(losses "$TMP/b/train.jsonl") | head -5
+fi
+ls "$TMP/b/checkpoints" | grep -q tmp && bad "temp files left in checkpoints" || ok "no temp files left behind"
+n_ckpt=$(ls "$TMP/b/checkpoints" | grep -c '\.ckpt$')
+[ "$n_ckpt" -eq 3 ] && ok "keeps the last 3 checkpoints" || bad "$n_ckpt checkpoints kept, expected 3"
+
+# 3. bad inputs: one line, exit code 2, nothing modified
+snapshot() { find "$TMP/a" "$TMP/data" -type f -exec md5sum {} + 2>/dev/null | sort; }
+expect_bad() {  # name, expected message fragment, command...
+  local name=$1 frag=$2; shift 2
+  local before; before=$(snapshot)
+  "$@" >"$TMP/out.txt" 2>"$TMP/err.txt"; local rc=$?
+  local lines; lines=$(wc -l <"$TMP/err.txt")
+  if [ $rc -eq 2 ] && [ "$lines" -eq 1 ] && grep -q -- "$frag" "$TMP/err.txt" && [ "$before" = "$(snapshot)" ]; then
+    ok "$name: exit 2, one line: $(cat "$TMP/err.txt")"
+  else
+    bad "$name: rc=$rc lines=$lines: $(head -3 "$TMP/err.txt")"
+  fi
+}
+sed 's/^  n_embd: 128/  n_embd: 128\n  n_emdb: 64/' configs/tiny.yaml >"$TMP/unknown.yaml"
+expect_bad "unknown key" "unknown.yaml:11: model.n_emdb: unknown key" \
+  $BIN train "$TMP/unknown.yaml" --set run.out_dir="$TMP/a"
+sed 's/^  batch_size: 8/  batch_size: eight/' configs/tiny.yaml >"$TMP/wrongtype.yaml"
+expect_bad "wrong type" "wrongtype.yaml:17: train.batch_size: expected an integer" \
+  $BIN train "$TMP/wrongtype.yaml" --set run.out_dir="$TMP/a"
+ckpt=$(ls "$TMP/a/checkpoints"/*.ckpt | tail -1)
+mkdir -p "$TMP/data"
+head -c $(( $(stat -c %s "$ckpt") / 2 )) "$ckpt" >"$TMP/data/truncated.ckpt"
+expect_bad "truncated checkpoint" "truncated" \
+  $BIN eval configs/tiny.yaml --checkpoint "$TMP/data/truncated.ckpt"
+cp data/default-byte/valid.bin "$TMP/data/flipped.bin"
+printf '\x41' | dd of="$TMP/data/flipped.bin" bs=1 seek=100000 conv=notrunc status=none
+expect_bad "flipped byte in a shard" "flipped.bin: payload checksum mismatch" \
+  $BIN train configs/tiny.yaml --set run.out_dir="$TMP/a" --set data.train="$TMP/data/flipped.bin"
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

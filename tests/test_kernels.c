@@ -1,0 +1,830 @@
+/* Tests of the compute kernels other than WKV-7 (norm, shift_mix, act, softmax_xent, adamw,
+ * sum_squares, scale, axpy). For each kernel:
+ *  (a) the scalar reference against an independent float64 computation written here,
+ *  (b) backward kernels against central finite differences of the float64 forward,
+ *  (c) the AVX-512 twin against the reference (odd sizes, so the masked tails run),
+ *  (d) accumulation into pre-filled gradient buffers, and thread-count independence of reductions,
+ *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input.
+ * Also prints ref vs AVX-512 timings (not asserted). */
+#include "../src/kernels/impl.h"
+#include "dreamstate/common.h"
+#include "test.h"
+
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int have_avx512, default_threads;
+
+/* ---------------------------------------------------------------- helpers */
+
+static float *randn(int64_t n, uint64_t stream, float sd, float offset) {
+    float *x = ds_alloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        x[i] = offset + sd * (float)ds_rng_normal(42, stream, (uint64_t)i);
+    return x;
+}
+
+static float *copy_of(const float *x, int64_t n) {
+    float *y = ds_alloc((size_t)n * sizeof(float));
+    memcpy(y, x, (size_t)n * sizeof(float));
+    return y;
+}
+
+static double *to_f64(const float *x, int64_t n) {
+    double *y = ds_alloc((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i];
+    return y;
+}
+
+/* Max-norm relative error of float results against float64 values. */
+static double rel_err_f64(const float *a, const double *b, int64_t n) {
+    double num = 0, den = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        if (!(d <= num)) num = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return num / den;
+}
+
+/* Element-wise relative error max_i |a - b| / max(|b|, floor); NaN must match NaN. */
+static double elem_rel_err(const float *a, const double *b, int64_t n, double floor) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) {
+            if (!(isnan(a[i]) && isnan(b[i]))) return INFINITY;
+            continue;
+        }
+        if (a[i] == b[i]) continue; /* also covers equal infinities */
+        double e = fabs(a[i] - b[i]) / fmax(fabs(b[i]), floor);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+/* a == p + g (the accumulate semantics), up to float rounding of the sum. */
+static double accumulate_err(const float *a, const float *p, const float *g, int64_t n) {
+    double num = 0, den = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double want = (double)p[i] + g[i];
+        num = fmax(num, fabs(a[i] - want));
+        den = fmax(den, fabs(want));
+    }
+    return num / den;
+}
+
+/* Best of 7 runs on one thread (the test machine is small and shared; one thread times the kernel,
+ * not the scheduler). */
+#define BEST_TIME(secs, stmt)                                                                      \
+    do {                                                                                           \
+        secs = 1e30;                                                                               \
+        omp_set_num_threads(1);                                                                    \
+        for (int rep_ = 0; rep_ < 7; rep_++) {                                                     \
+            double t0_ = ds_now_seconds();                                                         \
+            stmt;                                                                                  \
+            double t_ = ds_now_seconds() - t0_;                                                    \
+            if (t_ < secs) secs = t_;                                                              \
+        }                                                                                          \
+        omp_set_num_threads(default_threads);                                                      \
+    } while (0)
+
+static void print_timing(const char *name, double t_ref, double t_avx) {
+    printf("timing %-26s ref %9.3f ms   avx512 %9.3f ms   speed-up %6.2fx\n", name, t_ref * 1e3,
+           t_avx * 1e3, t_ref / t_avx);
+}
+
+/* ---------------------------------------------------------------- norm */
+
+static void norm_f64(int rows, int C, int G, double eps, const double *x, const double *gamma,
+                     const double *beta, double *y, double *mean, double *rstd) {
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < C / G; g++) {
+            const double *xg = x + (int64_t)r * C + g * G;
+            double mu = 0, var = 0;
+            for (int j = 0; j < G; j++) mu += xg[j];
+            mu /= G;
+            for (int j = 0; j < G; j++) var += (xg[j] - mu) * (xg[j] - mu);
+            double rs = 1.0 / sqrt(var / G + eps);
+            for (int j = 0; j < G; j++)
+                y[(int64_t)r * C + g * G + j] =
+                    (xg[j] - mu) * rs * gamma[g * G + j] + beta[g * G + j];
+            if (mean) mean[r * (C / G) + g] = mu;
+            if (rstd) rstd[r * (C / G) + g] = rs;
+        }
+}
+
+/* L = sum w * y over `rows` rows. */
+static double norm_loss_f64(int rows, int C, int G, double eps, const double *x,
+                            const double *gamma, const double *beta, const float *w) {
+    double *y = ds_alloc((size_t)rows * C * sizeof(double)), L = 0;
+    norm_f64(rows, C, G, eps, x, gamma, beta, y, NULL, NULL);
+    for (int64_t i = 0; i < (int64_t)rows * C; i++) L += w[i] * y[i];
+    ds_free(y);
+    return L;
+}
+
+/* Reference vs float64 forward, finite differences, accumulation, and the AVX-512 twin. */
+static void test_norm_case(int rows, int C, int G, float eps, float offset) {
+    int64_t n = (int64_t)rows * C;
+    int ng = rows * (C / G);
+    float *x = randn(n, 1, 1.5f, offset), *gamma = randn(C, 2, 0.3f, 1.0f),
+          *beta = randn(C, 3, 0.2f, 0);
+    float *dy = randn(n, 4, 1.0f, 0);
+    float *y = ds_alloc(n * 4), *mean = ds_alloc(ng * 4), *rstd = ds_alloc(ng * 4);
+    double *xd = to_f64(x, n), *gd = to_f64(gamma, C), *bd = to_f64(beta, C);
+    double *y64 = ds_alloc(n * 8), *mean64 = ds_alloc(ng * 8), *rstd64 = ds_alloc(ng * 8);
+
+    norm_forward_ref(rows, C, G, eps, x, gamma, beta, y, mean, rstd);
+    norm_f64(rows, C, G, eps, xd, gd, bd, y64, mean64, rstd64);
+    double ey = rel_err_f64(y, y64, n), em = rel_err_f64(mean, mean64, ng),
+           er = rel_err_f64(rstd, rstd64, ng);
+    CHECK(ey < 2e-6 && em < 1e-6 && er < 2e-6,
+          "norm_forward_ref rows=%d C=%d G=%d offset=%g: y %.2e mean %.2e rstd %.2e", rows, C, G,
+          offset, ey, em, er);
+
+    /* Backward into zeroed buffers vs central differences of L = sum dy * y in float64. */
+    float *dx = ds_alloc(n * 4), *dg = ds_alloc(C * 4), *db = ds_alloc(C * 4);
+    norm_backward_ref(rows, C, G, dy, x, mean, rstd, gamma, dx, dg, db);
+    double *fd_dx = ds_alloc(n * 8), *fd_dg = ds_alloc(C * 8), *fd_db = ds_alloc(C * 8);
+    const double h = 1e-4;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            double *xr = xd + (int64_t)r * C, keep = xr[c];
+            xr[c] = keep + h;
+            double lp = norm_loss_f64(1, C, G, eps, xr, gd, bd, dy + (int64_t)r * C);
+            xr[c] = keep - h;
+            double lm = norm_loss_f64(1, C, G, eps, xr, gd, bd, dy + (int64_t)r * C);
+            xr[c] = keep;
+            fd_dx[(int64_t)r * C + c] = (lp - lm) / (2 * h);
+        }
+    for (int c = 0; c < C; c++) {
+        double keep = gd[c];
+        gd[c] = keep + h;
+        double lp = norm_loss_f64(rows, C, G, eps, xd, gd, bd, dy);
+        gd[c] = keep - h;
+        double lm = norm_loss_f64(rows, C, G, eps, xd, gd, bd, dy);
+        gd[c] = keep;
+        fd_dg[c] = (lp - lm) / (2 * h);
+        keep = bd[c];
+        bd[c] = keep + h;
+        lp = norm_loss_f64(rows, C, G, eps, xd, gd, bd, dy);
+        bd[c] = keep - h;
+        lm = norm_loss_f64(rows, C, G, eps, xd, gd, bd, dy);
+        bd[c] = keep;
+        fd_db[c] = (lp - lm) / (2 * h);
+    }
+    double edx = rel_err_f64(dx, fd_dx, n), edg = rel_err_f64(dg, fd_dg, C),
+           edb = rel_err_f64(db, fd_db, C);
+    CHECK(
+        edx < 2e-5 && edg < 1e-5 && edb < 1e-5,
+        "norm_backward_ref vs finite differences rows=%d C=%d G=%d: dx %.2e dgamma %.2e dbeta %.2e",
+        rows, C, G, edx, edg, edb);
+
+    /* Accumulation: pre-filled gradients receive exactly the same increment. */
+    float *pdx = randn(n, 5, 1, 0), *pdg = randn(C, 6, 1, 0), *pdb = randn(C, 7, 1, 0);
+    float *adx = copy_of(pdx, n), *adg = copy_of(pdg, C), *adb = copy_of(pdb, C);
+    norm_backward_ref(rows, C, G, dy, x, mean, rstd, gamma, adx, adg, adb);
+    CHECK(accumulate_err(adx, pdx, dx, n) < 1e-6 && accumulate_err(adg, pdg, dg, C) < 1e-6 &&
+              accumulate_err(adb, pdb, db, C) < 1e-6,
+          "norm_backward_ref accumulates into dx, dgamma, dbeta");
+
+    if (have_avx512) {
+        float *y2 = ds_alloc(n * 4), *mean2 = ds_alloc(ng * 4), *rstd2 = ds_alloc(ng * 4);
+        norm_forward_avx512(rows, C, G, eps, x, gamma, beta, y2, mean2, rstd2);
+        double e1 = test_rel_err(y2, y, n), e2 = test_rel_err(mean2, mean, ng),
+               e3 = test_rel_err(rstd2, rstd, ng);
+        CHECK(e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5,
+              "norm_forward_avx512 vs ref rows=%d C=%d G=%d: %.2e %.2e %.2e", rows, C, G, e1, e2,
+              e3);
+        float *bdx = copy_of(pdx, n), *bdg = copy_of(pdg, C), *bdb = copy_of(pdb, C);
+        norm_backward_avx512(rows, C, G, dy, x, mean, rstd, gamma, bdx, bdg, bdb);
+        e1 = test_rel_err(bdx, adx, n), e2 = test_rel_err(bdg, adg, C),
+        e3 = test_rel_err(bdb, adb, C);
+        CHECK(e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5,
+              "norm_backward_avx512 vs ref (accumulating) rows=%d C=%d G=%d: %.2e %.2e %.2e", rows,
+              C, G, e1, e2, e3);
+        ds_free(y2), ds_free(mean2), ds_free(rstd2), ds_free(bdx), ds_free(bdg), ds_free(bdb);
+    }
+    float *bufs[] = {x, gamma, beta, dy, y, mean, rstd, dx, dg, db, pdx, pdg, pdb, adx, adg, adb};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+    double *dbufs[] = {xd, gd, bd, y64, mean64, rstd64, fd_dx, fd_dg, fd_db};
+    for (size_t i = 0; i < sizeof dbufs / sizeof *dbufs; i++) ds_free(dbufs[i]);
+}
+
+/* Many rows (several reduction blocks): twin agreement and bitwise thread-count independence. */
+static void test_norm_large(int C, int G, int timing) {
+    int rows = timing ? 4096 : 201;
+    int64_t n = (int64_t)rows * C;
+    int ng = rows * (C / G);
+    float *x = randn(n, 11, 1, 0.5f), *gamma = randn(C, 12, 0.3f, 1), *beta = randn(C, 13, 0.2f, 0);
+    float *dy = randn(n, 14, 1, 0), *y = ds_alloc(n * 4), *mean = ds_alloc(ng * 4),
+          *rstd = ds_alloc(ng * 4);
+    float *dx[2], *dg[2], *db[2];
+    for (int k = 0; k < 2; k++)
+        dx[k] = ds_alloc(n * 4), dg[k] = ds_alloc(C * 4), db[k] = ds_alloc(C * 4);
+    norm_forward_ref(rows, C, G, 1e-5f, x, gamma, beta, y, mean, rstd);
+    if (!timing) {
+        for (int avx = 0; avx <= have_avx512; avx++) {
+            for (int k = 0; k < 2; k++) {
+                omp_set_num_threads(k == 0 ? 1 : 3);
+                memset(dx[k], 0, n * 4), memset(dg[k], 0, C * 4), memset(db[k], 0, C * 4);
+                (avx ? norm_backward_avx512 : norm_backward_ref)(rows, C, G, dy, x, mean, rstd,
+                                                                 gamma, dx[k], dg[k], db[k]);
+            }
+            CHECK(!memcmp(dx[0], dx[1], n * 4) && !memcmp(dg[0], dg[1], C * 4) &&
+                      !memcmp(db[0], db[1], C * 4),
+                  "norm_backward_%s: 1 and 3 threads give bitwise equal results (C=%d G=%d)",
+                  avx ? "avx512" : "ref", C, G);
+        }
+        omp_set_num_threads(default_threads);
+    }
+    if (have_avx512 && !timing) {
+        float *y2 = ds_alloc(n * 4), *mean2 = ds_alloc(ng * 4), *rstd2 = ds_alloc(ng * 4);
+        norm_forward_avx512(rows, C, G, 1e-5f, x, gamma, beta, y2, mean2, rstd2);
+        CHECK(test_rel_err(y2, y, n) < 1e-5 && test_rel_err(rstd2, rstd, ng) < 1e-5,
+              "norm_forward_avx512 vs ref, %d rows C=%d G=%d", rows, C, G);
+        memset(dx[0], 0, n * 4), memset(dg[0], 0, C * 4), memset(db[0], 0, C * 4);
+        norm_backward_ref(rows, C, G, dy, x, mean, rstd, gamma, dx[0], dg[0], db[0]);
+        double e1 = test_rel_err(dx[1], dx[0], n), e2 = test_rel_err(dg[1], dg[0], C),
+               e3 = test_rel_err(db[1], db[0], C);
+        CHECK(e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5,
+              "norm_backward_avx512 vs ref, %d rows C=%d G=%d: %.2e %.2e %.2e", rows, C, G, e1, e2,
+              e3);
+        ds_free(y2), ds_free(mean2), ds_free(rstd2);
+    }
+    if (have_avx512 && timing) {
+        char name[64];
+        double tr, ta;
+        BEST_TIME(tr, norm_forward_ref(rows, C, G, 1e-5f, x, gamma, beta, y, mean, rstd));
+        BEST_TIME(ta, norm_forward_avx512(rows, C, G, 1e-5f, x, gamma, beta, y, mean, rstd));
+        snprintf(name, sizeof name, "norm_forward %dx%d G=%d", rows, C, G);
+        print_timing(name, tr, ta);
+        BEST_TIME(tr, norm_backward_ref(rows, C, G, dy, x, mean, rstd, gamma, dx[0], dg[0], db[0]));
+        BEST_TIME(ta,
+                  norm_backward_avx512(rows, C, G, dy, x, mean, rstd, gamma, dx[0], dg[0], db[0]));
+        snprintf(name, sizeof name, "norm_backward %dx%d G=%d", rows, C, G);
+        print_timing(name, tr, ta);
+    }
+    float *bufs[] = {x, gamma, beta, dy, y, mean, rstd, dx[0], dg[0], db[0], dx[1], dg[1], db[1]};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+}
+
+static void test_norm(void) {
+    test_norm_case(3, 64, 64, 64e-5f, 0);
+    test_norm_case(3, 128, 64, 64e-5f, 2);
+    test_norm_case(3, 768, 64, 64e-5f, 0);
+    test_norm_case(3, 768, 768, 1e-5f, 5); /* LayerNorm; a mean offset tests the centred variance */
+    test_norm_case(5, 120, 40, 1e-5f, 0);  /* G not a multiple of 16 */
+    test_norm_case(1, 37, 37, 1e-5f, 0);
+    test_norm_large(768, 64, 0);
+    test_norm_large(768, 768, 0);
+    test_norm_large(768, 64, 1);
+    test_norm_large(768, 768, 1);
+}
+
+/* ---------------------------------------------------------------- shift_mix */
+
+static double shift_mix_loss_f64(int B, int T, int C, const double *x, const double *prev,
+                                 const double *mu, const float *w, double *out) {
+    double L = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                int64_t i = ((int64_t)b * T + t) * C + c;
+                double xp = t > 0 ? x[i - C] : prev ? prev[b * C + c] : 0.0;
+                double o = x[i] + (xp - x[i]) * mu[c];
+                if (out) out[i] = o;
+                L += w[i] * o;
+            }
+    return L;
+}
+
+/* Central difference of the float64 loss in v[i]. */
+#define FD(v, i, loss_expr)                                                                        \
+    ({                                                                                             \
+        double keep_ = (v)[i], h_ = 1e-3;                                                          \
+        (v)[i] = keep_ + h_;                                                                       \
+        double lp_ = (loss_expr);                                                                  \
+        (v)[i] = keep_ - h_;                                                                       \
+        double lm_ = (loss_expr);                                                                  \
+        (v)[i] = keep_;                                                                            \
+        (lp_ - lm_) / (2 * h_);                                                                    \
+    })
+
+static void test_shift_mix_case(int B, int T, int C, int with_prev) {
+    int64_t n = (int64_t)B * T * C;
+    float *x = randn(n, 21, 1, 0), *prev = with_prev ? randn(B * C, 22, 1, 0) : NULL;
+    float *mu = randn(C, 23, 0.4f, 0.5f), *dout = randn(n, 24, 1, 0), *out = ds_alloc(n * 4);
+    double *xd = to_f64(x, n), *pd = prev ? to_f64(prev, B * C) : NULL, *mud = to_f64(mu, C);
+    double *out64 = ds_alloc(n * 8);
+
+    shift_mix_forward_ref(B, T, C, x, prev, mu, out);
+    shift_mix_loss_f64(B, T, C, xd, pd, mud, dout, out64);
+    double e = rel_err_f64(out, out64, n);
+    CHECK(e < 1e-6, "shift_mix_forward_ref B=%d T=%d C=%d prev=%d: %.2e", B, T, C, with_prev, e);
+
+    float *dx = ds_alloc(n * 4), *dprev = ds_alloc(B * C * 4), *dmu = ds_alloc(C * 4);
+    shift_mix_backward_ref(B, T, C, x, prev, mu, dout, dx, with_prev ? dprev : NULL, dmu);
+    double *fdx = ds_alloc(n * 8), *fdp = ds_alloc(B * C * 8), *fdmu = ds_alloc(C * 8);
+    for (int64_t i = 0; i < n; i++)
+        fdx[i] = FD(xd, i, shift_mix_loss_f64(B, T, C, xd, pd, mud, dout, NULL));
+    for (int c = 0; c < C; c++)
+        fdmu[c] = FD(mud, c, shift_mix_loss_f64(B, T, C, xd, pd, mud, dout, NULL));
+    for (int i = 0; pd && i < B * C; i++)
+        fdp[i] = FD(pd, i, shift_mix_loss_f64(B, T, C, xd, pd, mud, dout, NULL));
+    double e1 = rel_err_f64(dx, fdx, n), e2 = rel_err_f64(dmu, fdmu, C),
+           e3 = pd ? rel_err_f64(dprev, fdp, B * C) : 0;
+    CHECK(e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5,
+          "shift_mix_backward_ref vs finite differences B=%d T=%d C=%d prev=%d: dx %.2e dmu %.2e "
+          "dprev %.2e",
+          B, T, C, with_prev, e1, e2, e3);
+
+    float *pdx = randn(n, 25, 1, 0), *pdp = randn(B * C, 26, 1, 0), *pdmu = randn(C, 27, 1, 0);
+    float *adx = copy_of(pdx, n), *adp = copy_of(pdp, B * C), *admu = copy_of(pdmu, C);
+    shift_mix_backward_ref(B, T, C, x, prev, mu, dout, adx, with_prev ? adp : NULL, admu);
+    CHECK(accumulate_err(adx, pdx, dx, n) < 1e-6 && accumulate_err(admu, pdmu, dmu, C) < 1e-6 &&
+              accumulate_err(adp, pdp, dprev, B * C) < 1e-6,
+          "shift_mix_backward_ref accumulates (prev=%d)", with_prev);
+    if (with_prev) { /* dprev = NULL: no gradient wanted, the others unchanged */
+        float *cdx = ds_alloc(n * 4), *cmu = ds_alloc(C * 4);
+        shift_mix_backward_ref(B, T, C, x, prev, mu, dout, cdx, NULL, cmu);
+        CHECK(!memcmp(cdx, dx, n * 4) && !memcmp(cmu, dmu, C * 4),
+              "shift_mix_backward_ref with dprev = NULL");
+        ds_free(cdx), ds_free(cmu);
+    }
+
+    if (have_avx512) {
+        float *out2 = ds_alloc(n * 4);
+        shift_mix_forward_avx512(B, T, C, x, prev, mu, out2);
+        e = test_rel_err(out2, out, n);
+        CHECK(e < 1e-6, "shift_mix_forward_avx512 vs ref B=%d T=%d C=%d prev=%d: %.2e", B, T, C,
+              with_prev, e);
+        float *bdx = copy_of(pdx, n), *bdp = copy_of(pdp, B * C), *bdmu = copy_of(pdmu, C);
+        shift_mix_backward_avx512(B, T, C, x, prev, mu, dout, bdx, with_prev ? bdp : NULL, bdmu);
+        e1 = test_rel_err(bdx, adx, n), e2 = test_rel_err(bdmu, admu, C),
+        e3 = test_rel_err(bdp, adp, B * C);
+        CHECK(
+            e1 < 1e-6 && e2 < 1e-5 && e3 < 1e-6,
+            "shift_mix_backward_avx512 vs ref B=%d T=%d C=%d prev=%d: dx %.2e dmu %.2e dprev %.2e",
+            B, T, C, with_prev, e1, e2, e3);
+        ds_free(out2), ds_free(bdx), ds_free(bdp), ds_free(bdmu);
+    }
+    float *bufs[] = {x, prev, mu, dout, out, dx, dprev, dmu, pdx, pdp, pdmu, adx, adp, admu};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+    double *dbufs[] = {xd, pd, mud, out64, fdx, fdp, fdmu};
+    for (size_t i = 0; i < sizeof dbufs / sizeof *dbufs; i++) ds_free(dbufs[i]);
+}
+
+static void test_shift_mix_large(int B, int T, int C, int timing) {
+    int64_t n = (int64_t)B * T * C;
+    float *x = randn(n, 31, 1, 0), *prev = randn(B * C, 32, 1, 0), *mu = randn(C, 33, 0.4f, 0.5f);
+    float *dout = randn(n, 34, 1, 0), *out = ds_alloc(n * 4);
+    float *dx = ds_alloc(n * 4), *dprev = ds_alloc(B * C * 4),
+          *dmu[2] = {ds_alloc(C * 4), ds_alloc(C * 4)};
+    if (!timing) {
+        for (int avx = 0; avx <= have_avx512; avx++) {
+            for (int k = 0; k < 2; k++) {
+                omp_set_num_threads(k == 0 ? 1 : 3);
+                (avx ? shift_mix_backward_avx512 : shift_mix_backward_ref)(B, T, C, x, prev, mu,
+                                                                           dout, dx, dprev, dmu[k]);
+            }
+            CHECK(!memcmp(dmu[0], dmu[1], C * 4),
+                  "shift_mix_backward_%s: dmu bitwise equal with 1 and 3 threads",
+                  avx ? "avx512" : "ref");
+            memset(dmu[0], 0, C * 4), memset(dmu[1], 0, C * 4);
+        }
+        omp_set_num_threads(default_threads);
+    } else if (have_avx512) {
+        double tr, ta;
+        BEST_TIME(tr, shift_mix_forward_ref(B, T, C, x, prev, mu, out));
+        BEST_TIME(ta, shift_mix_forward_avx512(B, T, C, x, prev, mu, out));
+        print_timing("shift_mix_forward 8x512x768", tr, ta);
+        BEST_TIME(tr, shift_mix_backward_ref(B, T, C, x, prev, mu, dout, dx, dprev, dmu[0]));
+        BEST_TIME(ta, shift_mix_backward_avx512(B, T, C, x, prev, mu, dout, dx, dprev, dmu[0]));
+        print_timing("shift_mix_backward 8x512x768", tr, ta);
+    }
+    float *bufs[] = {x, prev, mu, dout, out, dx, dprev, dmu[0], dmu[1]};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+}
+
+static void test_shift_mix(void) {
+    test_shift_mix_case(2, 5, 37, 1);
+    test_shift_mix_case(2, 5, 37, 0);
+    test_shift_mix_case(3, 1, 20, 1); /* T = 1: every row reads prev */
+    test_shift_mix_case(3, 7, 64, 1);
+    test_shift_mix_case(1, 3, 768, 1);
+    test_shift_mix_large(3, 67, 768, 0);
+    test_shift_mix_large(8, 512, 768, 1);
+}
+
+/* ---------------------------------------------------------------- act */
+
+static double act_f64(ds_activation act, double x) {
+    switch (act) {
+    case DS_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case DS_ACT_TANH: return tanh(x);
+    default: return x > 0 ? x * x : x < 0 ? 0.0 : x * x; /* x*x keeps NaN */
+    }
+}
+
+static const char *act_name[] = {"sigmoid", "tanh", "relu_sq"};
+
+/* Inputs covering the float range: magnitudes 1e-38 .. 1e38 (both signs), a dense grid on
+ * [-100, 100], and 0, +-inf, +-FLT_MAX, a denormal. */
+static int64_t whole_range_inputs(float *x) {
+    int64_t n = 0;
+    for (int k = 0; k <= 4000; k++) {
+        float m = (float)pow(10.0, -38.0 + 76.0 * k / 4000);
+        x[n++] = m, x[n++] = -m;
+    }
+    for (int k = -10000; k <= 10000; k++) x[n++] = k * 0.01f + 0.003f;
+    float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 1e-40f, -1e-40f};
+    for (size_t k = 0; k < sizeof special / sizeof *special; k++) x[n++] = special[k];
+    return n;
+}
+
+static void test_act(void) {
+    const int64_t n = 1003;
+    float *x = randn(n, 41, 3, 0), *dy = randn(n, 42, 1, 0), *pre = randn(n, 43, 1, 0);
+    float *y = ds_alloc(n * 4), *dx = ds_alloc(n * 4), *adx = ds_alloc(n * 4),
+          *y2 = ds_alloc(n * 4);
+    double *want = ds_alloc(n * 8), *fd = ds_alloc(n * 8);
+    float *wx = ds_alloc(30000 * 4), *wy = ds_alloc(30000 * 4);
+    double *wwant = ds_alloc(30000 * 8);
+    int64_t wn = whole_range_inputs(wx);
+
+    for (int a = 0; a < 3; a++) {
+        ds_activation act = (ds_activation)a;
+        /* (a) forward vs float64 on N(0, 9) inputs and on the whole float range */
+        act_forward_ref(act, n, x, y);
+        for (int64_t i = 0; i < n; i++) want[i] = act_f64(act, x[i]);
+        double e = elem_rel_err(y, want, n, FLT_MIN);
+        CHECK(e < 1e-6, "act_forward_ref %s vs float64: %.2e", act_name[a], e);
+        act_forward_ref(act, wn, wx, wy);
+        for (int64_t i = 0; i < wn; i++) wwant[i] = (float)act_f64(act, wx[i]);
+        e = elem_rel_err(wy, wwant, wn, FLT_MIN);
+        CHECK(e < 1e-6, "act_forward_ref %s over the float range: %.2e", act_name[a], e);
+
+        /* (b) backward vs central differences, (d) accumulating */
+        memset(dx, 0, n * 4);
+        act_backward_ref(act, n, x, dy, dx);
+        for (int64_t i = 0; i < n; i++) {
+            double h = 1e-5;
+            fd[i] =
+                dy[i] * (act_f64(act, (double)x[i] + h) - act_f64(act, (double)x[i] - h)) / (2 * h);
+        }
+        e = rel_err_f64(dx, fd, n);
+        CHECK(e < 1e-5, "act_backward_ref %s vs finite differences: %.2e", act_name[a], e);
+        memcpy(adx, pre, n * 4);
+        act_backward_ref(act, n, x, dy, adx);
+        CHECK(accumulate_err(adx, pre, dx, n) < 1e-6, "act_backward_ref %s accumulates",
+              act_name[a]);
+
+        float nan_in = NAN, nan_out = 0;
+        act_forward_ref(act, 1, &nan_in, &nan_out);
+        CHECK(isnan(nan_out), "act_forward_ref %s propagates NaN", act_name[a]);
+
+        if (!have_avx512) continue;
+        /* (c) twin: forward element-wise against libm in float64, backward against the reference */
+        act_forward_avx512(act, n, x, y2);
+        e = elem_rel_err(y2, want, n, FLT_MIN);
+        CHECK(e < 1e-6, "act_forward_avx512 %s vs float64: %.2e", act_name[a], e);
+        act_forward_avx512(act, wn, wx, wy);
+        e = elem_rel_err(wy, wwant, wn, FLT_MIN);
+        CHECK(e < 1e-6,
+              "act_forward_avx512 %s over the float range (incl. +-inf, huge, denormal): %.2e",
+              act_name[a], e);
+        printf("act_forward_avx512 %-7s max relative error vs float64 over the float range: %.2e\n",
+               act_name[a], e);
+        memcpy(y2, pre, n * 4);
+        act_backward_avx512(act, n, x, dy, y2);
+        e = test_rel_err(y2, adx, n);
+        CHECK(e < 1e-6, "act_backward_avx512 %s vs ref (accumulating): %.2e", act_name[a], e);
+        float nan16[19], out16[19];
+        for (int i = 0; i < 19; i++) nan16[i] = i == 17 ? NAN : 0.5f;
+        act_forward_avx512(act, 19, nan16, out16);
+        CHECK(isnan(out16[17]) && !isnan(out16[16]), "act_forward_avx512 %s propagates NaN",
+              act_name[a]);
+    }
+
+    if (have_avx512) {
+        const int64_t big = 1 << 22;
+        float *bx = randn(big, 44, 3, 0), *by = ds_alloc(big * 4), *bd = ds_alloc(big * 4);
+        for (int a = 0; a < 3; a++) {
+            double tr, ta;
+            char name[64];
+            BEST_TIME(tr, act_forward_ref((ds_activation)a, big, bx, by));
+            BEST_TIME(ta, act_forward_avx512((ds_activation)a, big, bx, by));
+            snprintf(name, sizeof name, "act_forward %s 4M", act_name[a]);
+            print_timing(name, tr, ta);
+            BEST_TIME(tr, act_backward_ref((ds_activation)a, big, bx, by, bd));
+            BEST_TIME(ta, act_backward_avx512((ds_activation)a, big, bx, by, bd));
+            snprintf(name, sizeof name, "act_backward %s 4M", act_name[a]);
+            print_timing(name, tr, ta);
+        }
+        ds_free(bx), ds_free(by), ds_free(bd);
+    }
+    float *bufs[] = {x, dy, pre, y, dx, adx, y2, wx, wy};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+    ds_free(want), ds_free(fd), ds_free(wwant);
+}
+
+/* ---------------------------------------------------------------- softmax_xent */
+
+/* Cross-entropy of one row in float64. */
+static double xent_loss_f64(int V, const double *x, int target) {
+    double m = x[0], s = 0;
+    for (int i = 1; i < V; i++) m = fmax(m, x[i]);
+    for (int i = 0; i < V; i++) s += exp(x[i] - m);
+    return m + log(s) - x[target];
+}
+
+/* Logits for the softmax tests: row r is N(0, 9) shifted by 20 r (large offsets test stability);
+ * row 1 has a tie for the maximum (the first index must win). */
+static float *xent_logits(int rows, int V, uint64_t stream) {
+    float *x = randn((int64_t)rows * V, stream, 3, 0);
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < V; i++) x[(int64_t)r * V + i] += 20.0f * r;
+    if (rows > 1 && V > 4) x[V + V / 3] = x[V + V / 2] = 20.0f + 30.0f;
+    return x;
+}
+
+static int first_argmax(int V, const float *x) {
+    int a = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[a]) a = i;
+    return a;
+}
+
+static void test_xent_reference(void) {
+    const int rows = 4, V = 517;
+    const float scale = 1.0f / 6, l2wrap = 1e-4f;
+    float *logits = xent_logits(rows, V, 51);
+    int32_t targets[4] = {7, 516, -1, 0};
+    float *g0 = copy_of(logits, rows * V), *g1 = copy_of(logits, rows * V), loss0[4], loss1[4];
+    softmax_xent_ref(rows, V, g0, targets, scale, 0.0f, loss0);
+    softmax_xent_ref(rows, V, g1, targets, scale, l2wrap, loss1);
+    double *xd = to_f64(logits, rows * V), *want = ds_alloc(V * 8), *fd = ds_alloc(V * 8);
+    for (int r = 0; r < rows; r++) {
+        const float *x = logits + r * V;
+        const float *d0 = g0 + r * V, *d1 = g1 + r * V;
+        if (targets[r] < 0) {
+            int zero = 1;
+            for (int i = 0; i < V; i++) zero &= d0[i] == 0 && d1[i] == 0;
+            CHECK(zero && loss0[r] == 0 && loss1[r] == 0,
+                  "softmax_xent_ref: ignored row %d has zero loss and gradient", r);
+            continue;
+        }
+        /* (a) closed form in float64: loss = lse - x[t], dlogits = scale (softmax - onehot) */
+        double *xr = xd + r * V, loss = xent_loss_f64(V, xr, targets[r]),
+               m = xr[first_argmax(V, x)], s = 0;
+        for (int i = 0; i < V; i++) s += exp(xr[i] - m);
+        for (int i = 0; i < V; i++) want[i] = scale * (exp(xr[i] - m) / s - (i == targets[r]));
+        CHECK(fabs(loss0[r] - loss) < 1e-6 * fabs(loss) && loss1[r] == loss0[r],
+              "softmax_xent_ref row %d loss %.8g vs float64 %.8g", r, loss0[r], loss);
+        double e = rel_err_f64(d0, want, V);
+        CHECK(e < 1e-6, "softmax_xent_ref row %d dlogits vs closed form: %.2e", r, e);
+        /* (b) central differences of the float64 loss; gradients sum to 0 without L2Wrap */
+        for (int i = 0; i < V; i++) fd[i] = scale * FD(xr, i, xent_loss_f64(V, xr, targets[r]));
+        e = rel_err_f64(d0, fd, V);
+        double sum = 0;
+        for (int i = 0; i < V; i++) sum += d0[i];
+        CHECK(e < 1e-5, "softmax_xent_ref row %d dlogits vs finite differences: %.2e", r, e);
+        CHECK(fabs(sum) < 1e-6 * scale, "softmax_xent_ref row %d: dlogits sum to %.2e", r, sum);
+        /* L2Wrap adds scale * l2wrap * max at the first argmax and nothing elsewhere */
+        int am = first_argmax(V, x), others_equal = 1;
+        for (int i = 0; i < V; i++) others_equal &= i == am || d1[i] == d0[i];
+        double term = (double)scale * l2wrap * x[am];
+        CHECK(others_equal && fabs((d1[am] - d0[am]) - term) < 1e-3 * fabs(term),
+              "softmax_xent_ref row %d: L2Wrap term %.6g at argmax %d, want %.6g", r,
+              d1[am] - d0[am], am, term);
+    }
+    CHECK(first_argmax(V, logits + V) == V / 3, "tie set up in row 1");
+    ds_free(logits), ds_free(g0), ds_free(g1), ds_free(xd), ds_free(want), ds_free(fd);
+}
+
+/* A target >= V is bad input: exit code 2 with a message, not a write outside the row. */
+static void test_xent_bad_target(void) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        float x[4] = {0};
+        int32_t t = 4;
+        float loss;
+        softmax_xent_ref(1, 4, x, &t, 1.0f, 0.0f, &loss);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == DS_EXIT_BAD_INPUT,
+          "softmax_xent: target >= V exits with 2");
+}
+
+static void test_xent_twin(int rows, int V) {
+    float *logits = xent_logits(rows, V, 52);
+    int32_t *targets = ds_alloc(rows * sizeof(int32_t));
+    for (int r = 0; r < rows; r++)
+        targets[r] = r == 2 ? -1 : (int32_t)(ds_rng_u64(7, r, 0) % (uint64_t)V);
+    float *a = copy_of(logits, (int64_t)rows * V), *b = copy_of(logits, (int64_t)rows * V);
+    float *la = ds_alloc(rows * 4), *lb = ds_alloc(rows * 4);
+    softmax_xent_ref(rows, V, a, targets, 1.0f / 3, 1e-4f, la);
+    softmax_xent_avx512(rows, V, b, targets, 1.0f / 3, 1e-4f, lb);
+    double el = test_rel_err(lb, la, rows), worst = 0;
+    for (int r = 0; r < rows; r++)
+        worst = fmax(worst, test_rel_err(b + (int64_t)r * V, a + (int64_t)r * V, V));
+    CHECK(el < 1e-5 && worst < 1e-5,
+          "softmax_xent_avx512 vs ref rows=%d V=%d: loss %.2e dlogits %.2e", rows, V, el, worst);
+    int zero = lb[2] == 0;
+    for (int i = 0; i < V; i++) zero &= b[2 * (int64_t)V + i] == 0;
+    CHECK(zero, "softmax_xent_avx512: ignored row is zero (V=%d)", V);
+    if (rows > 1 && V > 4) { /* the tie in row 1: L2Wrap lands on the first maximum in both */
+        float *c = copy_of(logits, (int64_t)rows * V), *lc = ds_alloc(rows * 4);
+        softmax_xent_avx512(rows, V, c, targets, 1.0f / 3, 0.0f, lc);
+        float term = (b[V + V / 3] - c[V + V / 3]) / (1.0f / 3 * 1e-4f * 50.0f);
+        CHECK(fabsf(term - 1) < 1e-3 && b[V + V / 2] == c[V + V / 2],
+              "softmax_xent_avx512: L2Wrap at first tied max");
+        ds_free(c), ds_free(lc);
+    }
+    ds_free(logits), ds_free(targets), ds_free(a), ds_free(b), ds_free(la), ds_free(lb);
+}
+
+static void test_xent(void) {
+    test_xent_reference();
+    test_xent_bad_target();
+    if (!have_avx512) return;
+    int sizes[] = {5, 17, 517, 50307, 65536};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+        test_xent_twin(k == 0 ? 3 : 7, sizes[k]);
+
+    const int rows = 32, V = 65536;
+    float *logits = randn((int64_t)rows * V, 53, 3, 0), *work = ds_alloc((int64_t)rows * V * 4),
+          loss[32];
+    int32_t targets[32];
+    for (int r = 0; r < rows; r++) targets[r] = r * 1000;
+    double tr, ta;
+    BEST_TIME(tr, (memcpy(work, logits, (size_t)rows * V * 4),
+                   softmax_xent_ref(rows, V, work, targets, 1.0f / rows, 1e-4f, loss)));
+    BEST_TIME(ta, (memcpy(work, logits, (size_t)rows * V * 4),
+                   softmax_xent_avx512(rows, V, work, targets, 1.0f / rows, 1e-4f, loss)));
+    print_timing("softmax_xent 32x65536 (+copy)", tr, ta);
+    ds_free(logits), ds_free(work);
+}
+
+/* ---------------------------------------------------------------- adamw */
+
+static void test_adamw(void) {
+    const int64_t n = 100003;
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.99f, eps = 1e-18f, wd = 0.1f;
+    float *p = randn(n, 61, 1, 0), *m = ds_alloc(n * 4), *v = ds_alloc(n * 4);
+    double *pd = to_f64(p, n), *md = ds_alloc(n * 8), *vd = ds_alloc(n * 8);
+    float *p2 = copy_of(p, n), *m2 = ds_alloc(n * 4), *v2 = ds_alloc(n * 4);
+    int64_t steps[] = {1, 2, 3, 1000};
+    for (int k = 0; k < 4; k++) {
+        float *g = randn(n, 62 + k, k == 3 ? 1e-3f : 1.0f, 0);
+        for (int64_t i = 0; i < n; i += 97)
+            g[i] = 0; /* zero gradients: v stays tiny, eps matters */
+        adamw_ref(n, p, g, m, v, lr, b1, b2, eps, wd, steps[k]);
+        if (have_avx512) adamw_avx512(n, p2, g, m2, v2, lr, b1, b2, eps, wd, steps[k]);
+        double bc1 = 1 - pow(b1, steps[k]), bc2 = 1 - pow(b2, steps[k]);
+        for (int64_t i = 0; i < n; i++) { /* the kernels.h formula in float64 */
+            md[i] = b1 * md[i] + (1 - (double)b1) * g[i];
+            vd[i] = b2 * vd[i] + (1 - (double)b2) * g[i] * g[i];
+            pd[i] -= lr * (md[i] / bc1) / (sqrt(vd[i] / bc2) + eps) + (double)lr * wd * pd[i];
+        }
+        double ep = rel_err_f64(p, pd, n), em = rel_err_f64(m, md, n), ev = rel_err_f64(v, vd, n);
+        CHECK(ep < 1e-6 && em < 1e-6 && ev < 1e-6,
+              "adamw_ref step %lld vs float64: p %.2e m %.2e v %.2e", (long long)steps[k], ep, em,
+              ev);
+        if (have_avx512) {
+            ep = test_rel_err(p2, p, n), em = test_rel_err(m2, m, n), ev = test_rel_err(v2, v, n);
+            CHECK(ep < 1e-6 && em < 1e-6 && ev < 1e-6,
+                  "adamw_avx512 vs ref step %lld: p %.2e m %.2e v %.2e", (long long)steps[k], ep,
+                  em, ev);
+        }
+        ds_free(g);
+    }
+
+    /* Closed form of the first step without decay: m^ = g, v^ = g^2, so p moves by exactly lr
+     * sign(g), also for tiny and huge g (this is where eps = 1e-18 and a true sqrt matter); g = 0
+     * keeps p. */
+    float g1[37], q[37], mz[37] = {0}, vz[37] = {0};
+    for (int i = 0; i < 37; i++) {
+        g1[i] = (i % 2 ? -1.0f : 1.0f) * powf(10.0f, (float)(i % 12) - 8.0f) *
+                (i % 5 == 4 ? 0.0f : 1.0f);
+        q[i] = 0.5f + 0.01f * i;
+    }
+    for (int avx = 0; avx <= have_avx512; avx++) {
+        float qq[37], mm[37], vv[37];
+        memcpy(qq, q, sizeof q), memcpy(mm, mz, sizeof mz), memcpy(vv, vz, sizeof vz);
+        (avx ? adamw_avx512 : adamw_ref)(37, qq, g1, mm, vv, lr, b1, b2, eps, 0.0f, 1);
+        double worst = 0;
+        for (int i = 0; i < 37; i++) {
+            double want = q[i] - (g1[i] > 0 ? lr : g1[i] < 0 ? -lr : 0.0);
+            worst = fmax(worst, fabs(qq[i] - want));
+        }
+        CHECK(worst < 1e-6 * lr + 1e-7,
+              "adamw_%s first step moves p by lr*sign(g) for |g| in 1e-8..1e3: err %.2e",
+              avx ? "avx512" : "ref", worst);
+    }
+
+    if (have_avx512) {
+        const int64_t big = 1 << 22;
+        float *bp = randn(big, 70, 1, 0), *bg = randn(big, 71, 1, 0), *bm = ds_alloc(big * 4),
+              *bv = ds_alloc(big * 4);
+        double tr, ta;
+        BEST_TIME(tr, adamw_ref(big, bp, bg, bm, bv, lr, b1, b2, eps, wd, 10));
+        BEST_TIME(ta, adamw_avx512(big, bp, bg, bm, bv, lr, b1, b2, eps, wd, 10));
+        print_timing("adamw 4M", tr, ta);
+        ds_free(bp), ds_free(bg), ds_free(bm), ds_free(bv);
+    }
+    ds_free(p), ds_free(m), ds_free(v), ds_free(pd), ds_free(md), ds_free(vd), ds_free(p2),
+        ds_free(m2), ds_free(v2);
+}
+
+/* ---------------------------------------------------------------- sum_squares, scale, axpy */
+
+static void test_blas1(void) {
+    const int64_t n = 1000003;
+    float *x = randn(n, 81, 2, 0.5f), *y = randn(n, 82, 1, 0);
+    long double want = 0;
+    for (int64_t i = 0; i < n; i++) want += (long double)x[i] * x[i];
+    double s_ref = sum_squares_ref(n, x);
+    CHECK(fabs(s_ref - (double)want) < 1e-12 * (double)want, "sum_squares_ref vs long double: %.3e",
+          fabs(s_ref - (double)want) / (double)want);
+    CHECK(sum_squares_ref(0, x) == 0 && sum_squares_ref(3, x) == (double)x[0] * x[0] +
+                                                                     (double)x[1] * x[1] +
+                                                                     (double)x[2] * x[2],
+          "sum_squares_ref small n");
+    for (int avx = 0; avx <= have_avx512; avx++) {
+        double (*f)(int64_t, const float *) = avx ? sum_squares_avx512 : sum_squares_ref;
+        omp_set_num_threads(1);
+        double one = f(n, x);
+        omp_set_num_threads(3);
+        double three = f(n, x);
+        omp_set_num_threads(default_threads);
+        CHECK(one == three, "sum_squares_%s: bitwise equal with 1 and 3 threads",
+              avx ? "avx512" : "ref");
+    }
+
+    float *sx = copy_of(x, n), *ay = copy_of(y, n);
+    scale_ref(n, sx, 0.37f);
+    axpy_ref(n, -1.7f, x, ay);
+    double *ws = ds_alloc(n * 8), *wa = ds_alloc(n * 8);
+    for (int64_t i = 0; i < n; i++)
+        ws[i] = 0.37f * (double)x[i], wa[i] = y[i] + -1.7f * (double)x[i];
+    CHECK(elem_rel_err(sx, ws, n, 0) < 1e-7, "scale_ref vs float64");
+    CHECK(rel_err_f64(ay, wa, n) < 1e-6, "axpy_ref vs float64");
+
+    if (have_avx512) {
+        for (int64_t len = 0; len <= 40; len += 13) { /* short and tail lengths: 0, 13, 26, 39 */
+            double a = sum_squares_avx512(len, x), b = sum_squares_ref(len, x);
+            CHECK(fabs(a - b) <= 1e-12 * b, "sum_squares_avx512 n=%lld", (long long)len);
+        }
+        double s_avx = sum_squares_avx512(n, x);
+        CHECK(fabs(s_avx - s_ref) < 1e-12 * s_ref, "sum_squares_avx512 vs ref: %.3e",
+              fabs(s_avx - s_ref) / s_ref);
+        float *sx2 = copy_of(x, n), *ay2 = copy_of(y, n);
+        scale_avx512(n, sx2, 0.37f);
+        axpy_avx512(n, -1.7f, x, ay2);
+        CHECK(test_rel_err(sx2, sx, n) < 1e-6, "scale_avx512 vs ref");
+        CHECK(test_rel_err(ay2, ay, n) < 1e-6, "axpy_avx512 vs ref: %.2e",
+              test_rel_err(ay2, ay, n));
+        float tail[21];
+        memcpy(tail, y, sizeof tail);
+        axpy_avx512(19, 2.0f, x, tail); /* must not touch past n */
+        CHECK(tail[19] == y[19] && tail[20] == y[20] && tail[18] == y[18] + 2.0f * x[18],
+              "axpy_avx512 tail");
+
+        double tr, ta;
+        BEST_TIME(tr, sum_squares_ref(n, x));
+        BEST_TIME(ta, sum_squares_avx512(n, x));
+        print_timing("sum_squares 1M", tr, ta);
+        BEST_TIME(tr, scale_ref(n, sx, 1.0f));
+        BEST_TIME(ta, scale_avx512(n, sx, 1.0f));
+        print_timing("scale 1M", tr, ta);
+        BEST_TIME(tr, axpy_ref(n, 0.5f, x, ay));
+        BEST_TIME(ta, axpy_avx512(n, 0.5f, x, ay));
+        print_timing("axpy 1M", tr, ta);
+        ds_free(sx2), ds_free(ay2);
+    }
+    ds_free(x), ds_free(y), ds_free(sx), ds_free(ay), ds_free(ws), ds_free(wa);
+}
+
+int main(void) {
+    have_avx512 = ds_cpu_has_avx512();
+    if (!have_avx512)
+        printf("note: no AVX-512 on this CPU; AVX-512 twin comparisons and timings skipped\n");
+    default_threads = omp_get_max_threads();
+    test_norm();
+    test_shift_mix();
+    test_act();
+    test_xent();
+    test_adamw();
+    test_blas1();
+    return test_summary("test_kernels");
+}

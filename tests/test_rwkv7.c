@@ -1,0 +1,208 @@
+/* RWKV-7 model tests in C: state-passing identities (rwkv7.md 8.4, 8.9, 8.11), init statistics
+ * (8.14), parameter count (1.1), determinism. With `--dump FILE L C T B V SEED` it instead writes
+ * weights, inputs, loss, logits and every gradient for tests/ref/test_rwkv7_torch.py, which compares
+ * them against an independent PyTorch implementation. */
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/rwkv7.h"
+#include "test.h"
+
+#include <string.h>
+
+static void make_model(ds_rwkv7 *m, int L, int C, int V, uint64_t seed, float noise) {
+    ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = V};
+    ds_rwkv7_default_ranks(&d, "released");
+    ds_rwkv7_create(m, &d);
+    ds_rwkv7_init_weights(m, seed);
+    /* perturb every parameter so that no gradient path is trivially zero (att.output, ffn.value
+     * and the LoRA down-projections start at zero) */
+    for (int64_t i = 0; i < m->n_params; i++) m->params[i] += noise * (float)ds_rng_normal(seed, 999, i);
+}
+
+static void random_tokens(int32_t *x, int64_t n, int V, uint64_t seed, uint64_t stream) {
+    for (int64_t i = 0; i < n; i++) x[i] = (int32_t)(ds_rng_u64(seed, stream, i) % V);
+}
+
+static void dump_tensor(FILE *f, const char *name, int ndim, const int64_t *shape, int dtype, const void *data) {
+    uint32_t len = (uint32_t)strlen(name), nd = (uint32_t)ndim, dt = (uint32_t)dtype;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    fwrite(&len, 4, 1, f); fwrite(name, 1, len, f); fwrite(&nd, 4, 1, f);
+    fwrite(shape, 8, ndim, f); fwrite(&dt, 4, 1, f); fwrite(data, 4, numel, f);
+}
+
+static int dump_mode(int argc, char **argv) {
+    if (argc != 9) { fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED\n"); return 2; }
+    int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
+    uint64_t seed = strtoull(argv[8], NULL, 10);
+    ds_rwkv7 m;
+    make_model(&m, L, C, V, seed, 0.05f);
+    int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);
+    random_tokens(tok, (int64_t)B * T, V, seed, 1);
+    random_tokens(tgt, (int64_t)B * T, V, seed, 2);
+    tgt[3] = -1; /* an ignored position */
+    float *logits = malloc(sizeof(float) * B * T * V);
+    ds_rwkv7_zero_grad(&m);
+    float loss = (float)ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, logits);
+    ds_rwkv7_backward(&m);
+    FILE *f = fopen(argv[2], "wb");
+    if (!f) { perror(argv[2]); return 1; }
+    fwrite("DSDUMP01", 1, 8, f);
+    int64_t dims[8] = {L, C, V, m.d.dim_w, m.d.dim_a, m.d.dim_v, m.d.dim_g, 0};
+    int32_t dims32[7];
+    for (int i = 0; i < 7; i++) dims32[i] = (int32_t)dims[i];
+    int64_t s7[1] = {7}, sBT[2] = {B, T}, sL[3] = {B, T, V}, s1[1] = {1};
+    dump_tensor(f, "dims", 1, s7, 1, dims32);
+    dump_tensor(f, "tokens", 2, sBT, 1, tok);
+    dump_tensor(f, "targets", 2, sBT, 1, tgt);
+    dump_tensor(f, "loss", 1, s1, 0, &loss);
+    dump_tensor(f, "logits", 3, sL, 0, logits);
+    char name[96];
+    for (int i = 0; i < m.n_tensors; i++) {
+        const ds_rwkv7_tensor *t = &m.tensors[i];
+        dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
+    }
+    uint32_t end = 0;
+    fwrite(&end, 4, 1, f);
+    fclose(f);
+    ds_rwkv7_destroy(&m);
+    return 0;
+}
+
+/* Running A then B with the carried state equals running A||B at once (logits of the B part and the
+ * final state), and token-by-token (RNN mode) equals the sequence (GPT mode). */
+static void test_state_passing(void) {
+    int L = 2, C = 128, V = 97, B = 2, T1 = 21, T2 = 19, T = T1 + T2;
+    ds_rwkv7 m;
+    make_model(&m, L, C, V, 7, 0.05f);
+    int32_t tok[2 * 40], ta[2 * 21], tb[2 * 19];
+    random_tokens(tok, B * T, V, 7, 3);
+    for (int b = 0; b < B; b++) {
+        memcpy(ta + b * T1, tok + b * T, sizeof(int32_t) * T1);
+        memcpy(tb + b * T2, tok + b * T + T1, sizeof(int32_t) * T2);
+    }
+    float *full = malloc(sizeof(float) * B * T * V), *part = malloc(sizeof(float) * B * T2 * V);
+    ds_rwkv7_state s_full, s_part;
+    ds_rwkv7_state_create(&s_full, &m.d, B);
+    ds_rwkv7_state_create(&s_part, &m.d, B);
+    ds_rwkv7_forward(&m, B, T, tok, NULL, 1, 0, NULL, &s_full, full);
+    ds_rwkv7_forward(&m, B, T1, ta, NULL, 1, 0, NULL, &s_part, NULL);
+    ds_rwkv7_forward(&m, B, T2, tb, NULL, 1, 0, &s_part, &s_part, part);
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        double e = test_rel_err(part + (int64_t)b * T2 * V, full + ((int64_t)b * T + T1) * V, (int64_t)T2 * V);
+        if (e > worst) worst = e;
+    }
+    CHECK(worst < 1e-5, "A then B (carried state) vs A||B logits: rel err %.3g", worst);
+    double es = test_rel_err(s_part.data, s_full.data, s_full.numel);
+    CHECK(es < 1e-5, "final state A then B vs A||B: rel err %.3g", es);
+
+    /* only the WKV part carried (x_prev zeroed) must differ: the x_prev state matters */
+    ds_rwkv7_forward(&m, B, T1, ta, NULL, 1, 0, NULL, &s_part, NULL);
+    memset(s_part.att_x, 0, sizeof(float) * L * B * C);
+    memset(s_part.ffn_x, 0, sizeof(float) * L * B * C);
+    ds_rwkv7_forward(&m, B, T2, tb, NULL, 1, 0, &s_part, &s_part, part);
+    double ediff = test_rel_err(part, full + (int64_t)T1 * V, (int64_t)T2 * V);
+    CHECK(ediff > 1e-3, "zeroing x_prev must change the logits (rel diff %.3g)", ediff);
+
+    /* RNN mode: one token at a time from the zero state */
+    ds_rwkv7_state s_rnn;
+    ds_rwkv7_state_create(&s_rnn, &m.d, 1);
+    float *step = malloc(sizeof(float) * V);
+    double worst_rnn = 0;
+    for (int t = 0; t < T; t++) {
+        ds_rwkv7_forward(&m, 1, 1, tok + t, NULL, 1, 0, &s_rnn, &s_rnn, step);
+        double e = 0;
+        for (int v = 0; v < V; v++) e = fmax(e, fabs(step[v] - full[(int64_t)t * V + v]));
+        if (e > worst_rnn) worst_rnn = e;
+    }
+    CHECK(worst_rnn < 1e-4, "RNN mode vs GPT mode logits: max abs diff %.3g", worst_rnn);
+    free(step); free(full); free(part);
+    ds_rwkv7_state_destroy(&s_rnn); ds_rwkv7_state_destroy(&s_full); ds_rwkv7_state_destroy(&s_part);
+    ds_rwkv7_destroy(&m);
+}
+
+/* Orthogonality W W^T = gain^2 I (or W^T W) and the zero-initialised tensors (rwkv7.md 8.14). */
+static double orthogonality_error(const float *W, int rows, int cols, float gain) {
+    int tall = rows >= cols, n = tall ? cols : rows;
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int k = 0; k < (tall ? rows : cols); k++)
+                s += tall ? (double)W[(int64_t)k * cols + i] * W[(int64_t)k * cols + j]
+                          : (double)W[(int64_t)i * cols + k] * W[(int64_t)j * cols + k];
+            worst = fmax(worst, fabs(s / (gain * gain) - (i == j)));
+        }
+    return worst;
+}
+
+static void test_init(void) {
+    ds_rwkv7 m;
+    ds_rwkv7_dims d = {.n_layer = 3, .n_embd = 128, .vocab_size = 300};
+    ds_rwkv7_default_ranks(&d, "released");
+    CHECK(d.dim_w == 32 && d.dim_a == 32 && d.dim_v == 32 && d.dim_g == 32, "ranks for C=128");
+    ds_rwkv7_create(&m, &d);
+    ds_rwkv7_init_weights(&m, 42);
+    const ds_rwkv7_layer *p = &m.w.layers[1];
+    int C = 128;
+    double zero_max = 0;
+    for (int64_t i = 0; i < (int64_t)C * C; i++) zero_max = fmax(zero_max, fabs(p->Wo[i]));
+    for (int64_t i = 0; i < (int64_t)C * 4 * C; i++) zero_max = fmax(zero_max, fabs(p->Vf[i]));
+    CHECK(zero_max == 0, "att.output and ffn.value start at zero");
+    CHECK(orthogonality_error(p->Wr, C, C, 1.0f) < 1e-5, "receptance orthogonal");
+    CHECK(orthogonality_error(p->Wk, C, C, 0.1f) < 1e-5, "key orthogonal, gain 0.1");
+    CHECK(orthogonality_error(p->Kf, 4 * C, C, 1.0f) < 1e-5, "ffn.key columns orthonormal");
+    CHECK(orthogonality_error(p->w2, d.dim_w, C, 0.1f) < 1e-5, "w2 rows orthonormal x0.1");
+    CHECK(orthogonality_error(m.w.head, 300, C, 0.5f * sqrtf(300.0f / C)) < 1e-5, "head orthogonal");
+    /* parameter count formula of rwkv7.md 1.1 (layer-0 v-LoRA counted) */
+    double Cd = C, L = 3, V = 300;
+    double formula = 2 * V * Cd + 4 * Cd + L * (19 * Cd + 12 * Cd * Cd + 2 * Cd * (d.dim_w + d.dim_a + d.dim_v + d.dim_g));
+    int64_t counted = 0;
+    for (int i = 0; i < m.n_tensors; i++) counted += m.tensors[i].numel;
+    CHECK(counted == (int64_t)formula, "parameter count %lld vs formula %.0f", (long long)counted, formula);
+    ds_rwkv7_dims big = {.n_layer = 24, .n_embd = 2048};
+    ds_rwkv7_default_ranks(&big, "released");
+    CHECK(big.dim_w == 96 && big.dim_a == 96 && big.dim_v == 64 && big.dim_g == 256, "1.5B ranks");
+    const ds_rwkv7_tensor *t = ds_rwkv7_find(&m, "blocks.2.att.w0");
+    CHECK(t && t->lr_scale == 2.0f && !t->weight_decay, "w0: 2x lr, no decay");
+    t = ds_rwkv7_find(&m, "blocks.0.att.key.weight");
+    CHECK(t && t->weight_decay && t->shape[0] == C && t->shape[1] == C, "key.weight decayed, [C,C]");
+    t = ds_rwkv7_find(&m, "blocks.0.att.w1");
+    CHECK(t && !t->weight_decay, "LoRA not decayed");
+    ds_rwkv7_destroy(&m);
+}
+
+/* Same inputs, same result: no schedule-dependent reductions. */
+static void test_determinism(void) {
+    ds_rwkv7 m;
+    make_model(&m, 2, 128, 61, 5, 0.05f);
+    int B = 2, T = 33;
+    int32_t tok[66], tgt[66];
+    random_tokens(tok, B * T, 61, 5, 1);
+    random_tokens(tgt, B * T, 61, 5, 2);
+    float *g1 = malloc(sizeof(float) * m.n_params);
+    ds_rwkv7_zero_grad(&m);
+    double l1 = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    memcpy(g1, m.grads, sizeof(float) * m.n_params);
+    ds_rwkv7_zero_grad(&m);
+    double l2 = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    CHECK(l1 == l2 && memcmp(g1, m.grads, sizeof(float) * m.n_params) == 0, "repeat run bit-identical");
+    free(g1);
+    ds_rwkv7_destroy(&m);
+}
+
+int main(int argc, char **argv) {
+    ds_blas_init(0);
+    ds_kernels_init();
+    if (argc > 1 && strcmp(argv[1], "--dump") == 0) return dump_mode(argc, argv);
+    test_init();
+    test_state_passing();
+    test_determinism();
+    return test_summary("test_rwkv7");
+}
