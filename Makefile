@@ -5,7 +5,7 @@
 # kernel table (src/kernels/dispatch.c) picks the AVX-512 or the scalar reference kernels at run time.
 
 CC       ?= gcc
-PKGS     := yaml-0.1
+PKGS     := yaml-0.1 ompi-c
 BLIS_INC := $(firstword $(wildcard /usr/include/x86_64-linux-gnu/blis-openmp /usr/include/x86_64-linux-gnu/blis-pthread /usr/include/x86_64-linux-gnu /usr/include/blis))
 OPT      ?= -O3
 BASE_ARCH := -march=x86-64-v2 -mtune=znver3
@@ -13,7 +13,8 @@ SIMD_ARCH := -march=x86-64-v4 -mtune=znver3 -mprefer-vector-width=512
 WARN     := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wno-sign-compare
 CFLAGS   := -std=gnu11 $(OPT) -g -fopenmp -fno-math-errno $(WARN) -Iinclude -isystem $(BLIS_INC) \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   := -fopenmp -lblis $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+# ScaLAPACK's pkg-config file needs a blas.pc that Debian's BLIS does not ship: name the libraries.
+LDLIBS   := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lscalapack-openmpi -llapack -lblis -lm
 
 SRCS      := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 OBJS      := $(patsubst src/%.c,build/%.o,$(SRCS))

@@ -89,7 +89,7 @@ static void test_defaults(void) {
     CHECK(!strcmp(c.model.lora_formula, "released"), "lora_formula %s", c.model.lora_formula);
     CHECK(!strcmp(c.data.tokenizer, "byte") && !c.data.vocab_file[0] && !c.data.train[0] && !c.data.valid[0],
           "data defaults");
-    CHECK(c.train.ctx_len == 64 && c.train.batch_size == 8 && c.train.grad_accum == 1 && c.train.steps == 200,
+    CHECK(c.train.ctx_len == 64 && c.train.batch_size == 8 && c.train.micro_batch == 0 && c.train.steps == 200,
           "train sizes");
     CHECK(c.train.eval_batches == 8 && c.train.log_every == 1 && c.train.eval_every == 50, "train cadence");
     CHECK(c.optim.lr == 6e-4 && c.optim.lr_final == 6e-5 && c.optim.warmup_steps == 10, "lr schedule");
@@ -143,7 +143,7 @@ static void test_parse(void) {
               "  vocab_file: 'vocab dir/rwkv_vocab_v20230424.txt'\n"
               "  train: /data/train\n"
               "  valid: ~\n"
-              "train: {ctx_len: 512, batch_size: 4, grad_accum: 2, steps: 1_000}\n"
+              "train: {ctx_len: 512, batch_size: 4, micro_batch: 2, steps: 1_000}\n"
               "optim:\n"
               "  lr: 6e-4\n"
               "  lr_final: 0.00006\n"
@@ -167,7 +167,7 @@ static void test_parse(void) {
     CHECK(!strcmp(c.data.tokenizer, "world") && !strcmp(c.data.vocab_file, "vocab dir/rwkv_vocab_v20230424.txt"),
           "tokenizer %s %s", c.data.tokenizer, c.data.vocab_file);
     CHECK(!strcmp(c.data.train, "/data/train") && c.data.valid[0] == 0, "data paths (~ is empty)");
-    CHECK(c.train.ctx_len == 512 && c.train.batch_size == 4 && c.train.grad_accum == 2 && c.train.steps == 1000,
+    CHECK(c.train.ctx_len == 512 && c.train.batch_size == 4 && c.train.micro_batch == 2 && c.train.steps == 1000,
           "flow-style train section");
     CHECK(c.optim.lr == 6e-4 && c.optim.lr_final == 6e-5 && c.optim.warmup_steps == 0 && c.optim.beta1 == 0.85,
           "optim values %.17g %.17g", c.optim.lr, c.optim.lr_final);
@@ -218,7 +218,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 6, 38)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 6, 39)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -296,7 +296,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 38, "dump has %d keys, want 38 (every ds_config field)", keys);
+    CHECK(keys == 39, "dump has %d keys, want 39 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);

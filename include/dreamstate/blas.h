@@ -17,4 +17,7 @@ void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const flo
 void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
               const double *B, int ldb, double beta, double *C, int ldc);
 
+/* In place B[M,N] <- B R^-1 for an upper-triangular R[N,N] (row-major), double precision. */
+void ds_dtrsm_right_upper(int M, int N, const double *R, double *B);
+
 #endif

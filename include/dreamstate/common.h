@@ -10,9 +10,14 @@
 /* Exit codes: 0 ok, 1 internal/runtime failure, 2 bad input (config, checkpoint, dataset, CLI). */
 enum { DS_EXIT_OK = 0, DS_EXIT_FAIL = 1, DS_EXIT_BAD_INPUT = 2 };
 
+/* This process's rank (set by the dist module; 0 without MPI). Only rank 0 prints ds_log lines and
+ * bad-input errors (every rank finds the same bad input); other failures print on every rank, prefixed
+ * with the rank. */
+void ds_set_rank(int rank);
+
 /* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. */
 void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-/* Informational line to stderr (rank-0 only callers decide whether to call it). */
+/* Informational line to stderr, rank 0 only. */
 void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* 64-byte aligned, zero-filled allocation; dies on failure. Free with ds_free. */

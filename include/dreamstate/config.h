@@ -36,12 +36,14 @@ typedef struct ds_data_config {
 
 typedef struct ds_train_config {
     int ctx_len;               /* T, default 64 */
-    int batch_size;            /* micro-batch sequences per rank, default 8 */
-    int grad_accum;            /* micro-batches per optimiser step, default 1 */
+    int batch_size;            /* global batch: sequences per optimiser step over all ranks, default 8 */
+    int micro_batch;           /* sequences per rank per forward/backward; 0 = batch_size / ranks.
+                                * Gradient accumulation steps = batch_size / (ranks * micro_batch). */
     int64_t steps;             /* optimiser steps, default 200 */
     int eval_every;            /* steps between held-out evaluations, 0 = only at the end */
-    int eval_batches;          /* micro-batches per evaluation, default 8 */
+    int eval_batches;          /* held-out windows per evaluation = eval_batches x batch_size */
     int log_every;             /* default 1 */
+    char grad_reduce[8];       /* "fp64" (default: rank-count independent) or "fp32"; see dist.h */
 } ds_train_config;
 
 typedef struct ds_optim_config {

@@ -7,16 +7,19 @@
 #include "dreamstate/rwkv7.h"
 
 typedef struct ds_eval_result {
-    double loss;              /* mean cross-entropy, nats per token */
+    double sums[3];           /* nats, target tokens, target bytes: summable over parts (ranks) */
+    double loss;              /* mean cross-entropy, nats per token            (set by ds_eval_finish) */
     double perplexity;        /* exp(loss) */
-    double bits_per_byte;     /* loss * tokens / bytes / ln 2 */
-    int64_t tokens, bytes;
+    double bits_per_byte;     /* nats / bytes / ln 2; the separator counts as one byte */
 } ds_eval_result;
 
-/* Scores `windows` windows of T tokens spread evenly over the stream, B at a time (the last batch may be
- * partial). Every target token counts once. tok (NULL for byte data) gives the byte length per token. */
+/* Scores part `part` of `parts` (windows part, part + parts, ...) of `windows` windows of T tokens
+ * spread evenly over the stream, B at a time. tok (NULL for byte data) gives each token's byte length.
+ * Returns the sums only; add the parts' sums, then call ds_eval_finish. */
 ds_eval_result ds_eval_windows(ds_rwkv7 *m, const ds_dataset *ds, const ds_tokenizer *tok, int64_t windows,
-                               int B, int T);
+                               int part, int parts, int B, int T);
+/* Fills loss, perplexity and bits_per_byte from sums; returns *r. */
+ds_eval_result ds_eval_finish(ds_eval_result *r);
 
 /* `dreamstate eval`: loads the weights of a .ckpt or official-name .safetensors into the configured
  * model and reports held-out loss, perplexity and bits per byte. Bad files exit with code 2. */

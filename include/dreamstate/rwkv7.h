@@ -59,6 +59,12 @@ typedef struct ds_rwkv7 {
     int64_t n_params;
     float *params, *grads;          /* [n_params] each */
     ds_rwkv7_weights w, g;          /* pointer tables into params and grads */
+    int64_t *layer_begin;           /* [L+1]: flat offset of layer l's first tensor; [L]: of ln_out */
+    /* Optional: called during backward each time a contiguous range of the gradient array is final
+     * (head and ln_out first, then each layer from the last, then embedding and ln0), so that a
+     * caller can start communicating it while backward goes on. */
+    void (*grads_ready)(void *ctx, int64_t offset, int64_t numel);
+    void *grads_ready_ctx;
     /* activations (allocated by ds_rwkv7_reserve for at most B x T) */
     int act_B, act_T;
     float *acts;

@@ -36,3 +36,8 @@ void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const d
     bli_dgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
               M, N, K, &alpha, (double *)A, lda, 1, (double *)B, ldb, 1, &beta, C, ldc, 1);
 }
+
+void ds_dtrsm_right_upper(int M, int N, const double *R, double *B) {
+    double one = 1.0;
+    bli_dtrsm(BLIS_RIGHT, BLIS_UPPER, BLIS_NO_TRANSPOSE, BLIS_NONUNIT_DIAG, M, N, &one, (double *)R, N, 1, B, N, 1);
+}

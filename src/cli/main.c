@@ -2,6 +2,7 @@
 #include "dreamstate/common.h"
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
+#include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
@@ -71,10 +72,13 @@ static int cmd_train(int argc, char **argv) {
         return 0;
     }
     ds_config cfg;
+    ds_dist_init(&argc, &argv);
     parse_config_args(argc, argv, "train", &cfg, 0, NULL, NULL);
     if (strcmp(cfg.run.task, "lm") != 0)
         ds_die(DS_EXIT_BAD_INPUT, "%s: run.task '%s' is not implemented yet (only 'lm')", cfg.source, cfg.run.task);
-    return ds_train_lm(&cfg);
+    int rc = ds_train_lm(&cfg);
+    ds_dist_finalize();
+    return rc;
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -85,8 +89,11 @@ static int cmd_eval(int argc, char **argv) {
     }
     ds_config cfg;
     const char *flags[] = {"--checkpoint"}, *vals[1] = {NULL};
+    ds_dist_init(&argc, &argv);
     parse_config_args(argc, argv, "eval", &cfg, 1, flags, vals);
-    return ds_eval_lm(&cfg, vals[0]);
+    int rc = ds_eval_lm(&cfg, vals[0]);
+    ds_dist_finalize();
+    return rc;
 }
 
 static int cmd_export(int argc, char **argv) {

@@ -11,17 +11,25 @@
 #include <time.h>
 #include <unistd.h>
 
+static int process_rank;
+
+void ds_set_rank(int rank) { process_rank = rank; }
+
 void ds_die(int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("dreamstate: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
+    if (process_rank == 0 || code != DS_EXIT_BAD_INPUT) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (process_rank == 0) fputs("dreamstate: ", stderr);
+        else fprintf(stderr, "dreamstate: rank %d: ", process_rank);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
     exit(code);
 }
 
 void ds_log(const char *fmt, ...) {
+    if (process_rank != 0) return;
     va_list ap;
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);

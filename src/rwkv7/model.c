@@ -113,7 +113,8 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T) {
 
 void ds_rwkv7_destroy(ds_rwkv7 *m) {
     free_acts(m);
-    ds_free(m->tensors); ds_free(m->params); ds_free(m->grads);
+    ds_free(m->tensors);
+    ds_free(m->layer_begin); ds_free(m->params); ds_free(m->grads);
     ds_free(m->w.layers); ds_free(m->g.layers);
     memset(m, 0, sizeof *m);
 }
@@ -470,6 +471,10 @@ static void channel_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table 
     ds_k.norm_backward((int)BT, C, C, s->d_b2, la->x_mid, la->ln2_mean, la->ln2_rstd, p->ln2_w, s->dxm, g->ln2_w, g->ln2_b);
 }
 
+static void grads_ready(ds_rwkv7 *m, int64_t begin, int64_t end) {
+    if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, begin, end - begin);
+}
+
 void ds_rwkv7_backward(ds_rwkv7 *m) {
     acts_table *at = m->act;
     if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "rwkv7 backward: the last forward had no targets");
@@ -484,11 +489,13 @@ void ds_rwkv7_backward(ds_rwkv7 *m) {
     zero(s->dx, n);
     ds_k.norm_backward((int)BT, C, C, s->d_lnout, at->x_final, at->lnout_mean, at->lnout_rstd, m->w.ln_out_w,
                        s->dx, m->g.ln_out_w, m->g.ln_out_b);
+    grads_ready(m, m->layer_begin[d->n_layer], m->n_params);
     zero(s->dv_first, n);
     for (int l = d->n_layer - 1; l >= 0; l--) {
         layer_acts *la = &at->layers[l];
         channel_mix_backward(m, l, la, at, B, T);
         time_mix_backward(m, l, la, at, B, T);
+        grads_ready(m, m->layer_begin[l], m->layer_begin[l + 1]);
     }
     zero(s->d_emb_rows, n);
     ds_k.norm_backward((int)BT, C, C, s->dx, at->emb_rows, at->ln0_mean, at->ln0_rstd, m->w.ln0_w, s->d_emb_rows,
@@ -499,6 +506,7 @@ void ds_rwkv7_backward(ds_rwkv7 *m) {
         const float *dr = s->d_emb_rows + i * C;
         for (int c = 0; c < C; c++) ge[c] += dr[c];
     }
+    grads_ready(m, 0, m->layer_begin[0]);
 }
 
 double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {

@@ -116,6 +116,13 @@ void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
     bind(m, slots, m->params, &m->w);
     bind(m, slots, m->grads, &m->g);
     ds_free(slots);
+    m->layer_begin = ds_alloc(sizeof(int64_t) * (d->n_layer + 1));
+    char name[64];
+    for (int l = 0; l < d->n_layer; l++) {
+        snprintf(name, sizeof name, "blocks.%d.ln1.weight", l);
+        m->layer_begin[l] = ds_rwkv7_find(m, name)->offset;
+    }
+    m->layer_begin[d->n_layer] = ds_rwkv7_find(m, "ln_out.weight")->offset;
 }
 
 const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name) {
@@ -131,37 +138,26 @@ void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_
 /* Orthogonal init with PyTorch orthogonal_ semantics up to the random draw: the smaller dimension is
  * orthonormal, times gain. Gaussian fill, then CholeskyQR2 in double precision (two rounds of
  * W <- W R^-1 with W^T W = R^T R; a square Gaussian matrix can have condition number ~1e4, whose
- * square fp32 cannot hold), the heavy work in GEMMs so the 65536 x 768 head stays fast. */
+ * square fp32 cannot hold), the heavy work in BLIS (GEMM, TRSM) so the 65536 x 768 head stays fast. */
 static void orthonormalise_columns(double *W, int rows, int cols) {
-    double *R = ds_alloc(sizeof(double) * cols * cols), *Ri = ds_alloc(sizeof(double) * cols * cols);
-    double *out = ds_alloc(sizeof(double) * rows * cols);
+    double *R = ds_alloc(sizeof(double) * cols * cols);
     for (int round = 0; round < 2; round++) {
         ds_dgemm(1, 0, cols, cols, rows, 1.0, W, cols, W, cols, 0.0, R, cols);
-        /* Cholesky W^T W = R^T R, R upper triangular, in place */
-        for (int j = 0; j < cols; j++) {
-            for (int i = 0; i <= j; i++) {
-                double s = R[i * cols + j];
-                for (int k = 0; k < i; k++) s -= R[k * cols + i] * R[k * cols + j];
-                if (i == j && !(s > 0)) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
-                R[i * cols + j] = (i == j) ? sqrt(s) : s / R[i * cols + i];
+        /* right-looking Cholesky W^T W = R^T R on the upper triangle, rows contiguous */
+        for (int k = 0; k < cols; k++) {
+            double *rk = R + (int64_t)k * cols;
+            if (!(rk[k] > 0)) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
+            double d = sqrt(rk[k]);
+            for (int j = k; j < cols; j++) rk[j] /= d;
+            for (int i = k + 1; i < cols; i++) {
+                double *ri = R + (int64_t)i * cols, f = rk[i];
+                for (int j = i; j < cols; j++) ri[j] -= f * rk[j];
             }
+            for (int j = 0; j < k; j++) rk[j] = 0.0;  /* strictly lower part: R is upper triangular */
         }
-        /* R^-1 by back substitution */
-        memset(Ri, 0, sizeof(double) * cols * cols);
-        for (int j = cols - 1; j >= 0; j--) {
-            Ri[j * cols + j] = 1.0 / R[j * cols + j];
-            for (int i = j - 1; i >= 0; i--) {
-                double s = 0;
-                for (int k = i + 1; k <= j; k++) s += R[i * cols + k] * Ri[k * cols + j];
-                Ri[i * cols + j] = -s / R[i * cols + i];
-            }
-        }
-        ds_dgemm(0, 0, rows, cols, cols, 1.0, W, cols, Ri, cols, 0.0, out, cols);
-        memcpy(W, out, sizeof(double) * rows * cols);
+        ds_dtrsm_right_upper(rows, cols, R, W);
     }
     ds_free(R);
-    ds_free(Ri);
-    ds_free(out);
 }
 
 static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t seed, uint64_t stream) {

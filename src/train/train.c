@@ -1,12 +1,16 @@
-/* `lm` task driver. Single process for now: the rank-aware coordinator (issue 3) will wrap the same
- * step. Everything a step does is a function of (seed, step), so a resumed run replays exactly:
- * batches are drawn by a counter-based RNG indexed by the global sample number, and the optimiser
- * state, step and parameters come from the checkpoint. */
+/* `lm` task driver and rank-0 coordinator. Every rank holds a full replica; the global batch of
+ * train.batch_size sequences per step is dealt out by global sample number (rank r, micro-step j takes
+ * samples (j * ranks + r) * micro_batch ...), so the same config gives the same samples per step, and
+ * the same loss curve up to summation order, on any rank count. Everything a step does is a function
+ * of (seed, step): a resumed run replays exactly, and a checkpoint written by N ranks resumes on M.
+ * Rank 0 alone builds the default corpus, logs, evaluates the aggregate, and reads/writes checkpoints
+ * (and broadcasts what it read). */
 #include "dreamstate/train.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
+#include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/optim.h"
@@ -39,8 +43,11 @@ void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, ch
         return;
     }
     const char *dir = strcmp(cfg->data.tokenizer, "world") == 0 ? "data/default-world" : "data/default-byte";
-    ds_mkdir_p(dir);
-    ds_corpus_default(dir, cfg->data.tokenizer, cfg->data.vocab_file);
+    if (ds_dist_rank() == 0) {
+        ds_mkdir_p(dir);
+        ds_corpus_default(dir, cfg->data.tokenizer, cfg->data.vocab_file);
+    }
+    ds_dist_barrier();
     if (train) snprintf(train, train_len, "%s/train.bin", dir);
     if (valid) snprintf(valid, valid_len, "%s/valid.bin", dir);
 }
@@ -72,23 +79,30 @@ static void save_checkpoint(const ds_config *cfg, const ckpt_table *ct, const ds
         ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
 }
 
-/* Returns the step to continue from (0 for a fresh run). */
+/* Returns the step to continue from (0 for a fresh run). Rank 0 reads the newest valid checkpoint and
+ * broadcasts step, parameters and optimiser state. */
 static int64_t maybe_resume(const ds_config *cfg, const ckpt_table *ct, const ds_rwkv7_dims *d) {
-    if (strcmp(cfg->checkpoint.resume, "never") == 0) return 0;
-    char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], sig[256], got[256], stepbuf[64];
     int64_t step = 0;
-    if (!ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) return 0;
-    char *meta = NULL;
-    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-    ds_weights_signature(d, sig, sizeof sig);
-    if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got, sig);
-    if (!ds_weights_meta_value(meta, "step", stepbuf, sizeof stepbuf))
-        ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
-    free(meta);
-    if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-    ds_log("resumed from %s (step %s)", path, stepbuf);
-    return atoll(stepbuf);
+    if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
+        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], sig[256], got[256], stepbuf[64];
+        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) {
+            char *meta = NULL;
+            if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+            ds_weights_signature(d, sig, sizeof sig);
+            if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
+                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got, sig);
+            if (!ds_weights_meta_value(meta, "step", stepbuf, sizeof stepbuf))
+                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
+            free(meta);
+            if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+            step = atoll(stepbuf);
+            ds_log("resumed from %s (step %lld)", path, (long long)step);
+        }
+    }
+    ds_dist_bcast(&step, sizeof step, 0);
+    if (step > 0)
+        for (int i = 0; i < ct->n; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
+    return step;
 }
 
 /* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
@@ -115,28 +129,40 @@ static void format_duration(double s, char *buf, size_t len) {
     else snprintf(buf, len, "%lds", t);
 }
 
+static void on_grads_ready(void *ctx, int64_t offset, int64_t numel) {
+    ds_grad_sync_ready(ctx, offset, numel);
+}
+
 int ds_train_lm(const ds_config *cfg) {
-    const char *arch = ds_blas_init(cfg->run.threads);
+    int rank = ds_dist_rank(), ranks = ds_dist_size();
+    int threads_wanted = cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank();
+    const char *arch = ds_blas_init(threads_wanted);
     const char *kern = ds_kernels_init();
     int threads = ds_blas_threads();
     char path[DS_PATH_MAX + 64];
 
+    int B = cfg->train.batch_size, T = cfg->train.ctx_len;
+    int micro = cfg->train.micro_batch ? cfg->train.micro_batch : B / ranks;
+    if (micro < 1 || B % (ranks * micro) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: train.batch_size (%d) must be a multiple of ranks (%d) x train.micro_batch (%d)",
+               cfg->source, B, ranks, micro ? micro : 1);
+    int accum = B / (ranks * micro);
+
     char train_path[DS_PATH_MAX + 64], valid_path[DS_PATH_MAX + 64];
     ds_train_data_paths(cfg, train_path, sizeof train_path, valid_path, sizeof valid_path);
     ds_dataset *train = ds_dataset_open(train_path), *valid = ds_dataset_open(valid_path);
-    int B = cfg->train.batch_size, T = cfg->train.ctx_len, accum = cfg->train.grad_accum;
     if ((int64_t)ds_dataset_vocab_size(train) > cfg->model.vocab_size)
         ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
                ds_dataset_vocab_size(train), cfg->model.vocab_size);
     if (ds_dataset_num_tokens(train) < (uint64_t)T + 2 || ds_dataset_num_tokens(valid) < (uint64_t)T + 2)
         ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
-    double unigram = ds_unigram_entropy_nats(train);
+    double unigram = rank == 0 ? ds_unigram_entropy_nats(train) : 0.0;
 
     ds_rwkv7_dims d = ds_train_model_dims(cfg);
     ds_rwkv7 model;
     ds_rwkv7_create(&model, &d);
     ds_rwkv7_init_weights(&model, (uint64_t)cfg->run.seed);
-    ds_rwkv7_reserve(&model, B, T);
+    ds_rwkv7_reserve(&model, micro, T);
     ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * model.n_tensors);
     for (int i = 0; i < model.n_tensors; i++)
         groups[i] = (ds_optim_group){model.tensors[i].offset, model.tensors[i].numel, model.tensors[i].lr_scale,
@@ -149,83 +175,108 @@ int ds_train_lm(const ds_config *cfg) {
     ct.n = ds_weights_ckpt_tensors(&model, opt.m, opt.v, ct.t);
     int64_t start = maybe_resume(cfg, &ct, &d);
     /* inputs are all validated: only now touch the run directory */
-    ds_mkdir_p(cfg->run.out_dir);
-    ds_mkdir_p(cfg->checkpoint.dir);
-    int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
-    if (stale > 0) ds_log("removed %d temp file(s) of an interrupted checkpoint write", stale);
-    snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
-    if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
+    FILE *jsonl = NULL;
+    if (rank == 0) {
+        ds_mkdir_p(cfg->run.out_dir);
+        ds_mkdir_p(cfg->checkpoint.dir);
+        int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
+        if (stale > 0) ds_log("removed %d temp file(s) of an interrupted checkpoint write", stale);
+        snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
+        if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
+        snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
+        if (start > 0) truncate_log(path, start);
+        else remove(path);
+        jsonl = fopen(path, "a");
+        if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    }
 
-    double peak = ds_measure_fma_peak(threads, 0.3);
+    /* every rank measures its share of the machine at once; the job's peak is the sum */
+    double peak = ds_dist_sum_double(ds_measure_fma_peak(threads, 0.3));
     double flops_tok = ds_rwkv7_flops_per_token(&d, T);
     int64_t n_weights = 0;
     for (int i = 0; i < model.n_tensors; i++) n_weights += model.tensors[i].numel;
     ds_log("dreamstate train: task lm, %s, %.2fM parameters", cfg->run.name, n_weights / 1e6);
-    ds_log("  kernels %s, BLIS arch %s, %d threads, measured FP32 peak %.0f GFLOP/s", kern, arch, threads, peak);
+    ds_log("  %d rank(s) x %d thread(s), kernels %s, BLIS arch %s, measured FP32 peak %.0f GFLOP/s", ranks, threads,
+           kern, arch, peak);
     ds_log("  data %s: %llu tokens (valid %llu), unigram entropy %.4f nats/token", train_path,
            (unsigned long long)ds_dataset_num_tokens(train), (unsigned long long)ds_dataset_num_tokens(valid), unigram);
-    ds_log("  batch %d x %d tokens x %d accum, %lld steps, out %s", B, T, accum, (long long)cfg->train.steps,
-           cfg->run.out_dir);
+    ds_log("  batch %d sequences x %d tokens per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s",
+           B, T, micro, accum, (long long)cfg->train.steps, cfg->run.out_dir);
 
-    snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
-    if (start > 0) truncate_log(path, start);
-    else remove(path);
-    FILE *jsonl = fopen(path, "a");
-    if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
-
+    ds_grad_sync *sync = ds_grad_sync_create(model.grads, model.n_params, 8 << 20,
+                                             strcmp(cfg->train.grad_reduce, "fp64") == 0);
+    model.grads_ready = on_grads_ready;
+    model.grads_ready_ctx = sync;
     signal(SIGUSR1, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     signal(SIGINT, on_stop_signal);
-    int32_t *tokens = ds_alloc(sizeof(int32_t) * B * T), *targets = ds_alloc(sizeof(int32_t) * B * T);
+    int32_t *tokens = ds_alloc(sizeof(int32_t) * micro * T), *targets = ds_alloc(sizeof(int32_t) * micro * T);
     int32_t *window = ds_alloc(sizeof(int32_t) * (T + 1));
-    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN;
+    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN, comm_wait = 0;
     int64_t step = start;
-    for (; step < cfg->train.steps && !stop_requested; step++) {
+    int stop = 0;
+    for (; step < cfg->train.steps && !stop; step++) {
         double t0 = ds_now_seconds();
-        ds_rwkv7_zero_grad(&model);
         double loss = 0;
         for (int j = 0; j < accum; j++) {
-            sample_batch(train, (uint64_t)cfg->run.seed, ((uint64_t)step * accum + j) * B, B, T, tokens, targets, window);
-            loss += ds_rwkv7_forward(&model, B, T, tokens, targets, 1.0f / accum, (float)cfg->optim.l2wrap, NULL,
-                                     NULL, NULL) / accum;
+            if (j == 0 || ds_grad_sync_is_fp64(sync)) ds_rwkv7_zero_grad(&model);
+            uint64_t first = (uint64_t)step * B + (uint64_t)(j * ranks + rank) * micro;
+            sample_batch(train, (uint64_t)cfg->run.seed, first, micro, T, tokens, targets, window);
+            loss += ds_rwkv7_forward(&model, micro, T, tokens, targets, (float)micro / B, (float)cfg->optim.l2wrap,
+                                     NULL, NULL, NULL) * micro / B;
+            ds_grad_sync_micro_begin(sync, j == 0, j == accum - 1);
             ds_rwkv7_backward(&model);
         }
+        comm_wait = ds_grad_sync_finish(sync);
+        loss = ds_dist_sum_double(loss);
         double gnorm = ds_clip_grad_norm(model.grads, model.n_params, cfg->optim.grad_clip);
         double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
         ds_adamw_step(&opt, model.params, model.grads, lr, step + 1);
         double dt = ds_now_seconds() - t0;
-        double tok_s = (double)B * T * accum / dt, mfu = flops_tok * tok_s / (peak * 1e9);
+        double tok_s = (double)B * T / dt, mfu = flops_tok * tok_s / (peak * 1e9);
         int64_t done = step + 1;
         int last = done == cfg->train.steps;
         int do_eval = last || (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0);
-        if (do_eval) last_eval = ds_eval_windows(&model, valid, NULL, (int64_t)cfg->train.eval_batches * B, B, T).loss;
-        fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,\"mfu\":%.4f",
-                (long long)done, loss, lr, gnorm, tok_s, mfu);
-        if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f", last_eval);
-        fprintf(jsonl, "}\n");
-        fflush(jsonl);
+        if (do_eval) {
+            ds_eval_result part = ds_eval_windows(&model, valid, NULL, (int64_t)cfg->train.eval_batches * B, rank, ranks,
+                                                  micro, T);
+            ds_dist_sum_doubles(part.sums, 3);
+            last_eval = ds_eval_finish(&part).loss;
+        }
+        stop = ds_dist_max_int(stop_requested != 0);
+        if (rank == 0) {
+            fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                    "\"mfu\":%.4f,\"comm_wait_s\":%.4f", (long long)done, loss, lr, gnorm, tok_s, mfu, comm_wait);
+            if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f", last_eval);
+            fprintf(jsonl, "}\n");
+            fflush(jsonl);
+        }
         last_loss = loss;
         if (done % cfg->train.log_every == 0 || last || do_eval) {
             char eta[32];
             double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
             format_duration(per_step * (double)(cfg->train.steps - done), eta, sizeof eta);
-            fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
-                    (long long)done, (long long)cfg->train.steps, loss, lr, gnorm, tok_s, 100 * mfu, eta);
-            if (do_eval) fprintf(stderr, " | val %.4f", last_eval);
-            fputc('\n', stderr);
+            if (rank == 0) {
+                fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
+                        (long long)done, (long long)cfg->train.steps, loss, lr, gnorm, tok_s, 100 * mfu, eta);
+                if (do_eval) fprintf(stderr, " | val %.4f", last_eval);
+                fputc('\n', stderr);
+            }
         }
-        if (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop_requested)
+        if (rank == 0 && (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop))
             save_checkpoint(cfg, &ct, &d, done);
     }
-    fclose(jsonl);
-    if (stop_requested && step < cfg->train.steps) {
-        ds_log("stopped by signal %d after step %lld; checkpoint written, rerun the same command to resume",
-               (int)stop_requested, (long long)step);
+    if (jsonl) fclose(jsonl);
+    if (stop && step < cfg->train.steps) {
+        ds_log("stopped by a signal after step %lld; checkpoint written, rerun the same command to resume",
+               (long long)step);
     } else if (start < cfg->train.steps) {
         ds_log("done: final train loss %.4f, held-out loss %.4f (unigram entropy %.4f)", last_loss, last_eval, unigram);
     } else {
         ds_log("nothing to do: checkpoint already at step %lld of %lld", (long long)start, (long long)cfg->train.steps);
     }
+    ds_dist_barrier();  /* the checkpoint is on disk before any rank exits */
+    ds_grad_sync_free(sync);
     ds_free(tokens); ds_free(targets); ds_free(window); ds_free(ct.t);
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&model);

@@ -1,0 +1,49 @@
+/* Ranks (Open MPI): process-group setup, small collectives, and the gradient allreduce that overlaps
+ * backward. Only the coordinator (src/train) and the distributed analysis code call this; models and
+ * kernels never do. Works unchanged as a single process (no mpirun): size 1, collectives are copies. */
+#ifndef DREAMSTATE_DIST_H
+#define DREAMSTATE_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* MPI_Init_thread (MPI_THREAD_FUNNELED) unless already initialised; tells common.c this process's rank
+ * so that only rank 0 logs. Safe to call twice. */
+void ds_dist_init(int *argc, char ***argv);
+void ds_dist_finalize(void);
+int ds_dist_rank(void);
+int ds_dist_size(void);
+void ds_dist_barrier(void);
+/* Cores of this node divided by the ranks on this node (at least 1): the default threads per rank. */
+int ds_dist_cores_per_local_rank(void);
+void ds_dist_bcast(void *buf, size_t bytes, int root);
+double ds_dist_sum_double(double x);     /* allreduce sum over ranks */
+int ds_dist_max_int(int x);              /* allreduce max over ranks */
+/* In-place elementwise sum over ranks of n doubles. */
+void ds_dist_sum_doubles(double *x, int n);
+
+/* Gradient synchronisation with communication hidden behind backward. The flat gradient array is
+ * split into buckets of about bucket_bytes; as backward finishes a region of parameters it calls
+ * ds_grad_sync_ready(offset, numel), and on the last micro-step every bucket that becomes complete is
+ * sent with MPI_Iallreduce (sum) at once while backward goes on with earlier layers; finish() waits.
+ *
+ * fp64 mode (the default of train.grad_reduce): each micro-step's gradient is added into a double
+ * accumulator region by region and the reduction runs in double, so the summed gradient rounds to the
+ * same fp32 values whatever the split of the batch over ranks and micro-steps: 1, 2 or 4 ranks train
+ * identically (to rare last-bit differences). The caller zeroes grads before every micro-step.
+ * fp32 mode: half the memory and traffic; grads accumulate over micro-steps in place (the caller
+ * zeroes them once per step), and results depend on the rank count at rounding level.
+ * Single process: the same arithmetic without MPI. Regions may come in any order, each element once
+ * per micro-step. */
+typedef struct ds_grad_sync ds_grad_sync;
+ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64);
+void ds_grad_sync_free(ds_grad_sync *gs);
+int ds_grad_sync_is_fp64(const ds_grad_sync *gs);
+/* Call before each micro-step's backward; first: the step's first micro-step, last: its last. */
+void ds_grad_sync_micro_begin(ds_grad_sync *gs, int first, int last);
+void ds_grad_sync_ready(ds_grad_sync *gs, int64_t offset, int64_t numel);
+/* Waits for every bucket; afterwards grads hold the sum over ranks and micro-steps. Returns the
+ * seconds spent waiting here (the part of the communication not hidden behind backward). */
+double ds_grad_sync_finish(ds_grad_sync *gs);
+
+#endif
