@@ -54,9 +54,11 @@ test: all
 bench: all
 	tests/bench.sh
 
-# The README's main job: a small end-to-end training run on the built-in default corpus.
+# The README's main job: a small end-to-end training run on the built-in default corpus, 2 MPI ranks.
+RANKS ?= 2
 run: all
-	bin/dreamstate train configs/tiny.yaml
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	  mpirun --oversubscribe -np $(RANKS) bin/dreamstate train configs/tiny.yaml --set run.threads=1
 
 deps:
 	src/tools/install-deps.sh
