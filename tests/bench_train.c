@@ -7,6 +7,7 @@
 #include "dreamstate/kernels.h"
 #include "dreamstate/optim.h"
 #include "dreamstate/rwkv7.h"
+#include "dreamstate/train.h"
 
 #include <stdlib.h>
 
@@ -22,11 +23,10 @@ int main(int argc, char **argv) {
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_rwkv7_init_weights(&m, 1);
-    ds_optim_group *groups = malloc(sizeof(ds_optim_group) * m.n_tensors);
-    for (int i = 0; i < m.n_tensors; i++)
-        groups[i] = (ds_optim_group){m.tensors[i].offset, m.tensors[i].numel, m.tensors[i].lr_scale, m.tensors[i].weight_decay};
+    ds_optim_group *groups = ds_train_optim_groups(&m);
+    int64_t all_begin = 0, all_len = m.n_params;
     ds_adamw opt;
-    ds_adamw_create(&opt, m.n_params, m.n_tensors, groups, 0.9, 0.99, 1e-18, 0.001);
+    ds_adamw_create(&opt, 1, &all_begin, &all_len, m.n_tensors, groups, 0.9, 0.99, 1e-18, 0.001);
     int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);
     double best = 1e30, total = 0;
     for (int s = -1; s < steps; s++) {  /* step -1 warms up (allocation, page faults, BLIS buffers) */
@@ -53,6 +53,6 @@ int main(int argc, char **argv) {
            peak, flops * tok_s * 1e-9 / peak);
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&m);
-    free(groups); free(tok); free(tgt);
+    ds_free(groups); free(tok); free(tgt);
     return 0;
 }

@@ -24,14 +24,21 @@ for n in 1 2 4; do
   "${MPI[@]}" $n $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set run.out_dir="$TMP/r$n" \
     2>"$TMP/r$n.log" || bad "$n ranks: exit $?"
 done
-/usr/bin/python3 - "$TMP" <<'PY' && ok "1 vs 2 vs 4 ranks: same loss curve" || bad "loss curves differ"
+"${MPI[@]}" 2 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set train.zero_stage=1 \
+  --set run.out_dir="$TMP/z2" 2>"$TMP/z2.log" || bad "2 ranks ZeRO-1: exit $?"
+grep -o 'per rank: .*' "$TMP/z2.log" | sed 's/^/  ZeRO-1, 2 ranks: /'
+cmp -s "$TMP/r1/checkpoints/step-00000050.ckpt" "$TMP/z2/checkpoints/step-00000050.ckpt" \
+  && ok "2 ranks with ZeRO-1 (sharded AdamW) write the same checkpoint, byte for byte, as 1 rank" \
+  || bad "ZeRO-1 checkpoint differs from the 1-rank one"
+/usr/bin/python3 - "$TMP" <<'PY' && ok "1 vs 2 vs 4 ranks, and 2 with ZeRO-1: same loss curve" || bad "loss curves differ"
 import json, sys
-runs = {n: [json.loads(l)['loss'] for l in open(f'{sys.argv[1]}/r{n}/train.jsonl')] for n in (1, 2, 4)}
+runs = {n: [json.loads(l)['loss'] for l in open(f'{sys.argv[1]}/{n}/train.jsonl')] for n in ('r1', 'r2', 'r4', 'z2')}
+runs[1] = runs['r1']
 ok = True
-for n in (2, 4):
+for n in ('r2', 'r4', 'z2'):
     assert len(runs[n]) == len(runs[1]) == 50, 'expected 50 steps'
     worst = max(abs(a - b) / abs(a) for a, b in zip(runs[1], runs[n]))
-    print(f'  1 vs {n} ranks: max relative difference over 50 steps {worst:.3g} (final loss {runs[n][-1]:.6f})')
+    print(f'  1 rank vs {n}: max relative difference over 50 steps {worst:.3g} (final loss {runs[n][-1]:.6f})')
     ok &= worst <= 1e-5
 sys.exit(0 if ok else 1)
 PY
@@ -54,8 +61,10 @@ $BIN eval configs/tiny.yaml --checkpoint "$last" >/dev/null 2>"$TMP/eval.log" &&
   && grep -q "resumed from" "$TMP/k2.log" && ok "restart resumed: $(grep -o 'resumed from.*' "$TMP/k2.log" | sed "s|$TMP/||")" \
   || bad "restart after kill failed: $(tail -2 "$TMP/k2.log")"
 
-# 2b. stopped (SIGUSR1) on 4 ranks, resumed on 2: ends exactly where the uninterrupted 1-rank run ends
-"${MPI[@]}" 4 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set run.out_dir="$TMP/x" 2>"$TMP/x1.log" &
+# 2b. stopped (SIGUSR1) on 4 ranks with ZeRO-1, resumed on 2 without: ends exactly where the
+#     uninterrupted 1-rank run ends
+"${MPI[@]}" 4 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set train.zero_stage=1 \
+  --set run.out_dir="$TMP/x" 2>"$TMP/x1.log" &
 job=$!
 while [ "$(steps_in "$TMP/x/train.jsonl")" -lt 20 ] && kill -0 $job 2>/dev/null; do sleep 0.02; done
 kill -USR1 $job; wait $job
@@ -63,7 +72,7 @@ stopped=$(steps_in "$TMP/x/train.jsonl")
 "${MPI[@]}" 2 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set run.out_dir="$TMP/x" 2>"$TMP/x2.log"
 a=$(tail -1 "$TMP/r1/train.jsonl" | grep -o '"loss":[0-9.]*'); b=$(tail -1 "$TMP/x/train.jsonl" | grep -o '"loss":[0-9.]*')
 [ "$stopped" -lt 50 ] && grep -q "resumed from" "$TMP/x2.log" && [ "$a" = "$b" ] \
-  && ok "stopped on 4 ranks at step $stopped, resumed on 2: step 50 $b = uninterrupted 1-rank $a" \
+  && ok "stopped on 4 ranks (ZeRO-1) at step $stopped, resumed on 2: step 50 $b = uninterrupted 1-rank $a" \
   || bad "4 -> 2 ranks resume (stopped at $stopped): $b vs $a ($(grep -o 'resumed.*' "$TMP/x2.log"))"
 
 # 3. SIGUSR1: checkpoint and exit within 10 s, then continue

@@ -44,6 +44,7 @@ typedef struct ds_train_config {
     int eval_batches;          /* held-out windows per evaluation = eval_batches x batch_size */
     int log_every;             /* default 1 */
     char grad_reduce[8];       /* "fp64" (default: rank-count independent) or "fp32"; see dist.h */
+    int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
 } ds_train_config;
 
 typedef struct ds_optim_config {

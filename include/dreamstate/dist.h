@@ -36,14 +36,28 @@ void ds_dist_sum_doubles(double *x, int n);
  * Single process: the same arithmetic without MPI. Regions may come in any order, each element once
  * per micro-step. */
 typedef struct ds_grad_sync ds_grad_sync;
-ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64);
+ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64, int zero1);
 void ds_grad_sync_free(ds_grad_sync *gs);
 int ds_grad_sync_is_fp64(const ds_grad_sync *gs);
 /* Call before each micro-step's backward; first: the step's first micro-step, last: its last. */
 void ds_grad_sync_micro_begin(ds_grad_sync *gs, int first, int last);
 void ds_grad_sync_ready(ds_grad_sync *gs, int64_t offset, int64_t numel);
-/* Waits for every bucket; afterwards grads hold the sum over ranks and micro-steps. Returns the
- * seconds spent waiting here (the part of the communication not hidden behind backward). */
+/* Waits for every bucket; afterwards grads hold the sum over ranks and micro-steps (under ZeRO-1:
+ * in the buckets this rank owns). Returns the seconds spent waiting here (the part of the
+ * communication not hidden behind backward). */
 double ds_grad_sync_finish(ds_grad_sync *gs);
+
+/* ZeRO-1 (zero1 = 1): bucket b belongs to rank b mod ranks. On the last micro-step each bucket is
+ * reduced only to its owner (MPI_Ireduce: the reduce-scatter), the owner updates its parameters and
+ * keeps the AdamW moments of its buckets only, and ds_grad_sync_share_params sends every bucket's
+ * new parameters from its owner to all (the allgather). Without ZeRO-1 a rank owns everything.
+ * owned_ranges fills begin/len (room for ds_grad_sync_n_buckets entries) and returns the count. */
+int ds_grad_sync_n_buckets(const ds_grad_sync *gs);
+int ds_grad_sync_owned_ranges(const ds_grad_sync *gs, int64_t *begin, int64_t *len);
+void ds_grad_sync_share_params(ds_grad_sync *gs, float *params);
+/* Moves values kept compactly per owner (its owned buckets in order, like the AdamW moments) to a
+ * full array on rank 0, and back. */
+void ds_grad_sync_gather(ds_grad_sync *gs, const float *compact, float *full_on_root);
+void ds_grad_sync_scatter(ds_grad_sync *gs, const float *full_on_root, float *compact);
 
 #endif

@@ -93,6 +93,8 @@ static const config_key config_keys[] = {
     {KEY(train, log_every), .type = KEY_INT, .def = "1", .min = 1, .max = INT_MAX, .help = "steps between log lines"},
     {KEY(train, grad_reduce), .type = KEY_ENUM, .def = "fp64", .choices = "fp64|fp32",
      .help = "gradient accumulation and allreduce precision: fp64 trains identically on any rank count; fp32 halves traffic"},
+    {KEY(train, zero_stage), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
+     .help = "1 = ZeRO-1: AdamW moments sharded over ranks (reduce to owner, update shard, share parameters)"},
 
     {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
      .help = "peak learning rate, reached after the warm-up"},

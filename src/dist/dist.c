@@ -73,17 +73,20 @@ struct ds_grad_sync {
     float *grads;
     double *acc;             /* fp64 mode: accumulated gradient, else NULL */
     int64_t n, bucket_len;
-    int n_buckets, last_micro;
+    int n_buckets, last_micro, zero1;
     int64_t *ready;          /* elements of each bucket final this step */
     MPI_Request *requests;   /* MPI_REQUEST_NULL until posted */
 };
 
-ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64) {
+ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64, int zero1) {
     ds_grad_sync *gs = ds_alloc(sizeof *gs);
     gs->grads = grads;
     gs->acc = fp64 ? ds_alloc(sizeof(double) * n) : NULL;
     gs->n = n;
+    gs->zero1 = zero1 && active && size > 1;
     gs->bucket_len = bucket_bytes / (int64_t)(fp64 ? sizeof(double) : sizeof(float));
+    /* ZeRO-1 balances ownership by buckets: keep at least 4 per rank */
+    if (gs->zero1 && gs->bucket_len > n / (4 * size)) gs->bucket_len = n / (4 * size);
     if (gs->bucket_len < 1024) gs->bucket_len = 1024;
     if (gs->bucket_len > INT32_MAX) gs->bucket_len = INT32_MAX;
     gs->n_buckets = (int)((n + gs->bucket_len - 1) / gs->bucket_len);
@@ -128,7 +131,12 @@ void ds_grad_sync_ready(ds_grad_sync *gs, int64_t offset, int64_t numel) {
         int64_t bb = (int64_t)b * gs->bucket_len, be = bb + bucket_size(gs, b);
         gs->ready[b] += (end < be ? end : be) - (offset > bb ? offset : bb);
         if (gs->ready[b] != bucket_size(gs, b)) continue;
-        if (gs->acc)
+        if (gs->zero1) {
+            int owner = b % size;
+            void *buf = gs->acc ? (void *)(gs->acc + bb) : (void *)(gs->grads + bb);
+            MPI_Ireduce(rank == owner ? MPI_IN_PLACE : buf, buf, (int)bucket_size(gs, b),
+                        gs->acc ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, owner, MPI_COMM_WORLD, &gs->requests[b]);
+        } else if (gs->acc)
             MPI_Iallreduce(MPI_IN_PLACE, gs->acc + bb, (int)bucket_size(gs, b), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD,
                            &gs->requests[b]);
         else
@@ -151,8 +159,82 @@ double ds_grad_sync_finish(ds_grad_sync *gs) {
         wait = MPI_Wtime() - t0;
     }
     if (gs->acc) {
+        for (int b = 0; b < gs->n_buckets; b++) {
+            if (gs->zero1 && b % size != rank) continue;
+            int64_t bb = (int64_t)b * gs->bucket_len, len = bucket_size(gs, b);
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < gs->n; i++) gs->grads[i] = (float)gs->acc[i];
+            for (int64_t i = bb; i < bb + len; i++) gs->grads[i] = (float)gs->acc[i];
+        }
     }
     return wait;
+}
+
+static int owns(const ds_grad_sync *gs, int b, int r) { return !gs->zero1 || b % size == r; }
+
+int ds_grad_sync_n_buckets(const ds_grad_sync *gs) { return gs->n_buckets; }
+
+int ds_grad_sync_owned_ranges(const ds_grad_sync *gs, int64_t *begin, int64_t *len) {
+    int count = 0;
+    for (int b = 0; b < gs->n_buckets; b++) {
+        if (!owns(gs, b, rank)) continue;
+        int64_t bb = (int64_t)b * gs->bucket_len;
+        if (count > 0 && begin[count - 1] + len[count - 1] == bb) {
+            len[count - 1] += bucket_size(gs, b);  /* merge adjacent buckets */
+        } else {
+            begin[count] = bb;
+            len[count++] = bucket_size(gs, b);
+        }
+    }
+    return count;
+}
+
+void ds_grad_sync_share_params(ds_grad_sync *gs, float *params) {
+    if (!gs->zero1) return;
+    for (int b = 0; b < gs->n_buckets; b++)
+        MPI_Ibcast(params + (int64_t)b * gs->bucket_len, (int)bucket_size(gs, b), MPI_FLOAT, b % size, MPI_COMM_WORLD,
+                   &gs->requests[b]);
+    MPI_Waitall(gs->n_buckets, gs->requests, MPI_STATUSES_IGNORE);
+}
+
+/* Moves one bucket between its owner's compact array (at compact_off) and rank 0's full array. */
+static void move_bucket(ds_grad_sync *gs, int b, int64_t compact_off, const float *src_compact, float *dst_full,
+                        const float *src_full, float *dst_compact) {
+    int owner = b % size;
+    int64_t bb = (int64_t)b * gs->bucket_len, len = bucket_size(gs, b);
+    if (src_compact) {         /* gather: owner -> rank 0 */
+        if (owner == 0 && rank == 0) memcpy(dst_full + bb, src_compact + compact_off, sizeof(float) * len);
+        else if (rank == owner) MPI_Send(src_compact + compact_off, (int)len, MPI_FLOAT, 0, b, MPI_COMM_WORLD);
+        else if (rank == 0) MPI_Recv(dst_full + bb, (int)len, MPI_FLOAT, owner, b, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    } else {                   /* scatter: rank 0 -> owner */
+        if (owner == 0 && rank == 0) memcpy(dst_compact + compact_off, src_full + bb, sizeof(float) * len);
+        else if (rank == 0) MPI_Send(src_full + bb, (int)len, MPI_FLOAT, owner, b, MPI_COMM_WORLD);
+        else if (rank == owner) MPI_Recv(dst_compact + compact_off, (int)len, MPI_FLOAT, 0, b, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
+}
+
+static void move_all(ds_grad_sync *gs, const float *src_compact, float *dst_full, const float *src_full, float *dst_compact) {
+    if (!gs->zero1) {  /* every rank owns everything: rank 0's copy is the full array */
+        if (src_compact) {
+            if (rank == 0 && dst_full != src_compact) memcpy(dst_full, src_compact, sizeof(float) * gs->n);
+        } else {
+            if (rank == 0 && dst_compact != src_full) memcpy(dst_compact, src_full, sizeof(float) * gs->n);
+            ds_dist_bcast(dst_compact, sizeof(float) * gs->n, 0);
+        }
+        return;
+    }
+    int64_t *off = ds_alloc(sizeof(int64_t) * size);  /* next compact offset of each owner */
+    for (int b = 0; b < gs->n_buckets; b++) {
+        int owner = b % size;
+        move_bucket(gs, b, off[owner], src_compact, dst_full, src_full, dst_compact);
+        off[owner] += bucket_size(gs, b);
+    }
+    ds_free(off);
+}
+
+void ds_grad_sync_gather(ds_grad_sync *gs, const float *compact, float *full_on_root) {
+    move_all(gs, compact, full_on_root, NULL, NULL);
+}
+
+void ds_grad_sync_scatter(ds_grad_sync *gs, const float *full_on_root, float *compact) {
+    move_all(gs, NULL, NULL, full_on_root, compact);
 }

@@ -80,7 +80,7 @@ static void save_checkpoint(const ds_config *cfg, const ckpt_table *ct, const ds
 }
 
 /* Returns the step to continue from (0 for a fresh run). Rank 0 reads the newest valid checkpoint and
- * broadcasts step, parameters and optimiser state. */
+ * broadcasts step and parameters. */
 static int64_t maybe_resume(const ds_config *cfg, const ckpt_table *ct, const ds_rwkv7_dims *d) {
     int64_t step = 0;
     if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
@@ -100,8 +100,8 @@ static int64_t maybe_resume(const ds_config *cfg, const ckpt_table *ct, const ds
         }
     }
     ds_dist_bcast(&step, sizeof step, 0);
-    if (step > 0)
-        for (int i = 0; i < ct->n; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
+    if (step > 0)  /* parameters; the caller scatters the optimiser moments (the last two tensors) */
+        for (int i = 0; i < ct->n - 2; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
     return step;
 }
 
@@ -127,6 +127,14 @@ static void format_duration(double s, char *buf, size_t len) {
     if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
     else if (t >= 60) snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
     else snprintf(buf, len, "%lds", t);
+}
+
+ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m) {
+    ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * m->n_tensors);
+    for (int i = 0; i < m->n_tensors; i++)
+        groups[i] = (ds_optim_group){m->tensors[i].offset, m->tensors[i].numel, m->tensors[i].lr_scale,
+                                     m->tensors[i].weight_decay};
+    return groups;
 }
 
 static void on_grads_ready(void *ctx, int64_t offset, int64_t numel) {
@@ -163,17 +171,29 @@ int ds_train_lm(const ds_config *cfg) {
     ds_rwkv7_create(&model, &d);
     ds_rwkv7_init_weights(&model, (uint64_t)cfg->run.seed);
     ds_rwkv7_reserve(&model, micro, T);
-    ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * model.n_tensors);
-    for (int i = 0; i < model.n_tensors; i++)
-        groups[i] = (ds_optim_group){model.tensors[i].offset, model.tensors[i].numel, model.tensors[i].lr_scale,
-                                     model.tensors[i].weight_decay};
+    ds_grad_sync *sync = ds_grad_sync_create(model.grads, model.n_params, 8 << 20,
+                                             strcmp(cfg->train.grad_reduce, "fp64") == 0, cfg->train.zero_stage == 1);
+    model.grads_ready = on_grads_ready;
+    model.grads_ready_ctx = sync;
+    ds_optim_group *groups = ds_train_optim_groups(&model);
+    int64_t *own_begin = ds_alloc(sizeof(int64_t) * ds_grad_sync_n_buckets(sync));
+    int64_t *own_len = ds_alloc(sizeof(int64_t) * ds_grad_sync_n_buckets(sync));
+    int n_own = ds_grad_sync_owned_ranges(sync, own_begin, own_len);
     ds_adamw opt;
-    ds_adamw_create(&opt, model.n_params, model.n_tensors, groups, cfg->optim.beta1, cfg->optim.beta2,
+    ds_adamw_create(&opt, n_own, own_begin, own_len, model.n_tensors, groups, cfg->optim.beta1, cfg->optim.beta2,
                     cfg->optim.eps, cfg->optim.weight_decay);
-    ds_free(groups);
+    ds_free(groups); ds_free(own_begin); ds_free(own_len);
+    /* checkpoints hold the full moments: rank 0 gathers the shards (ZeRO-1) into full arrays */
+    int sharded = opt.owned_len != model.n_params;
+    float *full_moments = sharded && rank == 0 ? ds_alloc(sizeof(float) * 2 * model.n_params) : NULL;
+    float *full_m = sharded ? full_moments : opt.m, *full_v = sharded ? (full_moments ? full_moments + model.n_params : NULL) : opt.v;
     ckpt_table ct = {0, ds_alloc(sizeof(ds_tensor) * (model.n_tensors + 2))};
-    ct.n = ds_weights_ckpt_tensors(&model, opt.m, opt.v, ct.t);
+    ct.n = ds_weights_ckpt_tensors(&model, full_m, full_v, ct.t);
     int64_t start = maybe_resume(cfg, &ct, &d);
+    if (start > 0) {
+        ds_grad_sync_scatter(sync, full_m, opt.m);
+        ds_grad_sync_scatter(sync, full_v, opt.v);
+    }
     /* inputs are all validated: only now touch the run directory */
     FILE *jsonl = NULL;
     if (rank == 0) {
@@ -200,13 +220,13 @@ int ds_train_lm(const ds_config *cfg) {
            kern, arch, peak);
     ds_log("  data %s: %llu tokens (valid %llu), unigram entropy %.4f nats/token", train_path,
            (unsigned long long)ds_dataset_num_tokens(train), (unsigned long long)ds_dataset_num_tokens(valid), unigram);
+    double bytes_per_param = 8.0 + (ds_grad_sync_is_fp64(sync) ? 8.0 : 0.0) + 8.0 * opt.owned_len / model.n_params;
+    ds_log("  per rank: %.1f bytes/parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
+           bytes_per_param, ds_grad_sync_is_fp64(sync) ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / model.n_params,
+           sharded ? " sharded: ZeRO-1" : "", model.acts_numel * 4e-9);
     ds_log("  batch %d sequences x %d tokens per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s",
            B, T, micro, accum, (long long)cfg->train.steps, cfg->run.out_dir);
 
-    ds_grad_sync *sync = ds_grad_sync_create(model.grads, model.n_params, 8 << 20,
-                                             strcmp(cfg->train.grad_reduce, "fp64") == 0);
-    model.grads_ready = on_grads_ready;
-    model.grads_ready_ctx = sync;
     signal(SIGUSR1, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     signal(SIGINT, on_stop_signal);
@@ -229,9 +249,13 @@ int ds_train_lm(const ds_config *cfg) {
         }
         comm_wait = ds_grad_sync_finish(sync);
         loss = ds_dist_sum_double(loss);
-        double gnorm = ds_clip_grad_norm(model.grads, model.n_params, cfg->optim.grad_clip);
+        double gnorm = sqrt(sharded ? ds_dist_sum_double(ds_adamw_grad_sumsq(&opt, model.grads))
+                                    : ds_adamw_grad_sumsq(&opt, model.grads));
+        if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
+            ds_adamw_scale_grads(&opt, model.grads, (float)(cfg->optim.grad_clip / gnorm));
         double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
         ds_adamw_step(&opt, model.params, model.grads, lr, step + 1);
+        ds_grad_sync_share_params(sync, model.params);
         double dt = ds_now_seconds() - t0;
         double tok_s = (double)B * T / dt, mfu = flops_tok * tok_s / (peak * 1e9);
         int64_t done = step + 1;
@@ -263,8 +287,11 @@ int ds_train_lm(const ds_config *cfg) {
                 fputc('\n', stderr);
             }
         }
-        if (rank == 0 && (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop))
-            save_checkpoint(cfg, &ct, &d, done);
+        if (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop) {
+            ds_grad_sync_gather(sync, opt.m, full_m);
+            ds_grad_sync_gather(sync, opt.v, full_v);
+            if (rank == 0) save_checkpoint(cfg, &ct, &d, done);
+        }
     }
     if (jsonl) fclose(jsonl);
     if (stop && step < cfg->train.steps) {
@@ -277,7 +304,7 @@ int ds_train_lm(const ds_config *cfg) {
     }
     ds_dist_barrier();  /* the checkpoint is on disk before any rank exits */
     ds_grad_sync_free(sync);
-    ds_free(tokens); ds_free(targets); ds_free(window); ds_free(ct.t);
+    ds_free(tokens); ds_free(targets); ds_free(window); ds_free(ct.t); ds_free(full_moments);
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&model);
     ds_dataset_close(train);
