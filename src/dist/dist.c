@@ -74,6 +74,7 @@ struct ds_grad_sync {
     double *acc;             /* fp64 mode: accumulated gradient, else NULL */
     int64_t n, bucket_len;
     int n_buckets, last_micro, zero1;
+    int passthrough;         /* one process, one micro-step: the fp64 sum would be an exact copy */
     int64_t *ready;          /* elements of each bucket final this step */
     MPI_Request *requests;   /* MPI_REQUEST_NULL until posted */
 };
@@ -107,7 +108,8 @@ void ds_grad_sync_free(ds_grad_sync *gs) {
 int ds_grad_sync_is_fp64(const ds_grad_sync *gs) { return gs->acc != NULL; }
 
 void ds_grad_sync_micro_begin(ds_grad_sync *gs, int first, int last) {
-    if (first && gs->acc) memset(gs->acc, 0, sizeof(double) * gs->n);
+    gs->passthrough = first && last && !(active && size > 1);
+    if (first && gs->acc && !gs->passthrough) memset(gs->acc, 0, sizeof(double) * gs->n);
     gs->last_micro = last;
     if (last)
         for (int b = 0; b < gs->n_buckets; b++) gs->ready[b] = 0;
@@ -119,7 +121,7 @@ static int64_t bucket_size(const ds_grad_sync *gs, int b) {
 }
 
 void ds_grad_sync_ready(ds_grad_sync *gs, int64_t offset, int64_t numel) {
-    if (gs->acc) {
+    if (gs->acc && !gs->passthrough) {
         double *acc = gs->acc + offset;
         const float *g = gs->grads + offset;
 #pragma omp parallel for schedule(static)
@@ -158,7 +160,7 @@ double ds_grad_sync_finish(ds_grad_sync *gs) {
         MPI_Waitall(gs->n_buckets, gs->requests, MPI_STATUSES_IGNORE);
         wait = MPI_Wtime() - t0;
     }
-    if (gs->acc) {
+    if (gs->acc && !gs->passthrough) {
         for (int b = 0; b < gs->n_buckets; b++) {
             if (gs->zero1 && b % size != rank) continue;
             int64_t bb = (int64_t)b * gs->bucket_len, len = bucket_size(gs, b);
