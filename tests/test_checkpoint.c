@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmpdir[] = "/tmp/ds_test_ckpt_XXXXXX";
@@ -578,6 +579,31 @@ static int roundtrip_safetensors(const char *in, const char *out) {
     return 0;
 }
 
+/* Temp files of a writer that died (SIGKILL mid-save) are removed; a live writer's are kept. */
+static void test_clean_stale(void) {
+    char dir[4200], dead[4300], live[4300], ckpt[4300];
+    snprintf(dir, sizeof dir, "%s/stale", tmpdir);
+    mkdir(dir, 0777);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);  /* its pid now names no process */
+    snprintf(dead, sizeof dead, "%s/step-00000005.ckpt.tmp.%ld", dir, (long)child);
+    snprintf(live, sizeof live, "%s/step-00000006.ckpt.tmp.%ld", dir, (long)getpid());
+    snprintf(ckpt, sizeof ckpt, "%s/step-00000004.ckpt", dir);
+    const char *files[] = {dead, live, ckpt};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(files[i], "w");
+        if (f) { fputs("x", f); fclose(f); }
+    }
+    int removed = ds_ckpt_clean_stale(dir);
+    CHECK(removed == 1, "clean_stale removed %d files, want 1", removed);
+    CHECK(access(dead, F_OK) != 0, "dead writer's temp file removed");
+    CHECK(access(live, F_OK) == 0 && access(ckpt, F_OK) == 0, "live writer's temp file and checkpoints kept");
+    char missing[4300];
+    snprintf(missing, sizeof missing, "%s/nope", tmpdir);
+    CHECK(ds_ckpt_clean_stale(missing) == 0, "missing directory: nothing to clean");
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--roundtrip-safetensors") == 0) return roundtrip_safetensors(argv[2], argv[3]);
     if (!mkdtemp(tmpdir)) ds_die(DS_EXIT_FAIL, "mkdtemp failed");
@@ -585,6 +611,7 @@ int main(int argc, char **argv) {
     test_corruption();
     test_directory();
     test_atomicity();
+    test_clean_stale();
     test_safetensors_roundtrip();
     test_safetensors_half();
     test_safetensors_malformed();
