@@ -142,6 +142,10 @@ static void on_grads_ready(void *ctx, int64_t offset, int64_t numel) {
 }
 
 int ds_train_lm(const ds_config *cfg) {
+    /* installed first, so that a stop request during setup still ends in a checkpoint after one step */
+    signal(SIGUSR1, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGINT, on_stop_signal);
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     int threads_wanted = cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank();
     const char *arch = ds_blas_init(threads_wanted);
@@ -227,9 +231,6 @@ int ds_train_lm(const ds_config *cfg) {
     ds_log("  batch %d sequences x %d tokens per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s",
            B, T, micro, accum, (long long)cfg->train.steps, cfg->run.out_dir);
 
-    signal(SIGUSR1, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
-    signal(SIGINT, on_stop_signal);
     int32_t *tokens = ds_alloc(sizeof(int32_t) * micro * T), *targets = ds_alloc(sizeof(int32_t) * micro * T);
     int32_t *window = ds_alloc(sizeof(int32_t) * (T + 1));
     double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN, comm_wait = 0;
