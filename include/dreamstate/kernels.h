@@ -18,7 +18,10 @@
 #define DS_HEAD_SIZE 64   /* N: channels per head, fixed by the RWKV-7 kernels */
 #define DS_WKV_CHUNK 16   /* state checkpoint interval of the WKV-7 forward */
 
-typedef enum { DS_ACT_SIGMOID, DS_ACT_TANH, DS_ACT_RELU_SQ } ds_activation;
+/* silu(x) = x sigmoid(x); gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as
+ * x sigmoid(2u) (the same function, without the cancellation of 1 + tanh for negative x). Like
+ * PyTorch, both give NaN at x = -inf. */
+typedef enum { DS_ACT_SIGMOID, DS_ACT_TANH, DS_ACT_RELU_SQ, DS_ACT_SILU, DS_ACT_GELU_TANH } ds_activation;
 
 typedef struct ds_kernel_table {
     const char *name;  /* "avx512" or "reference" */
@@ -67,6 +70,11 @@ typedef struct ds_kernel_table {
      * zero loss). */
     void (*softmax_xent)(int rows, int V, float *logits, const int32_t *targets, float scale,
                          float l2wrap, float *losses);
+
+    /* ---- Row softmax (attention probabilities): y[r] = softmax(x[r]) over n columns, x == y allowed.
+     * backward takes the forward OUTPUT y and accumulates dx += y * (dy - <dy, y>) per row. */
+    void (*softmax_forward)(int64_t rows, int n, const float *x, float *y);
+    void (*softmax_backward)(int64_t rows, int n, const float *y, const float *dy, float *dx);
 
     /* ---- AdamW with bias correction (rwkv7.md 4.2): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
      * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p.  step t >= 1. */

@@ -12,6 +12,8 @@
         .shift_mix_backward = shift_mix_backward_##suffix,                               \
         .act_forward = act_forward_##suffix, .act_backward = act_backward_##suffix,      \
         .softmax_xent = softmax_xent_##suffix, .adamw = adamw_##suffix,                  \
+        .softmax_forward = softmax_forward_##suffix,                                     \
+        .softmax_backward = softmax_backward_##suffix,                                   \
         .sum_squares = sum_squares_##suffix, .scale = scale_##suffix,                    \
         .axpy = axpy_##suffix,                                                           \
     }

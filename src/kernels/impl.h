@@ -31,6 +31,8 @@
                                float *dx);                                                            \
     void softmax_xent_##suffix(int rows, int V, float *logits, const int32_t *targets, float scale,  \
                                float l2wrap, float *losses);                                          \
+    void softmax_forward_##suffix(int64_t rows, int n, const float *x, float *y);                    \
+    void softmax_backward_##suffix(int64_t rows, int n, const float *y, const float *dy, float *dx); \
     void adamw_##suffix(int64_t n, float *param, const float *grad, float *m, float *v, float lr,    \
                         float beta1, float beta2, float eps, float weight_decay, int64_t step);       \
     double sum_squares_##suffix(int64_t n, const float *x);                                          \

@@ -1,0 +1,603 @@
+/* Conditional DiT with adaLN-Zero (dreamstate.md 4): parameter table, initialisation, forward and
+ * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
+ * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
+ * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
+ * Rows are the B*T tokens of a batch, row-major [B, T, d]. */
+#include "dreamstate/dit.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/diffusion.h"
+#include "dreamstate/kernels.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- parameter table */
+
+/* Where each tensor's pointer lives: a field of ds_dit_weights (block < 0) or of block `block`. */
+typedef struct {
+    int block;
+    size_t field;
+} slot;
+
+typedef struct {
+    ds_dit *m;
+    slot *slots;
+    int cap;
+} table_builder;
+
+static void add_tensor(table_builder *tb, int block, size_t field, const char *name, int ndim, int64_t s0,
+                       int64_t s1, int64_t s2, int64_t s3) {
+    ds_dit *m = tb->m;
+    if (m->n_tensors == tb->cap) ds_die(DS_EXIT_FAIL, "dit: tensor table overflow");
+    ds_dit_tensor *t = &m->tensors[m->n_tensors];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    int64_t s[4] = {s0, s1, s2, s3};
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) t->numel *= (t->shape[i] = s[i]);
+    t->offset = m->n_params;
+    size_t len = strlen(name);
+    t->weight_decay = ndim >= 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0;
+    m->n_params += (t->numel + 15) & ~(int64_t)15;  /* keep every tensor 64-byte aligned */
+    tb->slots[m->n_tensors] = (slot){block, field};
+    m->n_tensors++;
+}
+
+#define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
+#define BLOCK(l, field) l, offsetof(ds_dit_block, field)
+
+static void build_table(ds_dit *m, slot *slots, int cap) {
+    const ds_dit_dims *d = &m->d;
+    int64_t D = d->hidden, C = d->in_channels, p = d->patch_size, R = (int64_t)d->mlp_ratio * D;
+    table_builder tb = {m, slots, cap};
+    char name[64];
+    add_tensor(&tb, GLOBAL(patch_w), "x_embedder.proj.weight", 4, D, C, p, p);
+    add_tensor(&tb, GLOBAL(patch_b), "x_embedder.proj.bias", 1, D, 0, 0, 0);
+    add_tensor(&tb, GLOBAL(t_w1), "t_embedder.mlp.0.weight", 2, D, DS_DIT_FREQ_DIM, 0, 0);
+    add_tensor(&tb, GLOBAL(t_b1), "t_embedder.mlp.0.bias", 1, D, 0, 0, 0);
+    add_tensor(&tb, GLOBAL(t_w2), "t_embedder.mlp.2.weight", 2, D, D, 0, 0);
+    add_tensor(&tb, GLOBAL(t_b2), "t_embedder.mlp.2.bias", 1, D, 0, 0, 0);
+    if (d->num_classes > 0)
+        add_tensor(&tb, GLOBAL(label_table), "y_embedder.embedding_table.weight", 2, d->num_classes + 1, D, 0, 0);
+    if (d->cond_dim > 0) {
+        add_tensor(&tb, GLOBAL(cond_w), "c_embedder.proj.weight", 2, D, d->cond_dim, 0, 0);
+        add_tensor(&tb, GLOBAL(cond_b), "c_embedder.proj.bias", 1, D, 0, 0, 0);
+        add_tensor(&tb, GLOBAL(cond_null), "c_embedder.null", 1, D, 0, 0, 0);
+    }
+    for (int l = 0; l < d->depth; l++) {
+#define MAT(field, key, r, c) \
+    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 2, r, c, 0, 0))
+#define VEC(field, key, n) \
+    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 1, n, 0, 0, 0))
+        MAT(qkv_w, "attn.qkv.weight", 3 * D, D); VEC(qkv_b, "attn.qkv.bias", 3 * D);
+        MAT(proj_w, "attn.proj.weight", D, D); VEC(proj_b, "attn.proj.bias", D);
+        MAT(fc1_w, "mlp.fc1.weight", R, D); VEC(fc1_b, "mlp.fc1.bias", R);
+        MAT(fc2_w, "mlp.fc2.weight", D, R); VEC(fc2_b, "mlp.fc2.bias", D);
+        MAT(ada_w, "adaLN_modulation.1.weight", 6 * D, D); VEC(ada_b, "adaLN_modulation.1.bias", 6 * D);
+#undef MAT
+#undef VEC
+    }
+    add_tensor(&tb, GLOBAL(final_ada_w), "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
+    add_tensor(&tb, GLOBAL(final_ada_b), "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
+    add_tensor(&tb, GLOBAL(final_w), "final_layer.linear.weight", 2, p * p * C, D, 0, 0);
+    add_tensor(&tb, GLOBAL(final_b), "final_layer.linear.bias", 1, p * p * C, 0, 0, 0);
+}
+
+static void bind(const ds_dit *m, const slot *slots, float *base, ds_dit_weights *w) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        char *owner = slots[i].block < 0 ? (char *)w : (char *)&w->blocks[slots[i].block];
+        *(float **)(owner + slots[i].field) = base + m->tensors[i].offset;
+    }
+}
+
+/* Fixed 2-D sin-cos table (4.2): the first d/2 dims encode the column, the last d/2 the row; each
+ * half is [sin(pos w_k)]_k || [cos(pos w_k)]_k with w_k = 10000^(-k / (d/4)), k < d/4. */
+static void build_pos_embed(float *pos, int G, int D) {
+    int quarter = D / 4;
+    for (int i = 0; i < G; i++)
+        for (int j = 0; j < G; j++) {
+            float *row = pos + ((int64_t)i * G + j) * D;
+            int coord[2] = {j, i};
+            for (int half = 0; half < 2; half++)
+                for (int k = 0; k < quarter; k++) {
+                    double w = pow(10000.0, -(double)k / quarter), a = coord[half] * w;
+                    row[half * 2 * quarter + k] = (float)sin(a);
+                    row[half * 2 * quarter + quarter + k] = (float)cos(a);
+                }
+        }
+}
+
+void ds_dit_create(ds_dit *m, const ds_dit_dims *d) {
+    if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
+               d->in_channels, d->input_size, d->input_size, d->patch_size);
+    if (d->heads < 1 || d->hidden < 4 || d->hidden % d->heads || d->hidden % 4)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: hidden %d must be a multiple of 4 and of the %d heads", d->hidden, d->heads);
+    if (d->depth < 0 || d->mlp_ratio < 1 || d->num_classes < 0 || d->cond_dim < 0)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: depth %d, mlp ratio %d, classes %d, condition %d: negative or zero ratio",
+               d->depth, d->mlp_ratio, d->num_classes, d->cond_dim);
+    memset(m, 0, sizeof *m);
+    m->d = *d;
+    m->grid = d->input_size / d->patch_size;
+    m->tokens = m->grid * m->grid;
+    m->patch_dim = d->in_channels * d->patch_size * d->patch_size;
+    int cap = 14 + 10 * d->depth;
+    m->tensors = ds_alloc(sizeof(ds_dit_tensor) * cap);
+    slot *slots = ds_alloc(sizeof(slot) * cap);
+    build_table(m, slots, cap);
+    m->params = ds_alloc(sizeof(float) * m->n_params);
+    m->grads = ds_alloc(sizeof(float) * m->n_params);
+    m->w.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
+    m->g.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
+    bind(m, slots, m->params, &m->w);
+    bind(m, slots, m->grads, &m->g);
+    ds_free(slots);
+    m->pos_embed = ds_alloc(sizeof(float) * m->tokens * d->hidden);
+    build_pos_embed(m->pos_embed, m->grid, d->hidden);
+}
+
+const ds_dit_tensor *ds_dit_find(const ds_dit *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+void ds_dit_zero_grad(ds_dit *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+
+/* ---------------------------------------------------------------- initialisation (4.6) */
+
+static void fill_xavier(float *W, int rows, int cols, uint64_t seed, uint64_t stream) {
+    double bound = sqrt(6.0 / (rows + cols));
+    for (int64_t i = 0; i < (int64_t)rows * cols; i++)
+        W[i] = (float)(bound * (2.0 * ds_rng_uniform(seed, stream, i) - 1.0));
+}
+
+static void fill_normal(float *W, int64_t n, double sd, uint64_t seed, uint64_t stream) {
+    for (int64_t i = 0; i < n; i++) W[i] = (float)(sd * ds_rng_normal(seed, stream, i));
+}
+
+void ds_dit_init_weights(ds_dit *m, uint64_t seed) {
+    const ds_dit_dims *d = &m->d;
+    int D = d->hidden, R = d->mlp_ratio * D;
+    memset(m->params, 0, sizeof(float) * m->n_params);  /* biases, adaLN and the final layer stay 0 */
+    uint64_t stream = 0;
+    fill_xavier(m->w.patch_w, D, m->patch_dim, seed, ++stream);
+    fill_normal(m->w.t_w1, (int64_t)D * DS_DIT_FREQ_DIM, 0.02, seed, ++stream);
+    fill_normal(m->w.t_w2, (int64_t)D * D, 0.02, seed, ++stream);
+    if (d->num_classes > 0) fill_normal(m->w.label_table, (int64_t)(d->num_classes + 1) * D, 0.02, seed, ++stream);
+    if (d->cond_dim > 0) {
+        fill_xavier(m->w.cond_w, D, d->cond_dim, seed, ++stream);
+        fill_normal(m->w.cond_null, D, 0.02, seed, ++stream);
+    }
+    for (int l = 0; l < d->depth; l++) {
+        ds_dit_block *b = &m->w.blocks[l];
+        fill_xavier(b->qkv_w, 3 * D, D, seed, ++stream);
+        fill_xavier(b->proj_w, D, D, seed, ++stream);
+        fill_xavier(b->fc1_w, R, D, seed, ++stream);
+        fill_xavier(b->fc2_w, D, R, seed, ++stream);
+    }
+}
+
+/* ---------------------------------------------------------------- activations */
+
+typedef struct {
+    float *x_in, *ln1_mean, *ln1_rstd, *u1, *qkv, *att, *o, *att_out;
+    float *x1, *ln2_mean, *ln2_rstd, *u2, *z, *act, *mlp_out, *mod;
+} block_acts;
+
+typedef struct {
+    block_acts *blocks;
+    float *patches, *freq, *t_pre, *t_hid, *c, *sc;               /* embeddings */
+    float *x_final, *lnf_mean, *lnf_rstd, *uf, *mod_f, *out;      /* final layer */
+    float *eps_hat, *d_eps;                                       /* [B, C, I, I] */
+    /* scratch, forward and backward */
+    float *onep, *y_vec, *dx, *du, *dqkv, *d_o, *dF, *dz, *dact, *dA, *dS;
+    float *dmod, *dsc, *dc, *dt_hid, *dt_pre, *d_out, *d_patches;
+    int32_t *labels;
+    float *vec;
+    uint8_t *vec_null;
+    int B, has_targets;
+} acts_table;
+
+/* Lays out every activation in one block: called with base == NULL to count, then to assign. */
+static int64_t layout(const ds_dit *m, int B, float *base, acts_table *at) {
+    const ds_dit_dims *d = &m->d;
+    int64_t T = m->tokens, BT = (int64_t)B * T, D = d->hidden, R = (int64_t)d->mlp_ratio * D, P = m->patch_dim;
+    int64_t H = d->heads, off = 0;
+#define TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += ((n) + 15) & ~(int64_t)15; } while (0)
+    for (int l = 0; l < d->depth; l++) {
+        block_acts *ba = &at->blocks[l];
+        TAKE(ba->x_in, BT * D); TAKE(ba->ln1_mean, BT); TAKE(ba->ln1_rstd, BT); TAKE(ba->u1, BT * D);
+        TAKE(ba->qkv, BT * 3 * D); TAKE(ba->att, B * H * T * T); TAKE(ba->o, BT * D); TAKE(ba->att_out, BT * D);
+        TAKE(ba->x1, BT * D); TAKE(ba->ln2_mean, BT); TAKE(ba->ln2_rstd, BT); TAKE(ba->u2, BT * D);
+        TAKE(ba->z, BT * R); TAKE(ba->act, BT * R); TAKE(ba->mlp_out, BT * D); TAKE(ba->mod, B * 6 * D);
+    }
+    TAKE(at->patches, BT * P); TAKE(at->freq, B * DS_DIT_FREQ_DIM); TAKE(at->t_pre, B * D);
+    TAKE(at->t_hid, B * D); TAKE(at->c, B * D); TAKE(at->sc, B * D);
+    TAKE(at->x_final, BT * D); TAKE(at->lnf_mean, BT); TAKE(at->lnf_rstd, BT); TAKE(at->uf, BT * D);
+    TAKE(at->mod_f, B * 2 * D); TAKE(at->out, BT * P);
+    TAKE(at->eps_hat, BT * P); TAKE(at->d_eps, BT * P);
+    TAKE(at->onep, B * D); TAKE(at->y_vec, B * D); TAKE(at->dx, BT * D); TAKE(at->du, BT * D);
+    TAKE(at->dqkv, BT * 3 * D); TAKE(at->d_o, BT * D); TAKE(at->dF, BT * D); TAKE(at->dz, BT * R);
+    TAKE(at->dact, BT * R); TAKE(at->dA, T * T); TAKE(at->dS, T * T); TAKE(at->dmod, B * 6 * D);
+    TAKE(at->dsc, B * D); TAKE(at->dc, B * D); TAKE(at->dt_hid, B * D); TAKE(at->dt_pre, B * D);
+    TAKE(at->d_out, BT * P); TAKE(at->d_patches, BT * P);
+#undef TAKE
+    return off;
+}
+
+static void free_acts(ds_dit *m) {
+    acts_table *at = m->act;
+    if (at) {
+        ds_free(at->blocks); ds_free(at->labels); ds_free(at->vec); ds_free(at->vec_null); ds_free(at);
+    }
+    ds_free(m->acts);
+    m->act = NULL;
+    m->acts = NULL;
+}
+
+void ds_dit_reserve(ds_dit *m, int B) {
+    if (m->acts && B <= m->act_B) return;
+    free_acts(m);
+    acts_table *at = ds_alloc(sizeof *at);
+    at->blocks = ds_alloc(sizeof(block_acts) * (m->d.depth > 0 ? m->d.depth : 1));
+    m->acts_numel = layout(m, B, NULL, at);
+    m->acts = ds_alloc(sizeof(float) * m->acts_numel);
+    at->labels = ds_alloc(sizeof(int32_t) * B);
+    at->vec = ds_alloc(sizeof(float) * B * (m->d.cond_dim > 0 ? m->d.cond_dim : 1));
+    at->vec_null = ds_alloc((size_t)B);
+    m->act = at;
+    m->act_B = B;
+}
+
+void ds_dit_destroy(ds_dit *m) {
+    free_acts(m);
+    ds_free(m->tensors); ds_free(m->params); ds_free(m->grads);
+    ds_free(m->w.blocks); ds_free(m->g.blocks); ds_free(m->pos_embed);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------------- patch layouts */
+
+/* Element (c, row, col) of the image <-> (token, position in the patch vector), both orders. */
+static inline int64_t patch_index(int C, int G, int p, int channels_last, int c, int row, int col) {
+    int token = (row / p) * G + col / p, u = row % p, v = col % p;
+    int64_t within = channels_last ? ((int64_t)u * p + v) * C + c : ((int64_t)c * p + u) * p + v;
+    return (int64_t)token * C * p * p + within;
+}
+
+void ds_dit_image_to_patches(int C, int I, int p, int channels_last, const float *img, float *patches) {
+    int G = I / p;
+    for (int c = 0; c < C; c++)
+        for (int row = 0; row < I; row++)
+            for (int col = 0; col < I; col++)
+                patches[patch_index(C, G, p, channels_last, c, row, col)] = img[((int64_t)c * I + row) * I + col];
+}
+
+void ds_dit_patches_to_image(int C, int I, int p, int channels_last, const float *patches, float *img) {
+    int G = I / p;
+    for (int c = 0; c < C; c++)
+        for (int row = 0; row < I; row++)
+            for (int col = 0; col < I; col++)
+                img[((int64_t)c * I + row) * I + col] = patches[patch_index(C, G, p, channels_last, c, row, col)];
+}
+
+/* ---------------------------------------------------------------- building blocks */
+
+/* y[rows, out] = x W^T + b (W [out, in]). */
+static void linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y) {
+    for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, sizeof(float) * out);
+    ds_gemm(0, 1, (int)rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
+}
+
+/* Column sums accumulated into acc[C]: rows in order into double partial sums, one thread per block
+ * of columns (deterministic for any thread count; rows are read contiguously). */
+#define SUM_COLS 256
+static void sum_rows(int64_t rows, int C, const float *x, float *acc) {
+#pragma omp parallel for schedule(static) if (rows * C >= 32768)
+    for (int c0 = 0; c0 < C; c0 += SUM_COLS) {
+        int w = C - c0 < SUM_COLS ? C - c0 : SUM_COLS;
+        double s[SUM_COLS] = {0};
+        for (int64_t r = 0; r < rows; r++)
+            for (int c = 0; c < w; c++) s[c] += x[r * C + c0 + c];
+        for (int c = 0; c < w; c++) acc[c0 + c] += (float)s[c];
+    }
+}
+
+/* Backward of linear: dW += dy^T x, db += column sums of dy, dx = dy W (accumulate: dx += dy W);
+ * dx may be NULL. */
+static void linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy,
+                            float *dW, float *db, float *dx, int accumulate) {
+    ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    sum_rows(rows, out, dy, db);
+    if (dx) ds_gemm(0, 0, (int)rows, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
+}
+
+/* u = LN(x) (1 + scale) + shift per sample, with scale and shift rows of mod [B, stride]. */
+static void ln_modulate(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
+                        int scale_at, float *onep, float *u, float *mean, float *rstd) {
+    for (int b = 0; b < B; b++) {
+        const float *m = mod + (int64_t)b * stride;
+        float *g = onep + (int64_t)b * D;
+        for (int k = 0; k < D; k++) g[k] = 1.0f + m[scale_at + k];
+        int64_t off = (int64_t)b * T;
+        ds_k.norm_forward(T, D, D, DS_DIT_LN_EPS, x + off * D, g, m + shift_at, u + off * D, mean + off, rstd + off);
+    }
+}
+
+/* Backward of ln_modulate: dx += LN backward of du with gamma = 1 + scale; d(shift), d(scale) +=
+ * token sums into the matching chunks of dmod [B, stride]. */
+static void ln_modulate_backward(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
+                                 int scale_at, float *onep, const float *du, const float *mean, const float *rstd,
+                                 float *dx, float *dmod) {
+    for (int b = 0; b < B; b++) {
+        const float *m = mod + (int64_t)b * stride;
+        float *g = onep + (int64_t)b * D, *dm = dmod + (int64_t)b * stride;
+        for (int k = 0; k < D; k++) g[k] = 1.0f + m[scale_at + k];
+        int64_t off = (int64_t)b * T;
+        ds_k.norm_backward(T, D, D, du + off * D, x + off * D, mean + off, rstd + off, g, dx + off * D,
+                           dm + scale_at, dm + shift_at);
+    }
+}
+
+/* out = x + gate f per sample (gate at mod[b * stride + gate_at ...]). */
+static void gated_residual(int B, int T, int D, const float *x, const float *f, const float *mod, int stride,
+                           int gate_at, float *out) {
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)B * T * D >= 32768)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *g = mod + (int64_t)b * stride + gate_at;
+            int64_t off = ((int64_t)b * T + t) * D;
+            for (int k = 0; k < D; k++) out[off + k] = x[off + k] + g[k] * f[off + k];
+        }
+}
+
+/* Backward of gated_residual for the branch: df = dout gate, d(gate) += token sums of dout f. The
+ * residual part (dx += dout) is the caller's: it keeps dout in place as dx. */
+static void gated_residual_backward(int B, int T, int D, const float *dout, const float *f, const float *mod,
+                                    int stride, int gate_at, float *df, float *dmod) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *g = mod + (int64_t)b * stride + gate_at;
+        float *dg = dmod + (int64_t)b * stride + gate_at;
+        double *s = ds_alloc(sizeof(double) * D);
+        for (int t = 0; t < T; t++) {
+            int64_t off = ((int64_t)b * T + t) * D;
+            for (int k = 0; k < D; k++) {
+                df[off + k] = dout[off + k] * g[k];
+                s[k] += (double)dout[off + k] * f[off + k];
+            }
+        }
+        for (int k = 0; k < D; k++) dg[k] += (float)s[k];
+        ds_free(s);
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static void attention_forward(const ds_dit *m, int B, block_acts *ba) {
+    int T = m->tokens, D = m->d.hidden, H = m->d.heads, dh = D / H;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *q = ba->qkv + (int64_t)b * T * 3 * D + h * dh, *k = q + D;
+            ds_gemm(0, 1, T, T, dh, scale, q, 3 * D, k, 3 * D, 0.0f, ba->att + ((int64_t)b * H + h) * T * T, T);
+        }
+    ds_k.softmax_forward((int64_t)B * H * T, T, ba->att, ba->att);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *v = ba->qkv + (int64_t)b * T * 3 * D + 2 * D + h * dh;
+            ds_gemm(0, 0, T, dh, T, 1.0f, ba->att + ((int64_t)b * H + h) * T * T, T, v, 3 * D, 0.0f,
+                    ba->o + (int64_t)b * T * D + h * dh, D);
+        }
+}
+
+static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_acts *ba, acts_table *at,
+                          float *x_out) {
+    int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
+    int64_t BT = (int64_t)B * T;
+    /* modulation (shift, scale, gate) x (msa, mlp) from SiLU(c) */
+    linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
+    ln_modulate(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, ba->u1, ba->ln1_mean, ba->ln1_rstd);
+    linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
+    attention_forward(m, B, ba);
+    linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
+    gated_residual(B, T, D, ba->x_in, ba->att_out, ba->mod, 6 * D, 2 * D, ba->x1);
+    ln_modulate(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, ba->u2, ba->ln2_mean, ba->ln2_rstd);
+    linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
+    ds_k.act_forward(DS_ACT_GELU_TANH, BT * R, ba->z, ba->act);
+    linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
+    gated_residual(B, T, D, ba->x1, ba->mlp_out, ba->mod, 6 * D, 5 * D, x_out);
+}
+
+/* 256 sinusoidal features of the integer timestep (4.3): cos block first, f_k = 10000^(-k/128). */
+static void timestep_features(int B, const int32_t *t, float *freq) {
+    enum { half = DS_DIT_FREQ_DIM / 2 };
+    double f[half];
+    for (int k = 0; k < half; k++) f[k] = exp(-log(10000.0) * k / half);
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < half; k++) {
+            double a = t[b] * f[k];
+            freq[(int64_t)b * DS_DIT_FREQ_DIM + k] = (float)cos(a);
+            freq[(int64_t)b * DS_DIT_FREQ_DIM + half + k] = (float)sin(a);
+        }
+}
+
+/* c = t_emb + y and SiLU(c). */
+static void embed_condition(ds_dit *m, int B, const int32_t *t, const ds_dit_cond *cond, acts_table *at) {
+    const ds_dit_dims *d = &m->d;
+    int D = d->hidden;
+    timestep_features(B, t, at->freq);
+    linear(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, m->w.t_b1, at->t_pre);
+    ds_k.act_forward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->t_hid);
+    linear(B, D, D, at->t_hid, m->w.t_w2, m->w.t_b2, at->c);
+    if (d->num_classes > 0)
+        for (int b = 0; b < B; b++) {
+            at->labels[b] = cond->labels[b];
+            ds_k.axpy(D, 1.0f, m->w.label_table + (int64_t)cond->labels[b] * D, at->c + (int64_t)b * D);
+        }
+    if (d->cond_dim > 0) {
+        memcpy(at->vec, cond->vec, sizeof(float) * B * d->cond_dim);
+        for (int b = 0; b < B; b++) at->vec_null[b] = cond->vec_null && cond->vec_null[b];
+        linear(B, d->cond_dim, D, at->vec, m->w.cond_w, m->w.cond_b, at->y_vec);
+        for (int b = 0; b < B; b++)
+            ds_k.axpy(D, 1.0f, at->vec_null[b] ? m->w.cond_null : at->y_vec + (int64_t)b * D, at->c + (int64_t)b * D);
+    }
+    ds_k.act_forward(DS_ACT_SILU, (int64_t)B * D, at->c, at->sc);
+}
+
+/* All input checks come before any computation (so a bad input never leaves half-made activations). */
+static void check_inputs(const ds_dit_dims *d, int B, const int32_t *t, const ds_dit_cond *cond) {
+    if (B < 1) ds_die(DS_EXIT_BAD_INPUT, "dit: batch of %d samples", B);
+    for (int b = 0; b < B; b++)
+        if (t[b] < 0) ds_die(DS_EXIT_BAD_INPUT, "dit: timestep %d of sample %d is negative", t[b], b);
+    if (d->num_classes > 0) {
+        if (!cond || !cond->labels) ds_die(DS_EXIT_BAD_INPUT, "dit: the model is label-conditioned but no labels were given");
+        for (int b = 0; b < B; b++)
+            if (cond->labels[b] < 0 || cond->labels[b] > d->num_classes)
+                ds_die(DS_EXIT_BAD_INPUT, "dit: label %d of sample %d outside [0, %d] (%d = null)", cond->labels[b], b,
+                       d->num_classes, d->num_classes);
+    }
+    if (d->cond_dim > 0 && (!cond || !cond->vec))
+        ds_die(DS_EXIT_BAD_INPUT, "dit: the model takes a condition vector but none was given");
+}
+
+double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, const ds_dit_cond *cond,
+                      const float *noise, float *eps_out) {
+    const ds_dit_dims *d = &m->d;
+    check_inputs(d, B, t, cond);
+    ds_dit_reserve(m, B);
+    acts_table *at = m->act;
+    layout(m, B, m->acts, at);
+    at->B = B;
+    int T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size, p = d->patch_size;
+    int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
+    embed_condition(m, B, t, cond, at);
+    /* patch embed + fixed position table */
+    for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 0, x_t + b * n, at->patches + b * T * P);
+    float *x = d->depth > 0 ? at->blocks[0].x_in : at->x_final;
+    linear(BT, P, D, at->patches, m->w.patch_w, m->w.patch_b, x);
+    for (int b = 0; b < B; b++) ds_k.axpy((int64_t)T * D, 1.0f, m->pos_embed, x + (int64_t)b * T * D);
+    for (int l = 0; l < d->depth; l++)
+        block_forward(m, B, &m->w.blocks[l], &at->blocks[l], at, l + 1 < d->depth ? at->blocks[l + 1].x_in : at->x_final);
+    /* final layer: adaLN (shift, scale), Linear to p p C per token, unpatchify */
+    linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
+    ln_modulate(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->uf, at->lnf_mean, at->lnf_rstd);
+    linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
+    for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 1, at->out + b * T * P, at->eps_hat + b * n);
+    if (eps_out) memcpy(eps_out, at->eps_hat, sizeof(float) * B * n);
+    at->has_targets = noise != NULL;
+    return noise ? ds_eps_mse(B * n, at->eps_hat, noise, at->d_eps) : 0.0;
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* at->d_o holds dL/dO; writes the q, k, v gradients into at->dqkv. */
+static void attention_backward(const ds_dit *m, int B, const block_acts *ba, acts_table *at) {
+    int T = m->tokens, D = m->d.hidden, H = m->d.heads, dh = D / H;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int64_t qoff = (int64_t)b * T * 3 * D + h * dh;
+            const float *q = ba->qkv + qoff, *k = q + D, *v = q + 2 * D;
+            const float *A = ba->att + ((int64_t)b * H + h) * T * T, *dO = at->d_o + (int64_t)b * T * D + h * dh;
+            float *dq = at->dqkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
+            ds_gemm(1, 0, T, dh, T, 1.0f, A, T, dO, D, 0.0f, dv, 3 * D);        /* dV = A^T dO */
+            ds_gemm(0, 1, T, T, dh, 1.0f, dO, D, v, 3 * D, 0.0f, at->dA, T);    /* dA = dO V^T */
+            memset(at->dS, 0, sizeof(float) * T * T);
+            ds_k.softmax_backward(T, T, A, at->dA, at->dS);
+            ds_gemm(0, 0, T, dh, T, scale, at->dS, T, k, 3 * D, 0.0f, dq, 3 * D); /* dQ = dS K / sqrt(dh) */
+            ds_gemm(1, 0, T, dh, T, scale, at->dS, T, q, 3 * D, 0.0f, dk, 3 * D); /* dK = dS^T Q / sqrt(dh) */
+        }
+}
+
+/* at->dx holds dL/d(block output) on entry and dL/d(block input) on exit; dsc accumulates. */
+static void block_backward(const ds_dit *m, int B, const ds_dit_block *p, ds_dit_block *g, const block_acts *ba,
+                           acts_table *at) {
+    int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
+    int64_t BT = (int64_t)B * T;
+    memset(at->dmod, 0, sizeof(float) * B * 6 * D);
+    /* MLP branch: x2 = x1 + g2 M, M = fc2(GELU(fc1(u2))), u2 = LN(x1)(1 + scale2) + shift2 */
+    gated_residual_backward(B, T, D, at->dx, ba->mlp_out, ba->mod, 6 * D, 5 * D, at->dF, at->dmod);
+    linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
+    memset(at->dz, 0, sizeof(float) * BT * R);
+    ds_k.act_backward(DS_ACT_GELU_TANH, BT * R, ba->z, at->dact, at->dz);
+    linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
+    ln_modulate_backward(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, at->du, ba->ln2_mean,
+                         ba->ln2_rstd, at->dx, at->dmod);
+    /* attention branch: x1 = x + g1 Att, Att = proj(attention(qkv(u1))) */
+    gated_residual_backward(B, T, D, at->dx, ba->att_out, ba->mod, 6 * D, 2 * D, at->dF, at->dmod);
+    linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
+    attention_backward(m, B, ba, at);
+    linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
+    ln_modulate_backward(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, at->du, ba->ln1_mean, ba->ln1_rstd,
+                         at->dx, at->dmod);
+    /* adaLN head: dmod -> weights and SiLU(c) */
+    linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
+}
+
+/* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection. */
+static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
+    const ds_dit_dims *d = &m->d;
+    int D = d->hidden;
+    linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
+    memset(at->dt_pre, 0, sizeof(float) * B * D);
+    ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->dt_hid, at->dt_pre);
+    linear_backward(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, at->dt_pre, m->g.t_w1, m->g.t_b1, NULL, 0);
+    if (d->num_classes > 0)  /* scatter-add in sample order (deterministic) */
+        for (int b = 0; b < B; b++)
+            ds_k.axpy(D, 1.0f, at->dc + (int64_t)b * D, m->g.label_table + (int64_t)at->labels[b] * D);
+    if (d->cond_dim > 0) {
+        /* dropped samples feed the null vector; the others the projection (their rows of dy_vec) */
+        float *dy_vec = at->dt_hid;  /* free again */
+        for (int b = 0; b < B; b++) {
+            float *row = dy_vec + (int64_t)b * D;
+            if (at->vec_null[b]) {
+                ds_k.axpy(D, 1.0f, at->dc + (int64_t)b * D, m->g.cond_null);
+                memset(row, 0, sizeof(float) * D);
+            } else {
+                memcpy(row, at->dc + (int64_t)b * D, sizeof(float) * D);
+            }
+        }
+        linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
+    }
+}
+
+void ds_dit_backward(ds_dit *m, float *dx_out) {
+    acts_table *at = m->act;
+    if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit backward: the last forward had no noise target");
+    const ds_dit_dims *d = &m->d;
+    int B = at->B, T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size,
+        p = d->patch_size;
+    int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
+    /* final layer */
+    for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 1, at->d_eps + b * n, at->d_out + b * T * P);
+    linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
+    memset(at->dx, 0, sizeof(float) * BT * D);
+    memset(at->dmod, 0, sizeof(float) * B * 2 * D);
+    ln_modulate_backward(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->du, at->lnf_mean,
+                         at->lnf_rstd, at->dx, at->dmod);
+    memset(at->dsc, 0, sizeof(float) * B * D);
+    linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
+    for (int l = d->depth - 1; l >= 0; l--) block_backward(m, B, &m->w.blocks[l], &m->g.blocks[l], &at->blocks[l], at);
+    /* SiLU(c) gathered from every block and the final layer, then the embeddings */
+    memset(at->dc, 0, sizeof(float) * B * D);
+    ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->c, at->dsc, at->dc);
+    embed_condition_backward(m, B, at);
+    /* patch embed (the position table is constant) */
+    linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
+                    dx_out ? at->d_patches : NULL, 0);
+    if (dx_out)
+        for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 0, at->d_patches + b * T * P, dx_out + b * n);
+}
+
+double ds_dit_forward_flops(const ds_dit_dims *d) {
+    double D = d->hidden, R = d->mlp_ratio * D, p = d->patch_size, G = d->input_size / d->patch_size, T = G * G;
+    double P = d->in_channels * p * p;
+    double block = T * (4 * D * D + 2 * R * D) + 2 * T * T * D + 6 * D * D;
+    double mac = T * P * D + d->depth * block + 2 * D * D + T * D * P + DS_DIT_FREQ_DIM * D + D * D + d->cond_dim * D;
+    return 2.0 * mac;
+}
