@@ -4,7 +4,12 @@
 #    T512), MFU against the FP32 FMA peak the benchmark measures itself;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
 #    the ratio;
-#  - the WKV-7 AVX-512 kernels against their scalar twins.
+#  - the WKV-7 AVX-512 kernels against their scalar twins;
+#  - distributed (about 2-3 minutes more; DIST=0 skips it): MPI allreduce bus bandwidth on 2 and 4 ranks
+#    (4 oversubscribed), with glibc's default malloc and with its mmap/trim thresholds fixed; how much
+#    of the gradient allreduce a real 2-rank run hides behind backward; tokens/s of 1 rank x 2 threads
+#    against 2 ranks x 1 thread with `dreamstate plan --measure`'s prediction beside each; and
+#    `dreamstate plan` for 1..64 nodes of the 0.1B and 1.5B configs.
 # THREADS (default: all cores), STEPS_BIG (default 3) and B_BIG (default 1; the PyTorch reference keeps every per-step WKV state for autograd: ~8 GB at B=1) can be set.
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,3 +36,98 @@ compare tiny "2 128 256 64 8" 50 5
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
+
+[ "${DIST:-1}" = 0 ] && exit 0
+# ---- distributed training and `dreamstate plan` (issue 3) ----
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+unset OMP_NUM_THREADS  # each run below sets its threads
+# Open MPI's nonblocking allreduce mallocs a temporary buffer per bucket; with glibc's adaptive
+# thresholds, freeing ~100 MB of them at once trims the heap and the next step page-faults it all back.
+FIXED_MALLOC=(-x MALLOC_MMAP_THRESHOLD_=1073741824 -x MALLOC_TRIM_THRESHOLD_=4294967296)
+TMP=$(mktemp -d /tmp/ds-bench.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+echo
+echo "MPI_Allreduce (in place), shared memory; bus bandwidth 2(p-1)/p x bytes / time in GB/s (4 ranks share 2 cores):"
+for np in 2 4; do
+  mpirun --oversubscribe -np $np build/tests/bench_allreduce 8K 1M 8M 64M >"$TMP/ar$np.jsonl"
+  mpirun --oversubscribe -np $np "${FIXED_MALLOC[@]}" build/tests/bench_allreduce 8K 1M 8M 64M >"$TMP/ar$np-fixed.jsonl"
+done
+$PY - "$TMP" <<'PY'
+import json, sys
+print('  ranks      bytes | glibc malloc: fp32   fp64 | thresholds fixed: fp32   fp64 | fp64 time (fixed)')
+for np in (2, 4):
+    rows = {m: [json.loads(l) for l in open(f'{sys.argv[1]}/ar{np}{m}.jsonl')] for m in ('', '-fixed')}
+    for size in sorted({r['bytes'] for r in rows['']}):
+        bw = {(m, t): next(r for r in rows[m] if r['bytes'] == size and r['type'] == t) for m in rows for t in ('fp32', 'fp64')}
+        print(f"  {np:5d} {size:10d} | {bw['', 'fp32']['busbw_gbps']:18.2f} {bw['', 'fp64']['busbw_gbps']:6.2f} |"
+              f" {bw['-fixed', 'fp32']['busbw_gbps']:22.2f} {bw['-fixed', 'fp64']['busbw_gbps']:6.2f} |"
+              f" {bw['-fixed', 'fp64']['seconds'] * 1e3:10.3f} ms")
+PY
+
+# Real runs of `dreamstate train` on the default corpus. OMP_NUM_THREADS: run.threads sets BLIS's
+# threads only, the OpenMP kernels would take every core.
+MID=(--set model.n_layer=4 --set model.n_embd=512 --set train.ctx_len=128 --set train.batch_size=8)
+train_run() {  # name ranks threads steps [mpirun options --] [--set ...]
+  local name=$1 ranks=$2 threads=$3 steps=$4 mpi=(); shift 4
+  if [ "${1:-}" = -x ]; then while [ "$1" != -- ]; do mpi+=("$1"); shift; done; shift; fi
+  local cmd=(bin/dreamstate train configs/tiny.yaml "$@" --set run.threads="$threads" --set train.steps="$steps"
+             --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=1000
+             --set checkpoint.every=1000000 --set checkpoint.resume=never --set run.out_dir="$TMP/$name")
+  export OMP_NUM_THREADS=$threads
+  if [ "$ranks" = 1 ]; then "${cmd[@]}"; else mpirun -x OMP_NUM_THREADS "${mpi[@]}" -np "$ranks" "${cmd[@]}"; fi >"$TMP/$name.log" 2>&1
+  unset OMP_NUM_THREADS
+}
+plan_for() {  # name ranks threads [--set ...]: the prediction for the same run, rates measured here
+  local name=$1 ranks=$2 threads=$3; shift 3
+  bin/dreamstate plan configs/tiny.yaml "$@" --nodes 1 --ranks-per-node "$ranks" --threads "$threads" --measure --json \
+    >"$TMP/$name.plan.json" 2>/dev/null
+}
+for shape in tiny mid; do
+  if [ $shape = tiny ]; then steps=60; sets=(); else steps=10; sets=("${MID[@]}"); fi
+  train_run $shape-1x2 1 2 $steps "${sets[@]}";             plan_for $shape-1x2 1 2 "${sets[@]}"
+  train_run $shape-2x1 2 1 $steps "${sets[@]}";             plan_for $shape-2x1 2 1 "${sets[@]}"
+done
+# the gradient allreduce of the mid shape: alone (the trainer's 8 MiB buckets, all in flight), in a
+# 2-rank run with the malloc thresholds fixed, and the per-rank work without communication (1 rank,
+# half the batch)
+train_run mid-2x1-fixed 2 1 10 "${FIXED_MALLOC[@]}" -- "${MID[@]}"
+train_run mid-1x1-half 1 1 10 "${MID[@]}" --set train.batch_size=4
+bytes=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['params'] * 8)" "$TMP/mid-2x1.plan.json")
+mpirun -np 2 build/tests/bench_allreduce --buckets "$bytes" 8M fp64 >"$TMP/pure.json"
+mpirun -np 2 "${FIXED_MALLOC[@]}" build/tests/bench_allreduce --buckets "$bytes" 8M fp64 >"$TMP/pure-fixed.json"
+echo
+echo "dreamstate train, median over steps 2.. ('predicted': dreamstate plan --measure, same ranks and threads):"
+$PY - "$TMP" <<'PY'
+import json, statistics as st, sys
+tmp = sys.argv[1]
+def run(name):
+    log = [json.loads(l) for l in open(f'{tmp}/{name}/train.jsonl')][1:]
+    return st.median(r['tokens_per_s'] for r in log), st.median(r['comm_wait_s'] for r in log)
+print('  shape                 ranks x threads   tokens/s   step s  predicted s   comm wait s  predicted exposed s')
+for shape, label in (('tiny', 'L2 C128 V256 T64 B8'), ('mid', 'L4 C512 V256 T128 B8')):
+    for layout in ('1x2', '2x1'):
+        tok, wait = run(f'{shape}-{layout}')
+        plan = json.load(open(f'{tmp}/{shape}-{layout}.plan.json'))
+        row = plan['rows'][0]
+        print(f"  {label:21s} {layout:>15s} {tok:10.0f} {plan['batch_size'] * plan['ctx_len'] / tok:8.3f} "
+              f"{row['step_s']:12.3f} {wait:13.4f} {row['exposed_comm_s']:20.4f}")
+pure, fixed = (json.load(open(f'{tmp}/{f}.json')) for f in ('pure', 'pure-fixed'))
+plan = json.load(open(f'{tmp}/mid-2x1.plan.json'))
+tok2, wait2 = run('mid-2x1')
+tokf, waitf = run('mid-2x1-fixed')
+tok1, _ = run('mid-1x1-half')
+step2, stepf, step1 = 1024 / tok2, 1024 / tokf, 512 / tok1
+print(f"  mid, 2 ranks: the gradient allreduce ({pure['bytes'] / 1e6:.1f} MB fp64, {plan['rows'][0]['buckets']} buckets) alone takes "
+      f"{pure['seconds']:.3f} s ({fixed['seconds']:.3f} s with the malloc thresholds fixed);")
+print(f"    in training the step waits {wait2:.4f} s for it: hidden behind backward by that measure "
+      f"{100 * (1 - wait2 / pure['seconds']):.0f}%;")
+print(f"    but the step takes {step2:.3f} s against {step1:.3f} s for one rank's share of the work alone, i.e. "
+      f"{step2 - step1:+.3f} s exposed ({100 * (1 - (step2 - step1) / pure['seconds']):.0f}% hidden);")
+print(f"    with the malloc thresholds fixed: step {stepf:.3f} s, wait {waitf:.4f} s, {stepf - step1:+.3f} s exposed "
+      f"({100 * (1 - (stepf - step1) / fixed['seconds']):.0f}% hidden); plan: {plan['rows'][0]['exposed_comm_s']:.4f} s exposed")
+PY
+echo
+for c in 0.1b 1.5b; do
+  bin/dreamstate plan configs/rwkv7-$c.yaml --nodes 1,2,4,8,16,32,64 --ranks-per-node 1 --threads "$THREADS" --measure 2>/dev/null
+  echo
+done

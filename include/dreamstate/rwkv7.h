@@ -78,6 +78,9 @@ void ds_rwkv7_destroy(ds_rwkv7 *m);
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
 /* Makes activation storage available for batches up to B x T (reallocates if needed). */
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
+/* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel),
+ * without allocating them: for memory planning. */
+int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T);
 const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name);
 
 void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);

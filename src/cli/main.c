@@ -4,6 +4,8 @@
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
+#include "dreamstate/plan.h"
+#include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
 
@@ -21,6 +23,10 @@ static const char *usage =
     "  prepare-data [OPTIONS] --out DIR INPUT...      text files -> token shards (see prepare-data --help)\n"
     "  export CONFIG --checkpoint FILE --out F.safetensors    weights with official RWKV-LM key names\n"
     "  import CONFIG --safetensors FILE [--set k=v]...        start a run from external weights\n"
+    "  build-contexts --out FILE.jsonl [OPTIONS]      labelled contexts from this system's text (see --help)\n"
+    "  extract-states CONFIG --checkpoint FILE --contexts FILE.jsonl --out DIR [OPTIONS]\n"
+    "                                                 final RWKV-7 state of every context (see --help)\n"
+    "  plan CONFIG --nodes N[,N...] [OPTIONS]         predicted step time, communication, memory per rank\n"
     "  config-help                                    every config key with its default\n"
     "\n"
     "Run 'dreamstate COMMAND --help' for one command. Exit codes: 0 ok, 1 failure, 2 bad input.\n";
@@ -120,6 +126,50 @@ static int cmd_import(int argc, char **argv) {
     return ds_import_safetensors(&cfg, vals[0]);
 }
 
+static int cmd_extract_states(int argc, char **argv) {
+    if (wants_help(argc, argv)) {
+        printf("usage: dreamstate extract-states CONFIG --checkpoint FILE --contexts FILE.jsonl --out DIR\n"
+               "                                 [--max-tokens N] [--labels-from INDEX] [--set section.key=value]...\n"
+               "Runs the model (model.*, data.tokenizer) with the weights in FILE over every context from the zero\n"
+               "state and writes DIR/states-rRRRRR-of-SSSSS.bin (one shard per MPI rank) and DIR/index.txt.\n"
+               "  --max-tokens N       keep each context's first N tokens (default 512)\n"
+               "  --labels-from INDEX  use the label list (and ids) of another state dataset, e.g. the train\n"
+               "                       set's when extracting a held-out set\n"
+               "Formats: include/dreamstate/states.h.\n");
+        return 0;
+    }
+    /* The optional flags are taken out here; the common parser requires all of its flags. */
+    ds_extract_options opt = {.max_tokens = 512};
+    char **rest = calloc((size_t)argc, sizeof(char *));
+    int n_rest = 0;
+    for (int i = 0; i < argc; i++) {
+        int max_tokens = i > 0 && strcmp(argv[i], "--max-tokens") == 0;
+        if (!max_tokens && !(i > 0 && strcmp(argv[i], "--labels-from") == 0)) { rest[n_rest++] = argv[i]; continue; }
+        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "extract-states: %s needs a value", argv[i]);
+        char *end;
+        if (max_tokens) {
+            long v = strtol(argv[i + 1], &end, 10);
+            if (end == argv[i + 1] || *end || v < 1 || v > (1 << 24))
+                ds_die(DS_EXIT_BAD_INPUT, "extract-states: --max-tokens '%s' must be an integer in [1, %d]", argv[i + 1], 1 << 24);
+            opt.max_tokens = (int)v;
+        } else {
+            opt.labels_from = argv[i + 1];
+        }
+        i++;
+    }
+    ds_config cfg;
+    const char *flags[] = {"--checkpoint", "--contexts", "--out"}, *vals[3] = {NULL, NULL, NULL};
+    ds_dist_init(&argc, &argv);
+    parse_config_args(n_rest, rest, "extract-states", &cfg, 3, flags, vals);
+    opt.checkpoint = vals[0];
+    opt.contexts = vals[1];
+    opt.out_dir = vals[2];
+    int rc = ds_extract_states(&cfg, &opt);
+    free(rest);
+    ds_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         fputs(usage, argc < 2 ? stderr : stdout);
@@ -131,6 +181,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "prepare-data") == 0) return ds_prepare_data_main(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0) return cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
+    if (strcmp(cmd, "build-contexts") == 0) return ds_build_contexts_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "extract-states") == 0) return cmd_extract_states(argc - 1, argv + 1);
+    if (strcmp(cmd, "plan") == 0) return ds_plan_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config-help") == 0) { ds_config_print_help(stdout); return 0; }
     ds_die(DS_EXIT_BAD_INPUT, "unknown command '%s' (see dreamstate --help)", cmd);
 }

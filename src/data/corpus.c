@@ -3,129 +3,17 @@
  * train.bin or valid.bin by a hash of its index (see DS_SPLIT_STREAM in data.h). */
 #include "dreamstate/data.h"
 #include "dreamstate/common.h"
+#include "text_files.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define FORTUNES_DIR "/usr/share/games/fortunes"
 #define JARGON_FILE "/usr/share/doc/jargon-text/jargon.txt.gz"
-
-/* ---------------------------------------------------------------- input files */
-
-typedef struct path_list {
-    char **items;
-    size_t n, cap;
-} path_list;
-
-static void path_list_add(path_list *l, const char *path) {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 64;
-        l->items = realloc(l->items, l->cap * sizeof *l->items);
-        if (!l->items) ds_die(DS_EXIT_FAIL, "out of memory listing input files");
-    }
-    l->items[l->n++] = strdup(path);
-}
-
-static void path_list_free(path_list *l) {
-    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
-    free(l->items);
-}
-
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* Appends the regular files of `dir` accepted by `keep` (NULL: all), sorted by name, descending
- * into subdirectories when `recursive`. Hidden entries and symbolic links are skipped: they are
- * rarely text meant for training and links can loop or count a file twice. */
-static void walk_dir(const char *dir, int recursive, int (*keep)(const char *name), path_list *out) {
-    DIR *d = opendir(dir);
-    if (!d) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read directory: %s", dir, strerror(errno));
-    path_list names = {0};
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.') path_list_add(&names, e->d_name);
-    closedir(d);
-    qsort(names.items, names.n, sizeof *names.items, compare_strings);
-    char path[4096];
-    for (size_t i = 0; i < names.n; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names.items[i]);
-        struct stat st;
-        if (lstat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", path, strerror(errno));
-        if (S_ISDIR(st.st_mode) && recursive) walk_dir(path, recursive, keep, out);
-        else if (S_ISREG(st.st_mode) && (!keep || keep(names.items[i]))) path_list_add(out, path);
-    }
-    path_list_free(&names);
-}
-
-/* Reads all of fd into a malloc'ed buffer. */
-static int read_fd(int fd, uint8_t **data, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    for (;;) {
-        if (!buf) ds_die(DS_EXIT_FAIL, "out of memory reading input");
-        ssize_t got = read(fd, buf + n, cap - n);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) { free(buf); return -1; }
-        if (got == 0) break;
-        n += (size_t)got;
-        if (n == cap) buf = realloc(buf, cap *= 2);
-    }
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
-/* A .gz file through `gzip -dc` (run directly, no shell, so any file name is safe). */
-static int read_gzip(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) { snprintf(why, why_len, "pipe: %s", strerror(errno)); return -1; }
-    pid_t pid = fork();
-    if (pid < 0) { snprintf(why, why_len, "fork: %s", strerror(errno)); return -1; }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(pipefd[1], STDOUT_FILENO);
-        if (devnull >= 0) dup2(devnull, STDERR_FILENO);  /* our own one-line reason replaces gzip's */
-        close(pipefd[0]);
-        close(pipefd[1]);
-        execlp("gzip", "gzip", "-dc", "--", path, (char *)NULL);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    int rc = read_fd(pipefd[0], data, len);
-    close(pipefd[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
-    if (rc == 0) free(*data);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) snprintf(why, why_len, "cannot run gzip -dc");
-    else snprintf(why, why_len, "gzip -dc failed (not a valid .gz file?)");
-    return -1;
-}
-
-static int read_input(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
-    if (has_suffix(path, ".gz")) return read_gzip(path, data, len, why, why_len);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0 || read_fd(fd, data, len) != 0) {
-        snprintf(why, why_len, "cannot read: %s", strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
 
 /* ---------------------------------------------------------------- the splitter */
 
@@ -222,7 +110,7 @@ static void splitter_add_file(splitter *sp, const char *path, const char *split_
     uint8_t *data;
     size_t len;
     char why[256];
-    if (read_input(path, &data, &len, why, sizeof why) != 0) splitter_fail(sp, "%s: %s", path, why);
+    if (ds_read_input(path, &data, &len, why, sizeof why) != 0) splitter_fail(sp, "%s: %s", path, why);
     splitter_add_text(sp, data, len, split_on);
     free(data);
 }
@@ -269,12 +157,12 @@ int ds_prepare_data_main(int argc, char **argv) {
     const char *kind = "byte", *vocab = NULL, *out_dir = NULL, *split_on = NULL, *v;
     double valid_fraction = 0.05;
     uint64_t seed = 1234;
-    path_list inputs = {0};
+    ds_path_list inputs = {0};
     int only_inputs = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         char *end;
-        if (only_inputs || a[0] != '-' || a[1] == 0) { path_list_add(&inputs, a); continue; }
+        if (only_inputs || a[0] != '-' || a[1] == 0) { ds_path_list_add(&inputs, a); continue; }
         if (strcmp(a, "--") == 0) { only_inputs = 1; continue; }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(prepare_usage, stdout); return 0; }
         if ((v = option_value(argc, argv, &i, "--tokenizer"))) kind = v;
@@ -302,13 +190,13 @@ int ds_prepare_data_main(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
 
     /* Resolve every input before writing anything, so argument mistakes leave no files behind. */
-    path_list files = {0};
+    ds_path_list files = {0};
     for (size_t i = 0; i < inputs.n; i++) {
         struct stat st;
         if (stat(inputs.items[i], &st) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s: %s", inputs.items[i], strerror(errno));
-        if (S_ISDIR(st.st_mode)) walk_dir(inputs.items[i], 1, NULL, &files);
-        else path_list_add(&files, inputs.items[i]);
+        if (S_ISDIR(st.st_mode)) ds_walk_dir(inputs.items[i], 1, NULL, &files);
+        else ds_path_list_add(&files, inputs.items[i]);
     }
     if (files.n == 0) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: the inputs contain no files");
     ds_tokenizer *tok = ds_tokenizer_open(kind, vocab);
@@ -320,15 +208,15 @@ int ds_prepare_data_main(int argc, char **argv) {
            (unsigned long long)seed);
     splitter_commit(&sp, stdout);
     ds_tokenizer_free(tok);
-    path_list_free(&inputs);
-    path_list_free(&files);
+    ds_path_list_free(&inputs);
+    ds_path_list_free(&files);
     return 0;
 }
 
 /* ---------------------------------------------------------------- default corpus */
 
 static int is_fortune_text(const char *name) {
-    return !has_suffix(name, ".dat") && !has_suffix(name, ".u8");  /* index files; .u8 are links anyway */
+    return !ds_has_suffix(name, ".dat") && !ds_has_suffix(name, ".u8");  /* index files; .u8 are links anyway */
 }
 
 /* Both shards present, valid, and made with this tokenizer. */
@@ -359,8 +247,8 @@ void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const ch
         ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
     if (stat(JARGON_FILE, &st) != 0)
         ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", JARGON_FILE);
-    path_list fortunes = {0};
-    walk_dir(FORTUNES_DIR, 0, is_fortune_text, &fortunes);
+    ds_path_list fortunes = {0};
+    ds_walk_dir(FORTUNES_DIR, 0, is_fortune_text, &fortunes);
     if (fortunes.n == 0)
         ds_die(DS_EXIT_FAIL, "default corpus: no fortune files in %s; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
 
@@ -371,6 +259,6 @@ void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const ch
     for (size_t i = 0; i < fortunes.n; i++) splitter_add_file(&sp, fortunes.items[i], "%");
     splitter_add_file(&sp, JARGON_FILE, "");
     splitter_commit(&sp, stderr);
-    path_list_free(&fortunes);
+    ds_path_list_free(&fortunes);
     ds_tokenizer_free(tok);
 }

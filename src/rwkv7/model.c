@@ -111,6 +111,13 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T) {
     m->act_T = T;
 }
 
+int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T) {
+    acts_table at = {.layers = ds_alloc(sizeof(layer_acts) * d->n_layer)};
+    int64_t n = layout(d, B, T, NULL, &at);
+    ds_free(at.layers);
+    return n;
+}
+
 void ds_rwkv7_destroy(ds_rwkv7 *m) {
     free_acts(m);
     ds_free(m->tensors);

@@ -1,0 +1,487 @@
+/* `dreamstate plan`: step time, communication and memory per rank of a data-parallel RWKV-7 job,
+ * predicted from compute rates and an alpha-beta allreduce model (include/dreamstate/plan.h lists the
+ * assumptions; the help text below repeats them for users). */
+#include "dreamstate/plan.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/config.h"
+#include "dreamstate/dist.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/optim.h"
+#include "dreamstate/train.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Defaults per thread: `plan --measure --threads 1` of the 0.1B config (L12 C768 V65536, T512) on the
+ * project's 2-core Zen 5 machine (environment.md); wider models run their GEMMs more efficiently
+ * (the 1.5B shape measured ~2x this rate per thread). */
+#define DEFAULT_GFLOPS_PER_THREAD 100.0   /* ds_rwkv7_flops_per_token x tokens / s */
+#define DEFAULT_NS_ZERO 0.1               /* per parameter, the loops of ds_plan_rates */
+#define DEFAULT_NS_ACCUMULATE 0.5
+#define DEFAULT_NS_RESET 0.4
+#define DEFAULT_NS_CONVERT 0.45
+#define DEFAULT_NS_OPTIMIZER 0.95
+/* Links: shared memory on that machine with the trainer's pattern (all 8 MiB MPI_Iallreduce buckets in
+ * flight, `make bench`); between nodes a typical 100 Gb/s InfiniBand or Ethernet fabric. */
+#define DEFAULT_INTRA_GBPS 2.0
+#define DEFAULT_INTRA_LATENCY_US 3.0
+#define DEFAULT_INTER_GBPS 10.0
+#define DEFAULT_INTER_LATENCY_US 5.0
+#define PARAM_PROBE ((int64_t)16 << 20)   /* parameters of the per-parameter timing buffer */
+
+/* Per layer: 12 C^2 in the projections and FFN, 2 C (Dw + Da + Dv + Dg) in the LoRAs, 19 vectors of C
+ * (norms, token-shift mixes, w0 a0 v0, k_k k_a, r_k, ln_x, ffn x_k). Order: emb, ln0, layers, ln_out,
+ * head (src/rwkv7/params.c; tests/test_plan.c checks both against ds_rwkv7_create). */
+int64_t ds_plan_layer_begin(const ds_rwkv7_dims *d, int l) {
+    int64_t C = d->n_embd, V = d->vocab_size;
+    int64_t per_layer = 12 * C * C + 2 * C * ((int64_t)d->dim_w + d->dim_a + d->dim_v + d->dim_g) + 19 * C;
+    return V * C + 2 * C + l * per_layer;
+}
+
+int64_t ds_plan_n_params(const ds_rwkv7_dims *d) {
+    int64_t C = d->n_embd, V = d->vocab_size;
+    return ds_plan_layer_begin(d, d->n_layer) + 2 * C + V * C;
+}
+
+double ds_plan_allreduce_seconds(double bytes, int p, const ds_plan_link *link, double bucket_bytes) {
+    if (p <= 1 || bytes <= 0) return 0.0;
+    double pieces = isinf(bucket_bytes) ? 1.0 : ceil(bytes / bucket_bytes);
+    return 2.0 * (p - 1) / p * bytes / (link->gbps * 1e9) + pieces * 2.0 * (p - 1) * link->latency_us * 1e-6;
+}
+
+ds_plan_rates ds_plan_default_rates(const ds_rwkv7_dims *d, int T, int threads) {
+    double ns = 1e-9 / threads;
+    return (ds_plan_rates){.sec_per_token = ds_rwkv7_flops_per_token(d, T) / (DEFAULT_GFLOPS_PER_THREAD * 1e9 * threads),
+                           .sec_zero = DEFAULT_NS_ZERO * ns, .sec_accumulate = DEFAULT_NS_ACCUMULATE * ns,
+                           .sec_reset = DEFAULT_NS_RESET * ns, .sec_convert = DEFAULT_NS_CONVERT * ns,
+                           .sec_optimizer = DEFAULT_NS_OPTIMIZER * ns};
+}
+
+/* ---- measuring on this machine ---- */
+
+/* Values in [-scale/2, scale/2): timing does not depend on them, only NaN/inf must be avoided. */
+static void fill_pattern(float *x, int64_t n, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] = scale * ((float)(((uint64_t)i * 2654435761u) & 1023) / 1024.0f - 0.5f);
+}
+
+/* Runs body at least 3 times and 0.5 s (at most 20 times) after one warm-up run (page faults, BLIS
+ * buffers); best = the fastest run. */
+#define TIME_BEST(best, body)                                                       \
+    do {                                                                            \
+        double total_ = 0;                                                          \
+        (best) = INFINITY;                                                          \
+        for (int rep_ = -1; rep_ < 3 || (total_ < 0.5 && rep_ < 20); rep_++) {      \
+            double t0_ = ds_now_seconds();                                          \
+            body;                                                                   \
+            double dt_ = ds_now_seconds() - t0_;                                    \
+            if (rep_ >= 0) { total_ += dt_; if (dt_ < (best)) (best) = dt_; }        \
+        }                                                                           \
+    } while (0)
+
+/* Forward + backward of the model cut to n_layer layers, at micro x T (patterned weights, random
+ * tokens). */
+static double time_forward_backward(ds_rwkv7_dims d, int n_layer, int micro, int T) {
+    d.n_layer = n_layer;
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d);
+    if (m.n_params != ds_plan_n_params(&d))
+        ds_die(DS_EXIT_FAIL, "plan: parameter count %lld differs from the model's %lld", (long long)ds_plan_n_params(&d),
+               (long long)m.n_params);
+    fill_pattern(m.params, m.n_params, 0.1f);
+    int64_t BT = (int64_t)micro * T;
+    int32_t *tokens = ds_alloc(sizeof(int32_t) * BT), *targets = ds_alloc(sizeof(int32_t) * BT);
+    for (int64_t i = 0; i < BT; i++) {
+        tokens[i] = (int32_t)(ds_rng_u64(2, 0, (uint64_t)i) % (uint64_t)d.vocab_size);
+        targets[i] = (int32_t)(ds_rng_u64(2, 1, (uint64_t)i) % (uint64_t)d.vocab_size);
+    }
+    double best;
+    TIME_BEST(best, {
+        ds_rwkv7_forward(&m, micro, T, tokens, targets, 1.0f / (float)BT, 1e-4f, NULL, NULL, NULL);
+        ds_rwkv7_backward(&m);
+    });
+    ds_free(tokens);
+    ds_free(targets);
+    ds_rwkv7_destroy(&m);
+    return best;
+}
+
+ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, int threads) {
+    ds_blas_init(threads);
+    ds_kernels_init();
+    omp_set_num_threads(threads);
+    ds_plan_rates r;
+    /* forward + backward is (head and embedding) + L x (one layer): two depths fix both terms */
+    double t1 = time_forward_backward(*d, 1, micro, T), t2 = time_forward_backward(*d, 2, micro, T);
+    double per_layer = t2 > t1 ? t2 - t1 : 0.0;
+    r.sec_per_token = (t1 + (d->n_layer - 1) * per_layer) / ((double)micro * T);
+
+    /* the trainer's per-parameter loops, on buffers larger than the caches */
+    int64_t n = PARAM_PROBE, begin = 0;
+    float *params = ds_alloc(sizeof(float) * n), *grads = ds_alloc(sizeof(float) * n);
+    fill_pattern(params, n, 0.1f);
+    fill_pattern(grads, n, 0.1f);
+    ds_grad_sync *gs = ds_grad_sync_create(grads, n, DS_PLAN_BUCKET_BYTES, 1, 0);
+    ds_optim_group group = {0, n, 1.0f, 1};
+    ds_adamw opt;
+    ds_adamw_create(&opt, 1, &begin, &n, 1, &group, 0.9, 0.99, 1e-18, 0.001);
+    double t;
+    TIME_BEST(t, memset(grads, 0, sizeof(float) * n));
+    r.sec_zero = t / n;
+    ds_grad_sync_micro_begin(gs, 0, 1);  /* a later micro-step: adds into the accumulator */
+    TIME_BEST(t, ds_grad_sync_ready(gs, 0, n));
+    r.sec_accumulate = t / n;
+    TIME_BEST(t, ds_grad_sync_micro_begin(gs, 1, 0));  /* a step's first of several: zeroes it */
+    r.sec_reset = t / n;
+    TIME_BEST(t, ds_grad_sync_finish(gs));
+    r.sec_convert = t / n;
+    int64_t step = 0;
+    TIME_BEST(t, {
+        double norm = sqrt(ds_adamw_grad_sumsq(&opt, grads));
+        ds_adamw_scale_grads(&opt, grads, (float)(1.0 / (norm + 1.0)));
+        ds_adamw_step(&opt, params, grads, 1e-4, ++step);
+    });
+    r.sec_optimizer = t / n;
+    ds_adamw_destroy(&opt);
+    ds_grad_sync_free(gs);
+    ds_free(params);
+    ds_free(grads);
+    return r;
+}
+
+/* ---- the model ---- */
+
+/* The trainer's gradient buckets (ds_grad_sync_create): elements per bucket. */
+static int64_t bucket_len(int64_t n, int64_t bucket_bytes, int elem, int zero1, int p) {
+    int64_t len = bucket_bytes / elem;
+    if (zero1 && len > n / (4 * p)) len = n / (4 * p);
+    if (len < 1024) len = 1024;
+    if (len > INT32_MAX) len = INT32_MAX;
+    return len;
+}
+
+/* The trainer's micro-batch on p ranks, or 0 when the batch does not split over them. */
+static int micro_batch_for(int batch_size, int micro_batch, int p) {
+    int micro = micro_batch ? micro_batch : batch_size / p;
+    return micro >= 1 && batch_size % (p * micro) == 0 ? micro : 0;
+}
+
+/* The link a ring over these ranks runs at: its slowest. */
+static ds_plan_link ring_link(const ds_plan_job *job) {
+    if (job->nodes == 1) return job->intra;
+    if (job->ranks_per_node == 1) return job->inter;
+    return (ds_plan_link){fmin(job->intra.gbps, job->inter.gbps), fmax(job->intra.latency_us, job->inter.latency_us)};
+}
+
+void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
+    memset(out, 0, sizeof *out);
+    const ds_rwkv7_dims *d = &job->dims;
+    int p = job->nodes * job->ranks_per_node, T = job->ctx_len, B = job->batch_size, L = d->n_layer;
+    int micro = micro_batch_for(B, job->micro_batch, p);
+    out->ranks = p;
+    out->micro = micro;
+    if (!micro) {
+        micro = job->micro_batch ? job->micro_batch : B / p;
+        snprintf(out->reason, sizeof out->reason, "batch_size %d is not a multiple of %d rank(s) x micro-batch %d", B,
+                 p, micro < 1 ? 1 : micro);
+        return;
+    }
+    out->valid = 1;
+    int accum = out->accum = B / (p * micro);
+    int64_t n = out->n_params = ds_plan_n_params(d);
+    int zero1 = job->zero_stage == 1 && p > 1, elem = job->fp64 ? 8 : 4;
+    int64_t len = bucket_len(n, job->bucket_bytes, elem, zero1, p), nb = out->n_buckets = (n + len - 1) / len;
+    int64_t owned = 0;  /* rank 0's: buckets 0, p, 2p, ... under ZeRO-1 */
+    for (int64_t b = 0; b < nb; b += zero1 ? p : 1) owned += (b + 1) * len <= n ? len : n - b * len;
+    out->n_owned = owned;
+
+    /* compute, with the per-parameter loops where the trainer runs them (ds_grad_sync, train.c) */
+    const ds_plan_rates *r = &job->rates;
+    double fwd_bwd = (double)micro * T * r->sec_per_token;
+    int accumulates = job->fp64 && !(p == 1 && accum == 1);  /* else the fp64 sum would be a copy */
+    out->compute_s = accum * fwd_bwd + (double)owned * r->sec_optimizer;
+    if (accumulates)
+        out->compute_s += accum * (double)n * (r->sec_zero + r->sec_accumulate)
+                        + (double)n * r->sec_reset + (double)owned * r->sec_convert;
+    else
+        out->compute_s += (double)n * r->sec_zero;
+
+    if (p > 1) {
+        ds_plan_link link = ring_link(job);
+        /* backward of the last micro-step: about 2/3 of forward + backward, split by FLOPs; in fp64 mode
+         * each region is also added into the accumulator before its buckets go out */
+        double head_share = 6.0 * d->vocab_size * d->n_embd / ds_rwkv7_flops_per_token(d, T);
+        double bwd = 2.0 / 3.0 * fwd_bwd, acc = accumulates ? r->sec_accumulate : 0.0;
+        int64_t lb0 = ds_plan_layer_begin(d, 0), lbL = ds_plan_layer_begin(d, L), per_layer = ds_plan_layer_begin(d, 1) - lb0;
+        double head_done = bwd * head_share + (double)(n - lbL) * acc;
+        double layer_time = bwd * (1.0 - head_share) / L + (double)per_layer * acc;
+        double bwd_end = head_done + L * layer_time + (double)lb0 * acc;
+        /* a bucket is ready when its lowest element is (regions finish from high offsets to low);
+         * buckets go over the link one at a time */
+        double link_free = 0.0, share = 0.0;
+        for (int64_t b = nb - 1; b >= 0; b--) {
+            int64_t first = b * len, size = (b + 1) * len <= n ? len : n - first;
+            double ready = first >= lbL ? head_done
+                         : first >= lb0 ? head_done + (double)(L - (first - lb0) / per_layer) * layer_time
+                                        : bwd_end;
+            double t = ds_plan_allreduce_seconds((double)size * elem, p, &link, INFINITY);
+            if (zero1) {  /* reduce to the owner (half a ring allreduce), later the fp32 parameters back */
+                t *= 0.5;
+                share += 0.5 * ds_plan_allreduce_seconds((double)size * 4, p, &link, INFINITY);
+            }
+            out->comm_s += t;
+            link_free = fmax(link_free, ready) + t;
+        }
+        out->comm_s += share;
+        out->exposed_s = fmax(0.0, link_free - bwd_end) + share;
+    }
+    out->step_s = out->compute_s + out->exposed_s;
+    out->tokens_per_s = (double)B * T / out->step_s;
+    out->comm_share = out->exposed_s / out->step_s;
+
+    /* memory of rank 0: the model's tokens/targets and the trainer's batch buffers with the activations */
+    out->activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T) + 16.0 * micro * T;
+    double full_moments = zero1 ? 8.0 * n : 0.0;  /* rank 0 gathers them for checkpoints */
+    double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + out->activation_bytes + DS_PLAN_RUNTIME_BYTES;
+    out->memory_bytes = others + full_moments;
+    out->node_bytes = out->memory_bytes + (job->ranks_per_node - 1) * others;
+    out->fits = out->node_bytes <= job->node_memory_bytes;
+}
+
+/* ---- command line ---- */
+
+static const char *help_text =
+    "usage: dreamstate plan CONFIG --nodes N[,N...] [--ranks-per-node R] [--threads T] [--measure]\n"
+    "                       [--bandwidth GBPS --latency US] [--intra-bandwidth GBPS --intra-latency US]\n"
+    "                       [--node-memory GB] [--json] [--set section.key=value]...\n"
+    "Predicts step time, tokens/s, communication share and memory per rank of `dreamstate train CONFIG`\n"
+    "(task lm) on each node count, to size a job before queueing it.\n"
+    "\n"
+    "  --nodes N[,N...]      node counts (repeatable), e.g. --nodes 1,2,4,8\n"
+    "  --ranks-per-node R    MPI ranks per node (default 1); p = nodes x R ranks\n"
+    "  --threads T           threads per rank (default run.threads, else this machine's cores / R)\n"
+    "  --measure             measure the compute rates on this machine with T threads (seconds to a\n"
+    "                        minute; allocates two layers of the model) instead of the defaults\n"
+    "  --bandwidth, --latency          inter-node allreduce bus bandwidth (GB/s) and per-step latency (us);\n"
+    "                                  default 10 GB/s, 5 us (100 Gb/s InfiniBand / Ethernet)\n"
+    "  --intra-bandwidth, --intra-latency  the same within a node (shared memory); default 2.0 GB/s, 3 us\n"
+    "                                  (measured on the 2-core dev machine: run `make bench` on yours)\n"
+    "  --node-memory GB      memory per node for the fits column (default: this machine's)\n"
+    "  --json                one JSON object instead of the table\n"
+    "\n"
+    "Model and assumptions:\n"
+    "  - micro-batch and accumulation as the trainer: micro = train.micro_batch (0: batch_size / p),\n"
+    "    accum = batch_size / (p x micro); rows where that does not divide are marked invalid.\n"
+    "  - compute per rank and step = accum x micro x ctx_len x s/token (forward + backward) + the\n"
+    "    trainer's per-parameter loops where it runs them: zeroing the gradient and adding it into the\n"
+    "    fp64 accumulator per micro-step (fp64; skipped by one rank with one micro-step), zeroing the\n"
+    "    accumulator and converting to fp32 per step; fp32: zeroing per step; clipping and AdamW over\n"
+    "    the owned parameters per step. Ranks on one node are assumed not to slow each other down.\n"
+    "  - rates: --measure times the model's own forward + backward at 1 and 2 layers (the smallest\n"
+    "    micro-batch of the rows; extrapolated linearly in layers) and each per-parameter loop; without\n"
+    "    it, defaults per thread from the 0.1B shape on the dev machine (100 GFLOP/s of\n"
+    "    ds_rwkv7_flops_per_token; wider models run faster, small ones far slower: use --measure).\n"
+    "  - gradient allreduce: params x 8 bytes (grad_reduce fp64) or x 4 (fp32) in 8 MiB buckets; ring\n"
+    "    alpha-beta cost per bucket 2(p-1)/p x bytes / bandwidth + 2(p-1) x latency, over the intra-node\n"
+    "    link (1 node), the inter-node link (1 rank per node) or the slower of both. ZeRO-1\n"
+    "    (train.zero_stage 1): buckets reduced to their owners (half that cost), then the fp32 parameters\n"
+    "    shared the same way after the update (not overlapped).\n"
+    "  - overlap: buckets leave as backward finishes them (head, layers last to first, embedding last);\n"
+    "    exposed = communication still running when backward ends. This assumes MPI progresses\n"
+    "    transfers during compute; `make bench` measures what a real run hides.\n"
+    "  - not counted: evaluation, checkpoints, data loading, start-up, the few 8-byte allreduces.\n"
+    "  - memory of rank 0: params 4 + grads 4 + fp64 accumulator 8 (fp64) + AdamW 8 bytes per owned\n"
+    "    param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints) +\n"
+    "    activations of one micro-batch + 0.15 GB runtime; fits = the node's ranks within --node-memory.\n";
+
+static double parse_number(const char *flag, const char *s, double min, int exclusive) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !isfinite(v) || v < min || (exclusive && v == min))
+        ds_die(DS_EXIT_BAD_INPUT, "plan: %s: '%s' is not a number %s %g", flag, s, exclusive ? ">" : ">=", min);
+    return v;
+}
+
+static int parse_count(const char *flag, const char *s) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 1 || v > 1000000)
+        ds_die(DS_EXIT_BAD_INPUT, "plan: %s: '%s' is not a whole number in [1, 1000000]", flag, s);
+    return (int)v;
+}
+
+/* Appends the comma-separated counts of `list` to nodes (capacity cap). */
+static int parse_nodes(const char *list, int *nodes, int n, int cap) {
+    char buf[256];
+    if (strlen(list) >= sizeof buf) ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: list too long");
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == cap) ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: more than %d node counts", cap);
+        nodes[n++] = parse_count("--nodes", tok);
+    }
+    if (list[0] == ',' || list[0] == '\0' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
+        ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: '%s' is not a comma-separated list of counts", list);
+    return n;
+}
+
+static double machine_memory_bytes(void) {
+    return (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+}
+
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
+        else putchar(*s);
+    }
+    putchar('"');
+}
+
+static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int first) {
+    printf("%s\n    {\"nodes\":%d,\"ranks_per_node\":%d,\"ranks\":%d,\"valid\":%s", first ? "" : ",", job->nodes,
+           job->ranks_per_node, r->ranks, r->valid ? "true" : "false");
+    if (!r->valid) {
+        printf(",\"reason\":\"%s\"}", r->reason);
+        return;
+    }
+    printf(",\"micro_batch\":%d,\"accum\":%d,\"compute_s\":%.9g,\"comm_s\":%.9g,\"exposed_comm_s\":%.9g,"
+           "\"step_s\":%.9g,\"tokens_per_s\":%.9g,\"comm_share\":%.6f,\"activation_bytes\":%.0f,"
+           "\"memory_per_rank_bytes\":%.0f,\"node_bytes\":%.0f,\"fits\":%s,\"buckets\":%lld,\"owned_params\":%lld}",
+           r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, r->tokens_per_s, r->comm_share,
+           r->activation_bytes, r->memory_bytes, r->node_bytes, r->fits ? "true" : "false", (long long)r->n_buckets,
+           (long long)r->n_owned);
+}
+
+int ds_plan_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
+    enum { MAX_NODES = 64 };
+    int nodes[MAX_NODES], n_nodes = 0, rpn = 1, threads = 0, measure = 0, json = 0;
+    ds_plan_link intra = {DEFAULT_INTRA_GBPS, DEFAULT_INTRA_LATENCY_US}, inter = {DEFAULT_INTER_GBPS, DEFAULT_INTER_LATENCY_US};
+    double node_memory = machine_memory_bytes();
+    const char *config = NULL;
+    char **sets = ds_alloc(sizeof(char *) * (size_t)argc);
+    int n_sets = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--measure") == 0) { measure = 1; continue; }
+        if (strcmp(a, "--json") == 0) { json = 1; continue; }
+        if (a[0] != '-') {
+            if (config) ds_die(DS_EXIT_BAD_INPUT, "plan: more than one config file ('%s', '%s')", config, a);
+            config = a;
+            continue;
+        }
+        static const char *valued[] = {"--set", "--nodes", "--ranks-per-node", "--threads", "--bandwidth", "--latency",
+                                       "--intra-bandwidth", "--intra-latency", "--node-memory"};
+        int known = 0;
+        for (size_t f = 0; f < sizeof valued / sizeof valued[0]; f++) known |= strcmp(a, valued[f]) == 0;
+        if (!known) ds_die(DS_EXIT_BAD_INPUT, "plan: unknown option '%s' (see --help)", a);
+        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "plan: %s needs a value (see --help)", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "--set") == 0) sets[n_sets++] = (char *)v;
+        else if (strcmp(a, "--nodes") == 0) n_nodes = parse_nodes(v, nodes, n_nodes, MAX_NODES);
+        else if (strcmp(a, "--ranks-per-node") == 0) rpn = parse_count(a, v);
+        else if (strcmp(a, "--threads") == 0) threads = parse_count(a, v);
+        else if (strcmp(a, "--bandwidth") == 0) inter.gbps = parse_number(a, v, 0, 1);
+        else if (strcmp(a, "--latency") == 0) inter.latency_us = parse_number(a, v, 0, 0);
+        else if (strcmp(a, "--intra-bandwidth") == 0) intra.gbps = parse_number(a, v, 0, 1);
+        else if (strcmp(a, "--intra-latency") == 0) intra.latency_us = parse_number(a, v, 0, 0);
+        else node_memory = parse_number(a, v, 0, 1) * 1e9;  /* --node-memory */
+    }
+    if (!config) ds_die(DS_EXIT_BAD_INPUT, "plan: missing CONFIG (see --help)");
+    if (n_nodes == 0) ds_die(DS_EXIT_BAD_INPUT, "plan: missing --nodes (see --help)");
+    ds_config cfg;
+    ds_config_load(&cfg, config, n_sets, sets);
+    ds_free(sets);
+    if (strcmp(cfg.run.task, "lm") != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: plan models run.task 'lm' only, not '%s'", cfg.source, cfg.run.task);
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads == 0) threads = cfg.run.threads > 0 ? cfg.run.threads : (cores / rpn > 0 ? cores / rpn : 1);
+
+    ds_plan_job job = {.dims = ds_train_model_dims(&cfg), .ctx_len = cfg.train.ctx_len,
+                       .batch_size = cfg.train.batch_size, .micro_batch = cfg.train.micro_batch,
+                       .fp64 = strcmp(cfg.train.grad_reduce, "fp64") == 0, .zero_stage = cfg.train.zero_stage,
+                       .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,
+                       .intra = intra, .inter = inter};
+    const ds_rwkv7_dims *d = &job.dims;
+    int T = job.ctx_len;
+    int64_t n = ds_plan_n_params(d);
+    double flops_tok = ds_rwkv7_flops_per_token(d, T);
+
+    char rates_note[256];
+    if (measure) {
+        /* the smallest valid micro-batch of the rows (per-token cost rises as micro-batches shrink) */
+        int micro = 0;
+        for (int i = 0; i < n_nodes; i++) {
+            int m = micro_batch_for(job.batch_size, job.micro_batch, nodes[i] * rpn);
+            if (m && (micro == 0 || m < micro)) micro = m;
+        }
+        if (micro == 0) micro = 1;
+        if (threads > cores)
+            ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
+        ds_log("plan: measuring %s at micro-batch %d x %d with %d thread(s)...", config, micro, T, threads);
+        job.rates = ds_plan_measure_rates(d, micro, T, threads);
+        snprintf(rates_note, sizeof rates_note, "measured here at micro-batch %d x %d, %d thread(s)/rank: %.3g ms/token (%.1f GFLOP/s)",
+                 micro, T, threads, job.rates.sec_per_token * 1e3, flops_tok / job.rates.sec_per_token * 1e-9);
+    } else {
+        job.rates = ds_plan_default_rates(d, T, threads);
+        snprintf(rates_note, sizeof rates_note,
+                 "defaults (no --measure) for %d thread(s)/rank: %.0f GFLOP/s per thread (0.1B shape; --measure for yours)",
+                 threads, DEFAULT_GFLOPS_PER_THREAD);
+    }
+    const ds_plan_rates *rt = &job.rates;
+
+    if (json) {
+        printf("{\"config\":");
+        print_json_string(cfg.source);
+        printf(",\"n_layer\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"ctx_len\":%d,\"batch_size\":%d,"
+               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_token\":%.6g,"
+               "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_token\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
+               "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g},\"intra_gbps\":%g,"
+               "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
+               d->n_layer, d->n_embd, d->vocab_size, T, job.batch_size, job.micro_batch,
+               cfg.train.grad_reduce, job.zero_stage, (long long)n, flops_tok, threads, measure ? "true" : "false",
+               rt->sec_per_token, rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer,
+               intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
+    } else {
+        printf("dreamstate plan: %s: RWKV-7 L%d C%d V%d, %.2fM parameters, %.3g GFLOP/token (forward + backward)\n",
+               cfg.source, d->n_layer, d->n_embd, d->vocab_size, n / 1e6, flops_tok * 1e-9);
+        printf("  batch %d x %d = %d tokens/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n",
+               job.batch_size, T, job.batch_size * T, cfg.train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
+               job.zero_stage);
+        printf("  compute: %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, reset %.2f, convert %.2f, "
+               "optimizer %.2f\n", rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,
+               rt->sec_convert * 1e9, rt->sec_optimizer * 1e9);
+        printf("  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
+               intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory * 1e-9);
+        printf("  (assumptions: dreamstate plan --help)\n");
+        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
+               "comm s", "exposed s", "step s", "tokens/s", "comm%", "GB/rank", "fits");
+    }
+    for (int i = 0; i < n_nodes; i++) {
+        job.nodes = nodes[i];
+        ds_plan_result r;
+        ds_plan_predict(&job, &r);
+        if (json) {
+            print_row_json(&job, &r, i == 0);
+            continue;
+        }
+        if (!r.valid) {
+            printf("%6d %6d   invalid: %s\n", job.nodes, r.ranks, r.reason);
+            continue;
+        }
+        char ma[32];
+        snprintf(ma, sizeof ma, "%d x %d", r.micro, r.accum);
+        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma, r.compute_s,
+               r.comm_s, r.exposed_s, r.step_s, r.tokens_per_s, 100 * r.comm_share, r.memory_bytes * 1e-9,
+               r.fits ? "yes" : "NO");
+    }
+    if (json) printf("\n  ]\n}\n");
+    return DS_EXIT_OK;
+}

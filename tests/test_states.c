@@ -1,0 +1,711 @@
+/* DREAMSTATE part A data: contexts JSONL (round trip, parser errors with line numbers), the contexts
+ * builder (split by document, determinism, texts really from their documents), state shards, indexes
+ * and state files (bit-exact round trips against an independent reading of the documented layout,
+ * corruption refusals, wrong shapes, unknown labels), and extract-states against ds_rwkv7_forward
+ * plus the "inject the state, continue = run the whole text" identity (dreamstate.md 2.7). */
+#include "dreamstate/blas.h"
+#include "dreamstate/checkpoint.h"
+#include "dreamstate/common.h"
+#include "dreamstate/config.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/states.h"
+#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
+#include "test.h"
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char tmp_root[64];
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint8_t *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n + 1);
+    *len = fread(buf, 1, n, f);
+    buf[*len] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, len, f);
+    fclose(f);
+}
+
+static void tmp_path(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", tmp_root, name); }
+
+/* Runs fn(arg) in a child process; returns its exit code and what it wrote to stderr. */
+static int run_in_child(void (*fn)(void *), void *arg, char *err, size_t err_len) {
+    fflush(stdout); fflush(stderr);
+    char name[] = "/tmp/ds_test_stderr_XXXXXX";
+    int fd = mkstemp(name);
+    unlink(name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        fn(arg);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, err, err_len - 1);
+    err[n > 0 ? n : 0] = 0;
+    close(fd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Expects fn(arg) to exit with code 2 and `reason` in a one-line message. */
+static void expect_bad_input(void (*fn)(void *), void *arg, const char *reason, const char *what) {
+    char err[2048];
+    int rc = run_in_child(fn, arg, err, sizeof err);
+    size_t len = strlen(err);
+    int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
+    CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, reason) && one_line, "%s: want exit 2 with '%s', got exit %d: %s",
+          what, reason, rc, err);
+}
+
+static void child_load_contexts(void *path) { ds_contexts_free(ds_contexts_load(path, 0, NULL)); }
+static void child_open_states(void *path) { ds_states_close(ds_states_open(path)); }
+
+/* ---------------------------------------------------------------- contexts JSONL */
+
+static void test_contexts_roundtrip(void) {
+    char path[256];
+    tmp_path(path, sizeof path, "rt.jsonl");
+    /* Every byte class the writer escapes or passes through: quotes, backslash, all control
+     * characters but NUL, DEL, multi-byte UTF-8 (2, 3 and 4 bytes). */
+    char tricky[64 + 32];
+    size_t n = 0;
+    for (int c = 1; c < 0x20; c++) tricky[n++] = (char)c;
+    const char tail[] = "\"\\/\x7f" "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+    memcpy(tricky + n, tail, sizeof tail - 1);
+    n += sizeof tail - 1;
+    struct { const char *label, *text, *doc; size_t len; } items[] = {
+        {"zeta", "plain text", "d0", 0},
+        {"alpha", tricky, NULL, n},
+        {"fortunes/people", "line one\nline two\n", "/usr/x#3", 0},
+        {"alpha", "x", "", 0},
+    };
+    ds_contexts_writer *w = ds_contexts_writer_open(path);
+    for (int i = 0; i < 4; i++)
+        ds_contexts_writer_add(w, items[i].label, items[i].text, items[i].len ? items[i].len : strlen(items[i].text),
+                               items[i].doc);
+    ds_contexts_writer_commit(w);
+    ds_contexts *c = ds_contexts_load(path, 0, NULL);
+    CHECK(c->n == 4 && c->n_labels == 3, "round trip: %lld contexts, %d labels", (long long)c->n, c->n_labels);
+    const char *sorted[] = {"alpha", "fortunes/people", "zeta"};
+    for (int i = 0; i < 3 && i < c->n_labels; i++)
+        CHECK(strcmp(c->labels[i], sorted[i]) == 0, "label %d is '%s', want '%s'", i, c->labels[i], sorted[i]);
+    for (int i = 0; i < 4 && i < c->n; i++) {
+        size_t len = items[i].len ? items[i].len : strlen(items[i].text);
+        CHECK(c->items[i].len == len && memcmp(c->items[i].text, items[i].text, len) == 0, "context %d text differs", i);
+        CHECK(strcmp(c->labels[c->items[i].label], items[i].label) == 0, "context %d label", i);
+        CHECK(strcmp(c->items[i].doc, items[i].doc ? items[i].doc : "") == 0, "context %d doc '%s'", i, c->items[i].doc);
+    }
+    ds_contexts_free(c);
+
+    /* A given label list fixes the ids (extract-states --labels-from). */
+    char *given[] = {"zeta", "fortunes/people", "alpha", "unused"};
+    c = ds_contexts_load(path, 4, given);
+    CHECK(c->n_labels == 4 && c->items[0].label == 0 && c->items[1].label == 2 && c->items[2].label == 1,
+          "given labels: ids %d %d %d", c->items[0].label, c->items[1].label, c->items[2].label);
+    ds_contexts_free(c);
+
+    /* Escapes written by other tools: \u with surrogate pairs, \/, mixed key order, spaces, CRLF. */
+    const char *other = "{ \"text\" : \"a\\u00e9\\ud83d\\ude00\\/\\u20ac\" , \"label\" : \"x\" }\r\n";
+    tmp_path(path, sizeof path, "other.jsonl");
+    write_file(path, other, strlen(other));
+    c = ds_contexts_load(path, 0, NULL);
+    const char want[] = "a\xc3\xa9\xf0\x9f\x98\x80/\xe2\x82\xac";
+    CHECK(c->n == 1 && c->items[0].len == sizeof want - 1 && memcmp(c->items[0].text, want, sizeof want - 1) == 0,
+          "foreign escapes decode to the right UTF-8");
+    ds_contexts_free(c);
+}
+
+typedef struct { const char *line, *reason; } bad_line;
+
+static void test_contexts_errors(void) {
+    static const bad_line cases[] = {
+        {"{\"label\":\"a\",\"text\":\"x\"", "column 24: expected ',' or '}'"},
+        {"{\"label\":\"a\"}", "missing \"text\""},
+        {"{\"text\":\"x\"}", "missing \"label\""},
+        {"{\"label\":\"a\",\"text\":\"x\",\"extra\":\"y\"}", "unknown key \"extra\""},
+        {"{\"label\":\"a\",\"label\":\"b\",\"text\":\"x\"}", "column 14: duplicate key \"label\""},
+        {"{\"label\":\"a b\",\"text\":\"x\"}", "label 'a b' must be 1-63 characters"},
+        {"{\"label\":\"a\",\"text\":\"\"}", "empty \"text\""},
+        {"{\"label\":\"a\",\"text\":\"bad \\q\"}", "bad escape '\\q'"},
+        {"{\"label\":\"a\",\"text\":\"\\ud800x\"}", "high surrogate \\uD800 not followed by a low one"},
+        {"{\"label\":\"a\",\"text\":\"\\udc00\"}", "lone low surrogate"},
+        {"{\"label\":\"a\",\"text\":\"\\u0000\"}", "NUL"},
+        {"{\"label\":\"a\",\"text\":\"\\u12\"}", "\\u needs 4 hex digits"},
+        {"{\"label\":\"a\",\"text\":1}", "\"text\" must be a string"},
+        {"", "empty line"},
+        {"[1]", "expected '{'"},
+        {"{}", "empty object"},
+        {"{\"label\":\"a\",\"text\":\"x\"} tail", "unexpected text after the object"},
+        {"{\"label\":\"a\",\"text\":\"\xff\"}", "invalid UTF-8"},
+        {"{\"label\":\"a\",\"text\":\"\xc0\xaf\"}", "invalid UTF-8"},
+        {"{\"label\":\"a\",\"text\":\"tab\there\"}", "control character 0x09"},
+        {"{\"label\":\"a\",\"text\":\"unterminated}", "unterminated string"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char path[256], file[512], want[512];
+        snprintf(path, sizeof path, "%s/bad%zu.jsonl", tmp_root, i);
+        snprintf(file, sizeof file, "{\"label\":\"ok\",\"text\":\"fine\"}\n%s\n{\"label\":\"ok\",\"text\":\"fine\"}\n",
+                 cases[i].line);
+        write_file(path, file, strlen(file));
+        snprintf(want, sizeof want, "%s:2: ", path);
+        char err[2048];
+        int rc = run_in_child(child_load_contexts, path, err, sizeof err);
+        CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, want) && strstr(err, cases[i].reason),
+              "case %zu: want exit 2 with '%s%s', got %d: %s", i, want, cases[i].reason, rc, err);
+    }
+    char path[256];
+    tmp_path(path, sizeof path, "empty.jsonl");
+    write_file(path, "", 0);
+    expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
+    tmp_path(path, sizeof path, "missing.jsonl");
+    expect_bad_input(child_load_contexts, path, "cannot read", "missing file");
+}
+
+static char unknown_label_path[256];
+static void child_load_with_labels(void *arg) {
+    char *labels[] = {"a", "b", "c"};
+    ds_contexts_free(ds_contexts_load(arg, 3, labels));
+}
+static void child_lookup(void *arg) {
+    char *labels[] = {"a", "b", "c"};
+    ds_label_lookup(NULL, arg, 3, labels);
+}
+
+static void test_unknown_label(void) {
+    tmp_path(unknown_label_path, sizeof unknown_label_path, "labels.jsonl");
+    const char *text = "{\"label\":\"b\",\"text\":\"x\"}\n{\"label\":\"zebra\",\"text\":\"y\"}\n";
+    write_file(unknown_label_path, text, strlen(text));
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: unknown label 'zebra' (known: a, b, c)", unknown_label_path);
+    expect_bad_input(child_load_with_labels, unknown_label_path, want, "unknown label in contexts");
+    expect_bad_input(child_lookup, "x", "dreamstate: unknown label 'x' (known: a, b, c)", "ds_label_lookup");
+    char *labels[] = {"a", "b", "c"};
+    CHECK(ds_label_lookup(NULL, "c", 3, labels) == 2, "lookup of a known label");
+}
+
+/* ---------------------------------------------------------------- build-contexts */
+
+static void run_builder(const char *out, const char *held, const char *seed) {
+    char *argv[] = {"build-contexts", "--out", (char *)out, "--held-out", (char *)held, "--sources", "fortunes,licenses",
+                    "--max-per-label", "20", "--min-bytes", "40", "--max-bytes", "300", "--seed", (char *)seed};
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    ds_build_contexts_main(sizeof argv / sizeof *argv, argv);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved); close(devnull);
+}
+
+typedef struct { int argc; char **argv; } args;
+static void child_builder(void *a) { ds_build_contexts_main(((args *)a)->argc, ((args *)a)->argv); }
+
+/* The text occurs verbatim in its document (a file path, or "PATH#k" for a fortune of PATH). */
+static int text_from_doc(const ds_context *c) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s", c->doc);
+    char *hash = strrchr(path, '#');
+    if (hash) *hash = 0;
+    size_t len;
+    uint8_t *data = read_file(path, &len);
+    if (!data) return 0;
+    int found = 0;
+    for (size_t i = 0; i + c->len <= len && !found; i++) found = memcmp(data + i, c->text, c->len) == 0;
+    free(data);
+    return found;
+}
+
+static void test_builder(void) {
+    char train[256], held[256], train2[256], held2[256], train3[256], held3[256];
+    tmp_path(train, sizeof train, "b_train.jsonl");
+    tmp_path(held, sizeof held, "b_held.jsonl");
+    tmp_path(train2, sizeof train2, "b_train2.jsonl");
+    tmp_path(held2, sizeof held2, "b_held2.jsonl");
+    tmp_path(train3, sizeof train3, "b_train3.jsonl");
+    tmp_path(held3, sizeof held3, "b_held3.jsonl");
+    run_builder(train, held, "7");
+    run_builder(train2, held2, "7");
+    run_builder(train3, held3, "8");
+    size_t a_len, b_len, c_len;
+    uint8_t *a = read_file(train, &a_len), *b = read_file(train2, &b_len), *c3 = read_file(train3, &c_len);
+    CHECK(a && b && a_len == b_len && memcmp(a, b, a_len) == 0, "same seed: identical output");
+    CHECK(a && c3 && (a_len != c_len || memcmp(a, c3, a_len) != 0), "another seed: another selection");
+    free(a); free(b); free(c3);
+
+    ds_contexts *tr = ds_contexts_load(train, 0, NULL), *ho = ds_contexts_load(held, 0, NULL);
+    CHECK(tr->n_labels == 7 && ho->n_labels == 7, "7 labels (6 fortune categories + license): %d, %d", tr->n_labels,
+          ho->n_labels);
+    int per_label[2][8] = {{0}};
+    int bad_len = 0, not_from_doc = 0, shared_docs = 0;
+    for (int s = 0; s < 2; s++) {
+        ds_contexts *x = s ? ho : tr;
+        for (int64_t i = 0; i < x->n; i++) {
+            const ds_context *ci = &x->items[i];
+            if (ci->label < 8) per_label[s][ci->label]++;
+            bad_len += ci->len < 40 || ci->len > 300;
+            not_from_doc += !text_from_doc(ci);
+        }
+    }
+    for (int64_t i = 0; i < tr->n; i++)
+        for (int64_t j = 0; j < ho->n; j++) shared_docs += strcmp(tr->items[i].doc, ho->items[j].doc) == 0;
+    CHECK(bad_len == 0, "%d contexts outside 40..300 bytes", bad_len);
+    CHECK(not_from_doc == 0, "%d contexts not found verbatim in their document", not_from_doc);
+    CHECK(shared_docs == 0, "%d documents in both train and held-out", shared_docs);
+    for (int l = 0; l < 7 && l < tr->n_labels; l++) {
+        int fortune = strncmp(tr->labels[l], "fortunes/", 9) == 0;
+        /* 20 per label: 16 train + 4 held out; the 14 licences (few documents) may fall short */
+        CHECK(per_label[0][l] <= 16 && per_label[1][l] <= 4 && (!fortune || (per_label[0][l] == 16 && per_label[1][l] == 4)),
+              "label %s: %d train, %d held-out", tr->labels[l], per_label[0][l], per_label[1][l]);
+        CHECK(per_label[0][l] > 0 && per_label[1][l] > 0, "label %s has contexts in both files", tr->labels[l]);
+    }
+    ds_contexts_free(tr);
+    ds_contexts_free(ho);
+
+    char *bad_source[] = {"build-contexts", "--out", train, "--sources", "fortunes,poems"};
+    args a1 = {5, bad_source};
+    expect_bad_input(child_builder, &a1, "build-contexts: unknown source 'poems' (known: fortunes, c-headers", "bad source");
+    char *bad_bytes[] = {"build-contexts", "--out", train, "--min-bytes", "100", "--max-bytes", "50"};
+    args a2 = {7, bad_bytes};
+    expect_bad_input(child_builder, &a2, "--max-bytes 50 is below --min-bytes 100", "max < min");
+}
+
+/* ---------------------------------------------------------------- shards, indexes, state files */
+
+static ds_rwkv7_dims small_dims(int L, int C) {
+    ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = 256};
+    ds_rwkv7_default_ranks(&d, "released");
+    return d;
+}
+
+static void fill_state(ds_rwkv7_state *s, uint64_t seed) {
+    for (int64_t i = 0; i < s->numel; i++) s->data[i] = (float)ds_rng_normal(seed, 7, i);
+}
+
+/* The documented record layout, read with independent offset arithmetic: label, context, cond, then
+ * per layer att x_prev [C], WKV [H][N][N], ffn x_prev [C]. Compares with sequence b of s. */
+static int record_matches(const uint8_t *rec, int L, int C, int cond_dim, const float *cond, int32_t label,
+                          int32_t context, const ds_rwkv7_state *s, int b) {
+    int32_t got_label, got_context;
+    memcpy(&got_label, rec, 4);
+    memcpy(&got_context, rec + 4, 4);
+    if (got_label != label || got_context != context) return 0;
+    if (cond_dim && memcmp(rec + 8, cond, 4 * (size_t)cond_dim) != 0) return 0;
+    const uint8_t *p = rec + 8 + 4 * (size_t)cond_dim;
+    int64_t B = s->B, W = (int64_t)C * 64;  /* H*N*N = (C/64)*64*64 */
+    for (int l = 0; l < L; l++) {
+        if (memcmp(p, s->att_x + (l * B + b) * C, 4 * (size_t)C) != 0) return 0;
+        p += 4 * C;
+        if (memcmp(p, s->wkv + (l * B + b) * W, 4 * (size_t)W) != 0) return 0;
+        p += 4 * W;
+        if (memcmp(p, s->ffn_x + (l * B + b) * C, 4 * (size_t)C) != 0) return 0;
+        p += 4 * C;
+    }
+    return 1;
+}
+
+static uint32_t u32_at(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t u64_at(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static char good_index[256], good_shard0[256];
+
+static void write_dataset(const char *dir_name, ds_rwkv7_dims *d, ds_rwkv7_state *src, float *conds) {
+    /* Two shards: records (b=0,1) and (b=2); labels 1,0,2; contexts 5,6,7. */
+    char dir[256], path[1024];
+    tmp_path(dir, sizeof dir, dir_name);
+    mkdir(dir, 0777);
+    ds_state_shape shape = ds_state_shape_of(d, DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN);
+    int32_t labels[3] = {1, 0, 2};
+    ds_states_shard shards[2] = {{"s0.bin", 2}, {"s1.bin", 1}};
+    for (int s = 0; s < 2; s++) {
+        snprintf(path, sizeof path, "%s/%s", dir, shards[s].file);
+        ds_state_writer *w = ds_state_writer_open(path, &shape);
+        for (int b = s * 2; b < (s ? 3 : 2); b++)
+            ds_state_writer_add(w, labels[b], 5 + b, conds + b * shape.cond_dim, src, b);
+        char sig[256], meta[400];
+        ds_weights_signature(d, sig, sizeof sig);
+        snprintf(meta, sizeof meta, "model=%s\nrank=%d\n", sig, s);
+        ds_state_writer_commit(w, meta);
+    }
+    ds_states_info info;
+    memset(&info, 0, sizeof info);
+    info.shape = shape;
+    info.n_records = 3;
+    char *names[] = {"planner", "poet", "programmer"};
+    info.n_labels = 3;
+    info.labels = names;
+    info.n_shards = 2;
+    info.max_tokens = 99;
+    ds_weights_signature(d, info.model, sizeof info.model);
+    strcpy(info.tokenizer, "byte");
+    strcpy(info.checkpoint, "/some/where.ckpt");
+    strcpy(info.contexts, "/some/contexts.jsonl");
+    snprintf(path, sizeof path, "%s/index.txt", dir);
+    ds_states_write_index(path, &info, shards);
+}
+
+static void corrupt_shard(const char *name, long offset, int flip, long truncate_to, long append, const char *reason) {
+    /* A copy of the dataset directory whose first shard is damaged. */
+    char dir[200], cmd[700], shard[300], index[300];
+    tmp_path(dir, sizeof dir, name);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s/ds' '%s'", dir, tmp_root, dir);
+    CHECK(system(cmd) == 0, "copy dataset");
+    snprintf(shard, sizeof shard, "%s/s0.bin", dir);
+    snprintf(index, sizeof index, "%s/index.txt", dir);
+    size_t len;
+    uint8_t *data = read_file(shard, &len);
+    if (offset >= 0) data[offset] ^= (uint8_t)flip;
+    if (truncate_to >= 0) len = (size_t)truncate_to;
+    write_file(shard, data, len);
+    if (append) { FILE *f = fopen(shard, "ab"); fputc('x', f); fclose(f); }
+    char why[256];
+    CHECK(ds_state_file_check(shard, why, sizeof why) == -1 && strstr(why, reason), "%s: check says '%s'", name, why);
+    char want[700];
+    snprintf(want, sizeof want, "%s: %s", shard, reason);
+    expect_bad_input(child_open_states, index, want, name);
+    free(data);
+}
+
+static void corrupt_index(const char *name, const char *from, const char *to, const char *reason) {
+    char dir[256], cmd[700], index[300];
+    tmp_path(dir, sizeof dir, name);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s/ds' '%s'", dir, tmp_root, dir);
+    CHECK(system(cmd) == 0, "copy dataset");
+    snprintf(index, sizeof index, "%s/index.txt", dir);
+    size_t len;
+    char *text = (char *)read_file(index, &len), *at = strstr(text, from);
+    CHECK(at != NULL, "%s: '%s' in the index", name, from);
+    if (!at) { free(text); return; }
+    char out[4096];
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    write_file(index, out, strlen(out));
+    expect_bad_input(child_open_states, index, reason, name);
+    free(text);
+}
+
+typedef struct { const char *path; ds_rwkv7_dims d; } load_args;
+static void child_load_state_file(void *a) {
+    load_args *la = a;
+    ds_rwkv7_state st;
+    ds_rwkv7_state_create(&st, &la->d, 1);
+    ds_state_file_load(la->path, &la->d, &st, NULL);
+}
+static void child_load_record(void *a) {
+    load_args *la = a;
+    ds_rwkv7_state st;
+    ds_rwkv7_state_create(&st, &la->d, 1);
+    ds_states *s = ds_states_open(la->path);
+    ds_states_load_rwkv7(s, 0, &la->d, &st);
+}
+
+static void test_states_format(void) {
+    ds_rwkv7_dims d = small_dims(2, 128);
+    ds_rwkv7_state src;
+    ds_rwkv7_state_create(&src, &d, 3);
+    fill_state(&src, 11);
+    int cond_dim = 2 * 128;
+    float conds[3 * 256];
+    for (int i = 0; i < 3 * 256; i++) conds[i] = (float)ds_rng_normal(12, 0, i);
+    write_dataset("ds", &d, &src, conds);
+    snprintf(good_index, sizeof good_index, "%s/ds/index.txt", tmp_root);
+    snprintf(good_shard0, sizeof good_shard0, "%s/ds/s0.bin", tmp_root);
+
+    /* The header fields and the record layout at their documented offsets. */
+    size_t len;
+    uint8_t *raw = read_file(good_shard0, &len);
+    int64_t rb = 8 + 4 * (cond_dim + 2 * (2 * 128 + 2 * 64 * 64));
+    CHECK(memcmp(raw, "DSSTATES", 8) == 0 && u32_at(raw + 8) == 1 && u32_at(raw + 12) == 2 && u32_at(raw + 16) == 128 &&
+          u32_at(raw + 20) == 2 && u32_at(raw + 24) == 64 && u32_at(raw + 28) == 256 && u32_at(raw + 32) == 3 &&
+          u64_at(raw + 40) == 2 && u64_at(raw + 48) == (uint64_t)rb,
+          "shard header fields at their documented offsets");
+    uint32_t meta_bytes = u32_at(raw + 36);
+    CHECK(len == 64 + 2 * (size_t)rb + meta_bytes && u32_at(raw + 60) == ds_crc32c(0, raw, 60) &&
+          u32_at(raw + 56) == ds_crc32c(0, raw + 64, len - 64), "size and both checksums as documented");
+    CHECK(record_matches(raw + 64, 2, 128, cond_dim, conds, 1, 5, &src, 0) &&
+          record_matches(raw + 64 + rb, 2, 128, cond_dim, conds + cond_dim, 0, 6, &src, 1),
+          "records hold label, context, cond and the per-layer state in the documented order");
+    CHECK(strncmp((char *)raw + len - meta_bytes, "model=rwkv7 L=2 C=128", 21) == 0, "metadata after the records");
+    free(raw);
+
+    /* Reader: every record bit-exact, labels, info. */
+    ds_states *s = ds_states_open(good_index);
+    const ds_states_info *in = ds_states_get_info(s);
+    CHECK(in->n_records == 3 && in->n_shards == 2 && in->n_labels == 3 && strcmp(in->labels[2], "programmer") == 0 &&
+          in->max_tokens == 99 && strcmp(in->checkpoint, "/some/where.ckpt") == 0 && in->shape.cond_dim == 256 &&
+          strcmp(in->tokenizer, "byte") == 0, "index fields read back");
+    int32_t labels[3] = {1, 0, 2};
+    ds_state_shape sh = in->shape;
+    for (int i = 0; i < 3; i++) {
+        ds_state_record r = ds_states_record(s, i);
+        CHECK(r.label == labels[i] && r.context == 5 + i && memcmp(r.cond, conds + i * cond_dim, 4 * cond_dim) == 0,
+              "record %d label/context/cond", i);
+        CHECK(memcmp(ds_state_att_x(&sh, r.state, 1), src.att_x + (1 * 3 + i) * 128, 4 * 128) == 0 &&
+              memcmp(ds_state_wkv(&sh, r.state, 1), src.wkv + (int64_t)(1 * 3 + i) * 2 * 4096, 4 * 2 * 4096) == 0 &&
+              memcmp(ds_state_ffn_x(&sh, r.state, 1), src.ffn_x + (1 * 3 + i) * 128, 4 * 128) == 0,
+              "record %d layer-1 parts via the accessors", i);
+        ds_rwkv7_state one;
+        ds_rwkv7_state_create(&one, &d, 1);
+        ds_states_load_rwkv7(s, i, &d, &one);
+        int same = 1;
+        for (int l = 0; l < 2; l++)
+            same &= memcmp(one.att_x + l * 128, src.att_x + (l * 3 + i) * 128, 4 * 128) == 0 &&
+                    memcmp(one.wkv + (int64_t)l * 8192, src.wkv + (int64_t)(l * 3 + i) * 8192, 4 * 8192) == 0 &&
+                    memcmp(one.ffn_x + l * 128, src.ffn_x + (l * 3 + i) * 128, 4 * 128) == 0;
+        CHECK(same, "record %d loads into a B=1 model state bit-exactly", i);
+        ds_rwkv7_state_destroy(&one);
+    }
+
+    /* State files: save a sequence, load it back; a dataset record as a state file. */
+    char path[256], path2[256];
+    tmp_path(path, sizeof path, "one.state");
+    ds_state_file_save(path, &d, &src, 2, 4, "note=hello\n");
+    ds_rwkv7_state one;
+    ds_rwkv7_state_create(&one, &d, 1);
+    char *meta = NULL;
+    ds_state_file_load(path, &d, &one, &meta);
+    ds_rwkv7_state want;
+    ds_rwkv7_state_create(&want, &d, 1);
+    ds_state_shape shape0 = ds_state_shape_of(&d, 0);
+    float *packed = malloc(sizeof(float) * ds_state_floats(&shape0));
+    ds_state_pack(&shape0, &src, 2, packed);
+    ds_state_unpack(&shape0, packed, &want, 0);
+    CHECK(memcmp(one.data, want.data, sizeof(float) * one.numel) == 0, "state file round trip bit-exact");
+    CHECK(meta && strstr(meta, "model=rwkv7 L=2 C=128 V=256") && strstr(meta, "note=hello\n"), "state file metadata: %s",
+          meta ? meta : "(none)");
+    free(meta);
+    tmp_path(path2, sizeof path2, "rec2.state");
+    ds_states_save_record(s, 2, path2);
+    ds_state_file_load(path2, &d, &one, &meta);
+    CHECK(memcmp(one.data, want.data, sizeof(float) * one.numel) == 0 && strstr(meta, "label=programmer\n") &&
+          strstr(meta, "context=7\n"), "dataset record 2 as a state file");
+    free(meta);
+    free(packed);
+    ds_rwkv7_state_destroy(&one);
+    ds_rwkv7_state_destroy(&want);
+    ds_states_close(s);
+
+    /* Wrong shapes. */
+    load_args la = {path, small_dims(4, 256)};
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: state has L=2 C=128, model has L=4 C=256", path);
+    expect_bad_input(child_load_state_file, &la, msg, "state file into a bigger model");
+    load_args lb = {good_index, small_dims(2, 192)};
+    snprintf(msg, sizeof msg, "%s: state has L=2 C=128, model has L=2 C=192", good_index);
+    expect_bad_input(child_load_record, &lb, msg, "dataset record into another model");
+    load_args lc = {good_shard0, d};
+    expect_bad_input(child_load_state_file, &lc, "holds 2 states; a state file holds one", "a shard is not a state file");
+
+    /* Corruption: each refused with the file and the reason. */
+    corrupt_shard("c_payload", 64 + 8 + 4 * 300, 0x01, -1, 0, "payload checksum mismatch");
+    corrupt_shard("c_header", 16, 0x40, -1, 0, "header checksum mismatch");
+    corrupt_shard("c_magic", 0, 'D' ^ 'X', -1, 0, "not a state file (bad magic)");
+    corrupt_shard("c_trunc", -1, 0, 64 + 1000, 0, "truncated (expected");
+    corrupt_shard("c_trunc_header", -1, 0, 10, 0, "truncated header (10 of 64 bytes)");
+    corrupt_shard("c_append", -1, 0, -1, 1, "wrong size (expected");
+    corrupt_index("i_count", "s1.bin 1", "s1.bin 2", "shards hold 4 records, the index says 3");
+    corrupt_index("i_total", "records 3", "records 4", "shards hold 3 records, the index says 4");
+    corrupt_index("i_shard_count", "records 3\n", "records 3\nx\n", "index.txt:9: expected 'labels VALUE'");
+    corrupt_index("i_magic", "dreamstate-states 1", "dreamstate-states 2", "index.txt:1: expected 'dreamstate-states 1'");
+    corrupt_index("i_missing", "s1.bin", "s9.bin", "s9.bin: cannot open");
+    corrupt_index("i_model", "Dw=", "Dw=1", "made by model 'rwkv7 L=2 C=128");
+    corrupt_index("i_shape", "C=128 H=2", "C=192 H=3", "differs from the index's L=2 C=192");
+    corrupt_index("i_labels", "label programmer\n", "", "index.txt:12: expected 'label VALUE'");
+    ds_rwkv7_state_destroy(&src);
+}
+
+/* ---------------------------------------------------------------- extract-states */
+
+static void make_checkpoint(const ds_rwkv7_dims *d, const char *path, ds_rwkv7 *m) {
+    ds_rwkv7_create(m, d);
+    ds_rwkv7_init_weights(m, 5);
+    /* noise on every parameter so that no state part is trivially zero */
+    for (int64_t i = 0; i < m->n_params; i++) m->params[i] += 0.05f * (float)ds_rng_normal(5, 999, i);
+    float *adam = ds_alloc(sizeof(float) * m->n_params);
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * (m->n_tensors + 2));
+    int n = ds_weights_ckpt_tensors(m, adam, adam, t);
+    char meta[512], err[DS_ERR_LEN];
+    ds_weights_ckpt_meta(d, 0, NULL, meta, sizeof meta);
+    CHECK(ds_ckpt_save(path, meta, n, t, err) == 0, "checkpoint save: %s", err);
+    ds_free(t);
+    ds_free(adam);
+}
+
+static ds_config extract_config(void) {
+    ds_config cfg;
+    ds_config_defaults(&cfg);
+    cfg.model.n_layer = 2;
+    cfg.model.n_embd = 128;
+    cfg.model.vocab_size = 256;
+    cfg.run.threads = 1;
+    strcpy(cfg.data.tokenizer, "byte");
+    return cfg;
+}
+
+/* In this process, its JSON summary line silenced. (Runs that use the model stay in this process:
+ * libgomp does not survive fork once its threads exist, so forked children only test refusals that
+ * happen before any model work.) */
+static int quiet_extract(const ds_config *cfg, const ds_extract_options *opt) {
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    int rc = ds_extract_states(cfg, opt);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved); close(devnull);
+    return rc;
+}
+
+typedef struct { ds_config cfg; ds_extract_options opt; } extract_args;
+static void child_extract(void *a) {
+    extract_args *e = a;
+    ds_extract_states(&e->cfg, &e->opt);
+}
+
+static void test_extract(void) {
+    ds_config cfg = extract_config();
+    ds_rwkv7_dims d = ds_train_model_dims(&cfg);
+    char ckpt[256], contexts[256], out[256], index[300];
+    tmp_path(ckpt, sizeof ckpt, "model.ckpt");
+    tmp_path(contexts, sizeof contexts, "ex.jsonl");
+    tmp_path(out, sizeof out, "ex_states");
+    ds_rwkv7 m;
+    make_checkpoint(&d, ckpt, &m);
+    const char *texts[] = {"Once upon a time there was a fox.", "int main(void) { return 0; }",
+                           "A", "The plan: step one, step two, step three, and then a long tail of further steps."};
+    const char *labels[] = {"story", "code", "story", "plan"};
+    ds_contexts_writer *w = ds_contexts_writer_open(contexts);
+    for (int i = 0; i < 4; i++) ds_contexts_writer_add(w, labels[i], texts[i], strlen(texts[i]), NULL);
+    ds_contexts_writer_commit(w);
+
+    const int max_tokens = 40;  /* the last context is longer: cut to its first 40 bytes */
+    ds_extract_options opt = {ckpt, contexts, out, NULL, max_tokens};
+    int rc = quiet_extract(&cfg, &opt);
+    CHECK(rc == 0, "extract-states returned %d", rc);
+    snprintf(index, sizeof index, "%s/index.txt", out);
+    ds_states *s = ds_states_open(index);
+    const ds_states_info *in = ds_states_get_info(s);
+    CHECK(in->n_records == 4 && in->n_labels == 3 && in->shape.cond_dim == 256 &&
+          in->shape.flags == (DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN) && in->max_tokens == max_tokens,
+          "extracted dataset: %lld records, %d labels", (long long)in->n_records, in->n_labels);
+
+    ds_rwkv7_state ref, injected;
+    ds_rwkv7_state_create(&ref, &d, 1);
+    ds_rwkv7_state_create(&injected, &d, 1);
+    ds_state_shape sh = in->shape;
+    float *packed = malloc(sizeof(float) * ds_state_floats(&sh));
+    const char *sorted[] = {"code", "plan", "story"};
+    for (int i = 0; i < 4 && i < in->n_records; i++) {
+        ds_state_record r = ds_states_record(s, i);
+        int T = (int)strlen(texts[i]) < max_tokens ? (int)strlen(texts[i]) : max_tokens;
+        int32_t tok[128];
+        for (int t = 0; t < T; t++) tok[t] = (unsigned char)texts[i][t];
+        ds_rwkv7_forward(&m, 1, T, tok, NULL, 1.0f, 0.0f, NULL, &ref, NULL);
+        ds_state_pack(&sh, &ref, 0, packed);
+        CHECK(r.context == i && strcmp(in->labels[r.label], labels[i]) == 0 && strcmp(in->labels[r.label], sorted[r.label]) == 0,
+              "record %d: context %d, label %s", i, r.context, in->labels[r.label]);
+        CHECK(memcmp(r.state, packed, sizeof(float) * ds_state_floats(&sh)) == 0,
+              "record %d: the state equals ds_rwkv7_forward's final state (T=%d)", i, T);
+        /* condition: emb row of the first token, and the float64 mean of the rows */
+        double err_first = 0, err_mean = 0;
+        for (int c = 0; c < 128; c++) {
+            double mean = 0;
+            for (int t = 0; t < T; t++) mean += m.w.emb[(int64_t)tok[t] * 128 + c];
+            mean /= T;
+            err_first = fmax(err_first, fabs(r.cond[c] - m.w.emb[(int64_t)tok[0] * 128 + c]));
+            err_mean = fmax(err_mean, fabs(r.cond[128 + c] - mean));
+        }
+        CHECK(err_first == 0 && err_mean < 1e-7, "record %d: condition errors %.3g (first token), %.3g (mean)", i,
+              err_first, err_mean);
+    }
+    /* Injection (dreamstate.md 2.7): the stored state of P, then Q from it, gives the logits of P||Q. */
+    {
+        const char *P = texts[0], *Q = " It ran into the woods.";
+        int nP = (int)strlen(P), nQ = (int)strlen(Q), V = 256;
+        int32_t all[128];
+        for (int t = 0; t < nP + nQ; t++) all[t] = (unsigned char)(t < nP ? P[t] : Q[t - nP]);
+        float *whole = malloc(sizeof(float) * (nP + nQ) * V), *cont = malloc(sizeof(float) * nQ * V);
+        ds_rwkv7_forward(&m, 1, nP + nQ, all, NULL, 1.0f, 0.0f, NULL, NULL, whole);
+        ds_states_load_rwkv7(s, 0, &d, &injected);
+        ds_rwkv7_forward(&m, 1, nQ, all + nP, NULL, 1.0f, 0.0f, &injected, NULL, cont);
+        double err = test_rel_err(cont, whole + (int64_t)nP * V, (long)nQ * V);
+        CHECK(err < 1e-4, "injected state + Q = P||Q: logits rel err %.3g", err);
+        /* control: the same continuation from the zero state is far from it */
+        ds_rwkv7_forward(&m, 1, nQ, all + nP, NULL, 1.0f, 0.0f, NULL, NULL, cont);
+        double far = test_rel_err(cont, whole + (int64_t)nP * V, (long)nQ * V);
+        CHECK(far > 1e-2, "control: Q from the zero state differs (rel err %.3g)", far);
+        free(whole); free(cont);
+    }
+    free(packed);
+    ds_rwkv7_state_destroy(&ref);
+    ds_rwkv7_state_destroy(&injected);
+
+    /* --labels-from: a held-out set uses the train set's ids; an unknown label is refused. */
+    char held[256], out2[256], index2[300];
+    tmp_path(held, sizeof held, "ex_held.jsonl");
+    tmp_path(out2, sizeof out2, "ex_held_states");
+    w = ds_contexts_writer_open(held);
+    ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
+    ds_contexts_writer_commit(w);
+    ds_extract_options opt2 = {ckpt, held, out2, index, 64};
+    extract_args ea = {cfg, opt2};
+    CHECK(quiet_extract(&cfg, &opt2) == 0, "held-out extraction");
+    snprintf(index2, sizeof index2, "%s/index.txt", out2);
+    ds_states *s2 = ds_states_open(index2);
+    const ds_states_info *in2 = ds_states_get_info(s2);
+    CHECK(in2->n_labels == 3 && strcmp(in2->labels[2], "story") == 0 && ds_states_record(s2, 0).label == 2,
+          "--labels-from keeps the reference label ids");
+    ds_states_close(s2);
+    w = ds_contexts_writer_open(held);
+    ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
+    ds_contexts_writer_add(w, "poem", "Roses", 5, NULL);
+    ds_contexts_writer_commit(w);
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: unknown label 'poem' (known: code, plan, story)", held);
+    expect_bad_input(child_extract, &ea, want, "extract with an unknown label");
+
+    /* A checkpoint of another shape is refused before any work. */
+    w = ds_contexts_writer_open(held);
+    ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
+    ds_contexts_writer_commit(w);
+    ea.cfg.model.n_layer = 3;
+    expect_bad_input(child_extract, &ea, ckpt, "checkpoint of another shape");
+    ds_states_close(s);
+    ds_rwkv7_destroy(&m);
+}
+
+int main(void) {
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/ds_test_states_XXXXXX");
+    if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
+    ds_blas_init(1);
+    ds_kernels_init();
+    test_contexts_roundtrip();
+    test_contexts_errors();
+    test_unknown_label();
+    test_builder();
+    test_states_format();
+    test_extract();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
+    return test_summary("test_states");
+}
