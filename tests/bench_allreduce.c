@@ -1,11 +1,12 @@
 /* MPI allreduce throughput on this machine, for tests/bench.sh and to calibrate `dreamstate plan`.
+ * Every call is what the trainer's gradient sync does: in-place MPI_Iallreduce (sum), then wait.
  *   mpirun -np P bench_allreduce [BYTES...]
  *       per message size (default 8K 256K 8M 64M) and element type (fp32, fp64): one JSON line with the
- *       mean time of MPI_Allreduce(sum) (slowest rank) and the bus bandwidth 2(p-1)/p x bytes / time,
- *       the traffic per rank of a ring allreduce (the convention of nccl-tests).
+ *       mean and the best time of the slowest rank, and the bus bandwidth 2(p-1)/p x bytes / time of
+ *       each, the traffic per rank of a ring allreduce (the convention of nccl-tests).
  *   mpirun -np P bench_allreduce --buckets BYTES BUCKET fp32|fp64
- *       the trainer's gradient allreduce without the backward: BYTES in MPI_Iallreduce's of at most
- *       BUCKET bytes, all posted at once, then MPI_Waitall (what ds_grad_sync does when nothing overlaps).
+ *       the trainer's gradient allreduce without the backward: BYTES in buckets of at most BUCKET bytes,
+ *       all posted at once, then MPI_Waitall (what ds_grad_sync does when nothing overlaps).
  * Every rank runs the same reps (a collective cannot stop on one rank's clock). */
 #include <mpi.h>
 #include <stdint.h>
@@ -15,11 +16,13 @@
 
 static int rank, size;
 
-/* Mean seconds per call over reps after one warm-up call, of the slowest rank. */
-static double time_allreduce(void *buf, int64_t count, MPI_Datatype type, int64_t elem, int64_t bucket_bytes, int reps) {
+typedef struct { double mean, best; } timing;
+
+/* Seconds per call after one warm-up call, of the slowest rank: the mean and the fastest of reps. */
+static timing time_allreduce(void *buf, int64_t count, MPI_Datatype type, int64_t elem, int64_t bucket_bytes, int reps) {
     int64_t per = bucket_bytes / elem, n_buckets = (count + per - 1) / per;
     MPI_Request *req = malloc(sizeof(MPI_Request) * n_buckets);
-    double total = 0;
+    double total = 0, best = 1e30;
     for (int r = -1; r < reps; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
@@ -28,19 +31,23 @@ static double time_allreduce(void *buf, int64_t count, MPI_Datatype type, int64_
             MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + b * per * elem, (int)len, type, MPI_SUM, MPI_COMM_WORLD, &req[b]);
         }
         MPI_Waitall((int)n_buckets, req, MPI_STATUSES_IGNORE);
-        if (r >= 0) total += MPI_Wtime() - t0;
+        double dt = MPI_Wtime() - t0;
+        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        if (r >= 0) {
+            total += dt;
+            if (dt < best) best = dt;
+        }
     }
     free(req);
-    double slowest;
-    MPI_Allreduce(&total, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    return slowest / reps;
+    return (timing){total / reps, best};
 }
 
-static void report(const char *kind, int64_t bytes, int64_t bucket, double t) {
+static void report(const char *kind, int64_t bytes, int64_t bucket, timing t) {
     if (rank != 0) return;
-    double busbw = size > 1 ? 2.0 * (size - 1) / size * bytes / t : 0.0;
-    printf("{\"ranks\":%d,\"type\":\"%s\",\"bytes\":%lld,\"bucket_bytes\":%lld,\"seconds\":%.6g,\"busbw_gbps\":%.4g}\n",
-           size, kind, (long long)bytes, (long long)bucket, t, busbw * 1e-9);
+    double traffic = size > 1 ? 2.0 * (size - 1) / size * bytes : 0.0;
+    printf("{\"ranks\":%d,\"type\":\"%s\",\"bytes\":%lld,\"bucket_bytes\":%lld,\"seconds\":%.6g,\"best_seconds\":%.6g,"
+           "\"busbw_gbps\":%.4g,\"best_busbw_gbps\":%.4g}\n",
+           size, kind, (long long)bytes, (long long)bucket, t.mean, t.best, traffic / t.mean * 1e-9, traffic / t.best * 1e-9);
     fflush(stdout);
 }
 

@@ -26,6 +26,7 @@ bad_args=(
   "configs/tiny.yaml --nodes 1.5"
   "configs/tiny.yaml --nodes"
   "configs/tiny.yaml --nodes 1 --ranks-per-node 0"
+  "configs/tiny.yaml --nodes 1000 --ranks-per-node 1001"
   "configs/tiny.yaml --nodes 1 --threads -1"
   "configs/tiny.yaml --nodes 1 --bandwidth 0"
   "configs/tiny.yaml --nodes 1 --bandwidth fast"

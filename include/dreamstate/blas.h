@@ -4,7 +4,8 @@
 #ifndef DREAMSTATE_BLAS_H
 #define DREAMSTATE_BLAS_H
 
-/* threads <= 0: keep BLIS_NUM_THREADS / OMP_NUM_THREADS or use all cores. Returns the arch name. */
+/* threads <= 0: keep BLIS_NUM_THREADS / OMP_NUM_THREADS or use all cores. Sets both BLIS's and
+ * OpenMP's thread count. Returns the arch name. */
 const char *ds_blas_init(int threads);
 int ds_blas_threads(void);
 

@@ -3,6 +3,7 @@
 #include "dreamstate/kernels.h"
 
 #include <blis.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@ const char *ds_blas_init(int threads) {
     }
     blas_threads = threads;
     bli_thread_set_num_threads(threads);
+    omp_set_num_threads(threads);  /* the kernels' OpenMP loops use the same budget */
     return bli_arch_string(bli_arch_query_id());
 }
 

@@ -25,9 +25,10 @@
 #define DEFAULT_NS_RESET 0.4
 #define DEFAULT_NS_CONVERT 0.45
 #define DEFAULT_NS_OPTIMIZER 0.95
-/* Links: shared memory on that machine with the trainer's pattern (all 8 MiB MPI_Iallreduce buckets in
- * flight, `make bench`); between nodes a typical 100 Gb/s InfiniBand or Ethernet fabric. */
-#define DEFAULT_INTRA_GBPS 2.0
+/* Links: shared memory on that machine (`make bench`: 8-64 MB in-place MPI_Iallreduce with glibc's
+ * malloc thresholds fixed; 1-2.5 GB/s between runs); between nodes a typical 100 Gb/s InfiniBand or
+ * Ethernet fabric. */
+#define DEFAULT_INTRA_GBPS 1.5
 #define DEFAULT_INTRA_LATENCY_US 3.0
 #define DEFAULT_INTER_GBPS 10.0
 #define DEFAULT_INTER_LATENCY_US 5.0
@@ -167,7 +168,7 @@ static int64_t bucket_len(int64_t n, int64_t bucket_bytes, int elem, int zero1, 
 /* The trainer's micro-batch on p ranks, or 0 when the batch does not split over them. */
 static int micro_batch_for(int batch_size, int micro_batch, int p) {
     int micro = micro_batch ? micro_batch : batch_size / p;
-    return micro >= 1 && batch_size % (p * micro) == 0 ? micro : 0;
+    return micro >= 1 && batch_size % ((int64_t)p * micro) == 0 ? micro : 0;
 }
 
 /* The link a ring over these ranks runs at: its slowest. */
@@ -268,7 +269,7 @@ static const char *help_text =
     "                        minute; allocates two layers of the model) instead of the defaults\n"
     "  --bandwidth, --latency          inter-node allreduce bus bandwidth (GB/s) and per-step latency (us);\n"
     "                                  default 10 GB/s, 5 us (100 Gb/s InfiniBand / Ethernet)\n"
-    "  --intra-bandwidth, --intra-latency  the same within a node (shared memory); default 2.0 GB/s, 3 us\n"
+    "  --intra-bandwidth, --intra-latency  the same within a node (shared memory); default 1.5 GB/s, 3 us\n"
     "                                  (measured on the 2-core dev machine: run `make bench` on yours)\n"
     "  --node-memory GB      memory per node for the fits column (default: this machine's)\n"
     "  --json                one JSON object instead of the table\n"
@@ -292,11 +293,13 @@ static const char *help_text =
     "    shared the same way after the update (not overlapped).\n"
     "  - overlap: buckets leave as backward finishes them (head, layers last to first, embedding last);\n"
     "    exposed = communication still running when backward ends. This assumes MPI progresses\n"
-    "    transfers during compute; `make bench` measures what a real run hides.\n"
+    "    transfers during compute; Open MPI does so only inside MPI calls, and over shared memory the\n"
+    "    copies need the computing cores: on the 2-core dev machine 2 ranks hid 46% of the allreduce\n"
+    "    where this model says 70% (`make bench`). exposed s is a lower bound, comm s the upper one.\n"
     "  - not counted: evaluation, checkpoints, data loading, start-up, the few 8-byte allreduces.\n"
     "  - memory of rank 0: params 4 + grads 4 + fp64 accumulator 8 (fp64) + AdamW 8 bytes per owned\n"
     "    param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints) +\n"
-    "    activations of one micro-batch + 0.15 GB runtime; fits = the node's ranks within --node-memory.\n";
+    "    activations of one micro-batch + 0.1 GB runtime; fits = the node's ranks within --node-memory.\n";
 
 static double parse_number(const char *flag, const char *s, double min, int exclusive) {
     char *end;
@@ -396,6 +399,9 @@ int ds_plan_main(int argc, char **argv) {
     }
     if (!config) ds_die(DS_EXIT_BAD_INPUT, "plan: missing CONFIG (see --help)");
     if (n_nodes == 0) ds_die(DS_EXIT_BAD_INPUT, "plan: missing --nodes (see --help)");
+    for (int i = 0; i < n_nodes; i++)
+        if ((int64_t)nodes[i] * rpn > 1000000)
+            ds_die(DS_EXIT_BAD_INPUT, "plan: %d nodes x %d ranks per node: more than 1000000 ranks", nodes[i], rpn);
     ds_config cfg;
     ds_config_load(&cfg, config, n_sets, sets);
     ds_free(sets);
@@ -423,6 +429,12 @@ int ds_plan_main(int argc, char **argv) {
             if (m && (micro == 0 || m < micro)) micro = m;
         }
         if (micro == 0) micro = 1;
+        /* and small enough that two layers of the model fit in half of this machine's memory */
+        ds_rwkv7_dims two = *d;
+        two.n_layer = 2;
+        while (micro > 1 && 4.0 * ds_rwkv7_activation_floats(&two, micro, T) + 8.0 * ds_plan_n_params(&two) >
+                                0.5 * machine_memory_bytes())
+            micro /= 2;
         if (threads > cores)
             ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
         ds_log("plan: measuring %s at micro-batch %d x %d with %d thread(s)...", config, micro, T, threads);
@@ -452,8 +464,8 @@ int ds_plan_main(int argc, char **argv) {
     } else {
         printf("dreamstate plan: %s: RWKV-7 L%d C%d V%d, %.2fM parameters, %.3g GFLOP/token (forward + backward)\n",
                cfg.source, d->n_layer, d->n_embd, d->vocab_size, n / 1e6, flops_tok * 1e-9);
-        printf("  batch %d x %d = %d tokens/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n",
-               job.batch_size, T, job.batch_size * T, cfg.train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
+        printf("  batch %d x %d = %.0f tokens/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n",
+               job.batch_size, T, (double)job.batch_size * T, cfg.train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
                job.zero_stage);
         printf("  compute: %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, reset %.2f, convert %.2f, "
                "optimizer %.2f\n", rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,
