@@ -3,9 +3,14 @@
 #ifndef DREAMSTATE_TEST_H
 #define DREAMSTATE_TEST_H
 
+#include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int test_passed, test_failed;
 
@@ -30,6 +35,41 @@ static inline double test_rel_err(const float *a, const float *b, long n) {
         if (fabs(b[i]) > den) den = fabs(b[i]);
     }
     return num / den;
+}
+
+/* Runs fn(arg) in a child process (for code that exits, like ds_die); returns its exit code and what
+ * it wrote to stderr. */
+static inline int test_run_in_child(void (*fn)(void *), void *arg, char *err, size_t err_len) {
+    fflush(stdout); fflush(stderr);
+    char name[] = "/tmp/ds_test_stderr_XXXXXX";
+    int fd = mkstemp(name);
+    unlink(name);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        fn(arg);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, err, err_len - 1);
+    err[n > 0 ? n : 0] = 0;
+    close(fd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* One tensor of the "DSDUMP01" files the PyTorch reference tests read (tests/ref/dump.py):
+ * u32 name length, name, u32 ndim, i64 shape[ndim], u32 dtype (0 f32, 1 i32), data. */
+static inline void test_dump_tensor(FILE *f, const char *name, int ndim, const int64_t *shape, int dtype,
+                                    const void *data) {
+    uint32_t len = (uint32_t)strlen(name), nd = (uint32_t)ndim, dt = (uint32_t)dtype;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    fwrite(&len, 4, 1, f); fwrite(name, 1, len, f); fwrite(&nd, 4, 1, f);
+    fwrite(shape, 8, ndim, f); fwrite(&dt, 4, 1, f); fwrite(data, 4, numel, f);
 }
 
 static inline int test_summary(const char *name) {

@@ -57,28 +57,6 @@ static int files_equal(const char *a, const char *b) {
     return eq;
 }
 
-/* Runs fn(arg) in a child process; returns its exit code and what it wrote to stderr. */
-static int run_in_child(void (*fn)(void *), void *arg, char *err, size_t err_len) {
-    fflush(stdout); fflush(stderr);
-    char name[] = "/tmp/ds_test_stderr_XXXXXX";
-    int fd = mkstemp(name);
-    unlink(name);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        fn(arg);
-        _exit(0);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, err, err_len - 1);
-    err[n > 0 ? n : 0] = 0;
-    close(fd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void child_open_dataset(void *path) { ds_dataset_close(ds_dataset_open(path)); }
 static void child_open_world(void *path) { ds_tokenizer_free(ds_tokenizer_open("world", path)); }
@@ -89,7 +67,7 @@ static void child_prepare(void *a) { ds_prepare_data_main(((args *)a)->argc, ((a
 /* Expects `fn(arg)` to die with exit code `code` and `reason` in its one-line message. */
 static void expect_death(void (*fn)(void *), void *arg, int code, const char *reason, const char *what) {
     char err[2048];
-    int rc = run_in_child(fn, arg, err, sizeof err);
+    int rc = test_run_in_child(fn, arg, err, sizeof err);
     size_t len = strlen(err);
     int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
     CHECK(rc == code && strstr(err, reason) && one_line, "%s: want exit %d with '%s', got exit %d: %s", what, code,
@@ -612,7 +590,7 @@ static void test_prepare_data(void) {
     char *help[] = {"prepare-data", "--help"};
     args ha = {2, help};
     char err[256];
-    CHECK(run_in_child(child_prepare, &ha, err, sizeof err) == 0 && err[0] == 0, "prepare-data --help exits 0");
+    CHECK(test_run_in_child(child_prepare, &ha, err, sizeof err) == 0 && err[0] == 0, "prepare-data --help exits 0");
 }
 
 /* ---------------------------------------------------------------- default corpus */

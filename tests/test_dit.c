@@ -64,14 +64,6 @@ static void free_batch(batch *bt) {
 
 /* ---------------------------------------------------------------- dump for the PyTorch reference */
 
-static void dump_tensor(FILE *f, const char *name, int ndim, const int64_t *shape, int dtype, const void *data) {
-    uint32_t len = (uint32_t)strlen(name), nd = (uint32_t)ndim, dt = (uint32_t)dtype;
-    int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= shape[i];
-    fwrite(&len, 4, 1, f); fwrite(name, 1, len, f); fwrite(&nd, 4, 1, f);
-    fwrite(shape, 8, ndim, f); fwrite(&dt, 4, 1, f); fwrite(data, 4, numel, f);
-}
-
 static int dump_mode(int argc, char **argv) {
     if (argc != 13) {
         fprintf(stderr, "usage: test_dit --dump FILE C I P D DEPTH HEADS K COND B SEED\n");
@@ -101,22 +93,22 @@ static int dump_mode(int argc, char **argv) {
     for (int b = 0; b < B; b++) vec_null[b] = bt.vec_null[b];
     int64_t s10[1] = {10}, sB[1] = {B}, sX[4] = {B, d.in_channels, d.input_size, d.input_size}, s1[1] = {1};
     int64_t sV[2] = {B, d.cond_dim > 0 ? d.cond_dim : 1};
-    dump_tensor(f, "dims", 1, s10, 1, dims);
-    dump_tensor(f, "x_t", 4, sX, 0, bt.x);
-    dump_tensor(f, "t", 1, sB, 1, bt.t);
-    dump_tensor(f, "labels", 1, sB, 1, bt.labels);
-    dump_tensor(f, "vec", 2, sV, 0, bt.vec);
-    dump_tensor(f, "vec_null", 1, sB, 1, vec_null);
-    dump_tensor(f, "noise", 4, sX, 0, bt.noise);
-    dump_tensor(f, "loss", 1, s1, 0, &loss);
-    dump_tensor(f, "eps", 4, sX, 0, eps);
-    dump_tensor(f, "dx", 4, sX, 0, dx);
+    test_dump_tensor(f, "dims", 1, s10, 1, dims);
+    test_dump_tensor(f, "x_t", 4, sX, 0, bt.x);
+    test_dump_tensor(f, "t", 1, sB, 1, bt.t);
+    test_dump_tensor(f, "labels", 1, sB, 1, bt.labels);
+    test_dump_tensor(f, "vec", 2, sV, 0, bt.vec);
+    test_dump_tensor(f, "vec_null", 1, sB, 1, vec_null);
+    test_dump_tensor(f, "noise", 4, sX, 0, bt.noise);
+    test_dump_tensor(f, "loss", 1, s1, 0, &loss);
+    test_dump_tensor(f, "eps", 4, sX, 0, eps);
+    test_dump_tensor(f, "dx", 4, sX, 0, dx);
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
         const ds_dit_tensor *t = &m.tensors[i];
-        dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
+        test_dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
         snprintf(name, sizeof name, "grad.%s", t->name);
-        dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
+        test_dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
     }
     uint32_t end = 0;
     fwrite(&end, 4, 1, f);

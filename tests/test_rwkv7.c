@@ -24,14 +24,6 @@ static void random_tokens(int32_t *x, int64_t n, int V, uint64_t seed, uint64_t 
     for (int64_t i = 0; i < n; i++) x[i] = (int32_t)(ds_rng_u64(seed, stream, i) % V);
 }
 
-static void dump_tensor(FILE *f, const char *name, int ndim, const int64_t *shape, int dtype, const void *data) {
-    uint32_t len = (uint32_t)strlen(name), nd = (uint32_t)ndim, dt = (uint32_t)dtype;
-    int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= shape[i];
-    fwrite(&len, 4, 1, f); fwrite(name, 1, len, f); fwrite(&nd, 4, 1, f);
-    fwrite(shape, 8, ndim, f); fwrite(&dt, 4, 1, f); fwrite(data, 4, numel, f);
-}
-
 static int dump_mode(int argc, char **argv) {
     if (argc != 9) { fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED\n"); return 2; }
     int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
@@ -53,17 +45,17 @@ static int dump_mode(int argc, char **argv) {
     int32_t dims32[7];
     for (int i = 0; i < 7; i++) dims32[i] = (int32_t)dims[i];
     int64_t s7[1] = {7}, sBT[2] = {B, T}, sL[3] = {B, T, V}, s1[1] = {1};
-    dump_tensor(f, "dims", 1, s7, 1, dims32);
-    dump_tensor(f, "tokens", 2, sBT, 1, tok);
-    dump_tensor(f, "targets", 2, sBT, 1, tgt);
-    dump_tensor(f, "loss", 1, s1, 0, &loss);
-    dump_tensor(f, "logits", 3, sL, 0, logits);
+    test_dump_tensor(f, "dims", 1, s7, 1, dims32);
+    test_dump_tensor(f, "tokens", 2, sBT, 1, tok);
+    test_dump_tensor(f, "targets", 2, sBT, 1, tgt);
+    test_dump_tensor(f, "loss", 1, s1, 0, &loss);
+    test_dump_tensor(f, "logits", 3, sL, 0, logits);
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
         const ds_rwkv7_tensor *t = &m.tensors[i];
-        dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
+        test_dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
         snprintf(name, sizeof name, "grad.%s", t->name);
-        dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
+        test_dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
     }
     uint32_t end = 0;
     fwrite(&end, 4, 1, f);

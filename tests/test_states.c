@@ -45,33 +45,11 @@ static void write_file(const char *path, const void *data, size_t len) {
 
 static void tmp_path(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", tmp_root, name); }
 
-/* Runs fn(arg) in a child process; returns its exit code and what it wrote to stderr. */
-static int run_in_child(void (*fn)(void *), void *arg, char *err, size_t err_len) {
-    fflush(stdout); fflush(stderr);
-    char name[] = "/tmp/ds_test_stderr_XXXXXX";
-    int fd = mkstemp(name);
-    unlink(name);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        fn(arg);
-        _exit(0);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n = read(fd, err, err_len - 1);
-    err[n > 0 ? n : 0] = 0;
-    close(fd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 /* Expects fn(arg) to exit with code 2 and `reason` in a one-line message. */
 static void expect_bad_input(void (*fn)(void *), void *arg, const char *reason, const char *what) {
     char err[2048];
-    int rc = run_in_child(fn, arg, err, sizeof err);
+    int rc = test_run_in_child(fn, arg, err, sizeof err);
     size_t len = strlen(err);
     int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
     CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, reason) && one_line, "%s: want exit 2 with '%s', got exit %d: %s",
@@ -170,7 +148,7 @@ static void test_contexts_errors(void) {
         write_file(path, file, strlen(file));
         snprintf(want, sizeof want, "%s:2: ", path);
         char err[2048];
-        int rc = run_in_child(child_load_contexts, path, err, sizeof err);
+        int rc = test_run_in_child(child_load_contexts, path, err, sizeof err);
         CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, want) && strstr(err, cases[i].reason),
               "case %zu: want exit 2 with '%s%s', got %d: %s", i, want, cases[i].reason, rc, err);
     }

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from dump import read_dump, rel  # noqa: E402
 import dit_torch  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -18,24 +19,6 @@ TOL = 1e-4
 INPUTS = ('dims', 'x_t', 't', 'labels', 'vec', 'vec_null', 'noise', 'loss', 'eps', 'dx')
 
 
-def read_dump(path):
-    out = {}
-    with open(path, 'rb') as f:
-        assert f.read(8) == b'DSDUMP01'
-        while True:
-            n = int(np.frombuffer(f.read(4), np.uint32)[0])
-            if n == 0:
-                return out
-            name = f.read(n).decode()
-            nd = int(np.frombuffer(f.read(4), np.uint32)[0])
-            shape = tuple(np.frombuffer(f.read(8 * nd), np.int64))
-            dt = np.float32 if int(np.frombuffer(f.read(4), np.uint32)[0]) == 0 else np.int32
-            count = int(np.prod(shape)) if shape else 1
-            out[name] = np.frombuffer(f.read(4 * count), dt).reshape(shape)
-
-
-def rel(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
 def check(C, I, p, D, depth, heads, K, E, B, seed):
