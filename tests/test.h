@@ -61,6 +61,35 @@ static inline int test_run_in_child(void (*fn)(void *), void *arg, char *err, si
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Exit code of fn() run in a child process (stderr discarded). */
+typedef struct { void (*fn)(void); } test_thunk;
+static inline void test_thunk_call(void *arg) { ((test_thunk *)arg)->fn(); }
+static inline int test_exit_code(void (*fn)(void)) {
+    char err[512];
+    test_thunk thunk = {fn};
+    return test_run_in_child(test_thunk_call, &thunk, err, sizeof err);
+}
+
+/* Whole file, NUL-terminated (not counted in *len); NULL if it cannot be opened. */
+static inline uint8_t *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n + 1);
+    *len = fread(buf, 1, n, f);
+    buf[*len] = 0;
+    fclose(f);
+    return buf;
+}
+
+static inline void test_write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, len, f);
+    fclose(f);
+}
+
 /* One tensor of the "DSDUMP01" files the PyTorch reference tests read (tests/ref/dump.py):
  * u32 name length, name, u32 ndim, i64 shape[ndim], u32 dtype (0 f32, 1 i32), data. */
 static inline void test_dump_tensor(FILE *f, const char *name, int ndim, const int64_t *shape, int dtype,

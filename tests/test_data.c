@@ -19,24 +19,6 @@ static char vocab_path[4200];
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n + 1);
-    *len = fread(buf, 1, n, f);
-    fclose(f);
-    return buf;
-}
-
-static void write_file(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    fwrite(data, 1, len, f);
-    fclose(f);
-}
-
 static uint8_t *read_command(const char *cmd, size_t *len) {
     FILE *p = popen(cmd, "r");
     size_t cap = 1 << 20, n = 0, got;
@@ -51,7 +33,7 @@ static uint8_t *read_command(const char *cmd, size_t *len) {
 
 static int files_equal(const char *a, const char *b) {
     size_t na = 0, nb = 0;
-    uint8_t *x = read_file(a, &na), *y = read_file(b, &nb);
+    uint8_t *x = test_read_file(a, &na), *y = test_read_file(b, &nb);
     int eq = x && y && na == nb && memcmp(x, y, na) == 0;
     free(x); free(y);
     return eq;
@@ -141,7 +123,7 @@ static void test_small_vocab(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(path, sizeof path, "%s/bad_vocab_%zu.txt", tmp_root, i);
-        write_file(path, bad[i].text, strlen(bad[i].text));
+        test_write_file(path, bad[i].text, strlen(bad[i].text));
         char reason[256];
         snprintf(reason, sizeof reason, "%s%s", path, bad[i].reason);
         expect_death(child_open_world, path, DS_EXIT_BAD_INPUT, reason, "malformed vocab");
@@ -304,17 +286,17 @@ static void corrupt_and_expect(const char *good, const char *name, long offset, 
     char path[256];
     snprintf(path, sizeof path, "%s/%s", tmp_root, name);
     size_t len;
-    uint8_t *data = read_file(good, &len);
+    uint8_t *data = test_read_file(good, &len);
     if (offset >= 0) data[offset] ^= (uint8_t)flip;
     if (truncate_to >= 0) len = (size_t)truncate_to;
-    write_file(path, data, len);
+    test_write_file(path, data, len);
     char why[256];
     CHECK(ds_shard_check(path, why, sizeof why) == -1 && strstr(why, reason), "%s: ds_shard_check says '%s'", name, why);
     char want[512];
     snprintf(want, sizeof want, "%s: %s", path, reason);
     expect_death(child_open_dataset, path, DS_EXIT_BAD_INPUT, want, name);
     size_t after_len;
-    uint8_t *after = read_file(path, &after_len);
+    uint8_t *after = test_read_file(path, &after_len);
     CHECK(after && after_len == len && memcmp(after, data, len) == 0, "%s: file left unchanged", name);
     free(after); free(data);
 }
@@ -328,7 +310,7 @@ static void test_shards(void) {
     write_shard(path, 100000, 40, 2);
     check_stream(path, 100000, 40, 2, "uint32");
     size_t len;
-    uint8_t *wide = read_file(path, &len);
+    uint8_t *wide = test_read_file(path, &len);
     uint32_t dtype;
     memcpy(&dtype, wide + 12, 4);
     CHECK(dtype == 2 && memcmp(wide, "DSTOKENS", 8) == 0, "vocab > 65536 uses uint32 ids");
@@ -344,7 +326,7 @@ static void test_shards(void) {
     CHECK(access(path, F_OK) != 0 && access(tmp, F_OK) == 0, "writer: nothing at the final path before commit");
     ds_shard_writer_commit(w);
     CHECK(access(tmp, F_OK) != 0, "writer: temp file gone after commit");
-    uint8_t *b = read_file(path, &len);
+    uint8_t *b = test_read_file(path, &len);
     uint32_t u32[4];
     uint64_t u64[2];
     uint16_t payload[5], want_payload[5] = {5, 299, 0, 7, 0};
@@ -379,7 +361,7 @@ static void test_shards(void) {
     snprintf(p3, sizeof p3, "%s/notes.txt", dir);
     write_shard(p2, 256, 7, 5);
     write_shard(p1, 256, 10, 4);
-    write_file(p3, "ignored", 7);
+    test_write_file(p3, "ignored", 7);
     uint64_t n1, n2;
     int32_t *s1 = expected_stream(256, 10, 4, &n1), *s2 = expected_stream(256, 7, 5, &n2);
     ds = ds_dataset_open(dir);
@@ -420,13 +402,13 @@ static void test_shards(void) {
                  "missing dataset");
 
     /* A header that is self-consistent (CRC recomputed) but from a future version. */
-    uint8_t *data = read_file(path, &len);
+    uint8_t *data = test_read_file(path, &len);
     uint32_t version = 2;
     memcpy(data + 8, &version, 4);
     uint32_t crc = ds_crc32c(0, data, 60);
     memcpy(data + 60, &crc, 4);
     snprintf(tmp, sizeof tmp, "%s/version2.bin", tmp_root);
-    write_file(tmp, data, len);
+    test_write_file(tmp, data, len);
     char want[400];
     snprintf(want, sizeof want, "%s: unsupported shard version 2 (this build reads version 1)", tmp);
     expect_death(child_open_dataset, tmp, DS_EXIT_BAD_INPUT, want, "future version");
@@ -488,7 +470,7 @@ static void test_prepare_data(void) {
         }
     }
     snprintf(path, sizeof path, "%s/.hidden.txt", in_dir);
-    write_file(path, "hidden\n", 7);
+    test_write_file(path, "hidden\n", 7);
     snprintf(path, sizeof path, "%s/d_link.txt", in_dir);
     snprintf(cmd, sizeof cmd, "%s/a.txt", in_dir);
     CHECK(symlink(cmd, path) == 0, "symlink");
@@ -549,7 +531,7 @@ static void test_prepare_data(void) {
         size_t m = ds_tokenizer_decode(tok, ids, n, dec, 16 * n);
         snprintf(path, sizeof path, "%s/a.txt", in_dir);
         size_t alen;
-        uint8_t *araw = read_file(path, &alen);
+        uint8_t *araw = test_read_file(path, &alen);
         CHECK(m > alen && memcmp(dec, araw, alen) == 0, "prepare-data world: first document decodes to a.txt");
         free(araw); free(dec); free(ids);
         ds_tokenizer_free(tok);
@@ -561,7 +543,7 @@ static void test_prepare_data(void) {
     snprintf(out5, sizeof out5, "%s/out5", tmp_root);
     char bad_gz[300];
     snprintf(bad_gz, sizeof bad_gz, "%s/bad.gz", tmp_root);
-    write_file(bad_gz, "this is not gzip data", 21);
+    test_write_file(bad_gz, "this is not gzip data", 21);
     char *a1[] = {"prepare-data", "--frobnicate", "--out", out5, in_dir};
     char *a2[] = {"prepare-data", in_dir};
     char *a3[] = {"prepare-data", "--valid-fraction", "1.5", "--out", out5, in_dir};
@@ -650,7 +632,7 @@ static void test_default_corpus(void) {
 static int encode_world_to_file(const char *vocab, const char *in, const char *out) {
     ds_tokenizer *tok = ds_tokenizer_open("world", vocab);
     size_t len;
-    uint8_t *text = read_file(in, &len);
+    uint8_t *text = test_read_file(in, &len);
     if (!text) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read", in);
     int32_t *ids = malloc((len + 1) * sizeof *ids);
     size_t n = ds_tokenizer_encode(tok, text, len, ids);

@@ -125,18 +125,6 @@ static void test_respacing(void) {
 }
 
 /* Bad input exits with code 2: respacing to one step, a step outside the process. */
-static int exit_code_of(void (*fn)(void)) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        freopen("/dev/null", "w", stderr);
-        fn();
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 static void respace_to_one(void) {
     ds_diffusion base, sp;
     ds_diffusion_create(&base, DS_SCHEDULE_LINEAR, 1000);
@@ -150,8 +138,8 @@ static void step_out_of_range(void) {
     ds_q_sample(&base, 1, 1, &t, &x, &x, &y);
 }
 static void test_bad_input(void) {
-    CHECK(exit_code_of(respace_to_one) == DS_EXIT_BAD_INPUT, "respace to K=1 exits with 2");
-    CHECK(exit_code_of(step_out_of_range) == DS_EXIT_BAD_INPUT, "step 1000 of a 1000-step process exits with 2");
+    CHECK(test_exit_code(respace_to_one) == DS_EXIT_BAD_INPUT, "respace to K=1 exits with 2");
+    CHECK(test_exit_code(step_out_of_range) == DS_EXIT_BAD_INPUT, "step 1000 of a 1000-step process exits with 2");
 }
 
 static float *normal(int64_t n, uint64_t stream) {

@@ -342,18 +342,6 @@ static void test_directional_derivatives(void) {
 
 /* ---------------------------------------------------------------- bad input */
 
-static int exit_code_of(void (*fn)(void)) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        freopen("/dev/null", "w", stderr);
-        fn();
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 static void bad_patch(void) {
     ds_dit m;
     ds_dit_dims d = small;
@@ -377,9 +365,9 @@ static void missing_vec(void) {
     ds_dit_forward(&m, 2, bt.x, bt.t, &bt.cond, NULL, NULL);
 }
 static void test_bad_input(void) {
-    CHECK(exit_code_of(bad_patch) == DS_EXIT_BAD_INPUT, "patch 3 of size 16 exits with 2");
-    CHECK(exit_code_of(bad_label) == DS_EXIT_BAD_INPUT, "label K + 1 exits with 2");
-    CHECK(exit_code_of(missing_vec) == DS_EXIT_BAD_INPUT, "missing condition vector exits with 2");
+    CHECK(test_exit_code(bad_patch) == DS_EXIT_BAD_INPUT, "patch 3 of size 16 exits with 2");
+    CHECK(test_exit_code(bad_label) == DS_EXIT_BAD_INPUT, "label K + 1 exits with 2");
+    CHECK(test_exit_code(missing_vec) == DS_EXIT_BAD_INPUT, "missing condition vector exits with 2");
 }
 
 /* ---------------------------------------------------------------- overfit (issue 4, acceptance 2) */

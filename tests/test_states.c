@@ -24,25 +24,6 @@ static char tmp_root[64];
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint8_t *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n + 1);
-    *len = fread(buf, 1, n, f);
-    buf[*len] = 0;
-    fclose(f);
-    return buf;
-}
-
-static void write_file(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    fwrite(data, 1, len, f);
-    fclose(f);
-}
-
 static void tmp_path(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", tmp_root, name); }
 
 
@@ -106,7 +87,7 @@ static void test_contexts_roundtrip(void) {
     /* Escapes written by other tools: \u with surrogate pairs, \/, mixed key order, spaces, CRLF. */
     const char *other = "{ \"text\" : \"a\\u00e9\\ud83d\\ude00\\/\\u20ac\" , \"label\" : \"x\" }\r\n";
     tmp_path(path, sizeof path, "other.jsonl");
-    write_file(path, other, strlen(other));
+    test_write_file(path, other, strlen(other));
     c = ds_contexts_load(path, 0, NULL);
     const char want[] = "a\xc3\xa9\xf0\x9f\x98\x80/\xe2\x82\xac";
     CHECK(c->n == 1 && c->items[0].len == sizeof want - 1 && memcmp(c->items[0].text, want, sizeof want - 1) == 0,
@@ -145,7 +126,7 @@ static void test_contexts_errors(void) {
         snprintf(path, sizeof path, "%s/bad%zu.jsonl", tmp_root, i);
         snprintf(file, sizeof file, "{\"label\":\"ok\",\"text\":\"fine\"}\n%s\n{\"label\":\"ok\",\"text\":\"fine\"}\n",
                  cases[i].line);
-        write_file(path, file, strlen(file));
+        test_write_file(path, file, strlen(file));
         snprintf(want, sizeof want, "%s:2: ", path);
         char err[2048];
         int rc = test_run_in_child(child_load_contexts, path, err, sizeof err);
@@ -154,7 +135,7 @@ static void test_contexts_errors(void) {
     }
     char path[256];
     tmp_path(path, sizeof path, "empty.jsonl");
-    write_file(path, "", 0);
+    test_write_file(path, "", 0);
     expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
     tmp_path(path, sizeof path, "missing.jsonl");
     expect_bad_input(child_load_contexts, path, "cannot read", "missing file");
@@ -173,7 +154,7 @@ static void child_lookup(void *arg) {
 static void test_unknown_label(void) {
     tmp_path(unknown_label_path, sizeof unknown_label_path, "labels.jsonl");
     const char *text = "{\"label\":\"b\",\"text\":\"x\"}\n{\"label\":\"zebra\",\"text\":\"y\"}\n";
-    write_file(unknown_label_path, text, strlen(text));
+    test_write_file(unknown_label_path, text, strlen(text));
     char want[512];
     snprintf(want, sizeof want, "%s:2: unknown label 'zebra' (known: a, b, c)", unknown_label_path);
     expect_bad_input(child_load_with_labels, unknown_label_path, want, "unknown label in contexts");
@@ -206,7 +187,7 @@ static int text_from_doc(const ds_context *c) {
     char *hash = strrchr(path, '#');
     if (hash) *hash = 0;
     size_t len;
-    uint8_t *data = read_file(path, &len);
+    uint8_t *data = test_read_file(path, &len);
     if (!data) return 0;
     int found = 0;
     for (size_t i = 0; i + c->len <= len && !found; i++) found = memcmp(data + i, c->text, c->len) == 0;
@@ -226,7 +207,7 @@ static void test_builder(void) {
     run_builder(train2, held2, "7");
     run_builder(train3, held3, "8");
     size_t a_len, b_len, c_len;
-    uint8_t *a = read_file(train, &a_len), *b = read_file(train2, &b_len), *c3 = read_file(train3, &c_len);
+    uint8_t *a = test_read_file(train, &a_len), *b = test_read_file(train2, &b_len), *c3 = test_read_file(train3, &c_len);
     CHECK(a && b && a_len == b_len && memcmp(a, b, a_len) == 0, "same seed: identical output");
     CHECK(a && c3 && (a_len != c_len || memcmp(a, c3, a_len) != 0), "another seed: another selection");
     free(a); free(b); free(c3);
@@ -351,10 +332,10 @@ static void corrupt_shard(const char *name, long offset, int flip, long truncate
     snprintf(shard, sizeof shard, "%s/s0.bin", dir);
     snprintf(index, sizeof index, "%s/index.txt", dir);
     size_t len;
-    uint8_t *data = read_file(shard, &len);
+    uint8_t *data = test_read_file(shard, &len);
     if (offset >= 0) data[offset] ^= (uint8_t)flip;
     if (truncate_to >= 0) len = (size_t)truncate_to;
-    write_file(shard, data, len);
+    test_write_file(shard, data, len);
     if (append) { FILE *f = fopen(shard, "ab"); fputc('x', f); fclose(f); }
     char why[256];
     CHECK(ds_state_file_check(shard, why, sizeof why) == -1 && strstr(why, reason), "%s: check says '%s'", name, why);
@@ -371,12 +352,12 @@ static void corrupt_index(const char *name, const char *from, const char *to, co
     CHECK(system(cmd) == 0, "copy dataset");
     snprintf(index, sizeof index, "%s/index.txt", dir);
     size_t len;
-    char *text = (char *)read_file(index, &len), *at = strstr(text, from);
+    char *text = (char *)test_read_file(index, &len), *at = strstr(text, from);
     CHECK(at != NULL, "%s: '%s' in the index", name, from);
     if (!at) { free(text); return; }
     char out[4096];
     snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    write_file(index, out, strlen(out));
+    test_write_file(index, out, strlen(out));
     expect_bad_input(child_open_states, index, reason, name);
     free(text);
 }
@@ -410,7 +391,7 @@ static void test_states_format(void) {
 
     /* The header fields and the record layout at their documented offsets. */
     size_t len;
-    uint8_t *raw = read_file(good_shard0, &len);
+    uint8_t *raw = test_read_file(good_shard0, &len);
     int64_t rb = 8 + 4 * (cond_dim + 2 * (2 * 128 + 2 * 64 * 64));
     CHECK(memcmp(raw, "DSSTATES", 8) == 0 && u32_at(raw + 8) == 1 && u32_at(raw + 12) == 2 && u32_at(raw + 16) == 128 &&
           u32_at(raw + 20) == 2 && u32_at(raw + 24) == 64 && u32_at(raw + 28) == 256 && u32_at(raw + 32) == 3 &&
