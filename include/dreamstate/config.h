@@ -6,6 +6,7 @@
 #define DREAMSTATE_CONFIG_H
 
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #define DS_PATH_MAX 1024
@@ -63,6 +64,44 @@ typedef struct ds_checkpoint_config {
     char resume[16];           /* "auto" (default: resume from the newest valid one) or "never" */
 } ds_checkpoint_config;
 
+/* The Diffusion Transformer of either part (state DiT, parameter DiT); dreamstate.md 4. */
+typedef struct ds_dit_config {
+    int hidden;                /* d, a multiple of heads and of 4; default 64 */
+    int depth;                 /* DiT blocks, default 2 */
+    int heads;                 /* default 2 */
+    int patch_size;            /* p, divides 64; default 8 (T = 64 tokens) */
+    int mlp_ratio;             /* default 4 */
+} ds_dit_config;
+
+/* Part A: the state-diffusion task (dreamstate.md 2). */
+typedef struct ds_diffusion_config {
+    char states[DS_PATH_MAX];        /* train state-dataset index (extract-states), required */
+    char states_valid[DS_PATH_MAX];  /* held-out index for the denoising loss; "" = none */
+    char layers[64];                 /* "last" (default), "all", or a list "0,3" of RWKV-7 layers */
+    char condition[16];              /* "label" (default), "first_token", "mean_token" */
+    char schedule[8];                /* "linear" (default) or "cosine" */
+    double p_uncond;                 /* condition dropout for classifier-free guidance, 0.1 */
+    double ema;                      /* EMA decay of the weights used for sampling/eval, 0.999 */
+} ds_diffusion_config;
+
+/* Part B: the hybrid task (dreamstate.md 3). */
+typedef struct ds_hybrid_config {
+    char init[DS_PATH_MAX];          /* RWKV-7 weights to start from (.ckpt or .safetensors), required */
+    char layers[64];                 /* targeted layers: "last" (default), "all", or a list "0,3" */
+    char matrices[4];                /* generated time-mix matrices: "rkv" (default), "r", "kv", ... */
+    char param[8];                   /* "full" (A1, default) or "lowrank" (A2) */
+    int rank;                        /* r of the low-rank variant, default 32 */
+    char condition[16];              /* "first_token" (default) or "mean_prefix" */
+    int prefix;                      /* P: the LM loss is scored from position P; mean_prefix pools tokens < P */
+    char alpha[8];                   /* "learned" (default) or "fixed" */
+    double alpha_init;               /* alpha at the start (learned) or throughout (fixed), 0.9 */
+    double alpha_lr_scale;           /* lr multiplier of the alpha logits, 10 */
+    double lambda_lm, lambda_pd;     /* loss weights, 1 and 0.1 */
+    int t_star;                      /* step of the one-step generation path, 199 */
+    int train_static;                /* 1: static RWKV-7 weights train too; 0 (default): frozen */
+    int64_t lm_warmup_steps;         /* first steps with lambda_lm = 0 (diffusion only), default 0 */
+} ds_hybrid_config;
+
 typedef struct ds_config {
     char source[DS_PATH_MAX];  /* the file it was read from */
     ds_run_config run;
@@ -71,7 +110,15 @@ typedef struct ds_config {
     ds_train_config train;
     ds_optim_config optim;
     ds_checkpoint_config checkpoint;
+    ds_dit_config dit;
+    ds_diffusion_config diffusion;
+    ds_hybrid_config hybrid;
 } ds_config;
+
+/* Parses a layer list ("last", "all", or comma-separated indices "0,3") for a model of n_layer layers:
+ * fills out (room for n_layer entries, ascending, distinct) and returns the count, or -1 with the
+ * reason in why. */
+int ds_config_parse_layers(const char *text, int n_layer, int *out, char *why, size_t why_len);
 
 /* Fills defaults, parses `path`, applies the n_overrides "section.key=value" strings in order,
  * then validates (ranges and cross-field rules, e.g. n_embd % head_size) and resolves derived

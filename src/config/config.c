@@ -122,10 +122,63 @@ static const config_key config_keys[] = {
     {KEY(checkpoint, keep), .type = KEY_INT, .def = "3", .min = 1, .max = INT_MAX, .help = "newest checkpoints kept"},
     {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never",
      .help = "auto: resume from the newest valid checkpoint; never: always start fresh"},
+
+    {KEY(dit, hidden), .type = KEY_INT, .def = "64", .min = 4, .max = 65536,
+     .help = "DiT width d (a multiple of dit.heads and of 4)"},
+    {KEY(dit, depth), .type = KEY_INT, .def = "2", .min = 0, .max = 1024, .help = "DiT blocks"},
+    {KEY(dit, heads), .type = KEY_INT, .def = "2", .min = 1, .max = 1024, .help = "DiT attention heads"},
+    {KEY(dit, patch_size), .type = KEY_INT, .def = "8", .min = 1, .max = 64,
+     .help = "DiT patch size p (divides 64): (64/p)^2 tokens"},
+    {KEY(dit, mlp_ratio), .type = KEY_INT, .def = "4", .min = 1, .max = 64, .help = "DiT MLP width / d"},
+
+    {KEY(diffusion, states), .type = KEY_STRING, .def = "",
+     .help = "train state-dataset index (extract-states --out DIR gives DIR/index.txt)"},
+    {KEY(diffusion, states_valid), .type = KEY_STRING, .def = "",
+     .help = "held-out state-dataset index for the denoising loss; empty = none"},
+    {KEY(diffusion, layers), .type = KEY_STRING, .def = "last", .flags = NON_EMPTY,
+     .help = "RWKV-7 layers whose WKV states are modelled: last, all, or a list like 0,3"},
+    {KEY(diffusion, condition), .type = KEY_ENUM, .def = "label", .choices = "label|first_token|mean_token",
+     .help = "what the state DiT is conditioned on"},
+    {KEY(diffusion, schedule), .type = KEY_ENUM, .def = "linear", .choices = "linear|cosine",
+     .help = "noise schedule over 1000 steps"},
+    {KEY(diffusion, p_uncond), .type = KEY_DOUBLE, .def = "0.1", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
+     .help = "probability of the null condition in training (classifier-free guidance)"},
+    {KEY(diffusion, ema), .type = KEY_DOUBLE, .def = "0.999", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
+     .help = "EMA decay of the weights used for sampling and evaluation"},
+
+    {KEY(hybrid, init), .type = KEY_STRING, .def = "",
+     .help = "RWKV-7 weights the hybrid starts from (.ckpt or .safetensors)"},
+    {KEY(hybrid, layers), .type = KEY_STRING, .def = "last", .flags = NON_EMPTY,
+     .help = "layers whose time-mix matrices are generated: last, all, or a list like 0,3"},
+    {KEY(hybrid, matrices), .type = KEY_ENUM, .def = "rkv", .choices = "rkv|r|k|v|rk|rv|kv",
+     .help = "which of W_r, W_k, W_v are generated"},
+    {KEY(hybrid, param), .type = KEY_ENUM, .def = "full", .choices = "full|lowrank",
+     .help = "generate full matrices (A1) or low-rank deltas (A2)"},
+    {KEY(hybrid, rank), .type = KEY_INT, .def = "32", .min = 1, .max = 65536, .help = "rank r of the lowrank variant"},
+    {KEY(hybrid, condition), .type = KEY_ENUM, .def = "first_token", .choices = "first_token|mean_prefix",
+     .help = "global-context condition: first-token embedding, or the mean embedding of the prefix"},
+    {KEY(hybrid, prefix), .type = KEY_INT, .def = "16", .min = 1, .max = 1 << 20,
+     .help = "P: the LM loss is scored from position P on; mean_prefix pools tokens < P"},
+    {KEY(hybrid, alpha), .type = KEY_ENUM, .def = "learned", .choices = "learned|fixed",
+     .help = "fusion coefficient alpha: learned (sigmoid of a logit per layer and matrix) or fixed"},
+    {KEY(hybrid, alpha_init), .type = KEY_DOUBLE, .def = "0.9", .min = 0, .max = 1,
+     .flags = MIN_EXCLUSIVE | MAX_EXCLUSIVE, .help = "alpha at the start (learned) or throughout (fixed)"},
+    {KEY(hybrid, alpha_lr_scale), .type = KEY_DOUBLE, .def = "10", .min = 0, .max = HUGE_VAL,
+     .help = "learning-rate multiplier of the alpha logits"},
+    {KEY(hybrid, lambda_lm), .type = KEY_DOUBLE, .def = "1", .min = 0, .max = HUGE_VAL, .help = "weight of L_LM"},
+    {KEY(hybrid, lambda_pd), .type = KEY_DOUBLE, .def = "0.1", .min = 0, .max = HUGE_VAL,
+     .help = "weight of L_param_diffusion"},
+    {KEY(hybrid, t_star), .type = KEY_INT, .def = "199", .min = 0, .max = 999,
+     .help = "diffusion step of the one-step generation path"},
+    {KEY(hybrid, train_static), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
+     .help = "1: the static RWKV-7 weights train too; 0: frozen"},
+    {KEY(hybrid, lm_warmup_steps), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
+     .help = "first steps trained on the diffusion loss only (lambda_lm = 0)"},
 };
 enum { N_KEYS = sizeof config_keys / sizeof config_keys[0] };
 
-static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint"};
+static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint",
+                                       "dit", "diffusion", "hybrid"};
 enum { N_SECTIONS = sizeof sections / sizeof sections[0] };
 
 /* Where each key's current value came from, for error messages: a file line, a --set argument
@@ -538,7 +591,23 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
     if (cfg->optim.lr_final > cfg->optim.lr)
         die_key(ctx, lr_final, "must be <= optim.lr (%g), got %g", cfg->optim.lr, cfg->optim.lr_final);
 
+    int dit_hidden = key_index("dit", "hidden"), dit_patch = key_index("dit", "patch_size");
+    if (cfg->dit.hidden % cfg->dit.heads != 0 || cfg->dit.hidden % 4 != 0)
+        die_key(ctx, dit_hidden, "must be a multiple of 4 and of dit.heads (%d), got %d", cfg->dit.heads, cfg->dit.hidden);
+    if (64 % cfg->dit.patch_size != 0)
+        die_key(ctx, dit_patch, "must divide the head size 64, got %d", cfg->dit.patch_size);
+
     char path[2 * DS_PATH_MAX], why[256];
+    int layers[1024];
+    const char *layer_keys[][2] = {{"diffusion", "layers"}, {"hybrid", "layers"}};
+    const char *layer_texts[] = {cfg->diffusion.layers, cfg->hybrid.layers};
+    for (int i = 0; i < 2; i++)
+        if (ds_config_parse_layers(layer_texts[i], cfg->model.n_layer, layers, why, sizeof why) < 0)
+            die_key(ctx, key_index(layer_keys[i][0], layer_keys[i][1]), "%s", why);
+    if (strcmp(cfg->run.task, "hybrid") == 0 && cfg->hybrid.prefix >= cfg->train.ctx_len)
+        die_key(ctx, key_index("hybrid", "prefix"), "must be below train.ctx_len (%d), got %d", cfg->train.ctx_len,
+                cfg->hybrid.prefix);
+
     if (!cfg->run.out_dir[0]) {
         snprintf(path, sizeof path, "runs/%s", cfg->run.name);
         if (set_value(cfg, &config_keys[out_dir], path, why, sizeof why) != 0) die_key(ctx, out_dir, "%s", why);
@@ -551,6 +620,32 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
 }
 
 /* ---- public API ---- */
+
+int ds_config_parse_layers(const char *text, int n_layer, int *out, char *why, size_t why_len) {
+    if (strcmp(text, "last") == 0) { out[0] = n_layer - 1; return 1; }
+    if (strcmp(text, "all") == 0) {
+        for (int l = 0; l < n_layer; l++) out[l] = l;
+        return n_layer;
+    }
+    int n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v < 0 || v >= n_layer) {
+            snprintf(why, why_len, "'%s' is not last, all or a list of layer indices below model.n_layer (%d)", text,
+                     n_layer);
+            return -1;
+        }
+        if (n > 0 && v <= out[n - 1]) {
+            snprintf(why, why_len, "'%s': list the layers in ascending order, each once", text);
+            return -1;
+        }
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) { snprintf(why, why_len, "empty layer list"); return -1; }
+    return n;
+}
 
 void ds_config_defaults(ds_config *cfg) {
     static const size_t type_size[] = {[KEY_INT] = sizeof(int), [KEY_INT64] = sizeof(int64_t),
