@@ -14,6 +14,7 @@
 #include "dreamstate/eval.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/optim.h"
+#include "dreamstate/progress.h"
 #include "dreamstate/weights.h"
 
 #include <errno.h>
@@ -120,13 +121,6 @@ static void truncate_log(const char *path, int64_t last_step) {
     }
     fclose(in);
     if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
-}
-
-static void format_duration(double s, char *buf, size_t len) {
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
-    else if (t >= 60) snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, len, "%lds", t);
 }
 
 ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m) {
@@ -280,7 +274,7 @@ int ds_train_lm(const ds_config *cfg) {
         if (done % cfg->train.log_every == 0 || last || do_eval) {
             char eta[32];
             double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
-            format_duration(per_step * (double)(cfg->train.steps - done), eta, sizeof eta);
+            ds_format_duration(per_step * (double)(cfg->train.steps - done), eta, sizeof eta);
             if (rank == 0) {
                 fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
                         (long long)done, (long long)cfg->train.steps, loss, lr, gnorm, tok_s, 100 * mfu, eta);
