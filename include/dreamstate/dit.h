@@ -96,6 +96,9 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
 /* Backward of the last forward (which must have had noise): accumulates every parameter gradient
  * into m->grads; dx (may be NULL) receives (=) dL/dx_t [B, C, I, I]. */
 void ds_dit_backward(ds_dit *m, float *dx);
+/* Multiplies the loss of the last forward by `scale` as far as the next backward is concerned (e.g.
+ * a micro-batch's share of a larger batch). */
+void ds_dit_scale_loss(ds_dit *m, float scale);
 
 /* Patch layouts (4.2), for one image [C, I, I] <-> [T, C p p] patch vectors, tokens row-major over
  * the patch grid. channels_last = 0: (channel, row, col) within a patch, the patch embed's input

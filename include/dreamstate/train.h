@@ -1,16 +1,67 @@
-/* The `lm` training task: RWKV-7 language-model training on token shards with AdamW, periodic
- * held-out evaluation, JSONL + human progress logging, atomic checkpoints and exact resume. */
+/* Training: the loop every task shares (src/train/loop.c, the rank-0 coordinator) and the tasks: `lm`
+ * (RWKV-7 language model on token shards, src/train/train.c) and `state_diffusion` (the state DiT of
+ * part A on a state dataset, src/train/state_diffusion.c). */
 #ifndef DREAMSTATE_TRAIN_H
 #define DREAMSTATE_TRAIN_H
 
+#include "dreamstate/checkpoint.h"
 #include "dreamstate/config.h"
+#include "dreamstate/dist.h"
 #include "dreamstate/optim.h"
 #include "dreamstate/rwkv7.h"
 
 #include <stddef.h>
 
-/* Runs the whole job described by cfg; returns the process exit code. */
+/* What a training task gives the shared loop (src/train/loop.c): its trainable parameters and
+ * gradients as one flat array each, AdamW groups over them, the tensors a checkpoint stores (the loop
+ * adds the AdamW moments), and callbacks. Every rank holds a full replica; global sample numbers
+ * make every step a function of (seed, step) whatever the rank count. */
+typedef struct ds_task {
+    const char *name;              /* "lm", "state_diffusion", "hybrid" */
+    float *params, *grads;
+    int64_t n_params;              /* trainable floats: allreduced, updated, checkpointed with moments */
+    int n_groups;
+    const ds_optim_group *groups;
+    int n_tensors;
+    ds_tensor *tensors;            /* everything a checkpoint holds besides the moments */
+    char signature[256];           /* model=... in checkpoint metadata; resume refuses another */
+    char meta[1024];               /* extra "key=value\n" metadata lines */
+    const char *unit;              /* throughput unit: "tokens" or "samples" */
+    double units_per_sample;
+    double flops_per_unit;         /* training FLOPs per unit for MFU; 0 = not reported */
+    double activation_bytes;
+    void *ctx;
+    /* Forward and backward of global samples first .. first + n - 1 of `step`; gradients accumulate
+     * with the loss scaled by `weight` and each finished range is passed to ds_grad_sync_ready.
+     * Returns the mean loss of these samples. */
+    double (*micro_step)(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync);
+    /* After each optimiser update (e.g. EMA); may be NULL. */
+    void (*after_update)(void *ctx, int64_t step);
+    /* Held-out evaluation, called on every rank together; returns the main held-out loss and may
+     * append ,"key":value pairs to json. */
+    double (*eval)(void *ctx, char *json, size_t len);
+    /* Extra fields of a step's JSON line (e.g. loss terms), appended as ,"key":value; may be NULL. */
+    void (*step_fields)(void *ctx, char *json, size_t len);
+} ds_task;
+
+/* The loop: micro-batching, gradient allreduce (dist.h), clipping, AdamW with warm-up + cosine,
+ * JSONL and human logs with ETA, held-out evaluation, atomic checkpoints, exact resume, stop on
+ * SIGUSR1/SIGTERM/SIGINT after a checkpoint. Returns the process exit code. */
+int ds_train_run(const ds_config *cfg, ds_task *task);
+
+/* Installs the stop-signal handlers (first thing a task does, so a stop during setup still ends in a
+ * checkpoint after one step). */
+void ds_train_catch_signals(void);
+/* BLIS and OpenMP threads (run.threads, or this rank's share of the node's cores) and the kernel
+ * table; before any model work. */
+void ds_train_init_compute(const ds_config *cfg);
+
+/* Tasks. Each runs the whole job described by cfg and returns the process exit code. */
 int ds_train_lm(const ds_config *cfg);
+int ds_train_state_diffusion(const ds_config *cfg);
+
+/* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
+void ds_train_batching(const ds_config *cfg, int *micro, int *accum);
 
 /* Train and held-out dataset paths: data.train / data.valid, or the built-in default corpus (built
  * under data/default-<tokenizer>/ on first use). Either output may be NULL. */

@@ -4,6 +4,7 @@
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
+#include "dreamstate/generate.h"
 #include "dreamstate/plan.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
@@ -26,6 +27,8 @@ static const char *usage =
     "  build-contexts --out FILE.jsonl [OPTIONS]      labelled contexts from this system's text (see --help)\n"
     "  extract-states CONFIG --checkpoint FILE --contexts FILE.jsonl --out DIR [OPTIONS]\n"
     "                                                 final RWKV-7 state of every context (see --help)\n"
+    "  generate CONFIG --checkpoint FILE [--state FILE] [--prompt TEXT] [OPTIONS]\n"
+    "                                                 continue text from a state, streamed to stdout (see --help)\n"
     "  plan CONFIG --nodes N[,N...] [OPTIONS]         predicted step time, communication, memory per rank\n"
     "  config-help                                    every config key with its default\n"
     "\n"
@@ -183,6 +186,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
     if (strcmp(cmd, "build-contexts") == 0) return ds_build_contexts_main(argc - 1, argv + 1);
     if (strcmp(cmd, "extract-states") == 0) return cmd_extract_states(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0) return ds_generate_main(argc - 1, argv + 1);
     if (strcmp(cmd, "plan") == 0) return ds_plan_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config-help") == 0) { ds_config_print_help(stdout); return 0; }
     ds_die(DS_EXIT_BAD_INPUT, "unknown command '%s' (see dreamstate --help)", cmd);

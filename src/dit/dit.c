@@ -566,6 +566,12 @@ static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
     }
 }
 
+void ds_dit_scale_loss(ds_dit *m, float scale) {
+    acts_table *at = m->act;
+    if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit: scale_loss without a forward that had a noise target");
+    ds_k.scale((int64_t)at->B * m->d.in_channels * m->d.input_size * m->d.input_size, at->d_eps, scale);
+}
+
 void ds_dit_backward(ds_dit *m, float *dx_out) {
     acts_table *at = m->act;
     if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit backward: the last forward had no noise target");

@@ -1,0 +1,205 @@
+/* `dreamstate generate`: continue text from an initial RWKV-7 state (DREAMSTATE part A, "using
+ * states"). The prompt goes through the model in one forward call from the initial state, then each
+ * new token is sampled (src/rwkv7/sampling.c), streamed to stdout and fed back one at a time. The
+ * state after the prompt and the printed tokens can be saved as a state file, so a state file of
+ * prompt P followed by prompt Q continues exactly as prompt P+Q does. */
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/config.h"
+#include "dreamstate/data.h"
+#include "dreamstate/dist.h"
+#include "dreamstate/generate.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/states.h"
+#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TOKENS_LIMIT 1000000000LL
+
+static const char *help =
+    "usage: dreamstate generate CONFIG --checkpoint FILE [--state FILE] [--gain G] [--prompt TEXT]\n"
+    "                           [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
+    "                           [--state-out FILE] [--set section.key=value]...\n"
+    "Continues text with the model of CONFIG (model.*, data.tokenizer) and the weights in FILE (.ckpt or\n"
+    ".safetensors): feeds the prompt from the initial state, then writes the bytes of each new token to\n"
+    "stdout as it comes (the prompt is not echoed). Stops after N tokens or at the end-of-text token 0.\n"
+    "  --state FILE       initial state: a state file (extract-states records, --state-out); default zero\n"
+    "  --gain G           multiplies the WKV part of --state (default 1)\n"
+    "  --prompt TEXT      default \"\\n\"; must give at least one token\n"
+    "  --max-tokens N     new tokens, default 200 (0: only feed the prompt)\n"
+    "  --temperature T    softmax temperature >= 0, default 1 (0: greedy argmax)\n"
+    "  --top-p P          nucleus sampling, P in (0, 1], default 0.9 (1: off)\n"
+    "  --seed S           default 1234; the same seed gives the same text\n"
+    "  --state-out FILE   write the state after the prompt and the new tokens as a state file\n"
+    "                     (metadata prompt_tokens=, generated_tokens=); --max-tokens 0 gives a prompt's state\n"
+    "Formats: include/dreamstate/states.h.\n";
+
+typedef struct generate_args {
+    const char *config, *checkpoint, *state, *state_out, *prompt;
+    double gain;
+    int gain_given;
+    int64_t max_tokens;
+    double temperature, top_p;
+    uint64_t seed;
+    int n_sets;
+    char **sets;
+} generate_args;
+
+static double parse_number(const char *flag, const char *text) {
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end || isnan(v)) ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' is not a number", flag, text);
+    return v;
+}
+
+static int64_t parse_integer(const char *flag, const char *text, int64_t lo, int64_t hi) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end) ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' is not an integer", flag, text);
+    if (errno == ERANGE || v < lo || v > hi)
+        ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' must be in [%" PRId64 ", %" PRId64 "]", flag, text, lo, hi);
+    return v;
+}
+
+static uint64_t parse_seed(const char *text) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end || strchr(text, '-'))
+        ds_die(DS_EXIT_BAD_INPUT, "generate: --seed '%s' is not an integer in [0, 2^64)", text);
+    if (errno == ERANGE) ds_die(DS_EXIT_BAD_INPUT, "generate: --seed '%s' must be below 2^64", text);
+    return v;
+}
+
+static void parse_args(int argc, char **argv, generate_args *a) {
+    *a = (generate_args){.prompt = "\n", .gain = 1, .max_tokens = 200, .temperature = 1, .top_p = 0.9,
+                         .seed = 1234};
+    a->sets = calloc((size_t)argc, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (arg[0] != '-') {
+            if (a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: more than one config file ('%s', '%s')", a->config, arg);
+            a->config = arg;
+            continue;
+        }
+        static const char *const with_value[] = {"--checkpoint", "--state", "--gain", "--prompt", "--max-tokens",
+                                                 "--temperature", "--top-p", "--seed", "--state-out", "--set"};
+        int known = 0;
+        for (size_t f = 0; f < sizeof with_value / sizeof *with_value; f++) known |= strcmp(arg, with_value[f]) == 0;
+        if (!known) ds_die(DS_EXIT_BAD_INPUT, "generate: unknown option '%s' (see --help)", arg);
+        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "generate: %s needs a value", arg);
+        const char *v = argv[++i];
+        if (strcmp(arg, "--checkpoint") == 0) a->checkpoint = v;
+        else if (strcmp(arg, "--state") == 0) a->state = v;
+        else if (strcmp(arg, "--state-out") == 0) a->state_out = v;
+        else if (strcmp(arg, "--prompt") == 0) a->prompt = v;
+        else if (strcmp(arg, "--set") == 0) a->sets[a->n_sets++] = (char *)v;
+        else if (strcmp(arg, "--max-tokens") == 0) a->max_tokens = parse_integer(arg, v, 0, MAX_TOKENS_LIMIT);
+        else if (strcmp(arg, "--seed") == 0) a->seed = parse_seed(v);
+        else if (strcmp(arg, "--gain") == 0) {
+            a->gain = parse_number(arg, v);
+            a->gain_given = 1;
+            if (!isfinite((float)a->gain)) ds_die(DS_EXIT_BAD_INPUT, "generate: --gain '%s' must be finite", v);
+        } else if (strcmp(arg, "--temperature") == 0) {
+            a->temperature = parse_number(arg, v);
+            if (!(a->temperature >= 0 && isfinite(a->temperature)))
+                ds_die(DS_EXIT_BAD_INPUT, "generate: --temperature '%s' must be finite and >= 0", v);
+        } else {  /* --top-p */
+            a->top_p = parse_number(arg, v);
+            if (!(a->top_p > 0 && a->top_p <= 1)) ds_die(DS_EXIT_BAD_INPUT, "generate: --top-p '%s' must be in (0, 1]", v);
+        }
+    }
+    if (!a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: missing CONFIG (see --help)");
+    if (!a->checkpoint) ds_die(DS_EXIT_BAD_INPUT, "generate: missing --checkpoint (see --help)");
+    if (a->gain_given && !a->state)
+        ds_die(DS_EXIT_BAD_INPUT, "generate: --gain scales the WKV part of --state, and no --state is given");
+}
+
+static void write_token(const ds_tokenizer *tok, int32_t id) {
+    size_t len;
+    const uint8_t *bytes = ds_tokenizer_token(tok, id, &len);
+    if (fwrite(bytes, 1, len, stdout) != len || fflush(stdout) != 0)
+        ds_die(DS_EXIT_FAIL, "generate: cannot write to stdout: %s", strerror(errno));
+}
+
+int ds_generate_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help, stdout); return 0; }
+    generate_args a;
+    parse_args(argc, argv, &a);
+    ds_config cfg;
+    ds_config_load(&cfg, a.config, a.n_sets, a.sets);
+    int threads = cfg.run.threads > 0 ? cfg.run.threads : ds_dist_cores_per_local_rank();
+    ds_blas_init(threads);
+    ds_kernels_init();
+    omp_set_num_threads(threads);
+
+    /* Every input is checked before the weights are read. */
+    ds_tokenizer *tok = ds_tokenizer_open(cfg.data.tokenizer, cfg.data.vocab_file);
+    ds_rwkv7_dims d = ds_train_model_dims(&cfg);
+    int V = d.vocab_size, V_text = (int)ds_tokenizer_vocab_size(tok);
+    if (V_text > V)
+        ds_die(DS_EXIT_BAD_INPUT, "generate: the %s tokenizer has %d ids, the model only %d (model.vocab_size)",
+               cfg.data.tokenizer, V_text, V);
+    size_t prompt_len = strlen(a.prompt);
+    int32_t *prompt = ds_alloc(sizeof(int32_t) * (prompt_len + 1));
+    size_t n_prompt = ds_tokenizer_encode(tok, a.prompt, prompt_len, prompt);
+    if (n_prompt == 0) ds_die(DS_EXIT_BAD_INPUT, "generate: the prompt has no tokens");
+    ds_rwkv7_state st;
+    ds_rwkv7_state_create(&st, &d, 1);
+    if (a.state) {
+        ds_state_file_load(a.state, &d, &st, NULL);
+        ds_state_shape shape = ds_state_shape_of(&d, 0);
+        int64_t wkv = (int64_t)shape.n_layer * shape.n_head * shape.head_size * shape.head_size;  /* B = 1 */
+        for (int64_t i = 0; i < wkv; i++) st.wkv[i] *= (float)a.gain;
+    }
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d);
+    ds_weights_load(&m, a.checkpoint);
+
+    /* Logits of every prompt position come back from the one prompt call; the last row is sampled.
+     * Tokens past the tokenizer's vocabulary (model.vocab_size may be padded) are never drawn. */
+    float *logits = ds_alloc(sizeof(float) * n_prompt * V);
+    void *scratch = ds_alloc(ds_sample_scratch_bytes(V_text));
+    double t0 = ds_now_seconds();
+    ds_rwkv7_forward(&m, 1, (int)n_prompt, prompt, NULL, 1.0f, 0.0f, &st, &st, logits);
+    const float *next = logits + (n_prompt - 1) * (size_t)V;
+    int64_t generated = 0;
+    for (int64_t i = 0; i < a.max_tokens; i++) {
+        double u = ds_rng_uniform(a.seed, DS_GENERATE_STREAM, (uint64_t)i);
+        int32_t id = ds_sample_token(next, V_text, a.temperature, a.top_p, u, scratch);
+        if (id < 0) ds_die(DS_EXIT_FAIL, "generate: the model gave non-finite logits at new token %" PRId64, i);
+        if (id == 0) break;  /* end of text: not printed, not fed */
+        write_token(tok, id);
+        generated++;
+        /* The last token is fed only when its state is wanted. */
+        if (i + 1 < a.max_tokens || a.state_out) {
+            ds_rwkv7_forward(&m, 1, 1, &id, NULL, 1.0f, 0.0f, &st, &st, logits);
+            next = logits;
+        }
+    }
+    double seconds = ds_now_seconds() - t0;
+    if (a.state_out) {
+        char meta[128];
+        snprintf(meta, sizeof meta, "prompt_tokens=%zu\ngenerated_tokens=%" PRId64 "\n", n_prompt, generated);
+        ds_state_file_save(a.state_out, &d, &st, 0, -1, meta);
+    }
+    ds_log("generate: %zu prompt tokens, %" PRId64 " new tokens, %.3f s (%.1f tokens/s)", n_prompt, generated, seconds,
+           (n_prompt + generated) / (seconds > 0 ? seconds : 1e-9));
+    ds_free(scratch);
+    ds_free(logits);
+    ds_free(prompt);
+    ds_rwkv7_destroy(&m);
+    ds_rwkv7_state_destroy(&st);
+    ds_tokenizer_free(tok);
+    free(a.sets);
+    return 0;
+}

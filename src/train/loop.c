@@ -1,0 +1,240 @@
+/* The training loop every task shares, and the rank-0 coordinator. Every rank holds a full replica;
+ * the global batch of train.batch_size samples per step is dealt out by global sample number (rank r,
+ * micro-step j takes samples step * B + (j * ranks + r) * micro ...), so the same config gives the
+ * same samples per step, and the same loss curve up to summation order, on any rank count.
+ * Everything a step does is a function of (seed, step): a resumed run replays exactly, and a
+ * checkpoint written by N ranks resumes on M. Rank 0 alone logs and reads/writes checkpoints (and
+ * broadcasts what it read). */
+#include "dreamstate/blas.h"
+#include "dreamstate/checkpoint.h"
+#include "dreamstate/common.h"
+#include "dreamstate/dist.h"
+#include "dreamstate/kernels.h"
+#include "dreamstate/optim.h"
+#include "dreamstate/progress.h"
+#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t stop_requested;
+static const char *blas_arch = "?", *kernels_name = "?";
+static void on_stop_signal(int sig) { stop_requested = sig; }
+
+void ds_train_catch_signals(void) {
+    signal(SIGUSR1, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGINT, on_stop_signal);
+}
+
+void ds_train_init_compute(const ds_config *cfg) {
+    int threads = cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank();
+    blas_arch = ds_blas_init(threads);
+    kernels_name = ds_kernels_init();
+}
+
+void ds_train_batching(const ds_config *cfg, int *micro_out, int *accum_out) {
+    int B = cfg->train.batch_size, ranks = ds_dist_size();
+    int micro = cfg->train.micro_batch ? cfg->train.micro_batch : B / ranks;
+    if (micro < 1 || B % (ranks * micro) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: train.batch_size (%d) must be a multiple of ranks (%d) x train.micro_batch (%d)",
+               cfg->source, B, ranks, micro ? micro : 1);
+    *micro_out = micro;
+    *accum_out = B / (ranks * micro);
+}
+
+typedef struct {
+    int n;
+    ds_tensor *t;
+} ckpt_table;
+
+static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int64_t step) {
+    char path[DS_PATH_MAX + 64], meta[2048], err[DS_ERR_LEN];
+    snprintf(meta, sizeof meta, "step=%lld\nmodel=%s\nseed=%lld\ntask=%s\n%s", (long long)step, task->signature,
+             (long long)cfg->run.seed, task->name, task->meta);
+    ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, step);
+    if (ds_ckpt_save(path, meta, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_FAIL, "checkpoint: %s", err);
+    if (ds_ckpt_prune(cfg->checkpoint.dir, cfg->checkpoint.keep, step) < 0)
+        ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
+}
+
+/* Returns the step to continue from (0 for a fresh run). Rank 0 reads the newest valid checkpoint and
+ * broadcasts step and tensors; the caller scatters the moments (the last two). */
+static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct) {
+    int64_t step = 0;
+    if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
+        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256], stepbuf[64];
+        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) {
+            char *meta = NULL;
+            if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+            if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
+                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got,
+                       task->signature);
+            if (!ds_weights_meta_value(meta, "step", stepbuf, sizeof stepbuf))
+                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
+            free(meta);
+            if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+            step = atoll(stepbuf);
+            ds_log("resumed from %s (step %lld)", path, (long long)step);
+        }
+    }
+    ds_dist_bcast(&step, sizeof step, 0);
+    if (step > 0)
+        for (int i = 0; i < ct->n - 2; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
+    return step;
+}
+
+/* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
+ * reads like an uninterrupted one. */
+static void truncate_log(const char *path, int64_t last_step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return;
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    char line[4096];
+    while (fgets(line, sizeof line, in)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && atoll(s + 7) > last_step) continue;
+        fputs(line, af.fp);
+    }
+    fclose(in);
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+}
+
+int ds_train_run(const ds_config *cfg, ds_task *task) {
+    int rank = ds_dist_rank(), ranks = ds_dist_size();
+    int threads = ds_blas_threads();
+    char path[DS_PATH_MAX + 64];
+    int B = cfg->train.batch_size, micro, accum;
+    ds_train_batching(cfg, &micro, &accum);
+
+    ds_grad_sync *sync = ds_grad_sync_create(task->grads, task->n_params, 8 << 20,
+                                             strcmp(cfg->train.grad_reduce, "fp64") == 0, cfg->train.zero_stage == 1);
+    int64_t *own_begin = ds_alloc(sizeof(int64_t) * ds_grad_sync_n_buckets(sync));
+    int64_t *own_len = ds_alloc(sizeof(int64_t) * ds_grad_sync_n_buckets(sync));
+    int n_own = ds_grad_sync_owned_ranges(sync, own_begin, own_len);
+    ds_adamw opt;
+    ds_adamw_create(&opt, n_own, own_begin, own_len, task->n_groups, task->groups, cfg->optim.beta1, cfg->optim.beta2,
+                    cfg->optim.eps, cfg->optim.weight_decay);
+    ds_free(own_begin); ds_free(own_len);
+    /* checkpoints hold the full moments: rank 0 gathers the shards (ZeRO-1) into full arrays */
+    int sharded = opt.owned_len != task->n_params;
+    float *full_moments = sharded && rank == 0 ? ds_alloc(sizeof(float) * 2 * task->n_params) : NULL;
+    float *full_m = sharded ? full_moments : opt.m;
+    float *full_v = sharded ? (full_moments ? full_moments + task->n_params : NULL) : opt.v;
+    ckpt_table ct = {task->n_tensors + 2, ds_alloc(sizeof(ds_tensor) * (task->n_tensors + 2))};
+    memcpy(ct.t, task->tensors, sizeof(ds_tensor) * task->n_tensors);
+    ct.t[task->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {task->n_params}, .data = full_m};
+    ct.t[task->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {task->n_params}, .data = full_v};
+    int64_t start = maybe_resume(cfg, task, &ct);
+    if (start > 0) {
+        ds_grad_sync_scatter(sync, full_m, opt.m);
+        ds_grad_sync_scatter(sync, full_v, opt.v);
+    }
+    /* inputs are all validated: only now touch the run directory */
+    FILE *jsonl = NULL;
+    if (rank == 0) {
+        ds_mkdir_p(cfg->run.out_dir);
+        ds_mkdir_p(cfg->checkpoint.dir);
+        int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
+        if (stale > 0) ds_log("removed %d temp file(s) of an interrupted checkpoint write", stale);
+        snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
+        if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
+        snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
+        if (start > 0) truncate_log(path, start);
+        else remove(path);
+        jsonl = fopen(path, "a");
+        if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+    }
+
+    /* every rank measures its share of the machine at once; the job's peak is the sum */
+    double peak = ds_dist_sum_double(ds_measure_fma_peak(threads, 0.3));
+    ds_log("  %d rank(s) x %d thread(s), kernels %s, BLIS arch %s, measured FP32 peak %.0f GFLOP/s", ranks, threads,
+           kernels_name, blas_arch, peak);
+    double bytes_per_param = 8.0 + (ds_grad_sync_is_fp64(sync) ? 8.0 : 0.0) + 8.0 * opt.owned_len / task->n_params;
+    ds_log("  per rank: %.1f bytes/trainable parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
+           bytes_per_param, ds_grad_sync_is_fp64(sync) ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / task->n_params,
+           sharded ? " sharded: ZeRO-1" : "", task->activation_bytes * 1e-9);
+    ds_log("  batch %d samples per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s", B, micro, accum,
+           (long long)cfg->train.steps, cfg->run.out_dir);
+
+    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN, comm_wait = 0;
+    char json[2048], step_json[1024];
+    int64_t step = start;
+    int stop = 0;
+    for (; step < cfg->train.steps && !stop; step++) {
+        double t0 = ds_now_seconds();
+        double loss = 0;
+        for (int j = 0; j < accum; j++) {
+            if (j == 0 || ds_grad_sync_is_fp64(sync)) memset(task->grads, 0, sizeof(float) * task->n_params);
+            uint64_t first = (uint64_t)step * B + (uint64_t)(j * ranks + rank) * micro;
+            ds_grad_sync_micro_begin(sync, j == 0, j == accum - 1);
+            loss += task->micro_step(task->ctx, step, first, micro, (float)micro / B, sync) * micro / B;
+        }
+        comm_wait = ds_grad_sync_finish(sync);
+        loss = ds_dist_sum_double(loss);
+        double gnorm = sqrt(sharded ? ds_dist_sum_double(ds_adamw_grad_sumsq(&opt, task->grads))
+                                    : ds_adamw_grad_sumsq(&opt, task->grads));
+        if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
+            ds_adamw_scale_grads(&opt, task->grads, (float)(cfg->optim.grad_clip / gnorm));
+        double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
+        ds_adamw_step(&opt, task->params, task->grads, lr, step + 1);
+        ds_grad_sync_share_params(sync, task->params);
+        if (task->after_update) task->after_update(task->ctx, step);
+        double dt = ds_now_seconds() - t0;
+        double units_s = (double)B * task->units_per_sample / dt, mfu = task->flops_per_unit * units_s / (peak * 1e9);
+        int64_t done = step + 1;
+        int last = done == cfg->train.steps;
+        int do_eval = last || (cfg->train.eval_every > 0 && done % cfg->train.eval_every == 0);
+        json[0] = step_json[0] = 0;
+        if (task->step_fields) task->step_fields(task->ctx, step_json, sizeof step_json);
+        if (do_eval) last_eval = task->eval(task->ctx, json, sizeof json);
+        stop = ds_dist_max_int(stop_requested != 0);
+        if (rank == 0) {
+            fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"%s_per_s\":%.1f,"
+                    "\"mfu\":%.4f,\"comm_wait_s\":%.4f%s", (long long)done, loss, lr, gnorm, task->unit, units_s, mfu,
+                    comm_wait, step_json);
+            if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f%s", last_eval, json);
+            fprintf(jsonl, "}\n");
+            fflush(jsonl);
+        }
+        last_loss = loss;
+        if (done % cfg->train.log_every == 0 || last || do_eval) {
+            char eta[32];
+            double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
+            ds_format_duration(per_step * (double)(cfg->train.steps - done), eta, sizeof eta);
+            if (rank == 0) {
+                fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f %s/s", (long long)done,
+                        (long long)cfg->train.steps, loss, lr, gnorm, units_s, task->unit);
+                if (task->flops_per_unit > 0) fprintf(stderr, " | MFU %.1f%%", 100 * mfu);
+                fprintf(stderr, " | ETA %s", eta);
+                if (do_eval) fprintf(stderr, " | val %.4f", last_eval);
+                fputc('\n', stderr);
+            }
+        }
+        if (last || (cfg->checkpoint.every > 0 && done % cfg->checkpoint.every == 0) || stop) {
+            ds_grad_sync_gather(sync, opt.m, full_m);
+            ds_grad_sync_gather(sync, opt.v, full_v);
+            if (rank == 0) save_checkpoint(cfg, task, &ct, done);
+        }
+    }
+    if (jsonl) fclose(jsonl);
+    if (stop && step < cfg->train.steps) {
+        ds_log("stopped by a signal after step %lld; checkpoint written, rerun the same command to resume",
+               (long long)step);
+    } else if (start < cfg->train.steps) {
+        ds_log("done: final train loss %.4f, held-out loss %.4f", last_loss, last_eval);
+    } else {
+        ds_log("nothing to do: checkpoint already at step %lld of %lld", (long long)start, (long long)cfg->train.steps);
+    }
+    ds_dist_barrier();  /* the checkpoint is on disk before any rank exits */
+    ds_grad_sync_free(sync);
+    ds_free(ct.t);
+    ds_free(full_moments);
+    ds_adamw_destroy(&opt);
+    return DS_EXIT_OK;
+}
