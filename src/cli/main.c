@@ -1,4 +1,5 @@
 /* dreamstate command line: one binary, one subcommand per job. */
+#include "dreamstate/analysis.h"
 #include "dreamstate/common.h"
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
@@ -27,6 +28,9 @@ static const char *usage =
     "  build-contexts --out FILE.jsonl [OPTIONS]      labelled contexts from this system's text (see --help)\n"
     "  extract-states CONFIG --checkpoint FILE --contexts FILE.jsonl --out DIR [OPTIONS]\n"
     "                                                 final RWKV-7 state of every context (see --help)\n"
+    "  analyze-states INDEX [--test INDEX] [--out DIR] [OPTIONS]\n"
+    "                                                 per-layer PCA, kNN/silhouette/probe vs shuffled labels\n"
+    "                                                 and t-SNE plots of a state dataset (see --help)\n"
     "  generate CONFIG --checkpoint FILE [--state FILE] [--prompt TEXT] [OPTIONS]\n"
     "                                                 continue text from a state, streamed to stdout (see --help)\n"
     "  plan CONFIG --nodes N[,N...] [OPTIONS]         predicted step time, communication, memory per rank\n"
@@ -83,9 +87,10 @@ static int cmd_train(int argc, char **argv) {
     ds_config cfg;
     ds_dist_init(&argc, &argv);
     parse_config_args(argc, argv, "train", &cfg, 0, NULL, NULL);
-    if (strcmp(cfg.run.task, "lm") != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: run.task '%s' is not implemented yet (only 'lm')", cfg.source, cfg.run.task);
-    int rc = ds_train_lm(&cfg);
+    int rc;
+    if (strcmp(cfg.run.task, "lm") == 0) rc = ds_train_lm(&cfg);
+    else if (strcmp(cfg.run.task, "state_diffusion") == 0) rc = ds_train_state_diffusion(&cfg);
+    else ds_die(DS_EXIT_BAD_INPUT, "%s: run.task '%s' is not implemented yet", cfg.source, cfg.run.task);
     ds_dist_finalize();
     return rc;
 }
@@ -186,6 +191,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "import") == 0) return cmd_import(argc - 1, argv + 1);
     if (strcmp(cmd, "build-contexts") == 0) return ds_build_contexts_main(argc - 1, argv + 1);
     if (strcmp(cmd, "extract-states") == 0) return cmd_extract_states(argc - 1, argv + 1);
+    if (strcmp(cmd, "analyze-states") == 0) return ds_analyze_states_main(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return ds_generate_main(argc - 1, argv + 1);
     if (strcmp(cmd, "plan") == 0) return ds_plan_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config-help") == 0) { ds_config_print_help(stdout); return 0; }

@@ -1,0 +1,30 @@
+/* DREAMSTATE part A around the state DiT: the model file the `state_diffusion` task writes, and the
+ * commands that use it (sample-state, interpolate-state, edit-state, eval-states).
+ *
+ * Model file: a training checkpoint of `dreamstate train` with run.task = state_diffusion
+ * (CHECKPOINT_DIR/step-N.ckpt): tensors "dit.<DiT key>" (trained weights), "ema.<DiT key>" (EMA
+ * weights, used for sampling), "norm.mean" / "norm.std" [channels], and the AdamW moments; metadata
+ * lines task=state_diffusion, model=<signature>, layers=0,1, condition=label, labels=a,b,c,
+ * schedule=linear, dit=hidden,depth,heads,patch,mlp_ratio, state_shape=L,C,H,N,cond_dim,flags,
+ * rwkv_model=<RWKV-7 signature>, rwkv_checkpoint=<weights the states came from>, tokenizer=byte. */
+#ifndef DREAMSTATE_STATE_DIFFUSION_H
+#define DREAMSTATE_STATE_DIFFUSION_H
+
+#include "dreamstate/state_dit.h"
+
+#include <stddef.h>
+
+/* Loads a state-diffusion checkpoint (verified; exit 2 with the reason if it is not one) into a new
+ * model with the EMA weights in dit.params. meta_out (may be NULL) gets a malloc'd copy of the
+ * metadata. */
+void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out);
+/* "statedit ..." signature of a model: architecture, condition and state geometry. */
+void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len);
+
+/* Subcommands (argv[0] is the subcommand name); each returns the exit code. */
+int ds_sample_state_main(int argc, char **argv);
+int ds_interpolate_state_main(int argc, char **argv);
+int ds_edit_state_main(int argc, char **argv);
+int ds_eval_states_main(int argc, char **argv);
+
+#endif

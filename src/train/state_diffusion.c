@@ -1,0 +1,363 @@
+/* The `state_diffusion` task (dreamstate.md 2.4) for the shared loop, and the model file it writes.
+ *
+ * Coordinator: global sample g of the run is record perm_e(g mod N) of the train set, e = g / N its
+ * epoch and perm_e a permutation drawn from (seed, e); rank r takes the global samples the loop deals
+ * it, so the dataset is sharded by (seed, epoch, ranks) and a step trains on the same records on any
+ * rank count. The timestep, the noise and the condition dropout of a sample are drawn from (seed, g).
+ * Rank 0 computes the normalisation statistics over the whole train split (fixed order, float64)
+ * and broadcasts them. Held-out evaluation: epsilon-MSE of the EMA weights at the fixed steps of 6.1
+ * A2 with one fixed noise draw per record, records dealt out over ranks and the sums allreduced. */
+#include "dreamstate/state_diffusion.h"
+#include "dreamstate/checkpoint.h"
+#include "dreamstate/common.h"
+#include "dreamstate/dist.h"
+#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    RNG_STREAM_PERM = 0x5045524d,  /* "PERM" + epoch */
+    RNG_STREAM_T = 0x54494d45,     /* "TIME" */
+    RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
+    RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
+    RNG_STREAM_EVAL = 0x4556414c,  /* "EVAL" */
+};
+static const int eval_steps[] = {49, 249, 499, 749, 949};
+enum { N_EVAL_STEPS = sizeof eval_steps / sizeof eval_steps[0] };
+
+void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len) {
+    const ds_dit_dims *d = &s->dit.d;
+    int n = snprintf(buf, len, "statedit ch=%d p=%d d=%d depth=%d heads=%d mlp=%d K=%d cond=%s layers=", d->in_channels,
+                     d->patch_size, d->hidden, d->depth, d->heads, d->mlp_ratio, d->num_classes,
+                     ds_state_cond_kind_name(s->cond_kind));
+    for (int i = 0; i < s->n_layers && n > 0 && (size_t)n < len; i++)
+        n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
+}
+
+/* Tensor table of a state-diffusion checkpoint (without the moments): dit.*, ema.*, norm.*. */
+static int model_tensors(ds_state_dit *s, ds_tensor *out, char (*names)[80]) {
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < s->dit.n_tensors; i++) {
+            const ds_dit_tensor *t = &s->dit.tensors[i];
+            snprintf(names[n], sizeof names[n], "%s.%s", pass ? "ema" : "dit", t->name);
+            out[n] = (ds_tensor){.name = names[n], .ndim = t->ndim,
+                                 .data = (pass ? s->ema : s->dit.params) + t->offset};
+            memcpy(out[n].shape, t->shape, sizeof t->shape);
+            n++;
+        }
+    out[n++] = (ds_tensor){.name = "norm.mean", .ndim = 1, .shape = {s->channels}, .data = s->mean};
+    out[n++] = (ds_tensor){.name = "norm.std", .ndim = 1, .shape = {s->channels}, .data = s->std};
+    return n;
+}
+
+static void model_meta(const ds_state_dit *s, const ds_states_info *info, char *buf, size_t len) {
+    const ds_dit_dims *d = &s->dit.d;
+    const ds_state_shape *sh = &s->shape;
+    int n = snprintf(buf, len, "layers=");
+    for (int i = 0; i < s->n_layers; i++) n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
+    n += snprintf(buf + n, len - n, "\ncondition=%s\nlabels=", ds_state_cond_kind_name(s->cond_kind));
+    for (int i = 0; i < s->n_labels && (size_t)n < len; i++) n += snprintf(buf + n, len - n, "%s%s", i ? "," : "", s->labels[i]);
+    if ((size_t)n < len)
+        n += snprintf(buf + n, len - n,
+                      "\nschedule=%s\ndit=%d,%d,%d,%d,%d\nstate_shape=%d,%d,%d,%d,%d,%u\nrwkv_model=%s\n"
+                      "rwkv_checkpoint=%s\ntokenizer=%s\n",
+                      s->schedule == DS_SCHEDULE_COSINE ? "cosine" : "linear", d->hidden, d->depth, d->heads,
+                      d->patch_size, d->mlp_ratio, sh->n_layer, sh->n_embd, sh->n_head, sh->head_size, sh->cond_dim,
+                      sh->flags, info->model, info->checkpoint, info->tokenizer);
+    if ((size_t)n >= len) ds_die(DS_EXIT_BAD_INPUT, "state DiT: metadata too long (too many labels?)");
+}
+
+/* ---- loading a model file ---- */
+
+static void meta_required(const char *path, const char *meta, const char *key, char *out, size_t len) {
+    if (!ds_weights_meta_value(meta, key, out, len))
+        ds_die(DS_EXIT_BAD_INPUT, "%s: not a state-diffusion checkpoint (no %s= in its metadata)", path, key);
+}
+
+void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
+    char err[DS_ERR_LEN], v[4096];
+    char *meta = NULL;
+    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    meta_required(path, meta, "task", v, sizeof v);
+    if (strcmp(v, "state_diffusion") != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: a checkpoint of task '%s', not state_diffusion", path, v);
+    ds_state_shape sh;
+    meta_required(path, meta, "state_shape", v, sizeof v);
+    if (sscanf(v, "%d,%d,%d,%d,%d,%u", &sh.n_layer, &sh.n_embd, &sh.n_head, &sh.head_size, &sh.cond_dim, &sh.flags) != 6)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: bad state_shape '%s'", path, v);
+    ds_dit_dims arch = {0};
+    meta_required(path, meta, "dit", v, sizeof v);
+    if (sscanf(v, "%d,%d,%d,%d,%d", &arch.hidden, &arch.depth, &arch.heads, &arch.patch_size, &arch.mlp_ratio) != 5)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: bad dit '%s'", path, v);
+    int layers[DS_STATE_DIT_MAX_LAYERS], n_layers = 0;
+    meta_required(path, meta, "layers", v, sizeof v);
+    for (char *p = v; *p && n_layers < DS_STATE_DIT_MAX_LAYERS;) {
+        layers[n_layers++] = (int)strtol(p, &p, 10);
+        if (*p == ',') p++;
+        else if (*p) ds_die(DS_EXIT_BAD_INPUT, "%s: bad layers '%s'", path, v);
+    }
+    char cond[64], sched[16];
+    meta_required(path, meta, "condition", cond, sizeof cond);
+    meta_required(path, meta, "schedule", sched, sizeof sched);
+    meta_required(path, meta, "labels", v, sizeof v);
+    char *labels[1024];
+    int n_labels = 0;
+    for (char *tok = strtok(v, ","); tok && n_labels < 1024; tok = strtok(NULL, ",")) labels[n_labels++] = tok;
+    ds_state_dit_create(s, &sh, layers, n_layers, ds_state_cond_kind_parse(cond), n_labels, labels, &arch,
+                        strcmp(sched, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
+    char sig[512], got[512];
+    ds_state_dit_signature(s, sig, sizeof sig);
+    meta_required(path, meta, "model", got, sizeof got);
+    if (strcmp(sig, got) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: metadata describes '%s' but model= says '%s'", path, sig, got);
+    int cap = 2 * s->dit.n_tensors + 4;
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * cap);
+    char (*names)[80] = ds_alloc(sizeof(*names) * cap);
+    int n = model_tensors(s, t, names);
+    float *moments = ds_alloc(sizeof(float) * 2 * s->dit.n_params);
+    t[n++] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {s->dit.n_params}, .data = moments};
+    t[n++] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {s->dit.n_params}, .data = moments + s->dit.n_params};
+    if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    ds_free(moments); ds_free(t); ds_free(names);
+    ds_state_dit_swap_ema(s);  /* sampling and evaluation use the EMA weights */
+    if (meta_out) *meta_out = meta;
+    else free(meta);
+}
+
+/* ---- the training task ---- */
+
+typedef struct {
+    const ds_config *cfg;
+    ds_state_dit sd;
+    ds_states *train, *valid;
+    int64_t n_train;
+    int64_t perm_epoch;          /* epoch whose permutation is in perm, -1: none */
+    int64_t *perm;
+    float *x0, *xt, *noise, *vec;
+    int32_t *t, *labels;
+    uint8_t *vec_null;
+    int cap;                     /* samples the buffers above hold */
+} sd_task;
+
+static void reserve(sd_task *k, int n) {
+    if (n <= k->cap) return;
+    int64_t X = k->sd.x_floats, V = k->sd.dit.d.cond_dim ? k->sd.dit.d.cond_dim : 1;
+    ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec); ds_free(k->t); ds_free(k->labels);
+    ds_free(k->vec_null);
+    k->x0 = ds_alloc(sizeof(float) * n * X);
+    k->xt = ds_alloc(sizeof(float) * n * X);
+    k->noise = ds_alloc(sizeof(float) * n * X);
+    k->vec = ds_alloc(sizeof(float) * n * V);
+    k->t = ds_alloc(sizeof(int32_t) * n);
+    k->labels = ds_alloc(sizeof(int32_t) * n);
+    k->vec_null = ds_alloc((size_t)n);
+    k->cap = n;
+}
+
+/* Record of global sample g: position g mod N of the permutation of epoch g / N. */
+static int64_t record_of(sd_task *k, uint64_t g) {
+    int64_t N = k->n_train, epoch = (int64_t)(g / (uint64_t)N);
+    if (epoch != k->perm_epoch) {
+        for (int64_t i = 0; i < N; i++) k->perm[i] = i;
+        for (int64_t i = N - 1; i > 0; i--) {  /* Fisher-Yates from (seed, epoch) */
+            int64_t j = (int64_t)(ds_rng_u64((uint64_t)k->cfg->run.seed, RNG_STREAM_PERM + ((uint64_t)epoch << 32),
+                                             (uint64_t)i) % (uint64_t)(i + 1));
+            int64_t tmp = k->perm[i];
+            k->perm[i] = k->perm[j];
+            k->perm[j] = tmp;
+        }
+        k->perm_epoch = epoch;
+    }
+    return k->perm[g % (uint64_t)N];
+}
+
+/* Sample b of a batch: record r's normalised state and condition. */
+static void load_sample(sd_task *k, const ds_states *set, int64_t r, int b) {
+    ds_state_record rec = ds_states_record(set, r);
+    int64_t X = k->sd.x_floats;
+    ds_state_dit_encode(&k->sd, rec.state, k->x0 + b * X);
+    ds_state_dit_record_cond(&k->sd, &rec, &k->labels[b], k->vec + (int64_t)b * k->sd.dit.d.cond_dim);
+    k->vec_null[b] = 0;
+}
+
+static void fill_noise(float *z, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
+    for (int64_t j = 0; j < n; j++) z[j] = (float)ds_rng_normal(seed, stream, first + (uint64_t)j);
+}
+
+static ds_dit_cond batch_cond(sd_task *k) {
+    return (ds_dit_cond){.labels = k->sd.dit.d.num_classes ? k->labels : NULL,
+                         .vec = k->sd.dit.d.cond_dim ? k->vec : NULL, .vec_null = k->vec_null};
+}
+
+static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
+    (void)step;
+    sd_task *k = ctx;
+    uint64_t seed = (uint64_t)k->cfg->run.seed;
+    int64_t X = k->sd.x_floats;
+    reserve(k, n);
+    for (int b = 0; b < n; b++) {
+        uint64_t g = first + (uint64_t)b;
+        load_sample(k, k->train, record_of(k, g), b);
+        k->t[b] = (int32_t)(ds_rng_u64(seed, RNG_STREAM_T, g) % DS_DIFFUSION_STEPS);
+        if (ds_rng_uniform(seed, RNG_STREAM_DROP, g) < k->cfg->diffusion.p_uncond) {
+            k->labels[b] = k->sd.n_labels;  /* the null label; vector models use vec_null */
+            k->vec_null[b] = 1;
+        }
+        fill_noise(k->noise + b * X, X, seed, RNG_STREAM_NOISE, g * (uint64_t)X);
+    }
+    ds_q_sample(&k->sd.process, n, X, k->t, k->x0, k->noise, k->xt);
+    ds_dit_cond cond = batch_cond(k);
+    double loss = ds_dit_forward(&k->sd.dit, n, k->xt, k->t, &cond, k->noise, NULL);
+    ds_dit_scale_loss(&k->sd.dit, weight);
+    ds_dit_backward(&k->sd.dit, NULL);
+    ds_grad_sync_ready(sync, 0, k->sd.dit.n_params);
+    return loss;
+}
+
+static void sd_after_update(void *ctx, int64_t step) {
+    sd_task *k = ctx;
+    /* the EMA starts as a copy, and early on averages over the steps so far (DiT's update_ema uses a
+     * fixed decay from a copy; the warm-up keeps short runs from being dominated by the init) */
+    double decay = fmin(k->cfg->diffusion.ema, (1.0 + step) / (10.0 + step));
+    ds_state_dit_update_ema(&k->sd, decay);
+}
+
+/* Sum over this rank's share of records of the epsilon-MSE at each eval step; returns the count. */
+static int64_t eps_mse_sums(sd_task *k, const ds_states *set, int64_t n_records, double *sums) {
+    int rank = ds_dist_rank(), ranks = ds_dist_size(), B = k->cap > 0 ? k->cap : 1;
+    int64_t X = k->sd.x_floats, count = 0;
+    uint64_t seed = (uint64_t)k->cfg->run.seed;
+    reserve(k, B);
+    for (int64_t first = rank * (int64_t)B; first < n_records; first += (int64_t)ranks * B) {
+        int n = (int)(n_records - first < B ? n_records - first : B);
+        for (int s = 0; s < N_EVAL_STEPS; s++) {
+            for (int b = 0; b < n; b++) {
+                load_sample(k, set, first + b, b);
+                k->t[b] = eval_steps[s];
+                fill_noise(k->noise + b * X, X, seed, RNG_STREAM_EVAL, (uint64_t)(first + b) * (uint64_t)X);
+            }
+            ds_q_sample(&k->sd.process, n, X, k->t, k->x0, k->noise, k->xt);
+            ds_dit_cond cond = batch_cond(k);
+            sums[s] += ds_dit_forward(&k->sd.dit, n, k->xt, k->t, &cond, k->noise, NULL) * n;
+        }
+        count += n;
+    }
+    return count;
+}
+
+static double eval_set(sd_task *k, const ds_states *set, double *per_step) {
+    int64_t n = ds_states_get_info(set)->n_records, cap = (int64_t)k->cfg->train.eval_batches * k->cfg->train.batch_size;
+    double sums[N_EVAL_STEPS + 1] = {0};
+    sums[N_EVAL_STEPS] = (double)eps_mse_sums(k, set, n < cap ? n : cap, sums);
+    ds_dist_sum_doubles(sums, N_EVAL_STEPS + 1);
+    double mean = 0;
+    for (int s = 0; s < N_EVAL_STEPS; s++) mean += (per_step[s] = sums[s] / sums[N_EVAL_STEPS]) / N_EVAL_STEPS;
+    return mean;
+}
+
+static double sd_eval(void *ctx, char *json, size_t len) {
+    sd_task *k = ctx;
+    double per_step[N_EVAL_STEPS];
+    ds_state_dit_swap_ema(&k->sd);
+    double train_mse = eval_set(k, k->train, per_step), val = NAN;
+    size_t n = strlen(json);
+    n += snprintf(json + n, len - n, ",\"train_eps_mse\":%.6f", train_mse);
+    if (k->valid) {
+        val = eval_set(k, k->valid, per_step);
+        for (int s = 0; s < N_EVAL_STEPS && n < len; s++)
+            n += snprintf(json + n, len - n, ",\"val_eps_mse_t%d\":%.6f", eval_steps[s], per_step[s]);
+    }
+    ds_state_dit_swap_ema(&k->sd);
+    return k->valid ? val : train_mse;
+}
+
+static void check_same_dataset(const char *path, const ds_states_info *a, const ds_states_info *b) {
+    const ds_state_shape *x = &a->shape, *y = &b->shape;
+    if (x->n_layer != y->n_layer || x->n_embd != y->n_embd || x->cond_dim != y->cond_dim || x->flags != y->flags ||
+        strcmp(a->model, b->model) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: held-out states of another model or shape than diffusion.states", path);
+    if (a->n_labels != b->n_labels) ds_die(DS_EXIT_BAD_INPUT, "%s: another label list than diffusion.states", path);
+    for (int i = 0; i < a->n_labels; i++)
+        if (strcmp(a->labels[i], b->labels[i]) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: label %d is '%s', diffusion.states has '%s' (extract it with --labels-from)",
+                   path, i, b->labels[i], a->labels[i]);
+}
+
+int ds_train_state_diffusion(const ds_config *cfg) {
+    ds_train_catch_signals();
+    ds_train_init_compute(cfg);
+    if (!cfg->diffusion.states[0])
+        ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.states: run.task state_diffusion needs a state dataset (extract-states)",
+               cfg->source);
+    sd_task k = {.cfg = cfg, .perm_epoch = -1};
+    k.train = ds_states_open(cfg->diffusion.states);
+    const ds_states_info *info = ds_states_get_info(k.train);
+    if (cfg->diffusion.states_valid[0]) {
+        k.valid = ds_states_open(cfg->diffusion.states_valid);
+        check_same_dataset(cfg->diffusion.states_valid, info, ds_states_get_info(k.valid));
+    }
+    k.n_train = info->n_records;
+    if (k.n_train < 1) ds_die(DS_EXIT_BAD_INPUT, "%s: no records", cfg->diffusion.states);
+    int layers[DS_STATE_DIT_MAX_LAYERS];
+    char why[256];
+    int n_layers = ds_config_parse_layers(cfg->diffusion.layers, info->shape.n_layer, layers, why, sizeof why);
+    if (n_layers < 0) ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.layers: %s", cfg->source, why);
+    ds_dit_dims arch = {.hidden = cfg->dit.hidden, .depth = cfg->dit.depth, .heads = cfg->dit.heads,
+                        .patch_size = cfg->dit.patch_size, .mlp_ratio = cfg->dit.mlp_ratio};
+    ds_state_dit_create(&k.sd, &info->shape, layers, n_layers, ds_state_cond_kind_parse(cfg->diffusion.condition),
+                        info->n_labels, info->labels, &arch,
+                        strcmp(cfg->diffusion.schedule, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
+    ds_dit_init_weights(&k.sd.dit, (uint64_t)cfg->run.seed);
+    memcpy(k.sd.ema, k.sd.dit.params, sizeof(float) * k.sd.dit.n_params);
+    /* normalisation statistics: rank 0 over the whole train split in a fixed order */
+    double *sums = ds_alloc(sizeof(double) * 2 * k.sd.channels);
+    if (ds_dist_rank() == 0)
+        for (int64_t i = 0; i < k.n_train; i++) ds_state_dit_norm_accumulate(&k.sd, ds_states_record(k.train, i).state, sums);
+    ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.channels, 0);
+    ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
+    ds_free(sums);
+    k.perm = ds_alloc(sizeof(int64_t) * k.n_train);
+    int micro, accum;
+    ds_train_batching(cfg, &micro, &accum);
+    reserve(&k, micro);
+    ds_dit_reserve(&k.sd.dit, micro);
+
+    int cap = 2 * k.sd.dit.n_tensors + 2;
+    ds_tensor *tensors = ds_alloc(sizeof(ds_tensor) * cap);
+    char (*names)[80] = ds_alloc(sizeof(*names) * cap);
+    int n_tensors = model_tensors(&k.sd, tensors, names);
+    ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * k.sd.dit.n_tensors);
+    for (int i = 0; i < k.sd.dit.n_tensors; i++)
+        groups[i] = (ds_optim_group){k.sd.dit.tensors[i].offset, k.sd.dit.tensors[i].numel, 1.0f,
+                                     k.sd.dit.tensors[i].weight_decay};
+    ds_task task = {.name = "state_diffusion", .params = k.sd.dit.params, .grads = k.sd.dit.grads,
+                    .n_params = k.sd.dit.n_params, .n_groups = k.sd.dit.n_tensors, .groups = groups,
+                    .n_tensors = n_tensors, .tensors = tensors, .unit = "samples", .units_per_sample = 1,
+                    .flops_per_unit = 3 * ds_dit_forward_flops(&k.sd.dit.d),
+                    .activation_bytes = k.sd.dit.acts_numel * 4.0, .ctx = &k, .micro_step = sd_micro_step,
+                    .after_update = sd_after_update, .eval = sd_eval};
+    ds_state_dit_signature(&k.sd, task.signature, sizeof task.signature);
+    model_meta(&k.sd, info, task.meta, sizeof task.meta);
+    int64_t n_weights = 0;
+    for (int i = 0; i < k.sd.dit.n_tensors; i++) n_weights += k.sd.dit.tensors[i].numel;
+    ds_log("dreamstate train: task state_diffusion, %s, %.2fM DiT parameters", cfg->run.name, n_weights / 1e6);
+    ds_log("  states %s: %lld records, %d labels; model %s", cfg->diffusion.states, (long long)k.n_train,
+           info->n_labels, task.signature);
+    ds_log("  %d channel(s) of 64x64 (layers %s x %d heads), %d tokens of %d, condition %s, schedule %s, EMA %g",
+           k.sd.channels, cfg->diffusion.layers, info->shape.n_head, k.sd.dit.tokens, k.sd.dit.patch_dim,
+           cfg->diffusion.condition, cfg->diffusion.schedule, cfg->diffusion.ema);
+    if (k.valid)
+        ds_log("  held-out %s: %lld records", cfg->diffusion.states_valid,
+               (long long)ds_states_get_info(k.valid)->n_records);
+    int rc = ds_train_run(cfg, &task);
+    ds_free(tensors); ds_free(names); ds_free(groups); ds_free(k.perm);
+    ds_free(k.x0); ds_free(k.xt); ds_free(k.noise); ds_free(k.vec); ds_free(k.t); ds_free(k.labels); ds_free(k.vec_null);
+    ds_state_dit_destroy(&k.sd);
+    ds_states_close(k.train);
+    if (k.valid) ds_states_close(k.valid);
+    return rc;
+}
