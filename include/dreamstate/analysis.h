@@ -178,4 +178,11 @@ double ds_tsne_kl_divergence(const float *x, int64_t n, int dim, const ds_tsne_o
  *                "metrics": {"name": number, ...}}]}                      (optional: under the title)
  * Other keys are ignored, so the full analysis JSON can carry this as its "panels" member. */
 
+/* ------------------------------------------------------------------------------------------------
+ * `dreamstate analyze-states INDEX [options]` (src/eval/analyze.c; argv[0] is the subcommand name):
+ * the per-layer A1 analysis above over a state dataset, under mpirun or alone. Initialises and
+ * finalises MPI itself. Writes DIR/analysis.json (the scatter schema's "panels" included) and
+ * DIR/tsne-layer<L>.png; returns the exit code (bad input exits 2 with one line). See --help. */
+int ds_analyze_states_main(int argc, char **argv);
+
 #endif

@@ -69,6 +69,7 @@ typedef struct ds_dit {
     ds_dit_tensor *tensors;
     int64_t n_params;
     float *params, *grads;         /* [n_params] each */
+    int external;                  /* params and grads are the caller's (ds_dit_create_in) */
     ds_dit_weights w, g;           /* pointer tables into params and grads */
     float *pos_embed;              /* [T, d] fixed 2-D sin-cos table (not a parameter) */
     int act_B;                     /* activations allocated for batches up to act_B */
@@ -79,6 +80,11 @@ typedef struct ds_dit {
 
 /* Validates the dims (exit 2 with a reason) and allocates. */
 void ds_dit_create(ds_dit *m, const ds_dit_dims *d);
+/* Floats of the flat parameter (= gradient) array of a DiT of dims d (every tensor padded to 16). */
+int64_t ds_dit_param_floats(const ds_dit_dims *d);
+/* Like ds_dit_create, but the parameters and gradients live in the caller's arrays of
+ * ds_dit_param_floats(d) floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
+void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads);
 void ds_dit_destroy(ds_dit *m);
 /* DiT initialisation (4.6) from a seed: Xavier-uniform Linear and patch weights, zero biases,
  * N(0, 0.02^2) timestep-MLP weights, label table and null vector, and zero adaLN and final layers
@@ -96,6 +102,9 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
 /* Backward of the last forward (which must have had noise): accumulates every parameter gradient
  * into m->grads; dx (may be NULL) receives (=) dL/dx_t [B, C, I, I]. */
 void ds_dit_backward(ds_dit *m, float *dx);
+/* The same from a caller-given output gradient d_eps = dL/d(eps_hat) [B, C, I, I], for losses other
+ * than the epsilon MSE (the forward may have been run without noise). */
+void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx);
 /* Multiplies the loss of the last forward by `scale` as far as the next backward is concerned (e.g.
  * a micro-batch's share of a larger batch). */
 void ds_dit_scale_loss(ds_dit *m, float scale);

@@ -58,6 +58,7 @@ typedef struct ds_rwkv7 {
     ds_rwkv7_tensor *tensors;
     int64_t n_params;
     float *params, *grads;          /* [n_params] each */
+    int external;                   /* params and grads are the caller's (ds_rwkv7_create_in) */
     ds_rwkv7_weights w, g;          /* pointer tables into params and grads */
     int64_t *layer_begin;           /* [L+1]: flat offset of layer l's first tensor; [L]: of ln_out */
     /* Optional: called during backward each time a contiguous range of the gradient array is final
@@ -73,6 +74,11 @@ typedef struct ds_rwkv7 {
 } ds_rwkv7;
 
 void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d);
+/* Floats of the flat parameter (= gradient) array of a model of dims d (every tensor padded to 16). */
+int64_t ds_rwkv7_param_floats(const ds_rwkv7_dims *d);
+/* Like ds_rwkv7_create, but the parameters and gradients live in the caller's arrays of
+ * ds_rwkv7_param_floats(d) floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
+void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads);
 void ds_rwkv7_destroy(ds_rwkv7 *m);
 /* Official "better init" of rwkv7.md 4.1 from a seed (deterministic, thread-count independent). */
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);

@@ -18,6 +18,8 @@
  * model with the EMA weights in dit.params. meta_out (may be NULL) gets a malloc'd copy of the
  * metadata. */
 void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out);
+/* The RWKV-7 dims of the states a model was trained on, from its metadata (rwkv_model=). */
+void ds_state_dit_rwkv_dims(const char *path, const char *meta, ds_rwkv7_dims *d);
 /* "statedit ..." signature of a model: architecture, condition and state geometry. */
 void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len);
 

@@ -79,12 +79,14 @@ static uint64_t parse_seed(const char *text) {
     return v;
 }
 
-static void parse_args(int argc, char **argv, generate_args *a) {
+/* Returns 1 if --help was asked for (an option, not the value of one: --prompt -h is a prompt). */
+static int parse_args(int argc, char **argv, generate_args *a) {
     *a = (generate_args){.prompt = "\n", .gain = 1, .max_tokens = 200, .temperature = 1, .top_p = 0.9,
                          .seed = 1234};
     a->sets = calloc((size_t)argc, sizeof(char *));
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return 1;
         if (arg[0] != '-') {
             if (a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: more than one config file ('%s', '%s')", a->config, arg);
             a->config = arg;
@@ -121,6 +123,7 @@ static void parse_args(int argc, char **argv, generate_args *a) {
     if (!a->checkpoint) ds_die(DS_EXIT_BAD_INPUT, "generate: missing --checkpoint (see --help)");
     if (a->gain_given && !a->state)
         ds_die(DS_EXIT_BAD_INPUT, "generate: --gain scales the WKV part of --state, and no --state is given");
+    return 0;
 }
 
 static void write_token(const ds_tokenizer *tok, int32_t id) {
@@ -131,10 +134,12 @@ static void write_token(const ds_tokenizer *tok, int32_t id) {
 }
 
 int ds_generate_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help, stdout); return 0; }
     generate_args a;
-    parse_args(argc, argv, &a);
+    if (parse_args(argc, argv, &a)) {
+        fputs(help, stdout);
+        free(a.sets);
+        return 0;
+    }
     ds_config cfg;
     ds_config_load(&cfg, a.config, a.n_sets, a.sets);
     int threads = cfg.run.threads > 0 ? cfg.run.threads : ds_dist_cores_per_local_rank();

@@ -7,6 +7,7 @@
 #include "dreamstate/eval.h"
 #include "dreamstate/generate.h"
 #include "dreamstate/plan.h"
+#include "dreamstate/state_diffusion.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
@@ -33,6 +34,9 @@ static const char *usage =
     "                                                 and t-SNE plots of a state dataset (see --help)\n"
     "  generate CONFIG --checkpoint FILE [--state FILE] [--prompt TEXT] [OPTIONS]\n"
     "                                                 continue text from a state, streamed to stdout (see --help)\n"
+    "  sample-state MODEL.ckpt --label NAME --out FILE [OPTIONS]   states from a trained state DiT\n"
+    "  interpolate-state MODEL.ckpt --from A --to B --out PREFIX    between two states (state or noise space)\n"
+    "  edit-state MODEL.ckpt --state A --to-label NAME --out FILE   DDIM inversion or SDEdit to another label\n"
     "  plan CONFIG --nodes N[,N...] [OPTIONS]         predicted step time, communication, memory per rank\n"
     "  config-help                                    every config key with its default\n"
     "\n"
@@ -193,6 +197,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "extract-states") == 0) return cmd_extract_states(argc - 1, argv + 1);
     if (strcmp(cmd, "analyze-states") == 0) return ds_analyze_states_main(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return ds_generate_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "sample-state") == 0) return ds_sample_state_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "interpolate-state") == 0) return ds_interpolate_state_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "edit-state") == 0) return ds_edit_state_main(argc - 1, argv + 1);
     if (strcmp(cmd, "plan") == 0) return ds_plan_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config-help") == 0) { ds_config_print_help(stdout); return 0; }
     ds_die(DS_EXIT_BAD_INPUT, "unknown command '%s' (see dreamstate --help)", cmd);

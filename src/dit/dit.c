@@ -110,7 +110,9 @@ static void build_pos_embed(float *pos, int G, int D) {
         }
 }
 
-void ds_dit_create(ds_dit *m, const ds_dit_dims *d) {
+/* Validates d and builds the tensor table into m (m->tensors, m->n_params); slots receives where each
+ * pointer lives. */
+static slot *make_table(ds_dit *m, const ds_dit_dims *d) {
     if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
         ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
                d->in_channels, d->input_size, d->input_size, d->patch_size);
@@ -128,8 +130,21 @@ void ds_dit_create(ds_dit *m, const ds_dit_dims *d) {
     m->tensors = ds_alloc(sizeof(ds_dit_tensor) * cap);
     slot *slots = ds_alloc(sizeof(slot) * cap);
     build_table(m, slots, cap);
-    m->params = ds_alloc(sizeof(float) * m->n_params);
-    m->grads = ds_alloc(sizeof(float) * m->n_params);
+    return slots;
+}
+
+int64_t ds_dit_param_floats(const ds_dit_dims *d) {
+    ds_dit m;
+    ds_free(make_table(&m, d));
+    ds_free(m.tensors);
+    return m.n_params;
+}
+
+void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads) {
+    slot *slots = make_table(m, d);
+    m->external = params != NULL;
+    m->params = params ? params : ds_alloc(sizeof(float) * m->n_params);
+    m->grads = params ? grads : ds_alloc(sizeof(float) * m->n_params);
     m->w.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
     m->g.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
     bind(m, slots, m->params, &m->w);
@@ -138,6 +153,8 @@ void ds_dit_create(ds_dit *m, const ds_dit_dims *d) {
     m->pos_embed = ds_alloc(sizeof(float) * m->tokens * d->hidden);
     build_pos_embed(m->pos_embed, m->grid, d->hidden);
 }
+
+void ds_dit_create(ds_dit *m, const ds_dit_dims *d) { ds_dit_create_in(m, d, NULL, NULL); }
 
 const ds_dit_tensor *ds_dit_find(const ds_dit *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
@@ -255,7 +272,8 @@ void ds_dit_reserve(ds_dit *m, int B) {
 
 void ds_dit_destroy(ds_dit *m) {
     free_acts(m);
-    ds_free(m->tensors); ds_free(m->params); ds_free(m->grads);
+    ds_free(m->tensors);
+    if (!m->external) { ds_free(m->params); ds_free(m->grads); }
     ds_free(m->w.blocks); ds_free(m->g.blocks); ds_free(m->pos_embed);
     memset(m, 0, sizeof *m);
 }
@@ -572,9 +590,9 @@ void ds_dit_scale_loss(ds_dit *m, float scale) {
     ds_k.scale((int64_t)at->B * m->d.in_channels * m->d.input_size * m->d.input_size, at->d_eps, scale);
 }
 
-void ds_dit_backward(ds_dit *m, float *dx_out) {
+/* The backward proper: at->d_eps holds dL/d(eps_hat). */
+static void backward(ds_dit *m, float *dx_out) {
     acts_table *at = m->act;
-    if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit backward: the last forward had no noise target");
     const ds_dit_dims *d = &m->d;
     int B = at->B, T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size,
         p = d->patch_size;
@@ -598,6 +616,19 @@ void ds_dit_backward(ds_dit *m, float *dx_out) {
                     dx_out ? at->d_patches : NULL, 0);
     if (dx_out)
         for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 0, at->d_patches + b * T * P, dx_out + b * n);
+}
+
+void ds_dit_backward(ds_dit *m, float *dx_out) {
+    acts_table *at = m->act;
+    if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit backward: the last forward had no noise target");
+    backward(m, dx_out);
+}
+
+void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx_out) {
+    acts_table *at = m->act;
+    if (!at || at->B < 1) ds_die(DS_EXIT_FAIL, "dit backward: no forward to differentiate");
+    memcpy(at->d_eps, d_eps, sizeof(float) * at->B * m->d.in_channels * m->d.input_size * m->d.input_size);
+    backward(m, dx_out);
 }
 
 double ds_dit_forward_flops(const ds_dit_dims *d) {

@@ -4,6 +4,7 @@
 #include "dreamstate/common.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/kernels.h"
+#include "dreamstate/progress.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
 
@@ -17,7 +18,11 @@ ds_eval_result ds_eval_windows(ds_rwkv7 *m, const ds_dataset *ds, const ds_token
     int32_t *window = ds_alloc(sizeof(int32_t) * (T + 1));
     ds_eval_result r;
     memset(&r, 0, sizeof r);
-    int64_t w = part;
+    /* progress lines only while an evaluation runs longer than the interval: no final line, so that
+     * short validations during training stay quiet */
+    ds_progress prog;
+    ds_progress_begin(&prog, "eval", "windows", windows > part ? (windows - part + parts - 1) / parts : 0);
+    int64_t w = part, done = 0;
     while (w < windows) {
         int nb = 0;
         for (; nb < B && w < windows; nb++, w += parts) {
@@ -33,6 +38,7 @@ ds_eval_result ds_eval_windows(ds_rwkv7 *m, const ds_dataset *ds, const ds_token
         }
         r.sums[0] += ds_rwkv7_forward(m, nb, T, tokens, targets, 1.0f, 0.0f, NULL, NULL, NULL) * nb * T;
         r.sums[1] += (double)nb * T;
+        ds_progress_update(&prog, done += nb);
     }
     ds_free(tokens); ds_free(targets); ds_free(window);
     return r;

@@ -121,7 +121,8 @@ int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T) {
 void ds_rwkv7_destroy(ds_rwkv7 *m) {
     free_acts(m);
     ds_free(m->tensors);
-    ds_free(m->layer_begin); ds_free(m->params); ds_free(m->grads);
+    ds_free(m->layer_begin);
+    if (!m->external) { ds_free(m->params); ds_free(m->grads); }
     ds_free(m->w.layers); ds_free(m->g.layers);
     memset(m, 0, sizeof *m);
 }

@@ -102,15 +102,29 @@ static void bind(const ds_rwkv7 *m, const slot *slots, float *base, ds_rwkv7_wei
     }
 }
 
-void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
+/* The tensor table of d into m (m->tensors, m->n_params); slots receives where each pointer lives. */
+static slot *make_table(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
     memset(m, 0, sizeof *m);
     m->d = *d;
     int cap = 5 + 35 * d->n_layer;
     m->tensors = ds_alloc(sizeof(ds_rwkv7_tensor) * cap);
     slot *slots = ds_alloc(sizeof(slot) * cap);
     build_table(m, slots, cap);
-    m->params = ds_alloc(sizeof(float) * m->n_params);
-    m->grads = ds_alloc(sizeof(float) * m->n_params);
+    return slots;
+}
+
+int64_t ds_rwkv7_param_floats(const ds_rwkv7_dims *d) {
+    ds_rwkv7 m;
+    ds_free(make_table(&m, d));
+    ds_free(m.tensors);
+    return m.n_params;
+}
+
+void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads) {
+    slot *slots = make_table(m, d);
+    m->external = params != NULL;
+    m->params = params ? params : ds_alloc(sizeof(float) * m->n_params);
+    m->grads = params ? grads : ds_alloc(sizeof(float) * m->n_params);
     m->w.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
     m->g.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
     bind(m, slots, m->params, &m->w);
@@ -124,6 +138,8 @@ void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
     }
     m->layer_begin[d->n_layer] = ds_rwkv7_find(m, "ln_out.weight")->offset;
 }
+
+void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) { ds_rwkv7_create_in(m, d, NULL, NULL); }
 
 const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)

@@ -8,14 +8,17 @@ panel's metrics under its title. Schema (include/dreamstate/analysis.h):
                  "kind": [int, ...], "kind_names": [...],     optional
                  "metrics": {name: number, ...}}]}            optional
 
-Usage: plot_scatter.py ANALYSIS.json OUT.png [--panel TITLE] [--columns N] [--dpi N]
-The PNG is written to a temporary file and renamed, so OUT.png is never left half-written.
+Usage: plot_scatter.py ANALYSIS.json OUT.png [--panel TITLE] [--columns N] [--dpi N] [--each]
+--each: one PNG per panel; OUT.png must contain "{}", replaced by the panel's "file" key (a string,
+default: the panel's position), e.g. tsne-layer{}.png -> tsne-layer0.png, tsne-layerall.png.
+Each PNG is written to a temporary file and renamed, so it is never left half-written.
 Bad input exits with code 2 and a one-line reason."""
 import argparse
 import json
 import math
 import os
 import sys
+import textwrap
 
 import matplotlib
 
@@ -67,22 +70,28 @@ def draw(ax, panel, label_names, colours):
     title = panel.get("title", "")
     metrics = panel.get("metrics") or {}
     if metrics:
-        title += "\n" + ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                                  for k, v in metrics.items())
+        # wrapped to the panel's width (about 50 characters at this size)
+        title += "\n" + textwrap.fill(", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                                for k, v in metrics.items()), 50)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([]), ax.set_yticks([])
     ax.legend(fontsize=7, markerscale=1.5, loc="best", frameon=False)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("json"), ap.add_argument("png")
-    ap.add_argument("--panel", help="draw only the panel with this title")
-    ap.add_argument("--columns", type=int, default=0, help="panels per row (default: near-square grid)")
-    ap.add_argument("--dpi", type=int, default=120)
-    args = ap.parse_args()
-    label_names, panels = load_panels(args.json, args.panel)
-    cols = args.columns if args.columns > 0 else math.ceil(math.sqrt(len(panels)))
+def save(fig, png, dpi):
+    tmp = f"{png}.tmp.{os.getpid()}"
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, png)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        fail(f"cannot write {png}: {e}")
+    plt.close(fig)
+
+
+def figure(panels, label_names, columns):
+    cols = columns if columns > 0 else math.ceil(math.sqrt(len(panels)))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 4.2 * rows), squeeze=False)
     colours = plt.get_cmap("tab20" if max(max(p["label"], default=0) for p in panels) >= 10 else "tab10")
@@ -91,14 +100,29 @@ def main():
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    tmp = f"{args.png}.tmp.{os.getpid()}"
-    try:
-        fig.savefig(tmp, dpi=args.dpi, format="png")
-        os.replace(tmp, args.png)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        fail(f"cannot write {args.png}: {e}")
+    return fig
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json"), ap.add_argument("png")
+    ap.add_argument("--panel", help="draw only the panel with this title")
+    ap.add_argument("--columns", type=int, default=0, help="panels per row (default: near-square grid)")
+    ap.add_argument("--dpi", type=int, default=120)
+    ap.add_argument("--each", action="store_true", help="one PNG per panel, OUT.png containing {}")
+    args = ap.parse_args()
+    label_names, panels = load_panels(args.json, args.panel)
+    if not args.each:
+        save(figure(panels, label_names, args.columns), args.png, args.dpi)
+        return
+    if "{}" not in args.png:
+        fail(f"--each needs {{}} in the output name, got {args.png}")
+    names = [str(p.get("file", i)) for i, p in enumerate(panels)]
+    bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+    if bad or len(set(names)) != len(names):
+        fail(f"{args.json}: panel \"file\" names must be distinct, non-empty and without '/' (got {names})")
+    for name, panel in zip(names, panels):
+        save(figure([panel], label_names, 1), args.png.replace("{}", name), args.dpi)
 
 
 if __name__ == "__main__":

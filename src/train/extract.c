@@ -6,6 +6,7 @@
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/kernels.h"
+#include "dreamstate/progress.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
@@ -81,9 +82,11 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     ds_rwkv7_state_create(&st, &d, 1);
     ds_rwkv7_reserve(&m, 1, (int)(longest < (size_t)opt->max_tokens ? longest : (size_t)opt->max_tokens));
 
-    double t0 = ds_now_seconds(), last_log = t0, stats[3] = {0, 0, 0};  /* contexts, tokens, truncated */
+    double t0 = ds_now_seconds(), stats[3] = {0, 0, 0};  /* contexts, tokens, truncated */
     ds_log("extract-states: %lld contexts, %d labels, %d ranks, model %s, max %d tokens", (long long)ctx->n,
            ctx->n_labels, ranks, sig, opt->max_tokens);
+    ds_progress prog;   /* over rank 0's share: contexts 0, R, 2R, ... */
+    ds_progress_begin(&prog, "extract-states", "contexts (rank 0)", (ctx->n + ranks - 1) / ranks);
     for (int64_t i = rank; i < ctx->n; i += ranks) {
         const ds_context *c = &ctx->items[i];
         size_t n = ds_tokenizer_encode(tok, c->text, c->len, ids);
@@ -93,13 +96,9 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
         ds_state_writer_add(w, c->label, (int32_t)i, cond, &st, 0);
         stats[0]++;
         stats[1] += (double)n;
-        double now = ds_now_seconds();
-        if (now - last_log > 10) {
-            ds_log("extract-states: rank 0 at %.0f of ~%lld contexts, %.1f contexts/s", stats[0],
-                   (long long)(ctx->n / ranks), stats[0] / (now - t0));
-            last_log = now;
-        }
+        ds_progress_update(&prog, (int64_t)stats[0]);
     }
+    ds_progress_end(&prog);
     char checkpoint[DS_PATH_MAX], contexts[DS_PATH_MAX], meta[3 * DS_PATH_MAX + 512];
     absolute(opt->checkpoint, checkpoint, sizeof checkpoint);
     absolute(opt->contexts, contexts, sizeof contexts);

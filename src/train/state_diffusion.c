@@ -79,6 +79,15 @@ static void meta_required(const char *path, const char *meta, const char *key, c
         ds_die(DS_EXIT_BAD_INPUT, "%s: not a state-diffusion checkpoint (no %s= in its metadata)", path, key);
 }
 
+void ds_state_dit_rwkv_dims(const char *path, const char *meta, ds_rwkv7_dims *d) {
+    char v[256];
+    meta_required(path, meta, "rwkv_model", v, sizeof v);
+    memset(d, 0, sizeof *d);
+    if (sscanf(v, "rwkv7 L=%d C=%d V=%d Dw=%d Da=%d Dv=%d Dg=%d", &d->n_layer, &d->n_embd, &d->vocab_size, &d->dim_w,
+               &d->dim_a, &d->dim_v, &d->dim_g) != 7)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: rwkv_model '%s' is not an RWKV-7 signature", path, v);
+}
+
 void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
     char err[DS_ERR_LEN], v[4096];
     char *meta = NULL;
@@ -350,6 +359,10 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_log("  %d channel(s) of 64x64 (layers %s x %d heads), %d tokens of %d, condition %s, schedule %s, EMA %g",
            k.sd.channels, cfg->diffusion.layers, info->shape.n_head, k.sd.dit.tokens, k.sd.dit.patch_dim,
            cfg->diffusion.condition, cfg->diffusion.schedule, cfg->diffusion.ema);
+    if (k.sd.dit.patch_dim > cfg->dit.hidden)
+        ds_log("  warning: patch vectors of %d floats are wider than dit.hidden (%d): the DiT cannot pass a noisy state "
+               "through, and the loss at large t stays high; use a smaller dit.patch_size or a wider DiT",
+               k.sd.dit.patch_dim, cfg->dit.hidden);
     if (k.valid)
         ds_log("  held-out %s: %lld records", cfg->diffusion.states_valid,
                (long long)ds_states_get_info(k.valid)->n_records);

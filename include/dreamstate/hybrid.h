@@ -1,0 +1,133 @@
+/* The DREAMSTATE hybrid of Part B (dreamstate.md 3): an RWKV-7 whose time-mix W_r, W_k, W_v of chosen
+ * layers come from one shared parameter DiT conditioned on the context, fused per sequence as
+ * theta = alpha theta_static + (1 - alpha) theta_gen, and trained on lambda_lm L_LM + lambda_pd L_pd.
+ * Forward and backward of one micro-batch; the training loop (optimiser, allreduce, checkpoints) works
+ * on the flat trainable array this module exposes. Knows nothing about MPI or files.
+ *
+ * Per sequence b and targeted layer l (3.4), with x0 = normalise(theta_static) (A1) or 0 (A2):
+ *   (a) diffusion-loss path: t ~ U{0..999}, eps ~ N(0, I), the DiT predicts eps from x_t; the condition
+ *       vector is dropped to the DiT's null vector with probability p_uncond; L_pd = mean eps-MSE;
+ *   (b) generation path: x_{t*} from eps*, x0_hat = (x_{t*} - sqrt(1 - ab) eps_hat) / sqrt(ab), then
+ *       theta_gen = sigma x0_hat + mu (A1: the matrix tiled into (C/64)^2 channels of 64 x 64, 3.3) or
+ *       theta_static + U0 (sigma_V x0_hat)^T (A2: x0_hat holds V [C, r]);
+ *   (c) theta = alpha theta_static + (1 - alpha) theta_gen, alpha = sigmoid(logit) per (layer, matrix);
+ *       the RWKV-7 runs the sequence with theta in layer l; L_LM = mean cross-entropy over the scored
+ *       positions t >= prefix (the same positions for every variant, 3.2).
+ * The DiT sample of (b, l) carries the layer as its label (num_classes = targeted layers, never
+ * dropped) and the condition vector e_b (cond_dim = C): the RWKV-7 embedding row of the first token,
+ * or the mean of the rows of the first `prefix` tokens. e_b, mu, sigma, sigma_V and x0 are constants
+ * (no gradient flows into them), so theta_static receives alpha G (A1) or G (A2, where theta_gen
+ * contains theta_static) from the LM, G = dL/d(theta).
+ *
+ * Randomness (t, eps, eps*, condition drop) is keyed by (seed, global sample index, layer): a batch
+ * gives the same result however it is split over ranks and micro-steps. Evaluation uses one fixed eps*
+ * per layer (DS_HYBRID_EVAL_SEED, sample 0) for every sequence, no drop, so theta_gen is a
+ * deterministic function of the condition. */
+#ifndef DREAMSTATE_HYBRID_H
+#define DREAMSTATE_HYBRID_H
+
+#include "dreamstate/config.h"
+#include "dreamstate/diffusion.h"
+#include "dreamstate/dit.h"
+#include "dreamstate/rwkv7.h"
+
+#include <stdint.h>
+
+#define DS_HYBRID_MAX_TARGETS 128
+#define DS_HYBRID_EVAL_SEED 0x45564131ULL  /* eps* of evaluation and generation for inference */
+#define DS_HYBRID_U0_SEED 0x55304131ULL    /* the fixed orthonormal U0 of A2 */
+
+enum { DS_HYBRID_R = 1, DS_HYBRID_K = 2, DS_HYBRID_V = 4 };  /* matrices mask */
+typedef enum { DS_HYBRID_FULL, DS_HYBRID_LOWRANK } ds_hybrid_param;            /* A1, A2 */
+typedef enum { DS_HYBRID_FIRST_TOKEN, DS_HYBRID_MEAN_PREFIX } ds_hybrid_condition;
+
+typedef struct ds_hybrid_dims {
+    ds_rwkv7_dims model;
+    int n_targets;                        /* targeted layers; 0 = the static baseline (no DiT) */
+    int targets[DS_HYBRID_MAX_TARGETS];   /* ascending layer indices */
+    int matrices;                         /* mask of DS_HYBRID_R | K | V */
+    ds_hybrid_param param;
+    int rank;                             /* r of A2; C r must be a multiple of 64 x 64 */
+    uint64_t u0_seed;                     /* A2: U0 of (layer, matrix) from stream 4 layer + matrix */
+    ds_hybrid_condition condition;
+    int prefix;                           /* P: LM scored on positions >= P; mean_prefix pools t < P */
+    int learn_alpha;                      /* 0: alpha fixed at alpha_init */
+    double alpha_init, alpha_lr_scale;
+    double lambda_lm, lambda_pd;          /* read at every call (lm_warmup_steps: set lambda_lm = 0) */
+    int t_star;
+    double p_uncond;
+    ds_schedule schedule;
+    int train_static;                     /* 1: the RWKV-7 weights are trainable (in params) */
+    float l2wrap;                         /* RWKV's L2Wrap on the LM loss (gradient only) */
+    ds_dit_dims dit;                      /* hidden, depth, heads, patch_size, mlp_ratio; the rest derived */
+} ds_hybrid_dims;
+
+/* From cfg->model, hybrid, dit, diffusion.schedule and p_uncond, optim.l2wrap (layer list parsed and
+ * checked; exit 2 with a reason on bad input). */
+void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg);
+
+/* One tensor of the trainable set: "dit.<DiT name>", "alpha.logit" [n_targets, n_matrices] (rows per
+ * layer, matrices in r, k, v order), and with train_static "rwkv7.<official name>". */
+typedef struct ds_hybrid_tensor {
+    char name[80];
+    int ndim;
+    int64_t shape[4];
+    int64_t offset, numel;   /* into params / grads */
+    float lr_scale;          /* alpha logits: alpha_lr_scale (0 if fixed); RWKV-7 w0: 2; else 1 */
+    int weight_decay;        /* the owning model's flag; alpha 0 */
+} ds_hybrid_tensor;
+
+/* Loss terms of a call; the sums add over micro-batches and ranks (mean = sum / count). */
+typedef struct ds_hybrid_losses {
+    double total, lm, pd;    /* lambda_lm lm + lambda_pd pd; mean CE over scored tokens; mean eps-MSE */
+    double lm_sum, lm_count; /* CE nats, scored tokens */
+    double pd_sum, pd_count; /* eps-MSE summed over (sequence, layer) samples, their number */
+} ds_hybrid_losses;
+
+typedef struct ds_hybrid {
+    ds_hybrid_dims d;
+    int n_mat, mats[3];           /* generated matrices, as 0 = r, 1 = k, 2 = v */
+    int64_t n_img;                /* floats of one DiT sample: n_mat C^2 (A1) or n_mat C r (A2) */
+    ds_rwkv7 model;               /* the static weights: load them into model.params */
+    ds_dit dit;                   /* the parameter DiT (unused when n_targets = 0) */
+    ds_diffusion sched;
+    int n_tensors;
+    ds_hybrid_tensor *tensors;
+    int64_t n_params;
+    float *params, *grads;        /* the trainable set, [n_params] each */
+    float *alpha_logit, *alpha_grad; /* [n_targets n_mat] inside params / grads */
+    float *u0;                    /* A2: [n_targets, n_mat, C, r] orthonormal columns */
+    void *work;                   /* internal buffers */
+} ds_hybrid;
+
+/* Validates the dims (exit 2 with a reason) and allocates. The RWKV-7 starts zero: load or initialise
+ * h->model's weights before use. */
+void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);
+void ds_hybrid_destroy(ds_hybrid *h);
+/* DiT initialisation (dreamstate.md 4.6) and alpha logits = logit(alpha_init); the RWKV-7 is untouched. */
+void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed);
+void ds_hybrid_zero_grad(ds_hybrid *h);
+const ds_hybrid_tensor *ds_hybrid_find(const ds_hybrid *h, const char *name);
+
+/* One micro-batch: tokens, targets [B, T] (targets -1 = ignored; positions < prefix are never scored),
+ * sequence b is global sample first_sample + b of the step's randomness `seed`. Accumulates the
+ * gradient of loss_scale x total into h->grads and returns total (unscaled). out may be NULL. */
+double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
+                                  uint64_t seed, uint64_t first_sample, float loss_scale, ds_hybrid_losses *out);
+/* Evaluation without gradients: the generation path with the fixed eval noise; L_pd is the eps-MSE of
+ * that path (t = t*, undropped condition), which costs nothing extra. Fills out, returns lm. */
+double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
+                      ds_hybrid_losses *out);
+
+/* theta_gen [n_targets, n_mat, C, C] of one sequence (tokens [T]; only the condition's tokens are read)
+ * with the generation noise of (seed, sample), e.g. (DS_HYBRID_EVAL_SEED, 0) as in evaluation. */
+void ds_hybrid_generate(ds_hybrid *h, int T, const int32_t *tokens, uint64_t seed, uint64_t sample,
+                        float *theta_gen);
+/* The draws of (seed, sample, targeted layer j): timestep t of path (a), the condition drop, eps and
+ * eps* [n_img] (each output may be NULL). */
+void ds_hybrid_draw(const ds_hybrid *h, uint64_t seed, uint64_t sample, int j, int32_t *t, int *drop, float *eps,
+                    float *eps_star);
+/* Current alpha values [n_targets n_mat] (for logging). */
+void ds_hybrid_alpha(const ds_hybrid *h, float *alpha);
+
+#endif

@@ -1,0 +1,872 @@
+/* `dreamstate analyze-states` (dreamstate.md 2.8 and 6.1 A1): how much of a context's label can be read
+ * from its RWKV-7 state? For each chosen layer, and for all layers concatenated, the WKV states are
+ * normalised per head (mean and std over the train records, float64), reduced by a distributed PCA,
+ * and scored on the PCA coordinates: cosine kNN accuracy, silhouette and a linear probe, the same with
+ * shuffled labels (the chance level), and a t-SNE map drawn by src/tools/plot_scatter.py. The
+ * bag-of-tokens control scores the records' condition vectors (input-token embeddings) the same way.
+ *
+ * Work split: every rank maps the datasets and builds the features of a contiguous block of rows; the
+ * PCA is collective. Task j (a feature set or a control) then belongs to rank j mod R, which gathers
+ * its coordinates and runs the metrics and t-SNE (both deterministic, so only the PCA's rounding
+ * depends on the rank count); rank 0 collects the results, writes DIR/analysis.json and the plots. */
+#include "dreamstate/analysis.h"
+#include "dreamstate/blas.h"
+#include "dreamstate/common.h"
+#include "dreamstate/config.h"
+#include "dreamstate/dist.h"
+#include "dreamstate/progress.h"
+#include "dreamstate/states.h"
+
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DEFAULT_COMPONENTS 50
+#define PROBE_FOLDS 5          /* cross-validation of the probe when there is no test set */
+#define FEATURE_CHUNK 64       /* test / extra rows built and projected at a time */
+
+typedef struct analyze_opts {
+    const char *train, *test, *extra, *extra_name, *out_dir, *layers;
+    int components;            /* 0: default */
+    ds_tsne_method tsne_method;
+    double perplexity;
+    uint64_t seed;
+    int ks[DS_MAX_KNN_K], n_ks;
+    double probe_l2;
+    int threads, plots;
+} analyze_opts;
+
+/* One state dataset as this rank sees it. */
+typedef struct view {
+    const char *path;
+    ds_states *s;
+    const ds_states_info *info;
+    int64_t n, lo, hi;         /* records; this rank's block [lo, hi) */
+    int *labels;               /* [n], ids in the train label list (extra: -1 = none) */
+} view;
+
+/* What rank 0 receives from a task's owner (plain data: the ranks run the same binary). */
+typedef struct task_result {
+    ds_label_metrics real, shuffled;
+    double extra_knn[DS_MAX_KNN_K];
+    ds_tsne_info tsne;
+    double tsne_seconds, metrics_seconds;
+} task_result;
+
+/* A feature set (consecutive layers of WKV state, through the PCA) or a control (a part of cond). */
+typedef struct task {
+    char name[24], title[40];
+    const char *about;         /* control: what its features are */
+    int control;
+    int first_layer, n_layers; /* feature set */
+    int cond_offset;           /* control: its C floats of cond */
+    int64_t d;                 /* input features */
+    int dim;                   /* columns the metrics see: K for a feature set, d for a control */
+    int owner;
+    /* PCA, on every rank */
+    ds_pca_route route;
+    double total_variance, *eigenvalues, pca_seconds[4], feature_seconds, transform_seconds;
+    /* inputs, on the owner */
+    float *train, *test, *extra;
+    /* results, on the owner and then on rank 0 */
+    task_result r;
+    double *y;                 /* t-SNE map [n_train + n_extra][2] */
+} task;
+
+static int64_t block_start(int64_t n, int r, int ranks) { return n * r / ranks; }
+
+/* MPI counts and displacements of every rank's block of n rows of `width` elements. */
+static void block_counts(int64_t n, int width, int *counts, int *displs) {
+    int R = ds_dist_size();
+    for (int r = 0; r < R; r++) {
+        displs[r] = (int)(block_start(n, r, R) * width);
+        counts[r] = (int)(block_start(n, r + 1, R) * width) - displs[r];
+    }
+}
+
+static void set_block(view *v) {
+    int r = ds_dist_rank(), R = ds_dist_size();
+    v->lo = block_start(v->n, r, R), v->hi = block_start(v->n, r + 1, R);
+}
+
+/* ---- arguments ---- */
+
+static const char *help_text =
+    "usage: dreamstate analyze-states INDEX [--test INDEX2] [--out DIR] [--layers all|last|0,2]\n"
+    "                                 [--components K] [--tsne auto|exact|bh] [--perplexity P] [--seed S]\n"
+    "                                 [--k 1,5,10] [--extra INDEX3 [--extra-name NAME]] [--probe-l2 L]\n"
+    "                                 [--threads N] [--no-plots]\n"
+    "Label structure of a state dataset (dreamstate.md 6.1 A1). Per layer, and for all layers concatenated:\n"
+    "WKV state normalised per head (train statistics) -> PCA to K components (distributed over the MPI\n"
+    "ranks) -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with shuffled\n"
+    "labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.\n"
+    "  --test INDEX2     held-out states (same shape and label list): kNN train -> test, silhouette of the\n"
+    "                    test rows, probe trained on train and scored on test, test rows projected with\n"
+    "                    the train PCA. Without it: leave-one-out kNN, silhouette of all rows, probe by\n"
+    "                    5-fold cross-validation.\n"
+    "  --layers LIST     'all' (default: every layer and their concatenation), 'last', or indices '0,2'\n"
+    "  --components K    PCA components (default min(50, records - 1, features))\n"
+    "  --tsne METHOD     auto (exact up to 1000 points, default), exact, bh (Barnes-Hut)\n"
+    "  --perplexity P    t-SNE perplexity (default 30; capped at (points - 1) / 3)\n"
+    "  --seed S          t-SNE initialisation and label shuffle (default 0)\n"
+    "  --k LIST          kNN neighbour counts, at most 8 (default 1,5,10)\n"
+    "  --extra INDEX3    more states (e.g. generated) projected with the same PCA, drawn in the same t-SNE\n"
+    "                    map with another marker; their kNN-predicted labels are scored against their own\n"
+    "                    (labels matched by name; records without a label are only drawn)\n"
+    "  --extra-name NAME legend name of the extra states (default 'extra')\n"
+    "  --probe-l2 L      L2 strength of the probe, as sklearn C = 1 / L (default 1)\n"
+    "  --threads N       threads per rank (default: cores / ranks on the node)\n"
+    "  --out DIR         output directory (default: INDEX's directory /analysis)\n"
+    "Writes DIR/analysis.json and DIR/tsne-layer<L>.png (tsne-layerall.png for the concatenation);\n"
+    "prints a table. Run under mpirun for the distributed PCA.\n";
+
+static double parse_number(const char *flag, const char *text, double lo, double hi, int integer) {
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end || !(v >= lo && v <= hi) || (integer && v != floor(v)))
+        ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %s '%s' must be %s in [%g, %g]", flag, text,
+               integer ? "an integer" : "a number", lo, hi);
+    return v;
+}
+
+static void parse_k_list(const char *text, analyze_opts *o) {
+    o->n_ks = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v < 1 || v > 100000 || o->n_ks == DS_MAX_KNN_K)
+            ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k '%s' must be 1 to %d positive integers, comma-separated",
+                   text, DS_MAX_KNN_K);
+        o->ks[o->n_ks++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (o->n_ks == 0) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k is empty");
+}
+
+static void parse_args(int argc, char **argv, analyze_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->layers = "all", o->perplexity = 30, o->probe_l2 = 1, o->extra_name = "extra", o->plots = 1;
+    o->ks[0] = 1, o->ks[1] = 5, o->ks[2] = 10, o->n_ks = 3;
+    int extra_named = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--no-plots") == 0) { o->plots = 0; continue; }
+        if (a[0] != '-') {
+            if (o->train) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: more than one INDEX ('%s', '%s')", o->train, a);
+            o->train = a;
+            continue;
+        }
+        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %s needs a value (see --help)", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "--test") == 0) o->test = v;
+        else if (strcmp(a, "--extra") == 0) o->extra = v;
+        else if (strcmp(a, "--extra-name") == 0) o->extra_name = v, extra_named = 1;
+        else if (strcmp(a, "--out") == 0) o->out_dir = v;
+        else if (strcmp(a, "--layers") == 0) o->layers = v;
+        else if (strcmp(a, "--components") == 0) o->components = (int)parse_number(a, v, 1, 1e6, 1);
+        else if (strcmp(a, "--perplexity") == 0) o->perplexity = parse_number(a, v, 1e-3, 1e6, 0);
+        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)parse_number(a, v, 0, 9e15, 1);
+        else if (strcmp(a, "--probe-l2") == 0) o->probe_l2 = parse_number(a, v, 1e-12, 1e12, 0);
+        else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_number(a, v, 1, 4096, 1);
+        else if (strcmp(a, "--k") == 0) parse_k_list(v, o);
+        else if (strcmp(a, "--tsne") == 0) {
+            if (strcmp(v, "auto") == 0) o->tsne_method = DS_TSNE_AUTO;
+            else if (strcmp(v, "exact") == 0) o->tsne_method = DS_TSNE_EXACT;
+            else if (strcmp(v, "bh") == 0) o->tsne_method = DS_TSNE_BARNES_HUT;
+            else ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --tsne '%s' is not auto, exact or bh", v);
+        } else ds_die(DS_EXIT_BAD_INPUT, "analyze-states: unknown option '%s' (see --help)", a);
+    }
+    if (!o->train) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: missing INDEX (see --help)");
+    if (!o->extra && extra_named)
+        ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --extra-name without --extra");
+}
+
+/* ---- datasets ---- */
+
+static int count_distinct(const int *labels, int64_t n, int n_labels) {
+    char *seen = calloc((size_t)n_labels + 1, 1);
+    int count = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] >= 0 && !seen[labels[i]]) seen[labels[i]] = 1, count++;
+    free(seen);
+    return count;
+}
+
+/* Opens a dataset as this rank's view. `train` (NULL for the train set itself) gives the shape it must
+ * have. extra = 0: every record labelled, with the train label list as is (the test set); extra = 1:
+ * labels matched to the train list by name, unlabelled records allowed (they are only drawn). */
+static view open_view(const char *path, const char *role, const view *train, int extra) {
+    view v = {.path = path};
+    v.s = ds_states_open(path);
+    v.info = ds_states_get_info(v.s);
+    v.n = v.info->n_records;
+    if (v.n < 1) ds_die(DS_EXIT_BAD_INPUT, "%s: the %s set has no records", path, role);
+    if (train) {
+        const ds_state_shape *a = &train->info->shape, *b = &v.info->shape;
+        if (a->n_layer != b->n_layer || a->n_embd != b->n_embd || a->n_head != b->n_head || a->head_size != b->head_size)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: the %s states have L=%d C=%d H=%d, the train states L=%d C=%d H=%d", path,
+                   role, b->n_layer, b->n_embd, b->n_head, a->n_layer, a->n_embd, a->n_head);
+        if (strcmp(train->info->model, v.info->model) != 0)
+            ds_log("analyze-states: note: the %s states come from model %s, the train states from %s", role,
+                   v.info->model, train->info->model);
+    }
+    int *to_train = ds_alloc(sizeof(int) * ((size_t)v.info->n_labels + 1));
+    for (int c = 0; c < v.info->n_labels; c++) {
+        if (extra) {
+            to_train[c] = ds_label_lookup(path, v.info->labels[c], train->info->n_labels, train->info->labels);
+            continue;
+        }
+        to_train[c] = c;
+        if (train && (c >= train->info->n_labels || strcmp(v.info->labels[c], train->info->labels[c]) != 0))
+            ds_die(DS_EXIT_BAD_INPUT, "%s: the %s set's label %d is '%s', the train set's '%s' (extract it with "
+                   "--labels-from the train index)", path, role, c, v.info->labels[c],
+                   c < train->info->n_labels ? train->info->labels[c] : "(none)");
+    }
+    if (train && !extra && v.info->n_labels != train->info->n_labels)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: the %s set has %d labels, the train set %d (extract it with --labels-from "
+               "the train index)", path, role, v.info->n_labels, train->info->n_labels);
+    v.labels = ds_alloc(sizeof(int) * (size_t)v.n);
+    for (int64_t i = 0; i < v.n; i++) {
+        int32_t label = ds_states_record(v.s, i).label;
+        if (label < 0 && !extra)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: record %lld has no label; the %s set must be labelled", path, (long long)i, role);
+        v.labels[i] = label < 0 ? -1 : to_train[label];
+    }
+    ds_free(to_train);
+    set_block(&v);
+    return v;
+}
+
+static void close_view(view *v) {
+    if (!v->s) return;
+    ds_free(v->labels);
+    ds_states_close(v->s);
+}
+
+/* ---- features ---- */
+
+/* Mean and std of each (layer, head) block of WKV entries over all records of v, for the layers with
+ * need[l] set: [L][H] each, float64. Each rank sums its records one by one, and every rank adds those
+ * per-record sums in record order, so the statistics (and the features) are the same bits whatever
+ * the rank count. A head without variance gets std 1. */
+static void head_statistics(const view *v, const int *need, double *mean, double *stdev) {
+    const ds_state_shape *sh = &v->info->shape;
+    int L = sh->n_layer, H = sh->n_head, LH = L * H, R = ds_dist_size();
+    int64_t NN = (int64_t)sh->head_size * sh->head_size, nl = v->hi - v->lo;
+    double *part = ds_alloc(sizeof(double) * (size_t)(nl > 0 ? nl : 1) * LH);
+    double *all = ds_alloc(sizeof(double) * (size_t)v->n * LH);
+    int *counts = ds_alloc(sizeof(int) * R), *displs = ds_alloc(sizeof(int) * R);
+    block_counts(v->n, LH, counts, displs);
+    for (int pass = 0; pass < 2; pass++) {   /* sums, then squared deviations from the mean */
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < nl; i++) {
+            const float *state = ds_states_record(v->s, v->lo + i).state;
+            for (int l = 0; l < L; l++)
+                for (int h = 0; h < H; h++) {
+                    double acc = 0, m = pass ? mean[l * H + h] : 0;
+                    if (need[l]) {
+                        const float *w = ds_state_wkv(sh, state, l) + h * NN;
+                        for (int64_t e = 0; e < NN; e++) acc += pass ? (w[e] - m) * (w[e] - m) : w[e];
+                    }
+                    part[i * LH + l * H + h] = acc;
+                }
+        }
+        MPI_Allgatherv(part, counts[ds_dist_rank()], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, MPI_COMM_WORLD);
+        for (int lh = 0; lh < LH; lh++) {
+            double acc = 0;
+            for (int64_t i = 0; i < v->n; i++) acc += all[i * LH + lh];
+            acc /= (double)v->n * (double)NN;
+            if (pass == 0) mean[lh] = acc;
+            else stdev[lh] = acc > 0 ? sqrt(acc) : 1;
+        }
+    }
+    ds_free(part), ds_free(all), ds_free(counts), ds_free(displs);
+}
+
+/* Records [i0, i0 + count) of v as task t's features: per layer of t, per head, the 64 x 64 block
+ * (S - mean) / std with the train statistics. */
+static void build_features(const view *v, const task *t, const double *mean, const double *stdev, int64_t i0,
+                           int64_t count, float *out) {
+    const ds_state_shape *sh = &v->info->shape;
+    int H = sh->n_head;
+    int64_t NN = (int64_t)sh->head_size * sh->head_size;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        const float *state = ds_states_record(v->s, i0 + i).state;
+        float *row = out + i * t->d;
+        for (int j = 0; j < t->n_layers; j++) {
+            int l = t->first_layer + j;
+            for (int h = 0; h < H; h++) {
+                const float *w = ds_state_wkv(sh, state, l) + h * NN;
+                float *o = row + ((int64_t)j * H + h) * NN;
+                double m = mean[l * H + h], s = stdev[l * H + h];
+                for (int64_t e = 0; e < NN; e++) o[e] = (float)((w[e] - m) / s);
+            }
+        }
+    }
+}
+
+/* Every rank's block of rows (width floats each) on `root`, in rank order; NULL on the other ranks. */
+static float *gather_rows(const float *local, int64_t n, int width, int root) {
+    int R = ds_dist_size(), me = ds_dist_rank();
+    int *counts = ds_alloc(sizeof(int) * R), *displs = ds_alloc(sizeof(int) * R);
+    block_counts(n, width, counts, displs);
+    float *all = me == root ? ds_alloc(sizeof(float) * (size_t)n * width) : NULL;
+    MPI_Gatherv(local, counts[me], MPI_FLOAT, all, counts, displs, MPI_FLOAT, root, MPI_COMM_WORLD);
+    ds_free(counts), ds_free(displs);
+    return all;
+}
+
+/* v's records projected with the train PCA, on t's owner (built FEATURE_CHUNK rows at a time, so a
+ * large concatenated feature set never needs all of this rank's test rows at once). */
+static float *project_view(const view *v, const task *t, const ds_pca *pca, const double *mean, const double *stdev) {
+    int64_t nl = v->hi - v->lo;
+    float *coords = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * pca->k);
+    float *feat = ds_alloc(sizeof(float) * (size_t)FEATURE_CHUNK * t->d);
+    for (int64_t i = 0; i < nl; i += FEATURE_CHUNK) {
+        int64_t count = nl - i < FEATURE_CHUNK ? nl - i : FEATURE_CHUNK;
+        build_features(v, t, mean, stdev, v->lo + i, count, feat);
+        ds_pca_transform(pca, count, feat, coords + i * pca->k);
+    }
+    ds_free(feat);
+    float *all = gather_rows(coords, v->n, pca->k, t->owner);
+    ds_free(coords);
+    return all;
+}
+
+/* A control's part of cond for v's records, on t's owner. */
+static float *gather_condition(const view *v, const task *t) {
+    int64_t nl = v->hi - v->lo;
+    float *local = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * t->dim);
+    for (int64_t i = 0; i < nl; i++)
+        memcpy(local + i * t->dim, ds_states_record(v->s, v->lo + i).cond + t->cond_offset, sizeof(float) * t->dim);
+    float *all = gather_rows(local, v->n, t->dim, t->owner);
+    ds_free(local);
+    return all;
+}
+
+/* ---- metrics and t-SNE (on a task's owner) ---- */
+
+/* Probe accuracy by cross-validation: fold f holds the rows i with i mod folds = f. */
+static double cross_validated_probe(const float *x, const int *y, int64_t n, int dim, double l2) {
+    int folds = n < PROBE_FOLDS ? (int)n : PROBE_FOLDS;
+    float *fit_x = ds_alloc(sizeof(float) * (size_t)n * dim), *held_x = ds_alloc(sizeof(float) * (size_t)n * dim);
+    int *fit_y = ds_alloc(sizeof(int) * (size_t)n), *held_y = ds_alloc(sizeof(int) * (size_t)n);
+    double correct = 0;
+    for (int f = 0; f < folds; f++) {
+        int64_t nf = 0, nh = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int held = i % folds == f;
+            memcpy((held ? held_x + nh * dim : fit_x + nf * dim), x + i * dim, sizeof(float) * dim);
+            if (held) held_y[nh++] = y[i];
+            else fit_y[nf++] = y[i];
+        }
+        ds_probe p;
+        ds_probe_fit(&p, fit_x, fit_y, nf, dim, l2);
+        correct += ds_probe_predict(&p, held_x, nh, held_y, NULL) * (double)nh;
+        ds_probe_free(&p);
+    }
+    ds_free(fit_x), ds_free(held_x), ds_free(fit_y), ds_free(held_y);
+    return correct / (double)n;
+}
+
+/* The A1 metrics of one feature matrix: train -> test when there is a test set, else leave-one-out kNN,
+ * the silhouette of all rows and a cross-validated probe. shuffled: the same with permuted labels. */
+static void label_metrics(const analyze_opts *o, const float *train, const int *ytr, int64_t n, const float *test,
+                          const int *yte, int64_t nt, int dim, int shuffled, ds_label_metrics *out) {
+    if (test) {
+        ds_label_metrics_compute(train, ytr, n, test, yte, nt, dim, DS_METRIC_COSINE, o->ks, o->n_ks, o->probe_l2,
+                                 shuffled, o->seed, out);
+        return;
+    }
+    int *y = ds_alloc(sizeof(int) * (size_t)n);
+    if (shuffled) ds_shuffle_labels(ytr, n, o->seed, y);
+    else memcpy(y, ytr, sizeof(int) * (size_t)n);
+    memset(out, 0, sizeof *out);
+    out->n_k = o->n_ks;
+    memcpy(out->k, o->ks, sizeof(int) * o->n_ks);
+    ds_knn_accuracy(train, y, n, NULL, NULL, 0, dim, DS_METRIC_COSINE, o->ks, o->n_ks, out->knn_accuracy);
+    out->silhouette = ds_silhouette_score(train, y, n, dim, DS_METRIC_COSINE);
+    out->probe_accuracy = cross_validated_probe(train, y, n, dim, o->probe_l2);
+    ds_free(y);
+}
+
+typedef struct run_ctx {
+    const analyze_opts *o;
+    const view *train, *test, *extra;
+    ds_tsne_opts tsne;
+    int components;
+} run_ctx;
+
+static void run_task(const run_ctx *c, task *t) {
+    const analyze_opts *o = c->o;
+    int64_t n = c->train->n, nt = c->test->s ? c->test->n : 0, ne = c->extra->s && !t->control ? c->extra->n : 0;
+    double t0 = ds_now_seconds();
+    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 0, &t->r.real);
+    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 1, &t->r.shuffled);
+    if (ne > 0) {   /* extra rows with a label: does the train set's kNN give them that label? */
+        float *x = ds_alloc(sizeof(float) * (size_t)ne * t->dim);
+        int *y = ds_alloc(sizeof(int) * (size_t)ne);
+        int64_t m = 0;
+        for (int64_t i = 0; i < ne; i++)
+            if (c->extra->labels[i] >= 0) {
+                memcpy(x + m * t->dim, t->extra + i * t->dim, sizeof(float) * t->dim);
+                y[m++] = c->extra->labels[i];
+            }
+        if (m > 0)
+            ds_knn_accuracy(t->train, c->train->labels, n, x, y, m, t->dim, DS_METRIC_COSINE, o->ks, o->n_ks,
+                            t->r.extra_knn);
+        else
+            for (int s = 0; s < o->n_ks; s++) t->r.extra_knn[s] = NAN;   /* nothing to score: null in the JSON */
+        ds_free(x), ds_free(y);
+    }
+    double t1 = ds_now_seconds();
+    t->r.metrics_seconds = t1 - t0;
+    if (t->control) return;
+    /* t-SNE of train and extra together, so that both live in one map */
+    float *x = ds_alloc(sizeof(float) * (size_t)(n + ne) * t->dim);
+    memcpy(x, t->train, sizeof(float) * (size_t)n * t->dim);
+    if (ne > 0) memcpy(x + n * t->dim, t->extra, sizeof(float) * (size_t)ne * t->dim);
+    t->y = ds_alloc(sizeof(double) * 2 * (size_t)(n + ne));
+    ds_tsne(x, n + ne, t->dim, &c->tsne, t->y, &t->r.tsne);
+    ds_free(x);
+    t->r.tsne_seconds = ds_now_seconds() - t1;
+}
+
+/* ---- output (rank 0) ---- */
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void json_number(FILE *f, double x) {
+    if (isfinite(x)) fprintf(f, "%.10g", x);
+    else fputs("null", f);
+}
+
+static void json_knn(FILE *f, const int *ks, int n_ks, const double *acc) {
+    fputc('{', f);
+    for (int s = 0; s < n_ks; s++) {
+        fprintf(f, "%s\"%d\": ", s ? ", " : "", ks[s]);
+        json_number(f, acc[s]);
+    }
+    fputc('}', f);
+}
+
+static void json_metrics(FILE *f, const analyze_opts *o, const task *t) {
+    fputs("\"knn\": ", f);
+    json_knn(f, o->ks, o->n_ks, t->r.real.knn_accuracy);
+    fputs(", \"silhouette\": ", f), json_number(f, t->r.real.silhouette);
+    fputs(", \"probe\": ", f), json_number(f, t->r.real.probe_accuracy);
+    fputs(",\n     \"shuffled\": {\"knn\": ", f);
+    json_knn(f, o->ks, o->n_ks, t->r.shuffled.knn_accuracy);
+    fputs(", \"silhouette\": ", f), json_number(f, t->r.shuffled.silhouette);
+    fputs(", \"probe\": ", f), json_number(f, t->r.shuffled.probe_accuracy);
+    fputs("}", f);
+}
+
+static void json_dataset(FILE *f, const char *key, const view *v, const char *name) {
+    fprintf(f, "  \"%s\": ", key);
+    if (!v->s) { fputs("null,\n", f); return; }
+    fputs("{\"index\": ", f), json_string(f, v->path);
+    fprintf(f, ", \"records\": %lld, \"model\": ", (long long)v->n), json_string(f, v->info->model);
+    fputs(", \"checkpoint\": ", f), json_string(f, v->info->checkpoint);
+    fputs(", \"contexts\": ", f), json_string(f, v->info->contexts);
+    if (name) fputs(", \"name\": ", f), json_string(f, name);
+    fputs("},\n", f);
+}
+
+static void write_json(const char *path, const run_ctx *c, task *tasks, int n_tasks, double seconds) {
+    const analyze_opts *o = c->o;
+    const view *tr = c->train, *te = c->test, *ex = c->extra;
+    const ds_state_shape *sh = &tr->info->shape;
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0) ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
+    FILE *f = af.fp;
+    fputs("{\n  \"version\": 1,\n", f);
+    json_dataset(f, "train", tr, NULL);
+    json_dataset(f, "test", te, NULL);
+    json_dataset(f, "extra", ex, o->extra_name);
+    fprintf(f, "  \"evaluation\": \"%s\",\n", te->s ? "train -> test" : "leave-one-out (probe: 5-fold cross-validation)");
+    fprintf(f, "  \"shape\": {\"n_layer\": %d, \"n_embd\": %d, \"n_head\": %d, \"head_size\": %d},\n", sh->n_layer,
+            sh->n_embd, sh->n_head, sh->head_size);
+    fprintf(f, "  \"ranks\": %d, \"threads\": %d, \"components\": %d, \"metric\": \"cosine\", \"seed\": %llu, "
+               "\"probe_l2\": ", ds_dist_size(), o->threads, c->components, (unsigned long long)o->seed);
+    json_number(f, o->probe_l2);
+    fputs(",\n  \"knn_k\": [", f);
+    for (int s = 0; s < o->n_ks; s++) fprintf(f, "%s%d", s ? ", " : "", o->ks[s]);
+    fputs("],\n  \"normalisation\": \"WKV state per (layer, head): mean and std over the train records, float64\",\n", f);
+    fprintf(f, "  \"tsne\": {\"perplexity\": %.6g, \"metric\": \"euclidean\", \"iterations\": %d, \"seed\": %llu},\n",
+            c->tsne.perplexity, c->tsne.iters, (unsigned long long)c->tsne.seed);
+    fputs("  \"label_names\": [", f);
+    for (int l = 0; l < tr->info->n_labels; l++) fputs(l ? ", " : "", f), json_string(f, tr->info->labels[l]);
+    fputs("],\n  \"layers\": [\n", f);
+    int first = 1;
+    for (int i = 0; i < n_tasks; i++) {
+        task *t = &tasks[i];
+        if (t->control) continue;
+        fprintf(f, "%s    {\"layer\": \"%s\", \"layers\": [", first ? "" : ",\n", t->name);
+        first = 0;
+        for (int j = 0; j < t->n_layers; j++) fprintf(f, "%s%d", j ? ", " : "", t->first_layer + j);
+        fprintf(f, "], \"features\": %lld, \"route\": \"%s\", \"components\": %d, \"total_variance\": ",
+                (long long)t->d, t->route == DS_PCA_GRAM ? "gram" : "covariance", t->dim);
+        json_number(f, t->total_variance);
+        double sum = 0;
+        fputs(",\n     \"explained_variance_ratio\": [", f);
+        for (int k = 0; k < t->dim; k++) {
+            fputs(k ? ", " : "", f), json_number(f, t->eigenvalues[k] / t->total_variance);
+            sum += t->eigenvalues[k] / t->total_variance;
+        }
+        fputs("],\n     \"explained_variance\": ", f), json_number(f, sum);
+        fputs(",\n     \"eigenvalues\": [", f);
+        for (int k = 0; k < t->dim; k++) fputs(k ? ", " : "", f), fprintf(f, "%.17g", t->eigenvalues[k]);
+        fputs("],\n     ", f);
+        json_metrics(f, o, t);
+        if (ex->s) {
+            fputs(",\n     \"extra_knn_accuracy\": ", f);
+            json_knn(f, o->ks, o->n_ks, t->r.extra_knn);
+        }
+        fprintf(f, ",\n     \"tsne\": {\"method\": \"%s\", \"kl\": ", t->r.tsne.method == DS_TSNE_EXACT ? "exact" : "barnes-hut");
+        json_number(f, t->r.tsne.kl);
+        fprintf(f, ", \"iterations\": %d},\n     \"seconds\": {\"features\": %.3f, \"pca_redistribute\": %.3f, "
+                   "\"pca_product\": %.3f, \"pca_eigensolver\": %.3f, \"pca_components\": %.3f, \"transform\": %.3f, "
+                   "\"metrics\": %.3f, \"tsne\": %.3f}}",
+                t->r.tsne.iters_run, t->feature_seconds, t->pca_seconds[0], t->pca_seconds[1], t->pca_seconds[2],
+                t->pca_seconds[3], t->transform_seconds, t->r.metrics_seconds, t->r.tsne_seconds);
+    }
+    fputs("\n  ],\n  \"controls\": [\n", f);
+    first = 1;
+    for (int i = 0; i < n_tasks; i++) {
+        task *t = &tasks[i];
+        if (!t->control) continue;
+        fprintf(f, "%s    {\"name\": \"%s\", \"features\": \"%s\", \"dim\": %d, ", first ? "" : ",\n", t->name, t->about,
+                t->dim);
+        first = 0;
+        json_metrics(f, o, t);
+        fprintf(f, ",\n     \"seconds\": {\"metrics\": %.3f}}", t->r.metrics_seconds);
+    }
+    fprintf(f, "\n  ],\n  \"seconds\": %.3f,\n", seconds);
+    /* the scatter panels for src/tools/plot_scatter.py */
+    int mid = o->n_ks / 2, k_mid = o->ks[mid];
+    int64_t n = tr->n, ne = ex->s ? ex->n : 0;
+    fputs("  \"panels\": [\n", f);
+    first = 1;
+    for (int i = 0; i < n_tasks; i++) {
+        task *t = &tasks[i];
+        if (t->control) continue;
+        fprintf(f, "%s    {\"title\": \"%s\", \"file\": \"%s\",\n     \"metrics\": {\"kNN@%d\": ", first ? "" : ",\n",
+                t->title, t->name, k_mid);
+        first = 0;
+        json_number(f, t->r.real.knn_accuracy[mid]);
+        fprintf(f, ", \"shuffled kNN@%d\": ", k_mid), json_number(f, t->r.shuffled.knn_accuracy[mid]);
+        fputs(", \"silhouette\": ", f), json_number(f, t->r.real.silhouette);
+        if (ne > 0) fprintf(f, ", \"%s kNN@%d\": ", o->extra_name, k_mid), json_number(f, t->r.extra_knn[mid]);
+        fputs("},\n     \"x\": [", f);
+        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%.6g", r ? "," : "", t->y[2 * r]);
+        fputs("],\n     \"y\": [", f);
+        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%.6g", r ? "," : "", t->y[2 * r + 1]);
+        fputs("],\n     \"label\": [", f);
+        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%d", r ? "," : "", r < n ? tr->labels[r] : ex->labels[r - n]);
+        fputs("]", f);
+        if (ne > 0) {
+            fputs(",\n     \"kind\": [", f);
+            for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%d", r ? "," : "", r >= n);
+            fputs("], \"kind_names\": [\"train\", ", f), json_string(f, o->extra_name), fputs("]", f);
+        }
+        fputs("}", f);
+    }
+    fputs("\n  ]\n}\n", f);
+    if (ferror(f) || ds_atomic_commit(&af) != 0) {
+        ds_atomic_abort(&af);
+        ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
+    }
+}
+
+/* src/tools/plot_scatter.py next to this binary's source tree (bin/dreamstate -> ../src/tools), else
+ * relative to the working directory. */
+static void find_tool(const char *name, char *out, size_t len) {
+    char exe[DS_PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        for (int up = 0; up < 2; up++) {
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = 0;
+        }
+        snprintf(out, len, "%s/src/tools/%s", exe, name);
+        if (access(out, R_OK) == 0) return;
+    }
+    snprintf(out, len, "src/tools/%s", name);
+}
+
+/* One PNG per feature set: DIR/tsne-layer<name>.png. Returns 0 on success. */
+static int draw_plots(const char *json_path, const char *out_dir) {
+    char tool[DS_PATH_MAX + 64], pattern[DS_PATH_MAX + 64];
+    find_tool("plot_scatter.py", tool, sizeof tool);
+    snprintf(pattern, sizeof pattern, "%s/tsne-layer{}.png", out_dir);
+    char *args[] = {"/usr/bin/python3", tool, (char *)json_path, pattern, "--each", NULL};
+    pid_t pid;
+    int status;
+    fflush(stdout), fflush(stderr);
+    if (posix_spawn(&pid, args[0], NULL, NULL, args, environ) != 0 || waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static void print_table(const run_ctx *c, const task *tasks, int n_tasks) {
+    const analyze_opts *o = c->o;
+    printf("%lld train records, %lld test, %d labels, PCA to %d components, cosine kNN %s\n", (long long)c->train->n,
+           (long long)(c->test->s ? c->test->n : 0), c->train->info->n_labels, c->components,
+           c->test->s ? "train -> test" : "leave-one-out, probe 5-fold cross-validated");
+    printf("%-14s %8s %6s", "features", "dim", "EVR");
+    for (int s = 0; s < o->n_ks; s++) printf(" %5s%-2d", "kNN@", o->ks[s]);
+    printf(" %6s %6s |", "silh", "probe");
+    for (int s = 0; s < o->n_ks; s++) printf(" %5s%-2d", "kNN@", o->ks[s]);
+    printf(" %6s %6s (shuffled)", "silh", "probe");
+    if (c->extra->s) printf(" | %s kNN@%d", o->extra_name, o->ks[o->n_ks / 2]);
+    printf("\n");
+    for (int i = 0; i < n_tasks; i++) {
+        const task *t = &tasks[i];
+        double evr = 0;
+        for (int k = 0; !t->control && k < t->dim; k++) evr += t->eigenvalues[k] / t->total_variance;
+        printf("%-14s %8lld ", t->title, (long long)t->d);
+        if (t->control) printf("%6s", "-");
+        else printf("%6.3f", evr);
+        for (int s = 0; s < o->n_ks; s++) printf(" %7.3f", t->r.real.knn_accuracy[s]);
+        printf(" %6.3f %6.3f |", t->r.real.silhouette, t->r.real.probe_accuracy);
+        for (int s = 0; s < o->n_ks; s++) printf(" %7.3f", t->r.shuffled.knn_accuracy[s]);
+        printf(" %6.3f %6.3f", t->r.shuffled.silhouette, t->r.shuffled.probe_accuracy);
+        if (c->extra->s && !t->control) printf(" | %.3f", t->r.extra_knn[o->n_ks / 2]);
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+/* ---- the command ---- */
+
+/* Feature sets from --layers ("all" adds the concatenation of every layer), then the controls. */
+static task *make_tasks(const analyze_opts *o, const view *tr, const view *te, int *n_out) {
+    const ds_state_shape *sh = &tr->info->shape;
+    int L = sh->n_layer, *layers = ds_alloc(sizeof(int) * L);
+    char why[256];
+    int n_layers = ds_config_parse_layers(o->layers, L, layers, why, sizeof why);
+    if (n_layers < 0) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --layers %s", why);
+    int concat = strcmp(o->layers, "all") == 0 && L > 1;
+    task *tasks = calloc((size_t)n_layers + concat + 2, sizeof(task));
+    int n = 0;
+    int64_t per_layer = (int64_t)sh->n_head * sh->head_size * sh->head_size;
+    for (int i = 0; i < n_layers + concat; i++, n++) {
+        task *t = &tasks[n];
+        t->first_layer = i < n_layers ? layers[i] : 0;
+        t->n_layers = i < n_layers ? 1 : L;
+        if (t->n_layers == 1) {
+            snprintf(t->name, sizeof t->name, "%d", t->first_layer);
+            snprintf(t->title, sizeof t->title, "layer %d", t->first_layer);
+        } else {
+            snprintf(t->name, sizeof t->name, "all");
+            snprintf(t->title, sizeof t->title, "all layers");
+        }
+        t->d = per_layer * t->n_layers;
+        if (t->d > INT_MAX) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %lld features exceed the PCA's int indexing", (long long)t->d);
+    }
+    /* controls: the parts of cond that both train and test records carry (dreamstate.md 6.1 A1 (i)) */
+    static const struct { uint32_t flag; const char *name, *what; } parts[] = {
+        {DS_COND_MEAN_TOKEN, "bag-of-tokens", "mean input-token embedding"},
+        {DS_COND_FIRST_TOKEN, "first-token", "first input-token embedding"},
+    };
+    for (int p = 0; p < 2; p++) {
+        uint32_t flags = tr->info->shape.flags;
+        if (!(flags & parts[p].flag) || (te->s && !(te->info->shape.flags & parts[p].flag))) continue;
+        task *t = &tasks[n++];
+        t->control = 1;
+        snprintf(t->name, sizeof t->name, "%s", parts[p].name);
+        snprintf(t->title, sizeof t->title, "%s", parts[p].name);
+        t->about = parts[p].what;
+        t->dim = sh->n_embd;
+        t->d = t->dim;
+        /* the cond parts come in flag-bit order, C floats each */
+        t->cond_offset = parts[p].flag == DS_COND_MEAN_TOKEN && (flags & DS_COND_FIRST_TOKEN) ? sh->n_embd : 0;
+    }
+    ds_free(layers);
+    *n_out = n;
+    return tasks;
+}
+
+int ds_analyze_states_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
+    ds_dist_init(&argc, &argv);
+    double start = ds_now_seconds();
+    int rank = ds_dist_rank(), ranks = ds_dist_size();
+    analyze_opts o;
+    parse_args(argc, argv, &o);
+    if (o.threads <= 0) o.threads = ds_dist_cores_per_local_rank();
+    ds_blas_init(o.threads);
+    omp_set_num_threads(o.threads);
+
+    /* Every check happens on every rank before any work, so that all ranks stop together. */
+    view tr = open_view(o.train, "train", NULL, 0), te = {0}, ex = {0};
+    if (o.test) te = open_view(o.test, "test", &tr, 0);
+    if (o.extra) ex = open_view(o.extra, "extra", &tr, 1);
+    int loo = !te.s, train_labels = count_distinct(tr.labels, tr.n, tr.info->n_labels);
+    if (train_labels < 2) ds_die(DS_EXIT_BAD_INPUT, "%s: the train records hold fewer than 2 labels", o.train);
+    /* the silhouette's condition, 2 <= labels <= rows - 1, on the rows it is computed over */
+    const view *sv = te.s ? &te : &tr;
+    int sv_labels = count_distinct(sv->labels, sv->n, sv->info->n_labels);
+    if (sv_labels < 2 || sv_labels > sv->n - 1)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: the silhouette needs 2 to records - 1 labels among the %s records (%d labels, "
+               "%lld records)", sv->path, te.s ? "test" : "train", sv_labels, (long long)sv->n);
+    for (int s = 0; s < o.n_ks; s++)
+        if (o.ks[s] > tr.n - loo)
+            ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k %d exceeds the %lld train records%s", o.ks[s],
+                   (long long)(tr.n - loo), loo ? " other than the query (leave-one-out)" : "");
+    int n_tasks;
+    task *tasks = make_tasks(&o, &tr, &te, &n_tasks);
+    int64_t d_min = tasks[0].d;
+    for (int i = 0; i < n_tasks; i++) d_min = !tasks[i].control && tasks[i].d < d_min ? tasks[i].d : d_min;
+    int64_t k_max = tr.n - 1 < d_min ? tr.n - 1 : d_min;
+    int K = o.components ? o.components : (int)(k_max < DEFAULT_COMPONENTS ? k_max : DEFAULT_COMPONENTS);
+    if (K < 1 || K > k_max)
+        ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --components %d is out of range: at most %lld (train records - 1 = %lld, "
+               "features per layer = %lld)", K, (long long)k_max, (long long)(tr.n - 1), (long long)d_min);
+
+    run_ctx c = {.o = &o, .train = &tr, .test = &te, .extra = &ex, .components = K};
+    c.tsne = ds_tsne_defaults();
+    int64_t n_plot = tr.n + (ex.s ? ex.n : 0);
+    c.tsne.perplexity = fmin(o.perplexity, (double)(n_plot - 1) / 3);
+    c.tsne.method = o.tsne_method;
+    c.tsne.seed = o.seed;
+    if (n_plot < 2) ds_die(DS_EXIT_BAD_INPUT, "%s: t-SNE needs at least 2 records", o.train);
+    if (c.tsne.perplexity < o.perplexity)
+        ds_log("analyze-states: t-SNE perplexity %g capped at %.3g for %lld points", o.perplexity, c.tsne.perplexity,
+               (long long)n_plot);
+    for (int i = 0; i < n_tasks; i++) {
+        tasks[i].owner = i % ranks;
+        if (!tasks[i].control) tasks[i].dim = K;
+    }
+    char out_dir[DS_PATH_MAX];
+    if (o.out_dir) snprintf(out_dir, sizeof out_dir, "%s", o.out_dir);
+    else {
+        const char *slash = strrchr(o.train, '/');
+        int len = slash ? (int)(slash - o.train) : 1;
+        snprintf(out_dir, sizeof out_dir, "%.*s/analysis", len, slash ? o.train : ".");
+    }
+    if (rank == 0) ds_mkdir_p(out_dir);
+    int n_sets = 0;
+    for (int i = 0; i < n_tasks; i++) n_sets += !tasks[i].control;
+    ds_log("analyze-states: %lld train records%s%s, %d labels, %d feature sets + %d controls, K = %d, %d ranks x %d "
+           "threads", (long long)tr.n, te.s ? " + test" : "", ex.s ? " + extra" : "", tr.info->n_labels, n_sets,
+           n_tasks - n_sets, K, ranks, o.threads);
+
+    /* Normalisation statistics over the train records, for the layers in use. */
+    const ds_state_shape *sh = &tr.info->shape;
+    int *need = ds_alloc(sizeof(int) * sh->n_layer);
+    for (int i = 0; i < n_tasks; i++)
+        for (int j = 0; !tasks[i].control && j < tasks[i].n_layers; j++) need[tasks[i].first_layer + j] = 1;
+    double *mean = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
+    double *stdev = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
+    head_statistics(&tr, need, mean, stdev);
+
+    /* PCA of every feature set (collective); coordinates to the set's owner. */
+    ds_progress prog;
+    ds_progress_begin(&prog, "analyze-states PCA", "layer sets", n_sets);
+    int64_t nl = tr.hi - tr.lo;
+    for (int i = 0; i < n_tasks; i++) {
+        task *t = &tasks[i];
+        if (t->control) {
+            t->train = gather_condition(&tr, t);
+            if (te.s) t->test = gather_condition(&te, t);
+            continue;
+        }
+        double t0 = ds_now_seconds();
+        float *feat = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * t->d);
+        build_features(&tr, t, mean, stdev, tr.lo, nl, feat);
+        double t1 = ds_now_seconds();
+        ds_pca pca;
+        ds_pca_fit(&pca, MPI_COMM_WORLD, nl, (int)t->d, feat, K, DS_PCA_AUTO);
+        double t2 = ds_now_seconds();
+        float *coords = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * K);
+        ds_pca_transform(&pca, nl, feat, coords);
+        ds_free(feat);
+        t->train = gather_rows(coords, tr.n, K, t->owner);
+        ds_free(coords);
+        if (te.s) t->test = project_view(&te, t, &pca, mean, stdev);
+        if (ex.s) t->extra = project_view(&ex, t, &pca, mean, stdev);
+        t->feature_seconds = t1 - t0;
+        t->transform_seconds = ds_now_seconds() - t2;
+        t->route = pca.route;
+        t->total_variance = pca.total_variance;
+        memcpy(t->pca_seconds, pca.seconds, sizeof pca.seconds);
+        t->eigenvalues = ds_alloc(sizeof(double) * K);
+        memcpy(t->eigenvalues, pca.eigenvalues, sizeof(double) * K);
+        double evr = 0;
+        for (int k = 0; k < K; k++) evr += pca.eigenvalues[k] / pca.total_variance;
+        ds_log("analyze-states: %s: PCA %lld x %lld -> %d (%s route) explains %.1f%% of the variance, %.2fs",
+               t->title, (long long)tr.n, (long long)t->d, K, pca.route == DS_PCA_GRAM ? "Gram" : "covariance",
+               100 * evr, t2 - t1);
+        ds_pca_free(&pca);
+        ds_progress_update(&prog, prog.done + 1);
+    }
+    ds_progress_end(&prog);
+
+    /* Metrics and t-SNE, each task on its owner; rank 0 shows progress over its own share. */
+    int mine = 0;
+    for (int i = 0; i < n_tasks; i++) mine += tasks[i].owner == rank;
+    ds_progress_begin(&prog, "analyze-states t-SNE and metrics", "tasks (rank 0's share)", mine);
+    for (int i = 0, done = 0; i < n_tasks; i++) {
+        if (tasks[i].owner != rank) continue;
+        run_task(&c, &tasks[i]);
+        ds_progress_update(&prog, ++done);
+    }
+    ds_progress_end(&prog);
+    for (int i = 0; i < n_tasks; i++) {   /* results to rank 0 */
+        task *t = &tasks[i];
+        if (t->owner == 0) continue;
+        int n_y = t->control ? 0 : (int)(2 * n_plot);
+        if (rank == t->owner) {
+            MPI_Send(&t->r, (int)sizeof t->r, MPI_BYTE, 0, 2 * i, MPI_COMM_WORLD);
+            if (n_y) MPI_Send(t->y, n_y, MPI_DOUBLE, 0, 2 * i + 1, MPI_COMM_WORLD);
+        } else if (rank == 0) {
+            MPI_Recv(&t->r, (int)sizeof t->r, MPI_BYTE, t->owner, 2 * i, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (n_y) {
+                t->y = ds_alloc(sizeof(double) * n_y);
+                MPI_Recv(t->y, n_y, MPI_DOUBLE, t->owner, 2 * i + 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            }
+        }
+    }
+
+    int rc = 0;
+    if (rank == 0) {
+        char json[DS_PATH_MAX + 32];
+        snprintf(json, sizeof json, "%s/analysis.json", out_dir);
+        write_json(json, &c, tasks, n_tasks, ds_now_seconds() - start);
+        print_table(&c, tasks, n_tasks);
+        if (o.plots && draw_plots(json, out_dir) != 0) {
+            fprintf(stderr, "dreamstate: analyze-states: plotting failed (src/tools/plot_scatter.py); %s is complete\n", json);
+            rc = DS_EXIT_FAIL;
+        }
+        ds_log("analyze-states: wrote %s in %.1fs", json, ds_now_seconds() - start);
+    }
+    for (int i = 0; i < n_tasks; i++) {
+        task *t = &tasks[i];
+        ds_free(t->eigenvalues), ds_free(t->train), ds_free(t->test), ds_free(t->extra), ds_free(t->y);
+    }
+    free(tasks);
+    ds_free(need), ds_free(mean), ds_free(stdev);
+    close_view(&tr), close_view(&te), close_view(&ex);
+    ds_dist_finalize();
+    return rc;
+}

@@ -1,0 +1,41 @@
+/* The hybrid's dimensions from a run configuration (dreamstate.md 3 and 7; config keys hybrid.*, dit.*,
+ * diffusion.schedule / p_uncond, optim.l2wrap). */
+#include "dreamstate/common.h"
+#include "dreamstate/hybrid.h"
+#include "dreamstate/train.h"
+
+#include <string.h>
+
+void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
+    const ds_hybrid_config *hc = &cfg->hybrid;
+    memset(d, 0, sizeof *d);
+    d->model = ds_train_model_dims(cfg);
+    char why[256];
+    int *layers = ds_alloc(sizeof(int) * d->model.n_layer);
+    int n = ds_config_parse_layers(hc->layers, d->model.n_layer, layers, why, sizeof why);
+    if (n < 0) ds_die(DS_EXIT_BAD_INPUT, "hybrid.layers: %s", why);
+    if (n > DS_HYBRID_MAX_TARGETS)
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid.layers: %d layers targeted, at most %d", n, DS_HYBRID_MAX_TARGETS);
+    d->n_targets = n;
+    memcpy(d->targets, layers, sizeof(int) * n);
+    ds_free(layers);
+    for (const char *c = hc->matrices; *c; c++)
+        d->matrices |= *c == 'r' ? DS_HYBRID_R : *c == 'k' ? DS_HYBRID_K : *c == 'v' ? DS_HYBRID_V : 0;
+    d->param = strcmp(hc->param, "lowrank") == 0 ? DS_HYBRID_LOWRANK : DS_HYBRID_FULL;
+    d->rank = hc->rank;
+    d->u0_seed = DS_HYBRID_U0_SEED;
+    d->condition = strcmp(hc->condition, "mean_prefix") == 0 ? DS_HYBRID_MEAN_PREFIX : DS_HYBRID_FIRST_TOKEN;
+    d->prefix = hc->prefix;
+    d->learn_alpha = strcmp(hc->alpha, "learned") == 0;
+    d->alpha_init = hc->alpha_init;
+    d->alpha_lr_scale = hc->alpha_lr_scale;
+    d->lambda_lm = hc->lambda_lm;
+    d->lambda_pd = hc->lambda_pd;
+    d->t_star = hc->t_star;
+    d->p_uncond = cfg->diffusion.p_uncond;
+    d->schedule = strcmp(cfg->diffusion.schedule, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR;
+    d->train_static = hc->train_static;
+    d->l2wrap = (float)cfg->optim.l2wrap;
+    d->dit = (ds_dit_dims){.hidden = cfg->dit.hidden, .depth = cfg->dit.depth, .heads = cfg->dit.heads,
+                           .patch_size = cfg->dit.patch_size, .mlp_ratio = cfg->dit.mlp_ratio};
+}
