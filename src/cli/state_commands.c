@@ -69,8 +69,8 @@ static void write_states(const state_ctx *c, int B, const float *x, const char *
         char file[DS_PATH_MAX + 32], text[512];
         if (B > 1) snprintf(file, sizeof file, "%s-%d", path, b);
         else snprintf(file, sizeof file, "%s", path);
-        snprintf(text, sizeof text, "%s%s%s\n", label >= 0 ? "label=" : "", label >= 0 ? c->sd.labels[label] : "",
-                 meta);
+        if (label >= 0) snprintf(text, sizeof text, "label=%s\n%s\n", c->sd.labels[label], meta);
+        else snprintf(text, sizeof text, "%s\n", meta);
         ds_state_file_save(file, &c->dims, &st, 0, label, text);
     }
     ds_free(rec);
