@@ -10,6 +10,7 @@
 typedef struct ds_progress {
     char what[64], unit[32];
     int64_t total, done;
+    int64_t printed_done;      /* done at the last line printed, -1: none yet */
     double start, last_print, interval;
 } ds_progress;
 
@@ -17,7 +18,7 @@ typedef struct ds_progress {
 void ds_progress_begin(ds_progress *p, const char *what, const char *unit, int64_t total);
 /* Sets the units done so far and prints a line if `interval` (2 s) has passed since the last one. */
 void ds_progress_update(ds_progress *p, int64_t done);
-/* Prints the final line (done = total). */
+/* Prints the final line (done = total) unless the last update already showed it. */
 void ds_progress_end(ds_progress *p);
 
 /* "45s", "3m07s", "2h05m". */

@@ -18,6 +18,7 @@ void ds_progress_begin(ds_progress *p, const char *what, const char *unit, int64
     p->total = total;
     p->start = p->last_print = ds_now_seconds();
     p->interval = 2.0;
+    p->printed_done = -1;
 }
 
 static void print_line(const ds_progress *p, double now) {
@@ -35,10 +36,11 @@ void ds_progress_update(ds_progress *p, int64_t done) {
     double now = ds_now_seconds();
     if (now - p->last_print < p->interval) return;
     p->last_print = now;
+    p->printed_done = done;
     print_line(p, now);
 }
 
 void ds_progress_end(ds_progress *p) {
     p->done = p->total;
-    print_line(p, ds_now_seconds());
+    if (p->printed_done != p->total) print_line(p, ds_now_seconds());
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# DREAMSTATE part A end to end on this machine's data, over MPI:
+#   1. a tiny RWKV-7 on the built-in corpus (configs/tiny.yaml)        -> OUT/lm
+#   2. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
+#      document into train / held-out                                   -> OUT/contexts
+#   3. the final state of every context (extract-states)               -> OUT/states-{train,held}
+#   4. the state DiT (run.task state_diffusion, configs/tiny-states.yaml) -> OUT/dit
+#   5. one sampled state per label (sample-state)                      -> OUT/samples
+#   6. the part-A numbers (eval-states): held-out denoising loss, nearest-neighbour label accuracy
+#      of generated states, continuation loss from zero / class-mean / generated / true states
+#   7. the state manifold (analyze-states: PCA, t-SNE, kNN and silhouette vs shuffled labels) and a
+#      report with plots                                               -> OUT/report.md
+# usage: jobs/part-a.sh [--size ci|default] [--ranks R] [--out DIR]
+# Steps whose output exists are skipped, so a rerun continues where a killed one stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=default; RANKS=2; OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE=$2; shift 2 ;;
+    --ranks) RANKS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "part-a.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$SIZE" in
+  ci)      PER_LABEL=40;  DIT=(--set dit.hidden=64 --set dit.depth=2 --set train.steps=300 --set train.eval_every=150)
+           SAMPLES=6 ;;
+  default) PER_LABEL=120; DIT=(--set train.steps=1000 --set train.eval_every=250); SAMPLES=16 ;;
+  *) echo "part-a.sh: --size must be ci or default" >&2; exit 2 ;;
+esac
+OUT=${OUT:-runs/part-a-$SIZE}
+mkdir -p "$OUT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+BIN=bin/dreamstate
+MPI=(mpirun --oversubscribe -np "$RANKS")
+THREADS=(--set run.threads=1)
+stage() { echo; echo "=== $* ==="; }
+
+stage "1. RWKV-7 language model (configs/tiny.yaml, $RANKS ranks)"
+"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" --set run.out_dir="$OUT/lm" --set train.log_every=100 2>&1 \
+  | grep -E '^(dreamstate|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
+LM=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
+
+stage "2. labelled contexts ($PER_LABEL per label)"
+if [ ! -s "$OUT/contexts/held.jsonl" ]; then
+  mkdir -p "$OUT/contexts"
+  $BIN build-contexts --out "$OUT/contexts/train.jsonl" --held-out "$OUT/contexts/held.jsonl" \
+    --sources c-headers,python,shell,licenses,man --max-per-label "$PER_LABEL" --min-bytes 384 --max-bytes 512
+fi
+wc -l "$OUT"/contexts/*.jsonl
+
+stage "3. states (extract-states, $RANKS ranks)"
+for part in train held; do
+  [ -s "$OUT/states-$part/index.txt" ] && continue
+  extra=(); [ $part = held ] && extra=(--labels-from "$OUT/states-train/index.txt")
+  "${MPI[@]}" $BIN extract-states configs/tiny.yaml "${THREADS[@]}" --checkpoint "$LM" \
+    --contexts "$OUT/contexts/$part.jsonl" --out "$OUT/states-$part" --max-tokens 128 "${extra[@]}"
+done
+
+stage "4. state DiT (run.task state_diffusion, $RANKS ranks)"
+"${MPI[@]}" $BIN train configs/tiny-states.yaml "${THREADS[@]}" "${DIT[@]}" --set run.out_dir="$OUT/dit" \
+  --set diffusion.states="$OUT/states-train/index.txt" --set diffusion.states_valid="$OUT/states-held/index.txt"
+MODEL=$(ls "$OUT"/dit/checkpoints/*.ckpt | tail -1)
+
+stage "5. one sampled state per label (DDIM-50)"
+mkdir -p "$OUT/samples"
+for label in $(awk '$1=="label"{print $2}' "$OUT/states-train/index.txt"); do
+  $BIN sample-state "$MODEL" --label "$label" --out "$OUT/samples/$label.state"
+done
+
+stage "6. part-A numbers (eval-states, $RANKS ranks)"
+"${MPI[@]}" $BIN eval-states "$MODEL" --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" \
+  --samples-per-label "$SAMPLES" --out "$OUT/eval-states.json"
+
+stage "7. state manifold (analyze-states, $RANKS ranks) and report"
+"${MPI[@]}" $BIN analyze-states "$OUT/states-train/index.txt" --test "$OUT/states-held/index.txt" \
+  --out "$OUT/analysis" --threads 1
+/usr/bin/python3 src/tools/report.py "$OUT/dit" --analysis "$OUT/analysis" >/dev/null
+echo "report: $OUT/dit/report.md (plots in $OUT/dit/plots, t-SNE in $OUT/analysis)"
