@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # DREAMSTATE part A end to end on this machine's data, over MPI:
-#   1. a tiny RWKV-7 on the built-in corpus (configs/tiny.yaml)        -> OUT/lm
-#   2. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
+#   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
 #      document into train / held-out                                   -> OUT/contexts
+#   2. a tiny RWKV-7 (configs/tiny.yaml) trained on the train documents of those domains -> OUT/lm
 #   3. the final state of every context (extract-states)               -> OUT/states-{train,held}
 #   4. the state DiT (run.task state_diffusion, configs/tiny-states.yaml) -> OUT/dit
 #   5. one sampled state per label (sample-state)                      -> OUT/samples
@@ -25,12 +25,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$SIZE" in
-  ci)      PER_LABEL=40;  DIT=(--set dit.hidden=64 --set dit.depth=2 --set train.steps=300 --set train.eval_every=150)
+  ci)      PER_LABEL=40; LM_PER_LABEL=300; LM=(--set train.steps=600 --set train.ctx_len=128)
+           DIT=(--set dit.hidden=64 --set dit.depth=2 --set train.steps=300 --set train.eval_every=150)
            SAMPLES=6 ;;
-  default) PER_LABEL=120; DIT=(--set train.steps=1000 --set train.eval_every=250); SAMPLES=16 ;;
+  default) PER_LABEL=120; LM_PER_LABEL=1000; LM=(--set train.steps=2000 --set train.ctx_len=128)
+           DIT=(--set train.steps=1000 --set train.eval_every=250); SAMPLES=16 ;;
   *) echo "part-a.sh: --size must be ci or default" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/part-a-$SIZE}
+SOURCES=c-headers,python,shell,licenses,man
 mkdir -p "$OUT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 BIN=bin/dreamstate
@@ -38,24 +41,33 @@ MPI=(mpirun --oversubscribe -np "$RANKS")
 THREADS=(--set run.threads=1)
 stage() { echo; echo "=== $* ==="; }
 
-stage "1. RWKV-7 language model (configs/tiny.yaml, $RANKS ranks)"
-"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" --set run.out_dir="$OUT/lm" --set train.log_every=100 2>&1 \
-  | grep -E '^(dreamstate|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
-LM=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
-
-stage "2. labelled contexts ($PER_LABEL per label)"
+stage "1. labelled contexts ($PER_LABEL per label), split by document into train / held-out"
 if [ ! -s "$OUT/contexts/held.jsonl" ]; then
   mkdir -p "$OUT/contexts"
   $BIN build-contexts --out "$OUT/contexts/train.jsonl" --held-out "$OUT/contexts/held.jsonl" \
-    --sources c-headers,python,shell,licenses,man --max-per-label "$PER_LABEL" --min-bytes 384 --max-bytes 512
+    --sources "$SOURCES" --max-per-label "$PER_LABEL" --min-bytes 384 --max-bytes 512
 fi
 wc -l "$OUT"/contexts/*.jsonl
+
+stage "2. RWKV-7 language model on the train documents of the same domains ($RANKS ranks)"
+# The same builder with the same seed puts every document on the same side of the split, so the
+# language model never reads a held-out document.
+if [ ! -s "$OUT/lm-data/valid.bin" ]; then
+  $BIN build-contexts --out "$OUT/contexts/lm-train.jsonl" --held-out "$OUT/contexts/lm-held.jsonl" \
+    --sources "$SOURCES" --max-per-label "$LM_PER_LABEL" --chunks-per-doc 16 --min-bytes 256 --max-bytes 2048 >/dev/null
+  /usr/bin/python3 src/tools/contexts_text.py "$OUT/contexts/lm-train.jsonl" "$OUT/contexts/lm-train.txt"
+  $BIN prepare-data --split-on '%%%' --out "$OUT/lm-data" "$OUT/contexts/lm-train.txt"
+fi
+"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${LM[@]}" --set run.out_dir="$OUT/lm" \
+  --set data.train="$OUT/lm-data/train.bin" --set data.valid="$OUT/lm-data/valid.bin" --set train.log_every=100 2>&1 \
+  | grep -E '^(dreamstate|  data|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
+LM_CKPT=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
 
 stage "3. states (extract-states, $RANKS ranks)"
 for part in train held; do
   [ -s "$OUT/states-$part/index.txt" ] && continue
   extra=(); [ $part = held ] && extra=(--labels-from "$OUT/states-train/index.txt")
-  "${MPI[@]}" $BIN extract-states configs/tiny.yaml "${THREADS[@]}" --checkpoint "$LM" \
+  "${MPI[@]}" $BIN extract-states configs/tiny.yaml "${THREADS[@]}" --checkpoint "$LM_CKPT" \
     --contexts "$OUT/contexts/$part.jsonl" --out "$OUT/states-$part" --max-tokens 128 "${extra[@]}"
 done
 

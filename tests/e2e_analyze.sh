@@ -9,23 +9,9 @@
 #  - leave-one-out mode (no --test) against scikit-learn's leave-one-out vote;
 #  - plot_run.py and report.py on the tiny run (and on a log with alpha_* and loss_* fields);
 #  - bad input exits 2 with one line and writes nothing.
-set -u
 cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
+. tests/lib.sh analyze
 PY=/usr/bin/python3
-TMP=$(mktemp -d /tmp/ds-analyze.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
-# expect_bad_input WHAT PATTERN CMD...: exit code 2 and a one-line message matching PATTERN
-expect_bad_input() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >/dev/null 2>"$TMP/err"; local rc=$?
-  if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q -- "$pattern" "$TMP/err"; then ok "$what: $(cat "$TMP/err")"
-  else bad "$what: exit $rc: $(cat "$TMP/err")"; fi
-}
 
 TRAIN=(train configs/tiny.yaml --set train.eval_every=0 --set train.eval_batches=1 --set run.threads=2)
 $BIN "${TRAIN[@]}" --set train.steps=30 --set run.out_dir="$TMP/run" >/dev/null 2>"$TMP/train.log" \
@@ -212,5 +198,4 @@ expect_bad_input "test set of another label list" "the test set's label 1 is 'py
 expect_bad_input "k too large" "--k 72 exceeds the 71 train records" $BIN "${A[@]}" --k 1,72 --out "$TMP/x6"
 ls -d "$TMP"/x? >/dev/null 2>&1 && bad "refused runs left output: $(ls -d "$TMP"/x?)" || ok "refused runs left no output"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,22 +6,8 @@
 #    with an independent numpy reader of the documented shard format; rank r holds contexts r, r+2, ...;
 #  - a held-out set extracted with --labels-from keeps the train label ids;
 #  - bad input (unknown label, checkpoint of another shape, corrupted shard) exits 2 with one line.
-set -u
 cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
-TMP=$(mktemp -d /tmp/ds-extract.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
-# expect_bad_input WHAT PATTERN CMD...: exit code 2 and a one-line message matching PATTERN
-expect_bad_input() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >/dev/null 2>"$TMP/err"; local rc=$?
-  if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q -- "$pattern" "$TMP/err"; then ok "$what: $(cat "$TMP/err")"
-  else bad "$what: exit $rc: $(cat "$TMP/err")"; fi
-}
+. tests/lib.sh extract
 
 $BIN train configs/tiny.yaml --set train.steps=5 --set train.eval_every=0 --set run.threads=1 \
   --set run.out_dir="$TMP/run" >/dev/null 2>"$TMP/train.log" || { bad "tiny training: $(tail -2 "$TMP/train.log")"; }
@@ -103,5 +89,4 @@ expect_bad_input "missing --contexts" "extract-states: missing --contexts" \
   $BIN extract-states configs/tiny.yaml --checkpoint "$CKPT" --out "$TMP/m"
 [ ! -e "$TMP/u" ] && [ ! -e "$TMP/c" ] && ok "refused runs left no output" || bad "refused runs left output"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,21 +6,8 @@
 #  - --gain G equals a state file whose WKV part was multiplied by G independently (numpy);
 #  - the same seed reproduces the text, another seed changes it;
 #  - bad input (state of another shape, bad numbers, missing files, ...) exits 2 with one line.
-set -u
 cd "$(dirname "$0")/.."
-BIN=bin/dreamstate
-TMP=$(mktemp -d /tmp/ds-generate.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
-# expect_bad_input WHAT PATTERN CMD...: exit code 2 and a one-line message matching PATTERN
-expect_bad_input() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >/dev/null 2>"$TMP/err"; local rc=$?
-  if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -qF -- "$pattern" "$TMP/err"; then ok "$what: $(cat "$TMP/err")"
-  else bad "$what: exit $rc: $(cat "$TMP/err")"; fi
-}
+. tests/lib.sh generate
 # same WHAT FILE_A FILE_B: identical and non-empty output
 same() {
   if [ -s "$2" ] && cmp -s "$2" "$3"; then ok "$1 ($(wc -c <"$2") bytes)"; else bad "$1: '$(head -c 60 "$2")' vs '$(head -c 60 "$3")'"; fi
@@ -109,9 +96,9 @@ $BIN generate configs/tiny.yaml --checkpoint "$(ls "$TMP"/run3/checkpoints/*.ckp
 expect_bad_input "state of another shape" "l3.bin: state has L=3 C=128, model has L=2 C=128" \
   $BIN "${GEN[@]}" --state "$TMP/l3.bin" --state-out "$TMP/refused.bin"
 expect_bad_input "non-numeric temperature" "generate: --temperature 'abc' is not a number" $BIN "${GEN[@]}" --temperature abc
-expect_bad_input "negative temperature" "generate: --temperature '-1' must be finite and >= 0" $BIN "${GEN[@]}" --temperature -1
-expect_bad_input "top-p 0" "generate: --top-p '0' must be in (0, 1]" $BIN "${GEN[@]}" --top-p 0
-expect_bad_input "top-p above 1" "generate: --top-p '1.5' must be in (0, 1]" $BIN "${GEN[@]}" --top-p 1.5
+expect_bad_input "negative temperature" "generate: --temperature -1 must be finite and >= 0" $BIN "${GEN[@]}" --temperature -1
+expect_bad_input "top-p 0" "generate: --top-p 0 must be in (0, 1]" $BIN "${GEN[@]}" --top-p 0
+expect_bad_input "top-p above 1" "generate: --top-p 1.5 must be in (0, 1]" $BIN "${GEN[@]}" --top-p 1.5
 expect_bad_input "fractional max-tokens" "generate: --max-tokens '2.5' is not an integer" $BIN "${GEN[@]}" --max-tokens 2.5
 expect_bad_input "negative seed" "generate: --seed '-3'" $BIN "${GEN[@]}" --seed -3
 expect_bad_input "missing state file" "no-such.bin: cannot open" $BIN "${GEN[@]}" --state "$TMP/no-such.bin"
@@ -124,5 +111,4 @@ expect_bad_input "missing checkpoint file" "no-such.ckpt" $BIN generate configs/
 [ ! -e "$TMP/refused.bin" ] && ok "a refused run wrote no state file" || bad "a refused run wrote a state file"
 $BIN generate --help | grep -q "usage: dreamstate generate CONFIG --checkpoint FILE" && ok "--help" || bad "--help"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

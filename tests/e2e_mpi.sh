@@ -6,16 +6,10 @@
 #    resumes; a run checkpointed on 4 ranks resumes on 2 and ends exactly where an uninterrupted run does;
 #  - SIGUSR1 to the job: a checkpoint of the current step appears and all ranks exit within 10 s;
 #    rerunning continues from that step.
-set -u
 cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
+. tests/lib.sh mpi
 MPI=(mpirun --oversubscribe -np)
-TMP=$(mktemp -d /tmp/ds-mpi.XXXXXX)
 trap 'pkill -9 -f "$TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
 steps_in() { local n; n=$(grep -c '"step"' "$1" 2>/dev/null); echo "${n:-0}"; }
 COMMON=(--set train.micro_batch=2 --set run.threads=1 --set train.log_every=10 --set train.eval_every=0)
 
@@ -94,5 +88,4 @@ fi
 "${MPI[@]}" 2 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=$((n + 5)) --set run.out_dir="$TMP/u" 2>"$TMP/u2.log"
 [ "$(steps_in "$TMP/u/train.jsonl")" -eq $((n + 5)) ] && grep -q "(step $n)" "$TMP/u2.log" \
   && ok "rerun continued from step $n to $((n + 5))" || bad "rerun after SIGUSR1: $(tail -2 "$TMP/u2.log")"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

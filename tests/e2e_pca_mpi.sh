@@ -4,14 +4,11 @@
 # rank), on a covariance-route set (n > d) and a Gram-route set (n < d), plus each set through the
 # other route. Every result is compared with numpy in float64 on the whole matrix: eigenvalues to 1e-6
 # relative, components up to sign, the mean, the total variance and the transformed coordinates.
-set -u
 cd "$(dirname "$0")/.."
+. tests/lib.sh pca-mpi
 BIN=build/tests/test_analysis
 PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-TMP=$(mktemp -d /tmp/ds-pca.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
+export OMP_NUM_THREADS=1
 [ -x "$BIN" ] || { echo "FAIL $BIN not built"; echo "0 passed, 1 failed"; exit 1; }
 
 # Data: float32 rows = 3 + Z diag(s) Q^T + 0.01 noise, s_i = 10 * 0.8^i (distinct, well-gapped).
@@ -103,5 +100,4 @@ else
   fail=$((fail+1)); echo "FAIL k > n - 1: rc=$rc"; tail -3 "$TMP/bad.log"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

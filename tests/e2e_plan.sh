@@ -3,14 +3,8 @@
 # one-line reason and print no table; --json is valid JSON whose rows agree with the table's invariants
 # (tokens/s = batch x ctx / step, step = compute + exposed, invalid rows where the batch does not split,
 # memory per rank and node fit). The arithmetic itself is checked by test_plan.
-set -u
 cd "$(dirname "$0")/.."
-BIN=bin/dreamstate
-TMP=$(mktemp -d /tmp/ds-plan.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
+. tests/lib.sh plan
 
 $BIN plan --help >"$TMP/help" && grep -q "Model and assumptions" "$TMP/help" && grep -q "alpha-beta" "$TMP/help" \
   && ok "plan --help prints the assumptions" || bad "plan --help"
@@ -72,5 +66,4 @@ for r in (r for r in p['rows'] if r['valid']):
     assert 0 < rest < 1e9, rest
 PY
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

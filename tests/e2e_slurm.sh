@@ -11,12 +11,10 @@
 #  4. slurm/submit-sweep.sh: a dry run of jobs/scaling-sweep.yaml, a rejected sweep, and a real
 #     two-model job array;
 #  5. local-cluster.sh is idempotent and `stop` leaves no daemon running.
-set -u
 cd "$(dirname "$0")/.." || exit 1
+. tests/lib.sh slurm
 REPO=$(pwd)
-BIN=bin/dreamstate
 NAME=ds-e2e-$$                      # job name: output files $REPO/$NAME-<id>.out
-TMP=$(mktemp -d /tmp/ds-e2e-slurm.XXXXXX)
 CLUSTER=$TMP/cluster
 cleanup() {
   slurm/local-cluster.sh stop "$CLUSTER" >/dev/null 2>&1
@@ -25,9 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
 finish() { echo "$pass passed, $fail failed"; [ $fail -eq 0 ]; exit; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }

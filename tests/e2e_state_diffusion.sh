@@ -9,21 +9,8 @@
 #    the input state (the round trip of 6.1 A2(b), reported);
 #  - bad input: unknown label, non-numeric guidance, a state file of another model, an lm checkpoint
 #    given as a state model, no diffusion.states: exit 2, one line, nothing written.
-set -u
 cd "$(dirname "$0")/.."
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
-TMP=$(mktemp -d /tmp/ds-sdiff.XXXXXX)
-trap '[ -z "${KEEP:-}" ] && rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
-expect_bad_input() {
-  local what=$1 pattern=$2; shift 2
-  "$@" >/dev/null 2>"$TMP/err"; local rc=$?
-  if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q -- "$pattern" "$TMP/err"; then ok "$what: $(cat "$TMP/err")"
-  else bad "$what: exit $rc: $(cat "$TMP/err")"; fi
-}
+. tests/lib.sh state-diffusion
 
 $BIN train configs/tiny.yaml --set train.steps=60 --set train.eval_every=0 --set run.threads=1 \
   --set run.out_dir="$TMP/lm" >/dev/null 2>"$TMP/lm.log" || bad "tiny RWKV-7: $(tail -2 "$TMP/lm.log")"
@@ -37,7 +24,7 @@ for part in train held; do
 done
 
 SD=(configs/tiny-states.yaml --set run.threads=1 --set diffusion.states="$TMP/st-train/index.txt"
-    --set diffusion.states_valid="$TMP/st-held/index.txt" --set dit.hidden=64 --set dit.depth=1 --set dit.heads=2
+    --set diffusion.states_valid="$TMP/st-held/index.txt" --set diffusion.layers=all --set dit.hidden=64 --set dit.depth=1 --set dit.heads=2
     --set train.batch_size=8 --set train.micro_batch=2 --set train.steps=12 --set train.eval_every=6
     --set train.eval_batches=1 --set checkpoint.every=4 --set optim.warmup_steps=2)
 $BIN train "${SD[@]}" --set run.out_dir="$TMP/r1" >/dev/null 2>"$TMP/r1.log" && ok "state DiT, 1 rank" \
@@ -109,5 +96,4 @@ expect_bad_input "no diffusion.states" "diffusion.states: run.task state_diffusi
 [ ! -e "$TMP/x1.state" ] && [ ! -e "$TMP/x2.state" ] && [ ! -e "$TMP/x3.state" ] && [ ! -e "$TMP/x4" ] \
   && ok "refused commands wrote nothing" || bad "refused commands left files"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -5,14 +5,8 @@
 #    run's exactly (every step, including the final one);
 #  - bad inputs (unknown key, wrong type, truncated checkpoint, flipped byte in a shard) fail with a
 #    one-line reason and exit code 2, and leave every existing file untouched.
-set -u
 cd "$(dirname "$0")/.."
-BIN=bin/dreamstate
-TMP=$(mktemp -d /tmp/ds-e2e.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $*"; }
-bad() { fail=$((fail+1)); echo "FAIL $*"; }
+. tests/lib.sh train
 losses() { grep -o '"step":[0-9]*,"loss":[0-9.e+-]*' "$1"; }
 
 COMMON=(--set train.steps=120 --set checkpoint.every=10 --set train.eval_every=60 --set train.log_every=20)
@@ -79,5 +73,4 @@ cp data/default-byte/valid.bin "$TMP/data/flipped.bin"
 printf '\x41' | dd of="$TMP/data/flipped.bin" bs=1 seek=100000 conv=notrunc status=none
 expect_bad "flipped byte in a shard" "flipped.bin: payload checksum mismatch" \
   $BIN train configs/tiny.yaml --set run.out_dir="$TMP/a" --set data.train="$TMP/data/flipped.bin"
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -81,6 +81,28 @@ static void test_norm_encode_decode(void) {
     CHECK(err < 1e-5, "decode(encode(S)) gives back the modelled WKV matrices (max abs err %.2e)", err);
     CHECK(other_zero, "decode leaves token-shift vectors and unmodelled layers zero");
 
+    /* per element: over the records every entry of x has mean 0 and variance 1 */
+    ds_state_dit_set_normalisation(&s, 1);
+    CHECK(s.n_stats == s.x_floats, "per-element statistics: one per entry");
+    double *esums = ds_alloc(sizeof(double) * 2 * s.n_stats);
+    for (int r = 0; r < RECORDS; r++) ds_state_dit_norm_accumulate(&s, states + r * F, esums);
+    ds_state_dit_norm_finish(&s, esums, RECORDS);
+    float *xs = ds_alloc(sizeof(float) * RECORDS * s.x_floats);
+    for (int r = 0; r < RECORDS; r++) ds_state_dit_encode(&s, states + r * F, xs + r * s.x_floats);
+    double worst_mean = 0, worst_var = 0;
+    for (int64_t j = 0; j < s.x_floats; j++) {
+        double m = 0, v = 0;
+        for (int r = 0; r < RECORDS; r++) m += xs[r * s.x_floats + j] / RECORDS;
+        for (int r = 0; r < RECORDS; r++) v += pow(xs[r * s.x_floats + j] - m, 2) / RECORDS;
+        worst_mean = fmax(worst_mean, fabs(m));
+        worst_var = fmax(worst_var, fabs(v - 1));
+    }
+    CHECK(worst_mean < 1e-4 && worst_var < 1e-3, "per-element x: mean 0 (worst %.2e), variance 1 (worst %.2e)",
+          worst_mean, worst_var);
+    ds_state_dit_decode(&s, xs, back);
+    CHECK(fabs(back[C] - states[C]) < 1e-4 * (1 + fabs(states[C])), "per-element decode inverts encode");
+    ds_free(esums); ds_free(xs);
+
     ds_state_record rec = {.label = 2, .context = 0, .cond = conds, .state = states};
     int32_t label = -1;
     ds_state_dit_record_cond(&s, &rec, &label, NULL);
@@ -169,7 +191,7 @@ static void test_samplers(void) {
     CHECK(fabs(resid / scale - 1) < 0.05, "noise_to adds unit-variance noise at that step (var %.3f)", resid / scale);
 
     /* seeds */
-    ds_state_sampler o1 = {.steps = 10, .seed = 1, .ddpm = 1}, o2 = o1;
+    ds_state_sampler o1 = {.steps = 10, .seed = 1, .ddpm = 1, .temperature = 1}, o2 = o1;
     o2.seed = 2;
     perturb(&s);
     ds_state_dit_sample(&s, 1, &o1, 9, 1, 1, &term, x);

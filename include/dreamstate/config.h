@@ -80,6 +80,8 @@ typedef struct ds_diffusion_config {
     char layers[64];                 /* "last" (default), "all", or a list "0,3" of RWKV-7 layers */
     char condition[16];              /* "label" (default), "first_token", "mean_token" */
     char schedule[8];                /* "linear" (default) or "cosine" */
+    char normalize[8];               /* statistics per "head" (default) or per "element" */
+    char prediction[4];              /* the DiT predicts "eps" (default, the paper) or "v" */
     double p_uncond;                 /* condition dropout for classifier-free guidance, 0.1 */
     double ema;                      /* EMA decay of the weights used for sampling/eval, 0.999 */
 } ds_diffusion_config;
@@ -88,7 +90,8 @@ typedef struct ds_diffusion_config {
 typedef struct ds_hybrid_config {
     char init[DS_PATH_MAX];          /* RWKV-7 weights to start from (.ckpt or .safetensors), required */
     char layers[64];                 /* targeted layers: "last" (default), "all", or a list "0,3" */
-    char matrices[4];                /* generated time-mix matrices: "rkv" (default), "r", "kv", ... */
+    char matrices[8];                /* generated time-mix matrices: "rkv" (default), "r", "kv", ...;
+                                      * "none": the static fine-tuning baseline (with train_static 1) */
     char param[8];                   /* "full" (A1, default) or "lowrank" (A2) */
     int rank;                        /* r of the low-rank variant, default 32 */
     char condition[16];              /* "first_token" (default) or "mean_prefix" */

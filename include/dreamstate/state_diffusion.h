@@ -23,6 +23,18 @@ void ds_state_dit_rwkv_dims(const char *path, const char *meta, ds_rwkv7_dims *d
 /* "statedit ..." signature of a model: architecture, condition and state geometry. */
 void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len);
 
+/* Held-out denoising loss (dreamstate.md 6.1 A2): the epsilon-MSE of the weights in dit.params at the
+ * fixed base steps ds_state_dit_eval_steps, with one fixed noise draw per record (from seed and the
+ * record's index) under the record's own condition. Scores n_records records spread evenly over `set`
+ * (record j * N / n_records; all of them when n_records >= N) in batches of B; batch j is this
+ * caller's when j mod parts == part. Adds the per-step loss sums (batch mean x batch size) into
+ * sums[0 .. DS_STATE_DIT_EVAL_STEPS) and the records scored into sums[DS_STATE_DIT_EVAL_STEPS]; the
+ * caller sums over parts and divides. */
+#define DS_STATE_DIT_EVAL_STEPS 5
+extern const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS];   /* 49, 249, 499, 749, 949 */
+void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
+                          int B, double *sums);
+
 /* Subcommands (argv[0] is the subcommand name); each returns the exit code. */
 int ds_sample_state_main(int argc, char **argv);
 int ds_interpolate_state_main(int argc, char **argv);

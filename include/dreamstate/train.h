@@ -1,11 +1,13 @@
 /* Training: the loop every task shares (src/train/loop.c, the rank-0 coordinator) and the tasks: `lm`
- * (RWKV-7 language model on token shards, src/train/train.c) and `state_diffusion` (the state DiT of
- * part A on a state dataset, src/train/state_diffusion.c). */
+ * (RWKV-7 language model on token shards, src/train/train.c), `state_diffusion` (the state DiT of
+ * part A on a state dataset, src/train/state_diffusion.c) and `hybrid` (the part-B hybrid on the lm
+ * task's data, src/train/hybrid_task.c). */
 #ifndef DREAMSTATE_TRAIN_H
 #define DREAMSTATE_TRAIN_H
 
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/config.h"
+#include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/optim.h"
 #include "dreamstate/rwkv7.h"
@@ -59,6 +61,8 @@ void ds_train_init_compute(const ds_config *cfg);
 /* Tasks. Each runs the whole job described by cfg and returns the process exit code. */
 int ds_train_lm(const ds_config *cfg);
 int ds_train_state_diffusion(const ds_config *cfg);
+/* run.task hybrid (src/train/hybrid_task.c): the Part-B hybrid fine-tuned from hybrid.init. */
+int ds_train_hybrid(const ds_config *cfg);
 
 /* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
 void ds_train_batching(const ds_config *cfg, int *micro, int *accum);
@@ -66,6 +70,12 @@ void ds_train_batching(const ds_config *cfg, int *micro, int *accum);
 /* Train and held-out dataset paths: data.train / data.valid, or the built-in default corpus (built
  * under data/default-<tokenizer>/ on first use). Either output may be NULL. */
 void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, char *valid, size_t valid_len);
+
+/* B windows of T + 1 tokens (tokens [B, T], targets [B, T] shifted by one; window: T + 1 scratch) at
+ * offsets drawn from (seed, global sample number) for samples first_sample .. first_sample + B - 1: a
+ * sample's window depends on nothing else, so any rank count sees the same data. */
+void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T, int32_t *tokens,
+                           int32_t *targets, int32_t *window);
 
 /* AdamW parameter groups of the model's tensors (lr scale, weight decay), malloc'd; n_tensors entries. */
 ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m);

@@ -9,12 +9,14 @@
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/generate.h"
+#include "dreamstate/args.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -52,33 +54,6 @@ typedef struct generate_args {
     char **sets;
 } generate_args;
 
-static double parse_number(const char *flag, const char *text) {
-    char *end;
-    double v = strtod(text, &end);
-    if (end == text || *end || isnan(v)) ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' is not a number", flag, text);
-    return v;
-}
-
-static int64_t parse_integer(const char *flag, const char *text, int64_t lo, int64_t hi) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end) ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' is not an integer", flag, text);
-    if (errno == ERANGE || v < lo || v > hi)
-        ds_die(DS_EXIT_BAD_INPUT, "generate: %s '%s' must be in [%" PRId64 ", %" PRId64 "]", flag, text, lo, hi);
-    return v;
-}
-
-static uint64_t parse_seed(const char *text) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || *end || strchr(text, '-'))
-        ds_die(DS_EXIT_BAD_INPUT, "generate: --seed '%s' is not an integer in [0, 2^64)", text);
-    if (errno == ERANGE) ds_die(DS_EXIT_BAD_INPUT, "generate: --seed '%s' must be below 2^64", text);
-    return v;
-}
-
 /* Returns 1 if --help was asked for (an option, not the value of one: --prompt -h is a prompt). */
 static int parse_args(int argc, char **argv, generate_args *a) {
     *a = (generate_args){.prompt = "\n", .gain = 1, .max_tokens = 200, .temperature = 1, .top_p = 0.9,
@@ -104,19 +79,18 @@ static int parse_args(int argc, char **argv, generate_args *a) {
         else if (strcmp(arg, "--state-out") == 0) a->state_out = v;
         else if (strcmp(arg, "--prompt") == 0) a->prompt = v;
         else if (strcmp(arg, "--set") == 0) a->sets[a->n_sets++] = (char *)v;
-        else if (strcmp(arg, "--max-tokens") == 0) a->max_tokens = parse_integer(arg, v, 0, MAX_TOKENS_LIMIT);
-        else if (strcmp(arg, "--seed") == 0) a->seed = parse_seed(v);
+        else if (strcmp(arg, "--max-tokens") == 0) a->max_tokens = ds_arg_int("generate", arg, v, 0, MAX_TOKENS_LIMIT);
+        else if (strcmp(arg, "--seed") == 0) a->seed = ds_arg_seed("generate", arg, v);
         else if (strcmp(arg, "--gain") == 0) {
-            a->gain = parse_number(arg, v);
+            a->gain = ds_arg_number("generate", arg, v, -FLT_MAX, FLT_MAX);
             a->gain_given = 1;
-            if (!isfinite((float)a->gain)) ds_die(DS_EXIT_BAD_INPUT, "generate: --gain '%s' must be finite", v);
         } else if (strcmp(arg, "--temperature") == 0) {
-            a->temperature = parse_number(arg, v);
+            a->temperature = ds_arg_number("generate", arg, v, -HUGE_VAL, HUGE_VAL);
             if (!(a->temperature >= 0 && isfinite(a->temperature)))
-                ds_die(DS_EXIT_BAD_INPUT, "generate: --temperature '%s' must be finite and >= 0", v);
+                ds_die(DS_EXIT_BAD_INPUT, "generate: --temperature %s must be finite and >= 0", v);
         } else {  /* --top-p */
-            a->top_p = parse_number(arg, v);
-            if (!(a->top_p > 0 && a->top_p <= 1)) ds_die(DS_EXIT_BAD_INPUT, "generate: --top-p '%s' must be in (0, 1]", v);
+            a->top_p = ds_arg_number("generate", arg, v, -HUGE_VAL, HUGE_VAL);
+            if (!(a->top_p > 0 && a->top_p <= 1)) ds_die(DS_EXIT_BAD_INPUT, "generate: --top-p %s must be in (0, 1]", v);
         }
     }
     if (!a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: missing CONFIG (see --help)");

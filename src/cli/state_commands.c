@@ -28,10 +28,12 @@ static void open_model(state_ctx *c, const char *cmd, const char *path) {
     free(meta);
 }
 
-/* --sampler, --steps, --eta, --guidance, --seed (NULL = default). */
+/* --sampler, --steps, --eta, --guidance, --seed, --clip, --temperature (NULL = default). */
 static void sampler_options(state_ctx *c, const char *sampler, const char *steps, const char *eta, const char *guidance,
-                            const char *seed) {
-    c->sampler = (ds_state_sampler){.steps = 50, .seed = 1234};
+                            const char *seed, const char *clip, const char *temperature) {
+    c->sampler = (ds_state_sampler){.steps = 50, .seed = 1234, .temperature = 1.0};
+    if (clip) c->sampler.clip_x0 = ds_arg_number(c->cmd, "--clip", clip, 0, 1e6);
+    if (temperature) c->sampler.temperature = ds_arg_number(c->cmd, "--temperature", temperature, 0, 1e6);
     if (sampler && strcmp(sampler, "ddpm") == 0) c->sampler.ddpm = 1;
     else if (sampler && strcmp(sampler, "ddim") != 0)
         ds_die(DS_EXIT_BAD_INPUT, "%s: --sampler '%s' is not ddim or ddpm", c->cmd, sampler);
@@ -105,21 +107,24 @@ static int label_arg(const state_ctx *c, const char *flag, const char *name) {
 
 static const char *sample_usage =
     "usage: dreamstate sample-state MODEL.ckpt --label NAME --out FILE [--n N] [--sampler ddim|ddpm]\n"
-    "                               [--steps K] [--eta E] [--guidance W] [--seed S]\n"
+    "                               [--steps K] [--eta E] [--guidance W] [--seed S] [--clip C] [--temperature T]\n"
     "Draws N states from the state DiT (EMA weights) under a label and writes them as state files for\n"
     "`generate --state` (FILE, or FILE-0 .. FILE-<N-1> when N > 1). Defaults: DDIM, 50 steps, eta 0,\n"
-    "guidance 1 (off; DiT's sampler uses 4, its best FID 1.5), seed 1234; DDPM: 250 steps.\n";
+    "guidance 1 (off; DiT's sampler uses 4, its best FID 1.5), seed 1234; DDPM: 250 steps. --clip C\n"
+    "clips the predicted x0 to [-C, C] in normalised units (a guard for an under-trained DiT; default off);\n"
+    "--temperature T scales the initial noise (default 1; below 1 pulls samples towards the class mean).\n";
 
 int ds_sample_state_main(int argc, char **argv) {
-    static const char *const flags[] = {"--label", "--out", "--n", "--sampler", "--steps", "--eta", "--guidance", "--seed"};
-    const char *v[8] = {0}, *pos[1];
+    static const char *const flags[] = {"--label", "--out", "--n", "--sampler", "--steps", "--eta", "--guidance", "--seed",
+                                        "--clip", "--temperature"};
+    const char *v[10] = {0}, *pos[1];
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(sample_usage, stdout); return 0; }
-    if (ds_args_scan("sample-state", argc, argv, 8, flags, v, 1, pos, NULL, NULL) != 1 || !v[0] || !v[1])
+    if (ds_args_scan("sample-state", argc, argv, 10, flags, v, 1, pos, NULL, NULL) != 1 || !v[0] || !v[1])
         ds_die(DS_EXIT_BAD_INPUT, "sample-state: needs MODEL.ckpt, --label and --out (see --help)");
     state_ctx c;
     open_model(&c, "sample-state", pos[0]);
-    sampler_options(&c, v[3], v[4], v[5], v[6], v[7]);
+    sampler_options(&c, v[3], v[4], v[5], v[6], v[7], v[8], v[9]);
     int label = label_arg(&c, "--label", v[0]);
     int B = v[2] ? (int)ds_arg_int(c.cmd, "--n", v[2], 1, 4096) : 1;
     int32_t *labels = ds_alloc(sizeof(int32_t) * B), *nulls = ds_alloc(sizeof(int32_t) * B);
@@ -127,7 +132,8 @@ int ds_sample_state_main(int argc, char **argv) {
     int n = label_terms(&c, labels, nulls, B, label, 1.0, 0, terms);
     float *x = ds_alloc(sizeof(float) * B * c.sd.x_floats);
     double t0 = ds_now_seconds();
-    ds_state_dit_sample(&c.sd, B, &c.sampler, c.sampler.steps - 1, 1, n, terms, x);
+    double clipped = ds_state_dit_sample(&c.sd, B, &c.sampler, c.sampler.steps - 1, 1, n, terms, x);
+    if (c.sampler.clip_x0 > 0) ds_log("sample-state: %.2f%% of predicted x0 values clipped", 100 * clipped);
     char meta[256];
     snprintf(meta, sizeof meta, "sampler=%s\nsteps=%d\nguidance=%g\nseed=%llu", c.sampler.ddpm ? "ddpm" : "ddim",
              c.sampler.steps, c.guidance, (unsigned long long)c.sampler.seed);
@@ -183,7 +189,7 @@ int ds_interpolate_state_main(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "interpolate-state: --mode '%s' is not linear or slerp", v[4]);
     state_ctx c;
     open_model(&c, "interpolate-state", pos[0]);
-    sampler_options(&c, NULL, v[6], NULL, v[7], NULL);
+    sampler_options(&c, NULL, v[6], NULL, v[7], NULL, NULL, NULL);
     int points = v[5] ? (int)ds_arg_int(c.cmd, "--points", v[5], 2, 1000) : 11;
     int64_t X = c.sd.x_floats;
     float *xa = ds_alloc(sizeof(float) * X), *xb = ds_alloc(sizeof(float) * X), *x = ds_alloc(sizeof(float) * X);
@@ -197,7 +203,7 @@ int ds_interpolate_state_main(int argc, char **argv) {
         c.guidance = 1.0;  /* inversion runs under the plain conditional model */
         ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, la, 1.0, 0, terms), terms, xa);
         ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab + 1, nul + 1, 1, lb, 1.0, 0, terms), terms, xb);
-        sampler_options(&c, NULL, v[6], NULL, v[7], NULL);
+        sampler_options(&c, NULL, v[6], NULL, v[7], NULL, NULL, NULL);
     }
     for (int i = 0; i < points; i++) {
         double lambda = (double)i / (points - 1);
@@ -242,7 +248,7 @@ int ds_edit_state_main(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "edit-state: --method '%s' is not invert or sdedit", v[3]);
     state_ctx c;
     open_model(&c, "edit-state", pos[0]);
-    sampler_options(&c, NULL, v[5], NULL, NULL, v[7]);
+    sampler_options(&c, NULL, v[5], NULL, NULL, v[7], NULL, NULL);
     int target = label_arg(&c, "--to-label", v[1]);
     float *x = ds_alloc(sizeof(float) * c.sd.x_floats);
     int source = read_state(&c, v[0], x);
@@ -256,7 +262,7 @@ int ds_edit_state_main(int argc, char **argv) {
         if (source < 0) ds_die(DS_EXIT_BAD_INPUT, "edit-state: %s has no label= in its metadata (invert needs it)", v[0]);
         ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, source, 1.0, 0, terms), terms, x);
     }
-    sampler_options(&c, NULL, v[5], NULL, v[6], v[7]);
+    sampler_options(&c, NULL, v[5], NULL, v[6], v[7], NULL, NULL);
     ds_state_dit_sample(&c.sd, 1, &c.sampler, from, 0, label_terms(&c, lab + 1, nul + 1, 1, target, 1.0, 0, terms),
                         terms, x);
     char meta[256];

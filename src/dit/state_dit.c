@@ -57,9 +57,6 @@ void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int
     }
     s->schedule = schedule;
     ds_diffusion_create(&s->process, schedule, DS_DIFFUSION_STEPS);
-    s->mean = ds_alloc(sizeof(float) * s->channels);
-    s->std = ds_alloc(sizeof(float) * s->channels);
-    for (int c = 0; c < s->channels; c++) s->std[c] = 1.0f;
     ds_dit_dims d = *arch;
     d.in_channels = s->channels;
     d.input_size = STATE_SIZE;
@@ -67,6 +64,7 @@ void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int
     d.cond_dim = kind == DS_STATE_COND_LABEL ? 0 : shape->n_embd;
     ds_dit_create(&s->dit, &d);
     s->ema = ds_alloc(sizeof(float) * s->dit.n_params);
+    ds_state_dit_set_normalisation(s, 0);
 }
 
 void ds_state_dit_destroy(ds_state_dit *s) {
@@ -86,34 +84,60 @@ static const float *channel_of(const ds_state_dit *s, const float *state, int c)
     return ds_state_wkv(sh, state, s->layers[c / sh->n_head]) + (int64_t)(c % sh->n_head) * STATE_SIZE * STATE_SIZE;
 }
 
+void ds_state_dit_set_normalisation(ds_state_dit *s, int per_element) {
+    s->per_element = per_element;
+    s->n_stats = per_element ? s->x_floats : s->channels;
+    ds_free(s->mean);
+    ds_free(s->std);
+    s->mean = ds_alloc(sizeof(float) * s->n_stats);
+    s->std = ds_alloc(sizeof(float) * s->n_stats);
+    for (int64_t i = 0; i < s->n_stats; i++) s->std[i] = 1.0f;
+}
+
+/* Statistic index of element j of channel c. */
+static int64_t stat_of(const ds_state_dit *s, int c, int j) {
+    return s->per_element ? (int64_t)c * STATE_SIZE * STATE_SIZE + j : c;
+}
+
 void ds_state_dit_norm_accumulate(const ds_state_dit *s, const float *state, double *sums) {
     for (int c = 0; c < s->channels; c++) {
         const float *w = channel_of(s, state, c);
-        double sum = 0, sq = 0;
         for (int j = 0; j < STATE_SIZE * STATE_SIZE; j++) {
-            sum += w[j];
-            sq += (double)w[j] * w[j];
+            int64_t i = stat_of(s, c, j);
+            sums[2 * i] += w[j];
+            sums[2 * i + 1] += (double)w[j] * w[j];
         }
-        sums[2 * c] += sum;
-        sums[2 * c + 1] += sq;
     }
 }
 
 void ds_state_dit_norm_finish(ds_state_dit *s, const double *sums, int64_t n_records) {
-    double n = (double)n_records * STATE_SIZE * STATE_SIZE;
+    double n = (double)n_records * (s->per_element ? 1 : STATE_SIZE * STATE_SIZE);
+    for (int64_t i = 0; i < s->n_stats; i++) {
+        double mean = sums[2 * i] / n, var = sums[2 * i + 1] / n - mean * mean;
+        s->mean[i] = (float)mean;
+        s->std[i] = (float)sqrt(fmax(var, 0.0));
+    }
+    /* an entry that (nearly) never varies, e.g. all-zero, would divide by ~0: floor every std at 1e-3
+     * of its channel's root-mean-square std (1 if the whole channel is constant) */
+    int64_t per_channel = s->n_stats / s->channels;
     for (int c = 0; c < s->channels; c++) {
-        double mean = sums[2 * c] / n, var = sums[2 * c + 1] / n - mean * mean;
-        s->mean[c] = (float)mean;
-        /* a channel that never varies (e.g. all-zero) keeps unit scale instead of dividing by 0 */
-        s->std[c] = var > 1e-20 ? (float)sqrt(var) : 1.0f;
+        float *sd = s->std + (int64_t)c * per_channel;
+        double ms = 0;
+        for (int64_t i = 0; i < per_channel; i++) ms += (double)sd[i] * sd[i];
+        double floor = ms > 0 ? 1e-3 * sqrt(ms / per_channel) : 1.0;
+        for (int64_t i = 0; i < per_channel; i++)
+            if (sd[i] < floor) sd[i] = (float)floor;
     }
 }
 
 void ds_state_dit_encode(const ds_state_dit *s, const float *state, float *x) {
     for (int c = 0; c < s->channels; c++) {
         const float *w = channel_of(s, state, c);
-        float *o = x + (int64_t)c * STATE_SIZE * STATE_SIZE, mu = s->mean[c], inv = 1.0f / s->std[c];
-        for (int j = 0; j < STATE_SIZE * STATE_SIZE; j++) o[j] = (w[j] - mu) * inv;
+        float *o = x + (int64_t)c * STATE_SIZE * STATE_SIZE;
+        for (int j = 0; j < STATE_SIZE * STATE_SIZE; j++) {
+            int64_t i = stat_of(s, c, j);
+            o[j] = (w[j] - s->mean[i]) / s->std[i];
+        }
     }
 }
 
@@ -122,7 +146,10 @@ void ds_state_dit_decode(const ds_state_dit *s, const float *x, float *state) {
     for (int c = 0; c < s->channels; c++) {
         float *w = (float *)channel_of(s, state, c);
         const float *in = x + (int64_t)c * STATE_SIZE * STATE_SIZE;
-        for (int j = 0; j < STATE_SIZE * STATE_SIZE; j++) w[j] = in[j] * s->std[c] + s->mean[c];
+        for (int j = 0; j < STATE_SIZE * STATE_SIZE; j++) {
+            int64_t i = stat_of(s, c, j);
+            w[j] = in[j] * s->std[i] + s->mean[i];
+        }
     }
 }
 
@@ -135,6 +162,21 @@ void ds_state_dit_record_cond(const ds_state_dit *s, const ds_state_record *r, i
     } else {
         memcpy(vec, r->cond + s->cond_offset, sizeof(float) * s->shape.n_embd);
     }
+}
+
+void ds_state_dit_target(const ds_state_dit *s, int B, const int32_t *t, const float *x0, float *eps) {
+    if (!s->v_prediction) return;
+    for (int b = 0; b < B; b++) {
+        double ab = ds_alpha_bar(&s->process, t[b]);
+        float a = (float)sqrt(ab), sd = (float)sqrt(1 - ab);
+        float *e = eps + b * s->x_floats;
+        const float *x = x0 + b * s->x_floats;
+        for (int64_t j = 0; j < s->x_floats; j++) e[j] = a * e[j] - sd * x[j];
+    }
+}
+
+double ds_state_dit_eps_mse_of_loss(const ds_state_dit *s, int t, double loss) {
+    return s->v_prediction ? ds_alpha_bar(&s->process, t) * loss : loss;
 }
 
 void ds_state_dit_swap_ema(ds_state_dit *s) {
@@ -176,6 +218,11 @@ void ds_state_dit_eps(ds_state_dit *s, int B, int t, const float *x, int n_terms
     }
     ds_dit_cond cond = {.labels = d->num_classes ? labels : NULL, .vec = vec, .vec_null = vec_null};
     ds_dit_forward(&s->dit, N, xs, ts, &cond, NULL, out);
+    if (s->v_prediction) {  /* eps = sqrt(1 - ab) x_t + sqrt(ab) v */
+        double ab = ds_alpha_bar(&s->process, t);
+        float a = (float)sqrt(ab), sd = (float)sqrt(1 - ab);
+        for (int64_t j = 0; j < (int64_t)N * n; j++) out[j] = sd * xs[j] + a * out[j];
+    }
     memset(eps, 0, sizeof(float) * B * n);
     for (int k = 0; k < n_terms; k++) ds_k.axpy(B * n, (float)terms[k].weight, out + (int64_t)k * B * n, eps);
     ds_free(xs); ds_free(out); ds_free(ts); ds_free(labels); ds_free(vec); ds_free(vec_null);
@@ -185,31 +232,48 @@ typedef struct {
     ds_state_dit *s;
     int B, n_terms;
     const ds_state_cond_term *terms;
+    double clip;
+    int64_t clipped, predicted;
 } eps_ctx;
 
 static void eps_callback(void *ctx, int t, const float *x, float *eps) {
     eps_ctx *c = ctx;
     ds_state_dit_eps(c->s, c->B, t, x, c->n_terms, c->terms, eps);
+    if (c->clip <= 0) return;
+    /* x0 = (x - sqrt(1 - ab) eps) / sqrt(ab); where it leaves [-clip, clip], clip it and solve for eps */
+    double ab = ds_alpha_bar(&c->s->process, t), sa = sqrt(ab), sb = sqrt(1 - ab);
+    int64_t n = (int64_t)c->B * c->s->x_floats, clipped = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double x0 = (x[j] - sb * eps[j]) / sa;
+        if (fabs(x0) <= c->clip) continue;
+        eps[j] = (float)((x[j] - sa * copysign(c->clip, x0)) / sb);
+        clipped++;
+    }
+    c->clipped += clipped;
+    c->predicted += n;
 }
 
 static void check_sampler(const ds_state_sampler *opt) {
     if (opt->steps < 2 || opt->steps > DS_DIFFUSION_STEPS)
         ds_die(DS_EXIT_BAD_INPUT, "sampler: steps %d outside [2, %d]", opt->steps, DS_DIFFUSION_STEPS);
     if (!(opt->eta >= 0 && opt->eta <= 1)) ds_die(DS_EXIT_BAD_INPUT, "sampler: eta %g outside [0, 1]", opt->eta);
+    if (!(opt->temperature >= 0)) ds_die(DS_EXIT_BAD_INPUT, "sampler: temperature %g is negative", opt->temperature);
 }
 
-void ds_state_dit_sample(ds_state_dit *s, int B, const ds_state_sampler *opt, int from, int fill_noise, int n_terms,
-                         const ds_state_cond_term *terms, float *x) {
+double ds_state_dit_sample(ds_state_dit *s, int B, const ds_state_sampler *opt, int from, int fill_noise, int n_terms,
+                           const ds_state_cond_term *terms, float *x) {
     check_sampler(opt);
     int64_t n = (int64_t)B * s->x_floats;
     if (fill_noise)
-        for (int64_t j = 0; j < n; j++) x[j] = (float)ds_rng_normal(opt->seed, RNG_STREAM_INIT_NOISE, (uint64_t)j);
+        for (int64_t j = 0; j < n; j++)
+            x[j] = (float)(opt->temperature * ds_rng_normal(opt->seed, RNG_STREAM_INIT_NOISE, (uint64_t)j));
     ds_diffusion proc;
     ds_diffusion_respace(&proc, &s->process, opt->steps);
-    eps_ctx ctx = {s, B, n_terms, terms};
+    eps_ctx ctx = {s, B, n_terms, terms, opt->clip_x0, 0, 0};
     if (opt->ddpm) ds_ddpm_sample(&proc, from, DS_VARIANCE_SMALL, n, eps_callback, &ctx, opt->seed, x);
     else ds_ddim_sample(&proc, from, opt->eta, n, eps_callback, &ctx, opt->seed, x);
     ds_diffusion_destroy(&proc);
+    return ctx.predicted ? (double)ctx.clipped / ctx.predicted : 0.0;
 }
 
 int ds_state_dit_noise_to(const ds_state_dit *s, int B, const ds_state_sampler *opt, int base_step, float *x) {
@@ -235,7 +299,7 @@ void ds_state_dit_invert(ds_state_dit *s, int B, const ds_state_sampler *opt, in
     check_sampler(opt);
     ds_diffusion proc;
     ds_diffusion_respace(&proc, &s->process, opt->steps);
-    eps_ctx ctx = {s, B, n_terms, terms};
+    eps_ctx ctx = {s, B, n_terms, terms, 0, 0, 0};
     ds_ddim_invert(&proc, proc.T - 1, (int64_t)B * s->x_floats, eps_callback, &ctx, x);
     ds_diffusion_destroy(&proc);
 }

@@ -10,6 +10,7 @@
  * its coordinates and runs the metrics and t-SNE (both deterministic, so only the PCA's rounding
  * depends on the rank count); rank 0 collects the results, writes DIR/analysis.json and the plots. */
 #include "dreamstate/analysis.h"
+#include "dreamstate/args.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/config.h"
@@ -127,15 +128,6 @@ static const char *help_text =
     "Writes DIR/analysis.json and DIR/tsne-layer<L>.png (tsne-layerall.png for the concatenation);\n"
     "prints a table. Run under mpirun for the distributed PCA.\n";
 
-static double parse_number(const char *flag, const char *text, double lo, double hi, int integer) {
-    char *end;
-    double v = strtod(text, &end);
-    if (end == text || *end || !(v >= lo && v <= hi) || (integer && v != floor(v)))
-        ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %s '%s' must be %s in [%g, %g]", flag, text,
-               integer ? "an integer" : "a number", lo, hi);
-    return v;
-}
-
 static void parse_k_list(const char *text, analyze_opts *o) {
     o->n_ks = 0;
     for (const char *p = text; *p;) {
@@ -170,11 +162,11 @@ static void parse_args(int argc, char **argv, analyze_opts *o) {
         else if (strcmp(a, "--extra-name") == 0) o->extra_name = v, extra_named = 1;
         else if (strcmp(a, "--out") == 0) o->out_dir = v;
         else if (strcmp(a, "--layers") == 0) o->layers = v;
-        else if (strcmp(a, "--components") == 0) o->components = (int)parse_number(a, v, 1, 1e6, 1);
-        else if (strcmp(a, "--perplexity") == 0) o->perplexity = parse_number(a, v, 1e-3, 1e6, 0);
-        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)parse_number(a, v, 0, 9e15, 1);
-        else if (strcmp(a, "--probe-l2") == 0) o->probe_l2 = parse_number(a, v, 1e-12, 1e12, 0);
-        else if (strcmp(a, "--threads") == 0) o->threads = (int)parse_number(a, v, 1, 4096, 1);
+        else if (strcmp(a, "--components") == 0) o->components = (int)ds_arg_int("analyze-states", a, v, 1, 1000000);
+        else if (strcmp(a, "--perplexity") == 0) o->perplexity = ds_arg_number("analyze-states", a, v, 1e-3, 1e6);
+        else if (strcmp(a, "--seed") == 0) o->seed = ds_arg_seed("analyze-states", a, v);
+        else if (strcmp(a, "--probe-l2") == 0) o->probe_l2 = ds_arg_number("analyze-states", a, v, 1e-12, 1e12);
+        else if (strcmp(a, "--threads") == 0) o->threads = (int)ds_arg_int("analyze-states", a, v, 1, 4096);
         else if (strcmp(a, "--k") == 0) parse_k_list(v, o);
         else if (strcmp(a, "--tsne") == 0) {
             if (strcmp(v, "auto") == 0) o->tsne_method = DS_TSNE_AUTO;

@@ -5,8 +5,10 @@
  * it, so the dataset is sharded by (seed, epoch, ranks) and a step trains on the same records on any
  * rank count. The timestep, the noise and the condition dropout of a sample are drawn from (seed, g).
  * Rank 0 computes the normalisation statistics over the whole train split (fixed order, float64)
- * and broadcasts them. Held-out evaluation: epsilon-MSE of the EMA weights at the fixed steps of 6.1
- * A2 with one fixed noise draw per record, records dealt out over ranks and the sums allreduced. */
+ * and broadcasts them. Held-out evaluation (ds_state_dit_eps_mse, also used by eval-states): epsilon-MSE
+ * of the EMA weights at the fixed steps of 6.1 A2 with one fixed noise draw per record, over at most
+ * eval_batches x batch_size records spread evenly over the set, batches dealt out over ranks and the
+ * sums allreduced. */
 #include "dreamstate/state_diffusion.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
@@ -26,14 +28,14 @@ enum {
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
     RNG_STREAM_EVAL = 0x4556414c,  /* "EVAL" */
 };
-static const int eval_steps[] = {49, 249, 499, 749, 949};
-enum { N_EVAL_STEPS = sizeof eval_steps / sizeof eval_steps[0] };
+const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS] = {49, 249, 499, 749, 949};
 
 void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len) {
     const ds_dit_dims *d = &s->dit.d;
-    int n = snprintf(buf, len, "statedit ch=%d p=%d d=%d depth=%d heads=%d mlp=%d K=%d cond=%s layers=", d->in_channels,
-                     d->patch_size, d->hidden, d->depth, d->heads, d->mlp_ratio, d->num_classes,
-                     ds_state_cond_kind_name(s->cond_kind));
+    int n = snprintf(buf, len, "statedit ch=%d p=%d d=%d depth=%d heads=%d mlp=%d K=%d cond=%s norm=%s pred=%s layers=",
+                     d->in_channels, d->patch_size, d->hidden, d->depth, d->heads, d->mlp_ratio, d->num_classes,
+                     ds_state_cond_kind_name(s->cond_kind), s->per_element ? "element" : "head",
+                     s->v_prediction ? "v" : "eps");
     for (int i = 0; i < s->n_layers && n > 0 && (size_t)n < len; i++)
         n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
 }
@@ -50,8 +52,8 @@ static int model_tensors(ds_state_dit *s, ds_tensor *out, char (*names)[80]) {
             memcpy(out[n].shape, t->shape, sizeof t->shape);
             n++;
         }
-    out[n++] = (ds_tensor){.name = "norm.mean", .ndim = 1, .shape = {s->channels}, .data = s->mean};
-    out[n++] = (ds_tensor){.name = "norm.std", .ndim = 1, .shape = {s->channels}, .data = s->std};
+    out[n++] = (ds_tensor){.name = "norm.mean", .ndim = 1, .shape = {s->n_stats}, .data = s->mean};
+    out[n++] = (ds_tensor){.name = "norm.std", .ndim = 1, .shape = {s->n_stats}, .data = s->std};
     return n;
 }
 
@@ -60,7 +62,9 @@ static void model_meta(const ds_state_dit *s, const ds_states_info *info, char *
     const ds_state_shape *sh = &s->shape;
     int n = snprintf(buf, len, "layers=");
     for (int i = 0; i < s->n_layers; i++) n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
-    n += snprintf(buf + n, len - n, "\ncondition=%s\nlabels=", ds_state_cond_kind_name(s->cond_kind));
+    n += snprintf(buf + n, len - n, "\ncondition=%s\nnormalize=%s\nprediction=%s\nlabels=",
+                  ds_state_cond_kind_name(s->cond_kind), s->per_element ? "element" : "head",
+                  s->v_prediction ? "v" : "eps");
     for (int i = 0; i < s->n_labels && (size_t)n < len; i++) n += snprintf(buf + n, len - n, "%s%s", i ? "," : "", s->labels[i]);
     if ((size_t)n < len)
         n += snprintf(buf + n, len - n,
@@ -110,15 +114,19 @@ void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
         if (*p == ',') p++;
         else if (*p) ds_die(DS_EXIT_BAD_INPUT, "%s: bad layers '%s'", path, v);
     }
-    char cond[64], sched[16];
+    char cond[64], sched[16], norm[16], pred[16];
     meta_required(path, meta, "condition", cond, sizeof cond);
     meta_required(path, meta, "schedule", sched, sizeof sched);
+    meta_required(path, meta, "normalize", norm, sizeof norm);
+    meta_required(path, meta, "prediction", pred, sizeof pred);
     meta_required(path, meta, "labels", v, sizeof v);
     char *labels[1024];
     int n_labels = 0;
     for (char *tok = strtok(v, ","); tok && n_labels < 1024; tok = strtok(NULL, ",")) labels[n_labels++] = tok;
     ds_state_dit_create(s, &sh, layers, n_layers, ds_state_cond_kind_parse(cond), n_labels, labels, &arch,
                         strcmp(sched, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
+    ds_state_dit_set_normalisation(s, strcmp(norm, "element") == 0);
+    s->v_prediction = strcmp(pred, "v") == 0;
     char sig[512], got[512];
     ds_state_dit_signature(s, sig, sizeof sig);
     meta_required(path, meta, "model", got, sizeof got);
@@ -219,6 +227,7 @@ static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
         fill_noise(k->noise + b * X, X, seed, RNG_STREAM_NOISE, g * (uint64_t)X);
     }
     ds_q_sample(&k->sd.process, n, X, k->t, k->x0, k->noise, k->xt);
+    ds_state_dit_target(&k->sd, n, k->t, k->x0, k->noise);
     ds_dit_cond cond = batch_cond(k);
     double loss = ds_dit_forward(&k->sd.dit, n, k->xt, k->t, &cond, k->noise, NULL);
     ds_dit_scale_loss(&k->sd.dit, weight);
@@ -235,50 +244,58 @@ static void sd_after_update(void *ctx, int64_t step) {
     ds_state_dit_update_ema(&k->sd, decay);
 }
 
-/* Sum over this rank's share of records of the epsilon-MSE at each eval step; returns the count. */
-static int64_t eps_mse_sums(sd_task *k, const ds_states *set, int64_t n_records, double *sums) {
-    int rank = ds_dist_rank(), ranks = ds_dist_size(), B = k->cap > 0 ? k->cap : 1;
-    int64_t X = k->sd.x_floats, count = 0;
-    uint64_t seed = (uint64_t)k->cfg->run.seed;
-    reserve(k, B);
-    for (int64_t first = rank * (int64_t)B; first < n_records; first += (int64_t)ranks * B) {
+void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
+                          int B, double *sums) {
+    int64_t N = ds_states_get_info(set)->n_records, X = s->x_floats, V = s->dit.d.cond_dim ? s->dit.d.cond_dim : 1;
+    if (n_records > N) n_records = N;
+    float *x0 = ds_alloc(sizeof(float) * B * X), *xt = ds_alloc(sizeof(float) * B * X);
+    float *noise = ds_alloc(sizeof(float) * B * X), *vec = ds_alloc(sizeof(float) * B * V);
+    int32_t *t = ds_alloc(sizeof(int32_t) * B), *labels = ds_alloc(sizeof(int32_t) * B);
+    ds_dit_cond cond = {.labels = s->dit.d.num_classes ? labels : NULL, .vec = s->dit.d.cond_dim ? vec : NULL};
+    for (int64_t first = (int64_t)part * B; first < n_records; first += (int64_t)parts * B) {
         int n = (int)(n_records - first < B ? n_records - first : B);
-        for (int s = 0; s < N_EVAL_STEPS; s++) {
-            for (int b = 0; b < n; b++) {
-                load_sample(k, set, first + b, b);
-                k->t[b] = eval_steps[s];
-                fill_noise(k->noise + b * X, X, seed, RNG_STREAM_EVAL, (uint64_t)(first + b) * (uint64_t)X);
-            }
-            ds_q_sample(&k->sd.process, n, X, k->t, k->x0, k->noise, k->xt);
-            ds_dit_cond cond = batch_cond(k);
-            sums[s] += ds_dit_forward(&k->sd.dit, n, k->xt, k->t, &cond, k->noise, NULL) * n;
+        for (int b = 0; b < n; b++) {
+            int64_t r = (first + b) * N / n_records;  /* evenly spread; the noise belongs to the record */
+            ds_state_record rec = ds_states_record(set, r);
+            ds_state_dit_encode(s, rec.state, x0 + b * X);
+            ds_state_dit_record_cond(s, &rec, &labels[b], vec + b * s->dit.d.cond_dim);
+            fill_noise(noise + b * X, X, seed, RNG_STREAM_EVAL, (uint64_t)r * (uint64_t)X);
         }
-        count += n;
+        for (int k = 0; k < DS_STATE_DIT_EVAL_STEPS; k++) {
+            for (int b = 0; b < n; b++) t[b] = ds_state_dit_eval_steps[k];
+            ds_q_sample(&s->process, n, X, t, x0, noise, xt);
+            ds_state_dit_target(s, n, t, x0, noise);
+            double loss = ds_dit_forward(&s->dit, n, xt, t, &cond, noise, NULL);
+            sums[k] += ds_state_dit_eps_mse_of_loss(s, t[0], loss) * n;
+        }
+        sums[DS_STATE_DIT_EVAL_STEPS] += n;
     }
-    return count;
+    ds_free(x0); ds_free(xt); ds_free(noise); ds_free(vec); ds_free(t); ds_free(labels);
 }
 
 static double eval_set(sd_task *k, const ds_states *set, double *per_step) {
     int64_t n = ds_states_get_info(set)->n_records, cap = (int64_t)k->cfg->train.eval_batches * k->cfg->train.batch_size;
-    double sums[N_EVAL_STEPS + 1] = {0};
-    sums[N_EVAL_STEPS] = (double)eps_mse_sums(k, set, n < cap ? n : cap, sums);
-    ds_dist_sum_doubles(sums, N_EVAL_STEPS + 1);
+    double sums[DS_STATE_DIT_EVAL_STEPS + 1] = {0};
+    ds_state_dit_eps_mse(&k->sd, set, n < cap ? n : cap, (uint64_t)k->cfg->run.seed, ds_dist_rank(), ds_dist_size(),
+                         k->cap > 0 ? k->cap : 1, sums);
+    ds_dist_sum_doubles(sums, DS_STATE_DIT_EVAL_STEPS + 1);
     double mean = 0;
-    for (int s = 0; s < N_EVAL_STEPS; s++) mean += (per_step[s] = sums[s] / sums[N_EVAL_STEPS]) / N_EVAL_STEPS;
+    for (int s = 0; s < DS_STATE_DIT_EVAL_STEPS; s++)
+        mean += (per_step[s] = sums[s] / sums[DS_STATE_DIT_EVAL_STEPS]) / DS_STATE_DIT_EVAL_STEPS;
     return mean;
 }
 
 static double sd_eval(void *ctx, char *json, size_t len) {
     sd_task *k = ctx;
-    double per_step[N_EVAL_STEPS];
+    double per_step[DS_STATE_DIT_EVAL_STEPS];
     ds_state_dit_swap_ema(&k->sd);
     double train_mse = eval_set(k, k->train, per_step), val = NAN;
     size_t n = strlen(json);
     n += snprintf(json + n, len - n, ",\"train_eps_mse\":%.6f", train_mse);
     if (k->valid) {
         val = eval_set(k, k->valid, per_step);
-        for (int s = 0; s < N_EVAL_STEPS && n < len; s++)
-            n += snprintf(json + n, len - n, ",\"val_eps_mse_t%d\":%.6f", eval_steps[s], per_step[s]);
+        for (int s = 0; s < DS_STATE_DIT_EVAL_STEPS && n < len; s++)
+            n += snprintf(json + n, len - n, ",\"val_eps_mse_t%d\":%.6f", ds_state_dit_eval_steps[s], per_step[s]);
     }
     ds_state_dit_swap_ema(&k->sd);
     return k->valid ? val : train_mse;
@@ -323,10 +340,12 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_dit_init_weights(&k.sd.dit, (uint64_t)cfg->run.seed);
     memcpy(k.sd.ema, k.sd.dit.params, sizeof(float) * k.sd.dit.n_params);
     /* normalisation statistics: rank 0 over the whole train split in a fixed order */
-    double *sums = ds_alloc(sizeof(double) * 2 * k.sd.channels);
+    ds_state_dit_set_normalisation(&k.sd, strcmp(cfg->diffusion.normalize, "element") == 0);
+    k.sd.v_prediction = strcmp(cfg->diffusion.prediction, "v") == 0;
+    double *sums = ds_alloc(sizeof(double) * 2 * k.sd.n_stats);
     if (ds_dist_rank() == 0)
         for (int64_t i = 0; i < k.n_train; i++) ds_state_dit_norm_accumulate(&k.sd, ds_states_record(k.train, i).state, sums);
-    ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.channels, 0);
+    ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.n_stats, 0);
     ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
     ds_free(sums);
     k.perm = ds_alloc(sizeof(int64_t) * k.n_train);

@@ -40,8 +40,7 @@ void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, ch
     if (valid) snprintf(valid, valid_len, "%s/valid.bin", dir);
 }
 
-/* B windows of T+1 tokens at offsets drawn for global samples first_sample .. first_sample+B-1. */
-static void sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T,
+void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T,
                          int32_t *tokens, int32_t *targets, int32_t *window) {
     uint64_t span = ds_dataset_num_tokens(ds) - (uint64_t)T - 1;
     for (int b = 0; b < B; b++) {
@@ -75,7 +74,7 @@ typedef struct {
 static double lm_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     (void)step;
     lm_task *t = ctx;
-    sample_batch(t->train, (uint64_t)t->cfg->run.seed, first, n, t->T, t->tokens, t->targets, t->window);
+    ds_train_sample_batch(t->train, (uint64_t)t->cfg->run.seed, first, n, t->T, t->tokens, t->targets, t->window);
     t->model.grads_ready_ctx = sync;
     double loss = ds_rwkv7_forward(&t->model, n, t->T, t->tokens, t->targets, weight, (float)t->cfg->optim.l2wrap, NULL,
                                    NULL, NULL);

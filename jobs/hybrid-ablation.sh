@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# DREAMSTATE part B ablation (dreamstate.md 6.2) on this machine, over MPI:
+#   1. an RWKV-7 base on the built-in corpus (configs/tiny.yaml; --size large: C=256, L=4)  -> OUT/base
+#   2. from that base, with the same steps, windows, tokens and scored positions (t >= P) each:
+#        static        the static baseline: no generated matrices, the whole RWKV-7 fine-tuned
+#        alpha-0.1/0.5/0.9  the hybrid with alpha fixed
+#        learned       the hybrid as configured (configs/tiny-hybrid.yaml: W_r, W_k, W_v of layer 0,
+#                      first-token condition, alpha learned from 0.9)
+#        W_r, W_kv     learned alpha, generating W_r only / W_k and W_v only
+#        mean_prefix   learned alpha, condition = mean embedding of the first P tokens
+#   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P, final
+#      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
+# usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR]
+# small (what CI runs) takes about 2-3 minutes on 2 cores, large about 15. Finished runs are not
+# redone (a rerun resumes each one from its last checkpoint), so a killed job continues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=small; RANKS=2; OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE=$2; shift 2 ;;
+    --ranks) RANKS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "hybrid-ablation.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+# MODEL: both the base and the hybrid; BASE / HYBRID: training of each
+case "$SIZE" in
+  small) MODEL=()
+         BASE=(--set train.steps=300)
+         HYBRID=(--set train.steps=150 --set train.eval_every=75) ;;
+  large) MODEL=(--set model.n_layer=4 --set model.n_embd=256 --set train.ctx_len=128)
+         BASE=(--set train.steps=1000 --set checkpoint.every=500)
+         HYBRID=(--set train.steps=400 --set train.eval_every=200 --set checkpoint.every=200 --set hybrid.prefix=32
+                 --set dit.hidden=128) ;;
+  *) echo "hybrid-ablation.sh: --size must be small or large" >&2; exit 2 ;;
+esac
+OUT=${OUT:-runs/hybrid-ablation-$SIZE}
+mkdir -p "$OUT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+BIN=bin/dreamstate
+MPI=(mpirun --oversubscribe -np "$RANKS")
+THREADS=(--set run.threads=1)
+quiet() { grep -E '^(dreamstate|  (init|generates|static|held-out)|done|nothing|step [0-9]+/[0-9]+ .*val)' || true; }
+
+echo "=== 1. RWKV-7 base ($SIZE, $RANKS ranks) ==="
+"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${MODEL[@]}" "${BASE[@]}" --set train.eval_every=0 \
+  --set train.log_every=100 --set run.out_dir="$OUT/base" 2>&1 | quiet
+INIT=$(ls "$OUT"/base/checkpoints/*.ckpt | tail -1)
+
+VARIANTS=(
+  "static=static baseline: matrices none, the whole RWKV-7 fine-tuned|--set hybrid.matrices=none --set hybrid.train_static=1"
+  "alpha-0.1=hybrid, W_rkv, alpha fixed 0.1|--set hybrid.alpha=fixed --set hybrid.alpha_init=0.1"
+  "alpha-0.5=hybrid, W_rkv, alpha fixed 0.5|--set hybrid.alpha=fixed --set hybrid.alpha_init=0.5"
+  "alpha-0.9=hybrid, W_rkv, alpha fixed 0.9|--set hybrid.alpha=fixed --set hybrid.alpha_init=0.9"
+  "learned=hybrid, W_rkv, alpha learned (from 0.9)|"
+  "W_r=hybrid, W_r only, alpha learned|--set hybrid.matrices=r"
+  "W_kv=hybrid, W_k + W_v, alpha learned|--set hybrid.matrices=kv"
+  "mean_prefix=hybrid, W_rkv, alpha learned, condition mean_prefix|--set hybrid.condition=mean_prefix"
+)
+H=(configs/tiny-hybrid.yaml "${THREADS[@]}" "${MODEL[@]}" "${HYBRID[@]}" --set hybrid.init="$INIT" --set train.log_every=50)
+steps=$(awk '/^train:/{t=1} t && /^  steps:/{print $2; exit}' configs/tiny-hybrid.yaml)
+for a in "${HYBRID[@]}"; do case "$a" in train.steps=*) steps=${a#train.steps=} ;; esac; done
+ctx=64; prefix=$(awk '/^  prefix:/{print $2; exit}' configs/tiny-hybrid.yaml)
+for a in "${MODEL[@]}" "${HYBRID[@]}"; do
+  case "$a" in train.ctx_len=*) ctx=${a#train.ctx_len=} ;; hybrid.prefix=*) prefix=${a#hybrid.prefix=} ;; esac
+done
+batch=$(awk '/^  batch_size:/{print $2; exit}' configs/tiny-hybrid.yaml)
+cat <<EOF
+
+=== 2. Part-B ablation: ${#VARIANTS[@]} runs from $INIT ===
+Each run: $steps steps x $batch windows of $ctx tokens (the same windows in every run), $RANKS ranks.
+Compared on the held-out L_LM of positions t >= $prefix only (the same positions for every run, so the
+prefix-pooled condition cannot see the tokens it helps predict), over the same held-out windows.
+Reading it: x0 of the parameter diffusion is theta_static (a regulariser, dreamstate.md 3.4): every
+context dependence comes from L_LM. The static baseline trains every RWKV-7 weight, the hybrids keep
+them frozen and train only the DiT and alpha. With first-token conditioning there are only 256
+distinct conditions (a token-indexed mixture of weights). One seed: differences of a few 1e-3 are noise.
+tokens/s is wall clock (compare it on an otherwise idle machine only); FLOPs/token is the estimated
+training cost, independent of the machine's load.
+EOF
+names=()
+for v in "${VARIANTS[@]}"; do
+  head=${v%%|*}; name=${head%%=*}; extra=${v#*|}
+  names+=("$head")
+  echo "--- $name: ${head#*=}"
+  # shellcheck disable=SC2086
+  "${MPI[@]}" $BIN train "${H[@]}" $extra --set run.name="$name" --set run.out_dir="$OUT/$name" 2>&1 | quiet
+done
+
+echo
+echo "=== 3. Table ($OUT/table.md, $OUT/table.json) ==="
+/usr/bin/python3 src/tools/hybrid_table.py "$OUT" "${names[@]}"
