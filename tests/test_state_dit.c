@@ -8,7 +8,8 @@
  *  - with the zero-initialised DiT (eps = 0), DDIM inversion then sampling returns x0 (dreamstate.md
  *    8, test 4), and SDEdit's noise_to lands on the respaced step nearest the requested one with
  *    x = sqrt(ab) x0 + sqrt(1 - ab) z;
- *  - sampling is a function of the seed. */
+ *  - sampling is a function of the seed;
+ *  - v prediction: target and the eps the samplers see, against their closed forms. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -203,11 +204,53 @@ static void test_samplers(void) {
     ds_state_dit_destroy(&s);
 }
 
+/* v prediction: the target is v = a eps - s x0, and the samplers' eps is s x_t + a v_hat (a = sqrt(ab),
+ * s = sqrt(1 - ab)), so the true v gives back the true eps exactly. */
+static void test_v_prediction(void) {
+    ds_state_shape sh = shape();
+    int layer = 0;
+    ds_dit_dims a = arch();
+    ds_state_dit s;
+    ds_state_dit_create(&s, &sh, &layer, 1, DS_STATE_COND_LABEL, K, label_names, &a, DS_SCHEDULE_LINEAR);
+    ds_dit_init_weights(&s.dit, 5);
+    perturb(&s);
+    s.v_prediction = 1;
+    int64_t n = s.x_floats;
+    float *x0 = ds_alloc(sizeof(float) * n), *eps = ds_alloc(sizeof(float) * n), *v = ds_alloc(sizeof(float) * n),
+          *xt = ds_alloc(sizeof(float) * n), *raw = ds_alloc(sizeof(float) * n), *got = ds_alloc(sizeof(float) * n);
+    for (int64_t j = 0; j < n; j++) {
+        x0[j] = (float)ds_rng_normal(6, 0, (uint64_t)j);
+        eps[j] = (float)ds_rng_normal(6, 1, (uint64_t)j);
+    }
+    int32_t t = 700, label = 1;
+    double ab = ds_alpha_bar(&s.process, t), ca = sqrt(ab), cs = sqrt(1 - ab);
+    ds_q_sample(&s.process, 1, n, &t, x0, eps, xt);
+    memcpy(v, eps, sizeof(float) * n);
+    ds_state_dit_target(&s, 1, &t, x0, v);
+    double err_v = 0, err_eps = 0;
+    for (int64_t j = 0; j < n; j++) {
+        err_v = fmax(err_v, fabs(v[j] - (ca * eps[j] - cs * x0[j])));
+        err_eps = fmax(err_eps, fabs(cs * xt[j] + ca * v[j] - eps[j]));
+    }
+    CHECK(err_v < 1e-5 && err_eps < 1e-5, "v target (err %.1e) and eps = s x_t + a v (err %.1e)", err_v, err_eps);
+    ds_dit_cond cond = {.labels = &label};
+    ds_dit_forward(&s.dit, 1, xt, &t, &cond, NULL, raw);
+    ds_state_cond_term term = {.labels = &label, .weight = 1};
+    ds_state_dit_eps(&s, 1, t, xt, 1, &term, got);
+    double err = 0;
+    for (int64_t j = 0; j < n; j++) err = fmax(err, fabs(got[j] - (cs * xt[j] + ca * raw[j])));
+    CHECK(err < 1e-5, "a v-model's eps for the samplers is s x_t + a v_hat (err %.1e)", err);
+    CHECK(fabs(ds_state_dit_eps_mse_of_loss(&s, t, 2.0) - 2.0 * ab) < 1e-15, "eps-MSE of a v loss = ab x loss");
+    ds_free(x0); ds_free(eps); ds_free(v); ds_free(xt); ds_free(raw); ds_free(got);
+    ds_state_dit_destroy(&s);
+}
+
 int main(void) {
     ds_blas_init(1);
     ds_kernels_init();
     test_norm_encode_decode();
     test_guidance_mixture();
     test_samplers();
+    test_v_prediction();
     return test_summary("test_state_dit");
 }
