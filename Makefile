@@ -54,11 +54,10 @@ test: all
 bench: all
 	tests/bench.sh
 
-# The README's main job: a small end-to-end training run on the built-in default corpus, 2 MPI ranks.
+# The README's main job: a small end-to-end DREAMSTATE run (part A and part B) over MPI, 2 ranks.
 RANKS ?= 2
 run: all
-	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-	  mpirun --oversubscribe -np $(RANKS) bin/dreamstate train configs/tiny.yaml --set run.threads=1
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 jobs/dreamstate.sh --ranks $(RANKS)
 
 deps:
 	src/tools/install-deps.sh

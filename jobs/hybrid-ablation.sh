@@ -11,8 +11,9 @@
 #   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P, final
 #      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
 # usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR]
-# small (what CI runs) takes about 2-3 minutes on 2 cores, large about 15. Finished runs are not
-# redone (a rerun resumes each one from its last checkpoint), so a killed job continues.
+# small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine).
+# Finished runs are not redone (a rerun resumes each one from its last checkpoint), so a killed job
+# continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=small; RANKS=2; OUT=""
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
     --size) SIZE=$2; shift 2 ;;
     --ranks) RANKS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "hybrid-ablation.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
