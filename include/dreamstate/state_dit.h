@@ -16,6 +16,7 @@
 
 #include "dreamstate/diffusion.h"
 #include "dreamstate/dit.h"
+#include "dreamstate/progress.h"
 #include "dreamstate/states.h"
 
 #define DS_STATE_DIT_MAX_LAYERS 256
@@ -98,6 +99,7 @@ typedef struct ds_state_sampler {
     double temperature;      /* scale of the initial noise drawn by ds_state_dit_sample (1: the standard
                               * process; below 1 pulls DDIM samples towards the conditional mean, the
                               * "reduced-temperature" sampling of Glow / DDPM practice) */
+    ds_progress *progress;   /* if set, updated with the network evaluations done (one per step) */
     double clip_x0;          /* > 0: the predicted x0 is clipped to [-clip_x0, clip_x0] (normalised units)
                               * and eps made consistent with it, a guard against a sampler that drifts
                               * off the data (2.1); 0: off */

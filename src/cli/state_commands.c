@@ -132,7 +132,11 @@ int ds_sample_state_main(int argc, char **argv) {
     int n = label_terms(&c, labels, nulls, B, label, 1.0, 0, terms);
     float *x = ds_alloc(sizeof(float) * B * c.sd.x_floats);
     double t0 = ds_now_seconds();
+    ds_progress progress;
+    ds_progress_begin(&progress, "sample-state", "steps", c.sampler.steps);
+    c.sampler.progress = &progress;
     double clipped = ds_state_dit_sample(&c.sd, B, &c.sampler, c.sampler.steps - 1, 1, n, terms, x);
+    ds_progress_end(&progress);
     if (c.sampler.clip_x0 > 0) ds_log("sample-state: %.2f%% of predicted x0 values clipped", 100 * clipped);
     char meta[256];
     snprintf(meta, sizeof meta, "sampler=%s\nsteps=%d\nguidance=%g\nseed=%llu", c.sampler.ddpm ? "ddpm" : "ddim",

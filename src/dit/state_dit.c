@@ -234,11 +234,14 @@ typedef struct {
     const ds_state_cond_term *terms;
     double clip;
     int64_t clipped, predicted;
+    ds_progress *progress;
+    int64_t calls;
 } eps_ctx;
 
 static void eps_callback(void *ctx, int t, const float *x, float *eps) {
     eps_ctx *c = ctx;
     ds_state_dit_eps(c->s, c->B, t, x, c->n_terms, c->terms, eps);
+    if (c->progress) ds_progress_update(c->progress, ++c->calls);
     if (c->clip <= 0) return;
     /* x0 = (x - sqrt(1 - ab) eps) / sqrt(ab); where it leaves [-clip, clip], clip it and solve for eps */
     double ab = ds_alpha_bar(&c->s->process, t), sa = sqrt(ab), sb = sqrt(1 - ab);
@@ -269,7 +272,7 @@ double ds_state_dit_sample(ds_state_dit *s, int B, const ds_state_sampler *opt, 
             x[j] = (float)(opt->temperature * ds_rng_normal(opt->seed, RNG_STREAM_INIT_NOISE, (uint64_t)j));
     ds_diffusion proc;
     ds_diffusion_respace(&proc, &s->process, opt->steps);
-    eps_ctx ctx = {s, B, n_terms, terms, opt->clip_x0, 0, 0};
+    eps_ctx ctx = {s, B, n_terms, terms, opt->clip_x0, 0, 0, opt->progress, 0};
     if (opt->ddpm) ds_ddpm_sample(&proc, from, DS_VARIANCE_SMALL, n, eps_callback, &ctx, opt->seed, x);
     else ds_ddim_sample(&proc, from, opt->eta, n, eps_callback, &ctx, opt->seed, x);
     ds_diffusion_destroy(&proc);
@@ -299,7 +302,7 @@ void ds_state_dit_invert(ds_state_dit *s, int B, const ds_state_sampler *opt, in
     check_sampler(opt);
     ds_diffusion proc;
     ds_diffusion_respace(&proc, &s->process, opt->steps);
-    eps_ctx ctx = {s, B, n_terms, terms, 0, 0, 0};
+    eps_ctx ctx = {s, B, n_terms, terms, 0, 0, 0, opt->progress, 0};
     ds_ddim_invert(&proc, proc.T - 1, (int64_t)B * s->x_floats, eps_callback, &ctx, x);
     ds_diffusion_destroy(&proc);
 }
