@@ -179,7 +179,7 @@ links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
 broken = [l for l in links if not os.path.exists(os.path.join(run, l))]
 assert not missing and len(links) == 5 and not broken, f"missing {missing}, links {links}, broken {broken}"
 PY
-expect_bad_input "report.py without train.jsonl" "report: .*train.jsonl" $PY src/tools/report.py "$TMP/h"
+expect_bad_input "report.py without train.jsonl" "train.jsonl: No such file or directory" $PY src/tools/report.py "$TMP/h"
 
 # bad input
 $BIN "${TRAIN[@]}" --set train.steps=1 --set model.n_layer=1 --set run.out_dir="$TMP/one" >/dev/null 2>&1
