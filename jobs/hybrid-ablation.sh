@@ -8,6 +8,7 @@
 #                      first-token condition, alpha learned from 0.9)
 #        W_r, W_kv     learned alpha, generating W_r only / W_k and W_v only
 #        mean_prefix   learned alpha, condition = mean embedding of the first P tokens
+#        attn_prefix   learned alpha, condition = learned attention pooling of the first P tokens
 #   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P, final
 #      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
 # usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR]
@@ -59,6 +60,7 @@ VARIANTS=(
   "W_r=hybrid, W_r only, alpha learned|--set hybrid.matrices=r"
   "W_kv=hybrid, W_k + W_v, alpha learned|--set hybrid.matrices=kv"
   "mean_prefix=hybrid, W_rkv, alpha learned, condition mean_prefix|--set hybrid.condition=mean_prefix"
+  "attn_prefix=hybrid, W_rkv, alpha learned, condition attn_prefix|--set hybrid.condition=attn_prefix"
 )
 H=(configs/tiny-hybrid.yaml "${THREADS[@]}" "${MODEL[@]}" "${HYBRID[@]}" --set hybrid.init="$INIT" --set train.log_every=50)
 steps=$(awk '/^train:/{t=1} t && /^  steps:/{print $2; exit}' configs/tiny-hybrid.yaml)

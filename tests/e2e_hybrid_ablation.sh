@@ -14,7 +14,7 @@ import json, math, sys
 t = json.load(open(sys.argv[1]))
 rows = t['rows'] if isinstance(t, dict) else t
 names = [r['variant'] for r in rows]
-for want in ('static', 'alpha-0.1', 'alpha-0.5', 'alpha-0.9', 'learned', 'W_r', 'W_kv', 'mean_prefix'):
+for want in ('static', 'alpha-0.1', 'alpha-0.5', 'alpha-0.9', 'learned', 'W_r', 'W_kv', 'mean_prefix', 'attn_prefix'):
     assert want in names, want
 for r in rows:
     assert math.isfinite(r['val_loss']) and abs(math.exp(r['val_loss']) - r['val_ppl']) < 1e-3 * r['val_ppl'], r

@@ -1,7 +1,8 @@
 /* Hybrid (dreamstate.md 3, 8.7, 8.8) tests: the loss terms and every gradient of a micro-batch against
  * the independent PyTorch float64 reference tests/ref/hybrid_torch.py (A1 first-token, A2 low-rank,
- * A1 mean-prefix, and fixed alpha with frozen static weights), central differences of the float32
- * loss, the causality guard, batch-split invariance, determinism, evaluation against a hand-fused
+ * A1 mean-prefix, fixed alpha with frozen static weights, and A1 attention-pooled prefix), central
+ * differences of the float32 loss, the causality guard of both prefix conditions, batch-split
+ * invariance, determinism, evaluation against a hand-fused
  * model, the static baseline against the plain RWKV-7, the trainable-set table, the config mapping
  * and bad input. With `--bench C L T B HIDDEN DEPTH PATCH TARGETS` it times one micro-batch instead. */
 #include "dreamstate/blas.h"
@@ -30,7 +31,9 @@ static const test_case cases[] = {
     {"A2 rank 32 kv", DS_HYBRID_LOWRANK, DS_HYBRID_FIRST_TOKEN, 2, 6, 2, 0, 1, 1, 0.5f},
     {"A1 mean_prefix rv", DS_HYBRID_FULL, DS_HYBRID_MEAN_PREFIX, 5, 5, 2, 0, 1, 1, 1.0f},
     {"A1 k, fixed alpha, frozen static", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 1, 2, 1, 1, 0, 0, 1.0f},
+    {"A1 attn_prefix rk", DS_HYBRID_FULL, DS_HYBRID_ATTN_PREFIX, 6, 3, 2, 0, 1, 1, 0.5f},
 };
+enum { CASE_MEAN_PREFIX = 2, CASE_ATTN_PREFIX = 4 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
 static ds_hybrid_dims small_dims(const test_case *tc) {
@@ -47,7 +50,9 @@ static ds_hybrid_dims small_dims(const test_case *tc) {
 }
 
 /* The 4.6 / 4.1 initialisations, then every weight moved by noise so that no gradient path is zero
- * (adaLN-Zero, att.output, ffn.value, LoRA halves) and the alpha logits differ per (layer, matrix). */
+ * (adaLN-Zero, att.output, ffn.value, LoRA halves) and the alpha logits differ per (layer, matrix); the
+ * attention query grows to about 30 per entry, so that the pool's scores spread over a few units and
+ * its softmax is far from uniform (with the 0.02 init it would be almost exactly the mean). */
 static void make_hybrid(ds_hybrid *h, const ds_hybrid_dims *d, uint64_t seed) {
     ds_hybrid_create(h, d);
     ds_hybrid_init_weights(h, seed);
@@ -55,6 +60,8 @@ static void make_hybrid(ds_hybrid *h, const ds_hybrid_dims *d, uint64_t seed) {
         for (int64_t i = 0; i < h->dit.n_params; i++) h->dit.params[i] += 0.05f * (float)ds_rng_normal(seed, 901, i);
         for (int k = 0; k < d->n_targets * h->n_mat; k++) h->alpha_logit[k] += 0.3f * (float)ds_rng_normal(seed, 902, k);
     }
+    if (h->attn_q)
+        for (int c = 0; c < d->model.n_embd; c++) h->attn_q[c] += 30.0f * (float)ds_rng_normal(seed, 904, c);
     ds_rwkv7_init_weights(&h->model, seed);
     for (int64_t i = 0; i < h->model.n_params; i++) h->model.params[i] += 0.05f * (float)ds_rng_normal(seed, 903, i);
 }
@@ -80,7 +87,7 @@ static void write_dump(const char *path, ds_hybrid *h, const test_case *tc, cons
     fwrite("DSDUMP01", 1, 8, f);
     int32_t config[23] = {d->model.n_layer, d->model.n_embd, d->model.vocab_size, d->model.dim_w, d->model.dim_a,
                           d->model.dim_v, d->model.dim_g, d->n_targets, d->matrices, d->param == DS_HYBRID_LOWRANK,
-                          d->rank, d->condition == DS_HYBRID_MEAN_PREFIX, d->prefix, d->learn_alpha, d->train_static,
+                          d->rank, (int32_t)d->condition, d->prefix, d->learn_alpha, d->train_static,
                           d->t_star, d->dit.hidden, d->dit.depth, d->dit.heads, d->dit.patch_size, d->dit.mlp_ratio,
                           B, T};
     float fconfig[5] = {(float)d->lambda_lm, (float)d->lambda_pd, d->l2wrap, tc->loss_scale, (float)d->alpha_init};
@@ -250,10 +257,10 @@ static void test_finite_differences(void) {
 
 /* ---------------------------------------------------------------- behaviour */
 
-/* 8.8: with mean_prefix, tokens at positions >= P do not touch theta_gen (bit-identical), a token
- * below P does. */
-static void test_causality(void) {
-    ds_hybrid_dims d = small_dims(&cases[2]);
+/* 8.8: with mean_prefix or attn_prefix, tokens at positions >= P do not touch theta_gen
+ * (bit-identical), a token below P does. */
+static void check_causality(const test_case *tc, const char *name) {
+    ds_hybrid_dims d = small_dims(tc);
     ds_hybrid h;
     make_hybrid(&h, &d, 51);
     int32_t tok[B * T], tgt[B * T], other[T];
@@ -264,12 +271,17 @@ static void test_causality(void) {
     memcpy(other, tok, sizeof other);
     for (int t = d.prefix; t < T; t++) other[t] = (other[t] + 1 + t) % d.model.vocab_size;
     ds_hybrid_generate(&h, T, other, DS_HYBRID_EVAL_SEED, 0, g2);
-    CHECK(!memcmp(g1, g2, sizeof(float) * n), "mean_prefix: changing tokens >= P leaves theta_gen bit-identical");
+    CHECK(!memcmp(g1, g2, sizeof(float) * n), "%s: changing tokens >= P leaves theta_gen bit-identical", name);
     other[d.prefix - 1] = (other[d.prefix - 1] + 1) % d.model.vocab_size;
     ds_hybrid_generate(&h, T, other, DS_HYBRID_EVAL_SEED, 0, g2);
-    CHECK(memcmp(g1, g2, sizeof(float) * n) != 0, "mean_prefix: changing token P-1 changes theta_gen");
+    CHECK(memcmp(g1, g2, sizeof(float) * n) != 0, "%s: changing token P-1 changes theta_gen", name);
     ds_free(g1), ds_free(g2);
     ds_hybrid_destroy(&h);
+}
+
+static void test_causality(void) {
+    check_causality(&cases[CASE_MEAN_PREFIX], "mean_prefix");
+    check_causality(&cases[CASE_ATTN_PREFIX], "attn_prefix");
 }
 
 /* One call on B sequences equals B calls on one sequence each (samples first_sample + b, loss scale
@@ -379,19 +391,54 @@ static void test_static_baseline(void) {
 
 /* The trainable-set table tiles [0, n_params) in 16-float aligned tensors; alpha starts at alpha_init
  * with its lr scale; U0 has orthonormal columns. */
+static int table_tiles(const ds_hybrid *h) {
+    int64_t next = 0;
+    int ok = 1;
+    for (int i = 0; i < h->n_tensors; i++) {
+        ok &= h->tensors[i].offset >= next && h->tensors[i].offset % 16 == 0;
+        next = h->tensors[i].offset + h->tensors[i].numel;
+    }
+    return ok && next <= h->n_params && h->n_params - next < 16;
+}
+
+static double rms(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / n);
+}
+
+/* attn_prefix adds q [C], K, V [C, C] to the table (between alpha and the RWKV-7), decay on the
+ * matrices only, initialised N(0, 0.02^2) and N(0, 1/C). */
+static void test_attn_table(void) {
+    ds_hybrid_dims d = small_dims(&cases[CASE_ATTN_PREFIX]);
+    ds_hybrid h;
+    ds_hybrid_create(&h, &d);
+    ds_hybrid_init_weights(&h, 3);
+    const ds_hybrid_tensor *q = ds_hybrid_find(&h, "cond.attn.q"), *k = ds_hybrid_find(&h, "cond.attn.key.weight"),
+                           *v = ds_hybrid_find(&h, "cond.attn.value.weight"), *a = ds_hybrid_find(&h, "alpha.logit"),
+                           *e = ds_hybrid_find(&h, "rwkv7.emb.weight");
+    CHECK(table_tiles(&h) && q && k && v && a && e && q->ndim == 1 && q->shape[0] == 128 && k->ndim == 2 &&
+          k->shape[0] == 128 && k->shape[1] == 128 && v->numel == 128 * 128 && a->offset < q->offset &&
+          q->offset < k->offset && k->offset < v->offset && v->offset < e->offset && h.attn_q == h.params + q->offset &&
+          h.attn_dk == h.grads + k->offset && h.attn_v == h.params + v->offset && !q->weight_decay &&
+          k->weight_decay && v->weight_decay && q->lr_scale == 1.0f,
+          "attn_prefix: cond.attn.q [128], key / value weights [128, 128] between alpha and the RWKV-7, tiled");
+    double rq = rms(h.attn_q, 128), rk = rms(h.attn_k, 128 * 128), rv = rms(h.attn_v, 128 * 128);
+    CHECK(fabs(rq - 0.02) < 0.004 && fabs(rk * sqrt(128.0) - 1) < 0.03 && fabs(rv * sqrt(128.0) - 1) < 0.03 &&
+          memcmp(h.attn_k, h.attn_v, sizeof(float) * 128) != 0,
+          "attn_prefix init: rms q %.4f (0.02), sqrt(C) rms K %.3f, V %.3f (1)", rq, rk * sqrt(128.0),
+          rv * sqrt(128.0));
+    ds_hybrid_destroy(&h);
+}
+
 static void test_table(void) {
     ds_hybrid_dims d = small_dims(&cases[1]);
     ds_hybrid h;
     ds_hybrid_create(&h, &d);
     ds_hybrid_init_weights(&h, 3);
-    int64_t next = 0;
-    int ok = 1;
-    for (int i = 0; i < h.n_tensors; i++) {
-        ok &= h.tensors[i].offset >= next && h.tensors[i].offset % 16 == 0;
-        next = h.tensors[i].offset + h.tensors[i].numel;
-    }
-    ok &= next <= h.n_params && h.n_params - next < 16;
-    CHECK(ok, "tensor table tiles the %lld trainable floats in order, 64-byte aligned", (long long)h.n_params);
+    CHECK(table_tiles(&h) && ds_hybrid_find(&h, "cond.attn.q") == NULL && h.attn_q == NULL,
+          "tensor table tiles the %lld trainable floats in order, 64-byte aligned; no attention pool without "
+          "attn_prefix", (long long)h.n_params);
     const ds_hybrid_tensor *a = ds_hybrid_find(&h, "alpha.logit");
     float alpha[8];
     ds_hybrid_alpha(&h, alpha);
@@ -436,6 +483,9 @@ static void test_config(void) {
     CHECK(d.n_targets == 2 && d.targets[1] == 2 && d.matrices == (DS_HYBRID_K | DS_HYBRID_V) &&
           d.param == DS_HYBRID_LOWRANK && d.condition == DS_HYBRID_MEAN_PREFIX && !d.learn_alpha &&
           d.schedule == DS_SCHEDULE_COSINE, "config: layers 0,2, kv, lowrank, mean_prefix, fixed alpha, cosine");
+    snprintf(cfg.hybrid.condition, sizeof cfg.hybrid.condition, "attn_prefix");
+    ds_hybrid_dims_from_config(&d, &cfg);
+    CHECK(d.condition == DS_HYBRID_ATTN_PREFIX, "config: attn_prefix");
 }
 
 static void bad_rank(void) {
@@ -451,8 +501,14 @@ static void nothing_to_train(void) {
     ds_hybrid h;
     ds_hybrid_create(&h, &d);
 }
+static void attn_without_prefix(void) {
+    ds_hybrid_dims d = small_dims(&cases[CASE_ATTN_PREFIX]);
+    d.prefix = 0;
+    ds_hybrid h;
+    ds_hybrid_create(&h, &d);
+}
 static void prefix_too_long(void) {
-    ds_hybrid_dims d = small_dims(&cases[2]);
+    ds_hybrid_dims d = small_dims(&cases[CASE_MEAN_PREFIX]);
     d.prefix = T;
     ds_hybrid h;
     ds_hybrid_create(&h, &d);
@@ -464,6 +520,7 @@ static void test_bad_input(void) {
     CHECK(test_exit_code(bad_rank) == DS_EXIT_BAD_INPUT, "rank 20 at width 128 exits with 2");
     CHECK(test_exit_code(nothing_to_train) == DS_EXIT_BAD_INPUT, "no targets and frozen weights exits with 2");
     CHECK(test_exit_code(prefix_too_long) == DS_EXIT_BAD_INPUT, "prefix >= T exits with 2");
+    CHECK(test_exit_code(attn_without_prefix) == DS_EXIT_BAD_INPUT, "attn_prefix with prefix 0 exits with 2");
 }
 
 /* ---------------------------------------------------------------- timing */
@@ -525,6 +582,7 @@ int main(int argc, char **argv) {
     snprintf(exe, sizeof exe, "%s", argv[0]);
     snprintf(ref_script, sizeof ref_script, "%s/../../tests/ref/hybrid_torch.py", dirname(exe));
     test_table();
+    test_attn_table();
     test_config();
     test_bad_input();
     test_causality();

@@ -94,7 +94,7 @@ typedef struct ds_hybrid_config {
                                       * "none": the static fine-tuning baseline (with train_static 1) */
     char param[8];                   /* "full" (A1, default) or "lowrank" (A2) */
     int rank;                        /* r of the low-rank variant, default 32 */
-    char condition[16];              /* "first_token" (default) or "mean_prefix" */
+    char condition[16];              /* "first_token" (default), "mean_prefix" or "attn_prefix" */
     int prefix;                      /* P: the LM loss is scored from position P; mean_prefix pools tokens < P */
     char alpha[8];                   /* "learned" (default) or "fixed" */
     double alpha_init;               /* alpha at the start (learned) or throughout (fixed), 0.9 */

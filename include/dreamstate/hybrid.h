@@ -14,10 +14,13 @@
  *       the RWKV-7 runs the sequence with theta in layer l; L_LM = mean cross-entropy over the scored
  *       positions t >= prefix (the same positions for every variant, 3.2).
  * The DiT sample of (b, l) carries the layer as its label (num_classes = targeted layers, never
- * dropped) and the condition vector e_b (cond_dim = C): the RWKV-7 embedding row of the first token,
- * or the mean of the rows of the first `prefix` tokens. e_b, mu, sigma, sigma_V and x0 are constants
- * (no gradient flows into them), so theta_static receives alpha G (A1) or G (A2, where theta_gen
- * contains theta_static) from the LM, G = dL/d(theta).
+ * dropped) and the condition vector e_b (cond_dim = C; the DiT's c_embedder is W_c, b_c of 3.2), from
+ * the frozen RWKV-7 embedding rows h_t = emb[tok_t] (before ln0): the row of the first token
+ * (first_token), the mean of the rows of the first `prefix` tokens (mean_prefix), or the attention
+ * pool over them, e_b = sum_{t<P} softmax_t(q^T K h_t / sqrt(C)) V h_t with learned q, K, V
+ * (attn_prefix). The embedding rows, mu, sigma, sigma_V and x0 are constants (no gradient flows into
+ * them), so theta_static receives alpha G (A1) or G (A2, where theta_gen contains theta_static) from
+ * the LM, G = dL/d(theta); q, K, V receive the gradient of e_b.
  *
  * Randomness (t, eps, eps*, condition drop) is keyed by (seed, global sample index, layer): a batch
  * gives the same result however it is split over ranks and micro-steps. Evaluation uses one fixed eps*
@@ -39,7 +42,7 @@
 
 enum { DS_HYBRID_R = 1, DS_HYBRID_K = 2, DS_HYBRID_V = 4 };  /* matrices mask */
 typedef enum { DS_HYBRID_FULL, DS_HYBRID_LOWRANK } ds_hybrid_param;            /* A1, A2 */
-typedef enum { DS_HYBRID_FIRST_TOKEN, DS_HYBRID_MEAN_PREFIX } ds_hybrid_condition;
+typedef enum { DS_HYBRID_FIRST_TOKEN, DS_HYBRID_MEAN_PREFIX, DS_HYBRID_ATTN_PREFIX } ds_hybrid_condition;
 
 typedef struct ds_hybrid_dims {
     ds_rwkv7_dims model;
@@ -50,7 +53,7 @@ typedef struct ds_hybrid_dims {
     int rank;                             /* r of A2; C r must be a multiple of 64 x 64 */
     uint64_t u0_seed;                     /* A2: U0 of (layer, matrix) from stream 4 layer + matrix */
     ds_hybrid_condition condition;
-    int prefix;                           /* P: LM scored on positions >= P; mean_prefix pools t < P */
+    int prefix;                           /* P: LM scored on positions >= P; the *_prefix conditions pool t < P */
     int learn_alpha;                      /* 0: alpha fixed at alpha_init */
     double alpha_init, alpha_lr_scale;
     double lambda_lm, lambda_pd;          /* read at every call (lm_warmup_steps: set lambda_lm = 0) */
@@ -67,7 +70,9 @@ typedef struct ds_hybrid_dims {
 void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg);
 
 /* One tensor of the trainable set: "dit.<DiT name>", "alpha.logit" [n_targets, n_matrices] (rows per
- * layer, matrices in r, k, v order), and with train_static "rwkv7.<official name>". */
+ * layer, matrices in r, k, v order), with attn_prefix "cond.attn.q" [C], "cond.attn.key.weight" and
+ * "cond.attn.value.weight" [C, C] (k_t = K h_t, as a Linear), and with train_static
+ * "rwkv7.<official name>". */
 typedef struct ds_hybrid_tensor {
     char name[80];
     int ndim;
@@ -96,6 +101,8 @@ typedef struct ds_hybrid {
     int64_t n_params;
     float *params, *grads;        /* the trainable set, [n_params] each */
     float *alpha_logit, *alpha_grad; /* [n_targets n_mat] inside params / grads */
+    float *attn_q, *attn_k, *attn_v;   /* attn_prefix: q [C], K, V [C, C] inside params (else NULL) */
+    float *attn_dq, *attn_dk, *attn_dv;/* their gradients inside grads */
     float *u0;                    /* A2: [n_targets, n_mat, C, r] orthonormal columns */
     void *work;                   /* internal buffers */
 } ds_hybrid;
@@ -104,7 +111,9 @@ typedef struct ds_hybrid {
  * h->model's weights before use. */
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);
 void ds_hybrid_destroy(ds_hybrid *h);
-/* DiT initialisation (dreamstate.md 4.6) and alpha logits = logit(alpha_init); the RWKV-7 is untouched. */
+/* DiT initialisation (dreamstate.md 4.6), alpha logits = logit(alpha_init) and, with attn_prefix,
+ * q ~ N(0, 0.02^2), K, V ~ N(0, 1/C) (norm-preserving in expectation, so the pool starts at the scale
+ * of the embedding rows); the RWKV-7 is untouched. */
 void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed);
 void ds_hybrid_zero_grad(ds_hybrid *h);
 const ds_hybrid_tensor *ds_hybrid_find(const ds_hybrid *h, const char *name);

@@ -21,6 +21,7 @@
 #define TILE_FLOATS (TILE * TILE)
 #define PARALLEL_MIN ((int64_t)1 << 15)
 enum { DRAW_T, DRAW_DROP, DRAW_EPS, DRAW_EPS_STAR };  /* the four random streams of a (sample, layer) */
+#define ATTN_INIT_STREAM 0x41545450ULL       /* q, K, V initialisation: streams +0, +1, +2 */
 
 typedef struct {
     float **static_w, **static_g; /* [n_targets n_mat]: the model's own pointers of the targeted matrices */
@@ -30,6 +31,14 @@ typedef struct {
     int have_eval_eps;
     /* one sequence */
     float *e;                     /* [C] condition vector */
+    /* attn_prefix, kept from the condition's forward for its backward */
+    float *attn_h;                /* [P, C] the prefix's embedding rows h_t */
+    float *attn_p;                /* [P] scores, then their softmax */
+    float *attn_u;                /* [C] K^T q: score_t = <u, h_t> / sqrt(C) */
+    float *attn_hbar;             /* [C] sum_t p_t h_t, so e = V hbar */
+    float *attn_dp, *attn_ds;     /* [P] dL/dp, dL/dscore */
+    float *attn_dh, *attn_du;     /* [C] dL/dhbar, dL/du */
+    float *de, *cond_b_keep;      /* [C] dL/de; [DiT hidden] the DiT's c_embedder bias gradient so far */
     float *noise;                 /* [2 n_targets, n_img]: eps* (generation rows), then eps */
     float *x_in, *eps_hat, *d_eps;/* [2 n_targets, n_img] DiT batch */
     float *x0_hat;                /* [n_targets, n_img] */
@@ -110,8 +119,8 @@ static void check_dims(const ds_hybrid_dims *d) {
         (d->rank < 1 || d->rank > C || ((int64_t)C * d->rank) % TILE_FLOATS))
         ds_die(DS_EXIT_BAD_INPUT, "hybrid: rank %d of width %d: need 1 <= r <= C and C r a multiple of 4096 (64 x 64 "
                "DiT channels)", d->rank, C);
-    if (d->prefix < 0 || (d->condition == DS_HYBRID_MEAN_PREFIX && d->prefix < 1))
-        ds_die(DS_EXIT_BAD_INPUT, "hybrid: prefix %d (mean_prefix needs at least 1)", d->prefix);
+    if (d->prefix < 0 || (d->condition != DS_HYBRID_FIRST_TOKEN && d->prefix < 1))
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid: prefix %d (mean_prefix and attn_prefix need at least 1)", d->prefix);
     if (!(d->alpha_init > 0 && d->alpha_init < 1))
         ds_die(DS_EXIT_BAD_INPUT, "hybrid: alpha_init %g outside (0, 1)", d->alpha_init);
     if (d->t_star < 0 || d->t_star >= DS_DIFFUSION_STEPS || !(d->p_uncond >= 0 && d->p_uncond < 1) ||
@@ -154,25 +163,34 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     for (int mat = 0; mat < 3; mat++)
         if (d->matrices & (1 << mat)) h->mats[h->n_mat++] = mat;
     h->n_img = (int64_t)h->n_mat * C * (d->param == DS_HYBRID_FULL ? C : d->rank);
-    /* the trainable set: [DiT | alpha logits | RWKV-7 (train_static)], each 64-byte aligned */
+    /* the trainable set: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)], each
+     * 64-byte aligned (C is a multiple of 64) */
     ds_dit_dims dd = d->dit;
     dd.in_channels = (int)(h->n_img / TILE_FLOATS);
     dd.input_size = TILE;
     dd.num_classes = nT;
     dd.cond_dim = C;
     int64_t n_dit = nT > 0 ? ds_dit_param_floats(&dd) : 0, n_alpha = pad16((int64_t)nT * h->n_mat);
+    int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX;
+    int64_t n_attn = attn ? (int64_t)C + 2 * (int64_t)C * C : 0, at = n_dit + n_alpha;
     int64_t n_model = d->train_static ? ds_rwkv7_param_floats(&d->model) : 0;
-    h->n_params = n_dit + n_alpha + n_model;
+    h->n_params = n_dit + n_alpha + n_attn + n_model;
     h->params = ds_alloc(sizeof(float) * h->n_params);
     h->grads = ds_alloc(sizeof(float) * h->n_params);
     if (nT > 0) ds_dit_create_in(&h->dit, &dd, h->params, h->grads);
     h->alpha_logit = h->params + n_dit;
     h->alpha_grad = h->grads + n_dit;
-    if (d->train_static) ds_rwkv7_create_in(&h->model, &d->model, h->params + n_dit + n_alpha, h->grads + n_dit + n_alpha);
+    if (attn) {
+        h->attn_q = h->params + at, h->attn_dq = h->grads + at;
+        h->attn_k = h->attn_q + C, h->attn_dk = h->attn_dq + C;
+        h->attn_v = h->attn_k + (int64_t)C * C, h->attn_dv = h->attn_dk + (int64_t)C * C;
+    }
+    int64_t at_model = n_dit + n_alpha + n_attn;
+    if (d->train_static) ds_rwkv7_create_in(&h->model, &d->model, h->params + at_model, h->grads + at_model);
     else ds_rwkv7_create(&h->model, &d->model);
     ds_diffusion_create(&h->sched, d->schedule, DS_DIFFUSION_STEPS);
 
-    int cap = (nT > 0 ? h->dit.n_tensors + 1 : 0) + (d->train_static ? h->model.n_tensors : 0);
+    int cap = (nT > 0 ? h->dit.n_tensors + 1 : 0) + 3 * attn + (d->train_static ? h->model.n_tensors : 0);
     h->tensors = ds_alloc(sizeof(ds_hybrid_tensor) * cap);
     for (int i = 0; nT > 0 && i < h->dit.n_tensors; i++) {
         const ds_dit_tensor *t = &h->dit.tensors[i];
@@ -183,9 +201,15 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
         add_tensor(h, "", "alpha.logit", 2, shape, n_dit, (int64_t)nT * h->n_mat,
                    d->learn_alpha ? (float)d->alpha_lr_scale : 0.0f, 0);
     }
+    if (attn) {
+        int64_t vec[1] = {C}, mat[2] = {C, C};
+        add_tensor(h, "", "cond.attn.q", 1, vec, at, C, 1.0f, 0);
+        add_tensor(h, "", "cond.attn.key.weight", 2, mat, at + C, (int64_t)C * C, 1.0f, 1);
+        add_tensor(h, "", "cond.attn.value.weight", 2, mat, at + C + (int64_t)C * C, (int64_t)C * C, 1.0f, 1);
+    }
     for (int i = 0; d->train_static && i < h->model.n_tensors; i++) {
         const ds_rwkv7_tensor *t = &h->model.tensors[i];
-        add_tensor(h, "rwkv7.", t->name, t->ndim, t->shape, n_dit + n_alpha + t->offset, t->numel, t->lr_scale,
+        add_tensor(h, "rwkv7.", t->name, t->ndim, t->shape, at_model + t->offset, t->numel, t->lr_scale,
                    t->weight_decay);
     }
 
@@ -204,6 +228,19 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     w->x0 = ds_alloc(sizeof(float) * (img + 1));
     w->eval_eps = ds_alloc(sizeof(float) * (img + 1));
     w->e = ds_alloc(sizeof(float) * C);
+    if (attn) {
+        int P = d->prefix;
+        w->attn_h = ds_alloc(sizeof(float) * P * C);
+        w->attn_p = ds_alloc(sizeof(float) * P);
+        w->attn_dp = ds_alloc(sizeof(float) * P);
+        w->attn_ds = ds_alloc(sizeof(float) * P);
+        w->attn_u = ds_alloc(sizeof(float) * C);
+        w->attn_hbar = ds_alloc(sizeof(float) * C);
+        w->attn_dh = ds_alloc(sizeof(float) * C);
+        w->attn_du = ds_alloc(sizeof(float) * C);
+        w->de = ds_alloc(sizeof(float) * C);
+        w->cond_b_keep = ds_alloc(sizeof(float) * d->dit.hidden);
+    }
     w->row_dot = ds_alloc(sizeof(double) * C);
     w->noise = ds_alloc(sizeof(float) * (2 * img + 1));
     w->x_in = ds_alloc(sizeof(float) * (2 * img + 1));
@@ -231,7 +268,9 @@ void ds_hybrid_destroy(ds_hybrid *h) {
     ds_free(w->eval_eps); ds_free(w->e); ds_free(w->row_dot); ds_free(w->noise); ds_free(w->x_in); ds_free(w->eps_hat);
     ds_free(w->d_eps); ds_free(w->x0_hat); ds_free(w->t); ds_free(w->labels); ds_free(w->vec);
     ds_free(w->vec_null); ds_free(w->gen); ds_free(w->fused); ds_free(w->G); ds_free(w->lowrank);
-    ds_free(w->targets); ds_free(w);
+    ds_free(w->targets); ds_free(w->attn_h); ds_free(w->attn_p); ds_free(w->attn_dp); ds_free(w->attn_ds);
+    ds_free(w->attn_u); ds_free(w->attn_hbar); ds_free(w->attn_dh); ds_free(w->attn_du); ds_free(w->de);
+    ds_free(w->cond_b_keep); ds_free(w);
     if (h->d.n_targets > 0) ds_dit_destroy(&h->dit);
     ds_rwkv7_destroy(&h->model);
     ds_diffusion_destroy(&h->sched);
@@ -244,6 +283,13 @@ void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed) {
     ds_dit_init_weights(&h->dit, seed);
     float logit = (float)log(h->d.alpha_init / (1.0 - h->d.alpha_init));
     for (int i = 0; i < h->d.n_targets * h->n_mat; i++) h->alpha_logit[i] = logit;
+    if (h->attn_q) {
+        int64_t C = h->d.model.n_embd, CC = C * C;
+        double sd = 1.0 / sqrt((double)C);
+        for (int64_t i = 0; i < C; i++) h->attn_q[i] = (float)(0.02 * ds_rng_normal(seed, ATTN_INIT_STREAM, i));
+        for (int64_t i = 0; i < CC; i++) h->attn_k[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 1, i));
+        for (int64_t i = 0; i < CC; i++) h->attn_v[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 2, i));
+    }
 }
 
 void ds_hybrid_zero_grad(ds_hybrid *h) { memset(h->grads, 0, sizeof(float) * h->n_params); }
@@ -308,18 +354,72 @@ static void prepare_static(ds_hybrid *h) {
         }
 }
 
-/* e = emb[tok_0] (first_token) or the mean of emb[tok_t], t < prefix (mean_prefix). */
+/* Attention pool over the prefix rows H [P, C]: u = K^T q, p = softmax(H u / sqrt(C)), hbar = H^T p,
+ * e = V hbar (= sum_t p_t V h_t, without forming the P values V h_t). Keeps H, p, u, hbar. */
+static void attention_pool(ds_hybrid *h, const int32_t *tokens, float *e) {
+    work_buffers *w = h->work;
+    int C = h->d.model.n_embd, P = h->d.prefix;
+    for (int t = 0; t < P; t++)
+        memcpy(w->attn_h + (int64_t)t * C, h->model.w.emb + (int64_t)tokens[t] * C, sizeof(float) * C);
+    ds_gemm(0, 0, 1, C, C, 1.0f, h->attn_q, C, h->attn_k, C, 0.0f, w->attn_u, C);
+    ds_gemm(0, 1, 1, P, C, (float)(1.0 / sqrt((double)C)), w->attn_u, C, w->attn_h, C, 0.0f, w->attn_p, P);
+    ds_k.softmax_forward(1, P, w->attn_p, w->attn_p);
+    ds_gemm(0, 0, 1, C, P, 1.0f, w->attn_p, P, w->attn_h, C, 0.0f, w->attn_hbar, C);
+    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_hbar, C, h->attn_v, C, 0.0f, e, C);
+}
+
+/* Backward of attention_pool from w->de = dL/de: dV += de hbar^T, dhbar = V^T de, dp = H dhbar,
+ * dscore = softmax backward, du = H^T dscore / sqrt(C), dK += q du^T, dq += K du. */
+static void attention_pool_backward(ds_hybrid *h) {
+    work_buffers *w = h->work;
+    int C = h->d.model.n_embd, P = h->d.prefix;
+    ds_gemm(1, 0, C, C, 1, 1.0f, w->de, C, w->attn_hbar, C, 1.0f, h->attn_dv, C);
+    ds_gemm(0, 0, 1, C, C, 1.0f, w->de, C, h->attn_v, C, 0.0f, w->attn_dh, C);
+    ds_gemm(0, 1, 1, P, C, 1.0f, w->attn_dh, C, w->attn_h, C, 0.0f, w->attn_dp, P);
+    memset(w->attn_ds, 0, sizeof(float) * P);  /* softmax_backward accumulates */
+    ds_k.softmax_backward(1, P, w->attn_p, w->attn_dp, w->attn_ds);
+    ds_gemm(0, 0, 1, C, P, (float)(1.0 / sqrt((double)C)), w->attn_ds, P, w->attn_h, C, 0.0f, w->attn_du, C);
+    ds_gemm(1, 0, C, C, 1, 1.0f, h->attn_q, C, w->attn_du, C, 1.0f, h->attn_dk, C);
+    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_du, C, h->attn_k, C, 1.0f, h->attn_dq, C);
+}
+
+/* e = emb[tok_0] (first_token), the mean of emb[tok_t], t < prefix (mean_prefix), or their attention
+ * pool (attn_prefix). */
 static void condition_vector(ds_hybrid *h, int T, const int32_t *tokens, float *e) {
     int C = h->d.model.n_embd, V = h->d.model.vocab_size;
     int n = h->d.condition == DS_HYBRID_FIRST_TOKEN ? 1 : h->d.prefix;
     if (n > T) ds_die(DS_EXIT_BAD_INPUT, "hybrid: the condition pools %d tokens of a sequence of %d", n, T);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= V) ds_die(DS_EXIT_BAD_INPUT, "token id %d out of range [0, %d)", tokens[t], V);
+    if (h->d.condition == DS_HYBRID_ATTN_PREFIX) {
+        attention_pool(h, tokens, e);
+        return;
+    }
     for (int c = 0; c < C; c++) {
         double s = 0;
         for (int t = 0; t < n; t++) s += h->model.w.emb[(int64_t)tokens[t] * C + c];
         e[c] = (float)(s / n);
     }
+}
+
+/* DiT backward of one sequence; with attn_prefix also dL/de into the pool. The DiT does not return
+ * the gradient of its condition vector, but every undropped sample of the call carries the same e,
+ * so dL/de = W_c^T sum(dL/dy over those samples) = W_c^T (the c_embedder bias gradient of this call):
+ * that gradient is collected alone (the running one set aside and added back). */
+static void dit_backward(ds_hybrid *h) {
+    work_buffers *w = h->work;
+    if (h->d.condition != DS_HYBRID_ATTN_PREFIX) {
+        ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+        return;
+    }
+    int D = h->dit.d.hidden, C = h->d.model.n_embd;
+    float *db = h->dit.g.cond_b;
+    memcpy(w->cond_b_keep, db, sizeof(float) * D);
+    memset(db, 0, sizeof(float) * D);
+    ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+    ds_gemm(0, 0, 1, C, D, 1.0f, db, D, h->dit.w.cond_w, C, 0.0f, w->de, C);
+    ds_k.axpy(D, 1.0f, w->cond_b_keep, db);
+    attention_pool_backward(h);
 }
 
 /* ---------------------------------------------------------------- one sequence */
@@ -496,7 +596,7 @@ double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tok
         if (nT > 0) {
             swap_matrices(h, 0);
             generation_backward(h);  /* G = 0 without an LM gradient: the generation rows get 0 */
-            ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+            dit_backward(h);
         }
     }
     L.lm_count = (double)count;

@@ -24,7 +24,9 @@ void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
     d->param = strcmp(hc->param, "lowrank") == 0 ? DS_HYBRID_LOWRANK : DS_HYBRID_FULL;
     d->rank = hc->rank;
     d->u0_seed = DS_HYBRID_U0_SEED;
-    d->condition = strcmp(hc->condition, "mean_prefix") == 0 ? DS_HYBRID_MEAN_PREFIX : DS_HYBRID_FIRST_TOKEN;
+    d->condition = strcmp(hc->condition, "mean_prefix") == 0   ? DS_HYBRID_MEAN_PREFIX
+                   : strcmp(hc->condition, "attn_prefix") == 0 ? DS_HYBRID_ATTN_PREFIX
+                                                                : DS_HYBRID_FIRST_TOKEN;
     d->prefix = hc->prefix;
     d->learn_alpha = strcmp(hc->alpha, "learned") == 0;
     d->alpha_init = hc->alpha_init;

@@ -168,7 +168,10 @@ static void hybrid_signature(const ds_hybrid *h, uint32_t init_crc, char *buf, s
         if (!d->learn_alpha) snprintf(alpha, sizeof alpha, "fixed:%g", d->alpha_init);
         n = snprintf(buf, len, "hybrid %s layers=%s mats=%s param=%s cond=%s P=%d alpha=%s t*=%d sched=%s static=%s "
                      "dit=%d,%d,%d,%d,%d init=%08x", rwkv, layers, mats, param,
-                     d->condition == DS_HYBRID_MEAN_PREFIX ? "mean_prefix" : "first_token", d->prefix, alpha, d->t_star,
+                     d->condition == DS_HYBRID_MEAN_PREFIX   ? "mean_prefix"
+                     : d->condition == DS_HYBRID_ATTN_PREFIX ? "attn_prefix"
+                                                             : "first_token",
+                     d->prefix, alpha, d->t_star,
                      d->schedule == DS_SCHEDULE_COSINE ? "cosine" : "linear", d->train_static ? "trained" : "frozen",
                      d->dit.hidden, d->dit.depth, d->dit.heads, d->dit.patch_size, d->dit.mlp_ratio, init_crc);
     }

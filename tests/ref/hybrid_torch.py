@@ -2,7 +2,8 @@
 hybrid (shared/docs/dreamstate.md 3.3-3.5), built on tests/ref/rwkv7_torch.py and tests/ref/dit_torch.py.
 
 Usage: hybrid_torch.py DUMP... where each DUMP is written by `build/tests/test_hybrid --dump`: the
-static RWKV-7 weights ("rwkv7.*"), the DiT ("dit.*"), the alpha logits, U0 (A2), tokens, targets, the
+static RWKV-7 weights ("rwkv7.*"), the DiT ("dit.*"), the alpha logits, the attention pool ("cond.attn.*",
+attn_prefix), U0 (A2), tokens, targets, the
 draws (t, condition drop, eps, eps*), the C loss terms and every C gradient ("grad.<tensor>"). Prints
 one line "CASE NAME ERR" per loss term and gradient: the relative error max|c - ref| / max|ref| (for a
 gradient whose reference is exactly zero, max|c|)."""
@@ -19,6 +20,7 @@ import dit_torch  # noqa: E402
 import rwkv7_torch  # noqa: E402
 
 TILE = 64
+FIRST_TOKEN, MEAN_PREFIX, ATTN_PREFIX = 0, 1, 2   # ds_hybrid_condition
 MATRIX_KEYS = ('att.receptance.weight', 'att.key.weight', 'att.value.weight')
 
 
@@ -34,7 +36,7 @@ def untile(img, C):
 
 
 def reference(d):
-    (L, C, V, _dw, _da, _dv, _dg, nT, mask, lowrank, r, mean_prefix, prefix, learn_alpha, train_static, t_star,
+    (L, C, V, _dw, _da, _dv, _dg, nT, mask, lowrank, r, condition_kind, prefix, learn_alpha, train_static, t_star,
      hidden, depth, heads, patch, _mlp, B, T) = (int(x) for x in d['config'])
     lambda_lm, lambda_pd, l2wrap, loss_scale, alpha_init = (float(x) for x in d['fconfig'])
     layers = [int(x) for x in d['targets_layers']]
@@ -43,6 +45,7 @@ def reference(d):
     P = {k[6:]: f64(v, bool(train_static)) for k, v in d.items() if k.startswith('rwkv7.')}
     Q = {k[4:]: f64(v, True) for k, v in d.items() if k.startswith('dit.')}
     logit = f64(d['alpha.logit'], bool(learn_alpha))
+    A = {k: f64(v, True) for k, v in d.items() if k.startswith('cond.attn.')}
     alpha = torch.sigmoid(logit) if learn_alpha else torch.full_like(logit, alpha_init)
     tokens = torch.tensor(d['tokens'].astype(np.int64))
     targets = torch.tensor(d['targets'].astype(np.int64))
@@ -50,6 +53,17 @@ def reference(d):
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     ab = torch.cumprod(1 - betas, 0)
     emb = P['emb.weight'].detach()                # the condition reads the embedding as a constant
+
+    def condition(tok):
+        if condition_kind == FIRST_TOKEN:
+            return emb[tok[0]]
+        h = emb[tok[:prefix]]
+        if condition_kind == MEAN_PREFIX:
+            return h.mean(0)
+        # attention pool (3.2): sum_t softmax_t(q . K h_t / sqrt(C)) V h_t, K and V applied as Linears
+        keys, values = F.linear(h, A['cond.attn.key.weight']), F.linear(h, A['cond.attn.value.weight'])
+        weights = torch.softmax(keys @ A['cond.attn.q'] / C ** 0.5, 0)
+        return (weights[:, None] * values).sum(0)
 
     # constants of the static weights: mu, sigma (A1) or sigma_V (A2), and x0
     W = {(j, m): P[f'blocks.{l}.{MATRIX_KEYS[m]}'] for j, l in enumerate(layers) for m in mats}
@@ -64,7 +78,7 @@ def reference(d):
 
     logits, pd_terms = [], []
     for b in range(B):
-        e = emb[tokens[b, 0]] if not mean_prefix else emb[tokens[b, :prefix]].mean(0)
+        e = condition(tokens[b])
         t_a = torch.tensor(d['draw_t'][b].astype(np.int64))
         eps, eps_star = f64(d['eps'][b]).reshape(nT, n_ch, TILE, TILE), f64(d['eps_star'][b]).reshape(nT, n_ch, TILE, TILE)
         x_a = ab[t_a].sqrt()[:, None, None, None] * x0 + (1 - ab[t_a]).sqrt()[:, None, None, None] * eps
@@ -96,6 +110,7 @@ def reference(d):
     grads = {'rwkv7.' + k: t.grad for k, t in P.items()}
     grads.update({'dit.' + k: t.grad for k, t in Q.items()})
     grads['alpha.logit'] = logit.grad
+    grads.update({k: t.grad for k, t in A.items()})
     return (total.item(), lm.item(), pd.item()), grads
 
 
