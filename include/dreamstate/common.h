@@ -49,4 +49,9 @@ double ds_now_seconds(void);  /* monotonic clock */
 /* mkdir -p; dies (exit 1) naming the path on failure. */
 void ds_mkdir_p(const char *path);
 
+/* JSON output: a string with quotes and escapes; a number with 17 significant digits, or null when
+ * it is not finite. */
+void ds_json_string(FILE *f, const char *s);
+void ds_json_number(FILE *f, double x);
+
 #endif

@@ -77,6 +77,10 @@ void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, ch
 void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T, int32_t *tokens,
                            int32_t *targets, int32_t *window);
 
+/* Opens the train and held-out token datasets of cfg (ds_train_data_paths) and checks them against
+ * the model (vocabulary) and train.ctx_len; train_path receives the train path. Exit 2 on bad data. */
+void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len);
+
 /* AdamW parameter groups of the model's tensors (lr scale, weight decay), malloc'd; n_tensors entries. */
 ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m);
 

@@ -434,27 +434,11 @@ static void run_task(const run_ctx *c, task *t) {
 
 /* ---- output (rank 0) ---- */
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-static void json_number(FILE *f, double x) {
-    if (isfinite(x)) fprintf(f, "%.10g", x);
-    else fputs("null", f);
-}
-
 static void json_knn(FILE *f, const int *ks, int n_ks, const double *acc) {
     fputc('{', f);
     for (int s = 0; s < n_ks; s++) {
         fprintf(f, "%s\"%d\": ", s ? ", " : "", ks[s]);
-        json_number(f, acc[s]);
+        ds_json_number(f, acc[s]);
     }
     fputc('}', f);
 }
@@ -462,23 +446,23 @@ static void json_knn(FILE *f, const int *ks, int n_ks, const double *acc) {
 static void json_metrics(FILE *f, const analyze_opts *o, const task *t) {
     fputs("\"knn\": ", f);
     json_knn(f, o->ks, o->n_ks, t->r.real.knn_accuracy);
-    fputs(", \"silhouette\": ", f), json_number(f, t->r.real.silhouette);
-    fputs(", \"probe\": ", f), json_number(f, t->r.real.probe_accuracy);
+    fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.real.silhouette);
+    fputs(", \"probe\": ", f), ds_json_number(f, t->r.real.probe_accuracy);
     fputs(",\n     \"shuffled\": {\"knn\": ", f);
     json_knn(f, o->ks, o->n_ks, t->r.shuffled.knn_accuracy);
-    fputs(", \"silhouette\": ", f), json_number(f, t->r.shuffled.silhouette);
-    fputs(", \"probe\": ", f), json_number(f, t->r.shuffled.probe_accuracy);
+    fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.shuffled.silhouette);
+    fputs(", \"probe\": ", f), ds_json_number(f, t->r.shuffled.probe_accuracy);
     fputs("}", f);
 }
 
 static void json_dataset(FILE *f, const char *key, const view *v, const char *name) {
     fprintf(f, "  \"%s\": ", key);
     if (!v->s) { fputs("null,\n", f); return; }
-    fputs("{\"index\": ", f), json_string(f, v->path);
-    fprintf(f, ", \"records\": %lld, \"model\": ", (long long)v->n), json_string(f, v->info->model);
-    fputs(", \"checkpoint\": ", f), json_string(f, v->info->checkpoint);
-    fputs(", \"contexts\": ", f), json_string(f, v->info->contexts);
-    if (name) fputs(", \"name\": ", f), json_string(f, name);
+    fputs("{\"index\": ", f), ds_json_string(f, v->path);
+    fprintf(f, ", \"records\": %lld, \"model\": ", (long long)v->n), ds_json_string(f, v->info->model);
+    fputs(", \"checkpoint\": ", f), ds_json_string(f, v->info->checkpoint);
+    fputs(", \"contexts\": ", f), ds_json_string(f, v->info->contexts);
+    if (name) fputs(", \"name\": ", f), ds_json_string(f, name);
     fputs("},\n", f);
 }
 
@@ -498,14 +482,14 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
             sh->n_embd, sh->n_head, sh->head_size);
     fprintf(f, "  \"ranks\": %d, \"threads\": %d, \"components\": %d, \"metric\": \"cosine\", \"seed\": %llu, "
                "\"probe_l2\": ", ds_dist_size(), o->threads, c->components, (unsigned long long)o->seed);
-    json_number(f, o->probe_l2);
+    ds_json_number(f, o->probe_l2);
     fputs(",\n  \"knn_k\": [", f);
     for (int s = 0; s < o->n_ks; s++) fprintf(f, "%s%d", s ? ", " : "", o->ks[s]);
     fputs("],\n  \"normalisation\": \"WKV state per (layer, head): mean and std over the train records, float64\",\n", f);
     fprintf(f, "  \"tsne\": {\"perplexity\": %.6g, \"metric\": \"euclidean\", \"iterations\": %d, \"seed\": %llu},\n",
             c->tsne.perplexity, c->tsne.iters, (unsigned long long)c->tsne.seed);
     fputs("  \"label_names\": [", f);
-    for (int l = 0; l < tr->info->n_labels; l++) fputs(l ? ", " : "", f), json_string(f, tr->info->labels[l]);
+    for (int l = 0; l < tr->info->n_labels; l++) fputs(l ? ", " : "", f), ds_json_string(f, tr->info->labels[l]);
     fputs("],\n  \"layers\": [\n", f);
     int first = 1;
     for (int i = 0; i < n_tasks; i++) {
@@ -516,14 +500,14 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
         for (int j = 0; j < t->n_layers; j++) fprintf(f, "%s%d", j ? ", " : "", t->first_layer + j);
         fprintf(f, "], \"features\": %lld, \"route\": \"%s\", \"components\": %d, \"total_variance\": ",
                 (long long)t->d, t->route == DS_PCA_GRAM ? "gram" : "covariance", t->dim);
-        json_number(f, t->total_variance);
+        ds_json_number(f, t->total_variance);
         double sum = 0;
         fputs(",\n     \"explained_variance_ratio\": [", f);
         for (int k = 0; k < t->dim; k++) {
-            fputs(k ? ", " : "", f), json_number(f, t->eigenvalues[k] / t->total_variance);
+            fputs(k ? ", " : "", f), ds_json_number(f, t->eigenvalues[k] / t->total_variance);
             sum += t->eigenvalues[k] / t->total_variance;
         }
-        fputs("],\n     \"explained_variance\": ", f), json_number(f, sum);
+        fputs("],\n     \"explained_variance\": ", f), ds_json_number(f, sum);
         fputs(",\n     \"eigenvalues\": [", f);
         for (int k = 0; k < t->dim; k++) fputs(k ? ", " : "", f), fprintf(f, "%.17g", t->eigenvalues[k]);
         fputs("],\n     ", f);
@@ -533,7 +517,7 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
             json_knn(f, o->ks, o->n_ks, t->r.extra_knn);
         }
         fprintf(f, ",\n     \"tsne\": {\"method\": \"%s\", \"kl\": ", t->r.tsne.method == DS_TSNE_EXACT ? "exact" : "barnes-hut");
-        json_number(f, t->r.tsne.kl);
+        ds_json_number(f, t->r.tsne.kl);
         fprintf(f, ", \"iterations\": %d},\n     \"seconds\": {\"features\": %.3f, \"pca_redistribute\": %.3f, "
                    "\"pca_product\": %.3f, \"pca_eigensolver\": %.3f, \"pca_components\": %.3f, \"transform\": %.3f, "
                    "\"metrics\": %.3f, \"tsne\": %.3f}}",
@@ -563,10 +547,10 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
         fprintf(f, "%s    {\"title\": \"%s\", \"file\": \"%s\",\n     \"metrics\": {\"kNN@%d\": ", first ? "" : ",\n",
                 t->title, t->name, k_mid);
         first = 0;
-        json_number(f, t->r.real.knn_accuracy[mid]);
-        fprintf(f, ", \"shuffled kNN@%d\": ", k_mid), json_number(f, t->r.shuffled.knn_accuracy[mid]);
-        fputs(", \"silhouette\": ", f), json_number(f, t->r.real.silhouette);
-        if (ne > 0) fprintf(f, ", \"%s kNN@%d\": ", o->extra_name, k_mid), json_number(f, t->r.extra_knn[mid]);
+        ds_json_number(f, t->r.real.knn_accuracy[mid]);
+        fprintf(f, ", \"shuffled kNN@%d\": ", k_mid), ds_json_number(f, t->r.shuffled.knn_accuracy[mid]);
+        fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.real.silhouette);
+        if (ne > 0) fprintf(f, ", \"%s kNN@%d\": ", o->extra_name, k_mid), ds_json_number(f, t->r.extra_knn[mid]);
         fputs("},\n     \"x\": [", f);
         for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%.6g", r ? "," : "", t->y[2 * r]);
         fputs("],\n     \"y\": [", f);
@@ -577,7 +561,7 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
         if (ne > 0) {
             fputs(",\n     \"kind\": [", f);
             for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%d", r ? "," : "", r >= n);
-            fputs("], \"kind_names\": [\"train\", ", f), json_string(f, o->extra_name), fputs("]", f);
+            fputs("], \"kind_names\": [\"train\", ", f), ds_json_string(f, o->extra_name), fputs("]", f);
         }
         fputs("}", f);
     }

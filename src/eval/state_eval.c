@@ -440,41 +440,25 @@ static ce_group *ce_groups(const eval_run *r) {
     return g;
 }
 
-static void json_number(FILE *f, double x) {
-    if (isfinite(x)) fprintf(f, "%.17g", x);
-    else fputs("null", f);
-}
-
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 static void json_numbers(FILE *f, const double *x, int n) {
     fputc('[', f);
-    for (int i = 0; i < n; i++) fputs(i ? ", " : "", f), json_number(f, x[i]);
+    for (int i = 0; i < n; i++) fputs(i ? ", " : "", f), ds_json_number(f, x[i]);
     fputc(']', f);
 }
 
 static void json_knn(FILE *f, const knn_group *g) {
     fprintf(f, "{\"n\": %lld, \"accuracy\": ", (long long)g->n);
     json_numbers(f, g->accuracy, N_KS);
-    fputs(", \"nearest_train_distance\": ", f), json_number(f, g->nn_distance);
+    fputs(", \"nearest_train_distance\": ", f), ds_json_number(f, g->nn_distance);
     fputc('}', f);
 }
 
 static void json_ce(FILE *f, const ce_group *g) {
     fprintf(f, "{\"contexts\": %lld, \"tokens\": %.0f", (long long)g->contexts, g->tokens);
     for (int s = 0; s < N_INITS; s++) {
-        fprintf(f, ",\n        \"%s\": {\"ce\": ", init_names[s]), json_number(f, g->ce[s]);
-        fputs(", \"delta_vs_zero\": ", f), json_number(f, g->delta[s]);
-        fputs(", \"ci95\": [", f), json_number(f, g->lo[s]), fputs(", ", f), json_number(f, g->hi[s]), fputs("]}", f);
+        fprintf(f, ",\n        \"%s\": {\"ce\": ", init_names[s]), ds_json_number(f, g->ce[s]);
+        fputs(", \"delta_vs_zero\": ", f), ds_json_number(f, g->delta[s]);
+        fputs(", \"ci95\": [", f), ds_json_number(f, g->lo[s]), fputs(", ", f), ds_json_number(f, g->hi[s]), fputs("]}", f);
     }
     fputc('}', f);
 }
@@ -486,37 +470,37 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     FILE *f = af.fp;
     char sig[512];
     ds_state_dit_signature(&r->sd, sig, sizeof sig);
-    fputs("{\n  \"version\": 1,\n  \"model\": ", f), json_string(f, r->o.model);
-    fputs(", \"signature\": ", f), json_string(f, sig);
-    fputs(",\n  \"rwkv_model\": ", f), json_string(f, r->rwkv_model);
-    fputs(", \"rwkv_weights\": ", f), json_string(f, r->weights);
-    fputs(", \"tokenizer\": ", f), json_string(f, r->tokenizer);
-    fputs(",\n  \"train\": {\"index\": ", f), json_string(f, r->o.train);
+    fputs("{\n  \"version\": 1,\n  \"model\": ", f), ds_json_string(f, r->o.model);
+    fputs(", \"signature\": ", f), ds_json_string(f, sig);
+    fputs(",\n  \"rwkv_model\": ", f), ds_json_string(f, r->rwkv_model);
+    fputs(", \"rwkv_weights\": ", f), ds_json_string(f, r->weights);
+    fputs(", \"tokenizer\": ", f), ds_json_string(f, r->tokenizer);
+    fputs(",\n  \"train\": {\"index\": ", f), ds_json_string(f, r->o.train);
     fprintf(f, ", \"records\": %lld, \"max_tokens\": %d},\n  \"held_out\": {\"index\": ", (long long)r->n_train,
             r->ti->max_tokens);
-    json_string(f, r->o.held);
+    ds_json_string(f, r->o.held);
     fprintf(f, ", \"records\": %lld, \"max_tokens\": %d, \"contexts\": ", (long long)r->n_held, r->hi->max_tokens);
-    json_string(f, r->hi->contexts);
+    ds_json_string(f, r->hi->contexts);
     fputs("},\n  \"labels\": [", f);
-    for (int k = 0; k < r->K; k++) fputs(k ? ", " : "", f), json_string(f, r->sd.labels[k]);
+    for (int k = 0; k < r->K; k++) fputs(k ? ", " : "", f), ds_json_string(f, r->sd.labels[k]);
     fprintf(f, "],\n  \"ranks\": %d, \"threads\": %d, \"seed\": %llu,\n", r->ranks, r->o.threads,
             (unsigned long long)r->o.seed);
     fprintf(f, "  \"sampler\": {\"method\": \"ddim\", \"eta\": 0, \"steps\": %d, \"guidance\": ", r->o.steps);
-    json_number(f, r->o.guidance);
+    ds_json_number(f, r->o.guidance);
     fprintf(f, ", \"temperature\": ");
-    json_number(f, r->o.temperature);
+    ds_json_number(f, r->o.temperature);
     fprintf(f, ", \"clip_x0\": ");
-    json_number(f, r->o.clip);
+    ds_json_number(f, r->o.clip);
     fprintf(f, ", \"samples_per_label\": %d},\n", r->o.samples);
     /* (1) */
     fputs("  \"denoising\": {\"t\": [", f);
     for (int k = 0; k < DS_STATE_DIT_EVAL_STEPS; k++) fprintf(f, "%s%d", k ? ", " : "", ds_state_dit_eval_steps[k]);
     fprintf(f, "],\n    \"held_out\": {\"records\": %lld, \"eps_mse\": ", (long long)r->n_held);
     json_numbers(f, r->eps_held, DS_STATE_DIT_EVAL_STEPS);
-    fputs(", \"mean\": ", f), json_number(f, r->eps_held[DS_STATE_DIT_EVAL_STEPS]);
+    fputs(", \"mean\": ", f), ds_json_number(f, r->eps_held[DS_STATE_DIT_EVAL_STEPS]);
     fprintf(f, "},\n    \"train\": {\"records\": %lld, \"eps_mse\": ", (long long)r->n_eps_train);
     json_numbers(f, r->eps_train, DS_STATE_DIT_EVAL_STEPS);
-    fputs(", \"mean\": ", f), json_number(f, r->eps_train[DS_STATE_DIT_EVAL_STEPS]);
+    fputs(", \"mean\": ", f), ds_json_number(f, r->eps_train[DS_STATE_DIT_EVAL_STEPS]);
     fputs("}},\n", f);
     /* (2) */
     fprintf(f, "  \"knn\": {\"metric\": \"cosine\", \"features\": \"normalised modelled WKV channels\", \"dim\": %lld, "
@@ -527,14 +511,14 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     fputs(",\n    \"per_label\": [", f);
     for (int k = 0; k < r->K; k++) {
         fputs(k ? ",\n      " : "\n      ", f);
-        fputs("{\"label\": ", f), json_string(f, r->sd.labels[k]);
+        fputs("{\"label\": ", f), ds_json_string(f, r->sd.labels[k]);
         fputs(", \"held_out\": ", f), json_knn(f, &kn[2 + 2 * k]);
         fputs(", \"generated\": ", f), json_knn(f, &kn[3 + 2 * k]);
         fputc('}', f);
     }
-    fputs("],\n    \"memorisation\": {\"generated_nearest_train_distance\": ", f), json_number(f, kn[1].nn_distance);
-    fputs(", \"held_out_nearest_train_distance\": ", f), json_number(f, kn[0].nn_distance);
-    fputs(", \"ratio\": ", f), json_number(f, kn[1].nn_distance / kn[0].nn_distance);
+    fputs("],\n    \"memorisation\": {\"generated_nearest_train_distance\": ", f), ds_json_number(f, kn[1].nn_distance);
+    fputs(", \"held_out_nearest_train_distance\": ", f), ds_json_number(f, kn[0].nn_distance);
+    fputs(", \"ratio\": ", f), ds_json_number(f, kn[1].nn_distance / kn[0].nn_distance);
     fputs("}},\n", f);
     /* (3) */
     fprintf(f, "  \"continuation\": {\"max_tokens\": %d, \"min_tokens\": %d, \"after_tokens\": %d, "
@@ -545,7 +529,7 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     json_ce(f, &cg[0]);
     fputs(",\n    \"per_label\": [", f);
     for (int k = 0; k < r->K; k++) {
-        fputs(k ? ",\n      {\"label\": " : "\n      {\"label\": ", f), json_string(f, r->sd.labels[k]);
+        fputs(k ? ",\n      {\"label\": " : "\n      {\"label\": ", f), ds_json_string(f, r->sd.labels[k]);
         fputs(", \"ce\": ", f), json_ce(f, &cg[1 + k]), fputc('}', f);
     }
     fputs("],\n    \"per_context\": [", f);
@@ -556,14 +540,14 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
         fprintf(f, "%s\n      {\"record\": %lld, \"context\": %d, \"label\": %d, \"tokens\": %.0f, \"ce\": [",
                 first ? "" : ",", (long long)i, ds_states_record(r->held, i).context, r->held_labels[i], row[N_INITS]);
         first = 0;
-        for (int s = 0; s < N_INITS; s++) fputs(s ? ", " : "", f), json_number(f, row[s] / row[N_INITS]);
+        for (int s = 0; s < N_INITS; s++) fputs(s ? ", " : "", f), ds_json_number(f, row[s] / row[N_INITS]);
         fputs("]}", f);
     }
     fputs("]},\n  \"seconds\": {\"denoising\": ", f);
     const char *names[] = {"features", "generation", "knn", "continuation"};
-    json_number(f, r->seconds[0]);
-    for (int i = 0; i < 4; i++) fprintf(f, ", \"%s\": ", names[i]), json_number(f, r->seconds[i + 1]);
-    fputs(", \"total\": ", f), json_number(f, seconds);
+    ds_json_number(f, r->seconds[0]);
+    for (int i = 0; i < 4; i++) fprintf(f, ", \"%s\": ", names[i]), ds_json_number(f, r->seconds[i + 1]);
+    fputs(", \"total\": ", f), ds_json_number(f, seconds);
     fputs("}\n}\n", f);
     if (ferror(f) || ds_atomic_commit(&af) != 0) {
         ds_atomic_abort(&af);

@@ -207,15 +207,8 @@ int ds_train_hybrid(const ds_config *cfg) {
     hybrid_task k = {.cfg = cfg, .T = cfg->train.ctx_len};
     int accum, T = k.T;
     ds_train_batching(cfg, &k.micro, &accum);
-    char train_path[DS_PATH_MAX + 64], valid_path[DS_PATH_MAX + 64];
-    ds_train_data_paths(cfg, train_path, sizeof train_path, valid_path, sizeof valid_path);
-    k.train = ds_dataset_open(train_path);
-    k.valid = ds_dataset_open(valid_path);
-    if ((int64_t)ds_dataset_vocab_size(k.train) > cfg->model.vocab_size)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
-               ds_dataset_vocab_size(k.train), cfg->model.vocab_size);
-    if (ds_dataset_num_tokens(k.train) < (uint64_t)T + 2 || ds_dataset_num_tokens(k.valid) < (uint64_t)T + 2)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+    char train_path[DS_PATH_MAX + 64];
+    ds_train_open_data(cfg, &k.train, &k.valid, train_path, sizeof train_path);
 
     ds_hybrid_dims d;
     ds_hybrid_dims_from_config(&d, cfg);

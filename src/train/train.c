@@ -59,6 +59,19 @@ ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m) {
     return groups;
 }
 
+void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len) {
+    char valid_path[DS_PATH_MAX + 64];
+    ds_train_data_paths(cfg, train_path, len, valid_path, sizeof valid_path);
+    *train = ds_dataset_open(train_path);
+    *valid = ds_dataset_open(valid_path);
+    if ((int64_t)ds_dataset_vocab_size(*train) > cfg->model.vocab_size)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
+               ds_dataset_vocab_size(*train), cfg->model.vocab_size);
+    uint64_t need = (uint64_t)cfg->train.ctx_len + 2;
+    if (ds_dataset_num_tokens(*train) < need || ds_dataset_num_tokens(*valid) < need)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+}
+
 static void on_grads_ready(void *ctx, int64_t offset, int64_t numel) {
     ds_grad_sync_ready(ctx, offset, numel);
 }
@@ -99,15 +112,8 @@ int ds_train_lm(const ds_config *cfg) {
     int accum;
     ds_train_batching(cfg, &t.micro, &accum);
     int T = t.T;
-    char train_path[DS_PATH_MAX + 64], valid_path[DS_PATH_MAX + 64];
-    ds_train_data_paths(cfg, train_path, sizeof train_path, valid_path, sizeof valid_path);
-    t.train = ds_dataset_open(train_path);
-    t.valid = ds_dataset_open(valid_path);
-    if ((int64_t)ds_dataset_vocab_size(t.train) > cfg->model.vocab_size)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
-               ds_dataset_vocab_size(t.train), cfg->model.vocab_size);
-    if (ds_dataset_num_tokens(t.train) < (uint64_t)T + 2 || ds_dataset_num_tokens(t.valid) < (uint64_t)T + 2)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+    char train_path[DS_PATH_MAX + 64];
+    ds_train_open_data(cfg, &t.train, &t.valid, train_path, sizeof train_path);
     double unigram = ds_dist_rank() == 0 ? ds_unigram_entropy_nats(t.train) : 0.0;
 
     ds_rwkv7_dims d = ds_train_model_dims(cfg);
