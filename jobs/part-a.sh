@@ -26,10 +26,9 @@ while [ $# -gt 0 ]; do
 done
 case "$SIZE" in
   ci)      PER_LABEL=40; LM_PER_LABEL=300; LM=(--set train.steps=600 --set train.ctx_len=128)
-           DIT=(--set dit.hidden=64 --set dit.depth=2 --set train.steps=300 --set train.eval_every=150)
-           SAMPLES=6 ;;
+           DIT=(); SAMPLES=6 ;;
   default) PER_LABEL=120; LM_PER_LABEL=1000; LM=(--set train.steps=2000 --set train.ctx_len=128)
-           DIT=(--set train.steps=1000 --set train.eval_every=250); SAMPLES=16 ;;
+           DIT=(--set train.steps=5000); SAMPLES=16 ;;
   *) echo "part-a.sh: --size must be ci or default" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/part-a-$SIZE}
@@ -72,7 +71,7 @@ for part in train held; do
 done
 
 stage "4. state DiT (run.task state_diffusion, $RANKS ranks)"
-"${MPI[@]}" $BIN train configs/tiny-states.yaml "${THREADS[@]}" "${DIT[@]}" --set run.out_dir="$OUT/dit" \
+"${MPI[@]}" $BIN train configs/tiny-states.yaml "${THREADS[@]}" ${DIT[@]+"${DIT[@]}"} --set run.out_dir="$OUT/dit" \
   --set diffusion.states="$OUT/states-train/index.txt" --set diffusion.states_valid="$OUT/states-held/index.txt"
 MODEL=$(ls "$OUT"/dit/checkpoints/*.ckpt | tail -1)
 
