@@ -46,7 +46,8 @@ static void sampler_options(state_ctx *c, const char *sampler, const char *steps
 
 /* Condition terms of B samples under label `label` with guidance w (plus the null term when w != 1),
  * each scaled by `weight`; appended to terms, returns the new count. */
-static int label_terms(const state_ctx *c, int32_t *labels, int32_t *nulls, int B, int label, double weight, int n,
+static int label_terms(const state_ctx *c, int32_t *labels, int32_t *nulls, int B, int label, double weight,
+                       double guidance, int n,
                        ds_state_cond_term *terms) {
     if (c->sd.cond_kind != DS_STATE_COND_LABEL)
         ds_die(DS_EXIT_BAD_INPUT, "%s: the model is conditioned on %s vectors, not labels", c->cmd,
@@ -55,8 +56,8 @@ static int label_terms(const state_ctx *c, int32_t *labels, int32_t *nulls, int 
         labels[b] = label;
         nulls[b] = c->sd.n_labels;
     }
-    terms[n++] = (ds_state_cond_term){.labels = labels, .weight = weight * c->guidance};
-    if (c->guidance != 1.0) terms[n++] = (ds_state_cond_term){.labels = nulls, .weight = weight * (1.0 - c->guidance)};
+    terms[n++] = (ds_state_cond_term){.labels = labels, .weight = weight * guidance};
+    if (guidance != 1.0) terms[n++] = (ds_state_cond_term){.labels = nulls, .weight = weight * (1.0 - guidance)};
     return n;
 }
 
@@ -129,7 +130,7 @@ int ds_sample_state_main(int argc, char **argv) {
     int B = v[2] ? (int)ds_arg_int(c.cmd, "--n", v[2], 1, 4096) : 1;
     int32_t *labels = ds_alloc(sizeof(int32_t) * B), *nulls = ds_alloc(sizeof(int32_t) * B);
     ds_state_cond_term terms[2];
-    int n = label_terms(&c, labels, nulls, B, label, 1.0, 0, terms);
+    int n = label_terms(&c, labels, nulls, B, label, 1.0, c.guidance, 0, terms);
     float *x = ds_alloc(sizeof(float) * B * c.sd.x_floats);
     double t0 = ds_now_seconds();
     ds_progress progress;
@@ -204,18 +205,18 @@ int ds_interpolate_state_main(int argc, char **argv) {
             ds_die(DS_EXIT_BAD_INPUT, "interpolate-state: %s has no label= in its metadata (noise space needs both labels)",
                    la < 0 ? v[0] : v[1]);
         ds_state_cond_term terms[2];
-        c.guidance = 1.0;  /* inversion runs under the plain conditional model */
-        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, la, 1.0, 0, terms), terms, xa);
-        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab + 1, nul + 1, 1, lb, 1.0, 0, terms), terms, xb);
-        sampler_options(&c, NULL, v[6], NULL, v[7], NULL, NULL, NULL);
+        /* inversion runs under the plain conditional model (guidance 1) */
+        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, la, 1.0, 1.0, 0, terms), terms, xa);
+        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab + 1, nul + 1, 1, lb, 1.0, 1.0, 0, terms), terms,
+                            xb);
     }
     for (int i = 0; i < points; i++) {
         double lambda = (double)i / (points - 1);
         interpolate(slerp, X, xa, xb, lambda, x);
         if (noise_space) {
             ds_state_cond_term terms[4];
-            int n = label_terms(&c, lab, nul, 1, la, 1 - lambda, 0, terms);
-            n = label_terms(&c, lab + 2, nul + 2, 1, lb, lambda, n, terms);
+            int n = label_terms(&c, lab, nul, 1, la, 1 - lambda, c.guidance, 0, terms);
+            n = label_terms(&c, lab + 2, nul + 2, 1, lb, lambda, c.guidance, n, terms);
             ds_state_dit_sample(&c.sd, 1, &c.sampler, c.sampler.steps - 1, 0, n, terms, x);
         }
         char path[DS_PATH_MAX + 32], meta[128];
@@ -252,7 +253,7 @@ int ds_edit_state_main(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "edit-state: --method '%s' is not invert or sdedit", v[3]);
     state_ctx c;
     open_model(&c, "edit-state", pos[0]);
-    sampler_options(&c, NULL, v[5], NULL, NULL, v[7], NULL, NULL);
+    sampler_options(&c, NULL, v[5], NULL, v[6], v[7], NULL, NULL);
     int target = label_arg(&c, "--to-label", v[1]);
     float *x = ds_alloc(sizeof(float) * c.sd.x_floats);
     int source = read_state(&c, v[0], x);
@@ -264,10 +265,10 @@ int ds_edit_state_main(int argc, char **argv) {
         from = ds_state_dit_noise_to(&c.sd, 1, &c.sampler, strength, x);
     } else {
         if (source < 0) ds_die(DS_EXIT_BAD_INPUT, "edit-state: %s has no label= in its metadata (invert needs it)", v[0]);
-        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, source, 1.0, 0, terms), terms, x);
+        ds_state_dit_invert(&c.sd, 1, &c.sampler, label_terms(&c, lab, nul, 1, source, 1.0, 1.0, 0, terms), terms, x);
     }
-    sampler_options(&c, NULL, v[5], NULL, v[6], v[7], NULL, NULL);
-    ds_state_dit_sample(&c.sd, 1, &c.sampler, from, 0, label_terms(&c, lab + 1, nul + 1, 1, target, 1.0, 0, terms),
+    ds_state_dit_sample(&c.sd, 1, &c.sampler, from, 0,
+                        label_terms(&c, lab + 1, nul + 1, 1, target, 1.0, c.guidance, 0, terms),
                         terms, x);
     char meta[256];
     snprintf(meta, sizeof meta, "edited_from=%s\nmethod=%s", source >= 0 ? c.sd.labels[source] : "?",
