@@ -17,16 +17,7 @@
 # continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE=small; RANKS=2; OUT=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size) SIZE=$2; shift 2 ;;
-    --ranks) RANKS=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "hybrid-ablation.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
+. jobs/lib.sh hybrid-ablation.sh small "$@"
 # MODEL: both the base and the hybrid; BASE / HYBRID: training of each
 case "$SIZE" in
   small) MODEL=()
@@ -40,10 +31,6 @@ case "$SIZE" in
 esac
 OUT=${OUT:-runs/hybrid-ablation-$SIZE}
 mkdir -p "$OUT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
-MPI=(mpirun --oversubscribe -np "$RANKS")
-THREADS=(--set run.threads=1)
 quiet() { grep -E '^(dreamstate|  (init|generates|static|held-out)|done|nothing|step [0-9]+/[0-9]+ .*val)' || true; }
 
 echo "=== 1. RWKV-7 base ($SIZE, $RANKS ranks) ==="

@@ -14,16 +14,7 @@
 # Steps whose output exists are skipped, so a rerun continues where a killed one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE=default; RANKS=2; OUT=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size) SIZE=$2; shift 2 ;;
-    --ranks) RANKS=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "part-a.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
+. jobs/lib.sh part-a.sh default "$@"
 case "$SIZE" in
   ci)      PER_LABEL=40; LM_PER_LABEL=300; LM=(--set train.steps=600 --set train.ctx_len=128)
            DIT=(); SAMPLES=6 ;;
@@ -34,11 +25,6 @@ esac
 OUT=${OUT:-runs/part-a-$SIZE}
 SOURCES=c-headers,python,shell,licenses,man
 mkdir -p "$OUT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-BIN=bin/dreamstate
-MPI=(mpirun --oversubscribe -np "$RANKS")
-THREADS=(--set run.threads=1)
-stage() { echo; echo "=== $* ==="; }
 
 stage "1. labelled contexts ($PER_LABEL per label), split by document into train / held-out"
 if [ ! -s "$OUT/contexts/held.jsonl" ]; then
