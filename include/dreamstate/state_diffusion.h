@@ -11,6 +11,7 @@
 #define DREAMSTATE_STATE_DIFFUSION_H
 
 #include "dreamstate/state_dit.h"
+#include "dreamstate/states.h"
 
 #include <stddef.h>
 

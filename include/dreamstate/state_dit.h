@@ -17,7 +17,7 @@
 #include "dreamstate/diffusion.h"
 #include "dreamstate/dit.h"
 #include "dreamstate/progress.h"
-#include "dreamstate/states.h"
+#include "dreamstate/state_record.h"
 
 #define DS_STATE_DIT_MAX_LAYERS 256
 

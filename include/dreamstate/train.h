@@ -87,4 +87,18 @@ ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m);
 /* Model dimensions from the config (LoRA ranks resolved). */
 ds_rwkv7_dims ds_train_model_dims(const ds_config *cfg);
 
+/* `extract-states` (src/train/extract.c): the state dataset (states.h) of a model over labelled contexts. */
+typedef struct ds_extract_options {
+    const char *checkpoint;   /* weights: .ckpt or .safetensors */
+    const char *contexts;     /* JSONL contexts file */
+    const char *out_dir;      /* gets states-rRRRRR-of-SSSSS.bin per rank and index.txt */
+    const char *labels_from;  /* NULL, or a state-dataset index whose label list (and ids) to use */
+    int max_tokens;           /* each context is cut to its first max_tokens tokens */
+} ds_extract_options;
+
+/* Runs the frozen model over every context from the zero state and writes the state dataset. Under
+ * MPI rank r takes contexts r, r+R, ... and writes its own shard; rank 0 writes the index after a
+ * barrier. Returns the exit code. */
+int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt);
+
 #endif
