@@ -1,6 +1,7 @@
 /* State shards and single state files (format: include/dreamstate/states.h): the atomic writer and
  * the validating mmap reader. */
 #include "dreamstate/states.h"
+#include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "dreamstate/weights.h"
 #include "state_shard.h"
@@ -223,7 +224,7 @@ void state_shard_meta(const state_shard *s, const char *key, char *out, size_t l
     char *m = malloc(s->meta_bytes + 1);
     memcpy(m, s->meta, s->meta_bytes);
     m[s->meta_bytes] = 0;
-    if (!ds_weights_meta_value(m, key, out, len)) out[0] = 0;
+    if (!ds_ckpt_meta_value(m, key, out, len)) out[0] = 0;
     free(m);
 }
 

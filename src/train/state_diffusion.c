@@ -79,7 +79,7 @@ static void model_meta(const ds_state_dit *s, const ds_states_info *info, char *
 /* ---- loading a model file ---- */
 
 static void meta_required(const char *path, const char *meta, const char *key, char *out, size_t len) {
-    if (!ds_weights_meta_value(meta, key, out, len))
+    if (!ds_ckpt_meta_value(meta, key, out, len))
         ds_die(DS_EXIT_BAD_INPUT, "%s: not a state-diffusion checkpoint (no %s= in its metadata)", path, key);
 }
 
