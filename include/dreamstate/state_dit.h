@@ -10,7 +10,7 @@
  * condition (first-token or mean-token embedding) through the DiT's c_embedder.
  * A state is rebuilt from x with the modelled WKV parts de-normalised and everything else zero
  * (other layers, token-shift vectors), the injection protocol of 2.7.
- * Knows nothing about MPI or files; src/train/state_dit_file.c stores it. */
+ * Knows nothing about MPI or files; src/checkpoint/state_dit_file.c stores it. */
 #ifndef DREAMSTATE_STATE_DIT_H
 #define DREAMSTATE_STATE_DIT_H
 

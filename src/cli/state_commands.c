@@ -4,6 +4,8 @@
 #include "dreamstate/args.h"
 #include "dreamstate/common.h"
 #include "dreamstate/state_diffusion.h"
+#include "dreamstate/state_dit_file.h"
+#include "dreamstate/states.h"
 #include "dreamstate/weights.h"
 
 #include <math.h>

@@ -21,9 +21,11 @@
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
+#include "dreamstate/eval.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/progress.h"
 #include "dreamstate/state_diffusion.h"
+#include "dreamstate/state_dit_file.h"
 #include "dreamstate/weights.h"
 
 #include <math.h>
