@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test program: C unit tests (build/tests/test_*), PyTorch reference tests
-# (tests/ref/test_*.py, with Debian's /usr/bin/python3) and end-to-end CLI tests (tests/e2e_*.sh).
+# (tests/ref/test_*.py, with Debian's /usr/bin/python3), the module layering check
+# (tests/check_layers.py) and end-to-end CLI tests (tests/e2e_*.sh).
 # Each program is one test; the last line is "N passed, N failed".
 # TESTS=pattern restricts to programs whose name contains the pattern.
 set -u
@@ -22,6 +23,7 @@ run_one() {
 }
 for t in build/tests/test_*; do [ -x "$t" ] && run_one "$(basename "$t")" "$t"; done
 for t in tests/ref/test_*.py; do [ -f "$t" ] && run_one "$(basename "$t")" $PY "$t"; done
+run_one check_layers.py $PY tests/check_layers.py --self-test
 for t in tests/e2e_*.sh; do [ -f "$t" ] && run_one "$(basename "$t")" bash "$t"; done
 [ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
 echo "$pass passed, $fail failed"

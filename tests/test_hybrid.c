@@ -9,6 +9,7 @@
 #include "dreamstate/common.h"
 #include "dreamstate/hybrid.h"
 #include "dreamstate/kernels.h"
+#include "dreamstate/weights.h"
 #include "test.h"
 
 #include <libgen.h>

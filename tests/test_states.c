@@ -542,7 +542,7 @@ static void child_extract(void *a) {
 
 static void test_extract(void) {
     ds_config cfg = extract_config();
-    ds_rwkv7_dims d = ds_train_model_dims(&cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(&cfg);
     char ckpt[256], contexts[256], out[256], index[300];
     tmp_path(ckpt, sizeof ckpt, "model.ckpt");
     tmp_path(contexts, sizeof contexts, "ex.jsonl");

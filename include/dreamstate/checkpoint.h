@@ -47,6 +47,10 @@ int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, c
 /* Checks structure and all checksums without a model; optionally returns the metadata as above. */
 int ds_ckpt_verify(const char *path, char **meta_out, char *err);
 
+/* Value of "key=value" in metadata text of "key=value\n" lines (checkpoints, state files) into out
+ * (cut to len - 1 bytes); returns out, or NULL when the key is absent. */
+const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, size_t len);
+
 /* ---- checkpoint directory: DIR/step-00000123.ckpt ---------------------------------------------- */
 
 /* Writes "DIR/step-%08lld.ckpt" into buf (dies with exit code 2 if it does not fit). */

@@ -30,6 +30,8 @@
 #ifndef DREAMSTATE_DATA_H
 #define DREAMSTATE_DATA_H
 
+#include "dreamstate/config.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -116,5 +118,12 @@ int ds_prepare_data_main(int argc, char **argv);
 #define DS_CORPUS_SEED 1234
 #define DS_CORPUS_VALID_FRACTION 0.05
 void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file);
+
+/* The train and held-out token datasets of a run: data.train and data.valid (default: data.train), or
+ * the default corpus's DIR/train.bin and DIR/valid.bin, DIR = data/default-<data.tokenizer>, which is
+ * built first (ds_corpus_default) when `build` is set. Returns 1 when the paths are the default
+ * corpus's: under MPI one rank builds it and every rank waits at a barrier before opening it. Either
+ * output may be NULL. */
+int ds_data_paths(const ds_config *cfg, int build, char *train, size_t train_len, char *valid, size_t valid_len);
 
 #endif

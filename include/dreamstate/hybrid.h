@@ -29,7 +29,6 @@
 #ifndef DREAMSTATE_HYBRID_H
 #define DREAMSTATE_HYBRID_H
 
-#include "dreamstate/config.h"
 #include "dreamstate/diffusion.h"
 #include "dreamstate/dit.h"
 #include "dreamstate/rwkv7.h"
@@ -64,10 +63,6 @@ typedef struct ds_hybrid_dims {
     float l2wrap;                         /* RWKV's L2Wrap on the LM loss (gradient only) */
     ds_dit_dims dit;                      /* hidden, depth, heads, patch_size, mlp_ratio; the rest derived */
 } ds_hybrid_dims;
-
-/* From cfg->model, hybrid, dit, diffusion.schedule and p_uncond, optim.l2wrap (layer list parsed and
- * checked; exit 2 with a reason on bad input). */
-void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg);
 
 /* One tensor of the trainable set: "dit.<DiT name>", "alpha.logit" [n_targets, n_matrices] (rows per
  * layer, matrices in r, k, v order), with attn_prefix "cond.attn.q" [C], "cond.attn.key.weight" and

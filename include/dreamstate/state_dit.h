@@ -10,14 +10,14 @@
  * condition (first-token or mean-token embedding) through the DiT's c_embedder.
  * A state is rebuilt from x with the modelled WKV parts de-normalised and everything else zero
  * (other layers, token-shift vectors), the injection protocol of 2.7.
- * Knows nothing about MPI or files; src/train/state_dit_file.c stores it. */
+ * Knows nothing about MPI or files; src/checkpoint/state_dit_file.c stores it. */
 #ifndef DREAMSTATE_STATE_DIT_H
 #define DREAMSTATE_STATE_DIT_H
 
 #include "dreamstate/diffusion.h"
 #include "dreamstate/dit.h"
 #include "dreamstate/progress.h"
-#include "dreamstate/states.h"
+#include "dreamstate/state_record.h"
 
 #define DS_STATE_DIT_MAX_LAYERS 256
 

@@ -72,6 +72,7 @@
 
 #include "dreamstate/config.h"
 #include "dreamstate/rwkv7.h"
+#include "dreamstate/state_record.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -120,35 +121,7 @@ void ds_contexts_writer_abort(ds_contexts_writer *w);   /* removes the temporary
  * contexts from text a Debian system has (see --help). Returns 0; bad arguments exit with code 2. */
 int ds_build_contexts_main(int argc, char **argv);
 
-/* ---- state shards and files ---- */
-
-enum { DS_COND_FIRST_TOKEN = 1u << 0, DS_COND_MEAN_TOKEN = 1u << 1 };
-
-typedef struct ds_state_shape {
-    int n_layer, n_embd, n_head, head_size;  /* L, C, H, N */
-    int cond_dim;
-    uint32_t flags;                          /* DS_COND_* parts of cond */
-} ds_state_shape;
-
-/* The shape of a model's state with the given condition parts. */
-ds_state_shape ds_state_shape_of(const ds_rwkv7_dims *d, uint32_t cond_flags);
-/* Floats of one layer (2C + H*N*N) and of a whole record's state. */
-int64_t ds_state_layer_floats(const ds_state_shape *s);
-int64_t ds_state_floats(const ds_state_shape *s);
-/* Parts of layer l inside a record's state. */
-static inline const float *ds_state_att_x(const ds_state_shape *s, const float *state, int l) {
-    return state + l * ds_state_layer_floats(s);
-}
-static inline const float *ds_state_wkv(const ds_state_shape *s, const float *state, int l) {
-    return state + l * ds_state_layer_floats(s) + s->n_embd;
-}
-static inline const float *ds_state_ffn_x(const ds_state_shape *s, const float *state, int l) {
-    return state + (l + 1) * ds_state_layer_floats(s) - s->n_embd;
-}
-
-/* Record layout <-> the model's batch state: sequence b of `src` into a record's state, and back. */
-void ds_state_pack(const ds_state_shape *s, const ds_rwkv7_state *src, int b, float *state);
-void ds_state_unpack(const ds_state_shape *s, const float *state, ds_rwkv7_state *dst, int b);
+/* ---- state shards and files (records: state_record.h) ---- */
 
 typedef struct ds_state_writer ds_state_writer;
 /* Starts an atomic write of a shard; dies (exit 2) if it cannot be created. */
@@ -196,11 +169,6 @@ typedef struct ds_states_shard {
 void ds_states_write_index(const char *path, const ds_states_info *info, const ds_states_shard *shards);
 
 typedef struct ds_states ds_states;
-typedef struct ds_state_record {
-    int32_t label, context;
-    const float *cond;    /* [cond_dim] */
-    const float *state;   /* [ds_state_floats], layout above */
-} ds_state_record;
 
 /* Opens an index and maps and validates every shard; dies (exit 2) with "PATH: reason". */
 ds_states *ds_states_open(const char *index_path);
@@ -213,20 +181,5 @@ ds_state_record ds_states_record(const ds_states *s, int64_t i);
 void ds_states_load_rwkv7(const ds_states *s, int64_t i, const ds_rwkv7_dims *d, ds_rwkv7_state *dst);
 /* Record i as a state file (metadata: model, label, checkpoint, contexts, context). */
 void ds_states_save_record(const ds_states *s, int64_t i, const char *path);
-
-/* ---- extract-states ---- */
-
-typedef struct ds_extract_options {
-    const char *checkpoint;   /* weights: .ckpt or .safetensors */
-    const char *contexts;     /* JSONL contexts file */
-    const char *out_dir;      /* gets states-rRRRRR-of-SSSSS.bin per rank and index.txt */
-    const char *labels_from;  /* NULL, or a state-dataset index whose label list (and ids) to use */
-    int max_tokens;           /* each context is cut to its first max_tokens tokens */
-} ds_extract_options;
-
-/* Runs the frozen model over every context from the zero state and writes the state dataset. Under
- * MPI rank r takes contexts r, r+R, ... and writes its own shard; rank 0 writes the index after a
- * barrier. Returns the exit code. */
-int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt);
 
 #endif

@@ -67,24 +67,31 @@ int ds_train_hybrid(const ds_config *cfg);
 /* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
 void ds_train_batching(const ds_config *cfg, int *micro, int *accum);
 
-/* Train and held-out dataset paths: data.train / data.valid, or the built-in default corpus (built
- * under data/default-<tokenizer>/ on first use). Either output may be NULL. */
-void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, char *valid, size_t valid_len);
-
 /* B windows of T + 1 tokens (tokens [B, T], targets [B, T] shifted by one; window: T + 1 scratch) at
  * offsets drawn from (seed, global sample number) for samples first_sample .. first_sample + B - 1: a
  * sample's window depends on nothing else, so any rank count sees the same data. */
 void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T, int32_t *tokens,
                            int32_t *targets, int32_t *window);
 
-/* Opens the train and held-out token datasets of cfg (ds_train_data_paths) and checks them against
+/* Opens the train and held-out token datasets of cfg (ds_data_paths) and checks them against
  * the model (vocabulary) and train.ctx_len; train_path receives the train path. Exit 2 on bad data. */
 void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len);
 
 /* AdamW parameter groups of the model's tensors (lr scale, weight decay), malloc'd; n_tensors entries. */
 ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m);
 
-/* Model dimensions from the config (LoRA ranks resolved). */
-ds_rwkv7_dims ds_train_model_dims(const ds_config *cfg);
+/* `extract-states` (src/train/extract.c): the state dataset (states.h) of a model over labelled contexts. */
+typedef struct ds_extract_options {
+    const char *checkpoint;   /* weights: .ckpt or .safetensors */
+    const char *contexts;     /* JSONL contexts file */
+    const char *out_dir;      /* gets states-rRRRRR-of-SSSSS.bin per rank and index.txt */
+    const char *labels_from;  /* NULL, or a state-dataset index whose label list (and ids) to use */
+    int max_tokens;           /* each context is cut to its first max_tokens tokens */
+} ds_extract_options;
+
+/* Runs the frozen model over every context from the zero state and writes the state dataset. Under
+ * MPI rank r takes contexts r, r+R, ... and writes its own shard; rank 0 writes the index after a
+ * barrier. Returns the exit code. */
+int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt);
 
 #endif

@@ -1,10 +1,12 @@
-/* Moving RWKV-7 weights between files and a model: this project's checkpoints (.ckpt) and
- * safetensors with the official RWKV-LM key names and layouts (rwkv7.md 5.1). */
+/* Model files: moving RWKV-7 weights between files and a model (this project's checkpoints (.ckpt)
+ * and safetensors with the official RWKV-LM key names and layouts, rwkv7.md 5.1), and the model
+ * shapes a run configuration describes (src/checkpoint/weights.c, model_config.c). */
 #ifndef DREAMSTATE_WEIGHTS_H
 #define DREAMSTATE_WEIGHTS_H
 
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/config.h"
+#include "dreamstate/hybrid.h"
 #include "dreamstate/rwkv7.h"
 
 /* A training checkpoint holds every model tensor under its official name plus the AdamW moments
@@ -16,8 +18,6 @@ int ds_weights_ckpt_tensors(ds_rwkv7 *m, float *adam_m, float *adam_v, ds_tensor
 void ds_weights_signature(const ds_rwkv7_dims *d, char *buf, size_t len);
 /* Checkpoint metadata: "step=N\nmodel=SIGNATURE\n" plus `extra` lines. */
 void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extra, char *buf, size_t len);
-/* Value of "key=value" in checkpoint metadata, or NULL. */
-const char *ds_weights_meta_value(const char *meta, const char *key, char *out, size_t len);
 
 /* Loads model weights from a .ckpt (optimiser state ignored) or a .safetensors file (by extension).
  * Any problem (missing file, corruption, missing tensor, shape mismatch) exits with code 2. */
@@ -28,5 +28,11 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 /* `dreamstate import`: safetensors -> the step-0 checkpoint of the configured run (zero optimiser
  * state), from which `train` starts. */
 int ds_import_safetensors(const ds_config *cfg, const char *st_path);
+
+/* The RWKV-7 of cfg->model (LoRA ranks resolved). */
+ds_rwkv7_dims ds_rwkv7_dims_from_config(const ds_config *cfg);
+/* The hybrid of cfg->model, hybrid, dit, diffusion.schedule and p_uncond, optim.l2wrap (layer list
+ * parsed and checked; exit 2 with a reason on bad input). */
+void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg);
 
 #endif

@@ -375,6 +375,20 @@ int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, c
     return rc;
 }
 
+const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, size_t len) {
+    size_t kl = strlen(key);
+    for (const char *p = meta; p && *p;) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            size_t n = strcspn(p + kl + 1, "\n");
+            snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), p + kl + 1);
+            return out;
+        }
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return NULL;
+}
+
 /* ---- checkpoint directory --------------------------------------------------------------------- */
 
 void ds_ckpt_path(char *buf, size_t len, const char *dir, int64_t step) {

@@ -123,7 +123,7 @@ int ds_generate_main(int argc, char **argv) {
 
     /* Every input is checked before the weights are read. */
     ds_tokenizer *tok = ds_tokenizer_open(cfg.data.tokenizer, cfg.data.vocab_file);
-    ds_rwkv7_dims d = ds_train_model_dims(&cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(&cfg);
     int V = d.vocab_size, V_text = (int)ds_tokenizer_vocab_size(tok);
     if (V_text > V)
         ds_die(DS_EXIT_BAD_INPUT, "generate: the %s tokenizer has %d ids, the model only %d (model.vocab_size)",

@@ -4,6 +4,8 @@
 #include "dreamstate/args.h"
 #include "dreamstate/common.h"
 #include "dreamstate/state_diffusion.h"
+#include "dreamstate/state_dit_file.h"
+#include "dreamstate/states.h"
 #include "dreamstate/weights.h"
 
 #include <math.h>
@@ -90,7 +92,7 @@ static int read_state(const state_ctx *c, const char *path, float *x) {
     ds_state_pack(&c->sd.shape, &st, 0, rec);
     ds_state_dit_encode(&c->sd, rec, x);
     int label = -1;
-    if (ds_weights_meta_value(meta, "label", name, sizeof name))
+    if (ds_ckpt_meta_value(meta, "label", name, sizeof name))
         label = ds_label_lookup(path, name, c->sd.n_labels, c->sd.labels);
     ds_free(rec);
     free(meta);

@@ -5,7 +5,6 @@
 #include "dreamstate/dist.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/progress.h"
-#include "dreamstate/train.h"
 #include "dreamstate/weights.h"
 
 #include <math.h>
@@ -54,12 +53,12 @@ ds_eval_result ds_eval_finish(ds_eval_result *r) {
 int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
     ds_blas_init(cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank());
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_weights_load(&m, weights_path);
     char valid[DS_PATH_MAX + 64];
-    ds_train_data_paths(cfg, NULL, 0, valid, sizeof valid);
+    if (ds_data_paths(cfg, ds_dist_rank() == 0, NULL, 0, valid, sizeof valid)) ds_dist_barrier();
     ds_dataset *ds = ds_dataset_open(valid);
     ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
     int B = cfg->train.batch_size, T = cfg->train.ctx_len, rank = ds_dist_rank(), ranks = ds_dist_size();

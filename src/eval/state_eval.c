@@ -21,9 +21,11 @@
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
+#include "dreamstate/eval.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/progress.h"
 #include "dreamstate/state_diffusion.h"
+#include "dreamstate/state_dit_file.h"
 #include "dreamstate/weights.h"
 
 #include <math.h>
@@ -600,7 +602,7 @@ static void print_table(const eval_run *r, const knn_group *kn, const ce_group *
 /* ---- the command ---- */
 
 static void meta_value(const eval_run *r, const char *meta, const char *key, char *out, size_t len) {
-    if (!ds_weights_meta_value(meta, key, out, len))
+    if (!ds_ckpt_meta_value(meta, key, out, len))
         ds_die(DS_EXIT_BAD_INPUT, "%s: no %s= in its metadata", r->o.model, key);
 }
 

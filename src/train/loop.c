@@ -13,7 +13,6 @@
 #include "dreamstate/optim.h"
 #include "dreamstate/progress.h"
 #include "dreamstate/train.h"
-#include "dreamstate/weights.h"
 
 #include <errno.h>
 #include <math.h>
@@ -71,10 +70,10 @@ static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckp
         if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) {
             char *meta = NULL;
             if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
+            if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
                 ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got,
                        task->signature);
-            if (!ds_weights_meta_value(meta, "step", stepbuf, sizeof stepbuf))
+            if (!ds_ckpt_meta_value(meta, "step", stepbuf, sizeof stepbuf))
                 ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
             free(meta);
             if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);

@@ -8,7 +8,7 @@
 #include "dreamstate/dist.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/optim.h"
-#include "dreamstate/train.h"
+#include "dreamstate/weights.h"
 
 #include <math.h>
 #include <omp.h>
@@ -410,7 +410,7 @@ int ds_plan_main(int argc, char **argv) {
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads == 0) threads = cfg.run.threads > 0 ? cfg.run.threads : (cores / rpn > 0 ? cores / rpn : 1);
 
-    ds_plan_job job = {.dims = ds_train_model_dims(&cfg), .ctx_len = cfg.train.ctx_len,
+    ds_plan_job job = {.dims = ds_rwkv7_dims_from_config(&cfg), .ctx_len = cfg.train.ctx_len,
                        .batch_size = cfg.train.batch_size, .micro_batch = cfg.train.micro_batch,
                        .fp64 = strcmp(cfg.train.grad_reduce, "fp64") == 0, .zero_stage = cfg.train.zero_stage,
                        .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,

@@ -1,4 +1,5 @@
-/* The `state_diffusion` task (dreamstate.md 2.4) for the shared loop, and the model file it writes.
+/* The `state_diffusion` task (dreamstate.md 2.4) for the shared loop. The model file it writes is
+ * src/checkpoint/state_dit_file.c's, its held-out loss src/eval/state_dit_loss.c's.
  *
  * Coordinator: global sample g of the run is record perm_e(g mod N) of the train set, e = g / N its
  * epoch and perm_e a permutation drawn from (seed, e); rank r takes the global samples the loop deals
@@ -9,12 +10,13 @@
  * of the EMA weights at the fixed steps of 6.1 A2 with one fixed noise draw per record, over at most
  * eval_batches x batch_size records spread evenly over the set, batches dealt out over ranks and the
  * sums allreduced. */
-#include "dreamstate/state_diffusion.h"
+#include "dreamstate/train.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "dreamstate/dist.h"
-#include "dreamstate/train.h"
-#include "dreamstate/weights.h"
+#include "dreamstate/eval.h"
+#include "dreamstate/state_dit_file.h"
+#include "dreamstate/states.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,126 +28,7 @@ enum {
     RNG_STREAM_T = 0x54494d45,     /* "TIME" */
     RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
-    RNG_STREAM_EVAL = 0x4556414c,  /* "EVAL" */
 };
-const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS] = {49, 249, 499, 749, 949};
-
-void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len) {
-    const ds_dit_dims *d = &s->dit.d;
-    int n = snprintf(buf, len, "statedit ch=%d p=%d d=%d depth=%d heads=%d mlp=%d K=%d cond=%s norm=%s pred=%s layers=",
-                     d->in_channels, d->patch_size, d->hidden, d->depth, d->heads, d->mlp_ratio, d->num_classes,
-                     ds_state_cond_kind_name(s->cond_kind), s->per_element ? "element" : "head",
-                     s->v_prediction ? "v" : "eps");
-    for (int i = 0; i < s->n_layers && n > 0 && (size_t)n < len; i++)
-        n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
-}
-
-/* Tensor table of a state-diffusion checkpoint (without the moments): dit.*, ema.*, norm.*. */
-static int model_tensors(ds_state_dit *s, ds_tensor *out, char (*names)[80]) {
-    int n = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < s->dit.n_tensors; i++) {
-            const ds_dit_tensor *t = &s->dit.tensors[i];
-            snprintf(names[n], sizeof names[n], "%s.%s", pass ? "ema" : "dit", t->name);
-            out[n] = (ds_tensor){.name = names[n], .ndim = t->ndim,
-                                 .data = (pass ? s->ema : s->dit.params) + t->offset};
-            memcpy(out[n].shape, t->shape, sizeof t->shape);
-            n++;
-        }
-    out[n++] = (ds_tensor){.name = "norm.mean", .ndim = 1, .shape = {s->n_stats}, .data = s->mean};
-    out[n++] = (ds_tensor){.name = "norm.std", .ndim = 1, .shape = {s->n_stats}, .data = s->std};
-    return n;
-}
-
-static void model_meta(const ds_state_dit *s, const ds_states_info *info, char *buf, size_t len) {
-    const ds_dit_dims *d = &s->dit.d;
-    const ds_state_shape *sh = &s->shape;
-    int n = snprintf(buf, len, "layers=");
-    for (int i = 0; i < s->n_layers; i++) n += snprintf(buf + n, len - n, "%s%d", i ? "," : "", s->layers[i]);
-    n += snprintf(buf + n, len - n, "\ncondition=%s\nnormalize=%s\nprediction=%s\nlabels=",
-                  ds_state_cond_kind_name(s->cond_kind), s->per_element ? "element" : "head",
-                  s->v_prediction ? "v" : "eps");
-    for (int i = 0; i < s->n_labels && (size_t)n < len; i++) n += snprintf(buf + n, len - n, "%s%s", i ? "," : "", s->labels[i]);
-    if ((size_t)n < len)
-        n += snprintf(buf + n, len - n,
-                      "\nschedule=%s\ndit=%d,%d,%d,%d,%d\nstate_shape=%d,%d,%d,%d,%d,%u\nrwkv_model=%s\n"
-                      "rwkv_checkpoint=%s\ntokenizer=%s\n",
-                      s->schedule == DS_SCHEDULE_COSINE ? "cosine" : "linear", d->hidden, d->depth, d->heads,
-                      d->patch_size, d->mlp_ratio, sh->n_layer, sh->n_embd, sh->n_head, sh->head_size, sh->cond_dim,
-                      sh->flags, info->model, info->checkpoint, info->tokenizer);
-    if ((size_t)n >= len) ds_die(DS_EXIT_BAD_INPUT, "state DiT: metadata too long (too many labels?)");
-}
-
-/* ---- loading a model file ---- */
-
-static void meta_required(const char *path, const char *meta, const char *key, char *out, size_t len) {
-    if (!ds_weights_meta_value(meta, key, out, len))
-        ds_die(DS_EXIT_BAD_INPUT, "%s: not a state-diffusion checkpoint (no %s= in its metadata)", path, key);
-}
-
-void ds_state_dit_rwkv_dims(const char *path, const char *meta, ds_rwkv7_dims *d) {
-    char v[256];
-    meta_required(path, meta, "rwkv_model", v, sizeof v);
-    memset(d, 0, sizeof *d);
-    if (sscanf(v, "rwkv7 L=%d C=%d V=%d Dw=%d Da=%d Dv=%d Dg=%d", &d->n_layer, &d->n_embd, &d->vocab_size, &d->dim_w,
-               &d->dim_a, &d->dim_v, &d->dim_g) != 7)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: rwkv_model '%s' is not an RWKV-7 signature", path, v);
-}
-
-void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
-    char err[DS_ERR_LEN], v[4096];
-    char *meta = NULL;
-    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-    meta_required(path, meta, "task", v, sizeof v);
-    if (strcmp(v, "state_diffusion") != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: a checkpoint of task '%s', not state_diffusion", path, v);
-    ds_state_shape sh;
-    meta_required(path, meta, "state_shape", v, sizeof v);
-    if (sscanf(v, "%d,%d,%d,%d,%d,%u", &sh.n_layer, &sh.n_embd, &sh.n_head, &sh.head_size, &sh.cond_dim, &sh.flags) != 6)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: bad state_shape '%s'", path, v);
-    ds_dit_dims arch = {0};
-    meta_required(path, meta, "dit", v, sizeof v);
-    if (sscanf(v, "%d,%d,%d,%d,%d", &arch.hidden, &arch.depth, &arch.heads, &arch.patch_size, &arch.mlp_ratio) != 5)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: bad dit '%s'", path, v);
-    int layers[DS_STATE_DIT_MAX_LAYERS], n_layers = 0;
-    meta_required(path, meta, "layers", v, sizeof v);
-    for (char *p = v; *p && n_layers < DS_STATE_DIT_MAX_LAYERS;) {
-        layers[n_layers++] = (int)strtol(p, &p, 10);
-        if (*p == ',') p++;
-        else if (*p) ds_die(DS_EXIT_BAD_INPUT, "%s: bad layers '%s'", path, v);
-    }
-    char cond[64], sched[16], norm[16], pred[16];
-    meta_required(path, meta, "condition", cond, sizeof cond);
-    meta_required(path, meta, "schedule", sched, sizeof sched);
-    meta_required(path, meta, "normalize", norm, sizeof norm);
-    meta_required(path, meta, "prediction", pred, sizeof pred);
-    meta_required(path, meta, "labels", v, sizeof v);
-    char *labels[1024];
-    int n_labels = 0;
-    for (char *tok = strtok(v, ","); tok && n_labels < 1024; tok = strtok(NULL, ",")) labels[n_labels++] = tok;
-    ds_state_dit_create(s, &sh, layers, n_layers, ds_state_cond_kind_parse(cond), n_labels, labels, &arch,
-                        strcmp(sched, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
-    ds_state_dit_set_normalisation(s, strcmp(norm, "element") == 0);
-    s->v_prediction = strcmp(pred, "v") == 0;
-    char sig[512], got[512];
-    ds_state_dit_signature(s, sig, sizeof sig);
-    meta_required(path, meta, "model", got, sizeof got);
-    if (strcmp(sig, got) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: metadata describes '%s' but model= says '%s'", path, sig, got);
-    int cap = 2 * s->dit.n_tensors + 4;
-    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * cap);
-    char (*names)[80] = ds_alloc(sizeof(*names) * cap);
-    int n = model_tensors(s, t, names);
-    float *moments = ds_alloc(sizeof(float) * 2 * s->dit.n_params);
-    t[n++] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {s->dit.n_params}, .data = moments};
-    t[n++] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {s->dit.n_params}, .data = moments + s->dit.n_params};
-    if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-    ds_free(moments); ds_free(t); ds_free(names);
-    ds_state_dit_swap_ema(s);  /* sampling and evaluation use the EMA weights */
-    if (meta_out) *meta_out = meta;
-    else free(meta);
-}
-
-/* ---- the training task ---- */
 
 typedef struct {
     const ds_config *cfg;
@@ -244,35 +127,6 @@ static void sd_after_update(void *ctx, int64_t step) {
     ds_state_dit_update_ema(&k->sd, decay);
 }
 
-void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
-                          int B, double *sums) {
-    int64_t N = ds_states_get_info(set)->n_records, X = s->x_floats, V = s->dit.d.cond_dim ? s->dit.d.cond_dim : 1;
-    if (n_records > N) n_records = N;
-    float *x0 = ds_alloc(sizeof(float) * B * X), *xt = ds_alloc(sizeof(float) * B * X);
-    float *noise = ds_alloc(sizeof(float) * B * X), *vec = ds_alloc(sizeof(float) * B * V);
-    int32_t *t = ds_alloc(sizeof(int32_t) * B), *labels = ds_alloc(sizeof(int32_t) * B);
-    ds_dit_cond cond = {.labels = s->dit.d.num_classes ? labels : NULL, .vec = s->dit.d.cond_dim ? vec : NULL};
-    for (int64_t first = (int64_t)part * B; first < n_records; first += (int64_t)parts * B) {
-        int n = (int)(n_records - first < B ? n_records - first : B);
-        for (int b = 0; b < n; b++) {
-            int64_t r = (first + b) * N / n_records;  /* evenly spread; the noise belongs to the record */
-            ds_state_record rec = ds_states_record(set, r);
-            ds_state_dit_encode(s, rec.state, x0 + b * X);
-            ds_state_dit_record_cond(s, &rec, &labels[b], vec + b * s->dit.d.cond_dim);
-            fill_noise(noise + b * X, X, seed, RNG_STREAM_EVAL, (uint64_t)r * (uint64_t)X);
-        }
-        for (int k = 0; k < DS_STATE_DIT_EVAL_STEPS; k++) {
-            for (int b = 0; b < n; b++) t[b] = ds_state_dit_eval_steps[k];
-            ds_q_sample(&s->process, n, X, t, x0, noise, xt);
-            ds_state_dit_target(s, n, t, x0, noise);
-            double loss = ds_dit_forward(&s->dit, n, xt, t, &cond, noise, NULL);
-            sums[k] += ds_state_dit_eps_mse_of_loss(s, t[0], loss) * n;
-        }
-        sums[DS_STATE_DIT_EVAL_STEPS] += n;
-    }
-    ds_free(x0); ds_free(xt); ds_free(noise); ds_free(vec); ds_free(t); ds_free(labels);
-}
-
 static double eval_set(sd_task *k, const ds_states *set, double *per_step) {
     int64_t n = ds_states_get_info(set)->n_records, cap = (int64_t)k->cfg->train.eval_batches * k->cfg->train.batch_size;
     double sums[DS_STATE_DIT_EVAL_STEPS + 1] = {0};
@@ -357,7 +211,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     int cap = 2 * k.sd.dit.n_tensors + 2;
     ds_tensor *tensors = ds_alloc(sizeof(ds_tensor) * cap);
     char (*names)[80] = ds_alloc(sizeof(*names) * cap);
-    int n_tensors = model_tensors(&k.sd, tensors, names);
+    int n_tensors = ds_state_dit_ckpt_tensors(&k.sd, tensors, names);
     ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * k.sd.dit.n_tensors);
     for (int i = 0; i < k.sd.dit.n_tensors; i++)
         groups[i] = (ds_optim_group){k.sd.dit.tensors[i].offset, k.sd.dit.tensors[i].numel, 1.0f,
@@ -369,7 +223,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
                     .activation_bytes = k.sd.dit.acts_numel * 4.0, .ctx = &k, .micro_step = sd_micro_step,
                     .after_update = sd_after_update, .eval = sd_eval};
     ds_state_dit_signature(&k.sd, task.signature, sizeof task.signature);
-    model_meta(&k.sd, info, task.meta, sizeof task.meta);
+    ds_state_dit_ckpt_meta(&k.sd, info->model, info->checkpoint, info->tokenizer, task.meta, sizeof task.meta);
     int64_t n_weights = 0;
     for (int i = 0; i < k.sd.dit.n_tensors; i++) n_weights += k.sd.dit.tensors[i].numel;
     ds_log("dreamstate train: task state_diffusion, %s, %.2fM DiT parameters", cfg->run.name, n_weights / 1e6);

@@ -16,30 +16,6 @@
 
 enum { RNG_STREAM_DATA = 0x44415441 /* "DATA" */ };
 
-ds_rwkv7_dims ds_train_model_dims(const ds_config *cfg) {
-    ds_rwkv7_dims d = {.n_layer = cfg->model.n_layer, .n_embd = cfg->model.n_embd,
-                       .vocab_size = cfg->model.vocab_size, .dim_w = cfg->model.dim_w,
-                       .dim_a = cfg->model.dim_a, .dim_v = cfg->model.dim_v, .dim_g = cfg->model.dim_g};
-    ds_rwkv7_default_ranks(&d, cfg->model.lora_formula);
-    return d;
-}
-
-void ds_train_data_paths(const ds_config *cfg, char *train, size_t train_len, char *valid, size_t valid_len) {
-    if (cfg->data.train[0]) {
-        if (train) snprintf(train, train_len, "%s", cfg->data.train);
-        if (valid) snprintf(valid, valid_len, "%s", cfg->data.valid[0] ? cfg->data.valid : cfg->data.train);
-        return;
-    }
-    const char *dir = strcmp(cfg->data.tokenizer, "world") == 0 ? "data/default-world" : "data/default-byte";
-    if (ds_dist_rank() == 0) {
-        ds_mkdir_p(dir);
-        ds_corpus_default(dir, cfg->data.tokenizer, cfg->data.vocab_file);
-    }
-    ds_dist_barrier();
-    if (train) snprintf(train, train_len, "%s/train.bin", dir);
-    if (valid) snprintf(valid, valid_len, "%s/valid.bin", dir);
-}
-
 void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T,
                          int32_t *tokens, int32_t *targets, int32_t *window) {
     uint64_t span = ds_dataset_num_tokens(ds) - (uint64_t)T - 1;
@@ -61,7 +37,7 @@ ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m) {
 
 void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len) {
     char valid_path[DS_PATH_MAX + 64];
-    ds_train_data_paths(cfg, train_path, len, valid_path, sizeof valid_path);
+    if (ds_data_paths(cfg, ds_dist_rank() == 0, train_path, len, valid_path, sizeof valid_path)) ds_dist_barrier();
     *train = ds_dataset_open(train_path);
     *valid = ds_dataset_open(valid_path);
     if ((int64_t)ds_dataset_vocab_size(*train) > cfg->model.vocab_size)
@@ -116,7 +92,7 @@ int ds_train_lm(const ds_config *cfg) {
     ds_train_open_data(cfg, &t.train, &t.valid, train_path, sizeof train_path);
     double unigram = ds_dist_rank() == 0 ? ds_unigram_entropy_nats(t.train) : 0.0;
 
-    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7_create(&t.model, &d);
     ds_rwkv7_init_weights(&t.model, (uint64_t)cfg->run.seed);
     ds_rwkv7_reserve(&t.model, t.micro, T);

@@ -3,7 +3,6 @@
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
-#include "dreamstate/train.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,20 +33,6 @@ void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extr
     snprintf(buf, len, "step=%lld\nmodel=%s\n%s", (long long)step, sig, extra ? extra : "");
 }
 
-const char *ds_weights_meta_value(const char *meta, const char *key, char *out, size_t len) {
-    size_t kl = strlen(key);
-    for (const char *p = meta; p && *p;) {
-        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
-            size_t n = strcspn(p + kl + 1, "\n");
-            snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), p + kl + 1);
-            return out;
-        }
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    return NULL;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
@@ -74,9 +59,9 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
         char *meta = NULL, sig[256], got[256];
         if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
         ds_weights_signature(&m->d, sig, sizeof sig);
-        if (!ds_weights_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
+        if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path,
-                   ds_weights_meta_value(meta, "model", got, sizeof got) ? got : "?", sig);
+                   ds_ckpt_meta_value(meta, "model", got, sizeof got) ? got : "?", sig);
         free(meta);
         if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
         ds_free(scratch);
@@ -87,7 +72,7 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
 int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path) {
     ds_blas_init(cfg->run.threads);
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_weights_load(&m, ckpt_path);
@@ -105,7 +90,7 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
     ds_blas_init(cfg->run.threads);
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_train_model_dims(cfg);
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_weights_load(&m, st_path);

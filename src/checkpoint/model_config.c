@@ -1,15 +1,22 @@
-/* The hybrid's dimensions from a run configuration (dreamstate.md 3 and 7; config keys hybrid.*, dit.*,
- * diffusion.schedule / p_uncond, optim.l2wrap). */
+/* Model shapes from a run configuration: the RWKV-7's (model.*) and the hybrid's (dreamstate.md 3 and
+ * 7; config keys hybrid.*, dit.*, diffusion.schedule / p_uncond, optim.l2wrap). */
+#include "dreamstate/weights.h"
 #include "dreamstate/common.h"
-#include "dreamstate/hybrid.h"
-#include "dreamstate/train.h"
 
 #include <string.h>
+
+ds_rwkv7_dims ds_rwkv7_dims_from_config(const ds_config *cfg) {
+    ds_rwkv7_dims d = {.n_layer = cfg->model.n_layer, .n_embd = cfg->model.n_embd,
+                       .vocab_size = cfg->model.vocab_size, .dim_w = cfg->model.dim_w,
+                       .dim_a = cfg->model.dim_a, .dim_v = cfg->model.dim_v, .dim_g = cfg->model.dim_g};
+    ds_rwkv7_default_ranks(&d, cfg->model.lora_formula);
+    return d;
+}
 
 void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
     const ds_hybrid_config *hc = &cfg->hybrid;
     memset(d, 0, sizeof *d);
-    d->model = ds_train_model_dims(cfg);
+    d->model = ds_rwkv7_dims_from_config(cfg);
     char why[256];
     int *layers = ds_alloc(sizeof(int) * d->model.n_layer);
     int n = ds_config_parse_layers(hc->layers, d->model.n_layer, layers, why, sizeof why);
