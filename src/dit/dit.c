@@ -16,62 +16,39 @@
 
 /* ---------------------------------------------------------------- parameter table */
 
-/* Where each tensor's pointer lives: a field of ds_dit_weights (block < 0) or of block `block`. */
-typedef struct {
-    int block;
-    size_t field;
-} slot;
+#define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
+#define BLOCK(field) l, offsetof(ds_dit_block, field)
 
-typedef struct {
-    ds_dit *m;
-    slot *slots;
-    int cap;
-} table_builder;
-
-static void add_tensor(table_builder *tb, int block, size_t field, const char *name, int ndim, int64_t s0,
-                       int64_t s1, int64_t s2, int64_t s3) {
-    ds_dit *m = tb->m;
-    if (m->n_tensors == tb->cap) ds_die(DS_EXIT_FAIL, "dit: tensor table overflow");
-    ds_dit_tensor *t = &m->tensors[m->n_tensors];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = ndim;
-    int64_t s[4] = {s0, s1, s2, s3};
-    t->numel = 1;
-    for (int i = 0; i < ndim; i++) t->numel *= (t->shape[i] = s[i]);
-    t->offset = m->n_params;
-    size_t len = strlen(name);
-    t->weight_decay = ndim >= 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0;
-    m->n_params += (t->numel + 15) & ~(int64_t)15;  /* keep every tensor 64-byte aligned */
-    tb->slots[m->n_tensors] = (slot){block, field};
-    m->n_tensors++;
+static void check_dims(const ds_dit_dims *d) {
+    if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
+               d->in_channels, d->input_size, d->input_size, d->patch_size);
+    if (d->heads < 1 || d->hidden < 4 || d->hidden % d->heads || d->hidden % 4)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: hidden %d must be a multiple of 4 and of the %d heads", d->hidden, d->heads);
+    if (d->depth < 0 || d->mlp_ratio < 1 || d->num_classes < 0 || d->cond_dim < 0)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: depth %d, mlp ratio %d, classes %d, condition %d: negative or zero ratio",
+               d->depth, d->mlp_ratio, d->num_classes, d->cond_dim);
 }
 
-#define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
-#define BLOCK(l, field) l, offsetof(ds_dit_block, field)
-
-static void build_table(ds_dit *m, slot *slots, int cap) {
-    const ds_dit_dims *d = &m->d;
+void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d) {
+    check_dims(d);
     int64_t D = d->hidden, C = d->in_channels, p = d->patch_size, R = (int64_t)d->mlp_ratio * D;
-    table_builder tb = {m, slots, cap};
-    char name[64];
-    add_tensor(&tb, GLOBAL(patch_w), "x_embedder.proj.weight", 4, D, C, p, p);
-    add_tensor(&tb, GLOBAL(patch_b), "x_embedder.proj.bias", 1, D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(t_w1), "t_embedder.mlp.0.weight", 2, D, DS_DIT_FREQ_DIM, 0, 0);
-    add_tensor(&tb, GLOBAL(t_b1), "t_embedder.mlp.0.bias", 1, D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(t_w2), "t_embedder.mlp.2.weight", 2, D, D, 0, 0);
-    add_tensor(&tb, GLOBAL(t_b2), "t_embedder.mlp.2.bias", 1, D, 0, 0, 0);
+    ds_param_add(t, GLOBAL(patch_w), 4, (int64_t[]){D, C, p, p}, "x_embedder.proj.weight");
+    ds_param_add(t, GLOBAL(patch_b), 1, &D, "x_embedder.proj.bias");
+    ds_param_add(t, GLOBAL(t_w1), 2, (int64_t[]){D, DS_DIT_FREQ_DIM}, "t_embedder.mlp.0.weight");
+    ds_param_add(t, GLOBAL(t_b1), 1, &D, "t_embedder.mlp.0.bias");
+    ds_param_add(t, GLOBAL(t_w2), 2, (int64_t[]){D, D}, "t_embedder.mlp.2.weight");
+    ds_param_add(t, GLOBAL(t_b2), 1, &D, "t_embedder.mlp.2.bias");
     if (d->num_classes > 0)
-        add_tensor(&tb, GLOBAL(label_table), "y_embedder.embedding_table.weight", 2, d->num_classes + 1, D, 0, 0);
+        ds_param_add(t, GLOBAL(label_table), 2, (int64_t[]){d->num_classes + 1, D}, "y_embedder.embedding_table.weight");
     if (d->cond_dim > 0) {
-        add_tensor(&tb, GLOBAL(cond_w), "c_embedder.proj.weight", 2, D, d->cond_dim, 0, 0);
-        add_tensor(&tb, GLOBAL(cond_b), "c_embedder.proj.bias", 1, D, 0, 0, 0);
-        add_tensor(&tb, GLOBAL(cond_null), "c_embedder.null", 1, D, 0, 0, 0);
+        ds_param_add(t, GLOBAL(cond_w), 2, (int64_t[]){D, d->cond_dim}, "c_embedder.proj.weight");
+        ds_param_add(t, GLOBAL(cond_b), 1, &D, "c_embedder.proj.bias");
+        ds_param_add(t, GLOBAL(cond_null), 1, &D, "c_embedder.null");
     }
     for (int l = 0; l < d->depth; l++) {
-#define MAT(field, key, r, c) \
-    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 2, r, c, 0, 0))
-#define VEC(field, key, n) \
-    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 1, n, 0, 0, 0))
+#define MAT(field, key, r, c) ds_param_add(t, BLOCK(field), 2, (int64_t[]){r, c}, "blocks.%d." key, l)
+#define VEC(field, key, n) ds_param_add(t, BLOCK(field), 1, (int64_t[]){n}, "blocks.%d." key, l)
         MAT(qkv_w, "attn.qkv.weight", 3 * D, D); VEC(qkv_b, "attn.qkv.bias", 3 * D);
         MAT(proj_w, "attn.proj.weight", D, D); VEC(proj_b, "attn.proj.bias", D);
         MAT(fc1_w, "mlp.fc1.weight", R, D); VEC(fc1_b, "mlp.fc1.bias", R);
@@ -80,17 +57,10 @@ static void build_table(ds_dit *m, slot *slots, int cap) {
 #undef MAT
 #undef VEC
     }
-    add_tensor(&tb, GLOBAL(final_ada_w), "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
-    add_tensor(&tb, GLOBAL(final_ada_b), "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(final_w), "final_layer.linear.weight", 2, p * p * C, D, 0, 0);
-    add_tensor(&tb, GLOBAL(final_b), "final_layer.linear.bias", 1, p * p * C, 0, 0, 0);
-}
-
-static void bind(const ds_dit *m, const slot *slots, float *base, ds_dit_weights *w) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        char *owner = slots[i].block < 0 ? (char *)w : (char *)&w->blocks[slots[i].block];
-        *(float **)(owner + slots[i].field) = base + m->tensors[i].offset;
-    }
+    ds_param_add(t, GLOBAL(final_ada_w), 2, (int64_t[]){2 * D, D}, "final_layer.adaLN_modulation.1.weight");
+    ds_param_add(t, GLOBAL(final_ada_b), 1, (int64_t[]){2 * D}, "final_layer.adaLN_modulation.1.bias");
+    ds_param_add(t, GLOBAL(final_w), 2, (int64_t[]){p * p * C, D}, "final_layer.linear.weight");
+    ds_param_add(t, GLOBAL(final_b), 1, (int64_t[]){p * p * C}, "final_layer.linear.bias");
 }
 
 /* Fixed 2-D sin-cos table (4.2): the first d/2 dims encode the column, the last d/2 the row; each
@@ -110,57 +80,23 @@ static void build_pos_embed(float *pos, int G, int D) {
         }
 }
 
-/* Validates d and builds the tensor table into m (m->tensors, m->n_params); slots receives where each
- * pointer lives. */
-static slot *make_table(ds_dit *m, const ds_dit_dims *d) {
-    if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
-               d->in_channels, d->input_size, d->input_size, d->patch_size);
-    if (d->heads < 1 || d->hidden < 4 || d->hidden % d->heads || d->hidden % 4)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: hidden %d must be a multiple of 4 and of the %d heads", d->hidden, d->heads);
-    if (d->depth < 0 || d->mlp_ratio < 1 || d->num_classes < 0 || d->cond_dim < 0)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: depth %d, mlp ratio %d, classes %d, condition %d: negative or zero ratio",
-               d->depth, d->mlp_ratio, d->num_classes, d->cond_dim);
+void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads) {
+    ds_param_table t = {0};
+    ds_dit_param_table(&t, d);
     memset(m, 0, sizeof *m);
     m->d = *d;
     m->grid = d->input_size / d->patch_size;
     m->tokens = m->grid * m->grid;
     m->patch_dim = d->in_channels * d->patch_size * d->patch_size;
-    int cap = 14 + 10 * d->depth;
-    m->tensors = ds_alloc(sizeof(ds_dit_tensor) * cap);
-    slot *slots = ds_alloc(sizeof(slot) * cap);
-    build_table(m, slots, cap);
-    return slots;
-}
-
-int64_t ds_dit_param_floats(const ds_dit_dims *d) {
-    ds_dit m;
-    ds_free(make_table(&m, d));
-    ds_free(m.tensors);
-    return m.n_params;
-}
-
-void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads) {
-    slot *slots = make_table(m, d);
-    m->external = params != NULL;
-    m->params = params ? params : ds_alloc(sizeof(float) * m->n_params);
-    m->grads = params ? grads : ds_alloc(sizeof(float) * m->n_params);
-    m->w.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
-    m->g.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
-    bind(m, slots, m->params, &m->w);
-    bind(m, slots, m->grads, &m->g);
-    ds_free(slots);
+    m->external = ds_param_arrays(&t, params, grads, &m->params, &m->grads);
+    m->w.blocks = ds_param_bind(&t, m->params, &m->w, d->depth, sizeof(ds_dit_block));
+    m->g.blocks = ds_param_bind(&t, m->grads, &m->g, d->depth, sizeof(ds_dit_block));
+    m->tensors = ds_param_take(&t, &m->n_tensors, &m->n_params);
     m->pos_embed = ds_alloc(sizeof(float) * m->tokens * d->hidden);
     build_pos_embed(m->pos_embed, m->grid, d->hidden);
 }
 
 void ds_dit_create(ds_dit *m, const ds_dit_dims *d) { ds_dit_create_in(m, d, NULL, NULL); }
-
-const ds_dit_tensor *ds_dit_find(const ds_dit *m, const char *name) {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
 
 void ds_dit_zero_grad(ds_dit *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
 
