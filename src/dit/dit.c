@@ -40,7 +40,8 @@ void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d) {
     ds_param_add(t, GLOBAL(t_w2), 2, (int64_t[]){D, D}, "t_embedder.mlp.2.weight");
     ds_param_add(t, GLOBAL(t_b2), 1, &D, "t_embedder.mlp.2.bias");
     if (d->num_classes > 0)
-        ds_param_add(t, GLOBAL(label_table), 2, (int64_t[]){d->num_classes + 1, D}, "y_embedder.embedding_table.weight");
+        ds_param_add(t, GLOBAL(label_table), 2, (int64_t[]){d->num_classes + 1, D},
+                     "y_embedder.embedding_table.weight");
     if (d->cond_dim > 0) {
         ds_param_add(t, GLOBAL(cond_w), 2, (int64_t[]){D, d->cond_dim}, "c_embedder.proj.weight");
         ds_param_add(t, GLOBAL(cond_b), 1, &D, "c_embedder.proj.bias");
@@ -241,35 +242,6 @@ void ds_dit_patches_to_image(int C, int I, int p, int channels_last, const float
 
 /* ---------------------------------------------------------------- building blocks */
 
-/* y[rows, out] = x W^T + b (W [out, in]). */
-static void linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y) {
-    for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, sizeof(float) * out);
-    ds_gemm(0, 1, (int)rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
-}
-
-/* Column sums accumulated into acc[C]: rows in order into double partial sums, one thread per block
- * of columns (deterministic for any thread count; rows are read contiguously). */
-#define SUM_COLS 256
-static void sum_rows(int64_t rows, int C, const float *x, float *acc) {
-#pragma omp parallel for schedule(static) if (rows * C >= 32768)
-    for (int c0 = 0; c0 < C; c0 += SUM_COLS) {
-        int w = C - c0 < SUM_COLS ? C - c0 : SUM_COLS;
-        double s[SUM_COLS] = {0};
-        for (int64_t r = 0; r < rows; r++)
-            for (int c = 0; c < w; c++) s[c] += x[r * C + c0 + c];
-        for (int c = 0; c < w; c++) acc[c0 + c] += (float)s[c];
-    }
-}
-
-/* Backward of linear: dW += dy^T x, db += column sums of dy, dx = dy W (accumulate: dx += dy W);
- * dx may be NULL. */
-static void linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy,
-                            float *dW, float *db, float *dx, int accumulate) {
-    ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
-    sum_rows(rows, out, dy, db);
-    if (dx) ds_gemm(0, 0, (int)rows, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
-}
-
 /* u = LN(x) (1 + scale) + shift per sample, with scale and shift rows of mod [B, stride]. */
 static void ln_modulate(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
                         int scale_at, float *onep, float *u, float *mean, float *rstd) {
@@ -354,16 +326,16 @@ static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_a
     int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
     int64_t BT = (int64_t)B * T;
     /* modulation (shift, scale, gate) x (msa, mlp) from SiLU(c) */
-    linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
+    ds_linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
     ln_modulate(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, ba->u1, ba->ln1_mean, ba->ln1_rstd);
-    linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
+    ds_linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
     attention_forward(m, B, ba);
-    linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
+    ds_linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
     gated_residual(B, T, D, ba->x_in, ba->att_out, ba->mod, 6 * D, 2 * D, ba->x1);
     ln_modulate(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, ba->u2, ba->ln2_mean, ba->ln2_rstd);
-    linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
+    ds_linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
     ds_k.act_forward(DS_ACT_GELU_TANH, BT * R, ba->z, ba->act);
-    linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
+    ds_linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
     gated_residual(B, T, D, ba->x1, ba->mlp_out, ba->mod, 6 * D, 5 * D, x_out);
 }
 
@@ -385,9 +357,9 @@ static void embed_condition(ds_dit *m, int B, const int32_t *t, const ds_dit_con
     const ds_dit_dims *d = &m->d;
     int D = d->hidden;
     timestep_features(B, t, at->freq);
-    linear(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, m->w.t_b1, at->t_pre);
+    ds_linear(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, m->w.t_b1, at->t_pre);
     ds_k.act_forward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->t_hid);
-    linear(B, D, D, at->t_hid, m->w.t_w2, m->w.t_b2, at->c);
+    ds_linear(B, D, D, at->t_hid, m->w.t_w2, m->w.t_b2, at->c);
     if (d->num_classes > 0)
         for (int b = 0; b < B; b++) {
             at->labels[b] = cond->labels[b];
@@ -396,7 +368,7 @@ static void embed_condition(ds_dit *m, int B, const int32_t *t, const ds_dit_con
     if (d->cond_dim > 0) {
         memcpy(at->vec, cond->vec, sizeof(float) * B * d->cond_dim);
         for (int b = 0; b < B; b++) at->vec_null[b] = cond->vec_null && cond->vec_null[b];
-        linear(B, d->cond_dim, D, at->vec, m->w.cond_w, m->w.cond_b, at->y_vec);
+        ds_linear(B, d->cond_dim, D, at->vec, m->w.cond_w, m->w.cond_b, at->y_vec);
         for (int b = 0; b < B; b++)
             ds_k.axpy(D, 1.0f, at->vec_null[b] ? m->w.cond_null : at->y_vec + (int64_t)b * D, at->c + (int64_t)b * D);
     }
@@ -433,14 +405,14 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
     /* patch embed + fixed position table */
     for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 0, x_t + b * n, at->patches + b * T * P);
     float *x = d->depth > 0 ? at->blocks[0].x_in : at->x_final;
-    linear(BT, P, D, at->patches, m->w.patch_w, m->w.patch_b, x);
+    ds_linear(BT, P, D, at->patches, m->w.patch_w, m->w.patch_b, x);
     for (int b = 0; b < B; b++) ds_k.axpy((int64_t)T * D, 1.0f, m->pos_embed, x + (int64_t)b * T * D);
     for (int l = 0; l < d->depth; l++)
         block_forward(m, B, &m->w.blocks[l], &at->blocks[l], at, l + 1 < d->depth ? at->blocks[l + 1].x_in : at->x_final);
     /* final layer: adaLN (shift, scale), Linear to p p C per token, unpatchify */
-    linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
+    ds_linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
     ln_modulate(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->uf, at->lnf_mean, at->lnf_rstd);
-    linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
+    ds_linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
     for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 1, at->out + b * T * P, at->eps_hat + b * n);
     if (eps_out) memcpy(eps_out, at->eps_hat, sizeof(float) * B * n);
     at->has_targets = noise != NULL;
@@ -476,31 +448,31 @@ static void block_backward(const ds_dit *m, int B, const ds_dit_block *p, ds_dit
     memset(at->dmod, 0, sizeof(float) * B * 6 * D);
     /* MLP branch: x2 = x1 + g2 M, M = fc2(GELU(fc1(u2))), u2 = LN(x1)(1 + scale2) + shift2 */
     gated_residual_backward(B, T, D, at->dx, ba->mlp_out, ba->mod, 6 * D, 5 * D, at->dF, at->dmod);
-    linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
+    ds_linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
     memset(at->dz, 0, sizeof(float) * BT * R);
     ds_k.act_backward(DS_ACT_GELU_TANH, BT * R, ba->z, at->dact, at->dz);
-    linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
+    ds_linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
     ln_modulate_backward(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, at->du, ba->ln2_mean,
                          ba->ln2_rstd, at->dx, at->dmod);
     /* attention branch: x1 = x + g1 Att, Att = proj(attention(qkv(u1))) */
     gated_residual_backward(B, T, D, at->dx, ba->att_out, ba->mod, 6 * D, 2 * D, at->dF, at->dmod);
-    linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
+    ds_linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
     attention_backward(m, B, ba, at);
-    linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
+    ds_linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
     ln_modulate_backward(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, at->du, ba->ln1_mean, ba->ln1_rstd,
                          at->dx, at->dmod);
     /* adaLN head: dmod -> weights and SiLU(c) */
-    linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
+    ds_linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
 }
 
 /* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection. */
 static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
     const ds_dit_dims *d = &m->d;
     int D = d->hidden;
-    linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
+    ds_linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
     memset(at->dt_pre, 0, sizeof(float) * B * D);
     ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->dt_hid, at->dt_pre);
-    linear_backward(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, at->dt_pre, m->g.t_w1, m->g.t_b1, NULL, 0);
+    ds_linear_backward(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, at->dt_pre, m->g.t_w1, m->g.t_b1, NULL, 0);
     if (d->num_classes > 0)  /* scatter-add in sample order (deterministic) */
         for (int b = 0; b < B; b++)
             ds_k.axpy(D, 1.0f, at->dc + (int64_t)b * D, m->g.label_table + (int64_t)at->labels[b] * D);
@@ -516,7 +488,7 @@ static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
                 memcpy(row, at->dc + (int64_t)b * D, sizeof(float) * D);
             }
         }
-        linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
+        ds_linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
     }
 }
 
@@ -535,20 +507,20 @@ static void backward(ds_dit *m, float *dx_out) {
     int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
     /* final layer */
     for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 1, at->d_eps + b * n, at->d_out + b * T * P);
-    linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
+    ds_linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
     memset(at->dx, 0, sizeof(float) * BT * D);
     memset(at->dmod, 0, sizeof(float) * B * 2 * D);
     ln_modulate_backward(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->du, at->lnf_mean,
                          at->lnf_rstd, at->dx, at->dmod);
     memset(at->dsc, 0, sizeof(float) * B * D);
-    linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
+    ds_linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
     for (int l = d->depth - 1; l >= 0; l--) block_backward(m, B, &m->w.blocks[l], &m->g.blocks[l], &at->blocks[l], at);
     /* SiLU(c) gathered from every block and the final layer, then the embeddings */
     memset(at->dc, 0, sizeof(float) * B * D);
     ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->c, at->dsc, at->dc);
     embed_condition_backward(m, B, at);
     /* patch embed (the position table is constant) */
-    linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
+    ds_linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
                     dx_out ? at->d_patches : NULL, 0);
     if (dx_out)
         for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 0, at->d_patches + b * T * P, dx_out + b * n);

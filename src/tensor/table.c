@@ -34,7 +34,8 @@ static void check_name(int len, const char *name) {
 
 static ds_param_tensor *add(ds_param_table *t, int layer, size_t field, int ndim, const int64_t *shape,
                             const char *name) {
-    if (ndim < 1 || ndim > DS_TENSOR_MAX_DIMS) ds_die(DS_EXIT_FAIL, "parameter table: %s has %d dimensions", name, ndim);
+    if (ndim < 1 || ndim > DS_TENSOR_MAX_DIMS)
+        ds_die(DS_EXIT_FAIL, "parameter table: %s has %d dimensions", name, ndim);
     if (t->n == t->cap) grow(t);
     ds_param_tensor *p = &t->tensors[t->n];
     memcpy(p->name, name, strlen(name) + 1);
