@@ -109,22 +109,19 @@ static void fill_xavier(float *W, int rows, int cols, uint64_t seed, uint64_t st
         W[i] = (float)(bound * (2.0 * ds_rng_uniform(seed, stream, i) - 1.0));
 }
 
-static void fill_normal(float *W, int64_t n, double sd, uint64_t seed, uint64_t stream) {
-    for (int64_t i = 0; i < n; i++) W[i] = (float)(sd * ds_rng_normal(seed, stream, i));
-}
-
 void ds_dit_init_weights(ds_dit *m, uint64_t seed) {
     const ds_dit_dims *d = &m->d;
     int D = d->hidden, R = d->mlp_ratio * D;
     memset(m->params, 0, sizeof(float) * m->n_params);  /* biases, adaLN and the final layer stay 0 */
     uint64_t stream = 0;
     fill_xavier(m->w.patch_w, D, m->patch_dim, seed, ++stream);
-    fill_normal(m->w.t_w1, (int64_t)D * DS_DIT_FREQ_DIM, 0.02, seed, ++stream);
-    fill_normal(m->w.t_w2, (int64_t)D * D, 0.02, seed, ++stream);
-    if (d->num_classes > 0) fill_normal(m->w.label_table, (int64_t)(d->num_classes + 1) * D, 0.02, seed, ++stream);
+    ds_fill_normal(m->w.t_w1, (int64_t)D * DS_DIT_FREQ_DIM, 0.02, seed, ++stream);
+    ds_fill_normal(m->w.t_w2, (int64_t)D * D, 0.02, seed, ++stream);
+    if (d->num_classes > 0)
+        ds_fill_normal(m->w.label_table, (int64_t)(d->num_classes + 1) * D, 0.02, seed, ++stream);
     if (d->cond_dim > 0) {
         fill_xavier(m->w.cond_w, D, d->cond_dim, seed, ++stream);
-        fill_normal(m->w.cond_null, D, 0.02, seed, ++stream);
+        ds_fill_normal(m->w.cond_null, D, 0.02, seed, ++stream);
     }
     for (int l = 0; l < d->depth; l++) {
         ds_dit_block *b = &m->w.blocks[l];

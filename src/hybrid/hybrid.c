@@ -64,10 +64,11 @@ static inline int64_t tile_index(int C, int row, int col) {
     return ((int64_t)(row / TILE) * (C / TILE) + col / TILE) * TILE_FLOATS + (row % TILE) * TILE + col % TILE;
 }
 
-/* N(0, 1) noise x[n] of (seed, stream): Box-Muller in float on the two 24-bit halves of one ds_rng_u64
- * per pair of outputs, keeping both (cos, sin); about 5x cheaper than ds_rng_normal per value, which
- * matters at millions of values per sequence. Tails end at 5.8 sigma (u1 >= 2^-24). */
-static void fill_normal(float *x, int64_t n, uint64_t seed, uint64_t stream) {
+/* N(0, 1) noise x[n] of (seed, stream), not the numbers of ds_fill_normal: Box-Muller in float on the
+ * two 24-bit halves of one ds_rng_u64 per pair of outputs, keeping both (cos, sin); about 5x cheaper
+ * than ds_rng_normal per value, which matters at millions of values per sequence. Tails end at 5.8
+ * sigma (u1 >= 2^-24). */
+static void fill_normal_fast(float *x, int64_t n, uint64_t seed, uint64_t stream) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t p = 0; p < (n + 1) / 2; p++) {
         uint64_t r = ds_rng_u64(seed, stream, (uint64_t)p);
@@ -259,9 +260,9 @@ void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed) {
     if (h->w.attn_q) {
         int64_t C = h->d.model.n_embd, CC = C * C;
         double sd = 1.0 / sqrt((double)C);
-        for (int64_t i = 0; i < C; i++) h->w.attn_q[i] = (float)(0.02 * ds_rng_normal(seed, ATTN_INIT_STREAM, i));
-        for (int64_t i = 0; i < CC; i++) h->w.attn_k[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 1, i));
-        for (int64_t i = 0; i < CC; i++) h->w.attn_v[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 2, i));
+        ds_fill_normal(h->w.attn_q, C, 0.02, seed, ATTN_INIT_STREAM);
+        ds_fill_normal(h->w.attn_k, CC, sd, seed, ATTN_INIT_STREAM + 1);
+        ds_fill_normal(h->w.attn_v, CC, sd, seed, ATTN_INIT_STREAM + 2);
     }
 }
 
@@ -286,8 +287,8 @@ void ds_hybrid_draw(const ds_hybrid *h, uint64_t seed, uint64_t sample, int j, i
     int layer = h->d.targets[j];
     if (t) *t = (int32_t)(ds_rng_u64(seed, draw_stream(sample, layer, DRAW_T), 0) % DS_DIFFUSION_STEPS);
     if (drop) *drop = ds_rng_uniform(seed, draw_stream(sample, layer, DRAW_DROP), 0) < h->d.p_uncond;
-    if (eps) fill_normal(eps, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS));
-    if (eps_star) fill_normal(eps_star, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS_STAR));
+    if (eps) fill_normal_fast(eps, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS));
+    if (eps_star) fill_normal_fast(eps_star, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS_STAR));
 }
 
 /* mu, sigma (population std) of each targeted static matrix, and x0 = normalise(theta_static) (A1) or
