@@ -1,6 +1,9 @@
 /* Diffusion math (dreamstate.md 5): schedules, forward process, epsilon loss, DDPM / DDIM steps,
  * DDIM inversion, respacing, classifier-free guidance and the sampling loops. Schedule arrays are
- * float64 (5.1); the element-wise updates evaluate in double and round once to float. */
+ * float64 (5.1); the element-wise updates evaluate in double and round once to float.
+ *
+ * Shapes: T schedule steps (1000 for training), K respaced steps, i a step index (0 = least noise);
+ * B samples of n floats each, x [B, n]; schedule arrays [T]. */
 #include "dreamstate/diffusion.h"
 #include "dreamstate/common.h"
 

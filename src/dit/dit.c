@@ -2,7 +2,13 @@
  * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
  * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
  * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
- * Rows are the B*T tokens of a batch, row-major [B, T, d]. */
+ * Rows are the B*T tokens of a batch, row-major [B, T, d].
+ *
+ * Shapes: B batch (samples), an image [C, I, I] (C channels, I input size, n = C I I floats), p patch
+ * size, G = I / p patch grid, T = G^2 tokens, BT = B T rows, P = C p p floats of a patch vector,
+ * D hidden (d), H heads, dh = D / H head size, R = mlp_ratio D MLP width, K classes (label table of
+ * K + 1 rows), 256 timestep features. Weights are [out, in] as in torch.nn.Linear; attention scores
+ * [B, H, T, T]; adaLN modulations [B, 6 D] per block (shift, scale, gate for attention, then MLP). */
 #include "dreamstate/dit.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"

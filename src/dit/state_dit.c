@@ -1,5 +1,10 @@
 /* State-diffusion model of DREAMSTATE part A: normalisation, state <-> DiT image, EMA, and the
- * samplers with condition mixtures (classifier-free guidance, interpolation). */
+ * samplers with condition mixtures (classifier-free guidance, interpolation).
+ *
+ * Shapes: B samples; an image [channels, N, N] with channels = chosen layers x H heads (channel c:
+ * layer slot c / H, head c % H), N = 64 the head size (row = value index, column = key index);
+ * x_floats = channels N N, a batch [B, x_floats]; n_stats = channels (per-channel statistics) or
+ * x_floats (per element). */
 #include "dreamstate/state_dit.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"

@@ -6,7 +6,13 @@
  * fused matrices, then one DiT backward. The RWKV-7 runs with its weight pointers of the targeted
  * matrices swapped to the sequence's fused matrices, and its gradient pointers to per-sequence
  * buffers G (the static weights and their gradient slots stay where they are and are restored after
- * every call), so its forward and backward are used unchanged. */
+ * every call), so its forward and backward are used unchanged.
+ *
+ * Shapes: B sequences of T tokens, C RWKV-7 channels (n_embd), nT targeted layers, n_mat generated
+ * matrices per layer (of r, k, v), CC = C C floats of one matrix, r the rank of A2, n_img = n_mat CC
+ * (A1) or n_mat C r (A2) floats of one DiT sample, viewed as n_img / 4096 channels of 64 x 64 (TILE);
+ * a DiT batch [S, n_img] holds the nT generation rows, then in training the nT diffusion-loss rows;
+ * P the prefix, D the DiT's hidden width; k = j n_mat + mi indexes (targeted layer j, matrix mi). */
 #include "dreamstate/hybrid.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"

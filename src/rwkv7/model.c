@@ -1,6 +1,11 @@
 /* RWKV-7 forward and backward (rwkv7.md 2 and 3.4). Every matrix product goes through BLIS
  * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
- * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch. */
+ * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
+ *
+ * Shapes: B batch (sequences), T time (tokens per sequence), BT = B T rows, C channels (n_embd),
+ * H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv, Dg the ranks of the decay,
+ * in-context learning rate, value residual and gate LoRAs. Activations are row-major [B, T, C] (per
+ * head [B, T, H, N]); the WKV state of a head is [N, N]. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
