@@ -105,7 +105,7 @@ static int dump_mode(int argc, char **argv) {
     test_dump_tensor(f, "dx", 4, sX, 0, dx);
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
-        const ds_dit_tensor *t = &m.tensors[i];
+        const ds_param_tensor *t = &m.tensors[i];
         test_dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
         snprintf(name, sizeof name, "grad.%s", t->name);
         test_dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
@@ -156,12 +156,12 @@ static void test_init(void) {
     for (int i = 0; i < D * 256; i++) sq += (double)m.w.t_w1[i] * m.w.t_w1[i];
     double sd = sqrt(sq / (D * 256));
     CHECK(fabs(sd - 0.02) < 0.001, "timestep MLP weights std %.5f (0.02)", sd);
-    const ds_dit_tensor *t = ds_dit_find(&m, "y_embedder.embedding_table.weight");
+    const ds_param_tensor *t = ds_param_find(m.n_tensors, m.tensors, "y_embedder.embedding_table.weight");
     CHECK(t && t->shape[0] == K + 1 && t->shape[1] == D, "label table has K + 1 rows (null label)");
-    t = ds_dit_find(&m, "x_embedder.proj.weight");
+    t = ds_param_find(m.n_tensors, m.tensors, "x_embedder.proj.weight");
     CHECK(t && t->ndim == 4 && t->shape[1] == 4 && t->shape[2] == 4 && t->weight_decay, "patch embed [d, C, p, p]");
-    CHECK(ds_dit_find(&m, "blocks.1.adaLN_modulation.1.weight") && !ds_dit_find(&m, "blocks.2.attn.qkv.weight"),
-          "DiT state-dict names");
+    CHECK(ds_param_find(m.n_tensors, m.tensors, "blocks.1.adaLN_modulation.1.weight") &&
+          !ds_param_find(m.n_tensors, m.tensors, "blocks.2.attn.qkv.weight"), "DiT state-dict names");
     /* forward cost against the counts of dreamstate.md 4.1 and 2.9 (GMAC = 1e9 multiply-adds; the
      * ImageNet models there learn sigma, 2x output channels, < 0.1% of their count) */
     ds_dit_dims xl2 = {4, 32, 2, 1152, 28, 16, 4, 1000, 0}, s4 = {4, 32, 4, 384, 12, 6, 4, 1000, 0},
@@ -189,7 +189,7 @@ static void test_init(void) {
     ds_dit m0;
     ds_dit_create(&m0, &d0);
     for (int i = 0; i < m0.n_tensors; i++) {
-        const ds_dit_tensor *src = ds_dit_find(&m, m0.tensors[i].name);
+        const ds_param_tensor *src = ds_param_find(m.n_tensors, m.tensors, m0.tensors[i].name);
         memcpy(m0.params + m0.tensors[i].offset, m.params + src->offset, sizeof(float) * src->numel);
     }
     float *eps0 = ds_alloc(sizeof(float) * 3 * 1024);

@@ -37,6 +37,10 @@ static const test_case cases[] = {
 enum { CASE_MEAN_PREFIX = 2, CASE_ATTN_PREFIX = 4 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
+static const ds_param_tensor *find(const ds_hybrid *h, const char *name) {
+    return ds_param_find(h->n_tensors, h->tensors, name);
+}
+
 static ds_hybrid_dims small_dims(const test_case *tc) {
     ds_hybrid_dims d = {.model = {.n_layer = 2, .n_embd = 128, .vocab_size = 256}, .n_targets = tc->n_targets,
                         .matrices = tc->matrices, .param = tc->param, .rank = 32, .u0_seed = DS_HYBRID_U0_SEED,
@@ -59,10 +63,10 @@ static void make_hybrid(ds_hybrid *h, const ds_hybrid_dims *d, uint64_t seed) {
     ds_hybrid_init_weights(h, seed);
     if (d->n_targets > 0) {
         for (int64_t i = 0; i < h->dit.n_params; i++) h->dit.params[i] += 0.05f * (float)ds_rng_normal(seed, 901, i);
-        for (int k = 0; k < d->n_targets * h->n_mat; k++) h->alpha_logit[k] += 0.3f * (float)ds_rng_normal(seed, 902, k);
+        for (int k = 0; k < d->n_targets * h->n_mat; k++) h->w.alpha_logit[k] += 0.3f * (float)ds_rng_normal(seed, 902, k);
     }
-    if (h->attn_q)
-        for (int c = 0; c < d->model.n_embd; c++) h->attn_q[c] += 30.0f * (float)ds_rng_normal(seed, 904, c);
+    if (h->w.attn_q)
+        for (int c = 0; c < d->model.n_embd; c++) h->w.attn_q[c] += 30.0f * (float)ds_rng_normal(seed, 904, c);
     ds_rwkv7_init_weights(&h->model, seed);
     for (int64_t i = 0; i < h->model.n_params; i++) h->model.params[i] += 0.05f * (float)ds_rng_normal(seed, 903, i);
 }
@@ -116,12 +120,12 @@ static void write_dump(const char *path, ds_hybrid *h, const test_case *tc, cons
     if (d->param == DS_HYBRID_LOWRANK) dump_f32(f, "u0", 4, sU, h->u0);
     char name[128];
     for (int i = 0; i < h->model.n_tensors; i++) {
-        const ds_rwkv7_tensor *mt = &h->model.tensors[i];
+        const ds_param_tensor *mt = &h->model.tensors[i];
         snprintf(name, sizeof name, "rwkv7.%s", mt->name);
         dump_f32(f, name, mt->ndim, mt->shape, h->model.params + mt->offset);
     }
     for (int i = 0; i < h->n_tensors; i++) {
-        const ds_hybrid_tensor *ht = &h->tensors[i];
+        const ds_param_tensor *ht = &h->tensors[i];
         if (strncmp(ht->name, "rwkv7.", 6) != 0) dump_f32(f, ht->name, ht->ndim, ht->shape, h->params + ht->offset);
         snprintf(name, sizeof name, "grad.%s", ht->name);
         dump_f32(f, name, ht->ndim, ht->shape, h->grads + ht->offset);
@@ -198,7 +202,7 @@ static void test_against_pytorch(void) {
  * difference of the float32 total loss; grads is the gradient of the unperturbed call (the perturbed
  * calls accumulate into h->grads). The error is relative to the l1 norm of the gradient. */
 static double fd_error(ds_hybrid *h, const int32_t *tok, const int32_t *tgt, const float *grads,
-                       const ds_hybrid_tensor *t, int64_t index, double step) {
+                       const ds_param_tensor *t, int64_t index, double step) {
     float *base = h->params + t->offset;
     const float *grad = grads + t->offset;
     int64_t lo = index >= 0 ? index : 0, hi = index >= 0 ? index + 1 : t->numel;
@@ -244,7 +248,7 @@ static void test_finite_differences(void) {
         {"rwkv7.blocks.1.att.output.weight", -1, 1e-4},
     };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
-        const ds_hybrid_tensor *t = ds_hybrid_find(&h, probes[i].name);
+        const ds_param_tensor *t = find(&h, probes[i].name);
         CHECK(t != NULL, "tensor %s exists", probes[i].name);
         if (!t) continue;
         double e = fd_error(&h, tok, tgt, grads, t, probes[i].index, probes[i].step);
@@ -415,18 +419,19 @@ static void test_attn_table(void) {
     ds_hybrid h;
     ds_hybrid_create(&h, &d);
     ds_hybrid_init_weights(&h, 3);
-    const ds_hybrid_tensor *q = ds_hybrid_find(&h, "cond.attn.q"), *k = ds_hybrid_find(&h, "cond.attn.key.weight"),
-                           *v = ds_hybrid_find(&h, "cond.attn.value.weight"), *a = ds_hybrid_find(&h, "alpha.logit"),
-                           *e = ds_hybrid_find(&h, "rwkv7.emb.weight");
+    const ds_param_tensor *q = find(&h, "cond.attn.q"), *k = find(&h, "cond.attn.key.weight"),
+                          *v = find(&h, "cond.attn.value.weight"), *a = find(&h, "alpha.logit"),
+                          *e = find(&h, "rwkv7.emb.weight");
     CHECK(table_tiles(&h) && q && k && v && a && e && q->ndim == 1 && q->shape[0] == 128 && k->ndim == 2 &&
           k->shape[0] == 128 && k->shape[1] == 128 && v->numel == 128 * 128 && a->offset < q->offset &&
-          q->offset < k->offset && k->offset < v->offset && v->offset < e->offset && h.attn_q == h.params + q->offset &&
-          h.attn_dk == h.grads + k->offset && h.attn_v == h.params + v->offset && !q->weight_decay &&
-          k->weight_decay && v->weight_decay && q->lr_scale == 1.0f,
+          q->offset < k->offset && k->offset < v->offset && v->offset < e->offset &&
+          h.w.attn_q == h.params + q->offset && h.g.attn_k == h.grads + k->offset &&
+          h.w.attn_v == h.params + v->offset && !q->weight_decay && k->weight_decay && v->weight_decay &&
+          q->lr_scale == 1.0f,
           "attn_prefix: cond.attn.q [128], key / value weights [128, 128] between alpha and the RWKV-7, tiled");
-    double rq = rms(h.attn_q, 128), rk = rms(h.attn_k, 128 * 128), rv = rms(h.attn_v, 128 * 128);
+    double rq = rms(h.w.attn_q, 128), rk = rms(h.w.attn_k, 128 * 128), rv = rms(h.w.attn_v, 128 * 128);
     CHECK(fabs(rq - 0.02) < 0.004 && fabs(rk * sqrt(128.0) - 1) < 0.03 && fabs(rv * sqrt(128.0) - 1) < 0.03 &&
-          memcmp(h.attn_k, h.attn_v, sizeof(float) * 128) != 0,
+          memcmp(h.w.attn_k, h.w.attn_v, sizeof(float) * 128) != 0,
           "attn_prefix init: rms q %.4f (0.02), sqrt(C) rms K %.3f, V %.3f (1)", rq, rk * sqrt(128.0),
           rv * sqrt(128.0));
     ds_hybrid_destroy(&h);
@@ -437,16 +442,16 @@ static void test_table(void) {
     ds_hybrid h;
     ds_hybrid_create(&h, &d);
     ds_hybrid_init_weights(&h, 3);
-    CHECK(table_tiles(&h) && ds_hybrid_find(&h, "cond.attn.q") == NULL && h.attn_q == NULL,
+    CHECK(table_tiles(&h) && find(&h, "cond.attn.q") == NULL && h.w.attn_q == NULL,
           "tensor table tiles the %lld trainable floats in order, 64-byte aligned; no attention pool without "
           "attn_prefix", (long long)h.n_params);
-    const ds_hybrid_tensor *a = ds_hybrid_find(&h, "alpha.logit");
+    const ds_param_tensor *a = find(&h, "alpha.logit");
     float alpha[8];
     ds_hybrid_alpha(&h, alpha);
     CHECK(a && a->numel == 4 && a->shape[0] == 2 && a->shape[1] == 2 && a->lr_scale == 10.0f && !a->weight_decay &&
           fabs(alpha[3] - 0.9) < 1e-6, "alpha.logit [2 layers, 2 matrices], lr scale 10, alpha starts at 0.9");
-    const ds_hybrid_tensor *w0 = ds_hybrid_find(&h, "rwkv7.blocks.1.att.w0");
-    const ds_hybrid_tensor *qkv = ds_hybrid_find(&h, "dit.blocks.0.attn.qkv.weight");
+    const ds_param_tensor *w0 = find(&h, "rwkv7.blocks.1.att.w0");
+    const ds_param_tensor *qkv = find(&h, "dit.blocks.0.attn.qkv.weight");
     CHECK(w0 && w0->lr_scale == 2.0f && qkv && qkv->lr_scale == 1.0f && h.dit.d.in_channels == 2 &&
           h.dit.d.num_classes == 2 && h.dit.d.cond_dim == 128, "RWKV-7 and DiT tensors keep their flags; DiT sees "
           "2 channels (A2 k, v at rank 32), 2 layer labels, a 128-wide condition");

@@ -52,7 +52,7 @@ static int dump_mode(int argc, char **argv) {
     test_dump_tensor(f, "logits", 3, sL, 0, logits);
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
-        const ds_rwkv7_tensor *t = &m.tensors[i];
+        const ds_param_tensor *t = &m.tensors[i];
         test_dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
         snprintf(name, sizeof name, "grad.%s", t->name);
         test_dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
@@ -159,11 +159,11 @@ static void test_init(void) {
     ds_rwkv7_dims big = {.n_layer = 24, .n_embd = 2048};
     ds_rwkv7_default_ranks(&big, "released");
     CHECK(big.dim_w == 96 && big.dim_a == 96 && big.dim_v == 64 && big.dim_g == 256, "1.5B ranks");
-    const ds_rwkv7_tensor *t = ds_rwkv7_find(&m, "blocks.2.att.w0");
+    const ds_param_tensor *t = ds_param_find(m.n_tensors, m.tensors, "blocks.2.att.w0");
     CHECK(t && t->lr_scale == 2.0f && !t->weight_decay, "w0: 2x lr, no decay");
-    t = ds_rwkv7_find(&m, "blocks.0.att.key.weight");
+    t = ds_param_find(m.n_tensors, m.tensors, "blocks.0.att.key.weight");
     CHECK(t && t->weight_decay && t->shape[0] == C && t->shape[1] == C, "key.weight decayed, [C,C]");
-    t = ds_rwkv7_find(&m, "blocks.0.att.w1");
+    t = ds_param_find(m.n_tensors, m.tensors, "blocks.0.att.w1");
     CHECK(t && !t->weight_decay, "LoRA not decayed");
     ds_rwkv7_destroy(&m);
 }

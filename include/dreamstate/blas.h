@@ -1,8 +1,10 @@
-/* Matrix products through BLIS. ds_blas_init() makes sure an AVX-512 BLIS configuration is active on
- * CPUs that have AVX-512 (Debian's BLIS does not recognise Zen 5 and would use generic kernels), sets
- * the thread count, and reports the configuration. */
+/* Matrix products through BLIS, and the linear layers built on them. ds_blas_init() makes sure an
+ * AVX-512 BLIS configuration is active on CPUs that have AVX-512 (Debian's BLIS does not recognise
+ * Zen 5 and would use generic kernels), sets the thread count, and reports the configuration. */
 #ifndef DREAMSTATE_BLAS_H
 #define DREAMSTATE_BLAS_H
+
+#include <stdint.h>
 
 /* threads <= 0: keep BLIS_NUM_THREADS / OMP_NUM_THREADS or use all cores. Sets both BLIS's and
  * OpenMP's thread count. Returns the arch name. */
@@ -20,5 +22,15 @@ void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const d
 
 /* In place B[M,N] <- B R^-1 for an upper-triangular R[N,N] (row-major), double precision. */
 void ds_dtrsm_right_upper(int M, int N, const double *R, double *B);
+
+/* Linear layer y[rows, out] = x W^T + b, W [out, in] as in torch.nn.Linear; b NULL: no bias. */
+void ds_linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y);
+/* Its backward from dy [rows, out]: dW += dy^T x; db += the column sums of dy (b NULL: none); dx = dy W,
+ * or dx += dy W with accumulate (dx NULL: not wanted). */
+void ds_linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy, float *dW,
+                        float *db, float *dx, int accumulate);
+/* Column sums of x [rows, C] added to acc[C]: each column in double, rows in order, so the result does
+ * not depend on the thread count. */
+void ds_sum_rows(int64_t rows, int C, const float *x, float *acc);
 
 #endif

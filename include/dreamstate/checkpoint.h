@@ -1,5 +1,5 @@
 /* Checkpoints. A model-agnostic container of named fp32 tensors plus an opaque metadata text (the
- * caller supplies a table of tensors pointing into its own memory), the checkpoint-directory policy
+ * caller supplies a table of ds_tensor views, dreamstate/tensor.h, pointing into its own memory), the checkpoint-directory policy
  * (step-numbered files, pruning, newest-valid lookup), and safetensors import/export for exchange with
  * PyTorch / Hugging Face tools.
  *
@@ -10,18 +10,12 @@
 #ifndef DREAMSTATE_CHECKPOINT_H
 #define DREAMSTATE_CHECKPOINT_H
 
+#include "dreamstate/tensor.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
-#define DS_TENSOR_MAX_DIMS 4
 #define DS_ERR_LEN 512
-
-typedef struct {
-    const char *name;
-    int ndim;                            /* 0 (scalar) .. DS_TENSOR_MAX_DIMS */
-    int64_t shape[DS_TENSOR_MAX_DIMS];
-    float *data;                         /* caller's memory, row-major, numel floats */
-} ds_tensor;
 
 int64_t ds_tensor_numel(const ds_tensor *t);
 

@@ -43,6 +43,8 @@ void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp 
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
+/* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
+void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
 
 double ds_now_seconds(void);  /* monotonic clock */
 

@@ -11,6 +11,8 @@
 #ifndef DREAMSTATE_DIT_H
 #define DREAMSTATE_DIT_H
 
+#include "dreamstate/tensor.h"
+
 #include <stdint.h>
 
 #define DS_DIT_FREQ_DIM 256   /* sinusoidal timestep features (4.3) */
@@ -46,14 +48,6 @@ typedef struct ds_dit_weights {
     float *final_w, *final_b;          /* final_layer.linear: [p p C, d], [p p C]; rows (u, v, c) */
 } ds_dit_weights;
 
-typedef struct ds_dit_tensor {
-    char name[64];
-    int ndim;
-    int64_t shape[4];
-    int64_t offset;      /* into the flat parameter / gradient arrays */
-    int64_t numel;
-    int weight_decay;    /* a Linear / conv weight matrix (DiT trains with weight decay 0 anyway) */
-} ds_dit_tensor;
 
 /* The condition of a batch of B samples. Set exactly the parts the model has. */
 typedef struct ds_dit_cond {
@@ -66,7 +60,7 @@ typedef struct ds_dit {
     ds_dit_dims d;
     int grid, tokens, patch_dim;   /* G = I/p, T = G^2, C p p */
     int n_tensors;
-    ds_dit_tensor *tensors;
+    ds_param_tensor *tensors;      /* the parameter table */
     int64_t n_params;
     float *params, *grads;         /* [n_params] each */
     int external;                  /* params and grads are the caller's (ds_dit_create_in) */
@@ -80,10 +74,12 @@ typedef struct ds_dit {
 
 /* Validates the dims (exit 2 with a reason) and allocates. */
 void ds_dit_create(ds_dit *m, const ds_dit_dims *d);
-/* Floats of the flat parameter (= gradient) array of a DiT of dims d (every tensor padded to 16). */
-int64_t ds_dit_param_floats(const ds_dit_dims *d);
-/* Like ds_dit_create, but the parameters and gradients live in the caller's arrays of
- * ds_dit_param_floats(d) floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
+/* The parameter table of a DiT of dims d into t (from {0}; dims validated as by create): the DiT
+ * state-dict names and shapes, bound to the fields of ds_dit_weights. A larger trainable set takes
+ * it in with ds_param_append. */
+void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d);
+/* Like ds_dit_create, but the parameters and gradients live in the caller's arrays of the table's
+ * n_floats floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
 void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads);
 void ds_dit_destroy(ds_dit *m);
 /* DiT initialisation (4.6) from a seed: Xavier-uniform Linear and patch weights, zero biases,
@@ -91,7 +87,6 @@ void ds_dit_destroy(ds_dit *m);
  * (so every block starts as the identity and the output as exactly 0). */
 void ds_dit_init_weights(ds_dit *m, uint64_t seed);
 void ds_dit_reserve(ds_dit *m, int B);
-const ds_dit_tensor *ds_dit_find(const ds_dit *m, const char *name);
 void ds_dit_zero_grad(ds_dit *m);
 
 /* Forward of x_t [B, C, I, I] at network timesteps t[B] (the integer index, 4.3) under cond.

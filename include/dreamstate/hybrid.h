@@ -32,6 +32,7 @@
 #include "dreamstate/diffusion.h"
 #include "dreamstate/dit.h"
 #include "dreamstate/rwkv7.h"
+#include "dreamstate/tensor.h"
 
 #include <stdint.h>
 
@@ -64,18 +65,18 @@ typedef struct ds_hybrid_dims {
     ds_dit_dims dit;                      /* hidden, depth, heads, patch_size, mlp_ratio; the rest derived */
 } ds_hybrid_dims;
 
-/* One tensor of the trainable set: "dit.<DiT name>", "alpha.logit" [n_targets, n_matrices] (rows per
- * layer, matrices in r, k, v order), with attn_prefix "cond.attn.q" [C], "cond.attn.key.weight" and
- * "cond.attn.value.weight" [C, C] (k_t = K h_t, as a Linear), and with train_static
- * "rwkv7.<official name>". */
-typedef struct ds_hybrid_tensor {
-    char name[80];
-    int ndim;
-    int64_t shape[4];
-    int64_t offset, numel;   /* into params / grads */
-    float lr_scale;          /* alpha logits: alpha_lr_scale (0 if fixed); RWKV-7 w0: 2; else 1 */
-    int weight_decay;        /* the owning model's flag; alpha 0 */
-} ds_hybrid_tensor;
+/* The tensors of the trainable set (ds_hybrid.tensors): "dit.<DiT name>", "alpha.logit" [n_targets,
+ * n_matrices] (rows per layer, matrices in r, k, v order), with attn_prefix "cond.attn.q" [C],
+ * "cond.attn.key.weight" and "cond.attn.value.weight" [C, C] (k_t = K h_t, as a Linear), and with
+ * train_static "rwkv7.<official name>". lr_scale: the alpha logits alpha_lr_scale (0 if fixed), RWKV-7
+ * w0 2, else 1; weight decay: the owning model's flag, alpha 0. */
+
+/* The hybrid's own tensors of the trainable set (the DiT and the RWKV-7 have their own pointer
+ * structs): a pointer table into params or grads, NULL where absent. */
+typedef struct ds_hybrid_weights {
+    float *alpha_logit;                /* [n_targets n_mat] */
+    float *attn_q, *attn_k, *attn_v;   /* attn_prefix: q [C], K, V [C, C] */
+} ds_hybrid_weights;
 
 /* Loss terms of a call; the sums add over micro-batches and ranks (mean = sum / count). */
 typedef struct ds_hybrid_losses {
@@ -92,12 +93,10 @@ typedef struct ds_hybrid {
     ds_dit dit;                   /* the parameter DiT (unused when n_targets = 0) */
     ds_diffusion sched;
     int n_tensors;
-    ds_hybrid_tensor *tensors;
+    ds_param_tensor *tensors;     /* the trainable set's table */
     int64_t n_params;
     float *params, *grads;        /* the trainable set, [n_params] each */
-    float *alpha_logit, *alpha_grad; /* [n_targets n_mat] inside params / grads */
-    float *attn_q, *attn_k, *attn_v;   /* attn_prefix: q [C], K, V [C, C] inside params (else NULL) */
-    float *attn_dq, *attn_dk, *attn_dv;/* their gradients inside grads */
+    ds_hybrid_weights w, g;       /* pointer tables into params and grads */
     float *u0;                    /* A2: [n_targets, n_mat, C, r] orthonormal columns */
     void *work;                   /* internal buffers */
 } ds_hybrid;
@@ -111,7 +110,6 @@ void ds_hybrid_destroy(ds_hybrid *h);
  * of the embedding rows); the RWKV-7 is untouched. */
 void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed);
 void ds_hybrid_zero_grad(ds_hybrid *h);
-const ds_hybrid_tensor *ds_hybrid_find(const ds_hybrid *h, const char *name);
 
 /* One micro-batch: tokens, targets [B, T] (targets -1 = ignored; positions < prefix are never scored),
  * sequence b is global sample first_sample + b of the step's randomness `seed`. Accumulates the

@@ -5,6 +5,8 @@
 #ifndef DREAMSTATE_RWKV7_H
 #define DREAMSTATE_RWKV7_H
 
+#include "dreamstate/tensor.h"
+
 #include <stdint.h>
 
 typedef struct ds_rwkv7_dims {
@@ -30,16 +32,6 @@ typedef struct ds_rwkv7_weights {
     ds_rwkv7_layer *layers;  /* [L] */
 } ds_rwkv7_weights;
 
-/* One tensor of the parameter table. */
-typedef struct ds_rwkv7_tensor {
-    char name[64];       /* official key, e.g. "blocks.3.att.key.weight" */
-    int ndim;
-    int64_t shape[4];
-    int64_t offset;      /* into the flat parameter / gradient arrays */
-    int64_t numel;
-    int weight_decay;    /* AdamW decays it (2-D "*.weight" matrices, rwkv7.md 4.2) */
-    float lr_scale;      /* 2 for att.w0, else 1 */
-} ds_rwkv7_tensor;
 
 /* Recurrent state for B sequences (rwkv7.md 6): per layer att x_prev [B,C], WKV [B,H,N,N],
  * ffn x_prev [B,C]. One allocation. */
@@ -55,7 +47,7 @@ typedef struct ds_rwkv7_state {
 typedef struct ds_rwkv7 {
     ds_rwkv7_dims d;
     int n_tensors;
-    ds_rwkv7_tensor *tensors;
+    ds_param_tensor *tensors;       /* the parameter table */
     int64_t n_params;
     float *params, *grads;          /* [n_params] each */
     int external;                   /* params and grads are the caller's (ds_rwkv7_create_in) */
@@ -74,10 +66,12 @@ typedef struct ds_rwkv7 {
 } ds_rwkv7;
 
 void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d);
-/* Floats of the flat parameter (= gradient) array of a model of dims d (every tensor padded to 16). */
-int64_t ds_rwkv7_param_floats(const ds_rwkv7_dims *d);
-/* Like ds_rwkv7_create, but the parameters and gradients live in the caller's arrays of
- * ds_rwkv7_param_floats(d) floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
+/* The parameter table of a model of dims d into t (from {0}): official names and shapes, w0 at twice
+ * the lr, bound to the fields of ds_rwkv7_weights. A larger trainable set takes it in with
+ * ds_param_append. */
+void ds_rwkv7_param_table(ds_param_table *t, const ds_rwkv7_dims *d);
+/* Like ds_rwkv7_create, but the parameters and gradients live in the caller's arrays of the table's
+ * n_floats floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
 void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads);
 void ds_rwkv7_destroy(ds_rwkv7 *m);
 /* Official "better init" of rwkv7.md 4.1 from a seed (deterministic, thread-count independent). */
@@ -87,7 +81,6 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
 /* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel),
  * without allocating them: for memory planning. */
 int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T);
-const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name);
 
 void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);
 void ds_rwkv7_state_destroy(ds_rwkv7_state *s);

@@ -19,15 +19,13 @@ void ds_state_dit_signature(const ds_state_dit *s, char *buf, size_t len) {
 
 int ds_state_dit_ckpt_tensors(ds_state_dit *s, ds_tensor *out, char (*names)[80]) {
     int n = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < s->dit.n_tensors; i++) {
-            const ds_dit_tensor *t = &s->dit.tensors[i];
-            snprintf(names[n], sizeof names[n], "%s.%s", pass ? "ema" : "dit", t->name);
-            out[n] = (ds_tensor){.name = names[n], .ndim = t->ndim,
-                                 .data = (pass ? s->ema : s->dit.params) + t->offset};
-            memcpy(out[n].shape, t->shape, sizeof t->shape);
-            n++;
+    for (int pass = 0; pass < 2; pass++) {
+        ds_param_views(s->dit.n_tensors, s->dit.tensors, pass ? s->ema : s->dit.params, out + n);
+        for (int i = 0; i < s->dit.n_tensors; i++, n++) {
+            snprintf(names[n], sizeof names[n], "%s.%s", pass ? "ema" : "dit", out[n].name);
+            out[n].name = names[n];
         }
+    }
     out[n++] = (ds_tensor){.name = "norm.mean", .ndim = 1, .shape = {s->n_stats}, .data = s->mean};
     out[n++] = (ds_tensor){.name = "norm.std", .ndim = 1, .shape = {s->n_stats}, .data = s->std};
     return n;

@@ -7,13 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void model_tensors(ds_rwkv7 *m, ds_tensor *out) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ds_rwkv7_tensor *t = &m->tensors[i];
-        out[i] = (ds_tensor){.name = t->name, .ndim = t->ndim, .data = m->params + t->offset};
-        memcpy(out[i].shape, t->shape, sizeof t->shape);
-    }
-}
+static void model_tensors(ds_rwkv7 *m, ds_tensor *out) { ds_param_views(m->n_tensors, m->tensors, m->params, out); }
 
 int ds_weights_ckpt_tensors(ds_rwkv7 *m, float *adam_m, float *adam_v, ds_tensor *out) {
     model_tensors(m, out);

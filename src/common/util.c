@@ -133,6 +133,14 @@ double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
 
+/* Element-wise loops start OpenMP threads only above this size. */
+#define PARALLEL_MIN ((int64_t)1 << 15)
+
+void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream) {
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(sd * ds_rng_normal(seed, stream, (uint64_t)i));
+}
+
 double ds_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

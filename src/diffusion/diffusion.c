@@ -1,6 +1,9 @@
 /* Diffusion math (dreamstate.md 5): schedules, forward process, epsilon loss, DDPM / DDIM steps,
  * DDIM inversion, respacing, classifier-free guidance and the sampling loops. Schedule arrays are
- * float64 (5.1); the element-wise updates evaluate in double and round once to float. */
+ * float64 (5.1); the element-wise updates evaluate in double and round once to float.
+ *
+ * Shapes: T schedule steps (1000 for training), K respaced steps, i a step index (0 = least noise);
+ * B samples of n floats each, x [B, n]; schedule arrays [T]. */
 #include "dreamstate/diffusion.h"
 #include "dreamstate/common.h"
 
@@ -156,18 +159,13 @@ void ds_cfg_combine(int64_t n, float w, const float *eps_cond, const float *eps_
     for (int64_t j = 0; j < n; j++) out[j] = eps_uncond[j] + w * (eps_cond[j] - eps_uncond[j]);
 }
 
-static void fill_normal(int64_t n, uint64_t seed, uint64_t stream, float *z) {
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-    for (int64_t j = 0; j < n; j++) z[j] = (float)ds_rng_normal(seed, stream, (uint64_t)j);
-}
-
 void ds_ddim_sample(const ds_diffusion *s, int from, double eta, int64_t n, ds_eps_model model, void *ctx,
                     uint64_t seed, float *x) {
     check_step(s, from);
     float *eps = ds_alloc(sizeof(float) * n), *z = eta > 0 ? ds_alloc(sizeof(float) * n) : NULL;
     for (int i = from; i >= 0; i--) {
         model(ctx, s->timesteps[i], x, eps);
-        if (z && i > 0) fill_normal(n, seed, (uint64_t)i, z);
+        if (z && i > 0) ds_fill_normal(z, n, 1.0, seed, (uint64_t)i);
         ds_ddim_step(s, i, eta, n, x, eps, z, x);
     }
     ds_free(eps);
@@ -180,7 +178,7 @@ void ds_ddpm_sample(const ds_diffusion *s, int from, ds_ddpm_variance var, int64
     float *eps = ds_alloc(sizeof(float) * n), *z = ds_alloc(sizeof(float) * n);
     for (int i = from; i >= 0; i--) {
         model(ctx, s->timesteps[i], x, eps);
-        if (i > 0) fill_normal(n, seed, (uint64_t)i, z);
+        if (i > 0) ds_fill_normal(z, n, 1.0, seed, (uint64_t)i);
         ds_ddpm_step(s, i, var, n, x, eps, z, x);
     }
     ds_free(eps);

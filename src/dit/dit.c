@@ -2,7 +2,13 @@
  * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
  * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
  * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
- * Rows are the B*T tokens of a batch, row-major [B, T, d]. */
+ * Rows are the B*T tokens of a batch, row-major [B, T, d].
+ *
+ * Shapes: B batch (samples), an image [C, I, I] (C channels, I input size, n = C I I floats), p patch
+ * size, G = I / p patch grid, T = G^2 tokens, BT = B T rows, P = C p p floats of a patch vector,
+ * D hidden (d), H heads, dh = D / H head size, R = mlp_ratio D MLP width, K classes (label table of
+ * K + 1 rows), 256 timestep features. Weights are [out, in] as in torch.nn.Linear; attention scores
+ * [B, H, T, T]; adaLN modulations [B, 6 D] per block (shift, scale, gate for attention, then MLP). */
 #include "dreamstate/dit.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -16,62 +22,40 @@
 
 /* ---------------------------------------------------------------- parameter table */
 
-/* Where each tensor's pointer lives: a field of ds_dit_weights (block < 0) or of block `block`. */
-typedef struct {
-    int block;
-    size_t field;
-} slot;
+#define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
+#define BLOCK(field) l, offsetof(ds_dit_block, field)
 
-typedef struct {
-    ds_dit *m;
-    slot *slots;
-    int cap;
-} table_builder;
-
-static void add_tensor(table_builder *tb, int block, size_t field, const char *name, int ndim, int64_t s0,
-                       int64_t s1, int64_t s2, int64_t s3) {
-    ds_dit *m = tb->m;
-    if (m->n_tensors == tb->cap) ds_die(DS_EXIT_FAIL, "dit: tensor table overflow");
-    ds_dit_tensor *t = &m->tensors[m->n_tensors];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = ndim;
-    int64_t s[4] = {s0, s1, s2, s3};
-    t->numel = 1;
-    for (int i = 0; i < ndim; i++) t->numel *= (t->shape[i] = s[i]);
-    t->offset = m->n_params;
-    size_t len = strlen(name);
-    t->weight_decay = ndim >= 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0;
-    m->n_params += (t->numel + 15) & ~(int64_t)15;  /* keep every tensor 64-byte aligned */
-    tb->slots[m->n_tensors] = (slot){block, field};
-    m->n_tensors++;
+static void check_dims(const ds_dit_dims *d) {
+    if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
+               d->in_channels, d->input_size, d->input_size, d->patch_size);
+    if (d->heads < 1 || d->hidden < 4 || d->hidden % d->heads || d->hidden % 4)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: hidden %d must be a multiple of 4 and of the %d heads", d->hidden, d->heads);
+    if (d->depth < 0 || d->mlp_ratio < 1 || d->num_classes < 0 || d->cond_dim < 0)
+        ds_die(DS_EXIT_BAD_INPUT, "dit: depth %d, mlp ratio %d, classes %d, condition %d: negative or zero ratio",
+               d->depth, d->mlp_ratio, d->num_classes, d->cond_dim);
 }
 
-#define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
-#define BLOCK(l, field) l, offsetof(ds_dit_block, field)
-
-static void build_table(ds_dit *m, slot *slots, int cap) {
-    const ds_dit_dims *d = &m->d;
+void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d) {
+    check_dims(d);
     int64_t D = d->hidden, C = d->in_channels, p = d->patch_size, R = (int64_t)d->mlp_ratio * D;
-    table_builder tb = {m, slots, cap};
-    char name[64];
-    add_tensor(&tb, GLOBAL(patch_w), "x_embedder.proj.weight", 4, D, C, p, p);
-    add_tensor(&tb, GLOBAL(patch_b), "x_embedder.proj.bias", 1, D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(t_w1), "t_embedder.mlp.0.weight", 2, D, DS_DIT_FREQ_DIM, 0, 0);
-    add_tensor(&tb, GLOBAL(t_b1), "t_embedder.mlp.0.bias", 1, D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(t_w2), "t_embedder.mlp.2.weight", 2, D, D, 0, 0);
-    add_tensor(&tb, GLOBAL(t_b2), "t_embedder.mlp.2.bias", 1, D, 0, 0, 0);
+    ds_param_add(t, GLOBAL(patch_w), 4, (int64_t[]){D, C, p, p}, "x_embedder.proj.weight");
+    ds_param_add(t, GLOBAL(patch_b), 1, &D, "x_embedder.proj.bias");
+    ds_param_add(t, GLOBAL(t_w1), 2, (int64_t[]){D, DS_DIT_FREQ_DIM}, "t_embedder.mlp.0.weight");
+    ds_param_add(t, GLOBAL(t_b1), 1, &D, "t_embedder.mlp.0.bias");
+    ds_param_add(t, GLOBAL(t_w2), 2, (int64_t[]){D, D}, "t_embedder.mlp.2.weight");
+    ds_param_add(t, GLOBAL(t_b2), 1, &D, "t_embedder.mlp.2.bias");
     if (d->num_classes > 0)
-        add_tensor(&tb, GLOBAL(label_table), "y_embedder.embedding_table.weight", 2, d->num_classes + 1, D, 0, 0);
+        ds_param_add(t, GLOBAL(label_table), 2, (int64_t[]){d->num_classes + 1, D},
+                     "y_embedder.embedding_table.weight");
     if (d->cond_dim > 0) {
-        add_tensor(&tb, GLOBAL(cond_w), "c_embedder.proj.weight", 2, D, d->cond_dim, 0, 0);
-        add_tensor(&tb, GLOBAL(cond_b), "c_embedder.proj.bias", 1, D, 0, 0, 0);
-        add_tensor(&tb, GLOBAL(cond_null), "c_embedder.null", 1, D, 0, 0, 0);
+        ds_param_add(t, GLOBAL(cond_w), 2, (int64_t[]){D, d->cond_dim}, "c_embedder.proj.weight");
+        ds_param_add(t, GLOBAL(cond_b), 1, &D, "c_embedder.proj.bias");
+        ds_param_add(t, GLOBAL(cond_null), 1, &D, "c_embedder.null");
     }
     for (int l = 0; l < d->depth; l++) {
-#define MAT(field, key, r, c) \
-    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 2, r, c, 0, 0))
-#define VEC(field, key, n) \
-    (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, BLOCK(l, field), name, 1, n, 0, 0, 0))
+#define MAT(field, key, r, c) ds_param_add(t, BLOCK(field), 2, (int64_t[]){r, c}, "blocks.%d." key, l)
+#define VEC(field, key, n) ds_param_add(t, BLOCK(field), 1, (int64_t[]){n}, "blocks.%d." key, l)
         MAT(qkv_w, "attn.qkv.weight", 3 * D, D); VEC(qkv_b, "attn.qkv.bias", 3 * D);
         MAT(proj_w, "attn.proj.weight", D, D); VEC(proj_b, "attn.proj.bias", D);
         MAT(fc1_w, "mlp.fc1.weight", R, D); VEC(fc1_b, "mlp.fc1.bias", R);
@@ -80,17 +64,10 @@ static void build_table(ds_dit *m, slot *slots, int cap) {
 #undef MAT
 #undef VEC
     }
-    add_tensor(&tb, GLOBAL(final_ada_w), "final_layer.adaLN_modulation.1.weight", 2, 2 * D, D, 0, 0);
-    add_tensor(&tb, GLOBAL(final_ada_b), "final_layer.adaLN_modulation.1.bias", 1, 2 * D, 0, 0, 0);
-    add_tensor(&tb, GLOBAL(final_w), "final_layer.linear.weight", 2, p * p * C, D, 0, 0);
-    add_tensor(&tb, GLOBAL(final_b), "final_layer.linear.bias", 1, p * p * C, 0, 0, 0);
-}
-
-static void bind(const ds_dit *m, const slot *slots, float *base, ds_dit_weights *w) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        char *owner = slots[i].block < 0 ? (char *)w : (char *)&w->blocks[slots[i].block];
-        *(float **)(owner + slots[i].field) = base + m->tensors[i].offset;
-    }
+    ds_param_add(t, GLOBAL(final_ada_w), 2, (int64_t[]){2 * D, D}, "final_layer.adaLN_modulation.1.weight");
+    ds_param_add(t, GLOBAL(final_ada_b), 1, (int64_t[]){2 * D}, "final_layer.adaLN_modulation.1.bias");
+    ds_param_add(t, GLOBAL(final_w), 2, (int64_t[]){p * p * C, D}, "final_layer.linear.weight");
+    ds_param_add(t, GLOBAL(final_b), 1, (int64_t[]){p * p * C}, "final_layer.linear.bias");
 }
 
 /* Fixed 2-D sin-cos table (4.2): the first d/2 dims encode the column, the last d/2 the row; each
@@ -110,57 +87,23 @@ static void build_pos_embed(float *pos, int G, int D) {
         }
 }
 
-/* Validates d and builds the tensor table into m (m->tensors, m->n_params); slots receives where each
- * pointer lives. */
-static slot *make_table(ds_dit *m, const ds_dit_dims *d) {
-    if (d->in_channels < 1 || d->input_size < 1 || d->patch_size < 1 || d->input_size % d->patch_size)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: input [%d, %d, %d] with patch %d: need the patch size to divide the size",
-               d->in_channels, d->input_size, d->input_size, d->patch_size);
-    if (d->heads < 1 || d->hidden < 4 || d->hidden % d->heads || d->hidden % 4)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: hidden %d must be a multiple of 4 and of the %d heads", d->hidden, d->heads);
-    if (d->depth < 0 || d->mlp_ratio < 1 || d->num_classes < 0 || d->cond_dim < 0)
-        ds_die(DS_EXIT_BAD_INPUT, "dit: depth %d, mlp ratio %d, classes %d, condition %d: negative or zero ratio",
-               d->depth, d->mlp_ratio, d->num_classes, d->cond_dim);
+void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads) {
+    ds_param_table t = {0};
+    ds_dit_param_table(&t, d);
     memset(m, 0, sizeof *m);
     m->d = *d;
     m->grid = d->input_size / d->patch_size;
     m->tokens = m->grid * m->grid;
     m->patch_dim = d->in_channels * d->patch_size * d->patch_size;
-    int cap = 14 + 10 * d->depth;
-    m->tensors = ds_alloc(sizeof(ds_dit_tensor) * cap);
-    slot *slots = ds_alloc(sizeof(slot) * cap);
-    build_table(m, slots, cap);
-    return slots;
-}
-
-int64_t ds_dit_param_floats(const ds_dit_dims *d) {
-    ds_dit m;
-    ds_free(make_table(&m, d));
-    ds_free(m.tensors);
-    return m.n_params;
-}
-
-void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads) {
-    slot *slots = make_table(m, d);
-    m->external = params != NULL;
-    m->params = params ? params : ds_alloc(sizeof(float) * m->n_params);
-    m->grads = params ? grads : ds_alloc(sizeof(float) * m->n_params);
-    m->w.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
-    m->g.blocks = ds_alloc(sizeof(ds_dit_block) * (d->depth > 0 ? d->depth : 1));
-    bind(m, slots, m->params, &m->w);
-    bind(m, slots, m->grads, &m->g);
-    ds_free(slots);
+    m->external = ds_param_arrays(&t, params, grads, &m->params, &m->grads);
+    m->w.blocks = ds_param_bind(&t, m->params, &m->w, d->depth, sizeof(ds_dit_block));
+    m->g.blocks = ds_param_bind(&t, m->grads, &m->g, d->depth, sizeof(ds_dit_block));
+    m->tensors = ds_param_take(&t, &m->n_tensors, &m->n_params);
     m->pos_embed = ds_alloc(sizeof(float) * m->tokens * d->hidden);
     build_pos_embed(m->pos_embed, m->grid, d->hidden);
 }
 
 void ds_dit_create(ds_dit *m, const ds_dit_dims *d) { ds_dit_create_in(m, d, NULL, NULL); }
-
-const ds_dit_tensor *ds_dit_find(const ds_dit *m, const char *name) {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
 
 void ds_dit_zero_grad(ds_dit *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
 
@@ -172,22 +115,19 @@ static void fill_xavier(float *W, int rows, int cols, uint64_t seed, uint64_t st
         W[i] = (float)(bound * (2.0 * ds_rng_uniform(seed, stream, i) - 1.0));
 }
 
-static void fill_normal(float *W, int64_t n, double sd, uint64_t seed, uint64_t stream) {
-    for (int64_t i = 0; i < n; i++) W[i] = (float)(sd * ds_rng_normal(seed, stream, i));
-}
-
 void ds_dit_init_weights(ds_dit *m, uint64_t seed) {
     const ds_dit_dims *d = &m->d;
     int D = d->hidden, R = d->mlp_ratio * D;
     memset(m->params, 0, sizeof(float) * m->n_params);  /* biases, adaLN and the final layer stay 0 */
     uint64_t stream = 0;
     fill_xavier(m->w.patch_w, D, m->patch_dim, seed, ++stream);
-    fill_normal(m->w.t_w1, (int64_t)D * DS_DIT_FREQ_DIM, 0.02, seed, ++stream);
-    fill_normal(m->w.t_w2, (int64_t)D * D, 0.02, seed, ++stream);
-    if (d->num_classes > 0) fill_normal(m->w.label_table, (int64_t)(d->num_classes + 1) * D, 0.02, seed, ++stream);
+    ds_fill_normal(m->w.t_w1, (int64_t)D * DS_DIT_FREQ_DIM, 0.02, seed, ++stream);
+    ds_fill_normal(m->w.t_w2, (int64_t)D * D, 0.02, seed, ++stream);
+    if (d->num_classes > 0)
+        ds_fill_normal(m->w.label_table, (int64_t)(d->num_classes + 1) * D, 0.02, seed, ++stream);
     if (d->cond_dim > 0) {
         fill_xavier(m->w.cond_w, D, d->cond_dim, seed, ++stream);
-        fill_normal(m->w.cond_null, D, 0.02, seed, ++stream);
+        ds_fill_normal(m->w.cond_null, D, 0.02, seed, ++stream);
     }
     for (int l = 0; l < d->depth; l++) {
         ds_dit_block *b = &m->w.blocks[l];
@@ -305,35 +245,6 @@ void ds_dit_patches_to_image(int C, int I, int p, int channels_last, const float
 
 /* ---------------------------------------------------------------- building blocks */
 
-/* y[rows, out] = x W^T + b (W [out, in]). */
-static void linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y) {
-    for (int64_t r = 0; r < rows; r++) memcpy(y + r * out, b, sizeof(float) * out);
-    ds_gemm(0, 1, (int)rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
-}
-
-/* Column sums accumulated into acc[C]: rows in order into double partial sums, one thread per block
- * of columns (deterministic for any thread count; rows are read contiguously). */
-#define SUM_COLS 256
-static void sum_rows(int64_t rows, int C, const float *x, float *acc) {
-#pragma omp parallel for schedule(static) if (rows * C >= 32768)
-    for (int c0 = 0; c0 < C; c0 += SUM_COLS) {
-        int w = C - c0 < SUM_COLS ? C - c0 : SUM_COLS;
-        double s[SUM_COLS] = {0};
-        for (int64_t r = 0; r < rows; r++)
-            for (int c = 0; c < w; c++) s[c] += x[r * C + c0 + c];
-        for (int c = 0; c < w; c++) acc[c0 + c] += (float)s[c];
-    }
-}
-
-/* Backward of linear: dW += dy^T x, db += column sums of dy, dx = dy W (accumulate: dx += dy W);
- * dx may be NULL. */
-static void linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy,
-                            float *dW, float *db, float *dx, int accumulate) {
-    ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
-    sum_rows(rows, out, dy, db);
-    if (dx) ds_gemm(0, 0, (int)rows, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
-}
-
 /* u = LN(x) (1 + scale) + shift per sample, with scale and shift rows of mod [B, stride]. */
 static void ln_modulate(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
                         int scale_at, float *onep, float *u, float *mean, float *rstd) {
@@ -418,16 +329,16 @@ static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_a
     int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
     int64_t BT = (int64_t)B * T;
     /* modulation (shift, scale, gate) x (msa, mlp) from SiLU(c) */
-    linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
+    ds_linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
     ln_modulate(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, ba->u1, ba->ln1_mean, ba->ln1_rstd);
-    linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
+    ds_linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
     attention_forward(m, B, ba);
-    linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
+    ds_linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
     gated_residual(B, T, D, ba->x_in, ba->att_out, ba->mod, 6 * D, 2 * D, ba->x1);
     ln_modulate(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, ba->u2, ba->ln2_mean, ba->ln2_rstd);
-    linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
+    ds_linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
     ds_k.act_forward(DS_ACT_GELU_TANH, BT * R, ba->z, ba->act);
-    linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
+    ds_linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
     gated_residual(B, T, D, ba->x1, ba->mlp_out, ba->mod, 6 * D, 5 * D, x_out);
 }
 
@@ -449,9 +360,9 @@ static void embed_condition(ds_dit *m, int B, const int32_t *t, const ds_dit_con
     const ds_dit_dims *d = &m->d;
     int D = d->hidden;
     timestep_features(B, t, at->freq);
-    linear(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, m->w.t_b1, at->t_pre);
+    ds_linear(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, m->w.t_b1, at->t_pre);
     ds_k.act_forward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->t_hid);
-    linear(B, D, D, at->t_hid, m->w.t_w2, m->w.t_b2, at->c);
+    ds_linear(B, D, D, at->t_hid, m->w.t_w2, m->w.t_b2, at->c);
     if (d->num_classes > 0)
         for (int b = 0; b < B; b++) {
             at->labels[b] = cond->labels[b];
@@ -460,7 +371,7 @@ static void embed_condition(ds_dit *m, int B, const int32_t *t, const ds_dit_con
     if (d->cond_dim > 0) {
         memcpy(at->vec, cond->vec, sizeof(float) * B * d->cond_dim);
         for (int b = 0; b < B; b++) at->vec_null[b] = cond->vec_null && cond->vec_null[b];
-        linear(B, d->cond_dim, D, at->vec, m->w.cond_w, m->w.cond_b, at->y_vec);
+        ds_linear(B, d->cond_dim, D, at->vec, m->w.cond_w, m->w.cond_b, at->y_vec);
         for (int b = 0; b < B; b++)
             ds_k.axpy(D, 1.0f, at->vec_null[b] ? m->w.cond_null : at->y_vec + (int64_t)b * D, at->c + (int64_t)b * D);
     }
@@ -497,14 +408,14 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
     /* patch embed + fixed position table */
     for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 0, x_t + b * n, at->patches + b * T * P);
     float *x = d->depth > 0 ? at->blocks[0].x_in : at->x_final;
-    linear(BT, P, D, at->patches, m->w.patch_w, m->w.patch_b, x);
+    ds_linear(BT, P, D, at->patches, m->w.patch_w, m->w.patch_b, x);
     for (int b = 0; b < B; b++) ds_k.axpy((int64_t)T * D, 1.0f, m->pos_embed, x + (int64_t)b * T * D);
     for (int l = 0; l < d->depth; l++)
         block_forward(m, B, &m->w.blocks[l], &at->blocks[l], at, l + 1 < d->depth ? at->blocks[l + 1].x_in : at->x_final);
     /* final layer: adaLN (shift, scale), Linear to p p C per token, unpatchify */
-    linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
+    ds_linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
     ln_modulate(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->uf, at->lnf_mean, at->lnf_rstd);
-    linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
+    ds_linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
     for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 1, at->out + b * T * P, at->eps_hat + b * n);
     if (eps_out) memcpy(eps_out, at->eps_hat, sizeof(float) * B * n);
     at->has_targets = noise != NULL;
@@ -540,31 +451,31 @@ static void block_backward(const ds_dit *m, int B, const ds_dit_block *p, ds_dit
     memset(at->dmod, 0, sizeof(float) * B * 6 * D);
     /* MLP branch: x2 = x1 + g2 M, M = fc2(GELU(fc1(u2))), u2 = LN(x1)(1 + scale2) + shift2 */
     gated_residual_backward(B, T, D, at->dx, ba->mlp_out, ba->mod, 6 * D, 5 * D, at->dF, at->dmod);
-    linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
+    ds_linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
     memset(at->dz, 0, sizeof(float) * BT * R);
     ds_k.act_backward(DS_ACT_GELU_TANH, BT * R, ba->z, at->dact, at->dz);
-    linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
+    ds_linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
     ln_modulate_backward(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, at->du, ba->ln2_mean,
                          ba->ln2_rstd, at->dx, at->dmod);
     /* attention branch: x1 = x + g1 Att, Att = proj(attention(qkv(u1))) */
     gated_residual_backward(B, T, D, at->dx, ba->att_out, ba->mod, 6 * D, 2 * D, at->dF, at->dmod);
-    linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
+    ds_linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
     attention_backward(m, B, ba, at);
-    linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
+    ds_linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
     ln_modulate_backward(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, at->du, ba->ln1_mean, ba->ln1_rstd,
                          at->dx, at->dmod);
     /* adaLN head: dmod -> weights and SiLU(c) */
-    linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
+    ds_linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
 }
 
 /* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection. */
 static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
     const ds_dit_dims *d = &m->d;
     int D = d->hidden;
-    linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
+    ds_linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
     memset(at->dt_pre, 0, sizeof(float) * B * D);
     ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->t_pre, at->dt_hid, at->dt_pre);
-    linear_backward(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, at->dt_pre, m->g.t_w1, m->g.t_b1, NULL, 0);
+    ds_linear_backward(B, DS_DIT_FREQ_DIM, D, at->freq, m->w.t_w1, at->dt_pre, m->g.t_w1, m->g.t_b1, NULL, 0);
     if (d->num_classes > 0)  /* scatter-add in sample order (deterministic) */
         for (int b = 0; b < B; b++)
             ds_k.axpy(D, 1.0f, at->dc + (int64_t)b * D, m->g.label_table + (int64_t)at->labels[b] * D);
@@ -580,7 +491,7 @@ static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
                 memcpy(row, at->dc + (int64_t)b * D, sizeof(float) * D);
             }
         }
-        linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
+        ds_linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
     }
 }
 
@@ -599,20 +510,20 @@ static void backward(ds_dit *m, float *dx_out) {
     int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
     /* final layer */
     for (int b = 0; b < B; b++) ds_dit_image_to_patches(C, I, p, 1, at->d_eps + b * n, at->d_out + b * T * P);
-    linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
+    ds_linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
     memset(at->dx, 0, sizeof(float) * BT * D);
     memset(at->dmod, 0, sizeof(float) * B * 2 * D);
     ln_modulate_backward(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->du, at->lnf_mean,
                          at->lnf_rstd, at->dx, at->dmod);
     memset(at->dsc, 0, sizeof(float) * B * D);
-    linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
+    ds_linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
     for (int l = d->depth - 1; l >= 0; l--) block_backward(m, B, &m->w.blocks[l], &m->g.blocks[l], &at->blocks[l], at);
     /* SiLU(c) gathered from every block and the final layer, then the embeddings */
     memset(at->dc, 0, sizeof(float) * B * D);
     ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->c, at->dsc, at->dc);
     embed_condition_backward(m, B, at);
     /* patch embed (the position table is constant) */
-    linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
+    ds_linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
                     dx_out ? at->d_patches : NULL, 0);
     if (dx_out)
         for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 0, at->d_patches + b * T * P, dx_out + b * n);

@@ -1,5 +1,10 @@
 /* State-diffusion model of DREAMSTATE part A: normalisation, state <-> DiT image, EMA, and the
- * samplers with condition mixtures (classifier-free guidance, interpolation). */
+ * samplers with condition mixtures (classifier-free guidance, interpolation).
+ *
+ * Shapes: B samples; an image [channels, N, N] with channels = chosen layers x H heads (channel c:
+ * layer slot c / H, head c % H), N = 64 the head size (row = value index, column = key index);
+ * x_floats = channels N N, a batch [B, x_floats]; n_stats = channels (per-channel statistics) or
+ * x_floats (per element). */
 #include "dreamstate/state_dit.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -267,9 +272,7 @@ double ds_state_dit_sample(ds_state_dit *s, int B, const ds_state_sampler *opt, 
                            const ds_state_cond_term *terms, float *x) {
     check_sampler(opt);
     int64_t n = (int64_t)B * s->x_floats;
-    if (fill_noise)
-        for (int64_t j = 0; j < n; j++)
-            x[j] = (float)(opt->temperature * ds_rng_normal(opt->seed, RNG_STREAM_INIT_NOISE, (uint64_t)j));
+    if (fill_noise) ds_fill_normal(x, n, opt->temperature, opt->seed, RNG_STREAM_INIT_NOISE);
     ds_diffusion proc;
     ds_diffusion_respace(&proc, &s->process, opt->steps);
     eps_ctx ctx = {s, B, n_terms, terms, opt->clip_x0, 0, 0, opt->progress, 0};
@@ -288,7 +291,7 @@ int ds_state_dit_noise_to(const ds_state_dit *s, int B, const ds_state_sampler *
         if (abs(proc.timesteps[i] - base_step) < abs(proc.timesteps[best] - base_step)) best = i;
     int64_t n = (int64_t)B * s->x_floats;
     float *noise = ds_alloc(sizeof(float) * n);
-    for (int64_t j = 0; j < n; j++) noise[j] = (float)ds_rng_normal(opt->seed, RNG_STREAM_INIT_NOISE, (uint64_t)j);
+    ds_fill_normal(noise, n, 1.0, opt->seed, RNG_STREAM_INIT_NOISE);
     int32_t *steps = ds_alloc(sizeof(int32_t) * B);
     for (int b = 0; b < B; b++) steps[b] = best;
     ds_q_sample(&proc, B, s->x_floats, steps, x, noise, x);

@@ -6,7 +6,13 @@
  * fused matrices, then one DiT backward. The RWKV-7 runs with its weight pointers of the targeted
  * matrices swapped to the sequence's fused matrices, and its gradient pointers to per-sequence
  * buffers G (the static weights and their gradient slots stay where they are and are restored after
- * every call), so its forward and backward are used unchanged. */
+ * every call), so its forward and backward are used unchanged.
+ *
+ * Shapes: B sequences of T tokens, C RWKV-7 channels (n_embd), nT targeted layers, n_mat generated
+ * matrices per layer (of r, k, v), CC = C C floats of one matrix, r the rank of A2, n_img = n_mat CC
+ * (A1) or n_mat C r (A2) floats of one DiT sample, viewed as n_img / 4096 channels of 64 x 64 (TILE);
+ * a DiT batch [S, n_img] holds the nT generation rows, then in training the nT diffusion-loss rows;
+ * P the prefix, D the DiT's hidden width; k = j n_mat + mi indexes (targeted layer j, matrix mi). */
 #include "dreamstate/hybrid.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -52,8 +58,6 @@ typedef struct {
     int cap_T;
 } work_buffers;
 
-static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
-
 /* Where the model's pointer to matrix mat (0 r, 1 k, 2 v) of layer l lives in a pointer table. */
 static float **matrix_slot(ds_rwkv7_weights *w, int l, int mat) {
     ds_rwkv7_layer *p = &w->layers[l];
@@ -66,10 +70,11 @@ static inline int64_t tile_index(int C, int row, int col) {
     return ((int64_t)(row / TILE) * (C / TILE) + col / TILE) * TILE_FLOATS + (row % TILE) * TILE + col % TILE;
 }
 
-/* N(0, 1) noise x[n] of (seed, stream): Box-Muller in float on the two 24-bit halves of one ds_rng_u64
- * per pair of outputs, keeping both (cos, sin); about 5x cheaper than ds_rng_normal per value, which
- * matters at millions of values per sequence. Tails end at 5.8 sigma (u1 >= 2^-24). */
-static void fill_normal(float *x, int64_t n, uint64_t seed, uint64_t stream) {
+/* N(0, 1) noise x[n] of (seed, stream), not the numbers of ds_fill_normal: Box-Muller in float on the
+ * two 24-bit halves of one ds_rng_u64 per pair of outputs, keeping both (cos, sin); about 5x cheaper
+ * than ds_rng_normal per value, which matters at millions of values per sequence. Tails end at 5.8
+ * sigma (u1 >= 2^-24). */
+static void fill_normal_fast(float *x, int64_t n, uint64_t seed, uint64_t stream) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t p = 0; p < (n + 1) / 2; p++) {
         uint64_t r = ds_rng_u64(seed, stream, (uint64_t)p);
@@ -129,18 +134,6 @@ static void check_dims(const ds_hybrid_dims *d) {
                d->t_star, d->p_uncond, d->lambda_lm, d->lambda_pd, d->alpha_lr_scale);
 }
 
-static void add_tensor(ds_hybrid *h, const char *prefix, const char *name, int ndim, const int64_t *shape,
-                       int64_t offset, int64_t numel, float lr_scale, int weight_decay) {
-    ds_hybrid_tensor *t = &h->tensors[h->n_tensors++];
-    snprintf(t->name, sizeof t->name, "%s%s", prefix, name);
-    t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    t->offset = offset;
-    t->numel = numel;
-    t->lr_scale = lr_scale;
-    t->weight_decay = weight_decay;
-}
-
 static void make_u0(ds_hybrid *h) {
     int C = h->d.model.n_embd, r = h->d.rank;
     double *Q = ds_alloc(sizeof(double) * C * r);
@@ -155,6 +148,8 @@ static void make_u0(ds_hybrid *h) {
     ds_free(Q);
 }
 
+#define GLOBAL(field) -1, offsetof(ds_hybrid_weights, field)
+
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     check_dims(d);
     memset(h, 0, sizeof *h);
@@ -163,55 +158,40 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     for (int mat = 0; mat < 3; mat++)
         if (d->matrices & (1 << mat)) h->mats[h->n_mat++] = mat;
     h->n_img = (int64_t)h->n_mat * C * (d->param == DS_HYBRID_FULL ? C : d->rank);
-    /* the trainable set: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)], each
-     * 64-byte aligned (C is a multiple of 64) */
     ds_dit_dims dd = d->dit;
     dd.in_channels = (int)(h->n_img / TILE_FLOATS);
     dd.input_size = TILE;
     dd.num_classes = nT;
     dd.cond_dim = C;
-    int64_t n_dit = nT > 0 ? ds_dit_param_floats(&dd) : 0, n_alpha = pad16((int64_t)nT * h->n_mat);
-    int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX;
-    int64_t n_attn = attn ? (int64_t)C + 2 * (int64_t)C * C : 0, at = n_dit + n_alpha;
-    int64_t n_model = d->train_static ? ds_rwkv7_param_floats(&d->model) : 0;
-    h->n_params = n_dit + n_alpha + n_attn + n_model;
-    h->params = ds_alloc(sizeof(float) * h->n_params);
-    h->grads = ds_alloc(sizeof(float) * h->n_params);
-    if (nT > 0) ds_dit_create_in(&h->dit, &dd, h->params, h->grads);
-    h->alpha_logit = h->params + n_dit;
-    h->alpha_grad = h->grads + n_dit;
-    if (attn) {
-        h->attn_q = h->params + at, h->attn_dq = h->grads + at;
-        h->attn_k = h->attn_q + C, h->attn_dk = h->attn_dq + C;
-        h->attn_v = h->attn_k + (int64_t)C * C, h->attn_dv = h->attn_dk + (int64_t)C * C;
+    /* the trainable set: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)] */
+    ds_param_table t = {0}, sub = {0};
+    if (nT > 0) {
+        ds_dit_param_table(&sub, &dd);
+        ds_param_append(&t, "dit.", sub.n, sub.tensors);
+        ds_param_table_free(&sub);
+        ds_param_tensor *alpha = ds_param_add(&t, GLOBAL(alpha_logit), 2, (int64_t[]){nT, h->n_mat}, "alpha.logit");
+        alpha->lr_scale = d->learn_alpha ? (float)d->alpha_lr_scale : 0.0f;
     }
-    int64_t at_model = n_dit + n_alpha + n_attn;
+    int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX;
+    if (attn) {
+        ds_param_add(&t, GLOBAL(attn_q), 1, (int64_t[]){C}, "cond.attn.q");
+        ds_param_add(&t, GLOBAL(attn_k), 2, (int64_t[]){C, C}, "cond.attn.key.weight");
+        ds_param_add(&t, GLOBAL(attn_v), 2, (int64_t[]){C, C}, "cond.attn.value.weight");
+    }
+    int64_t at_model = t.n_floats;
+    if (d->train_static) {
+        ds_rwkv7_param_table(&sub, &d->model);
+        ds_param_append(&t, "rwkv7.", sub.n, sub.tensors);
+        ds_param_table_free(&sub);
+    }
+    ds_param_arrays(&t, NULL, NULL, &h->params, &h->grads);
+    ds_param_bind(&t, h->params, &h->w, 0, 0);
+    ds_param_bind(&t, h->grads, &h->g, 0, 0);
+    h->tensors = ds_param_take(&t, &h->n_tensors, &h->n_params);
+    if (nT > 0) ds_dit_create_in(&h->dit, &dd, h->params, h->grads);  /* the DiT's tensors come first */
     if (d->train_static) ds_rwkv7_create_in(&h->model, &d->model, h->params + at_model, h->grads + at_model);
     else ds_rwkv7_create(&h->model, &d->model);
     ds_diffusion_create(&h->sched, d->schedule, DS_DIFFUSION_STEPS);
-
-    int cap = (nT > 0 ? h->dit.n_tensors + 1 : 0) + 3 * attn + (d->train_static ? h->model.n_tensors : 0);
-    h->tensors = ds_alloc(sizeof(ds_hybrid_tensor) * cap);
-    for (int i = 0; nT > 0 && i < h->dit.n_tensors; i++) {
-        const ds_dit_tensor *t = &h->dit.tensors[i];
-        add_tensor(h, "dit.", t->name, t->ndim, t->shape, t->offset, t->numel, 1.0f, t->weight_decay);
-    }
-    if (nT > 0) {
-        int64_t shape[2] = {nT, h->n_mat};
-        add_tensor(h, "", "alpha.logit", 2, shape, n_dit, (int64_t)nT * h->n_mat,
-                   d->learn_alpha ? (float)d->alpha_lr_scale : 0.0f, 0);
-    }
-    if (attn) {
-        int64_t vec[1] = {C}, mat[2] = {C, C};
-        add_tensor(h, "", "cond.attn.q", 1, vec, at, C, 1.0f, 0);
-        add_tensor(h, "", "cond.attn.key.weight", 2, mat, at + C, (int64_t)C * C, 1.0f, 1);
-        add_tensor(h, "", "cond.attn.value.weight", 2, mat, at + C + (int64_t)C * C, (int64_t)C * C, 1.0f, 1);
-    }
-    for (int i = 0; d->train_static && i < h->model.n_tensors; i++) {
-        const ds_rwkv7_tensor *t = &h->model.tensors[i];
-        add_tensor(h, "rwkv7.", t->name, t->ndim, t->shape, at_model + t->offset, t->numel, t->lr_scale,
-                   t->weight_decay);
-    }
 
     work_buffers *w = ds_alloc(sizeof *w);
     h->work = w;
@@ -282,26 +262,20 @@ void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed) {
     if (h->d.n_targets == 0) return;
     ds_dit_init_weights(&h->dit, seed);
     float logit = (float)log(h->d.alpha_init / (1.0 - h->d.alpha_init));
-    for (int i = 0; i < h->d.n_targets * h->n_mat; i++) h->alpha_logit[i] = logit;
-    if (h->attn_q) {
+    for (int i = 0; i < h->d.n_targets * h->n_mat; i++) h->w.alpha_logit[i] = logit;
+    if (h->w.attn_q) {
         int64_t C = h->d.model.n_embd, CC = C * C;
         double sd = 1.0 / sqrt((double)C);
-        for (int64_t i = 0; i < C; i++) h->attn_q[i] = (float)(0.02 * ds_rng_normal(seed, ATTN_INIT_STREAM, i));
-        for (int64_t i = 0; i < CC; i++) h->attn_k[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 1, i));
-        for (int64_t i = 0; i < CC; i++) h->attn_v[i] = (float)(sd * ds_rng_normal(seed, ATTN_INIT_STREAM + 2, i));
+        ds_fill_normal(h->w.attn_q, C, 0.02, seed, ATTN_INIT_STREAM);
+        ds_fill_normal(h->w.attn_k, CC, sd, seed, ATTN_INIT_STREAM + 1);
+        ds_fill_normal(h->w.attn_v, CC, sd, seed, ATTN_INIT_STREAM + 2);
     }
 }
 
 void ds_hybrid_zero_grad(ds_hybrid *h) { memset(h->grads, 0, sizeof(float) * h->n_params); }
 
-const ds_hybrid_tensor *ds_hybrid_find(const ds_hybrid *h, const char *name) {
-    for (int i = 0; i < h->n_tensors; i++)
-        if (strcmp(h->tensors[i].name, name) == 0) return &h->tensors[i];
-    return NULL;
-}
-
 static double alpha_of(const ds_hybrid *h, int k) {
-    return h->d.learn_alpha ? 1.0 / (1.0 + exp(-(double)h->alpha_logit[k])) : h->d.alpha_init;
+    return h->d.learn_alpha ? 1.0 / (1.0 + exp(-(double)h->w.alpha_logit[k])) : h->d.alpha_init;
 }
 
 void ds_hybrid_alpha(const ds_hybrid *h, float *alpha) {
@@ -319,8 +293,8 @@ void ds_hybrid_draw(const ds_hybrid *h, uint64_t seed, uint64_t sample, int j, i
     int layer = h->d.targets[j];
     if (t) *t = (int32_t)(ds_rng_u64(seed, draw_stream(sample, layer, DRAW_T), 0) % DS_DIFFUSION_STEPS);
     if (drop) *drop = ds_rng_uniform(seed, draw_stream(sample, layer, DRAW_DROP), 0) < h->d.p_uncond;
-    if (eps) fill_normal(eps, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS));
-    if (eps_star) fill_normal(eps_star, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS_STAR));
+    if (eps) fill_normal_fast(eps, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS));
+    if (eps_star) fill_normal_fast(eps_star, h->n_img, seed, draw_stream(sample, layer, DRAW_EPS_STAR));
 }
 
 /* mu, sigma (population std) of each targeted static matrix, and x0 = normalise(theta_static) (A1) or
@@ -361,11 +335,11 @@ static void attention_pool(ds_hybrid *h, const int32_t *tokens, float *e) {
     int C = h->d.model.n_embd, P = h->d.prefix;
     for (int t = 0; t < P; t++)
         memcpy(w->attn_h + (int64_t)t * C, h->model.w.emb + (int64_t)tokens[t] * C, sizeof(float) * C);
-    ds_gemm(0, 0, 1, C, C, 1.0f, h->attn_q, C, h->attn_k, C, 0.0f, w->attn_u, C);
+    ds_gemm(0, 0, 1, C, C, 1.0f, h->w.attn_q, C, h->w.attn_k, C, 0.0f, w->attn_u, C);
     ds_gemm(0, 1, 1, P, C, (float)(1.0 / sqrt((double)C)), w->attn_u, C, w->attn_h, C, 0.0f, w->attn_p, P);
     ds_k.softmax_forward(1, P, w->attn_p, w->attn_p);
     ds_gemm(0, 0, 1, C, P, 1.0f, w->attn_p, P, w->attn_h, C, 0.0f, w->attn_hbar, C);
-    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_hbar, C, h->attn_v, C, 0.0f, e, C);
+    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_hbar, C, h->w.attn_v, C, 0.0f, e, C);
 }
 
 /* Backward of attention_pool from w->de = dL/de: dV += de hbar^T, dhbar = V^T de, dp = H dhbar,
@@ -373,14 +347,14 @@ static void attention_pool(ds_hybrid *h, const int32_t *tokens, float *e) {
 static void attention_pool_backward(ds_hybrid *h) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, P = h->d.prefix;
-    ds_gemm(1, 0, C, C, 1, 1.0f, w->de, C, w->attn_hbar, C, 1.0f, h->attn_dv, C);
-    ds_gemm(0, 0, 1, C, C, 1.0f, w->de, C, h->attn_v, C, 0.0f, w->attn_dh, C);
+    ds_gemm(1, 0, C, C, 1, 1.0f, w->de, C, w->attn_hbar, C, 1.0f, h->g.attn_v, C);
+    ds_gemm(0, 0, 1, C, C, 1.0f, w->de, C, h->w.attn_v, C, 0.0f, w->attn_dh, C);
     ds_gemm(0, 1, 1, P, C, 1.0f, w->attn_dh, C, w->attn_h, C, 0.0f, w->attn_dp, P);
     memset(w->attn_ds, 0, sizeof(float) * P);  /* softmax_backward accumulates */
     ds_k.softmax_backward(1, P, w->attn_p, w->attn_dp, w->attn_ds);
     ds_gemm(0, 0, 1, C, P, (float)(1.0 / sqrt((double)C)), w->attn_ds, P, w->attn_h, C, 0.0f, w->attn_du, C);
-    ds_gemm(1, 0, C, C, 1, 1.0f, h->attn_q, C, w->attn_du, C, 1.0f, h->attn_dk, C);
-    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_du, C, h->attn_k, C, 1.0f, h->attn_dq, C);
+    ds_gemm(1, 0, C, C, 1, 1.0f, h->w.attn_q, C, w->attn_du, C, 1.0f, h->g.attn_k, C);
+    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_du, C, h->w.attn_k, C, 1.0f, h->g.attn_q, C);
 }
 
 /* e = emb[tok_0] (first_token), the mean of emb[tok_t], t < prefix (mean_prefix), or their attention
@@ -511,7 +485,7 @@ static void generation_backward(ds_hybrid *h) {
             }
             double a = alpha_of(h, k), dot = 0;
             for (int row = 0; row < C; row++) dot += w->row_dot[row];
-            if (h->d.learn_alpha) h->alpha_grad[k] += (float)(a * (1 - a) * dot);
+            if (h->d.learn_alpha) h->g.alpha_logit[k] += (float)(a * (1 - a) * dot);
             /* A1: theta = alpha theta_static + ...; A2: theta_gen = theta_static + U0 V^T as well */
             if (h->d.train_static) ds_k.axpy(CC, h->d.param == DS_HYBRID_FULL ? (float)a : 1.0f, G, w->static_g[k]);
             float *d = w->d_eps + j * n;

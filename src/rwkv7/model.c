@@ -1,6 +1,11 @@
 /* RWKV-7 forward and backward (rwkv7.md 2 and 3.4). Every matrix product goes through BLIS
  * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
- * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch. */
+ * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
+ *
+ * Shapes: B batch (sequences), T time (tokens per sequence), BT = B T rows, C channels (n_embd),
+ * H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv, Dg the ranks of the decay,
+ * in-context learning rate, value residual and gate LoRAs. Activations are row-major [B, T, C] (per
+ * head [B, T, H, N]); the WKV state of a head is [N, N]. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -139,15 +144,6 @@ void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B) {
 
 void ds_rwkv7_state_destroy(ds_rwkv7_state *s) { ds_free(s->data); memset(s, 0, sizeof *s); }
 
-/* Linear layer y = x W^T (W [out,in]) and its backward. */
-static void linear(int64_t rows, int in, int out, const float *x, const float *W, float *y) {
-    ds_gemm(0, 1, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
-}
-static void linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy,
-                            float *dx, float *dW) {
-    ds_gemm(1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
-    ds_gemm(0, 0, rows, in, out, 1.0f, dy, out, W, in, 1.0f, dx, in);
-}
 /* LoRA half y = x A (A [in,out], no transpose) and its backward. */
 static void lora(int64_t rows, int in, int out, const float *x, const float *A, float *y) {
     ds_gemm(0, 0, rows, out, in, 1.0f, x, in, A, out, 0.0f, y, out);
@@ -165,16 +161,6 @@ static void add_bias(int64_t rows, int C, const float *bias, const float *in, fl
         for (int c = 0; c < C; c++) out[r * C + c] = in[r * C + c] + bias[c];
 }
 
-/* Column sums accumulated into acc[C] (deterministic: one thread per channel block, rows in order). */
-static void sum_rows(int64_t rows, int C, const float *x, float *acc) {
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        double s = 0;
-        for (int64_t r = 0; r < rows; r++) s += x[r * C + c];
-        acc[c] += (float)s;
-    }
-}
-
 static void zero(float *p, int64_t n) { memset(p, 0, sizeof(float) * n); }
 
 static void time_mix_forward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T,
@@ -189,9 +175,9 @@ static void time_mix_forward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at,
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_v, la->xv);
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_a, la->xa);
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_g, la->xg);
-    linear(BT, C, C, la->xr, p->Wr, la->r);
-    linear(BT, C, C, la->xk, p->Wk, la->k0);
-    linear(BT, C, C, la->xv, p->Wv, la->vraw);
+    ds_linear(BT, C, C, la->xr, p->Wr, NULL, la->r);
+    ds_linear(BT, C, C, la->xk, p->Wk, NULL, la->k0);
+    ds_linear(BT, C, C, la->xv, p->Wv, NULL, la->vraw);
     /* decay = exp(-e^{-1/2} sigmoid(w0 + tanh(xw w1) w2)) */
     lora(BT, C, d->dim_w, la->xw, p->w1, la->w_lo);
     ds_k.act_forward(DS_ACT_TANH, BT * d->dim_w, la->w_lo, la->w_hid);
@@ -270,7 +256,7 @@ static void channel_mix_forward(ds_rwkv7 *m, int l, layer_acts *la, int B, int T
     int64_t BT = (int64_t)B * T;
     ds_k.norm_forward((int)BT, C, C, LN_EPS, la->x_mid, p->ln2_w, p->ln2_b, la->b2, la->ln2_mean, la->ln2_rstd);
     ds_k.shift_mix_forward(B, T, C, la->b2, ffn_prev, p->ffn_x_k, la->xkf);
-    linear(BT, C, 4 * C, la->xkf, p->Kf, la->hpre);
+    ds_linear(BT, C, 4 * C, la->xkf, p->Kf, NULL, la->hpre);
     ds_k.act_forward(DS_ACT_RELU_SQ, BT * 4 * C, la->hpre, la->hact);
     memcpy(x_out, la->x_mid, sizeof(float) * BT * C);
     ds_gemm(0, 1, BT, C, 4 * C, 1.0f, la->hact, 4 * C, p->Vf, 4 * C, 1.0f, x_out, C);
@@ -318,7 +304,7 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     }
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->x_final, m->w.ln_out_w, m->w.ln_out_b, at->lnout,
                       at->lnout_mean, at->lnout_rstd);
-    linear(BT, C, V, at->lnout, m->w.head, at->logits);
+    ds_linear(BT, C, V, at->lnout, m->w.head, NULL, at->logits);
     if (logits_out) memcpy(logits_out, at->logits, sizeof(float) * BT * V);
     at->has_targets = targets != NULL;
     at->has_state_in = state_in != NULL;
@@ -344,8 +330,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     int C = d->n_embd, H = C / N;
     int64_t BT = (int64_t)B * T, n = BT * C;
     /* s->dxm holds dL/dx_mid; output projection and gate */
-    ds_gemm(1, 0, C, C, BT, 1.0f, s->dxm, C, la->pg, C, 1.0f, g->Wo, C);
-    ds_gemm(0, 0, BT, C, C, 1.0f, s->dxm, C, p->Wo, C, 0.0f, s->dpg, C);
+    ds_linear_backward(BT, C, C, la->pg, p->Wo, s->dxm, g->Wo, NULL, s->dpg, 0);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         s->dp[i] = s->dpg[i] * la->gate[i];
@@ -374,7 +359,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
             s->dnu[i] = du * la->r[i] * la->kr[i];  /* per-element r_k gradient, summed below */
         }
     }
-    sum_rows(BT, C, s->dnu, g->r_k);  /* r_k [H,N] is one value per channel */
+    ds_sum_rows(BT, C, s->dnu, g->r_k);  /* r_k [H,N] is one value per channel */
     ds_k.norm_backward((int)BT, C, N, s->dp, la->y, la->gn_mean, la->gn_rstd, p->lnx_w, s->dy, g->lnx_w, g->lnx_b);
     ds_k.wkv7_backward(B, T, H, la->r, la->decay, la->kr, la->v, la->alpha, la->beta, la->ckpt, s->dy, NULL,
                        s->dr, s->ddecay, s->dkr, s->dv, s->dalpha, s->dbeta, NULL);
@@ -413,7 +398,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     /* a = sigmoid(a_pre): reuse daic as d(a_pre) */
     zero(s->dz, n);
     ds_k.act_backward(DS_ACT_SIGMOID, n, la->a_pre, s->daic, s->dz);
-    sum_rows(BT, C, s->dz, g->a0);
+    ds_sum_rows(BT, C, s->dz, g->a0);
     zero(s->da_lo, BT * d->dim_a);
     lora_backward(BT, d->dim_a, C, la->a_lo, p->a2, s->dz, s->da_lo, g->a2);
     lora_backward(BT, C, d->dim_a, la->xa, p->a1, s->da_lo, s->dxa, g->a1);
@@ -431,7 +416,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
         }
         zero(s->dz, n);
         ds_k.act_backward(DS_ACT_SIGMOID, n, la->nu_pre, s->dnu, s->dz);
-        sum_rows(BT, C, s->dz, g->v0);
+        ds_sum_rows(BT, C, s->dz, g->v0);
         zero(s->dv_lo, BT * d->dim_v);
         lora_backward(BT, d->dim_v, C, la->v_lo, p->v2, s->dz, s->dv_lo, g->v2);
         lora_backward(BT, C, d->dim_v, la->xv, p->v1, s->dv_lo, s->dxv, g->v1);
@@ -441,16 +426,16 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     for (int64_t i = 0; i < n; i++) s->dsig[i] = s->ddecay[i] * la->decay[i] * (-DECAY_SCALE);
     zero(s->dz, n);
     ds_k.act_backward(DS_ACT_SIGMOID, n, la->z, s->dsig, s->dz);
-    sum_rows(BT, C, s->dz, g->w0);
+    ds_sum_rows(BT, C, s->dz, g->w0);
     zero(s->dw_hid, BT * d->dim_w);
     zero(s->dw_lo, BT * d->dim_w);
     lora_backward(BT, d->dim_w, C, la->w_hid, p->w2, s->dz, s->dw_hid, g->w2);
     ds_k.act_backward(DS_ACT_TANH, BT * d->dim_w, la->w_lo, s->dw_hid, s->dw_lo);
     lora_backward(BT, C, d->dim_w, la->xw, p->w1, s->dw_lo, s->dxw, g->w1);
     /* projections */
-    linear_backward(BT, C, C, la->xr, p->Wr, s->dr, s->dxr, g->Wr);
-    linear_backward(BT, C, C, la->xk, p->Wk, s->dk0, s->dxk, g->Wk);
-    linear_backward(BT, C, C, la->xv, p->Wv, s->dvraw, s->dxv, g->Wv);
+    ds_linear_backward(BT, C, C, la->xr, p->Wr, s->dr, g->Wr, NULL, s->dxr, 1);
+    ds_linear_backward(BT, C, C, la->xk, p->Wk, s->dk0, g->Wk, NULL, s->dxk, 1);
+    ds_linear_backward(BT, C, C, la->xv, p->Wv, s->dvraw, g->Wv, NULL, s->dxv, 1);
     /* six token shifts into d(ln1 output), then ln1 into the residual gradient */
     zero(s->d_a, n);
     const float *mus[6] = {p->x_r, p->x_w, p->x_k, p->x_v, p->x_a, p->x_g};
@@ -467,12 +452,11 @@ static void channel_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table 
     int C = m->d.n_embd;
     int64_t BT = (int64_t)B * T, n = BT * C;
     /* s->dx holds dL/d(layer output) */
-    ds_gemm(1, 0, C, 4 * C, BT, 1.0f, s->dx, C, la->hact, 4 * C, 1.0f, g->Vf, 4 * C);
-    ds_gemm(0, 0, BT, 4 * C, C, 1.0f, s->dx, C, p->Vf, 4 * C, 0.0f, s->dhact, 4 * C);
+    ds_linear_backward(BT, 4 * C, C, la->hact, p->Vf, s->dx, g->Vf, NULL, s->dhact, 0);
     zero(s->dhpre, BT * 4 * C);
     ds_k.act_backward(DS_ACT_RELU_SQ, BT * 4 * C, la->hpre, s->dhact, s->dhpre);
     zero(s->dxkf, n);
-    linear_backward(BT, C, 4 * C, la->xkf, p->Kf, s->dhpre, s->dxkf, g->Kf);
+    ds_linear_backward(BT, C, 4 * C, la->xkf, p->Kf, s->dhpre, g->Kf, NULL, s->dxkf, 1);
     zero(s->d_b2, n);
     ds_k.shift_mix_backward(B, T, C, la->b2, NULL, p->ffn_x_k, s->dxkf, s->d_b2, NULL, g->ffn_x_k);
     memcpy(s->dxm, s->dx, sizeof(float) * n);
@@ -492,8 +476,7 @@ void ds_rwkv7_backward(ds_rwkv7 *m) {
     int B = at->B, T = at->T, C = d->n_embd, V = d->vocab_size;
     int64_t BT = (int64_t)B * T, n = BT * C;
     /* head and ln_out; at->logits holds dlogits after the fused softmax-xent */
-    ds_gemm(1, 0, V, C, BT, 1.0f, at->logits, V, at->lnout, C, 1.0f, m->g.head, C);
-    ds_gemm(0, 0, BT, C, V, 1.0f, at->logits, V, m->w.head, C, 0.0f, s->d_lnout, C);
+    ds_linear_backward(BT, C, V, at->lnout, m->w.head, at->logits, m->g.head, NULL, s->d_lnout, 0);
     zero(s->dx, n);
     ds_k.norm_backward((int)BT, C, C, s->d_lnout, at->x_final, at->lnout_mean, at->lnout_rstd, m->w.ln_out_w,
                        s->dx, m->g.ln_out_w, m->g.ln_out_b);

@@ -1,5 +1,9 @@
 /* RWKV-7 parameter table (official key names and shapes, rwkv7.md 5.1), pointer binding, LoRA ranks,
- * and the official initialisation (rwkv7.md 4.1). */
+ * and the official initialisation (rwkv7.md 4.1).
+ *
+ * Shapes: C channels (n_embd), H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv,
+ * Dg the LoRA ranks. Projections are [out, in] as in torch.nn.Linear (applied as x W^T), LoRA halves
+ * [in, out] (x A), token-shift mixes and the other per-channel vectors [1, 1, C] or [C]. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -24,60 +28,23 @@ void ds_rwkv7_default_ranks(ds_rwkv7_dims *d, const char *formula) {
     if (d->dim_g <= 0) d->dim_g = round32(current ? 5.0 * s : 0.6 * pow(C, 0.8));
 }
 
-/* Where each tensor's pointer lives: a field of ds_rwkv7_weights (layer < 0) or of layer `layer`. */
-typedef struct {
-    int layer;
-    size_t field;
-} slot;
-
-typedef struct {
-    ds_rwkv7 *m;
-    slot *slots;
-    int cap;
-} table_builder;
-
-static void add_tensor(table_builder *tb, int layer, size_t field, const char *name, int ndim, int64_t s0,
-                       int64_t s1, int64_t s2) {
-    ds_rwkv7 *m = tb->m;
-    if (m->n_tensors == tb->cap) ds_die(DS_EXIT_FAIL, "rwkv7: tensor table overflow");
-    ds_rwkv7_tensor *t = &m->tensors[m->n_tensors];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->ndim = ndim;
-    t->shape[0] = s0;
-    t->shape[1] = s1;
-    t->shape[2] = s2;
-    t->numel = s0 * (ndim > 1 ? s1 : 1) * (ndim > 2 ? s2 : 1);
-    t->offset = m->n_params;
-    /* AdamW decay only on 2-D "*.weight" matrices (emb, head, projections); w0 gets twice the lr. */
-    size_t len = strlen(name);
-    t->weight_decay = ndim == 2 && len > 7 && strcmp(name + len - 7, ".weight") == 0;
-    t->lr_scale = (len > 3 && strcmp(name + len - 3, ".w0") == 0) ? 2.0f : 1.0f;
-    /* keep every tensor 64-byte aligned */
-    m->n_params += (t->numel + 15) & ~(int64_t)15;
-    tb->slots[m->n_tensors] = (slot){layer, field};
-    m->n_tensors++;
-}
-
 #define GLOBAL(field) -1, offsetof(ds_rwkv7_weights, field)
-#define LAYER(l, field) l, offsetof(ds_rwkv7_layer, field)
+#define LAYER(field) l, offsetof(ds_rwkv7_layer, field)
 
-static void build_table(ds_rwkv7 *m, slot *slots, int cap) {
-    const ds_rwkv7_dims *d = &m->d;
+void ds_rwkv7_param_table(ds_param_table *t, const ds_rwkv7_dims *d) {
     int64_t C = d->n_embd, H = C / DS_HEAD_SIZE, V = d->vocab_size;
-    table_builder tb = {m, slots, cap};
-    char name[64];
-    add_tensor(&tb, GLOBAL(emb), "emb.weight", 2, V, C, 0);
-    add_tensor(&tb, GLOBAL(ln0_w), "blocks.0.ln0.weight", 1, C, 0, 0);
-    add_tensor(&tb, GLOBAL(ln0_b), "blocks.0.ln0.bias", 1, C, 0, 0);
+    ds_param_add(t, GLOBAL(emb), 2, (int64_t[]){V, C}, "emb.weight");
+    ds_param_add(t, GLOBAL(ln0_w), 1, &C, "blocks.0.ln0.weight");
+    ds_param_add(t, GLOBAL(ln0_b), 1, &C, "blocks.0.ln0.bias");
     for (int l = 0; l < d->n_layer; l++) {
-#define VEC(field, key) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 1, C, 0, 0))
-#define MIX(field, key) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 3, 1, 1, C))
-#define MAT(field, key, r, c) (snprintf(name, sizeof name, "blocks.%d." key, l), add_tensor(&tb, LAYER(l, field), name, 2, r, c, 0))
+#define VEC(field, key) ds_param_add(t, LAYER(field), 1, &C, "blocks.%d." key, l)
+#define MIX(field, key) ds_param_add(t, LAYER(field), 3, (int64_t[]){1, 1, C}, "blocks.%d." key, l)
+#define MAT(field, key, r, c) ds_param_add(t, LAYER(field), 2, (int64_t[]){r, c}, "blocks.%d." key, l)
         VEC(ln1_w, "ln1.weight"); VEC(ln1_b, "ln1.bias");
         VEC(ln2_w, "ln2.weight"); VEC(ln2_b, "ln2.bias");
         MIX(x_r, "att.x_r"); MIX(x_w, "att.x_w"); MIX(x_k, "att.x_k");
         MIX(x_v, "att.x_v"); MIX(x_a, "att.x_a"); MIX(x_g, "att.x_g");
-        MIX(w0, "att.w0"); MAT(w1, "att.w1", C, d->dim_w); MAT(w2, "att.w2", d->dim_w, C);
+        MIX(w0, "att.w0")->lr_scale = 2.0f; MAT(w1, "att.w1", C, d->dim_w); MAT(w2, "att.w2", d->dim_w, C);
         MIX(a0, "att.a0"); MAT(a1, "att.a1", C, d->dim_a); MAT(a2, "att.a2", d->dim_a, C);
         MIX(v0, "att.v0"); MAT(v1, "att.v1", C, d->dim_v); MAT(v2, "att.v2", d->dim_v, C);
         MAT(g1, "att.g1", C, d->dim_g); MAT(g2, "att.g2", d->dim_g, C);
@@ -90,62 +57,31 @@ static void build_table(ds_rwkv7 *m, slot *slots, int cap) {
 #undef MIX
 #undef MAT
     }
-    add_tensor(&tb, GLOBAL(ln_out_w), "ln_out.weight", 1, C, 0, 0);
-    add_tensor(&tb, GLOBAL(ln_out_b), "ln_out.bias", 1, C, 0, 0);
-    add_tensor(&tb, GLOBAL(head), "head.weight", 2, V, C, 0);
-}
-
-static void bind(const ds_rwkv7 *m, const slot *slots, float *base, ds_rwkv7_weights *w) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        char *owner = slots[i].layer < 0 ? (char *)w : (char *)&w->layers[slots[i].layer];
-        *(float **)(owner + slots[i].field) = base + m->tensors[i].offset;
-    }
-}
-
-/* The tensor table of d into m (m->tensors, m->n_params); slots receives where each pointer lives. */
-static slot *make_table(ds_rwkv7 *m, const ds_rwkv7_dims *d) {
-    memset(m, 0, sizeof *m);
-    m->d = *d;
-    int cap = 5 + 35 * d->n_layer;
-    m->tensors = ds_alloc(sizeof(ds_rwkv7_tensor) * cap);
-    slot *slots = ds_alloc(sizeof(slot) * cap);
-    build_table(m, slots, cap);
-    return slots;
-}
-
-int64_t ds_rwkv7_param_floats(const ds_rwkv7_dims *d) {
-    ds_rwkv7 m;
-    ds_free(make_table(&m, d));
-    ds_free(m.tensors);
-    return m.n_params;
+    ds_param_add(t, GLOBAL(ln_out_w), 1, &C, "ln_out.weight");
+    ds_param_add(t, GLOBAL(ln_out_b), 1, &C, "ln_out.bias");
+    ds_param_add(t, GLOBAL(head), 2, (int64_t[]){V, C}, "head.weight");
 }
 
 void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads) {
-    slot *slots = make_table(m, d);
-    m->external = params != NULL;
-    m->params = params ? params : ds_alloc(sizeof(float) * m->n_params);
-    m->grads = params ? grads : ds_alloc(sizeof(float) * m->n_params);
-    m->w.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
-    m->g.layers = ds_alloc(sizeof(ds_rwkv7_layer) * d->n_layer);
-    bind(m, slots, m->params, &m->w);
-    bind(m, slots, m->grads, &m->g);
-    ds_free(slots);
+    memset(m, 0, sizeof *m);
+    m->d = *d;
+    ds_param_table t = {0};
+    ds_rwkv7_param_table(&t, d);
+    m->external = ds_param_arrays(&t, params, grads, &m->params, &m->grads);
+    m->w.layers = ds_param_bind(&t, m->params, &m->w, d->n_layer, sizeof(ds_rwkv7_layer));
+    m->g.layers = ds_param_bind(&t, m->grads, &m->g, d->n_layer, sizeof(ds_rwkv7_layer));
+    m->tensors = ds_param_take(&t, &m->n_tensors, &m->n_params);
+    /* layer l's tensors run from its ln1.weight to the next layer's; ln_out and the head follow */
     m->layer_begin = ds_alloc(sizeof(int64_t) * (d->n_layer + 1));
     char name[64];
     for (int l = 0; l < d->n_layer; l++) {
         snprintf(name, sizeof name, "blocks.%d.ln1.weight", l);
-        m->layer_begin[l] = ds_rwkv7_find(m, name)->offset;
+        m->layer_begin[l] = ds_param_find(m->n_tensors, m->tensors, name)->offset;
     }
-    m->layer_begin[d->n_layer] = ds_rwkv7_find(m, "ln_out.weight")->offset;
+    m->layer_begin[d->n_layer] = ds_param_find(m->n_tensors, m->tensors, "ln_out.weight")->offset;
 }
 
 void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) { ds_rwkv7_create_in(m, d, NULL, NULL); }
-
-const ds_rwkv7_tensor *ds_rwkv7_find(const ds_rwkv7 *m, const char *name) {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
 
 void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
 

@@ -6,7 +6,9 @@
  * last token, the cut: token i is in it iff it ranks no lower than the cut. Finding the cut does not
  * need the whole ranking: tokens are binned by depth (max - logit) / temperature, which is monotone
  * in the logit, the bin where the running mass reaches top_p is found from per-bin sums, and only
- * that bin is sorted. O(V) plus sorting one bin, instead of sorting a 65536-token vocabulary. */
+ * that bin is sorted. O(V) plus sorting one bin, instead of sorting a 65536-token vocabulary.
+ *
+ * Shapes: V vocabulary; logits [V] of one position, the scratch w [V] (double) then ranked [V]. */
 #include "dreamstate/generate.h"
 
 #include <math.h>

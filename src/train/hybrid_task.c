@@ -226,11 +226,10 @@ int ds_train_hybrid(const ds_config *cfg) {
     ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * h->n_tensors);
     ds_tensor *tensors = ds_alloc(sizeof(ds_tensor) * h->n_tensors);
     for (int i = 0; i < h->n_tensors; i++) {
-        const ds_hybrid_tensor *t = &h->tensors[i];
+        const ds_param_tensor *t = &h->tensors[i];
         groups[i] = (ds_optim_group){t->offset, t->numel, t->lr_scale, t->weight_decay};
-        tensors[i] = (ds_tensor){.name = t->name, .ndim = t->ndim, .data = h->params + t->offset};
-        memcpy(tensors[i].shape, t->shape, sizeof t->shape);
     }
+    ds_param_views(h->n_tensors, h->tensors, h->params, tensors);
     int64_t CC = (int64_t)d.model.n_embd * d.model.n_embd, nm = (int64_t)d.n_targets * h->n_mat;
     double dit_flops = d.n_targets > 0 ? 3.0 * 2 * d.n_targets * ds_dit_forward_flops(&h->dit.d) / T : 0.0;
     double act_floats = (double)ds_rwkv7_activation_floats(&d.model, 1, T) +
