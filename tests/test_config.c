@@ -180,6 +180,10 @@ static void test_parse(void) {
     /* the World tokenizer with vocab_size unset gets its 65536 symbols */
     load_text(&c, "world.yaml", "data:\n  tokenizer: world\n  vocab_file: v.txt\n", 0, NULL);
     CHECK(c.model.vocab_size == 65536, "world vocab_size %d", c.model.vocab_size);
+    /* without data.vocab_file it uses the built-in vocabulary */
+    load_text(&c, "world_builtin.yaml", "data:\n  tokenizer: world\n", 0, NULL);
+    CHECK(c.model.vocab_size == 65536 && !c.data.vocab_file[0], "world without vocab_file: vocab_size %d",
+          c.model.vocab_size);
 }
 
 static void test_overrides(void) {
@@ -368,8 +372,6 @@ static void test_errors(void) {
     char *set_embd[] = {"model.n_embd=96"};
     expect_error("multiple_set.yaml", "model:\n  n_embd: 128\n", 1, set_embd,
                  "--set model.n_embd=96: must be a multiple of model.head_size (64), got 96\n");
-    expect_error("world_no_vocab.yaml", "data:\n  tokenizer: world\n", 0, NULL,
-                 "%s:2: data.tokenizer: 'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)\n");
     expect_error("world_vocab.yaml", "model:\n  vocab_size: 256\ndata:\n  tokenizer: world\n  vocab_file: v.txt\n", 0,
                  NULL, "%s:2: model.vocab_size: must be >= 65536 for data.tokenizer 'world', got 256\n");
     expect_error("byte_vocab.yaml", "model:\n  vocab_size: 100\n", 0, NULL,
@@ -388,9 +390,6 @@ static void test_errors(void) {
     expect_error(NULL, NULL, 1, bad_section, "--set modl.n_layer=3: unknown section 'modl' (did you mean 'model'?)\n");
     expect_error(NULL, NULL, 1, bad_value, "--set train.batch_size=0: must be >= 1, got 0\n");
     expect_error(NULL, NULL, 1, bad_int, "--set model.n_layer=: expected an integer, got ''\n");
-    char *world_set[] = {"data.tokenizer=world"};
-    expect_error(NULL, NULL, 1, world_set,
-                 "--set data.tokenizer=world: 'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)\n");
 
     /* none of the failed loads wrote anything: not next to the configs, not under the cwd (tmpdir) */
     CHECK(count_dir_entries(tmpdir) == n_files_written, "failed loads wrote files: %d entries, %d written",

@@ -41,8 +41,9 @@
  *   nothing, as do the unused ids). */
 typedef struct ds_tokenizer ds_tokenizer;
 
-/* kind is "byte" or "world" (which needs vocab_file). Dies with exit code 2 on an unknown kind or a
- * malformed vocab file ("FILE:LINE: reason"). */
+/* kind is "byte" or "world"; a world vocab_file that is NULL or "" means the copy of
+ * rwkv_vocab_v20230424.txt built into the binary (src/data/). Dies with exit code 2 on an unknown kind
+ * or a malformed vocab file ("FILE:LINE: reason"). */
 ds_tokenizer *ds_tokenizer_open(const char *kind, const char *vocab_file);
 void ds_tokenizer_free(ds_tokenizer *tok);
 uint32_t ds_tokenizer_vocab_size(const ds_tokenizer *tok);

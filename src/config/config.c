@@ -71,9 +71,9 @@ static const config_key config_keys[] = {
      .help = "LoRA rank formula (rwkv7.md 1.1): released models, or the current trainer's"},
 
     {KEY(data, tokenizer), .type = KEY_ENUM, .def = "byte", .choices = "byte|world",
-     .help = "byte (256 symbols) or the RWKV World tokenizer (needs data.vocab_file)"},
+     .help = "byte (256 symbols) or the RWKV World tokenizer (65536 symbols)"},
     {KEY(data, vocab_file), .type = KEY_STRING, .def = "",
-     .help = "World tokenizer vocabulary (rwkv_vocab_v20230424.txt)"},
+     .help = "World tokenizer vocabulary file; empty = the built-in rwkv_vocab_v20230424.txt"},
     {KEY(data, train), .type = KEY_STRING, .def = "",
      .help = "token shard file or directory of shards; empty = the built-in default corpus"},
     {KEY(data, valid), .type = KEY_STRING, .def = "",
@@ -577,7 +577,7 @@ static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
 static int is_set(const load_ctx *ctx, int i) { return ctx->origin[i].line || ctx->origin[i].set_arg; }
 
 static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
-    int n_embd = key_index("model", "n_embd"), tokenizer = key_index("data", "tokenizer");
+    int n_embd = key_index("model", "n_embd");
     int vocab = key_index("model", "vocab_size"), lr_final = key_index("optim", "lr_final");
     int out_dir = key_index("run", "out_dir"), ckpt_dir = key_index("checkpoint", "dir");
 
@@ -585,8 +585,6 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
         die_key(ctx, n_embd, "must be a multiple of model.head_size (%d), got %d", cfg->model.head_size, cfg->model.n_embd);
 
     int world = strcmp(cfg->data.tokenizer, "world") == 0;
-    if (world && !cfg->data.vocab_file[0])
-        die_key(ctx, tokenizer, "'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)");
     if (world && !is_set(ctx, vocab)) cfg->model.vocab_size = 65536;
     int min_vocab = world ? 65536 : 256;
     if (cfg->model.vocab_size < min_vocab)
