@@ -26,6 +26,34 @@
  *
  * A dataset is one shard file or a directory of "*.bin" shards (sorted by name, not recursive),
  * seen as one token stream; all its shards must agree on vocab_size and tokenizer fingerprint.
+ *
+ * binidx (RWKV-LM's training data)
+ * ================================
+ * Megatron's MMapIndexedDataset as RWKV-LM's make_data.py writes it: NAME.bin holds the token ids of
+ * all sequences back to back (no header); NAME.idx indexes them. Little-endian:
+ *
+ *   offset      size  field
+ *        0         9  magic "MMIDIDX\0\0"
+ *        9         8  u64 version = 1
+ *       17         1  u8 dtype code: 1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 8 uint16
+ *                     (6 and 7 are floating point, refused)
+ *       18         8  u64 N, the number of sequences
+ *       26         8  u64 D, the number of document-index entries
+ *       34       4*N  i32 sizes[N]: ids in each sequence
+ *   34+4N        8*N  i64 pointers[N]: byte offset of each sequence in NAME.bin
+ *  34+12N        8*D  i64 doc_idx[D]: 0, then the sequence index where each document ends
+ *
+ * make_data.py writes one sequence per document, the document's ids followed by 0, as uint16, so
+ * doc_idx = 0, 1, ..., N. Readers check the magic, version and dtype, that the file is exactly as long
+ * as N and D say, that the pointers are the running byte sums of the sizes (from 0), that doc_idx
+ * rises from 0 to N, that NAME.bin is exactly as long as the sizes say, and that no id is negative;
+ * a bad file is refused with one line, "dreamstate: FILE: reason", exit code 2. The stream is all of
+ * NAME.bin (as RWKV-LM reads it); the dataset's vocab_size is its largest id + 1 (binidx records no
+ * vocabulary) and its fingerprint is 0; its documents are the D - 1 that doc_idx delimits.
+ *
+ * ds_dataset_open takes binidx data as the prefix NAME (when no file NAME exists and NAME.bin or
+ * NAME.idx does), as NAME.idx, or as NAME.bin when NAME.idx exists beside it and NAME.bin does not
+ * start with the shard magic.
  */
 #ifndef DREAMSTATE_DATA_H
 #define DREAMSTATE_DATA_H
@@ -71,11 +99,23 @@ void ds_shard_writer_commit(ds_shard_writer *w);
 /* Removes the temporary file; frees w. */
 void ds_shard_writer_abort(ds_shard_writer *w);
 
+/* ---- binidx writer ---- */
+
+/* The same calls as the shard writer's, writing binidx data at prefix.bin and prefix.idx: uint16 ids
+ * when vocab_size <= 65536, else int32; one sequence per document, its ids followed by 0, and doc_idx
+ * 0, 1, ..., n. Both files are written as temporaries and renamed at commit, .bin first (a reader that
+ * meets the new .bin with an old .idx finds their lengths disagree). Failures die with exit code 1. */
+typedef struct ds_binidx_writer ds_binidx_writer;
+ds_binidx_writer *ds_binidx_writer_open(const char *prefix, uint32_t vocab_size);
+void ds_binidx_writer_add_document(ds_binidx_writer *w, const int32_t *ids, size_t n);
+void ds_binidx_writer_commit(ds_binidx_writer *w);
+void ds_binidx_writer_abort(ds_binidx_writer *w);
+
 /* ---- datasets (reading) ---- */
 
 typedef struct ds_dataset ds_dataset;
-/* Opens (mmaps) and validates a shard file or a directory of shards; dies with exit code 2 and
- * "PATH: reason" on anything invalid. */
+/* Opens (mmaps) and validates a shard file, a directory of shards or binidx data; dies with exit
+ * code 2 and "PATH: reason" on anything invalid. */
 ds_dataset *ds_dataset_open(const char *path);
 void ds_dataset_close(ds_dataset *ds);
 uint64_t ds_dataset_num_tokens(const ds_dataset *ds);

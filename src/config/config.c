@@ -75,9 +75,10 @@ static const config_key config_keys[] = {
     {KEY(data, vocab_file), .type = KEY_STRING, .def = "",
      .help = "World tokenizer vocabulary file; empty = the built-in rwkv_vocab_v20230424.txt"},
     {KEY(data, train), .type = KEY_STRING, .def = "",
-     .help = "token shard file or directory of shards; empty = the built-in default corpus"},
+     .help = "token shard file, directory of shards, or binidx data (NAME, NAME.bin or NAME.idx); empty = the "
+             "built-in default corpus"},
     {KEY(data, valid), .type = KEY_STRING, .def = "",
-     .help = "held-out shard file or directory; empty = the built-in default corpus"},
+     .help = "held-out data, as data.train; empty = data.train, or the built-in default corpus's held-out part"},
 
     {KEY(train, ctx_len), .type = KEY_INT, .def = "64", .min = 1, .max = 1 << 20, .help = "sequence length T"},
     {KEY(train, batch_size), .type = KEY_INT, .def = "8", .min = 1, .max = 1 << 20,
