@@ -44,6 +44,11 @@ uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
 
+/* a * b mod m exactly (m > 0), through a 128-bit product. */
+uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);
+/* Whether n is prime (deterministic for every 64-bit n). */
+int ds_is_prime_u64(uint64_t n);
+
 double ds_now_seconds(void);  /* monotonic clock */
 
 /* mkdir -p; dies (exit 1) naming the path on failure. */

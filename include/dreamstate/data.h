@@ -132,6 +132,28 @@ int ds_shard_check(const char *path, char *why, size_t why_len);
  * best context-free predictor, which a trained model must beat. */
 double ds_unigram_entropy_nats(const ds_dataset *ds);
 
+/* ---- RWKV-LM's sample order (data.sampler rwkv_lm) ----
+ *
+ * RWKV-LM (RWKV-v7/train_temp/src/dataset.py) trains on 40320-sample mini-epochs; rank r of W reads
+ * its idx-th sample of mini-epoch e as number ii = 1 + 40320 e + W idx + r: the ctx_len + 1 tokens at
+ * offset ((phi * ii^3) mod P) * ctx_len of the stream, with the magic prime P (P mod 3 = 2, so cubing
+ * permutes the residues mod P and a mini-epoch's windows are all different) and
+ * phi = int(P * (sqrt(5) - 1) / 2) evaluated in double precision. Its step s of mini-epoch e takes
+ * idx in [s m, (s + 1) m) on every rank (m = micro_bsz), i.e. ii - 1 = 40320 e + s W m + k for
+ * k < W m = real_bsz, and 40320 is a multiple of real_bsz: so ii - 1 is exactly the global sample number
+ * g = step * real_bsz + k of this project's loop, and sample g here reads RWKV-LM's window
+ * ii = g + 1. With train.batch_size = real_bsz every step trains on RWKV-LM's windows of that step,
+ * on any rank count, micro batch or accumulation. ii^3 is reduced mod P exactly (128-bit products). */
+
+/* Token offset of sample g's window. */
+uint64_t ds_rwkv_lm_offset(uint64_t magic_prime, uint64_t ctx_len, uint64_t g);
+/* The largest prime P = 2 mod 3 below n_tokens // ctx_len (RWKV-LM's make_data.py picks it so), or 0 if
+ * none has P / (n_tokens // ctx_len) > 0.9. */
+uint64_t ds_rwkv_lm_magic_prime(uint64_t n_tokens, uint64_t ctx_len);
+/* Whether a prime fits data of n_tokens: 0.9 < P / (n_tokens // ctx_len) <= 1 (RWKV-LM's bound) and
+ * P ctx_len + 1 <= n_tokens (every window inside the data). 0, or -1 with the reason in why. */
+int ds_rwkv_lm_check_prime(uint64_t magic_prime, uint64_t n_tokens, uint64_t ctx_len, char *why, size_t why_len);
+
 /* ---- prepare-data and the default corpus ---- */
 
 /* The train/valid split is by document: document i (0-based over all non-empty documents, in

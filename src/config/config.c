@@ -79,6 +79,12 @@ static const config_key config_keys[] = {
              "built-in default corpus"},
     {KEY(data, valid), .type = KEY_STRING, .def = "",
      .help = "held-out data, as data.train; empty = data.train, or the built-in default corpus's held-out part"},
+    {KEY(data, sampler), .type = KEY_ENUM, .def = "random", .choices = "random|rwkv_lm",
+     .help = "training windows: random (offsets drawn from run.seed and the sample number) or rwkv_lm "
+             "(RWKV-LM's magic-prime order, reproduced exactly)"},
+    {KEY(data, magic_prime), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
+     .help = "rwkv_lm's prime P: P mod 3 = 2 and 0.9 < P / (train tokens // ctx_len) <= 1; 0 = the largest such "
+             "prime below tokens // ctx_len (as RWKV-LM's make_data.py picks it)"},
 
     {KEY(train, ctx_len), .type = KEY_INT, .def = "64", .min = 1, .max = 1 << 20, .help = "sequence length T"},
     {KEY(train, batch_size), .type = KEY_INT, .def = "8", .min = 1, .max = 1 << 20,
@@ -591,6 +597,16 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
     if (cfg->model.vocab_size < min_vocab)
         die_key(ctx, vocab, "must be >= %d for data.tokenizer '%s', got %d", min_vocab, cfg->data.tokenizer,
                 cfg->model.vocab_size);
+
+    int magic = key_index("data", "magic_prime");
+    uint64_t prime = (uint64_t)cfg->data.magic_prime;
+    if (prime && strcmp(cfg->data.sampler, "rwkv_lm") != 0)
+        die_key(ctx, magic, "is only used by data.sampler rwkv_lm (data.sampler is '%s')", cfg->data.sampler);
+    if (prime && !ds_is_prime_u64(prime)) die_key(ctx, magic, "must be a prime, got %" PRIu64 " (not prime)", prime);
+    if (prime && prime % 3 != 2)
+        die_key(ctx, magic, "must be 2 mod 3 (so that cubing permutes the windows), got %" PRIu64 " (%" PRIu64 " mod 3 = %d)",
+                prime, prime, (int)(prime % 3));
+    /* the bound 0.9 < P / (tokens // ctx_len) <= 1 needs the data: checked where it is opened */
 
     if (cfg->optim.lr_final > cfg->optim.lr)
         die_key(ctx, lr_final, "must be <= optim.lr (%g), got %g", cfg->optim.lr, cfg->optim.lr_final);
