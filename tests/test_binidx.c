@@ -39,7 +39,8 @@ static int files_in(const char *dir) {
 }
 
 /* n_docs documents of pseudo-random lengths and ids below vocab (no 0: the separator). */
-static void write_docs(const char *prefix, uint32_t vocab, int n_docs, uint64_t seed, int32_t *stream, size_t *n_stream) {
+static void write_docs(const char *prefix, uint32_t vocab, int n_docs, uint64_t seed, int32_t *stream,
+                       size_t *n_stream) {
     ds_binidx_writer *w = ds_binidx_writer_open(prefix, vocab);
     int32_t ids[300];
     size_t n = 0;
@@ -84,7 +85,8 @@ static void test_round_trip(void) {
               "open '%s': %llu tokens, %llu docs, vocab %u", path, (unsigned long long)ds_dataset_num_tokens(ds),
               (unsigned long long)ds_dataset_num_docs(ds), ds_dataset_vocab_size(ds));
         ds_dataset_read(ds, 0, n, got);
-        CHECK(memcmp(got, stream, n * sizeof *got) == 0, "open '%s': the stream is the documents, each ended by 0", path);
+        CHECK(memcmp(got, stream, n * sizeof *got) == 0, "open '%s': the stream is the documents, each ended by 0",
+              path);
         ds_dataset_close(ds);
     }
 
@@ -238,7 +240,8 @@ static void test_primes(void) {
     /* strong pseudoprimes and Carmichael numbers that fool weaker tests, and large primes */
     const uint64_t composite[] = {3215031751ull, 2152302898747ull, 3474749660383ull, 341550071728321ull,
                                   3825123056546413051ull, 561, 1105, 4294967297ull, 18446744073709551615ull};
-    const uint64_t prime[] = {2926181, 4294967291ull, 1000000000039ull, 9223372036854775643ull, 18446744073709551557ull};
+    const uint64_t prime[] = {2926181, 4294967291ull, 1000000000039ull, 9223372036854775643ull,
+                              18446744073709551557ull};
     for (size_t i = 0; i < sizeof composite / sizeof *composite; i++)
         CHECK(!ds_is_prime_u64(composite[i]), "%llu is composite", (unsigned long long)composite[i]);
     for (size_t i = 0; i < sizeof prime / sizeof *prime; i++)
@@ -270,7 +273,8 @@ static void test_offsets(void) {
     CHECK(ds_rwkv_lm_check_prime(1559, 100000, 64, why, sizeof why) == 0, "1559 fits");
     CHECK(ds_rwkv_lm_check_prime(1523, 100000, 64, why, sizeof why) == 0, "1523 > 0.9 x 1562 = 1405.8 fits");
     CHECK(ds_rwkv_lm_check_prime(1367, 100000, 64, why, sizeof why) != 0 &&
-              strstr(why, "must be in (0.9, 1] x (tokens // ctx_len) = (1405.8, 1562] for 100000 tokens and ctx_len 64"),
+              strstr(why, "must be in (0.9, 1] x (tokens // ctx_len) = (1405.8, 1562] for 100000 tokens and ctx_len "
+                          "64"),
           "1367 is too small: %s", why);
     CHECK(ds_rwkv_lm_check_prime(1571, 100000, 64, why, sizeof why) != 0, "1571 is too large");
     CHECK(ds_rwkv_lm_check_prime(11, 64 * 11, 64, why, sizeof why) != 0 && strstr(why, "no room"),
@@ -354,7 +358,8 @@ static void test_data_paths(void) {
     snprintf(cfg.data.train, sizeof cfg.data.train, "my/train");
     cfg.data.valid[0] = 0;
     ds_train_data_paths(&cfg, train, sizeof train, valid, sizeof valid);
-    CHECK(!strcmp(train, "my/train") && !strcmp(valid, "my/train"), "data.valid empty: data.train (%s, %s)", train, valid);
+    CHECK(!strcmp(train, "my/train") && !strcmp(valid, "my/train"), "data.valid empty: data.train (%s, %s)", train,
+          valid);
 }
 
 /* ---------------------------------------------------------------- modes for tests/ref/test_binidx.py */
@@ -373,7 +378,8 @@ static int read_to_file(const char *path, const char *out) {
     ds_dataset_read(ds, 0, n, ids);
     FILE *f = fopen(out, "wb");
     if (!f || fwrite(ids, sizeof *ids, n, f) != n || fclose(f) != 0) { perror(out); return 1; }
-    printf("%llu %llu %u\n", (unsigned long long)n, (unsigned long long)ds_dataset_num_docs(ds), ds_dataset_vocab_size(ds));
+    printf("%llu %llu %u\n", (unsigned long long)n, (unsigned long long)ds_dataset_num_docs(ds),
+           ds_dataset_vocab_size(ds));
     free(ids);
     ds_dataset_close(ds);
     return 0;

@@ -390,7 +390,8 @@ static void test_errors(void) {
     expect_error("prime_sampler.yaml", "data:\n  magic_prime: 324329\n", 0, NULL,
                  "%s:2: data.magic_prime: is only used by data.sampler rwkv_lm (data.sampler is 'random')\n");
     char *set_prime[] = {"data.sampler=rwkv_lm", "data.magic_prime=4294967297"};
-    expect_error(NULL, NULL, 2, set_prime, "--set data.magic_prime=4294967297: must be a prime, got 4294967297 (not prime)\n");
+    expect_error(NULL, NULL, 2, set_prime,
+                 "--set data.magic_prime=4294967297: must be a prime, got 4294967297 (not prime)\n");
     expect_error("sampler.yaml", "data:\n  sampler: shuffle\n", 0, NULL,
                  "%s:2: data.sampler: expected one of 'random', 'rwkv_lm', got 'shuffle'\n");
     expect_error("byte_vocab.yaml", "model:\n  vocab_size: 100\n", 0, NULL,

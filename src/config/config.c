@@ -604,8 +604,8 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
         die_key(ctx, magic, "is only used by data.sampler rwkv_lm (data.sampler is '%s')", cfg->data.sampler);
     if (prime && !ds_is_prime_u64(prime)) die_key(ctx, magic, "must be a prime, got %" PRIu64 " (not prime)", prime);
     if (prime && prime % 3 != 2)
-        die_key(ctx, magic, "must be 2 mod 3 (so that cubing permutes the windows), got %" PRIu64 " (%" PRIu64 " mod 3 = %d)",
-                prime, prime, (int)(prime % 3));
+        die_key(ctx, magic, "must be 2 mod 3 (so that cubing permutes the windows), got %" PRIu64 " (%" PRIu64
+                " mod 3 = %d)", prime, prime, (int)(prime % 3));
     /* the bound 0.9 < P / (tokens // ctx_len) <= 1 needs the data: checked where it is opened */
 
     if (cfg->optim.lr_final > cfg->optim.lr)

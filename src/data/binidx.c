@@ -5,13 +5,9 @@
 #include "segment.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "binidx files are little-endian and read by memcpy/mmap: a big-endian port needs byte swaps"
@@ -31,36 +27,9 @@ static const struct {
                  {4, IDS_I32, 4, "int32"}, {5, IDS_I64, 8, "int64"}, {8, IDS_U16, 2, "uint16"}};
 enum { N_ID_DTYPES = sizeof id_dtypes / sizeof id_dtypes[0] };
 
-static int fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t why_len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static uint64_t read_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static int64_t read_i64(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
 static int32_t read_i32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
-
-/* Maps a whole regular file read-only (an empty one maps to NULL). */
-static int map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len) {
-    *map = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(why, why_len, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(why, why_len, "not a regular file");
-    }
-    *len = (size_t)st.st_size;
-    void *m = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (m == MAP_FAILED) return fail(why, why_len, "cannot mmap: %s", strerror(errno));
-    *map = m;
-    return 0;
-}
 
 static void unmap(const uint8_t *map, size_t len) {
     if (map) munmap((void *)map, len);
@@ -69,55 +38,56 @@ static void unmap(const uint8_t *map, size_t len) {
 /* The index: header, sizes, pointers and document index; fills the token count and id type. */
 static int check_index(const uint8_t *idx, size_t len, uint64_t *n_tokens, uint64_t *n_docs, int *dtype, char *why,
                        size_t why_len) {
-    if (len < sizeof IDX_MAGIC || memcmp(idx, IDX_MAGIC, sizeof IDX_MAGIC) != 0)
-        return len < sizeof IDX_MAGIC && memcmp(idx, IDX_MAGIC, len) == 0
-                   ? fail(why, why_len, "truncated: %zu bytes, the header alone needs %d", len, IDX_HEADER_BYTES)
-                   : fail(why, why_len, "not a binidx index (bad magic; expected \"MMIDIDX\\0\\0\")");
+    if (memcmp(idx, IDX_MAGIC, len < sizeof IDX_MAGIC ? len : sizeof IDX_MAGIC) != 0)  /* shorter: truncated */
+        return ds_data_fail(why, why_len, "not a binidx index (bad magic; expected \"MMIDIDX\\0\\0\")");
     if (len < IDX_HEADER_BYTES)
-        return fail(why, why_len, "truncated: %zu bytes, the header alone needs %d", len, IDX_HEADER_BYTES);
+        return ds_data_fail(why, why_len, "truncated: %zu bytes, the header alone needs %d", len, IDX_HEADER_BYTES);
     uint64_t version = read_u64(idx + 9);
     if (version != IDX_VERSION)
-        return fail(why, why_len, "unsupported binidx version %llu (expected %d)", (unsigned long long)version,
-                    IDX_VERSION);
+        return ds_data_fail(why, why_len, "unsupported binidx version %llu (expected %d)", (unsigned long long)version,
+                            IDX_VERSION);
     uint8_t code = idx[17];
     *dtype = -1;
     for (int i = 0; i < N_ID_DTYPES; i++)
         if (id_dtypes[i].code == code) *dtype = i;
     if (*dtype < 0)
-        return fail(why, why_len, "dtype code %u is not an integer type (1 uint8, 2 int8, 3 int16, 4 int32, "
-                    "5 int64, 8 uint16)", code);
+        return ds_data_fail(why, why_len, "dtype code %u is not an integer type (1 uint8, 2 int8, 3 int16, 4 int32, "
+                            "5 int64, 8 uint16)", code);
     uint64_t count = read_u64(idx + 18), doc_count = read_u64(idx + 26);
     if (count > len || doc_count > len)  /* bounded first, so the expected length below cannot overflow */
-        return fail(why, why_len, "truncated: the header says %llu sequences and %llu document-index entries, more "
-                    "than the file's %zu bytes hold", (unsigned long long)count, (unsigned long long)doc_count, len);
+        return ds_data_fail(why, why_len, "truncated: the header says %llu sequences and %llu document-index "
+                            "entries, more than the file's %zu bytes hold", (unsigned long long)count,
+                            (unsigned long long)doc_count, len);
     uint64_t expected = IDX_HEADER_BYTES + 12 * count + 8 * doc_count;
     if (expected != len)
-        return fail(why, why_len, "%s: the header says %llu sequences and %llu document-index entries (%llu bytes), "
-                    "the file has %zu bytes", expected > len ? "truncated" : "trailing data",
-                    (unsigned long long)count, (unsigned long long)doc_count, (unsigned long long)expected, len);
+        return ds_data_fail(why, why_len, "%s: the header says %llu sequences and %llu document-index entries "
+                            "(%llu bytes), the file has %zu bytes", expected > len ? "truncated" : "trailing data",
+                            (unsigned long long)count, (unsigned long long)doc_count, (unsigned long long)expected,
+                            len);
     const uint8_t *sizes = idx + IDX_HEADER_BYTES, *pointers = sizes + 4 * count, *doc_idx = pointers + 8 * count;
     uint64_t tokens = 0, width = id_dtypes[*dtype].width;
     for (uint64_t k = 0; k < count; k++) {
         int32_t size = read_i32(sizes + 4 * k);
         int64_t pointer = read_i64(pointers + 8 * k);
         if (size < 0)
-            return fail(why, why_len, "sequence %llu has a negative size %d", (unsigned long long)k, size);
+            return ds_data_fail(why, why_len, "sequence %llu has a negative size %d", (unsigned long long)k, size);
         if (pointer < 0 || (uint64_t)pointer != tokens * width)
-            return fail(why, why_len, "sequence %llu starts at byte %lld, but the sizes before it end at byte %llu",
-                        (unsigned long long)k, (long long)pointer, (unsigned long long)(tokens * width));
+            return ds_data_fail(why, why_len, "sequence %llu starts at byte %lld, but the sizes before it end at "
+                                "byte %llu", (unsigned long long)k, (long long)pointer,
+                                (unsigned long long)(tokens * width));
         tokens += (uint64_t)size;
     }
     if (doc_count == 0 || read_i64(doc_idx) != 0)
-        return fail(why, why_len, "the document index must start with 0");
+        return ds_data_fail(why, why_len, "the document index must start with 0");
     for (uint64_t k = 1; k < doc_count; k++) {
         int64_t a = read_i64(doc_idx + 8 * (k - 1)), b = read_i64(doc_idx + 8 * k);
         if (b < a || (uint64_t)b > count)
-            return fail(why, why_len, "document-index entry %llu is %lld: entries must rise from 0 to the sequence "
-                        "count %llu", (unsigned long long)k, (long long)b, (unsigned long long)count);
+            return ds_data_fail(why, why_len, "document-index entry %llu is %lld: entries must rise from 0 to the "
+                                "sequence count %llu", (unsigned long long)k, (long long)b, (unsigned long long)count);
     }
     if ((uint64_t)read_i64(doc_idx + 8 * (doc_count - 1)) != count)
-        return fail(why, why_len, "the document index ends at %lld, not at the sequence count %llu",
-                    (long long)read_i64(doc_idx + 8 * (doc_count - 1)), (unsigned long long)count);
+        return ds_data_fail(why, why_len, "the document index ends at %lld, not at the sequence count %llu",
+                            (long long)read_i64(doc_idx + 8 * (doc_count - 1)), (unsigned long long)count);
     *n_tokens = tokens;
     *n_docs = doc_count - 1;
     return 0;
@@ -131,7 +101,7 @@ int ds_binidx_open_segment(const char *bin_path, const char *idx_path, ds_segmen
     uint64_t n_tokens = 0, n_docs = 0;
     int dtype = -1;
     *bad = idx_path;
-    if (map_file(idx_path, &idx, &idx_len, why, why_len) != 0) return -1;
+    if (ds_map_file(idx_path, &idx, &idx_len, why, why_len) != 0) return -1;
     int rc = check_index(idx ? idx : (const uint8_t *)"", idx_len, &n_tokens, &n_docs, &dtype, why, why_len);
     unmap(idx, idx_len);
     if (rc != 0) return -1;
@@ -139,13 +109,13 @@ int ds_binidx_open_segment(const char *bin_path, const char *idx_path, ds_segmen
     *bad = bin_path;
     const uint8_t *bin;
     size_t bin_len;
-    if (map_file(bin_path, &bin, &bin_len, why, why_len) != 0) return -1;
+    if (ds_map_file(bin_path, &bin, &bin_len, why, why_len) != 0) return -1;
     uint64_t width = id_dtypes[dtype].width, need = n_tokens * width;
     if (bin_len != need) {
         unmap(bin, bin_len);
-        return fail(why, why_len, "%s than its index says: %zu bytes, the index has %llu tokens of %s (%llu bytes)",
-                    bin_len < need ? "shorter" : "longer", bin_len, (unsigned long long)n_tokens, id_dtypes[dtype].name,
-                    (unsigned long long)need);
+        return ds_data_fail(why, why_len, "%s than its index says: %zu bytes, the index has %llu tokens of %s "
+                            "(%llu bytes)", bin_len < need ? "shorter" : "longer", bin_len,
+                            (unsigned long long)n_tokens, id_dtypes[dtype].name, (unsigned long long)need);
     }
     *s = (ds_segment){.map = bin, .map_len = bin_len, .ids = bin, .type = id_dtypes[dtype].type,
                       .n_tokens = n_tokens, .n_docs = n_docs};
@@ -155,8 +125,8 @@ int ds_binidx_open_segment(const char *bin_path, const char *idx_path, ds_segmen
         if (t < 0 || t >= INT32_MAX) {
             unmap(bin, bin_len);
             memset(s, 0, sizeof *s);
-            return fail(why, why_len, "token %lld at index %llu is %s", (long long)t, (unsigned long long)i,
-                        t < 0 ? "negative" : "too large for a token id");
+            return ds_data_fail(why, why_len, "token %lld at index %llu is %s", (long long)t, (unsigned long long)i,
+                                t < 0 ? "negative" : "too large for a token id");
         }
         if (t > largest) largest = t;
     }
@@ -191,7 +161,8 @@ static void writer_put(ds_binidx_writer *w, uint32_t id) {
 }
 
 ds_binidx_writer *ds_binidx_writer_open(const char *prefix, uint32_t vocab_size) {
-    if (vocab_size == 0 || vocab_size > INT32_MAX) ds_die(DS_EXIT_FAIL, "%s: vocab_size %u out of range", prefix, vocab_size);
+    if (vocab_size == 0 || vocab_size > INT32_MAX)
+        ds_die(DS_EXIT_FAIL, "%s: vocab_size %u out of range", prefix, vocab_size);
     ds_binidx_writer *w = ds_alloc(sizeof *w);
     char path[sizeof w->bin.path];
     if ((size_t)snprintf(path, sizeof path, "%s.bin", prefix) >= sizeof path)
@@ -209,7 +180,8 @@ ds_binidx_writer *ds_binidx_writer_open(const char *prefix, uint32_t vocab_size)
 }
 
 void ds_binidx_writer_add_document(ds_binidx_writer *w, const int32_t *ids, size_t n) {
-    if (n >= INT32_MAX) ds_die(DS_EXIT_FAIL, "%s: a document of %zu tokens exceeds binidx's int32 sizes", w->bin.path, n);
+    if (n >= INT32_MAX)
+        ds_die(DS_EXIT_FAIL, "%s: a document of %zu tokens exceeds binidx's int32 sizes", w->bin.path, n);
     for (size_t i = 0; i < n; i++) writer_put(w, (uint32_t)ids[i]);
     writer_put(w, 0);
     if (w->n_docs == w->cap) {

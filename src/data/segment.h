@@ -36,6 +36,11 @@ static inline int64_t ds_segment_id(const ds_segment *s, uint64_t i) {
     return -1;
 }
 
+/* Formats the reason into why; returns -1 (for `return ds_data_fail(...)` in validators). */
+int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Maps a whole regular file read-only (an empty file maps to NULL); 0, or -1 with the reason in why. */
+int ds_map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len);
+
 /* Maps and validates the binidx pair bin_path / idx_path (format in include/dreamstate/data.h) into s.
  * On failure nothing stays mapped, `bad` receives the path of the file at fault and `why` the reason. */
 int ds_binidx_open_segment(const char *bin_path, const char *idx_path, ds_segment *s, const char **bad, char *why,

@@ -114,8 +114,7 @@ struct ds_dataset {
     uint32_t vocab_size, fingerprint;
 };
 
-static int fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t why_len, const char *fmt, ...) {
+int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, why_len, fmt, ap);
@@ -123,31 +122,49 @@ static int fail(char *why, size_t why_len, const char *fmt, ...) {
     return -1;
 }
 
+int ds_map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len) {
+    *map = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return ds_data_fail(why, why_len, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ds_data_fail(why, why_len, "not a regular file");
+    }
+    *len = (size_t)st.st_size;
+    void *m = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (m == MAP_FAILED) return ds_data_fail(why, why_len, "cannot mmap: %s", strerror(errno));
+    *map = m;
+    return 0;
+}
+
 /* The header's own fields, before any payload is touched. */
 static int check_header(const shard_header *h, size_t file_len, char *why, size_t why_len) {
     if (h->header_crc != ds_crc32c(0, h, offsetof(shard_header, header_crc)))
-        return fail(why, why_len, "header checksum mismatch (file corrupt)");
+        return ds_data_fail(why, why_len, "header checksum mismatch (file corrupt)");
     if (h->version != SHARD_VERSION)
-        return fail(why, why_len, "unsupported shard version %u (this build reads version %u)", h->version, SHARD_VERSION);
+        return ds_data_fail(why, why_len, "unsupported shard version %u (this build reads version %u)", h->version,
+                            SHARD_VERSION);
     if (h->dtype != DTYPE_U16 && h->dtype != DTYPE_U32)
-        return fail(why, why_len, "unknown token dtype %u (expected 1 = uint16 or 2 = uint32)", h->dtype);
+        return ds_data_fail(why, why_len, "unknown token dtype %u (expected 1 = uint16 or 2 = uint32)", h->dtype);
     if (h->vocab_size == 0 || (h->dtype == DTYPE_U16 && h->vocab_size > 65536))
-        return fail(why, why_len, "vocab_size %u does not fit token dtype %u", h->vocab_size, h->dtype);
+        return ds_data_fail(why, why_len, "vocab_size %u does not fit token dtype %u", h->vocab_size, h->dtype);
     for (size_t i = 0; i < sizeof h->reserved; i++)
-        if (h->reserved[i]) return fail(why, why_len, "reserved header bytes are not zero");
+        if (h->reserved[i]) return ds_data_fail(why, why_len, "reserved header bytes are not zero");
     uint64_t width = dtype_width(h->dtype);
     if (h->n_tokens > (UINT64_MAX - SHARD_HEADER_BYTES) / width)
-        return fail(why, why_len, "implausible token count %llu", (unsigned long long)h->n_tokens);
+        return ds_data_fail(why, why_len, "implausible token count %llu", (unsigned long long)h->n_tokens);
     uint64_t expected = SHARD_HEADER_BYTES + h->n_tokens * width;
     if (file_len < expected)
-        return fail(why, why_len, "truncated: header says %llu tokens (%llu bytes), file has %zu bytes",
-                    (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
+        return ds_data_fail(why, why_len, "truncated: header says %llu tokens (%llu bytes), file has %zu bytes",
+                            (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
     if (file_len > expected)
-        return fail(why, why_len, "trailing data: header says %llu tokens (%llu bytes), file has %zu bytes",
-                    (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
+        return ds_data_fail(why, why_len, "trailing data: header says %llu tokens (%llu bytes), file has %zu bytes",
+                            (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
     if (h->n_docs > h->n_tokens)
-        return fail(why, why_len, "header says %llu documents but only %llu tokens",
-                    (unsigned long long)h->n_docs, (unsigned long long)h->n_tokens);
+        return ds_data_fail(why, why_len, "header says %llu documents but only %llu tokens",
+                            (unsigned long long)h->n_docs, (unsigned long long)h->n_tokens);
     return 0;
 }
 
@@ -155,57 +172,48 @@ static int check_header(const shard_header *h, size_t file_len, char *why, size_
 static int check_payload(const ds_segment *s, const shard_header *h, char *why, size_t why_len) {
     size_t payload_bytes = h->n_tokens * dtype_width(h->dtype);
     if (ds_crc32c(0, s->ids, payload_bytes) != h->payload_crc)
-        return fail(why, why_len, "payload checksum mismatch (file corrupt)");
+        return ds_data_fail(why, why_len, "payload checksum mismatch (file corrupt)");
     uint64_t separators = 0;
     for (uint64_t i = 0; i < h->n_tokens; i++) {
         uint32_t t = (uint32_t)ds_segment_id(s, i);
         if (t >= h->vocab_size)
-            return fail(why, why_len, "token %u at index %llu is outside the vocabulary [0, %u)", t,
-                        (unsigned long long)i, h->vocab_size);
+            return ds_data_fail(why, why_len, "token %u at index %llu is outside the vocabulary [0, %u)", t,
+                                (unsigned long long)i, h->vocab_size);
         separators += t == 0;
     }
     if (h->n_tokens > 0 && ds_segment_id(s, h->n_tokens - 1) != 0)
-        return fail(why, why_len, "payload does not end with the document separator 0");
+        return ds_data_fail(why, why_len, "payload does not end with the document separator 0");
     if (separators < h->n_docs)
-        return fail(why, why_len, "header says %llu documents but the payload has %llu separators",
-                    (unsigned long long)h->n_docs, (unsigned long long)separators);
+        return ds_data_fail(why, why_len, "header says %llu documents but the payload has %llu separators",
+                            (unsigned long long)h->n_docs, (unsigned long long)separators);
     return 0;
 }
 
 /* Maps and validates one shard; on failure nothing stays mapped and `why` says what is wrong. */
 static int shard_open(const char *path, ds_segment *s, char *why, size_t why_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(why, why_len, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(why, why_len, "not a regular file");
-    }
-    size_t len = (size_t)st.st_size;
-    char magic[8] = {0};
-    if (pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic || memcmp(magic, SHARD_MAGIC, 8) != 0) {
-        close(fd);
-        return fail(why, why_len, "not a dreamstate token shard (bad magic)");
-    }
-    if (len < SHARD_HEADER_BYTES) {
-        close(fd);
-        return fail(why, why_len, "truncated: file has %zu bytes, the header alone needs %d", len, SHARD_HEADER_BYTES);
-    }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return fail(why, why_len, "cannot mmap: %s", strerror(errno));
+    const uint8_t *map;
+    size_t len;
+    if (ds_map_file(path, &map, &len, why, why_len) != 0) return -1;
+    int rc = 0;
     shard_header h;
-    memcpy(&h, map, sizeof h);
-    *s = (ds_segment){.map = map, .map_len = len, .ids = (const uint8_t *)map + SHARD_HEADER_BYTES,
-                      .type = h.dtype == DTYPE_U16 ? IDS_U16 : IDS_U32, .n_tokens = h.n_tokens, .n_docs = h.n_docs,
-                      .vocab_size = h.vocab_size, .fingerprint = h.fingerprint};
-    if (check_header(&h, len, why, why_len) != 0 || check_payload(s, &h, why, why_len) != 0) {
-        munmap(map, len);
-        memset(s, 0, sizeof *s);
-        return -1;
+    if (len < sizeof h.magic || memcmp(map, SHARD_MAGIC, sizeof h.magic) != 0)
+        rc = ds_data_fail(why, why_len, "not a dreamstate token shard (bad magic)");
+    else if (len < SHARD_HEADER_BYTES)
+        rc = ds_data_fail(why, why_len, "truncated: file has %zu bytes, the header alone needs %d", len,
+                          SHARD_HEADER_BYTES);
+    if (rc == 0) {
+        memcpy(&h, map, sizeof h);
+        *s = (ds_segment){.map = map, .map_len = len, .ids = map + SHARD_HEADER_BYTES,
+                          .type = h.dtype == DTYPE_U16 ? IDS_U16 : IDS_U32, .n_tokens = h.n_tokens,
+                          .n_docs = h.n_docs, .vocab_size = h.vocab_size, .fingerprint = h.fingerprint};
+        rc = check_header(&h, len, why, why_len) != 0 || check_payload(s, &h, why, why_len) != 0 ? -1 : 0;
     }
-    return 0;
+    if (rc != 0) {
+        if (map) munmap((void *)map, len);
+        memset(s, 0, sizeof *s);
+    }
+    return rc;
 }
 
 int ds_shard_check(const char *path, char *why, size_t why_len) {
@@ -288,8 +296,8 @@ ds_dataset *ds_dataset_open(const char *path) {
             ds_segment *s = &ds->segments[i];
             if (shard_open(p, s, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", p, why);
             if (i > 0 && (s->vocab_size != ds->segments[0].vocab_size || s->fingerprint != ds->segments[0].fingerprint))
-                ds_die(DS_EXIT_BAD_INPUT, "%s: tokenizer differs from %s (vocab_size %u vs %u, fingerprint %08x vs %08x)",
-                       p, paths[0], s->vocab_size, ds->segments[0].vocab_size, s->fingerprint,
+                ds_die(DS_EXIT_BAD_INPUT, "%s: tokenizer differs from %s (vocab_size %u vs %u, fingerprint %08x vs "
+                       "%08x)", p, paths[0], s->vocab_size, ds->segments[0].vocab_size, s->fingerprint,
                        ds->segments[0].fingerprint);
         }
         for (int i = 0; paths && i < n; i++) free(paths[i]);

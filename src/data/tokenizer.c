@@ -283,7 +283,8 @@ static void parse_world(ds_tokenizer *tok, const char *path, const char *text, s
     for (int b = 0; b < 256; b++) {
         const trie_node *c = trie_child(tok->nodes, root, (uint8_t)b);
         if (!c || c->token < 0)
-            ds_die(DS_EXIT_BAD_INPUT, "%s: no token for the single byte 0x%02x, so not every input is encodable", path, b);
+            ds_die(DS_EXIT_BAD_INPUT, "%s: no token for the single byte 0x%02x, so not every input is encodable", path,
+                   b);
     }
     free(entries);
     ds_free(line_of_id);

@@ -72,8 +72,8 @@ void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **v
     const ds_dataset *sets[2] = {*train, *valid};
     for (int i = 0; i < 2; i++)
         if ((int64_t)ds_dataset_vocab_size(sets[i]) > cfg->model.vocab_size)
-            ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d (every token id must be below "
-                   "it)", paths[i], ds_dataset_vocab_size(sets[i]), cfg->model.vocab_size);
+            ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d (every token id must be "
+                   "below it)", paths[i], ds_dataset_vocab_size(sets[i]), cfg->model.vocab_size);
     uint64_t need = (uint64_t)cfg->train.ctx_len + 2;
     if (ds_dataset_num_tokens(*train) < need || ds_dataset_num_tokens(*valid) < need)
         ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
@@ -85,9 +85,9 @@ void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **v
     if (cfg->data.magic_prime == 0) {
         order->magic_prime = ds_rwkv_lm_magic_prime(n, T);
         if (!order->magic_prime)
-            ds_die(DS_EXIT_BAD_INPUT, "%s: data.sampler rwkv_lm: no prime P = 2 mod 3 has 0.9 < P / (tokens // ctx_len) "
-                   "<= 1 for %llu tokens and ctx_len %llu; use more data or a shorter train.ctx_len", train_path,
-                   (unsigned long long)n, (unsigned long long)T);
+            ds_die(DS_EXIT_BAD_INPUT, "%s: data.sampler rwkv_lm: no prime P = 2 mod 3 has 0.9 < P / (tokens // "
+                   "ctx_len) <= 1 for %llu tokens and ctx_len %llu; use more data or a shorter train.ctx_len",
+                   train_path, (unsigned long long)n, (unsigned long long)T);
     } else if (ds_rwkv_lm_check_prime((uint64_t)cfg->data.magic_prime, n, T, why, sizeof why) != 0) {
         ds_die(DS_EXIT_BAD_INPUT, "%s: data.magic_prime %lld %s (the largest that fits is %llu)", train_path,
                (long long)cfg->data.magic_prime, why, (unsigned long long)ds_rwkv_lm_magic_prime(n, T));
