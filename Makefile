@@ -36,6 +36,9 @@ build/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(BASE_ARCH) -MMD -MP -c $< -o $@
 
+# The World vocabulary is embedded by an .incbin in the tokenizer (compiled from the repository root).
+build/data/tokenizer.o: src/data/rwkv_vocab_v20230424.txt
+
 $(LIB): $(OBJS)
 	@rm -f $@
 	ar rcs $@ $^

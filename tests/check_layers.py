@@ -20,7 +20,7 @@ import tempfile
 
 LAYERS = {
     "common": 0, "config": 0,                                # foundation
-    "kernels": 1, "blas": 1,                                 # compute
+    "kernels": 1, "blas": 1, "tensor": 1,                    # compute, the parameter table
     "rwkv7": 2, "diffusion": 2, "dit": 2, "hybrid": 2,       # models
     "optim": 3, "data": 3, "checkpoint": 3,                  # training building blocks, model files
     "dist": 4,                                               # MPI
@@ -53,6 +53,7 @@ HEADER_OWNER = {
     "dreamstate/state_dit.h": "dit",
     "dreamstate/state_dit_file.h": "checkpoint",
     "dreamstate/state_record.h": "rwkv7",
+    "dreamstate/tensor.h": "tensor",
     "dreamstate/states.h": "data",
     "dreamstate/train.h": "train",
     "dreamstate/weights.h": "checkpoint",

@@ -89,6 +89,8 @@ static void test_defaults(void) {
     CHECK(!strcmp(c.model.lora_formula, "released"), "lora_formula %s", c.model.lora_formula);
     CHECK(!strcmp(c.data.tokenizer, "byte") && !c.data.vocab_file[0] && !c.data.train[0] && !c.data.valid[0],
           "data defaults");
+    CHECK(!strcmp(c.data.sampler, "random") && c.data.magic_prime == 0, "sampler defaults %s %lld", c.data.sampler,
+          (long long)c.data.magic_prime);
     CHECK(c.train.ctx_len == 64 && c.train.batch_size == 8 && c.train.micro_batch == 0 && c.train.steps == 200,
           "train sizes");
     CHECK(c.train.eval_batches == 8 && c.train.log_every == 1 && c.train.eval_every == 50, "train cadence");
@@ -180,6 +182,16 @@ static void test_parse(void) {
     /* the World tokenizer with vocab_size unset gets its 65536 symbols */
     load_text(&c, "world.yaml", "data:\n  tokenizer: world\n  vocab_file: v.txt\n", 0, NULL);
     CHECK(c.model.vocab_size == 65536, "world vocab_size %d", c.model.vocab_size);
+    /* RWKV-LM's sampler with a magic prime (prime, 2 mod 3; its range needs the data) */
+    load_text(&c, "rwkv_lm.yaml", "data:\n  sampler: rwkv_lm\n  magic_prime: 324329\n", 0, NULL);
+    CHECK(!strcmp(c.data.sampler, "rwkv_lm") && c.data.magic_prime == 324329, "rwkv_lm sampler %s %lld", c.data.sampler,
+          (long long)c.data.magic_prime);
+    load_text(&c, "rwkv_lm_big.yaml", "data:\n  sampler: rwkv_lm\n  magic_prime: 9223372036854775643\n", 0, NULL);
+    CHECK(c.data.magic_prime == 9223372036854775643LL, "largest 63-bit prime 2 mod 3 accepted");
+    /* without data.vocab_file it uses the built-in vocabulary */
+    load_text(&c, "world_builtin.yaml", "data:\n  tokenizer: world\n", 0, NULL);
+    CHECK(c.model.vocab_size == 65536 && !c.data.vocab_file[0], "world without vocab_file: vocab_size %d",
+          c.model.vocab_size);
 }
 
 static void test_overrides(void) {
@@ -218,7 +230,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 9, 69)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 9, 71)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -296,7 +308,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 69, "dump has %d keys, want 69 (every ds_config field)", keys);
+    CHECK(keys == 71, "dump has %d keys, want 71 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -368,10 +380,20 @@ static void test_errors(void) {
     char *set_embd[] = {"model.n_embd=96"};
     expect_error("multiple_set.yaml", "model:\n  n_embd: 128\n", 1, set_embd,
                  "--set model.n_embd=96: must be a multiple of model.head_size (64), got 96\n");
-    expect_error("world_no_vocab.yaml", "data:\n  tokenizer: world\n", 0, NULL,
-                 "%s:2: data.tokenizer: 'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)\n");
     expect_error("world_vocab.yaml", "model:\n  vocab_size: 256\ndata:\n  tokenizer: world\n  vocab_file: v.txt\n", 0,
                  NULL, "%s:2: model.vocab_size: must be >= 65536 for data.tokenizer 'world', got 256\n");
+    expect_error("prime.yaml", "data:\n  sampler: rwkv_lm\n  magic_prime: 324331\n", 0, NULL,
+                 "%s:3: data.magic_prime: must be a prime, got 324331 (not prime)\n");
+    expect_error("prime_mod3.yaml", "data:\n  sampler: rwkv_lm\n  magic_prime: 324361\n", 0, NULL,
+                 "%s:3: data.magic_prime: must be 2 mod 3 (so that cubing permutes the windows), got 324361 "
+                 "(324361 mod 3 = 1)\n");
+    expect_error("prime_sampler.yaml", "data:\n  magic_prime: 324329\n", 0, NULL,
+                 "%s:2: data.magic_prime: is only used by data.sampler rwkv_lm (data.sampler is 'random')\n");
+    char *set_prime[] = {"data.sampler=rwkv_lm", "data.magic_prime=4294967297"};
+    expect_error(NULL, NULL, 2, set_prime,
+                 "--set data.magic_prime=4294967297: must be a prime, got 4294967297 (not prime)\n");
+    expect_error("sampler.yaml", "data:\n  sampler: shuffle\n", 0, NULL,
+                 "%s:2: data.sampler: expected one of 'random', 'rwkv_lm', got 'shuffle'\n");
     expect_error("byte_vocab.yaml", "model:\n  vocab_size: 100\n", 0, NULL,
                  "%s:2: model.vocab_size: must be >= 256 for data.tokenizer 'byte', got 100\n");
     expect_error("lr_final.yaml", "optim:\n  lr: 1e-4\n  lr_final: 1e-3\n", 0, NULL,
@@ -388,9 +410,6 @@ static void test_errors(void) {
     expect_error(NULL, NULL, 1, bad_section, "--set modl.n_layer=3: unknown section 'modl' (did you mean 'model'?)\n");
     expect_error(NULL, NULL, 1, bad_value, "--set train.batch_size=0: must be >= 1, got 0\n");
     expect_error(NULL, NULL, 1, bad_int, "--set model.n_layer=: expected an integer, got ''\n");
-    char *world_set[] = {"data.tokenizer=world"};
-    expect_error(NULL, NULL, 1, world_set,
-                 "--set data.tokenizer=world: 'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)\n");
 
     /* none of the failed loads wrote anything: not next to the configs, not under the cwd (tmpdir) */
     CHECK(count_dir_entries(tmpdir) == n_files_written, "failed loads wrote files: %d entries, %d written",

@@ -46,6 +46,11 @@ double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N
 /* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
 
+/* a * b mod m exactly (m > 0), through a 128-bit product. */
+uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);
+/* Whether n is prime (deterministic for every 64-bit n). */
+int ds_is_prime_u64(uint64_t n);
+
 double ds_now_seconds(void);  /* monotonic clock */
 
 /* mkdir -p; dies (exit 1) naming the path on failure. */

@@ -30,9 +30,11 @@ typedef struct ds_model_config {
 
 typedef struct ds_data_config {
     char tokenizer[16];        /* "byte" (default) or "world" */
-    char vocab_file[DS_PATH_MAX]; /* rwkv_vocab_v20230424.txt, required for "world" */
-    char train[DS_PATH_MAX];   /* token shard file or directory of shards */
-    char valid[DS_PATH_MAX];   /* held-out shard file or directory */
+    char vocab_file[DS_PATH_MAX]; /* World vocabulary file; "" = the built-in rwkv_vocab_v20230424.txt */
+    char train[DS_PATH_MAX];   /* token shard file, directory of shards, or binidx data */
+    char valid[DS_PATH_MAX];   /* held-out data; "" = data.train (or the default corpus's held-out part) */
+    char sampler[16];          /* "random" (default) or "rwkv_lm" (RWKV-LM's magic-prime order) */
+    int64_t magic_prime;       /* rwkv_lm's prime; 0 = the largest that fits the data */
 } ds_data_config;
 
 typedef struct ds_train_config {

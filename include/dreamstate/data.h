@@ -26,6 +26,34 @@
  *
  * A dataset is one shard file or a directory of "*.bin" shards (sorted by name, not recursive),
  * seen as one token stream; all its shards must agree on vocab_size and tokenizer fingerprint.
+ *
+ * binidx (RWKV-LM's training data)
+ * ================================
+ * Megatron's MMapIndexedDataset as RWKV-LM's make_data.py writes it: NAME.bin holds the token ids of
+ * all sequences back to back (no header); NAME.idx indexes them. Little-endian:
+ *
+ *   offset      size  field
+ *        0         9  magic "MMIDIDX\0\0"
+ *        9         8  u64 version = 1
+ *       17         1  u8 dtype code: 1 uint8, 2 int8, 3 int16, 4 int32, 5 int64, 8 uint16
+ *                     (6 and 7 are floating point, refused)
+ *       18         8  u64 N, the number of sequences
+ *       26         8  u64 D, the number of document-index entries
+ *       34       4*N  i32 sizes[N]: ids in each sequence
+ *   34+4N        8*N  i64 pointers[N]: byte offset of each sequence in NAME.bin
+ *  34+12N        8*D  i64 doc_idx[D]: 0, then the sequence index where each document ends
+ *
+ * make_data.py writes one sequence per document, the document's ids followed by 0, as uint16, so
+ * doc_idx = 0, 1, ..., N. Readers check the magic, version and dtype, that the file is exactly as long
+ * as N and D say, that the pointers are the running byte sums of the sizes (from 0), that doc_idx
+ * rises from 0 to N, that NAME.bin is exactly as long as the sizes say, and that no id is negative;
+ * a bad file is refused with one line, "dreamstate: FILE: reason", exit code 2. The stream is all of
+ * NAME.bin (as RWKV-LM reads it); the dataset's vocab_size is its largest id + 1 (binidx records no
+ * vocabulary) and its fingerprint is 0; its documents are the D - 1 that doc_idx delimits.
+ *
+ * ds_dataset_open takes binidx data as the prefix NAME (when no file NAME exists and NAME.bin or
+ * NAME.idx does), as NAME.idx, or as NAME.bin when NAME.idx exists beside it and NAME.bin does not
+ * start with the shard magic.
  */
 #ifndef DREAMSTATE_DATA_H
 #define DREAMSTATE_DATA_H
@@ -43,8 +71,9 @@
  *   nothing, as do the unused ids). */
 typedef struct ds_tokenizer ds_tokenizer;
 
-/* kind is "byte" or "world" (which needs vocab_file). Dies with exit code 2 on an unknown kind or a
- * malformed vocab file ("FILE:LINE: reason"). */
+/* kind is "byte" or "world"; a world vocab_file that is NULL or "" means the copy of
+ * rwkv_vocab_v20230424.txt built into the binary (src/data/). Dies with exit code 2 on an unknown kind
+ * or a malformed vocab file ("FILE:LINE: reason"). */
 ds_tokenizer *ds_tokenizer_open(const char *kind, const char *vocab_file);
 void ds_tokenizer_free(ds_tokenizer *tok);
 uint32_t ds_tokenizer_vocab_size(const ds_tokenizer *tok);
@@ -72,11 +101,23 @@ void ds_shard_writer_commit(ds_shard_writer *w);
 /* Removes the temporary file; frees w. */
 void ds_shard_writer_abort(ds_shard_writer *w);
 
+/* ---- binidx writer ---- */
+
+/* The same calls as the shard writer's, writing binidx data at prefix.bin and prefix.idx: uint16 ids
+ * when vocab_size <= 65536, else int32; one sequence per document, its ids followed by 0, and doc_idx
+ * 0, 1, ..., n. Both files are written as temporaries and renamed at commit, .bin first (a reader that
+ * meets the new .bin with an old .idx finds their lengths disagree). Failures die with exit code 1. */
+typedef struct ds_binidx_writer ds_binidx_writer;
+ds_binidx_writer *ds_binidx_writer_open(const char *prefix, uint32_t vocab_size);
+void ds_binidx_writer_add_document(ds_binidx_writer *w, const int32_t *ids, size_t n);
+void ds_binidx_writer_commit(ds_binidx_writer *w);
+void ds_binidx_writer_abort(ds_binidx_writer *w);
+
 /* ---- datasets (reading) ---- */
 
 typedef struct ds_dataset ds_dataset;
-/* Opens (mmaps) and validates a shard file or a directory of shards; dies with exit code 2 and
- * "PATH: reason" on anything invalid. */
+/* Opens (mmaps) and validates a shard file, a directory of shards or binidx data; dies with exit
+ * code 2 and "PATH: reason" on anything invalid. */
 ds_dataset *ds_dataset_open(const char *path);
 void ds_dataset_close(ds_dataset *ds);
 uint64_t ds_dataset_num_tokens(const ds_dataset *ds);
@@ -92,6 +133,28 @@ int ds_shard_check(const char *path, char *why, size_t why_len);
 /* Entropy (nats) of the dataset's token unigram distribution, separators included: the loss of the
  * best context-free predictor, which a trained model must beat. */
 double ds_unigram_entropy_nats(const ds_dataset *ds);
+
+/* ---- RWKV-LM's sample order (data.sampler rwkv_lm) ----
+ *
+ * RWKV-LM (RWKV-v7/train_temp/src/dataset.py) trains on 40320-sample mini-epochs; rank r of W reads
+ * its idx-th sample of mini-epoch e as number ii = 1 + 40320 e + W idx + r: the ctx_len + 1 tokens at
+ * offset ((phi * ii^3) mod P) * ctx_len of the stream, with the magic prime P (P mod 3 = 2, so cubing
+ * permutes the residues mod P and a mini-epoch's windows are all different) and
+ * phi = int(P * (sqrt(5) - 1) / 2) evaluated in double precision. Its step s of mini-epoch e takes
+ * idx in [s m, (s + 1) m) on every rank (m = micro_bsz), i.e. ii - 1 = 40320 e + s W m + k for
+ * k < W m = real_bsz, and 40320 is a multiple of real_bsz: so ii - 1 is exactly the global sample number
+ * g = step * real_bsz + k of this project's loop, and sample g here reads RWKV-LM's window
+ * ii = g + 1. With train.batch_size = real_bsz every step trains on RWKV-LM's windows of that step,
+ * on any rank count, micro batch or accumulation. ii^3 is reduced mod P exactly (128-bit products). */
+
+/* Token offset of sample g's window. */
+uint64_t ds_rwkv_lm_offset(uint64_t magic_prime, uint64_t ctx_len, uint64_t g);
+/* The largest prime P = 2 mod 3 below n_tokens // ctx_len (RWKV-LM's make_data.py picks it so), or 0 if
+ * none has P / (n_tokens // ctx_len) > 0.9. */
+uint64_t ds_rwkv_lm_magic_prime(uint64_t n_tokens, uint64_t ctx_len);
+/* Whether a prime fits data of n_tokens: 0.9 < P / (n_tokens // ctx_len) <= 1 (RWKV-LM's bound) and
+ * P ctx_len + 1 <= n_tokens (every window inside the data). 0, or -1 with the reason in why. */
+int ds_rwkv_lm_check_prime(uint64_t magic_prime, uint64_t n_tokens, uint64_t ctx_len, char *why, size_t why_len);
 
 /* ---- prepare-data and the default corpus ---- */
 
@@ -119,11 +182,11 @@ int ds_prepare_data_main(int argc, char **argv);
 #define DS_CORPUS_VALID_FRACTION 0.05
 void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file);
 
-/* The train and held-out token datasets of a run: data.train and data.valid (default: data.train), or
- * the default corpus's DIR/train.bin and DIR/valid.bin, DIR = data/default-<data.tokenizer>, which is
- * built first (ds_corpus_default) when `build` is set. Returns 1 when the paths are the default
- * corpus's: under MPI one rank builds it and every rank waits at a barrier before opening it. Either
- * output may be NULL. */
+/* The train and held-out token datasets of a run: data.train, and data.valid (else data.train); the
+ * default corpus's DIR/train.bin or DIR/valid.bin, DIR = data/default-<data.tokenizer>, for whichever
+ * is not given, built first (ds_corpus_default) when `build` is set. Returns 1 when an output is the
+ * default corpus's: under MPI one rank builds it and every rank waits at a barrier before opening it.
+ * Either output may be NULL (only what is asked for is built). */
 int ds_data_paths(const ds_config *cfg, int build, char *train, size_t train_len, char *valid, size_t valid_len);
 
 #endif

@@ -67,15 +67,24 @@ int ds_train_hybrid(const ds_config *cfg);
 /* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
 void ds_train_batching(const ds_config *cfg, int *micro, int *accum);
 
-/* B windows of T + 1 tokens (tokens [B, T], targets [B, T] shifted by one; window: T + 1 scratch) at
- * offsets drawn from (seed, global sample number) for samples first_sample .. first_sample + B - 1: a
- * sample's window depends on nothing else, so any rank count sees the same data. */
-void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T, int32_t *tokens,
-                           int32_t *targets, int32_t *window);
+/* Which window global sample number g reads (data.sampler). */
+typedef struct ds_sample_order {
+    uint64_t seed;         /* random: offset drawn from (run.seed, g) over every start that fits */
+    uint64_t magic_prime;  /* rwkv_lm (non-zero): RWKV-LM's window for g, ds_rwkv_lm_offset in data.h */
+} ds_sample_order;
 
-/* Opens the train and held-out token datasets of cfg (ds_data_paths) and checks them against
- * the model (vocabulary) and train.ctx_len; train_path receives the train path. Exit 2 on bad data. */
-void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len);
+/* B windows of T + 1 tokens (tokens [B, T], targets [B, T] shifted by one; window: T + 1 scratch) for
+ * global samples first_sample .. first_sample + B - 1: a sample's window depends on nothing else, so any
+ * rank count sees the same data. */
+void ds_train_sample_batch(const ds_dataset *ds, const ds_sample_order *order, uint64_t first_sample, int B, int T,
+                           int32_t *tokens, int32_t *targets, int32_t *window);
+
+/* Opens the train and held-out token datasets of cfg (ds_data_paths), checks them against the
+ * model (vocabulary) and train.ctx_len, and resolves the sample order (data.sampler; data.magic_prime
+ * 0 = the largest fitting prime, else checked against the train data); train_path receives the train
+ * path. Exit 2 on bad data. */
+void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, ds_sample_order *order,
+                        char *train_path, size_t len);
 
 /* AdamW parameter groups of the model's tensors (lr scale, weight decay), malloc'd; n_tensors entries. */
 ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m);

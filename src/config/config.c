@@ -71,13 +71,20 @@ static const config_key config_keys[] = {
      .help = "LoRA rank formula (rwkv7.md 1.1): released models, or the current trainer's"},
 
     {KEY(data, tokenizer), .type = KEY_ENUM, .def = "byte", .choices = "byte|world",
-     .help = "byte (256 symbols) or the RWKV World tokenizer (needs data.vocab_file)"},
+     .help = "byte (256 symbols) or the RWKV World tokenizer (65536 symbols)"},
     {KEY(data, vocab_file), .type = KEY_STRING, .def = "",
-     .help = "World tokenizer vocabulary (rwkv_vocab_v20230424.txt)"},
+     .help = "World tokenizer vocabulary file; empty = the built-in rwkv_vocab_v20230424.txt"},
     {KEY(data, train), .type = KEY_STRING, .def = "",
-     .help = "token shard file or directory of shards; empty = the built-in default corpus"},
+     .help = "token shard file, directory of shards, or binidx data (NAME, NAME.bin or NAME.idx); empty = the "
+             "built-in default corpus"},
     {KEY(data, valid), .type = KEY_STRING, .def = "",
-     .help = "held-out shard file or directory; empty = the built-in default corpus"},
+     .help = "held-out data, as data.train; empty = data.train, or the built-in default corpus's held-out part"},
+    {KEY(data, sampler), .type = KEY_ENUM, .def = "random", .choices = "random|rwkv_lm",
+     .help = "training windows: random (offsets drawn from run.seed and the sample number) or rwkv_lm "
+             "(RWKV-LM's magic-prime order, reproduced exactly)"},
+    {KEY(data, magic_prime), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
+     .help = "rwkv_lm's prime P: P mod 3 = 2 and 0.9 < P / (train tokens // ctx_len) <= 1; 0 = the largest such "
+             "prime below tokens // ctx_len (as RWKV-LM's make_data.py picks it)"},
 
     {KEY(train, ctx_len), .type = KEY_INT, .def = "64", .min = 1, .max = 1 << 20, .help = "sequence length T"},
     {KEY(train, batch_size), .type = KEY_INT, .def = "8", .min = 1, .max = 1 << 20,
@@ -577,7 +584,7 @@ static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
 static int is_set(const load_ctx *ctx, int i) { return ctx->origin[i].line || ctx->origin[i].set_arg; }
 
 static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
-    int n_embd = key_index("model", "n_embd"), tokenizer = key_index("data", "tokenizer");
+    int n_embd = key_index("model", "n_embd");
     int vocab = key_index("model", "vocab_size"), lr_final = key_index("optim", "lr_final");
     int out_dir = key_index("run", "out_dir"), ckpt_dir = key_index("checkpoint", "dir");
 
@@ -585,13 +592,21 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
         die_key(ctx, n_embd, "must be a multiple of model.head_size (%d), got %d", cfg->model.head_size, cfg->model.n_embd);
 
     int world = strcmp(cfg->data.tokenizer, "world") == 0;
-    if (world && !cfg->data.vocab_file[0])
-        die_key(ctx, tokenizer, "'world' requires data.vocab_file (rwkv_vocab_v20230424.txt)");
     if (world && !is_set(ctx, vocab)) cfg->model.vocab_size = 65536;
     int min_vocab = world ? 65536 : 256;
     if (cfg->model.vocab_size < min_vocab)
         die_key(ctx, vocab, "must be >= %d for data.tokenizer '%s', got %d", min_vocab, cfg->data.tokenizer,
                 cfg->model.vocab_size);
+
+    int magic = key_index("data", "magic_prime");
+    uint64_t prime = (uint64_t)cfg->data.magic_prime;
+    if (prime && strcmp(cfg->data.sampler, "rwkv_lm") != 0)
+        die_key(ctx, magic, "is only used by data.sampler rwkv_lm (data.sampler is '%s')", cfg->data.sampler);
+    if (prime && !ds_is_prime_u64(prime)) die_key(ctx, magic, "must be a prime, got %" PRIu64 " (not prime)", prime);
+    if (prime && prime % 3 != 2)
+        die_key(ctx, magic, "must be 2 mod 3 (so that cubing permutes the windows), got %" PRIu64 " (%" PRIu64
+                " mod 3 = %d)", prime, prime, (int)(prime % 3));
+    /* the bound 0.9 < P / (tokens // ctx_len) <= 1 needs the data: checked where it is opened */
 
     if (cfg->optim.lr_final > cfg->optim.lr)
         die_key(ctx, lr_final, "must be <= optim.lr (%g), got %g", cfg->optim.lr, cfg->optim.lr_final);

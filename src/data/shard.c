@@ -1,6 +1,9 @@
-/* Token shards: the atomic writer and the validating mmap reader (format in include/dreamstate/data.h). */
+/* Token shards: the atomic writer and the validating mmap reader (format in include/dreamstate/data.h),
+ * and datasets: a shard, a directory of shards, or binidx data (binidx.c), read as one token stream. */
 #include "dreamstate/data.h"
 #include "dreamstate/common.h"
+#include "segment.h"
+#include "text_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -104,22 +107,14 @@ void ds_shard_writer_abort(ds_shard_writer *w) {
 
 /* ---------------------------------------------------------------- reader */
 
-typedef struct shard {
-    const uint8_t *map;
-    size_t map_len;
-    shard_header header;
-    uint64_t first;  /* index of its first token in the dataset stream */
-} shard;
-
 struct ds_dataset {
-    int n_shards;
-    shard *shards;
+    int n_segments;
+    ds_segment *segments;
     uint64_t n_tokens, n_docs;
     uint32_t vocab_size, fingerprint;
 };
 
-static int fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t why_len, const char *fmt, ...) {
+int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, why_len, fmt, ap);
@@ -127,98 +122,102 @@ static int fail(char *why, size_t why_len, const char *fmt, ...) {
     return -1;
 }
 
-static inline uint32_t shard_token(const shard *s, uint64_t i) {
-    const uint8_t *payload = s->map + SHARD_HEADER_BYTES;
-    if (s->header.dtype == DTYPE_U16) return ((const uint16_t *)payload)[i];
-    return ((const uint32_t *)payload)[i];
+int ds_map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len) {
+    *map = NULL;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return ds_data_fail(why, why_len, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ds_data_fail(why, why_len, "not a regular file");
+    }
+    *len = (size_t)st.st_size;
+    void *m = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (m == MAP_FAILED) return ds_data_fail(why, why_len, "cannot mmap: %s", strerror(errno));
+    *map = m;
+    return 0;
 }
 
 /* The header's own fields, before any payload is touched. */
 static int check_header(const shard_header *h, size_t file_len, char *why, size_t why_len) {
     if (h->header_crc != ds_crc32c(0, h, offsetof(shard_header, header_crc)))
-        return fail(why, why_len, "header checksum mismatch (file corrupt)");
+        return ds_data_fail(why, why_len, "header checksum mismatch (file corrupt)");
     if (h->version != SHARD_VERSION)
-        return fail(why, why_len, "unsupported shard version %u (this build reads version %u)", h->version, SHARD_VERSION);
+        return ds_data_fail(why, why_len, "unsupported shard version %u (this build reads version %u)", h->version,
+                            SHARD_VERSION);
     if (h->dtype != DTYPE_U16 && h->dtype != DTYPE_U32)
-        return fail(why, why_len, "unknown token dtype %u (expected 1 = uint16 or 2 = uint32)", h->dtype);
+        return ds_data_fail(why, why_len, "unknown token dtype %u (expected 1 = uint16 or 2 = uint32)", h->dtype);
     if (h->vocab_size == 0 || (h->dtype == DTYPE_U16 && h->vocab_size > 65536))
-        return fail(why, why_len, "vocab_size %u does not fit token dtype %u", h->vocab_size, h->dtype);
+        return ds_data_fail(why, why_len, "vocab_size %u does not fit token dtype %u", h->vocab_size, h->dtype);
     for (size_t i = 0; i < sizeof h->reserved; i++)
-        if (h->reserved[i]) return fail(why, why_len, "reserved header bytes are not zero");
+        if (h->reserved[i]) return ds_data_fail(why, why_len, "reserved header bytes are not zero");
     uint64_t width = dtype_width(h->dtype);
     if (h->n_tokens > (UINT64_MAX - SHARD_HEADER_BYTES) / width)
-        return fail(why, why_len, "implausible token count %llu", (unsigned long long)h->n_tokens);
+        return ds_data_fail(why, why_len, "implausible token count %llu", (unsigned long long)h->n_tokens);
     uint64_t expected = SHARD_HEADER_BYTES + h->n_tokens * width;
     if (file_len < expected)
-        return fail(why, why_len, "truncated: header says %llu tokens (%llu bytes), file has %zu bytes",
-                    (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
+        return ds_data_fail(why, why_len, "truncated: header says %llu tokens (%llu bytes), file has %zu bytes",
+                            (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
     if (file_len > expected)
-        return fail(why, why_len, "trailing data: header says %llu tokens (%llu bytes), file has %zu bytes",
-                    (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
+        return ds_data_fail(why, why_len, "trailing data: header says %llu tokens (%llu bytes), file has %zu bytes",
+                            (unsigned long long)h->n_tokens, (unsigned long long)expected, file_len);
     if (h->n_docs > h->n_tokens)
-        return fail(why, why_len, "header says %llu documents but only %llu tokens",
-                    (unsigned long long)h->n_docs, (unsigned long long)h->n_tokens);
+        return ds_data_fail(why, why_len, "header says %llu documents but only %llu tokens",
+                            (unsigned long long)h->n_docs, (unsigned long long)h->n_tokens);
     return 0;
 }
 
 /* The payload: checksum, id range, separators. */
-static int check_payload(const shard *s, char *why, size_t why_len) {
-    const shard_header *h = &s->header;
+static int check_payload(const ds_segment *s, const shard_header *h, char *why, size_t why_len) {
     size_t payload_bytes = h->n_tokens * dtype_width(h->dtype);
-    if (ds_crc32c(0, s->map + SHARD_HEADER_BYTES, payload_bytes) != h->payload_crc)
-        return fail(why, why_len, "payload checksum mismatch (file corrupt)");
+    if (ds_crc32c(0, s->ids, payload_bytes) != h->payload_crc)
+        return ds_data_fail(why, why_len, "payload checksum mismatch (file corrupt)");
     uint64_t separators = 0;
     for (uint64_t i = 0; i < h->n_tokens; i++) {
-        uint32_t t = shard_token(s, i);
+        uint32_t t = (uint32_t)ds_segment_id(s, i);
         if (t >= h->vocab_size)
-            return fail(why, why_len, "token %u at index %llu is outside the vocabulary [0, %u)", t,
-                        (unsigned long long)i, h->vocab_size);
+            return ds_data_fail(why, why_len, "token %u at index %llu is outside the vocabulary [0, %u)", t,
+                                (unsigned long long)i, h->vocab_size);
         separators += t == 0;
     }
-    if (h->n_tokens > 0 && shard_token(s, h->n_tokens - 1) != 0)
-        return fail(why, why_len, "payload does not end with the document separator 0");
+    if (h->n_tokens > 0 && ds_segment_id(s, h->n_tokens - 1) != 0)
+        return ds_data_fail(why, why_len, "payload does not end with the document separator 0");
     if (separators < h->n_docs)
-        return fail(why, why_len, "header says %llu documents but the payload has %llu separators",
-                    (unsigned long long)h->n_docs, (unsigned long long)separators);
+        return ds_data_fail(why, why_len, "header says %llu documents but the payload has %llu separators",
+                            (unsigned long long)h->n_docs, (unsigned long long)separators);
     return 0;
 }
 
 /* Maps and validates one shard; on failure nothing stays mapped and `why` says what is wrong. */
-static int shard_open(const char *path, shard *s, char *why, size_t why_len) {
+static int shard_open(const char *path, ds_segment *s, char *why, size_t why_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(why, why_len, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(why, why_len, "not a regular file");
+    const uint8_t *map;
+    size_t len;
+    if (ds_map_file(path, &map, &len, why, why_len) != 0) return -1;
+    int rc = 0;
+    shard_header h;
+    if (len < sizeof h.magic || memcmp(map, SHARD_MAGIC, sizeof h.magic) != 0)
+        rc = ds_data_fail(why, why_len, "not a dreamstate token shard (bad magic)");
+    else if (len < SHARD_HEADER_BYTES)
+        rc = ds_data_fail(why, why_len, "truncated: file has %zu bytes, the header alone needs %d", len,
+                          SHARD_HEADER_BYTES);
+    if (rc == 0) {
+        memcpy(&h, map, sizeof h);
+        *s = (ds_segment){.map = map, .map_len = len, .ids = map + SHARD_HEADER_BYTES,
+                          .type = h.dtype == DTYPE_U16 ? IDS_U16 : IDS_U32, .n_tokens = h.n_tokens,
+                          .n_docs = h.n_docs, .vocab_size = h.vocab_size, .fingerprint = h.fingerprint};
+        rc = check_header(&h, len, why, why_len) != 0 || check_payload(s, &h, why, why_len) != 0 ? -1 : 0;
     }
-    size_t len = (size_t)st.st_size;
-    char magic[8] = {0};
-    if (pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic || memcmp(magic, SHARD_MAGIC, 8) != 0) {
-        close(fd);
-        return fail(why, why_len, "not a dreamstate token shard (bad magic)");
+    if (rc != 0) {
+        if (map) munmap((void *)map, len);
+        memset(s, 0, sizeof *s);
     }
-    if (len < SHARD_HEADER_BYTES) {
-        close(fd);
-        return fail(why, why_len, "truncated: file has %zu bytes, the header alone needs %d", len, SHARD_HEADER_BYTES);
-    }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return fail(why, why_len, "cannot mmap: %s", strerror(errno));
-    s->map = map;
-    s->map_len = len;
-    memcpy(&s->header, map, sizeof s->header);
-    if (check_header(&s->header, len, why, why_len) != 0 || check_payload(s, why, why_len) != 0) {
-        munmap(map, len);
-        s->map = NULL;
-        return -1;
-    }
-    return 0;
+    return rc;
 }
 
 int ds_shard_check(const char *path, char *why, size_t why_len) {
-    shard s;
+    ds_segment s;
     if (shard_open(path, &s, why, why_len) != 0) return -1;
     munmap((void *)s.map, s.map_len);
     return 0;
@@ -250,39 +249,75 @@ static char **list_shards(const char *dir, int *count) {
     return names;
 }
 
-ds_dataset *ds_dataset_open(const char *path) {
+static int file_exists(const char *path) {
     struct stat st;
-    if (stat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open dataset: %s", path, strerror(errno));
-    int n = 1;
-    char **paths = S_ISDIR(st.st_mode) ? list_shards(path, &n) : NULL;
+    return stat(path, &st) == 0;
+}
+
+static int starts_with_shard_magic(const char *path) {
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    int yes = f && fread(magic, 1, sizeof magic, f) == sizeof magic && memcmp(magic, SHARD_MAGIC, 8) == 0;
+    if (f) fclose(f);
+    return yes;
+}
+
+/* Whether `path` names binidx data (rules in data.h); if so, the paths of its two files. */
+static int binidx_paths(const char *path, char *bin, char *idx, size_t len) {
+    size_t n = strlen(path);
+    int has_ext = ds_has_suffix(path, ".bin") || ds_has_suffix(path, ".idx");
+    const char *ext = has_ext ? path + n - 4 : "";
+    snprintf(bin, len, "%.*s.bin", (int)(n - strlen(ext)), path);
+    snprintf(idx, len, "%.*s.idx", (int)(n - strlen(ext)), path);
+    if (strcmp(ext, ".idx") == 0) return 1;
+    if (strcmp(ext, ".bin") == 0) return !starts_with_shard_magic(path) && file_exists(idx);
+    return !file_exists(path) && (file_exists(idx) || file_exists(bin));
+}
+
+ds_dataset *ds_dataset_open(const char *path) {
+    char bin[4096], idx[4096], why[256];
+    if (strlen(path) + 5 > sizeof bin) ds_die(DS_EXIT_BAD_INPUT, "%s: dataset path too long", path);
     ds_dataset *ds = ds_alloc(sizeof *ds);
-    ds->n_shards = n;
-    ds->shards = ds_alloc(n * sizeof *ds->shards);
-    char why[256];
-    for (int i = 0; i < n; i++) {
-        const char *p = paths ? paths[i] : path;
-        shard *s = &ds->shards[i];
-        if (shard_open(p, s, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", p, why);
-        if (i == 0) {
-            ds->vocab_size = s->header.vocab_size;
-            ds->fingerprint = s->header.fingerprint;
-        } else if (s->header.vocab_size != ds->vocab_size || s->header.fingerprint != ds->fingerprint) {
-            ds_die(DS_EXIT_BAD_INPUT, "%s: tokenizer differs from %s (vocab_size %u vs %u, fingerprint %08x vs %08x)",
-                   p, paths[0], s->header.vocab_size, ds->vocab_size, s->header.fingerprint, ds->fingerprint);
+    if (binidx_paths(path, bin, idx, sizeof bin)) {
+        ds->n_segments = 1;
+        ds->segments = ds_alloc(sizeof *ds->segments);
+        const char *bad;
+        if (ds_binidx_open_segment(bin, idx, ds->segments, &bad, why, sizeof why) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: %s", bad, why);
+    } else {
+        struct stat st;
+        if (stat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open dataset: %s", path, strerror(errno));
+        int n = 1;
+        char **paths = S_ISDIR(st.st_mode) ? list_shards(path, &n) : NULL;
+        ds->n_segments = n;
+        ds->segments = ds_alloc(n * sizeof *ds->segments);
+        for (int i = 0; i < n; i++) {
+            const char *p = paths ? paths[i] : path;
+            ds_segment *s = &ds->segments[i];
+            if (shard_open(p, s, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", p, why);
+            if (i > 0 && (s->vocab_size != ds->segments[0].vocab_size || s->fingerprint != ds->segments[0].fingerprint))
+                ds_die(DS_EXIT_BAD_INPUT, "%s: tokenizer differs from %s (vocab_size %u vs %u, fingerprint %08x vs "
+                       "%08x)", p, paths[0], s->vocab_size, ds->segments[0].vocab_size, s->fingerprint,
+                       ds->segments[0].fingerprint);
         }
-        s->first = ds->n_tokens;
-        ds->n_tokens += s->header.n_tokens;
-        ds->n_docs += s->header.n_docs;
+        for (int i = 0; paths && i < n; i++) free(paths[i]);
+        free(paths);
     }
-    for (int i = 0; paths && i < n; i++) free(paths[i]);
-    free(paths);
+    ds->vocab_size = ds->segments[0].vocab_size;
+    ds->fingerprint = ds->segments[0].fingerprint;
+    for (int i = 0; i < ds->n_segments; i++) {
+        ds->segments[i].first = ds->n_tokens;
+        ds->n_tokens += ds->segments[i].n_tokens;
+        ds->n_docs += ds->segments[i].n_docs;
+    }
     return ds;
 }
 
 void ds_dataset_close(ds_dataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->n_shards; i++) munmap((void *)ds->shards[i].map, ds->shards[i].map_len);
-    ds_free(ds->shards);
+    for (int i = 0; i < ds->n_segments; i++)
+        if (ds->segments[i].map) munmap((void *)ds->segments[i].map, ds->segments[i].map_len);
+    ds_free(ds->segments);
     ds_free(ds);
 }
 
@@ -291,12 +326,12 @@ uint64_t ds_dataset_num_docs(const ds_dataset *ds) { return ds->n_docs; }
 uint32_t ds_dataset_vocab_size(const ds_dataset *ds) { return ds->vocab_size; }
 uint32_t ds_dataset_fingerprint(const ds_dataset *ds) { return ds->fingerprint; }
 
-/* The shard holding stream index i: the last one whose first token is <= i. */
-static int find_shard(const ds_dataset *ds, uint64_t i) {
-    int a = 0, b = ds->n_shards - 1;
+/* The segment holding stream index i: the last one whose first token is <= i. */
+static int find_segment(const ds_dataset *ds, uint64_t i) {
+    int a = 0, b = ds->n_segments - 1;
     while (a < b) {
         int m = (a + b + 1) / 2;
-        if (ds->shards[m].first <= i) a = m;
+        if (ds->segments[m].first <= i) a = m;
         else b = m - 1;
     }
     return a;
@@ -307,10 +342,10 @@ void ds_dataset_read(const ds_dataset *ds, uint64_t start, size_t n, int32_t *ou
         ds_die(DS_EXIT_FAIL, "dataset read of tokens [%llu, %llu) past its end (%llu tokens)",
                (unsigned long long)start, (unsigned long long)(start + n), (unsigned long long)ds->n_tokens);
     if (n == 0) return;
-    for (int k = find_shard(ds, start); n > 0; k++) {
-        const shard *s = &ds->shards[k];
-        uint64_t i = start - s->first, end = s->header.n_tokens;
-        for (; i < end && n > 0; i++, n--, start++) *out++ = (int32_t)shard_token(s, i);
+    for (int k = find_segment(ds, start); n > 0; k++) {
+        const ds_segment *s = &ds->segments[k];
+        uint64_t i = start - s->first, end = s->n_tokens;
+        for (; i < end && n > 0; i++, n--, start++) *out++ = (int32_t)ds_segment_id(s, i);
     }
 }
 
@@ -322,9 +357,9 @@ int32_t ds_dataset_token(const ds_dataset *ds, uint64_t i) {
 
 double ds_unigram_entropy_nats(const ds_dataset *ds) {
     uint64_t *counts = ds_alloc(ds->vocab_size * sizeof *counts);
-    for (int k = 0; k < ds->n_shards; k++) {
-        const shard *s = &ds->shards[k];
-        for (uint64_t i = 0; i < s->header.n_tokens; i++) counts[shard_token(s, i)]++;
+    for (int k = 0; k < ds->n_segments; k++) {
+        const ds_segment *s = &ds->segments[k];
+        for (uint64_t i = 0; i < s->n_tokens; i++) counts[ds_segment_id(s, i)]++;
     }
     double h = 0;
     for (uint32_t v = 0; v < ds->vocab_size; v++) {

@@ -14,6 +14,19 @@
 enum { TOK_BYTE, TOK_WORLD };
 #define WORLD_VOCAB_SIZE 65536
 
+/* The World vocabulary, embedded at build time (so the binary needs no file at run time, whatever its
+ * working directory): the assembler copies src/data/BUILTIN_VOCAB byte for byte, so its fingerprint
+ * equals that of the same file given as data.vocab_file. The path is relative to the repository root,
+ * where make runs the compiler; the Makefile lists the file as a prerequisite of this object. */
+#define BUILTIN_VOCAB "rwkv_vocab_v20230424.txt"
+extern const char builtin_vocab[], builtin_vocab_end[];
+__asm__(".pushsection .rodata\n"
+        ".balign 64\n"
+        "builtin_vocab:\n"
+        ".incbin \"src/data/" BUILTIN_VOCAB "\"\n"
+        "builtin_vocab_end:\n"
+        ".popsection\n");
+
 typedef struct trie_node {
     uint32_t first_child;
     uint16_t n_children;
@@ -206,9 +219,8 @@ static char *read_whole_file(const char *path, size_t *len) {
     return buf;
 }
 
-static void load_world(ds_tokenizer *tok, const char *path) {
-    size_t file_len;
-    char *text = read_whole_file(path, &file_len);
+/* Parses a vocab file's text; `path` names it in error messages. */
+static void parse_world(ds_tokenizer *tok, const char *path, const char *text, size_t file_len) {
     tok->fingerprint = ds_crc32c(0, text, file_len);
     if (tok->fingerprint == 0) tok->fingerprint = 1;  /* 0 means "byte tokenizer" */
     tok->vocab_size = WORLD_VOCAB_SIZE;
@@ -255,7 +267,6 @@ static void load_world(ds_tokenizer *tok, const char *path) {
         blob_len += n;
         line = next;
     }
-    free(text);
 
     qsort_r(entries, n_entries, sizeof *entries, compare_entries, tok->blob);
     for (size_t i = 1; i < n_entries; i++) {
@@ -272,7 +283,8 @@ static void load_world(ds_tokenizer *tok, const char *path) {
     for (int b = 0; b < 256; b++) {
         const trie_node *c = trie_child(tok->nodes, root, (uint8_t)b);
         if (!c || c->token < 0)
-            ds_die(DS_EXIT_BAD_INPUT, "%s: no token for the single byte 0x%02x, so not every input is encodable", path, b);
+            ds_die(DS_EXIT_BAD_INPUT, "%s: no token for the single byte 0x%02x, so not every input is encodable", path,
+                   b);
     }
     free(entries);
     ds_free(line_of_id);
@@ -288,10 +300,15 @@ ds_tokenizer *ds_tokenizer_open(const char *kind, const char *vocab_file) {
         tok->length = ds_alloc(256 * sizeof *tok->length);
         for (int b = 0; b < 256; b++) { tok->blob[b] = (uint8_t)b; tok->offset[b] = b; tok->length[b] = 1; }
     } else if (strcmp(kind, "world") == 0) {
-        if (!vocab_file || !*vocab_file)
-            ds_die(DS_EXIT_BAD_INPUT, "the world tokenizer needs a vocab file (rwkv_vocab_v20230424.txt)");
         tok->kind = TOK_WORLD;
-        load_world(tok, vocab_file);
+        if (vocab_file && *vocab_file) {
+            size_t len;
+            char *text = read_whole_file(vocab_file, &len);
+            parse_world(tok, vocab_file, text, len);
+            free(text);
+        } else {
+            parse_world(tok, "built-in " BUILTIN_VOCAB, builtin_vocab, (size_t)(builtin_vocab_end - builtin_vocab));
+        }
     } else {
         ds_die(DS_EXIT_BAD_INPUT, "unknown tokenizer '%s' (expected byte or world)", kind);
     }

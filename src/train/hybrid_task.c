@@ -42,6 +42,7 @@ typedef struct {
     const ds_config *cfg;
     ds_hybrid h;
     ds_dataset *train, *valid;
+    ds_sample_order order;
     int micro, T;
     uint64_t draw_seed;
     int32_t *tokens, *targets, *window;
@@ -75,7 +76,7 @@ static void format_layers(const int *layers, int n, char *buf, size_t len) {
 
 static double hy_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     hybrid_task *k = ctx;
-    ds_train_sample_batch(k->train, (uint64_t)k->cfg->run.seed, first, n, k->T, k->tokens, k->targets, k->window);
+    ds_train_sample_batch(k->train, &k->order, first, n, k->T, k->tokens, k->targets, k->window);
     /* the warm-up teaches the denoiser before its noisy early matrices reach the LM (3.4); the static
      * baseline has no DiT and trains on L_LM from the first step */
     int warm = k->h.d.n_targets > 0 && step < k->cfg->hybrid.lm_warmup_steps;
@@ -208,7 +209,7 @@ int ds_train_hybrid(const ds_config *cfg) {
     int accum, T = k.T;
     ds_train_batching(cfg, &k.micro, &accum);
     char train_path[DS_PATH_MAX + 64];
-    ds_train_open_data(cfg, &k.train, &k.valid, train_path, sizeof train_path);
+    ds_train_open_data(cfg, &k.train, &k.valid, &k.order, train_path, sizeof train_path);
 
     ds_hybrid_dims d;
     ds_hybrid_dims_from_config(&d, cfg);
@@ -264,6 +265,8 @@ int ds_train_hybrid(const ds_config *cfg) {
     ds_log("  data %s: %llu tokens (valid %llu); L_LM on positions >= %d (%d of %d tokens per window)", train_path,
            (unsigned long long)ds_dataset_num_tokens(k.train), (unsigned long long)ds_dataset_num_tokens(k.valid),
            hc->prefix, T - hc->prefix, T);
+    if (k.order.magic_prime)
+        ds_log("  sampler rwkv_lm: magic prime %llu (RWKV-LM's windows)", (unsigned long long)k.order.magic_prime);
     ds_log("  held-out L_LM of hybrid.init alone on those positions: %.4f (perplexity %.2f)", k.base_loss,
            exp(k.base_loss));
     int rc = ds_train_run(cfg, &task);

@@ -1,6 +1,6 @@
-/* The `lm` task for the shared loop (loop.c): RWKV-7 language modelling on token shards. Global
- * sample s of a step is a window of ctx_len + 1 tokens at an offset drawn from (seed, s). Rank 0
- * alone builds the default corpus. */
+/* The `lm` task for the shared loop (loop.c): RWKV-7 language modelling on token shards or binidx.
+ * Global sample s of a step is a window of ctx_len + 1 tokens at an offset drawn from (seed, s), or
+ * RWKV-LM's window for s (data.sampler rwkv_lm). Rank 0 alone builds the default corpus. */
 #include "dreamstate/train.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
@@ -16,11 +16,13 @@
 
 enum { RNG_STREAM_DATA = 0x44415441 /* "DATA" */ };
 
-void ds_train_sample_batch(const ds_dataset *ds, uint64_t seed, uint64_t first_sample, int B, int T,
-                         int32_t *tokens, int32_t *targets, int32_t *window) {
+void ds_train_sample_batch(const ds_dataset *ds, const ds_sample_order *order, uint64_t first_sample, int B, int T,
+                           int32_t *tokens, int32_t *targets, int32_t *window) {
     uint64_t span = ds_dataset_num_tokens(ds) - (uint64_t)T - 1;
     for (int b = 0; b < B; b++) {
-        uint64_t off = ds_rng_u64(seed, RNG_STREAM_DATA, first_sample + b) % (span + 1);
+        uint64_t g = first_sample + b;
+        uint64_t off = order->magic_prime ? ds_rwkv_lm_offset(order->magic_prime, (uint64_t)T, g)
+                                          : ds_rng_u64(order->seed, RNG_STREAM_DATA, g) % (span + 1);
         ds_dataset_read(ds, off, (size_t)T + 1, window);
         memcpy(tokens + (int64_t)b * T, window, sizeof(int32_t) * T);
         memcpy(targets + (int64_t)b * T, window + 1, sizeof(int32_t) * T);
@@ -35,17 +37,38 @@ ds_optim_group *ds_train_optim_groups(const ds_rwkv7 *m) {
     return groups;
 }
 
-void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, char *train_path, size_t len) {
+void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **valid, ds_sample_order *order,
+                        char *train_path, size_t len) {
     char valid_path[DS_PATH_MAX + 64];
     if (ds_data_paths(cfg, ds_dist_rank() == 0, train_path, len, valid_path, sizeof valid_path)) ds_dist_barrier();
     *train = ds_dataset_open(train_path);
     *valid = ds_dataset_open(valid_path);
-    if ((int64_t)ds_dataset_vocab_size(*train) > cfg->model.vocab_size)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d", train_path,
-               ds_dataset_vocab_size(*train), cfg->model.vocab_size);
+    const char *paths[2] = {train_path, valid_path};
+    const ds_dataset *sets[2] = {*train, *valid};
+    for (int i = 0; i < 2; i++)
+        if ((int64_t)ds_dataset_vocab_size(sets[i]) > cfg->model.vocab_size)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d (every token id must be "
+                   "below it)", paths[i], ds_dataset_vocab_size(sets[i]), cfg->model.vocab_size);
     uint64_t need = (uint64_t)cfg->train.ctx_len + 2;
     if (ds_dataset_num_tokens(*train) < need || ds_dataset_num_tokens(*valid) < need)
         ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+
+    *order = (ds_sample_order){.seed = (uint64_t)cfg->run.seed};
+    if (strcmp(cfg->data.sampler, "rwkv_lm") != 0) return;
+    uint64_t n = ds_dataset_num_tokens(*train), T = (uint64_t)cfg->train.ctx_len;
+    char why[256];
+    if (cfg->data.magic_prime == 0) {
+        order->magic_prime = ds_rwkv_lm_magic_prime(n, T);
+        if (!order->magic_prime)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: data.sampler rwkv_lm: no prime P = 2 mod 3 has 0.9 < P / (tokens // "
+                   "ctx_len) <= 1 for %llu tokens and ctx_len %llu; use more data or a shorter train.ctx_len",
+                   train_path, (unsigned long long)n, (unsigned long long)T);
+    } else if (ds_rwkv_lm_check_prime((uint64_t)cfg->data.magic_prime, n, T, why, sizeof why) != 0) {
+        ds_die(DS_EXIT_BAD_INPUT, "%s: data.magic_prime %lld %s (the largest that fits is %llu)", train_path,
+               (long long)cfg->data.magic_prime, why, (unsigned long long)ds_rwkv_lm_magic_prime(n, T));
+    } else {
+        order->magic_prime = (uint64_t)cfg->data.magic_prime;
+    }
 }
 
 static void on_grads_ready(void *ctx, int64_t offset, int64_t numel) {
@@ -56,6 +79,7 @@ typedef struct {
     const ds_config *cfg;
     ds_rwkv7 model;
     ds_dataset *train, *valid;
+    ds_sample_order order;
     int micro, T;
     int32_t *tokens, *targets, *window;
 } lm_task;
@@ -63,7 +87,7 @@ typedef struct {
 static double lm_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     (void)step;
     lm_task *t = ctx;
-    ds_train_sample_batch(t->train, (uint64_t)t->cfg->run.seed, first, n, t->T, t->tokens, t->targets, t->window);
+    ds_train_sample_batch(t->train, &t->order, first, n, t->T, t->tokens, t->targets, t->window);
     t->model.grads_ready_ctx = sync;
     double loss = ds_rwkv7_forward(&t->model, n, t->T, t->tokens, t->targets, weight, (float)t->cfg->optim.l2wrap, NULL,
                                    NULL, NULL);
@@ -89,7 +113,7 @@ int ds_train_lm(const ds_config *cfg) {
     ds_train_batching(cfg, &t.micro, &accum);
     int T = t.T;
     char train_path[DS_PATH_MAX + 64];
-    ds_train_open_data(cfg, &t.train, &t.valid, train_path, sizeof train_path);
+    ds_train_open_data(cfg, &t.train, &t.valid, &t.order, train_path, sizeof train_path);
     double unigram = ds_dist_rank() == 0 ? ds_unigram_entropy_nats(t.train) : 0.0;
 
     ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
@@ -112,6 +136,8 @@ int ds_train_lm(const ds_config *cfg) {
     ds_log("  data %s: %llu tokens (valid %llu), unigram entropy %.4f nats/token", train_path,
            (unsigned long long)ds_dataset_num_tokens(t.train), (unsigned long long)ds_dataset_num_tokens(t.valid),
            unigram);
+    if (t.order.magic_prime)
+        ds_log("  sampler rwkv_lm: magic prime %llu (RWKV-LM's windows)", (unsigned long long)t.order.magic_prime);
     t.tokens = ds_alloc(sizeof(int32_t) * t.micro * T);
     t.targets = ds_alloc(sizeof(int32_t) * t.micro * T);
     t.window = ds_alloc(sizeof(int32_t) * (T + 1));
