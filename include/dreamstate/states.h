@@ -229,4 +229,13 @@ typedef struct ds_extract_options {
  * barrier. Returns the exit code. */
 int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt);
 
+/* ---- RWKV state files (RWKV-PEFT state tuning; src/data/rwkv_state.c) ----
+ * safetensors with "blocks.{i}.att.time_state" [H, 64, 64] per layer, [head][value][key], WKV only.
+ * Both return 0, or -1 with a one-line reason in err (DS_ERR_LEN bytes): wrong layer or head count,
+ * other tensors, a damaged file. Loading zeroes sequence b's token-shift state; saving drops it.
+ * `model` (a ds_weights_signature) goes into the metadata. */
+int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *model,
+                       char *err);
+int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char *err);
+
 #endif
