@@ -208,6 +208,17 @@ static void test_overrides(void) {
     CHECK(!strcmp(c.run.out_dir, "runs/a=b") && !strcmp(c.checkpoint.dir, "runs/a=b/checkpoints"),
           "derived paths follow the overridden name: %s %s", c.run.out_dir, c.checkpoint.dir);
     CHECK(c.optim.lr == 1e-3 && c.data.train[0] == 0 && c.checkpoint.every == 7, "other overrides");
+    char where[512], file_line[300];
+    CHECK(ds_config_origin(&c, "model", "n_layer", where, sizeof where) && !strcmp(where, "--set model.n_layer"),
+          "origin of a --set key: '%s'", where);
+    CHECK(ds_config_origin(&c, "model", "n_embd", where, sizeof where) && !strcmp(where, "--set model.n_embd"),
+          "--set beats the file's line for the origin too: '%s'", where);
+    CHECK(!ds_config_origin(&c, "model", "dim_w", where, sizeof where), "a defaulted key has no origin");
+    ds_config f;
+    load_text(&f, "origin.yaml", "run:\n  seed: 3\nmodel:\n  n_layer: 4\n", 0, NULL);
+    snprintf(file_line, sizeof file_line, "%s/origin.yaml:4: model.n_layer", tmpdir);
+    CHECK(ds_config_origin(&f, "model", "n_layer", where, sizeof where) && !strcmp(where, file_line),
+          "origin of a file key: '%s'", where);
 
     /* explicit out_dir: checkpoint.dir derives from it; an explicit vocab_size stays with world */
     char *sets2[] = {"run.out_dir=/tmp/x", "data.tokenizer=world", "data.vocab_file=v.txt", "model.vocab_size=65600"};
@@ -234,6 +245,13 @@ static void check_with_pyyaml(const char *path) {
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
+/* Where values came from (file, lines, --set) is not part of a config's value. */
+static void copy_origins(ds_config *to, const ds_config *from) {
+    memcpy(to->source, from->source, sizeof to->source);
+    memcpy(to->key_line, from->key_line, sizeof to->key_line);
+    memcpy(to->key_from_set, from->key_from_set, sizeof to->key_from_set);
+}
+
 static void test_round_trip(void) {
     ds_config a, b;
     char *sets[] = {"run.name=q\"uo\\te\\\\ é\tx", "optim.lr=0.30000000000000004", "optim.lr_final=0.1",
@@ -246,7 +264,7 @@ static void test_round_trip(void) {
     CHECK(ds_config_write(&a, out) == 0, "write");
     n_files_written++;
     ds_config_load(&b, out, 0, NULL);
-    memcpy(b.source, a.source, sizeof b.source);
+    copy_origins(&b, &a);
     CHECK(memcmp(&a, &b, sizeof a) == 0, "load(write(cfg)) == cfg");
     CHECK(!strcmp(b.run.name, a.run.name) && b.optim.beta2 == a.optim.beta2, "round-tripped name '%s'", b.run.name);
     check_with_pyyaml(out);
@@ -255,14 +273,14 @@ static void test_round_trip(void) {
     ds_config_load(&a, NULL, 0, NULL);
     CHECK(ds_config_write(&a, out) == 0, "write defaults");
     ds_config_load(&b, out, 0, NULL);
-    memcpy(b.source, a.source, sizeof b.source);
+    copy_origins(&b, &a);
     CHECK(memcmp(&a, &b, sizeof a) == 0, "defaults round-trip");
     char in[256];
     snprintf(in, sizeof in, "%s/full.yaml", tmpdir);
     ds_config_load(&a, in, 0, NULL);
     CHECK(ds_config_write(&a, out) == 0, "write full");
     ds_config_load(&b, out, 0, NULL);
-    memcpy(b.source, a.source, sizeof b.source);
+    copy_origins(&b, &a);
     CHECK(memcmp(&a, &b, sizeof a) == 0, "full.yaml round-trips");
 
     /* a write that cannot happen reports it and leaves nothing behind */

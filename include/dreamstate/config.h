@@ -107,8 +107,14 @@ typedef struct ds_hybrid_config {
     int64_t lm_warmup_steps;         /* first steps with lambda_lm = 0 (diffusion only), default 0 */
 } ds_hybrid_config;
 
+#define DS_CONFIG_MAX_KEYS 128
+
 typedef struct ds_config {
     char source[DS_PATH_MAX];  /* the file it was read from */
+    /* Where each key's value came from (indexed like the key table): its line in `source`, or
+     * set by --set; neither = the default. Read it through ds_config_origin. */
+    int key_line[DS_CONFIG_MAX_KEYS];
+    unsigned char key_from_set[DS_CONFIG_MAX_KEYS];
     ds_run_config run;
     ds_model_config model;
     ds_data_config data;
@@ -131,6 +137,9 @@ int ds_config_parse_layers(const char *text, int n_layer, int *out, char *why, s
 void ds_config_load(ds_config *cfg, const char *path, int n_overrides, char **overrides);
 /* Defaults only (used by tests and tools). */
 void ds_config_defaults(ds_config *cfg);
+/* Whether section.name was given (in the file or by --set) rather than defaulted; if so, `where`
+ * receives "FILE:LINE: section.name" or "--set section.name" for error messages. */
+int ds_config_origin(const ds_config *cfg, const char *section, const char *name, char *where, size_t len);
 /* Writes the resolved config as YAML (atomically). Returns 0 on success. */
 int ds_config_write(const ds_config *cfg, const char *path);
 /* Lists every key with its type, bounds, default and a one-line help (for `--help`). */

@@ -182,4 +182,13 @@ void ds_states_load_rwkv7(const ds_states *s, int64_t i, const ds_rwkv7_dims *d,
 /* Record i as a state file (metadata: model, label, checkpoint, contexts, context). */
 void ds_states_save_record(const ds_states *s, int64_t i, const char *path);
 
+/* ---- RWKV state files (RWKV-PEFT state tuning; src/data/rwkv_state.c) ----
+ * safetensors with "blocks.{i}.att.time_state" [H, 64, 64] per layer, [head][value][key], WKV only.
+ * Both return 0, or -1 with a one-line reason in err (DS_ERR_LEN bytes): wrong layer or head count,
+ * other tensors, a damaged file. Loading zeroes sequence b's token-shift state; saving drops it.
+ * `model` (a ds_weights_signature) goes into the metadata. */
+int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *model,
+                       char *err);
+int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char *err);
+
 #endif

@@ -23,6 +23,13 @@ void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extr
  * Any problem (missing file, corruption, missing tensor, shape mismatch) exits with code 2. */
 void ds_weights_load(ds_rwkv7 *m, const char *path);
 
+/* Model shape of a weights file: a .safetensors with official names (from the tensor shapes: layers,
+ * width, vocabulary, every LoRA rank; head size 64 and a 4x channel mix are checked) or a .ckpt (from
+ * its model= metadata). Returns 0, or -1 with a one-line reason in err (DS_ERR_LEN bytes). */
+int ds_rwkv7_dims_of_file(const char *path, ds_rwkv7_dims *d, char *err);
+/* The shape of the weights in `path` for a command given cfg: model.* keys that the config gives
+ * must agree with the file (else one line naming both values, exit 2); the others are not used. */
+ds_rwkv7_dims ds_model_dims_for_weights(const ds_config *cfg, const char *path);
 /* `dreamstate export`: checkpoint -> safetensors (F32, official names and shapes). */
 int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path);
 /* `dreamstate import`: safetensors -> the step-0 checkpoint of the configured run (zero optimiser

@@ -188,6 +188,7 @@ static const config_key config_keys[] = {
      .help = "first steps trained on the diffusion loss only (lambda_lm = 0)"},
 };
 enum { N_KEYS = sizeof config_keys / sizeof config_keys[0] };
+_Static_assert(N_KEYS <= DS_CONFIG_MAX_KEYS, "raise DS_CONFIG_MAX_KEYS in config.h");
 
 static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint",
                                        "dit", "diffusion", "hybrid"};
@@ -691,6 +692,18 @@ void ds_config_load(ds_config *cfg, const char *path, int n_overrides, char **ov
     }
     for (int i = 0; i < n_overrides; i++) apply_override(&ctx, cfg, overrides[i]);
     check_and_resolve(&ctx, cfg);
+    for (int i = 0; i < N_KEYS; i++) {
+        cfg->key_line[i] = ctx.origin[i].set_arg ? 0 : ctx.origin[i].line;
+        cfg->key_from_set[i] = ctx.origin[i].set_arg != NULL;
+    }
+}
+
+int ds_config_origin(const ds_config *cfg, const char *section, const char *name, char *where, size_t len) {
+    int i = key_index(section, name);
+    if (cfg->key_from_set[i]) snprintf(where, len, "--set %s.%s", section, name);
+    else if (cfg->key_line[i]) snprintf(where, len, "%s:%d: %s.%s", cfg->source, cfg->key_line[i], section, name);
+    else return 0;
+    return 1;
 }
 
 /* YAML double-quoted string: always safe, whatever the path contains. */

@@ -4,6 +4,9 @@
   pth_to_safetensors.py MODEL.pth OUT.safetensors
   pth_to_safetensors.py --to-pth MODEL.safetensors OUT.pth [--dtype bf16|fp32]
 
+RWKV-PEFT state files (only blocks.N.att.time_state [H, 64, 64] tensors) convert the same way, in
+both directions, with __metadata__ {"format": "rwkv-state"}.
+
 The official key names and shapes are kept (docs/rwkv7.md section 5.1): [1,1,C] mixes stay
 [1,1,C], r_k is [H,N], LoRA matrices are [in,out], Linear weights [out,in]. A DeepSpeed
 "_forward_module." prefix is stripped. Tensors are written as float32 (bf16/fp16 are widened
@@ -25,6 +28,8 @@ import numpy as np
 import torch
 
 FORMAT = "rwkv7-x070"
+STATE_FORMAT = "rwkv-state"
+TIME_STATE = re.compile(r"blocks\.(\d+)\.att\.time_state")
 PREFIX = "_forward_module."
 
 # Shapes as tuples of dimension symbols (bound on first use, then checked) or literal ints.
@@ -99,6 +104,27 @@ def check_state_dict(sd):
     if dims["H"] * dims["N"] != dims["C"]:
         raise BadInput(f"r_k is [{dims['H']},{dims['N']}] but C = {dims['C']}")
     return dims, len(layers)
+
+
+def is_state_file(sd):
+    """An RWKV-PEFT state-tuning file: only blocks.N.att.time_state tensors."""
+    return bool(sd) and all(TIME_STATE.fullmatch(k) for k in sd)
+
+
+def check_time_states(sd):
+    """Validates an RWKV-PEFT state dict: blocks.0..L-1.att.time_state, each [H, 64, 64] with one H."""
+    layers = sorted(int(TIME_STATE.fullmatch(k).group(1)) for k in sd)
+    if layers != list(range(len(layers))):
+        raise BadInput(f"time_state layer numbers are not 0..L-1: {layers}")
+    shapes = {tuple(t.shape) for t in sd.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[1:] != (64, 64):
+        raise BadInput(f"time_state tensors must all be [H, 64, 64], found {sorted(shapes)}")
+    H = next(iter(shapes))[0]
+    return {"H": H, "N": 64, "C": H * 64}, len(layers)
+
+
+def check_any(sd):
+    return (STATE_FORMAT, *check_time_states(sd)) if is_state_file(sd) else (FORMAT, *check_state_dict(sd))
 
 
 def atomic_write(path, write):
@@ -195,20 +221,20 @@ def pth_to_safetensors(src, dst):
             raise BadInput(f"{src}: tensor '{k}' has dtype {v.dtype}, expected a floating-point type")
         sd[name] = v
     try:
-        dims, n_layer = check_state_dict(sd)
+        kind, dims, n_layer = check_any(sd)
     except BadInput as e:
         raise BadInput(f"{src}: {e}")
     tensors = [(k, sd[k].detach().to(torch.float32).contiguous().numpy()) for k in sorted(sd, key=natural_key)]
-    write_safetensors(dst, tensors, {"format": FORMAT, "source": os.path.basename(src)})
+    write_safetensors(dst, tensors, {"format": kind, "source": os.path.basename(src)})
     return dims, n_layer
 
 
 def safetensors_to_pth(src, dst, dtype):
     sd, metadata = read_safetensors(src)
-    if metadata.get("format", FORMAT) != FORMAT:
-        raise BadInput(f"{src}: format is '{metadata['format']}', expected '{FORMAT}'")
     try:
-        dims, n_layer = check_state_dict(sd)
+        kind, dims, n_layer = check_any(sd)
+        if metadata.get("format", kind) != kind:
+            raise BadInput(f"format is '{metadata['format']}', but the tensors are those of '{kind}'")
     except BadInput as e:
         raise BadInput(f"{src}: {e}")
     target = torch.bfloat16 if dtype == "bf16" else torch.float32
@@ -236,8 +262,8 @@ def main():
     except OSError as e:
         print(f"pth_to_safetensors: {e}", file=sys.stderr)
         sys.exit(1)
-    ranks = " ".join(f"{k}={dims[k]}" for k in ("Dw", "Da", "Dv", "Dg") if k in dims)
-    print(f"wrote {args.output}: L={n_layer} C={dims['C']} V={dims['V']} H={dims['H']} F={dims['F']} {ranks}")
+    shape = " ".join(f"{k}={dims[k]}" for k in ("C", "V", "H", "F", "Dw", "Da", "Dv", "Dg") if k in dims)
+    print(f"wrote {args.output}: L={n_layer} {shape}")
 
 
 if __name__ == "__main__":
