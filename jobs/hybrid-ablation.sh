@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # DREAMSTATE part B ablation (dreamstate.md 6.2) on this machine, over MPI:
-#   1. an RWKV-7 base on the built-in corpus (configs/tiny.yaml; --size large: C=256, L=4)  -> OUT/base
+#   1. an RWKV-7 base on the built-in corpus (configs/tiny.yaml; --size large: C=256, L=4)  -> OUT/base;
+#      or, with --model FILE, the user's RWKV-7 (official .pth or .safetensors; shape from the file),
+#      then fine-tuned on the built-in corpus in World tokens
 #   2. from that base, with the same steps, windows, tokens and scored positions (t >= P) each:
 #        static        the static baseline: no generated matrices, the whole RWKV-7 fine-tuned
 #        alpha-0.1/0.5/0.9  the hybrid with alpha fixed
@@ -11,7 +13,7 @@
 #        attn_prefix   learned alpha, condition = learned attention pooling of the first P tokens
 #   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P, final
 #      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
-# usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR]
+# usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR] [--model FILE]
 # small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine).
 # Finished runs are not redone (a rerun resumes each one from its last checkpoint), so a killed job
 # continues.
@@ -33,10 +35,17 @@ OUT=${OUT:-runs/hybrid-ablation-$SIZE}
 mkdir -p "$OUT"
 quiet() { grep -E '^(dreamstate|  (init|generates|static|held-out)|done|nothing|step [0-9]+/[0-9]+ .*val)' || true; }
 
-echo "=== 1. RWKV-7 base ($SIZE, $RANKS ranks) ==="
-"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${MODEL[@]}" "${BASE[@]}" --set train.eval_every=0 \
-  --set train.log_every=100 --set run.out_dir="$OUT/base" 2>&1 | quiet
-INIT=$(ls "$OUT"/base/checkpoints/*.ckpt | tail -1)
+if [ -n "$WEIGHTS" ]; then
+  echo "=== 1. RWKV-7 base: $WEIGHTS (shape from the file, World tokenizer) ==="
+  use_weights "$OUT"
+  INIT=$WEIGHTS
+  MODEL=(--set data.tokenizer=world); [ "$SIZE" = large ] && MODEL+=(--set train.ctx_len=128)
+else
+  echo "=== 1. RWKV-7 base ($SIZE, $RANKS ranks) ==="
+  "${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${MODEL[@]}" "${BASE[@]}" --set train.eval_every=0 \
+    --set train.log_every=100 --set run.out_dir="$OUT/base" 2>&1 | quiet
+  INIT=$(ls "$OUT"/base/checkpoints/*.ckpt | tail -1)
+fi
 
 VARIANTS=(
   "static=static baseline: matrices none, the whole RWKV-7 fine-tuned|--set hybrid.matrices=none --set hybrid.train_static=1"

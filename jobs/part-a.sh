@@ -2,7 +2,9 @@
 # DREAMSTATE part A end to end on this machine's data, over MPI:
 #   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
 #      document into train / held-out                                   -> OUT/contexts
-#   2. a tiny RWKV-7 (configs/tiny.yaml) trained on the train documents of those domains -> OUT/lm
+#   2. a tiny RWKV-7 (configs/tiny.yaml) trained on the train documents of those domains -> OUT/lm;
+#      or, with --model FILE, the user's RWKV-7 (official .pth or .safetensors, World tokenizer, shape
+#      read from the file; configs/from-weights.yaml) instead
 #   3. the final state of every context (extract-states)               -> OUT/states-{train,held}
 #   4. the state DiT (run.task state_diffusion, configs/tiny-states.yaml) -> OUT/dit
 #   5. one sampled state per label (sample-state)                      -> OUT/samples
@@ -10,7 +12,7 @@
 #      of generated states, continuation loss from zero / class-mean / generated / true states
 #   7. the state manifold (analyze-states: PCA, t-SNE, kNN and silhouette vs shuffled labels) and a
 #      report with plots                                               -> OUT/report.md
-# usage: jobs/part-a.sh [--size ci|default] [--ranks R] [--out DIR]
+# usage: jobs/part-a.sh [--size ci|default] [--ranks R] [--out DIR] [--model FILE]
 # Steps whose output exists are skipped, so a rerun continues where a killed one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,25 +36,31 @@ if [ ! -s "$OUT/contexts/held.jsonl" ]; then
 fi
 wc -l "$OUT"/contexts/*.jsonl
 
-stage "2. RWKV-7 language model on the train documents of the same domains ($RANKS ranks)"
-# The same builder with the same seed puts every document on the same side of the split, so the
-# language model never reads a held-out document.
-if [ ! -s "$OUT/lm-data/valid.bin" ]; then
-  $BIN build-contexts --out "$OUT/contexts/lm-train.jsonl" --held-out "$OUT/contexts/lm-held.jsonl" \
-    --sources "$SOURCES" --max-per-label "$LM_PER_LABEL" --chunks-per-doc 16 --min-bytes 256 --max-bytes 2048 >/dev/null
-  /usr/bin/python3 src/tools/contexts_text.py "$OUT/contexts/lm-train.jsonl" "$OUT/contexts/lm-train.txt"
-  $BIN prepare-data --split-on '%%%' --out "$OUT/lm-data" "$OUT/contexts/lm-train.txt"
+if [ -n "$WEIGHTS" ]; then
+  stage "2. RWKV-7 language model: $WEIGHTS (shape from the file, World tokenizer)"
+  use_weights "$OUT"
+  LM_CONFIG=configs/from-weights.yaml; LM_CKPT=$WEIGHTS
+else
+  stage "2. RWKV-7 language model on the train documents of the same domains ($RANKS ranks)"
+  # The same builder with the same seed puts every document on the same side of the split, so the
+  # language model never reads a held-out document.
+  if [ ! -s "$OUT/lm-data/valid.bin" ]; then
+    $BIN build-contexts --out "$OUT/contexts/lm-train.jsonl" --held-out "$OUT/contexts/lm-held.jsonl" \
+      --sources "$SOURCES" --max-per-label "$LM_PER_LABEL" --chunks-per-doc 16 --min-bytes 256 --max-bytes 2048 >/dev/null
+    /usr/bin/python3 src/tools/contexts_text.py "$OUT/contexts/lm-train.jsonl" "$OUT/contexts/lm-train.txt"
+    $BIN prepare-data --split-on '%%%' --out "$OUT/lm-data" "$OUT/contexts/lm-train.txt"
+  fi
+  "${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${LM[@]}" --set run.out_dir="$OUT/lm" \
+    --set data.train="$OUT/lm-data/train.bin" --set data.valid="$OUT/lm-data/valid.bin" --set train.log_every=100 2>&1 \
+    | grep -E '^(dreamstate|  data|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
+  LM_CONFIG=configs/tiny.yaml; LM_CKPT=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
 fi
-"${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${LM[@]}" --set run.out_dir="$OUT/lm" \
-  --set data.train="$OUT/lm-data/train.bin" --set data.valid="$OUT/lm-data/valid.bin" --set train.log_every=100 2>&1 \
-  | grep -E '^(dreamstate|  data|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
-LM_CKPT=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
 
 stage "3. states (extract-states, $RANKS ranks)"
 for part in train held; do
   [ -s "$OUT/states-$part/index.txt" ] && continue
   extra=(); [ $part = held ] && extra=(--labels-from "$OUT/states-train/index.txt")
-  "${MPI[@]}" $BIN extract-states configs/tiny.yaml "${THREADS[@]}" --checkpoint "$LM_CKPT" \
+  "${MPI[@]}" $BIN extract-states "$LM_CONFIG" "${THREADS[@]}" --checkpoint "$LM_CKPT" \
     --contexts "$OUT/contexts/$part.jsonl" --out "$OUT/states-$part" --max-tokens 128 "${extra[@]}"
 done
 

@@ -16,7 +16,7 @@ ds_rwkv7_dims ds_rwkv7_dims_from_config(const ds_config *cfg) {
 void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
     const ds_hybrid_config *hc = &cfg->hybrid;
     memset(d, 0, sizeof *d);
-    d->model = ds_rwkv7_dims_from_config(cfg);
+    d->model = hc->init[0] ? ds_model_dims_for_weights(cfg, hc->init) : ds_rwkv7_dims_from_config(cfg);
     char why[256];
     int *layers = ds_alloc(sizeof(int) * d->model.n_layer);
     int n = ds_config_parse_layers(hc->layers, d->model.n_layer, layers, why, sizeof why);

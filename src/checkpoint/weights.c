@@ -66,7 +66,7 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
 int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path) {
     ds_blas_init(cfg->run.threads);
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
+    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, ckpt_path);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_weights_load(&m, ckpt_path);
@@ -84,7 +84,7 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
     ds_blas_init(cfg->run.threads);
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
+    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, st_path);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
     ds_weights_load(&m, st_path);

@@ -57,7 +57,7 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     const ds_states_info *ref_info = ref ? ds_states_get_info(ref) : NULL;
     ds_contexts *ctx = ds_contexts_load(opt->contexts, ref ? ref_info->n_labels : 0, ref ? ref_info->labels : NULL);
     ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
-    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
+    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, opt->checkpoint);
     if (ds_tokenizer_vocab_size(tok) > (uint32_t)d.vocab_size)
         ds_die(DS_EXIT_BAD_INPUT, "extract-states: the %s tokenizer has %u ids, the model only %d (model.vocab_size)",
                cfg->data.tokenizer, ds_tokenizer_vocab_size(tok), d.vocab_size);

@@ -116,7 +116,11 @@ int ds_train_lm(const ds_config *cfg) {
     ds_train_open_data(cfg, &t.train, &t.valid, &t.order, train_path, sizeof train_path);
     double unigram = ds_dist_rank() == 0 ? ds_unigram_entropy_nats(t.train) : 0.0;
 
-    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(cfg);
+    /* A run that resumes (e.g. from weights brought in by `import`) has the shape of its checkpoint. */
+    char resume_path[DS_PATH_MAX + 64];
+    int resumes = strcmp(cfg->checkpoint.resume, "auto") == 0 &&
+                  ds_ckpt_latest_valid(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
+    ds_rwkv7_dims d = resumes ? ds_model_dims_for_weights(cfg, resume_path) : ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7_create(&t.model, &d);
     ds_rwkv7_init_weights(&t.model, (uint64_t)cfg->run.seed);
     ds_rwkv7_reserve(&t.model, t.micro, T);
