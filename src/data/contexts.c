@@ -313,26 +313,6 @@ ds_contexts_writer *ds_contexts_writer_open(const char *path) {
     return w;
 }
 
-static void write_json_string(FILE *fp, const char *s, size_t n) {
-    fputc('"', fp);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        switch (ch) {
-        case '"': fputs("\\\"", fp); break;
-        case '\\': fputs("\\\\", fp); break;
-        case '\n': fputs("\\n", fp); break;
-        case '\t': fputs("\\t", fp); break;
-        case '\r': fputs("\\r", fp); break;
-        case '\b': fputs("\\b", fp); break;
-        case '\f': fputs("\\f", fp); break;
-        default:
-            if (ch < 0x20) fprintf(fp, "\\u%04x", ch);
-            else fputc(ch, fp);
-        }
-    }
-    fputc('"', fp);
-}
-
 void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char *text, size_t len, const char *doc) {
     const char *why = !ds_label_valid(label) ? "label must be 1-63 characters of [A-Za-z0-9._/+-]"
                       : len == 0                        ? "empty text"
@@ -346,13 +326,13 @@ void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char
     }
     FILE *fp = w->af.fp;
     fputs("{\"label\":", fp);
-    write_json_string(fp, label, strlen(label));
+    ds_json_string_n(fp, label, strlen(label));
     if (doc) {
         fputs(",\"doc\":", fp);
-        write_json_string(fp, doc, strlen(doc));
+        ds_json_string_n(fp, doc, strlen(doc));
     }
     fputs(",\"text\":", fp);
-    write_json_string(fp, text, len);
+    ds_json_string_n(fp, text, len);
     fputs("}\n", fp);
 }
 

@@ -508,9 +508,8 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
             sum += t->eigenvalues[k] / t->total_variance;
         }
         fputs("],\n     \"explained_variance\": ", f), ds_json_number(f, sum);
-        fputs(",\n     \"eigenvalues\": [", f);
-        for (int k = 0; k < t->dim; k++) fputs(k ? ", " : "", f), fprintf(f, "%.17g", t->eigenvalues[k]);
-        fputs("],\n     ", f);
+        fputs(",\n     \"eigenvalues\": ", f), ds_json_numbers(f, t->eigenvalues, t->dim);
+        fputs(",\n     ", f);
         json_metrics(f, o, t);
         if (ex->s) {
             fputs(",\n     \"extra_knn_accuracy\": ", f);

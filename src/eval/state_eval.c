@@ -440,15 +440,9 @@ static ce_group *ce_groups(const eval_run *r) {
     return g;
 }
 
-static void json_numbers(FILE *f, const double *x, int n) {
-    fputc('[', f);
-    for (int i = 0; i < n; i++) fputs(i ? ", " : "", f), ds_json_number(f, x[i]);
-    fputc(']', f);
-}
-
 static void json_knn(FILE *f, const knn_group *g) {
     fprintf(f, "{\"n\": %lld, \"accuracy\": ", (long long)g->n);
-    json_numbers(f, g->accuracy, N_KS);
+    ds_json_numbers(f, g->accuracy, N_KS);
     fputs(", \"nearest_train_distance\": ", f), ds_json_number(f, g->nn_distance);
     fputc('}', f);
 }
@@ -496,10 +490,10 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     fputs("  \"denoising\": {\"t\": [", f);
     for (int k = 0; k < DS_STATE_DIT_EVAL_STEPS; k++) fprintf(f, "%s%d", k ? ", " : "", ds_state_dit_eval_steps[k]);
     fprintf(f, "],\n    \"held_out\": {\"records\": %lld, \"eps_mse\": ", (long long)r->n_held);
-    json_numbers(f, r->eps_held, DS_STATE_DIT_EVAL_STEPS);
+    ds_json_numbers(f, r->eps_held, DS_STATE_DIT_EVAL_STEPS);
     fputs(", \"mean\": ", f), ds_json_number(f, r->eps_held[DS_STATE_DIT_EVAL_STEPS]);
     fprintf(f, "},\n    \"train\": {\"records\": %lld, \"eps_mse\": ", (long long)r->n_eps_train);
-    json_numbers(f, r->eps_train, DS_STATE_DIT_EVAL_STEPS);
+    ds_json_numbers(f, r->eps_train, DS_STATE_DIT_EVAL_STEPS);
     fputs(", \"mean\": ", f), ds_json_number(f, r->eps_train[DS_STATE_DIT_EVAL_STEPS]);
     fputs("}},\n", f);
     /* (2) */

@@ -336,16 +336,6 @@ static double machine_memory_bytes(void) {
     return (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
 }
 
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
-        else putchar(*s);
-    }
-    putchar('"');
-}
-
 static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int first) {
     printf("%s\n    {\"nodes\":%d,\"ranks_per_node\":%d,\"ranks\":%d,\"valid\":%s", first ? "" : ",", job->nodes,
            job->ranks_per_node, r->ranks, r->valid ? "true" : "false");
@@ -451,7 +441,7 @@ int ds_plan_main(int argc, char **argv) {
 
     if (json) {
         printf("{\"config\":");
-        print_json_string(cfg.source);
+        ds_json_string(stdout, cfg.source);
         printf(",\"n_layer\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"ctx_len\":%d,\"batch_size\":%d,"
                "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_token\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_token\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
