@@ -92,7 +92,7 @@ static int cmd_train(int argc, char **argv) {
         return 0;
     }
     ds_config cfg;
-    ds_dist_init(&argc, &argv);
+    ds_dist_init();
     parse_config_args(argc, argv, "train", &cfg, 0, NULL, NULL);
     int rc;
     if (strcmp(cfg.run.task, "lm") == 0) rc = ds_train_lm(&cfg);
@@ -110,7 +110,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     ds_config cfg;
     const char *flags[] = {"--checkpoint"}, *vals[1] = {NULL};
-    ds_dist_init(&argc, &argv);
+    ds_dist_init();
     parse_config_args(argc, argv, "eval", &cfg, 1, flags, vals);
     int rc = ds_eval_lm(&cfg, vals[0]);
     ds_dist_finalize();
@@ -174,7 +174,7 @@ static int cmd_extract_states(int argc, char **argv) {
     }
     ds_config cfg;
     const char *flags[] = {"--checkpoint", "--contexts", "--out"}, *vals[3] = {NULL, NULL, NULL};
-    ds_dist_init(&argc, &argv);
+    ds_dist_init();
     parse_config_args(n_rest, rest, "extract-states", &cfg, 3, flags, vals);
     opt.checkpoint = vals[0];
     opt.contexts = vals[1];

@@ -683,7 +683,7 @@ static task *make_tasks(const analyze_opts *o, const view *tr, const view *te, i
 int ds_analyze_states_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
-    ds_dist_init(&argc, &argv);
+    ds_dist_init();
     double start = ds_now_seconds();
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     analyze_opts o;

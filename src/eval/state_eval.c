@@ -601,7 +601,7 @@ static void meta_value(const eval_run *r, const char *meta, const char *key, cha
 int ds_eval_states_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
-    ds_dist_init(&argc, &argv);
+    ds_dist_init();
     double start = ds_now_seconds();
     eval_run r;
     memset(&r, 0, sizeof r);
