@@ -1,6 +1,6 @@
 /* `dreamstate generate`: continue text from an initial RWKV-7 state (DREAMSTATE part A, "using
  * states"). The prompt goes through the model in one forward call from the initial state, then each
- * new token is sampled (src/rwkv7/sampling.c), streamed to stdout and fed back one at a time. The
+ * new token is sampled (ds_sample_token), streamed to stdout and fed back one at a time. The
  * state after the prompt and the printed tokens can be saved as a state file, so a state file of
  * prompt P followed by prompt Q continues exactly as prompt P+Q does. */
 #include "dreamstate/blas.h"
@@ -8,9 +8,9 @@
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
-#include "dreamstate/generate.h"
 #include "dreamstate/args.h"
 #include "dreamstate/kernels.h"
+#include "dreamstate/rwkv7.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
@@ -24,6 +24,9 @@
 #include <string.h>
 
 #define MAX_TOKENS_LIMIT 1000000000LL
+/* ds_rng stream of the sampler's uniforms: token i of a generation uses ds_rng_uniform(seed,
+ * GENERATE_STREAM, i), so a seed reproduces the same text. */
+#define GENERATE_STREAM 0x4745u  /* "GE" */
 
 static const char *help =
     "usage: dreamstate generate CONFIG --checkpoint FILE [--state FILE] [--gain G] [--prompt TEXT]\n"
@@ -153,7 +156,7 @@ int ds_generate_main(int argc, char **argv) {
     const float *next = logits + (n_prompt - 1) * (size_t)V;
     int64_t generated = 0;
     for (int64_t i = 0; i < a.max_tokens; i++) {
-        double u = ds_rng_uniform(a.seed, DS_GENERATE_STREAM, (uint64_t)i);
+        double u = ds_rng_uniform(a.seed, GENERATE_STREAM, (uint64_t)i);
         int32_t id = ds_sample_token(next, V_text, a.temperature, a.top_p, u, scratch);
         if (id < 0) ds_die(DS_EXIT_FAIL, "generate: the model gave non-finite logits at new token %" PRId64, i);
         if (id == 0) break;  /* end of text: not printed, not fed */

@@ -5,7 +5,6 @@
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
-#include "dreamstate/generate.h"
 #include "dreamstate/plan.h"
 #include "dreamstate/state_diffusion.h"
 #include "dreamstate/states.h"
@@ -15,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int ds_generate_main(int argc, char **argv);  /* src/cli/generate.c */
 
 static const char *usage =
     "usage: dreamstate COMMAND [ARGS]\n"

@@ -7,7 +7,7 @@
  * need the whole ranking: tokens are binned by depth (max - logit) / temperature, which is monotone
  * in the logit, the bin where the running mass reaches top_p is found from per-bin sums, and only
  * that bin is sorted. O(V) plus sorting one bin, instead of sorting a 65536-token vocabulary. */
-#include "dreamstate/generate.h"
+#include "dreamstate/rwkv7.h"
 
 #include <math.h>
 #include <stdlib.h>
