@@ -113,9 +113,11 @@ void ds_probe_free(ds_probe *p);
 void ds_shuffle_labels(const int *labels, int64_t n, uint64_t seed, int *out);
 
 /* The A1 bundle for one feature set: kNN accuracy train -> test for each k, silhouette of the test
- * rows grouped by label, and held-out probe accuracy. shuffled != 0 gives the control: train and test
- * labels are each permuted (seeds `seed` and `seed + 1`) before everything, which keeps the class
- * frequencies and removes any link between features and labels. */
+ * rows grouped by label, and held-out probe accuracy. test == NULL: leave-one-out kNN on the train
+ * rows, their silhouette, and the probe accuracy by 5-fold cross-validation (fold f holds the rows i
+ * with i mod 5 = f). shuffled != 0 gives the control: train and test labels are each permuted (seeds
+ * `seed` and `seed + 1`) before everything, which keeps the class frequencies and removes any link
+ * between features and labels. */
 #define DS_MAX_KNN_K 8
 typedef struct ds_label_metrics {
     int n_k, k[DS_MAX_KNN_K];

@@ -30,7 +30,6 @@
 extern char **environ;
 
 #define DEFAULT_COMPONENTS 50
-#define PROBE_FOLDS 5          /* cross-validation of the probe when there is no test set */
 #define FEATURE_CHUNK 64       /* test / extra rows built and projected at a time */
 
 typedef struct analyze_opts {
@@ -346,50 +345,6 @@ static float *gather_condition(const view *v, const task *t) {
 
 /* ---- metrics and t-SNE (on a task's owner) ---- */
 
-/* Probe accuracy by cross-validation: fold f holds the rows i with i mod folds = f. */
-static double cross_validated_probe(const float *x, const int *y, int64_t n, int dim, double l2) {
-    int folds = n < PROBE_FOLDS ? (int)n : PROBE_FOLDS;
-    float *fit_x = ds_alloc(sizeof(float) * (size_t)n * dim), *held_x = ds_alloc(sizeof(float) * (size_t)n * dim);
-    int *fit_y = ds_alloc(sizeof(int) * (size_t)n), *held_y = ds_alloc(sizeof(int) * (size_t)n);
-    double correct = 0;
-    for (int f = 0; f < folds; f++) {
-        int64_t nf = 0, nh = 0;
-        for (int64_t i = 0; i < n; i++) {
-            int held = i % folds == f;
-            memcpy((held ? held_x + nh * dim : fit_x + nf * dim), x + i * dim, sizeof(float) * dim);
-            if (held) held_y[nh++] = y[i];
-            else fit_y[nf++] = y[i];
-        }
-        ds_probe p;
-        ds_probe_fit(&p, fit_x, fit_y, nf, dim, l2);
-        correct += ds_probe_predict(&p, held_x, nh, held_y, NULL) * (double)nh;
-        ds_probe_free(&p);
-    }
-    ds_free(fit_x), ds_free(held_x), ds_free(fit_y), ds_free(held_y);
-    return correct / (double)n;
-}
-
-/* The A1 metrics of one feature matrix: train -> test when there is a test set, else leave-one-out kNN,
- * the silhouette of all rows and a cross-validated probe. shuffled: the same with permuted labels. */
-static void label_metrics(const analyze_opts *o, const float *train, const int *ytr, int64_t n, const float *test,
-                          const int *yte, int64_t nt, int dim, int shuffled, ds_label_metrics *out) {
-    if (test) {
-        ds_label_metrics_compute(train, ytr, n, test, yte, nt, dim, DS_METRIC_COSINE, o->ks, o->n_ks, o->probe_l2,
-                                 shuffled, o->seed, out);
-        return;
-    }
-    int *y = ds_alloc(sizeof(int) * (size_t)n);
-    if (shuffled) ds_shuffle_labels(ytr, n, o->seed, y);
-    else memcpy(y, ytr, sizeof(int) * (size_t)n);
-    memset(out, 0, sizeof *out);
-    out->n_k = o->n_ks;
-    memcpy(out->k, o->ks, sizeof(int) * o->n_ks);
-    ds_knn_accuracy(train, y, n, NULL, NULL, 0, dim, DS_METRIC_COSINE, o->ks, o->n_ks, out->knn_accuracy);
-    out->silhouette = ds_silhouette_score(train, y, n, dim, DS_METRIC_COSINE);
-    out->probe_accuracy = cross_validated_probe(train, y, n, dim, o->probe_l2);
-    ds_free(y);
-}
-
 typedef struct run_ctx {
     const analyze_opts *o;
     const view *train, *test, *extra;
@@ -401,8 +356,9 @@ static void run_task(const run_ctx *c, task *t) {
     const analyze_opts *o = c->o;
     int64_t n = c->train->n, nt = c->test->s ? c->test->n : 0, ne = c->extra->s && !t->control ? c->extra->n : 0;
     double t0 = ds_now_seconds();
-    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 0, &t->r.real);
-    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 1, &t->r.shuffled);
+    for (int shuffled = 0; shuffled < 2; shuffled++)
+        ds_label_metrics_compute(t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, DS_METRIC_COSINE,
+                                 o->ks, o->n_ks, o->probe_l2, shuffled, o->seed, shuffled ? &t->r.shuffled : &t->r.real);
     if (ne > 0) {   /* extra rows with a label: does the train set's kNN give them that label? */
         float *x = ds_alloc(sizeof(float) * (size_t)ne * t->dim);
         int *y = ds_alloc(sizeof(int) * (size_t)ne);
