@@ -35,10 +35,4 @@ extern const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS];   /* 49, 249,
 void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
                           int B, double *sums);
 
-/* Subcommands (argv[0] is the subcommand name); each returns the exit code. */
-int ds_sample_state_main(int argc, char **argv);
-int ds_interpolate_state_main(int argc, char **argv);
-int ds_edit_state_main(int argc, char **argv);
-int ds_eval_states_main(int argc, char **argv);
-
 #endif

@@ -5,7 +5,6 @@
 #include "jsonl.h"
 #include "text_files.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
@@ -266,82 +265,26 @@ static void select_label(label_docs *ld, uint64_t seed, double held_fraction, co
 
 /* ---------------------------------------------------------------- build-contexts */
 
-static const char build_usage[] =
-    "usage: dreamstate build-contexts --out FILE.jsonl [options]\n"
-    "Labelled contexts (JSONL, format: include/dreamstate/states.h) cut from text this system has:\n"
-    "  fortunes   fortunes/<category>: computers, definitions, people, politics, science, songs-poems\n"
-    "             (" FORTUNES_DIR "; each entry is a document)\n"
-    "  c-headers  c-header: /usr/include/*.h          python    python: /usr/lib/python3.*/*.py\n"
-    "  shell      shell: sh/bash/dash scripts in /usr/bin, /usr/sbin, /etc/init.d\n"
-    "  licenses   license: /usr/share/common-licenses/*\n"
-    "  man        man: /usr/share/man/man1/*.gz (roff source)\n"
-    "Each document gives up to --chunks-per-doc chunks spread over it; each chunk is --min-bytes to\n"
-    "--max-bytes long and ends at a line end where possible. Documents are used in a seeded order, and\n"
-    "with --held-out each document goes wholly to one file (seeded hash of its path).\n"
-    "  --out FILE             train contexts (required)\n"
-    "  --held-out FILE        held-out contexts (default: none, everything goes to --out)\n"
-    "  --held-out-fraction F  share of documents (and of each label's contexts) held out, 0 < F < 1 (0.2)\n"
-    "  --max-per-label N      contexts per label over both files (default 100)\n"
-    "  --chunks-per-doc K     at most K chunks of one document (default 4; a label with D < N/K\n"
-    "                         documents takes up to ceil(N/D) of each)\n"
-    "  --min-bytes N          (default 64)\n"
-    "  --max-bytes N          (default 512)\n"
-    "  --sources LIST         comma-separated (default fortunes,c-headers,python,shell,licenses,man)\n"
-    "  --seed N               (default 1234)\n";
-
-static const char *option_value(int argc, char **argv, int *i, const char *name) {
-    size_t k = strlen(name);
-    if (strncmp(argv[*i], name, k) != 0) return NULL;
-    if (argv[*i][k] == '=') return argv[*i] + k + 1;
-    if (argv[*i][k] != 0) return NULL;
-    if (*i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: %s needs a value (see --help)", name);
-    return argv[++*i];
+ds_build_contexts_options ds_build_contexts_defaults(void) {
+    return (ds_build_contexts_options){.held_out_fraction = 0.2, .max_per_label = 100, .chunks_per_doc = 4,
+                                       .min_bytes = 64, .max_bytes = 512,
+                                       .sources = "fortunes,c-headers,python,shell,licenses,man", .seed = 1234};
 }
 
-static long long parse_count(const char *opt, const char *v, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi)
-        ds_die(DS_EXIT_BAD_INPUT, "build-contexts: %s '%s' must be an integer in [%lld, %lld]", opt, v, lo, hi);
-    return x;
-}
-
-int ds_build_contexts_main(int argc, char **argv) {
-    const char *out = NULL, *held_out = NULL, *source_list = "fortunes,c-headers,python,shell,licenses,man", *v;
-    double fraction = 0.2;
-    int fraction_given = 0, max_per_label = 100;
-    chunk_options co = {64, 512, 4};
-    uint64_t seed = 1234;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(build_usage, stdout); return 0; }
-        if ((v = option_value(argc, argv, &i, "--out"))) out = v;
-        else if ((v = option_value(argc, argv, &i, "--held-out-fraction"))) {
-            char *end;
-            fraction = strtod(v, &end);
-            fraction_given = 1;
-            if (end == v || *end || !(fraction > 0 && fraction < 1))
-                ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --held-out-fraction '%s' must be a number in (0, 1)", v);
-        } else if ((v = option_value(argc, argv, &i, "--held-out"))) held_out = v;
-        else if ((v = option_value(argc, argv, &i, "--max-per-label"))) max_per_label = (int)parse_count("--max-per-label", v, 1, 1 << 24);
-        else if ((v = option_value(argc, argv, &i, "--chunks-per-doc"))) co.per_doc = (int)parse_count("--chunks-per-doc", v, 1, 1 << 16);
-        else if ((v = option_value(argc, argv, &i, "--min-bytes"))) co.min_bytes = (size_t)parse_count("--min-bytes", v, 1, 1 << 20);
-        else if ((v = option_value(argc, argv, &i, "--max-bytes"))) co.max_bytes = (size_t)parse_count("--max-bytes", v, 1, 1 << 20);
-        else if ((v = option_value(argc, argv, &i, "--sources"))) source_list = v;
-        else if ((v = option_value(argc, argv, &i, "--seed"))) seed = (uint64_t)parse_count("--seed", v, 0, INT64_MAX);
-        else ds_die(DS_EXIT_BAD_INPUT, "build-contexts: unknown argument '%s' (see --help)", argv[i]);
-    }
-    if (!out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --out FILE is required (see --help)");
+int ds_build_contexts(const ds_build_contexts_options *o) {
+    const char *out = o->out, *held_out = o->held_out;
+    chunk_options co = {o->min_bytes, o->max_bytes, o->chunks_per_doc};
+    double fraction = held_out ? o->held_out_fraction : 0;
+    int max_per_label = o->max_per_label;
+    uint64_t seed = o->seed;
     if (co.max_bytes < co.min_bytes)
         ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --max-bytes %zu is below --min-bytes %zu", co.max_bytes, co.min_bytes);
-    if (fraction_given && !held_out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --held-out-fraction needs --held-out FILE");
-    if (!held_out) fraction = 0;
     int quota[2] = {max_per_label - (int)(max_per_label * fraction + 0.5), (int)(max_per_label * fraction + 0.5)};
 
     /* The labels, in --sources order. */
     label_docs *labels = calloc(N_SOURCES + N_FORTUNE_CATEGORIES, sizeof *labels);
     int n_labels = 0, used[N_SOURCES] = {0};
-    char *list = strdup(source_list), *save = NULL;
+    char *list = strdup(o->sources), *save = NULL;
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int s = 0;
         while (s < N_SOURCES && strcmp(sources[s].name, name) != 0) s++;
