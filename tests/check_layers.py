@@ -32,7 +32,6 @@ MPI_FREE_UP_TO = 3  # layers 0..3 (foundation, compute, models, building blocks)
 
 HEADER_OWNER = {
     "dreamstate/analysis.h": "eval",
-    "dreamstate/args.h": "cli",
     "dreamstate/blas.h": "blas",
     "dreamstate/checkpoint.h": "checkpoint",
     "dreamstate/common.h": "common",
@@ -42,14 +41,12 @@ HEADER_OWNER = {
     "dreamstate/dist.h": "dist",
     "dreamstate/dit.h": "dit",
     "dreamstate/eval.h": "eval",
-    "dreamstate/generate.h": "cli",
     "dreamstate/hybrid.h": "hybrid",
     "dreamstate/kernels.h": "kernels",
     "dreamstate/optim.h": "optim",
     "dreamstate/plan.h": "train",
     "dreamstate/progress.h": "common",
     "dreamstate/rwkv7.h": "rwkv7",
-    "dreamstate/state_diffusion.h": "cli",
     "dreamstate/state_dit.h": "dit",
     "dreamstate/state_dit_file.h": "checkpoint",
     "dreamstate/state_record.h": "rwkv7",

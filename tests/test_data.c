@@ -43,8 +43,7 @@ static int files_equal(const char *a, const char *b) {
 static void child_open_dataset(void *path) { ds_dataset_close(ds_dataset_open(path)); }
 static void child_open_world(void *path) { ds_tokenizer_free(ds_tokenizer_open("world", path)); }
 
-typedef struct { int argc; char **argv; } args;
-static void child_prepare(void *a) { ds_prepare_data_main(((args *)a)->argc, ((args *)a)->argv); }
+static void child_prepare(void *o) { ds_prepare_data(o); }
 
 /* Expects `fn(arg)` to die with exit code `code` and `reason` in its one-line message. */
 static void expect_death(void (*fn)(void *), void *arg, int code, const char *reason, const char *what) {
@@ -444,10 +443,21 @@ static int read_docs(const char *path, char docs[][128], int max) {
     return count;
 }
 
-static void run_prepare(const char *out, const char *seed, const char *in_dir) {
-    char *argv[] = {"prepare-data", "--split-on", "%", "--valid-fraction=0.3", "--seed", (char *)seed,
-                    "--out", (char *)out, (char *)in_dir};
-    CHECK(ds_prepare_data_main(9, argv) == 0, "prepare-data returns 0");
+/* prepare-data of one input with the given defaults changed (the command line is tests/e2e_cli.sh's). */
+static ds_prepare_options prepare_options(const char *out, const char *const *input) {
+    ds_prepare_options o = ds_prepare_defaults();
+    o.out_dir = out;
+    o.n_inputs = 1;
+    o.inputs = input;
+    return o;
+}
+
+static void run_prepare(const char *out, uint64_t seed, const char *in_dir) {
+    ds_prepare_options o = prepare_options(out, &in_dir);
+    o.split_on = "%";
+    o.valid_fraction = 0.3;
+    o.seed = seed;
+    CHECK(ds_prepare_data(&o) == 0, "prepare-data returns 0");
 }
 
 static void test_prepare_data(void) {
@@ -483,9 +493,9 @@ static void test_prepare_data(void) {
     snprintf(out1, sizeof out1, "%s/out1/nested", tmp_root);
     snprintf(out2, sizeof out2, "%s/out2", tmp_root);
     snprintf(out3, sizeof out3, "%s/out3", tmp_root);
-    run_prepare(out1, "42", in_dir);
-    run_prepare(out2, "42", in_dir);
-    run_prepare(out3, "43", in_dir);
+    run_prepare(out1, 42, in_dir);
+    run_prepare(out2, 42, in_dir);
+    run_prepare(out3, 43, in_dir);
 
     static char train[N_DOCS + 10][128], valid[N_DOCS + 10][128];
     snprintf(path, sizeof path, "%s/train.bin", out1);
@@ -519,9 +529,12 @@ static void test_prepare_data(void) {
     if (access(vocab_path, R_OK) == 0) {
         char out4[256];
         snprintf(out4, sizeof out4, "%s/out4", tmp_root);
-        char *argv[] = {"prepare-data", "--tokenizer", "world", "--vocab", vocab_path, "--valid-fraction", "0",
-                        "--out", out4, in_dir};
-        CHECK(ds_prepare_data_main(10, argv) == 0, "prepare-data world");
+        const char *input = in_dir;
+        ds_prepare_options o = prepare_options(out4, &input);
+        o.tokenizer = "world";
+        o.vocab = vocab_path;
+        o.valid_fraction = 0;
+        CHECK(ds_prepare_data(&o) == 0, "prepare-data world");
         snprintf(path, sizeof path, "%s/train.bin", out4);
         ds_dataset *ds = ds_dataset_open(path);
         ds_tokenizer *tok = ds_tokenizer_open("world", vocab_path);
@@ -542,41 +555,29 @@ static void test_prepare_data(void) {
         ds_dataset_close(ds);
     }
 
-    /* Bad arguments and inputs: one line, exit code 2, and no output files. */
+    /* Bad options and inputs: one line, exit code 2, and no output files (bad command lines:
+     * tests/e2e_cli.sh). */
     char out5[256];
     snprintf(out5, sizeof out5, "%s/out5", tmp_root);
     char bad_gz[300];
     snprintf(bad_gz, sizeof bad_gz, "%s/bad.gz", tmp_root);
     test_write_file(bad_gz, "this is not gzip data", 21);
-    char *a1[] = {"prepare-data", "--frobnicate", "--out", out5, in_dir};
-    char *a2[] = {"prepare-data", in_dir};
-    char *a3[] = {"prepare-data", "--valid-fraction", "1.5", "--out", out5, in_dir};
-    char *a4[] = {"prepare-data", "--out", out5, "/nonexistent/input"};
-    char *a5[] = {"prepare-data", "--tokenizer", "world", "--out", out5, in_dir};
-    char *a6[] = {"prepare-data", "--out", out5, in_dir, bad_gz};
-    char *a7[] = {"prepare-data", "--out"};
-    char *a8[] = {"prepare-data", "--tokenizer", "bpe", "--out", out5, in_dir};
+    const char *const in[] = {in_dir}, *const missing[] = {"/nonexistent/input"}, *const with_gz[] = {in_dir, bad_gz};
     char gz_reason[400];
     snprintf(gz_reason, sizeof gz_reason, "%s: gzip -dc failed", bad_gz);
-    struct { args a; const char *reason; } cases[] = {
-        {{5, a1}, "prepare-data: unknown option '--frobnicate'"},
-        {{2, a2}, "prepare-data: --out DIR is required"},
-        {{6, a3}, "--valid-fraction '1.5' must be a number in [0, 1)"},
-        {{4, a4}, "/nonexistent/input: No such file or directory"},
-        {{6, a5}, "--tokenizer world needs --vocab FILE"},
-        {{5, a6}, gz_reason},
-        {{2, a7}, "--out needs a value"},
-        {{6, a8}, "unknown tokenizer 'bpe'"},
+    struct { ds_prepare_options o; const char *reason; } cases[] = {
+        {prepare_options(out5, missing), "/nonexistent/input: No such file or directory"},
+        {prepare_options(out5, in), "--tokenizer world needs --vocab FILE"},
+        {prepare_options(out5, with_gz), gz_reason},
+        {prepare_options(out5, in), "unknown tokenizer 'bpe'"},
     };
+    cases[1].o.tokenizer = "world";
+    cases[2].o.n_inputs = 2;
+    cases[3].o.tokenizer = "bpe";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        expect_death(child_prepare, &cases[i].a, DS_EXIT_BAD_INPUT, cases[i].reason, "prepare-data bad input");
+        expect_death(child_prepare, &cases[i].o, DS_EXIT_BAD_INPUT, cases[i].reason, "prepare-data bad input");
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s' 2>/dev/null)\"", out5);
     CHECK(system(cmd) == 0, "prepare-data: failed runs leave no files in %s", out5);
-
-    char *help[] = {"prepare-data", "--help"};
-    args ha = {2, help};
-    char err[256];
-    CHECK(test_run_in_child(child_prepare, &ha, err, sizeof err) == 0 && err[0] == 0, "prepare-data --help exits 0");
 }
 
 /* ---------------------------------------------------------------- default corpus */

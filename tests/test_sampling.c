@@ -6,7 +6,7 @@
 #include "test.h"
 
 #include "dreamstate/common.h"
-#include "dreamstate/generate.h"
+#include "dreamstate/rwkv7.h"
 
 #define MAX_V 64
 

@@ -165,20 +165,25 @@ static void test_unknown_label(void) {
 
 /* ---------------------------------------------------------------- build-contexts */
 
-static void run_builder(const char *out, const char *held, const char *seed) {
-    char *argv[] = {"build-contexts", "--out", (char *)out, "--held-out", (char *)held, "--sources", "fortunes,licenses",
-                    "--max-per-label", "20", "--min-bytes", "40", "--max-bytes", "300", "--seed", (char *)seed};
+static void run_builder(const char *out, const char *held, uint64_t seed) {
+    ds_build_contexts_options o = ds_build_contexts_defaults();
+    o.out = out;
+    o.held_out = held;
+    o.sources = "fortunes,licenses";
+    o.max_per_label = 20;
+    o.min_bytes = 40;
+    o.max_bytes = 300;
+    o.seed = seed;
     fflush(stdout);
     int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, STDOUT_FILENO);
-    ds_build_contexts_main(sizeof argv / sizeof *argv, argv);
+    ds_build_contexts(&o);
     fflush(stdout);
     dup2(saved, STDOUT_FILENO);
     close(saved); close(devnull);
 }
 
-typedef struct { int argc; char **argv; } args;
-static void child_builder(void *a) { ds_build_contexts_main(((args *)a)->argc, ((args *)a)->argv); }
+static void child_builder(void *o) { ds_build_contexts(o); }
 
 /* The text occurs verbatim in its document (a file path, or "PATH#k" for a fortune of PATH). */
 static int text_from_doc(const ds_context *c) {
@@ -203,9 +208,9 @@ static void test_builder(void) {
     tmp_path(held2, sizeof held2, "b_held2.jsonl");
     tmp_path(train3, sizeof train3, "b_train3.jsonl");
     tmp_path(held3, sizeof held3, "b_held3.jsonl");
-    run_builder(train, held, "7");
-    run_builder(train2, held2, "7");
-    run_builder(train3, held3, "8");
+    run_builder(train, held, 7);
+    run_builder(train2, held2, 7);
+    run_builder(train3, held3, 8);
     size_t a_len, b_len, c_len;
     uint8_t *a = test_read_file(train, &a_len), *b = test_read_file(train2, &b_len), *c3 = test_read_file(train3, &c_len);
     CHECK(a && b && a_len == b_len && memcmp(a, b, a_len) == 0, "same seed: identical output");
@@ -241,12 +246,16 @@ static void test_builder(void) {
     ds_contexts_free(tr);
     ds_contexts_free(ho);
 
-    char *bad_source[] = {"build-contexts", "--out", train, "--sources", "fortunes,poems"};
-    args a1 = {5, bad_source};
-    expect_bad_input(child_builder, &a1, "build-contexts: unknown source 'poems' (known: fortunes, c-headers", "bad source");
-    char *bad_bytes[] = {"build-contexts", "--out", train, "--min-bytes", "100", "--max-bytes", "50"};
-    args a2 = {7, bad_bytes};
-    expect_bad_input(child_builder, &a2, "--max-bytes 50 is below --min-bytes 100", "max < min");
+    ds_build_contexts_options bad_source = ds_build_contexts_defaults();
+    bad_source.out = train;
+    bad_source.sources = "fortunes,poems";
+    expect_bad_input(child_builder, &bad_source, "build-contexts: unknown source 'poems' (known: fortunes, c-headers",
+                     "bad source");
+    ds_build_contexts_options bad_bytes = ds_build_contexts_defaults();
+    bad_bytes.out = train;
+    bad_bytes.min_bytes = 100;
+    bad_bytes.max_bytes = 50;
+    expect_bad_input(child_builder, &bad_bytes, "--max-bytes 50 is below --min-bytes 100", "max < min");
 }
 
 /* ---------------------------------------------------------------- shards, indexes, state files */

@@ -113,9 +113,11 @@ void ds_probe_free(ds_probe *p);
 void ds_shuffle_labels(const int *labels, int64_t n, uint64_t seed, int *out);
 
 /* The A1 bundle for one feature set: kNN accuracy train -> test for each k, silhouette of the test
- * rows grouped by label, and held-out probe accuracy. shuffled != 0 gives the control: train and test
- * labels are each permuted (seeds `seed` and `seed + 1`) before everything, which keeps the class
- * frequencies and removes any link between features and labels. */
+ * rows grouped by label, and held-out probe accuracy. test == NULL: leave-one-out kNN on the train
+ * rows, their silhouette, and the probe accuracy by 5-fold cross-validation (fold f holds the rows i
+ * with i mod 5 = f). shuffled != 0 gives the control: train and test labels are each permuted (seeds
+ * `seed` and `seed + 1`) before everything, which keeps the class frequencies and removes any link
+ * between features and labels. */
 #define DS_MAX_KNN_K 8
 typedef struct ds_label_metrics {
     int n_k, k[DS_MAX_KNN_K];
@@ -179,10 +181,33 @@ double ds_tsne_kl_divergence(const float *x, int64_t n, int dim, const ds_tsne_o
  * Other keys are ignored, so the full analysis JSON can carry this as its "panels" member. */
 
 /* ------------------------------------------------------------------------------------------------
- * `dreamstate analyze-states INDEX [options]` (src/eval/analyze.c; argv[0] is the subcommand name):
- * the per-layer A1 analysis above over a state dataset, under mpirun or alone. Initialises and
- * finalises MPI itself. Writes DIR/analysis.json (the scatter schema's "panels" included) and
- * DIR/tsne-layer<L>.png; returns the exit code (bad input exits 2 with one line). See --help. */
-int ds_analyze_states_main(int argc, char **argv);
+ * `dreamstate analyze-states` (src/eval/analyze.c): the per-layer A1 analysis above over a state
+ * dataset, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone). Per chosen layer, and
+ * for all layers concatenated: WKV state normalised per head (train statistics) -> PCA to K
+ * components -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with
+ * shuffled labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.
+ * Writes OUT/analysis.json (the scatter schema's "panels" included) and OUT/tsne-layer<L>.png, prints
+ * a table; returns the exit code (bad input exits 2 with one line). */
+typedef struct ds_analyze_options {
+    const char *train;         /* state-dataset index */
+    const char *test;          /* NULL, or held-out states of the same shape and label list: kNN train ->
+                                * test; else leave-one-out (ds_label_metrics_compute) */
+    const char *extra;         /* NULL, or more states (e.g. generated) projected with the same PCA, drawn
+                                * in the same t-SNE map and scored by the train kNN (labels by name) */
+    const char *extra_name;    /* their legend name (default "extra") */
+    const char *out_dir;       /* NULL (default): the train index's directory /analysis */
+    const char *layers;        /* "all" (default: every layer and their concatenation), "last", "0,2" */
+    int components;            /* PCA components; 0 (default): min(50, records - 1, features) */
+    ds_tsne_method tsne_method;
+    double perplexity;         /* t-SNE, default 30 (capped at (points - 1) / 3) */
+    uint64_t seed;             /* t-SNE initialisation and label shuffle (default 0) */
+    int ks[DS_MAX_KNN_K], n_ks;  /* kNN neighbour counts (default 1, 5, 10) */
+    double probe_l2;           /* default 1 */
+    int threads;               /* per rank; 0 (default): cores / ranks on the node */
+    int plots;                 /* draw the PNGs (default 1) */
+} ds_analyze_options;
+
+ds_analyze_options ds_analyze_defaults(void);
+int ds_analyze_states(const ds_analyze_options *o);
 
 #endif

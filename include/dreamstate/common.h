@@ -56,9 +56,11 @@ double ds_now_seconds(void);  /* monotonic clock */
 /* mkdir -p; dies (exit 1) naming the path on failure. */
 void ds_mkdir_p(const char *path);
 
-/* JSON output: a string with quotes and escapes; a number with 17 significant digits, or null when
- * it is not finite. */
+/* JSON output: a string with quotes and escapes (n bytes, or up to its NUL); a number with 17
+ * significant digits, or null when it is not finite; an array of n numbers, ", "-separated. */
+void ds_json_string_n(FILE *f, const char *s, size_t n);
 void ds_json_string(FILE *f, const char *s);
 void ds_json_number(FILE *f, double x);
+void ds_json_numbers(FILE *f, const double *x, int n);
 
 #endif

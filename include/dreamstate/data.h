@@ -1,4 +1,4 @@
-/* Training data: tokenizers, token shards, `prepare-data`, and the built-in default corpus.
+/* Training data: tokenizers, token shards, prepare-data, and the built-in default corpus.
  *
  * Token shard format (version 1)
  * ==============================
@@ -162,13 +162,25 @@ int ds_rwkv_lm_check_prime(uint64_t magic_prime, uint64_t n_tokens, uint64_t ctx
  * input order) goes to valid iff ds_rng_uniform(seed, DS_SPLIT_STREAM, i) < valid_fraction. */
 #define DS_SPLIT_STREAM 0x5350u  /* "SP" */
 
-/* `dreamstate prepare-data [options] --out DIR INPUT...` (argv[0] is the subcommand name).
- * Inputs are text files, .gz files (read through `gzip -dc`), or directories walked recursively
- * (sorted by name; hidden entries and symbolic links inside them skipped). Each file is one
- * document, or with --split-on LINE, documents are separated by lines equal to LINE (an empty
- * LINE: blank lines); empty documents are dropped. Writes DIR/train.bin and DIR/valid.bin and
- * prints per-split counts. Returns 0; bad arguments or inputs exit with code 2. */
-int ds_prepare_data_main(int argc, char **argv);
+/* `dreamstate prepare-data`: inputs are text files, .gz files (read through `gzip -dc`), or
+ * directories walked recursively (sorted by name; hidden entries and symbolic links inside them
+ * skipped). Each file is one document, or with split_on = LINE, documents are separated by lines
+ * equal to LINE (an empty LINE: blank lines); empty documents are dropped. Writes OUT/train.bin and
+ * OUT/valid.bin and prints per-split counts to stdout. */
+typedef struct ds_prepare_options {
+    const char *tokenizer;        /* "byte" (default) or "world" */
+    const char *vocab;            /* the world tokenizer's vocab file; NULL for byte */
+    const char *out_dir;          /* created if missing */
+    const char *split_on;         /* NULL: each file is one document */
+    double valid_fraction;        /* share of documents held out, in [0, 1) (default 0.05) */
+    uint64_t seed;                /* of the split (default 1234) */
+    int n_inputs;
+    const char *const *inputs;
+} ds_prepare_options;
+
+ds_prepare_options ds_prepare_defaults(void);
+/* Returns 0; bad options or inputs exit with code 2 and leave no files. */
+int ds_prepare_data(const ds_prepare_options *o);
 
 /* The default corpus: real English text from Debian packages, ~4.2 MB.
  *   /usr/share/games/fortunes/<file> (package fortunes; regular files only, not *.dat / *.u8 /

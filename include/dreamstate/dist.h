@@ -9,7 +9,7 @@
 
 /* MPI_Init_thread (MPI_THREAD_FUNNELED) unless already initialised; tells common.c this process's rank
  * so that only rank 0 logs. Safe to call twice. */
-void ds_dist_init(int *argc, char ***argv);
+void ds_dist_init(void);
 void ds_dist_finalize(void);
 int ds_dist_rank(void);
 int ds_dist_size(void);

@@ -40,4 +40,31 @@ extern const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS];   /* 49, 249,
 void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
                           int B, double *sums);
 
+/* `dreamstate eval-states` (dreamstate.md 6.1 A2, A3; src/eval/state_eval.c): the numbers of
+ * DREAMSTATE part A for a state-diffusion checkpoint (EMA weights) and the state datasets of its
+ * RWKV-7, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone): (1) epsilon-MSE at the
+ * fixed steps on the held-out records and as many train records; (2) cosine kNN label accuracy of the
+ * held-out states and of generated ones, and the memorisation check; (3) teacher-forced CE of each
+ * held-out context's continuation from six initial states, with bootstrap CIs. Rank 0 prints a table
+ * and writes every number as JSON. Returns the exit code; bad input exits 2 with one line. */
+#define DS_EVAL_STATES_MIN_CONTINUATION 16   /* tokens after the extracted part that make a context scorable */
+typedef struct ds_eval_states_options {
+    const char *model;            /* the state-diffusion checkpoint */
+    const char *states, *held_out;  /* train and held-out state-dataset indexes */
+    const char *checkpoint;       /* RWKV-7 weights; NULL (default): the model's rwkv_checkpoint= */
+    const char *vocab;            /* the world tokenizer's vocab file */
+    const char *out;              /* NULL (default): MODEL without .ckpt + .eval-states.json */
+    int samples_per_label;        /* generated states per label (default 8) */
+    int steps;                    /* DDIM steps (default 50) */
+    double guidance;              /* classifier-free guidance (default 1: off) */
+    double clip;                  /* of the sampler's predicted x0 (default 0: off) */
+    double temperature;           /* of the sampler's initial noise (default 1) */
+    uint64_t seed;                /* noise of (1), the samples, the bootstrap (default 1234) */
+    int continuation_tokens;      /* at least DS_EVAL_STATES_MIN_CONTINUATION (default 128) */
+    int threads;                  /* per rank; 0 (default): cores / ranks on the node */
+} ds_eval_states_options;
+
+ds_eval_states_options ds_eval_states_defaults(void);
+int ds_eval_states(const ds_eval_states_options *o);
+
 #endif

@@ -41,6 +41,7 @@
 #ifndef DREAMSTATE_PLAN_H
 #define DREAMSTATE_PLAN_H
 
+#include "dreamstate/config.h"
 #include "dreamstate/rwkv7.h"
 
 #include <stdint.h>
@@ -107,7 +108,21 @@ ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, in
 /* The prediction for one job. */
 void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out);
 
-/* `dreamstate plan` (argv[0] = "plan"); returns the exit code. */
-int ds_plan_main(int argc, char **argv);
+/* `dreamstate plan`: the prediction for each node count of a config's job, as a table or one JSON
+ * object on stdout. */
+typedef struct ds_plan_options {
+    int n_nodes;
+    const int *nodes;            /* node counts, one row each */
+    int ranks_per_node;          /* default 1 */
+    int threads;                 /* per rank; 0 (default): run.threads, else this machine's cores / ranks_per_node */
+    int measure;                 /* measure the compute rates here instead of the defaults */
+    int json;
+    ds_plan_link intra, inter;   /* default 1.5 GB/s 3 us, 10 GB/s 5 us */
+    double node_memory_bytes;    /* default: this machine's */
+} ds_plan_options;
+
+ds_plan_options ds_plan_defaults(void);
+/* Returns the exit code; a config whose run.task is not lm exits 2. */
+int ds_plan(const ds_config *cfg, const ds_plan_options *o);
 
 #endif

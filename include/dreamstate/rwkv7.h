@@ -1,4 +1,4 @@
-/* RWKV-7 ("x070") language model: parameters, forward, backward, initialisation (spec:
+/* RWKV-7 ("x070") language model: parameters, forward, backward, initialisation, sampling (spec:
  * shared/docs/rwkv7.md). Parameters and gradients are each one allocation with a pointer table whose
  * tensor names, shapes and layouts are the official RWKV-LM checkpoint keys (rwkv7.md 5.1);
  * activations are one allocation sized for (B, T). Knows nothing about MPI, files or configs. */
@@ -7,6 +7,7 @@
 
 #include "dreamstate/tensor.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct ds_rwkv7_dims {
@@ -101,5 +102,24 @@ void ds_rwkv7_zero_grad(ds_rwkv7 *m);
 /* FLOPs of one training step (forward + backward) per token, matrix products only (6 x matmul
  * parameters incl. head; the WKV recurrence is counted separately), for MFU. */
 double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
+
+/* ---- token sampling (src/rwkv7/sampling.c) ---- */
+
+/* Bytes of scratch memory ds_sample_token needs for V logits. */
+size_t ds_sample_scratch_bytes(int V);
+
+/* Draws one token id from logits[0..V) with the uniform number u in [0, 1); pure (no state, no I/O).
+ *   temperature 0: the argmax (the lowest id on ties); top_p and u are then not used.
+ *   temperature > 0: weights w_i = exp((logit_i - max logit) / temperature) in double (the softmax
+ *     before normalising). Tokens are ranked by logit, descending, ties by lower id. The nucleus is
+ *     the shortest prefix of that ranking whose weight reaches top_p * sum(w) (sums in double, so up
+ *     to rounding); top_p = 1 keeps every token. The result is the first nucleus token, in id order,
+ *     whose cumulative weight exceeds u * (nucleus weight): token i is drawn with probability
+ *     w_i / (nucleus weight), the renormalised softmax of the nucleus, and the draw is a
+ *     deterministic function of u. O(V) time plus sorting a small part of the vocabulary.
+ * Returns -1 (and draws nothing) on bad arguments: V < 1, temperature negative or not finite, top_p
+ * outside (0, 1], u outside [0, 1), a logit that is not finite. `scratch`: ds_sample_scratch_bytes(V)
+ * bytes, aligned for double. */
+int32_t ds_sample_token(const float *logits, int V, double temperature, double top_p, double u, void *scratch);
 
 #endif

@@ -117,9 +117,24 @@ void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char
 void ds_contexts_writer_commit(ds_contexts_writer *w);  /* fsync + rename; frees w */
 void ds_contexts_writer_abort(ds_contexts_writer *w);   /* removes the temporary file; frees w */
 
-/* `dreamstate build-contexts [options] --out FILE.jsonl` (argv[0] is the subcommand name): labelled
- * contexts from text a Debian system has (see --help). Returns 0; bad arguments exit with code 2. */
-int ds_build_contexts_main(int argc, char **argv);
+/* `dreamstate build-contexts`: labelled contexts from text a Debian system has (src/data/harvest.c).
+ * Each document gives up to chunks_per_doc chunks spread over it, each min_bytes to max_bytes long and
+ * ending at a line end where possible; documents are used in a seeded order, and with held_out each
+ * document goes wholly to one file (seeded hash of its path). Prints a table per label to stdout. */
+typedef struct ds_build_contexts_options {
+    const char *out;             /* train contexts */
+    const char *held_out;        /* held-out contexts; NULL: everything goes to out */
+    double held_out_fraction;    /* share of documents held out with held_out, in (0, 1) (default 0.2) */
+    int max_per_label;           /* contexts per label over both files (default 100) */
+    int chunks_per_doc;          /* default 4; a label with D < N/K documents takes up to ceil(N/D) of each */
+    size_t min_bytes, max_bytes; /* default 64, 512 */
+    const char *sources;         /* comma-separated: fortunes,c-headers,python,shell,licenses,man (default all) */
+    uint64_t seed;               /* default 1234 */
+} ds_build_contexts_options;
+
+ds_build_contexts_options ds_build_contexts_defaults(void);
+/* Returns 0; bad options (an unknown source, max_bytes < min_bytes, a source without files) exit 2. */
+int ds_build_contexts(const ds_build_contexts_options *o);
 
 /* ---- state shards and files (records: state_record.h) ---- */
 

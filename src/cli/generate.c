@@ -1,16 +1,18 @@
 /* `dreamstate generate`: continue text from an initial RWKV-7 state (DREAMSTATE part A, "using
  * states"). The prompt goes through the model in one forward call from the initial state, then each
- * new token is sampled (src/rwkv7/sampling.c), streamed to stdout and fed back one at a time. The
+ * new token is sampled (ds_sample_token), streamed to stdout and fed back one at a time. The
  * state after the prompt and the printed tokens can be saved as a state file, so a state file of
  * prompt P followed by prompt Q continues exactly as prompt P+Q does. */
+#include "args.h"
+#include "commands.h"
+
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
-#include "dreamstate/generate.h"
-#include "dreamstate/args.h"
 #include "dreamstate/kernels.h"
+#include "dreamstate/rwkv7.h"
 #include "dreamstate/states.h"
 #include "dreamstate/train.h"
 #include "dreamstate/weights.h"
@@ -24,80 +26,58 @@
 #include <string.h>
 
 #define MAX_TOKENS_LIMIT 1000000000LL
+/* ds_rng stream of the sampler's uniforms: token i of a generation uses ds_rng_uniform(seed,
+ * GENERATE_STREAM, i), so a seed reproduces the same text. */
+#define GENERATE_STREAM 0x4745u  /* "GE" */
 
-static const char *help =
-    "usage: dreamstate generate CONFIG --checkpoint FILE [--state FILE] [--gain G] [--prompt TEXT]\n"
-    "                           [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
-    "                           [--state-out FILE] [--set section.key=value]...\n"
-    "Continues text with the model of CONFIG (model.*, data.tokenizer) and the weights in FILE (.ckpt or\n"
-    ".safetensors): feeds the prompt from the initial state, then writes the bytes of each new token to\n"
-    "stdout as it comes (the prompt is not echoed). Stops after N tokens or at the end-of-text token 0.\n"
-    "  --state FILE       initial state: a state file (extract-states records, --state-out); default zero\n"
-    "  --gain G           multiplies the WKV part of --state (default 1)\n"
-    "  --prompt TEXT      default \"\\n\"; must give at least one token\n"
-    "  --max-tokens N     new tokens, default 200 (0: only feed the prompt)\n"
-    "  --temperature T    softmax temperature >= 0, default 1 (0: greedy argmax)\n"
-    "  --top-p P          nucleus sampling, P in (0, 1], default 0.9 (1: off)\n"
-    "  --seed S           default 1234; the same seed gives the same text\n"
-    "  --state-out FILE   write the state after the prompt and the new tokens as a state file\n"
-    "                     (metadata prompt_tokens=, generated_tokens=); --max-tokens 0 gives a prompt's state\n"
-    "Formats: include/dreamstate/states.h.\n";
+static const cli_spec spec = {
+    .cmd = "generate",
+    .usage =
+        "usage: dreamstate generate CONFIG --checkpoint FILE [--state FILE] [--gain G] [--prompt TEXT]\n"
+        "                           [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
+        "                           [--state-out FILE] [--set section.key=value]...\n"
+        "Continues text with the model of CONFIG (model.*, data.tokenizer) and the weights in FILE (.ckpt or\n"
+        ".safetensors): feeds the prompt from the initial state, then writes the bytes of each new token to\n"
+        "stdout as it comes (the prompt is not echoed). Stops after N tokens or at the end-of-text token 0.\n"
+        "  --state FILE       initial state: a state file (extract-states records, --state-out); default zero\n"
+        "  --gain G           multiplies the WKV part of --state (default 1)\n"
+        "  --prompt TEXT      default \"\\n\"; must give at least one token\n"
+        "  --max-tokens N     new tokens, default 200 (0: only feed the prompt)\n"
+        "  --temperature T    softmax temperature >= 0, default 1 (0: greedy argmax)\n"
+        "  --top-p P          nucleus sampling, P in (0, 1], default 0.9 (1: off)\n"
+        "  --seed S           default 1234; the same seed gives the same text\n"
+        "  --state-out FILE   write the state after the prompt and the new tokens as a state file\n"
+        "                     (metadata prompt_tokens=, generated_tokens=); --max-tokens 0 gives a prompt's state\n"
+        "Formats: include/dreamstate/states.h.\n",
+    .config = 1,
+    .options = {{"--checkpoint", CLI_REQUIRED}, {"--state"}, {"--gain"}, {"--prompt"}, {"--max-tokens"},
+                {"--temperature"}, {"--top-p"}, {"--seed"}, {"--state-out"}},
+};
 
 typedef struct generate_args {
-    const char *config, *checkpoint, *state, *state_out, *prompt;
+    const char *checkpoint, *state, *state_out, *prompt;
     double gain;
-    int gain_given;
     int64_t max_tokens;
     double temperature, top_p;
     uint64_t seed;
-    int n_sets;
-    char **sets;
 } generate_args;
 
-/* Returns 1 if --help was asked for (an option, not the value of one: --prompt -h is a prompt). */
-static int parse_args(int argc, char **argv, generate_args *a) {
-    *a = (generate_args){.prompt = "\n", .gain = 1, .max_tokens = 200, .temperature = 1, .top_p = 0.9,
-                         .seed = 1234};
-    a->sets = calloc((size_t)argc, sizeof(char *));
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return 1;
-        if (arg[0] != '-') {
-            if (a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: more than one config file ('%s', '%s')", a->config, arg);
-            a->config = arg;
-            continue;
-        }
-        static const char *const with_value[] = {"--checkpoint", "--state", "--gain", "--prompt", "--max-tokens",
-                                                 "--temperature", "--top-p", "--seed", "--state-out", "--set"};
-        int known = 0;
-        for (size_t f = 0; f < sizeof with_value / sizeof *with_value; f++) known |= strcmp(arg, with_value[f]) == 0;
-        if (!known) ds_die(DS_EXIT_BAD_INPUT, "generate: unknown option '%s' (see --help)", arg);
-        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "generate: %s needs a value", arg);
-        const char *v = argv[++i];
-        if (strcmp(arg, "--checkpoint") == 0) a->checkpoint = v;
-        else if (strcmp(arg, "--state") == 0) a->state = v;
-        else if (strcmp(arg, "--state-out") == 0) a->state_out = v;
-        else if (strcmp(arg, "--prompt") == 0) a->prompt = v;
-        else if (strcmp(arg, "--set") == 0) a->sets[a->n_sets++] = (char *)v;
-        else if (strcmp(arg, "--max-tokens") == 0) a->max_tokens = ds_arg_int("generate", arg, v, 0, MAX_TOKENS_LIMIT);
-        else if (strcmp(arg, "--seed") == 0) a->seed = ds_arg_seed("generate", arg, v);
-        else if (strcmp(arg, "--gain") == 0) {
-            a->gain = ds_arg_number("generate", arg, v, -FLT_MAX, FLT_MAX);
-            a->gain_given = 1;
-        } else if (strcmp(arg, "--temperature") == 0) {
-            a->temperature = ds_arg_number("generate", arg, v, -HUGE_VAL, HUGE_VAL);
-            if (!(a->temperature >= 0 && isfinite(a->temperature)))
-                ds_die(DS_EXIT_BAD_INPUT, "generate: --temperature %s must be finite and >= 0", v);
-        } else {  /* --top-p */
-            a->top_p = ds_arg_number("generate", arg, v, -HUGE_VAL, HUGE_VAL);
-            if (!(a->top_p > 0 && a->top_p <= 1)) ds_die(DS_EXIT_BAD_INPUT, "generate: --top-p %s must be in (0, 1]", v);
-        }
-    }
-    if (!a->config) ds_die(DS_EXIT_BAD_INPUT, "generate: missing CONFIG (see --help)");
-    if (!a->checkpoint) ds_die(DS_EXIT_BAD_INPUT, "generate: missing --checkpoint (see --help)");
-    if (a->gain_given && !a->state)
+static void read_args(const cli_args *a, generate_args *g) {
+    g->checkpoint = cli_value(a, "--checkpoint");
+    g->state = cli_value(a, "--state");
+    g->state_out = cli_value(a, "--state-out");
+    g->prompt = cli_string(a, "--prompt", "\n");
+    g->max_tokens = cli_int(a, "--max-tokens", 0, MAX_TOKENS_LIMIT, 200);
+    g->seed = cli_seed(a, "--seed", 1234);
+    g->gain = cli_number(a, "--gain", -FLT_MAX, FLT_MAX, 1);
+    g->temperature = cli_number(a, "--temperature", -HUGE_VAL, HUGE_VAL, 1);
+    if (!(g->temperature >= 0 && isfinite(g->temperature)))
+        ds_die(DS_EXIT_BAD_INPUT, "generate: --temperature %s must be finite and >= 0", cli_value(a, "--temperature"));
+    g->top_p = cli_number(a, "--top-p", -HUGE_VAL, HUGE_VAL, 0.9);
+    if (!(g->top_p > 0 && g->top_p <= 1))
+        ds_die(DS_EXIT_BAD_INPUT, "generate: --top-p %s must be in (0, 1]", cli_value(a, "--top-p"));
+    if (cli_value(a, "--gain") && !g->state)
         ds_die(DS_EXIT_BAD_INPUT, "generate: --gain scales the WKV part of --state, and no --state is given");
-    return 0;
 }
 
 static void write_token(const ds_tokenizer *tok, int32_t id) {
@@ -107,15 +87,13 @@ static void write_token(const ds_tokenizer *tok, int32_t id) {
         ds_die(DS_EXIT_FAIL, "generate: cannot write to stdout: %s", strerror(errno));
 }
 
-int ds_generate_main(int argc, char **argv) {
+int cmd_generate(int argc, char **argv) {
+    cli_args args;
+    if (!cli_parse(&spec, argc, argv, &args)) return 0;
     generate_args a;
-    if (parse_args(argc, argv, &a)) {
-        fputs(help, stdout);
-        free(a.sets);
-        return 0;
-    }
+    read_args(&args, &a);
     ds_config cfg;
-    ds_config_load(&cfg, a.config, a.n_sets, a.sets);
+    cli_load_config(&args, &cfg);
     int threads = cfg.run.threads > 0 ? cfg.run.threads : ds_dist_cores_per_local_rank();
     ds_blas_init(threads);
     ds_kernels_init();
@@ -153,7 +131,7 @@ int ds_generate_main(int argc, char **argv) {
     const float *next = logits + (n_prompt - 1) * (size_t)V;
     int64_t generated = 0;
     for (int64_t i = 0; i < a.max_tokens; i++) {
-        double u = ds_rng_uniform(a.seed, DS_GENERATE_STREAM, (uint64_t)i);
+        double u = ds_rng_uniform(a.seed, GENERATE_STREAM, (uint64_t)i);
         int32_t id = ds_sample_token(next, V_text, a.temperature, a.top_p, u, scratch);
         if (id < 0) ds_die(DS_EXIT_FAIL, "generate: the model gave non-finite logits at new token %" PRId64, i);
         if (id == 0) break;  /* end of text: not printed, not fed */
@@ -179,6 +157,6 @@ int ds_generate_main(int argc, char **argv) {
     ds_rwkv7_destroy(&m);
     ds_rwkv7_state_destroy(&st);
     ds_tokenizer_free(tok);
-    free(a.sets);
+    cli_args_free(&args);
     return 0;
 }

@@ -193,18 +193,38 @@ void ds_mkdir_p(const char *path) {
     }
 }
 
-void ds_json_string(FILE *f, const char *s) {
+void ds_json_string_n(FILE *f, const char *s, size_t n) {
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        switch (ch) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        default:
+            if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+            else fputc(ch, f);
+        }
     }
     fputc('"', f);
 }
 
+void ds_json_string(FILE *f, const char *s) { ds_json_string_n(f, s, strlen(s)); }
+
 void ds_json_number(FILE *f, double x) {
     if (isfinite(x)) fprintf(f, "%.17g", x);
     else fputs("null", f);
+}
+
+void ds_json_numbers(FILE *f, const double *x, int n) {
+    fputc('[', f);
+    for (int i = 0; i < n; i++) {
+        if (i) fputs(", ", f);
+        ds_json_number(f, x[i]);
+    }
+    fputc(']', f);
 }

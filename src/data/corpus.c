@@ -1,4 +1,4 @@
-/* Text to token shards: the `prepare-data` command and the built-in default corpus. Both feed
+/* Text to token shards: prepare-data and the built-in default corpus. Both feed
  * documents, in a deterministic order, to one splitter that tokenizes each and appends it to
  * train.bin or valid.bin by a hash of its index (see DS_SPLIT_STREAM in data.h). */
 #include "dreamstate/data.h"
@@ -130,85 +130,35 @@ static void splitter_commit(splitter *sp, FILE *report) {
 
 /* ---------------------------------------------------------------- prepare-data */
 
-static const char prepare_usage[] =
-    "usage: dreamstate prepare-data [options] --out DIR INPUT...\n"
-    "Tokenizes text into token shards DIR/train.bin and DIR/valid.bin (format: include/dreamstate/data.h).\n"
-    "INPUT: a text file, a .gz file (read with gzip -dc), or a directory (walked recursively, sorted by\n"
-    "name; hidden entries and symbolic links skipped). Each file is one document unless --split-on.\n"
-    "  --tokenizer byte|world   byte: id = byte value (vocab 256, default); world: RWKV World vocab\n"
-    "  --vocab FILE             rwkv_vocab_v20230424.txt, required with --tokenizer world\n"
-    "  --split-on LINE          documents end at lines equal to LINE (e.g. %; \"\" = blank lines)\n"
-    "  --valid-fraction F       share of documents held out, 0 <= F < 1 (default 0.05)\n"
-    "  --seed N                 seed of the deterministic per-document split (default 1234)\n"
-    "  --out DIR                output directory (created if missing)\n"
-    "  --help                   this text\n";
-
-/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if argv[*i] is another option. */
-static const char *option_value(int argc, char **argv, int *i, const char *name) {
-    size_t k = strlen(name);
-    if (strncmp(argv[*i], name, k) != 0) return NULL;
-    if (argv[*i][k] == '=') return argv[*i] + k + 1;
-    if (argv[*i][k] != 0) return NULL;
-    if (*i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s needs a value (see --help)", name);
-    return argv[++*i];
+ds_prepare_options ds_prepare_defaults(void) {
+    return (ds_prepare_options){.tokenizer = "byte", .valid_fraction = 0.05, .seed = 1234};
 }
 
-int ds_prepare_data_main(int argc, char **argv) {
-    const char *kind = "byte", *vocab = NULL, *out_dir = NULL, *split_on = NULL, *v;
-    double valid_fraction = 0.05;
-    uint64_t seed = 1234;
-    ds_path_list inputs = {0};
-    int only_inputs = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        char *end;
-        if (only_inputs || a[0] != '-' || a[1] == 0) { ds_path_list_add(&inputs, a); continue; }
-        if (strcmp(a, "--") == 0) { only_inputs = 1; continue; }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(prepare_usage, stdout); return 0; }
-        if ((v = option_value(argc, argv, &i, "--tokenizer"))) kind = v;
-        else if ((v = option_value(argc, argv, &i, "--vocab"))) vocab = v;
-        else if ((v = option_value(argc, argv, &i, "--out"))) out_dir = v;
-        else if ((v = option_value(argc, argv, &i, "--split-on"))) split_on = v;
-        else if ((v = option_value(argc, argv, &i, "--valid-fraction"))) {
-            valid_fraction = strtod(v, &end);
-            if (end == v || *end || !(valid_fraction >= 0 && valid_fraction < 1))
-                ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --valid-fraction '%s' must be a number in [0, 1)", v);
-        } else if ((v = option_value(argc, argv, &i, "--seed"))) {
-            errno = 0;
-            seed = strtoull(v, &end, 10);
-            if (end == v || *end || errno || v[0] == '-')
-                ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --seed '%s' must be a non-negative integer", v);
-        } else {
-            ds_die(DS_EXIT_BAD_INPUT, "prepare-data: unknown option '%s' (see --help)", a);
-        }
-    }
-    if (!out_dir) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --out DIR is required (see --help)");
-    if (inputs.n == 0) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: no INPUT given (see --help)");
-    if (strcmp(kind, "world") == 0 && !vocab)
+int ds_prepare_data(const ds_prepare_options *o) {
+    int world = strcmp(o->tokenizer, "world") == 0;
+    if (world && !o->vocab)
         ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --tokenizer world needs --vocab FILE (rwkv_vocab_v20230424.txt)");
-    if (strcmp(kind, "world") != 0 && vocab)
-        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
+    if (!world && o->vocab) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
 
     /* Resolve every input before writing anything, so argument mistakes leave no files behind. */
     ds_path_list files = {0};
-    for (size_t i = 0; i < inputs.n; i++) {
+    for (int i = 0; i < o->n_inputs; i++) {
         struct stat st;
-        if (stat(inputs.items[i], &st) != 0)
-            ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s: %s", inputs.items[i], strerror(errno));
-        if (S_ISDIR(st.st_mode)) ds_walk_dir(inputs.items[i], 1, NULL, &files);
-        else ds_path_list_add(&files, inputs.items[i]);
+        if (stat(o->inputs[i], &st) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "prepare-data: %s: %s", o->inputs[i], strerror(errno));
+        if (S_ISDIR(st.st_mode)) ds_walk_dir(o->inputs[i], 1, NULL, &files);
+        else ds_path_list_add(&files, o->inputs[i]);
     }
     if (files.n == 0) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: the inputs contain no files");
-    ds_tokenizer *tok = ds_tokenizer_open(kind, vocab);
+    ds_tokenizer *tok = ds_tokenizer_open(o->tokenizer, o->vocab);
 
     splitter sp;
-    splitter_open(&sp, out_dir, tok, valid_fraction, seed);
-    for (size_t i = 0; i < files.n; i++) splitter_add_file(&sp, files.items[i], split_on);
-    printf("prepare-data: %zu files, %s tokenizer, valid fraction %g, seed %llu\n", files.n, kind, valid_fraction,
-           (unsigned long long)seed);
+    splitter_open(&sp, o->out_dir, tok, o->valid_fraction, o->seed);
+    for (size_t i = 0; i < files.n; i++) splitter_add_file(&sp, files.items[i], o->split_on);
+    printf("prepare-data: %zu files, %s tokenizer, valid fraction %g, seed %llu\n", files.n, o->tokenizer,
+           o->valid_fraction, (unsigned long long)o->seed);
     splitter_commit(&sp, stdout);
     ds_tokenizer_free(tok);
-    ds_path_list_free(&inputs);
     ds_path_list_free(&files);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* Reading text inputs, shared by prepare-data and the default corpus (corpus.c) and the contexts
- * builder (contexts.c): sorted directory listings and whole-file reads (.gz through gzip -dc).
+ * harvester (harvest.c): sorted directory listings and whole-file reads (.gz through gzip -dc).
  * Private to src/data. */
 #ifndef DREAMSTATE_TEXT_FILES_H
 #define DREAMSTATE_TEXT_FILES_H

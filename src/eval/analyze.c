@@ -8,9 +8,11 @@
  * Work split: every rank maps the datasets and builds the features of a contiguous block of rows; the
  * PCA is collective. Task j (a feature set or a control) then belongs to rank j mod R, which gathers
  * its coordinates and runs the metrics and t-SNE (both deterministic, so only the PCA's rounding
- * depends on the rank count); rank 0 collects the results, writes DIR/analysis.json and the plots. */
+ * depends on the rank count); rank 0 collects the results, writes DIR/analysis.json and the plots
+ * (analyze_report.c). */
+#include "analyze.h"
+
 #include "dreamstate/analysis.h"
-#include "dreamstate/args.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/config.h"
@@ -21,65 +23,11 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char **environ;
 
 #define DEFAULT_COMPONENTS 50
-#define PROBE_FOLDS 5          /* cross-validation of the probe when there is no test set */
 #define FEATURE_CHUNK 64       /* test / extra rows built and projected at a time */
-
-typedef struct analyze_opts {
-    const char *train, *test, *extra, *extra_name, *out_dir, *layers;
-    int components;            /* 0: default */
-    ds_tsne_method tsne_method;
-    double perplexity;
-    uint64_t seed;
-    int ks[DS_MAX_KNN_K], n_ks;
-    double probe_l2;
-    int threads, plots;
-} analyze_opts;
-
-/* One state dataset as this rank sees it. */
-typedef struct view {
-    const char *path;
-    ds_states *s;
-    const ds_states_info *info;
-    int64_t n, lo, hi;         /* records; this rank's block [lo, hi) */
-    int *labels;               /* [n], ids in the train label list (extra: -1 = none) */
-} view;
-
-/* What rank 0 receives from a task's owner (plain data: the ranks run the same binary). */
-typedef struct task_result {
-    ds_label_metrics real, shuffled;
-    double extra_knn[DS_MAX_KNN_K];
-    ds_tsne_info tsne;
-    double tsne_seconds, metrics_seconds;
-} task_result;
-
-/* A feature set (consecutive layers of WKV state, through the PCA) or a control (a part of cond). */
-typedef struct task {
-    char name[24], title[40];
-    const char *about;         /* control: what its features are */
-    int control;
-    int first_layer, n_layers; /* feature set */
-    int cond_offset;           /* control: its C floats of cond */
-    int64_t d;                 /* input features */
-    int dim;                   /* columns the metrics see: K for a feature set, d for a control */
-    int owner;
-    /* PCA, on every rank */
-    ds_pca_route route;
-    double total_variance, *eigenvalues, pca_seconds[4], feature_seconds, transform_seconds;
-    /* inputs, on the owner */
-    float *train, *test, *extra;
-    /* results, on the owner and then on rank 0 */
-    task_result r;
-    double *y;                 /* t-SNE map [n_train + n_extra][2] */
-} task;
 
 static int64_t block_start(int64_t n, int r, int ranks) { return n * r / ranks; }
 
@@ -95,89 +43,6 @@ static void block_counts(int64_t n, int width, int *counts, int *displs) {
 static void set_block(view *v) {
     int r = ds_dist_rank(), R = ds_dist_size();
     v->lo = block_start(v->n, r, R), v->hi = block_start(v->n, r + 1, R);
-}
-
-/* ---- arguments ---- */
-
-static const char *help_text =
-    "usage: dreamstate analyze-states INDEX [--test INDEX2] [--out DIR] [--layers all|last|0,2]\n"
-    "                                 [--components K] [--tsne auto|exact|bh] [--perplexity P] [--seed S]\n"
-    "                                 [--k 1,5,10] [--extra INDEX3 [--extra-name NAME]] [--probe-l2 L]\n"
-    "                                 [--threads N] [--no-plots]\n"
-    "Label structure of a state dataset (dreamstate.md 6.1 A1). Per layer, and for all layers concatenated:\n"
-    "WKV state normalised per head (train statistics) -> PCA to K components (distributed over the MPI\n"
-    "ranks) -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with shuffled\n"
-    "labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.\n"
-    "  --test INDEX2     held-out states (same shape and label list): kNN train -> test, silhouette of the\n"
-    "                    test rows, probe trained on train and scored on test, test rows projected with\n"
-    "                    the train PCA. Without it: leave-one-out kNN, silhouette of all rows, probe by\n"
-    "                    5-fold cross-validation.\n"
-    "  --layers LIST     'all' (default: every layer and their concatenation), 'last', or indices '0,2'\n"
-    "  --components K    PCA components (default min(50, records - 1, features))\n"
-    "  --tsne METHOD     auto (exact up to 1000 points, default), exact, bh (Barnes-Hut)\n"
-    "  --perplexity P    t-SNE perplexity (default 30; capped at (points - 1) / 3)\n"
-    "  --seed S          t-SNE initialisation and label shuffle (default 0)\n"
-    "  --k LIST          kNN neighbour counts, at most 8 (default 1,5,10)\n"
-    "  --extra INDEX3    more states (e.g. generated) projected with the same PCA, drawn in the same t-SNE\n"
-    "                    map with another marker; their kNN-predicted labels are scored against their own\n"
-    "                    (labels matched by name; records without a label are only drawn)\n"
-    "  --extra-name NAME legend name of the extra states (default 'extra')\n"
-    "  --probe-l2 L      L2 strength of the probe, as sklearn C = 1 / L (default 1)\n"
-    "  --threads N       threads per rank (default: cores / ranks on the node)\n"
-    "  --out DIR         output directory (default: INDEX's directory /analysis)\n"
-    "Writes DIR/analysis.json and DIR/tsne-layer<L>.png (tsne-layerall.png for the concatenation);\n"
-    "prints a table. Run under mpirun for the distributed PCA.\n";
-
-static void parse_k_list(const char *text, analyze_opts *o) {
-    o->n_ks = 0;
-    for (const char *p = text; *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || (*end && *end != ',') || v < 1 || v > 100000 || o->n_ks == DS_MAX_KNN_K)
-            ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k '%s' must be 1 to %d positive integers, comma-separated",
-                   text, DS_MAX_KNN_K);
-        o->ks[o->n_ks++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    if (o->n_ks == 0) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k is empty");
-}
-
-static void parse_args(int argc, char **argv, analyze_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->layers = "all", o->perplexity = 30, o->probe_l2 = 1, o->extra_name = "extra", o->plots = 1;
-    o->ks[0] = 1, o->ks[1] = 5, o->ks[2] = 10, o->n_ks = 3;
-    int extra_named = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--no-plots") == 0) { o->plots = 0; continue; }
-        if (a[0] != '-') {
-            if (o->train) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: more than one INDEX ('%s', '%s')", o->train, a);
-            o->train = a;
-            continue;
-        }
-        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %s needs a value (see --help)", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--test") == 0) o->test = v;
-        else if (strcmp(a, "--extra") == 0) o->extra = v;
-        else if (strcmp(a, "--extra-name") == 0) o->extra_name = v, extra_named = 1;
-        else if (strcmp(a, "--out") == 0) o->out_dir = v;
-        else if (strcmp(a, "--layers") == 0) o->layers = v;
-        else if (strcmp(a, "--components") == 0) o->components = (int)ds_arg_int("analyze-states", a, v, 1, 1000000);
-        else if (strcmp(a, "--perplexity") == 0) o->perplexity = ds_arg_number("analyze-states", a, v, 1e-3, 1e6);
-        else if (strcmp(a, "--seed") == 0) o->seed = ds_arg_seed("analyze-states", a, v);
-        else if (strcmp(a, "--probe-l2") == 0) o->probe_l2 = ds_arg_number("analyze-states", a, v, 1e-12, 1e12);
-        else if (strcmp(a, "--threads") == 0) o->threads = (int)ds_arg_int("analyze-states", a, v, 1, 4096);
-        else if (strcmp(a, "--k") == 0) parse_k_list(v, o);
-        else if (strcmp(a, "--tsne") == 0) {
-            if (strcmp(v, "auto") == 0) o->tsne_method = DS_TSNE_AUTO;
-            else if (strcmp(v, "exact") == 0) o->tsne_method = DS_TSNE_EXACT;
-            else if (strcmp(v, "bh") == 0) o->tsne_method = DS_TSNE_BARNES_HUT;
-            else ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --tsne '%s' is not auto, exact or bh", v);
-        } else ds_die(DS_EXIT_BAD_INPUT, "analyze-states: unknown option '%s' (see --help)", a);
-    }
-    if (!o->train) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: missing INDEX (see --help)");
-    if (!o->extra && extra_named)
-        ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --extra-name without --extra");
 }
 
 /* ---- datasets ---- */
@@ -346,63 +211,13 @@ static float *gather_condition(const view *v, const task *t) {
 
 /* ---- metrics and t-SNE (on a task's owner) ---- */
 
-/* Probe accuracy by cross-validation: fold f holds the rows i with i mod folds = f. */
-static double cross_validated_probe(const float *x, const int *y, int64_t n, int dim, double l2) {
-    int folds = n < PROBE_FOLDS ? (int)n : PROBE_FOLDS;
-    float *fit_x = ds_alloc(sizeof(float) * (size_t)n * dim), *held_x = ds_alloc(sizeof(float) * (size_t)n * dim);
-    int *fit_y = ds_alloc(sizeof(int) * (size_t)n), *held_y = ds_alloc(sizeof(int) * (size_t)n);
-    double correct = 0;
-    for (int f = 0; f < folds; f++) {
-        int64_t nf = 0, nh = 0;
-        for (int64_t i = 0; i < n; i++) {
-            int held = i % folds == f;
-            memcpy((held ? held_x + nh * dim : fit_x + nf * dim), x + i * dim, sizeof(float) * dim);
-            if (held) held_y[nh++] = y[i];
-            else fit_y[nf++] = y[i];
-        }
-        ds_probe p;
-        ds_probe_fit(&p, fit_x, fit_y, nf, dim, l2);
-        correct += ds_probe_predict(&p, held_x, nh, held_y, NULL) * (double)nh;
-        ds_probe_free(&p);
-    }
-    ds_free(fit_x), ds_free(held_x), ds_free(fit_y), ds_free(held_y);
-    return correct / (double)n;
-}
-
-/* The A1 metrics of one feature matrix: train -> test when there is a test set, else leave-one-out kNN,
- * the silhouette of all rows and a cross-validated probe. shuffled: the same with permuted labels. */
-static void label_metrics(const analyze_opts *o, const float *train, const int *ytr, int64_t n, const float *test,
-                          const int *yte, int64_t nt, int dim, int shuffled, ds_label_metrics *out) {
-    if (test) {
-        ds_label_metrics_compute(train, ytr, n, test, yte, nt, dim, DS_METRIC_COSINE, o->ks, o->n_ks, o->probe_l2,
-                                 shuffled, o->seed, out);
-        return;
-    }
-    int *y = ds_alloc(sizeof(int) * (size_t)n);
-    if (shuffled) ds_shuffle_labels(ytr, n, o->seed, y);
-    else memcpy(y, ytr, sizeof(int) * (size_t)n);
-    memset(out, 0, sizeof *out);
-    out->n_k = o->n_ks;
-    memcpy(out->k, o->ks, sizeof(int) * o->n_ks);
-    ds_knn_accuracy(train, y, n, NULL, NULL, 0, dim, DS_METRIC_COSINE, o->ks, o->n_ks, out->knn_accuracy);
-    out->silhouette = ds_silhouette_score(train, y, n, dim, DS_METRIC_COSINE);
-    out->probe_accuracy = cross_validated_probe(train, y, n, dim, o->probe_l2);
-    ds_free(y);
-}
-
-typedef struct run_ctx {
-    const analyze_opts *o;
-    const view *train, *test, *extra;
-    ds_tsne_opts tsne;
-    int components;
-} run_ctx;
-
 static void run_task(const run_ctx *c, task *t) {
-    const analyze_opts *o = c->o;
+    const ds_analyze_options *o = c->o;
     int64_t n = c->train->n, nt = c->test->s ? c->test->n : 0, ne = c->extra->s && !t->control ? c->extra->n : 0;
     double t0 = ds_now_seconds();
-    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 0, &t->r.real);
-    label_metrics(o, t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, 1, &t->r.shuffled);
+    for (int shuffled = 0; shuffled < 2; shuffled++)
+        ds_label_metrics_compute(t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, DS_METRIC_COSINE,
+                                 o->ks, o->n_ks, o->probe_l2, shuffled, o->seed, shuffled ? &t->r.shuffled : &t->r.real);
     if (ne > 0) {   /* extra rows with a label: does the train set's kNN give them that label? */
         float *x = ds_alloc(sizeof(float) * (size_t)ne * t->dim);
         int *y = ds_alloc(sizeof(int) * (size_t)ne);
@@ -432,209 +247,10 @@ static void run_task(const run_ctx *c, task *t) {
     t->r.tsne_seconds = ds_now_seconds() - t1;
 }
 
-/* ---- output (rank 0) ---- */
-
-static void json_knn(FILE *f, const int *ks, int n_ks, const double *acc) {
-    fputc('{', f);
-    for (int s = 0; s < n_ks; s++) {
-        fprintf(f, "%s\"%d\": ", s ? ", " : "", ks[s]);
-        ds_json_number(f, acc[s]);
-    }
-    fputc('}', f);
-}
-
-static void json_metrics(FILE *f, const analyze_opts *o, const task *t) {
-    fputs("\"knn\": ", f);
-    json_knn(f, o->ks, o->n_ks, t->r.real.knn_accuracy);
-    fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.real.silhouette);
-    fputs(", \"probe\": ", f), ds_json_number(f, t->r.real.probe_accuracy);
-    fputs(",\n     \"shuffled\": {\"knn\": ", f);
-    json_knn(f, o->ks, o->n_ks, t->r.shuffled.knn_accuracy);
-    fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.shuffled.silhouette);
-    fputs(", \"probe\": ", f), ds_json_number(f, t->r.shuffled.probe_accuracy);
-    fputs("}", f);
-}
-
-static void json_dataset(FILE *f, const char *key, const view *v, const char *name) {
-    fprintf(f, "  \"%s\": ", key);
-    if (!v->s) { fputs("null,\n", f); return; }
-    fputs("{\"index\": ", f), ds_json_string(f, v->path);
-    fprintf(f, ", \"records\": %lld, \"model\": ", (long long)v->n), ds_json_string(f, v->info->model);
-    fputs(", \"checkpoint\": ", f), ds_json_string(f, v->info->checkpoint);
-    fputs(", \"contexts\": ", f), ds_json_string(f, v->info->contexts);
-    if (name) fputs(", \"name\": ", f), ds_json_string(f, name);
-    fputs("},\n", f);
-}
-
-static void write_json(const char *path, const run_ctx *c, task *tasks, int n_tasks, double seconds) {
-    const analyze_opts *o = c->o;
-    const view *tr = c->train, *te = c->test, *ex = c->extra;
-    const ds_state_shape *sh = &tr->info->shape;
-    ds_atomic_file af;
-    if (ds_atomic_open(&af, path) != 0) ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
-    FILE *f = af.fp;
-    fputs("{\n  \"version\": 1,\n", f);
-    json_dataset(f, "train", tr, NULL);
-    json_dataset(f, "test", te, NULL);
-    json_dataset(f, "extra", ex, o->extra_name);
-    fprintf(f, "  \"evaluation\": \"%s\",\n", te->s ? "train -> test" : "leave-one-out (probe: 5-fold cross-validation)");
-    fprintf(f, "  \"shape\": {\"n_layer\": %d, \"n_embd\": %d, \"n_head\": %d, \"head_size\": %d},\n", sh->n_layer,
-            sh->n_embd, sh->n_head, sh->head_size);
-    fprintf(f, "  \"ranks\": %d, \"threads\": %d, \"components\": %d, \"metric\": \"cosine\", \"seed\": %llu, "
-               "\"probe_l2\": ", ds_dist_size(), o->threads, c->components, (unsigned long long)o->seed);
-    ds_json_number(f, o->probe_l2);
-    fputs(",\n  \"knn_k\": [", f);
-    for (int s = 0; s < o->n_ks; s++) fprintf(f, "%s%d", s ? ", " : "", o->ks[s]);
-    fputs("],\n  \"normalisation\": \"WKV state per (layer, head): mean and std over the train records, float64\",\n", f);
-    fprintf(f, "  \"tsne\": {\"perplexity\": %.6g, \"metric\": \"euclidean\", \"iterations\": %d, \"seed\": %llu},\n",
-            c->tsne.perplexity, c->tsne.iters, (unsigned long long)c->tsne.seed);
-    fputs("  \"label_names\": [", f);
-    for (int l = 0; l < tr->info->n_labels; l++) fputs(l ? ", " : "", f), ds_json_string(f, tr->info->labels[l]);
-    fputs("],\n  \"layers\": [\n", f);
-    int first = 1;
-    for (int i = 0; i < n_tasks; i++) {
-        task *t = &tasks[i];
-        if (t->control) continue;
-        fprintf(f, "%s    {\"layer\": \"%s\", \"layers\": [", first ? "" : ",\n", t->name);
-        first = 0;
-        for (int j = 0; j < t->n_layers; j++) fprintf(f, "%s%d", j ? ", " : "", t->first_layer + j);
-        fprintf(f, "], \"features\": %lld, \"route\": \"%s\", \"components\": %d, \"total_variance\": ",
-                (long long)t->d, t->route == DS_PCA_GRAM ? "gram" : "covariance", t->dim);
-        ds_json_number(f, t->total_variance);
-        double sum = 0;
-        fputs(",\n     \"explained_variance_ratio\": [", f);
-        for (int k = 0; k < t->dim; k++) {
-            fputs(k ? ", " : "", f), ds_json_number(f, t->eigenvalues[k] / t->total_variance);
-            sum += t->eigenvalues[k] / t->total_variance;
-        }
-        fputs("],\n     \"explained_variance\": ", f), ds_json_number(f, sum);
-        fputs(",\n     \"eigenvalues\": [", f);
-        for (int k = 0; k < t->dim; k++) fputs(k ? ", " : "", f), fprintf(f, "%.17g", t->eigenvalues[k]);
-        fputs("],\n     ", f);
-        json_metrics(f, o, t);
-        if (ex->s) {
-            fputs(",\n     \"extra_knn_accuracy\": ", f);
-            json_knn(f, o->ks, o->n_ks, t->r.extra_knn);
-        }
-        fprintf(f, ",\n     \"tsne\": {\"method\": \"%s\", \"kl\": ", t->r.tsne.method == DS_TSNE_EXACT ? "exact" : "barnes-hut");
-        ds_json_number(f, t->r.tsne.kl);
-        fprintf(f, ", \"iterations\": %d},\n     \"seconds\": {\"features\": %.3f, \"pca_redistribute\": %.3f, "
-                   "\"pca_product\": %.3f, \"pca_eigensolver\": %.3f, \"pca_components\": %.3f, \"transform\": %.3f, "
-                   "\"metrics\": %.3f, \"tsne\": %.3f}}",
-                t->r.tsne.iters_run, t->feature_seconds, t->pca_seconds[0], t->pca_seconds[1], t->pca_seconds[2],
-                t->pca_seconds[3], t->transform_seconds, t->r.metrics_seconds, t->r.tsne_seconds);
-    }
-    fputs("\n  ],\n  \"controls\": [\n", f);
-    first = 1;
-    for (int i = 0; i < n_tasks; i++) {
-        task *t = &tasks[i];
-        if (!t->control) continue;
-        fprintf(f, "%s    {\"name\": \"%s\", \"features\": \"%s\", \"dim\": %d, ", first ? "" : ",\n", t->name, t->about,
-                t->dim);
-        first = 0;
-        json_metrics(f, o, t);
-        fprintf(f, ",\n     \"seconds\": {\"metrics\": %.3f}}", t->r.metrics_seconds);
-    }
-    fprintf(f, "\n  ],\n  \"seconds\": %.3f,\n", seconds);
-    /* the scatter panels for src/tools/plot_scatter.py */
-    int mid = o->n_ks / 2, k_mid = o->ks[mid];
-    int64_t n = tr->n, ne = ex->s ? ex->n : 0;
-    fputs("  \"panels\": [\n", f);
-    first = 1;
-    for (int i = 0; i < n_tasks; i++) {
-        task *t = &tasks[i];
-        if (t->control) continue;
-        fprintf(f, "%s    {\"title\": \"%s\", \"file\": \"%s\",\n     \"metrics\": {\"kNN@%d\": ", first ? "" : ",\n",
-                t->title, t->name, k_mid);
-        first = 0;
-        ds_json_number(f, t->r.real.knn_accuracy[mid]);
-        fprintf(f, ", \"shuffled kNN@%d\": ", k_mid), ds_json_number(f, t->r.shuffled.knn_accuracy[mid]);
-        fputs(", \"silhouette\": ", f), ds_json_number(f, t->r.real.silhouette);
-        if (ne > 0) fprintf(f, ", \"%s kNN@%d\": ", o->extra_name, k_mid), ds_json_number(f, t->r.extra_knn[mid]);
-        fputs("},\n     \"x\": [", f);
-        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%.6g", r ? "," : "", t->y[2 * r]);
-        fputs("],\n     \"y\": [", f);
-        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%.6g", r ? "," : "", t->y[2 * r + 1]);
-        fputs("],\n     \"label\": [", f);
-        for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%d", r ? "," : "", r < n ? tr->labels[r] : ex->labels[r - n]);
-        fputs("]", f);
-        if (ne > 0) {
-            fputs(",\n     \"kind\": [", f);
-            for (int64_t r = 0; r < n + ne; r++) fprintf(f, "%s%d", r ? "," : "", r >= n);
-            fputs("], \"kind_names\": [\"train\", ", f), ds_json_string(f, o->extra_name), fputs("]", f);
-        }
-        fputs("}", f);
-    }
-    fputs("\n  ]\n}\n", f);
-    if (ferror(f) || ds_atomic_commit(&af) != 0) {
-        ds_atomic_abort(&af);
-        ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
-    }
-}
-
-/* src/tools/plot_scatter.py next to this binary's source tree (bin/dreamstate -> ../src/tools), else
- * relative to the working directory. */
-static void find_tool(const char *name, char *out, size_t len) {
-    char exe[DS_PATH_MAX];
-    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (k > 0) {
-        exe[k] = 0;
-        for (int up = 0; up < 2; up++) {
-            char *slash = strrchr(exe, '/');
-            if (slash) *slash = 0;
-        }
-        snprintf(out, len, "%s/src/tools/%s", exe, name);
-        if (access(out, R_OK) == 0) return;
-    }
-    snprintf(out, len, "src/tools/%s", name);
-}
-
-/* One PNG per feature set: DIR/tsne-layer<name>.png. Returns 0 on success. */
-static int draw_plots(const char *json_path, const char *out_dir) {
-    char tool[DS_PATH_MAX + 64], pattern[DS_PATH_MAX + 64];
-    find_tool("plot_scatter.py", tool, sizeof tool);
-    snprintf(pattern, sizeof pattern, "%s/tsne-layer{}.png", out_dir);
-    char *args[] = {"/usr/bin/python3", tool, (char *)json_path, pattern, "--each", NULL};
-    pid_t pid;
-    int status;
-    fflush(stdout), fflush(stderr);
-    if (posix_spawn(&pid, args[0], NULL, NULL, args, environ) != 0 || waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-}
-
-static void print_table(const run_ctx *c, const task *tasks, int n_tasks) {
-    const analyze_opts *o = c->o;
-    printf("%lld train records, %lld test, %d labels, PCA to %d components, cosine kNN %s\n", (long long)c->train->n,
-           (long long)(c->test->s ? c->test->n : 0), c->train->info->n_labels, c->components,
-           c->test->s ? "train -> test" : "leave-one-out, probe 5-fold cross-validated");
-    printf("%-14s %8s %6s", "features", "dim", "EVR");
-    for (int s = 0; s < o->n_ks; s++) printf(" %5s%-2d", "kNN@", o->ks[s]);
-    printf(" %6s %6s |", "silh", "probe");
-    for (int s = 0; s < o->n_ks; s++) printf(" %5s%-2d", "kNN@", o->ks[s]);
-    printf(" %6s %6s (shuffled)", "silh", "probe");
-    if (c->extra->s) printf(" | %s kNN@%d", o->extra_name, o->ks[o->n_ks / 2]);
-    printf("\n");
-    for (int i = 0; i < n_tasks; i++) {
-        const task *t = &tasks[i];
-        double evr = 0;
-        for (int k = 0; !t->control && k < t->dim; k++) evr += t->eigenvalues[k] / t->total_variance;
-        printf("%-14s %8lld ", t->title, (long long)t->d);
-        if (t->control) printf("%6s", "-");
-        else printf("%6.3f", evr);
-        for (int s = 0; s < o->n_ks; s++) printf(" %7.3f", t->r.real.knn_accuracy[s]);
-        printf(" %6.3f %6.3f |", t->r.real.silhouette, t->r.real.probe_accuracy);
-        for (int s = 0; s < o->n_ks; s++) printf(" %7.3f", t->r.shuffled.knn_accuracy[s]);
-        printf(" %6.3f %6.3f", t->r.shuffled.silhouette, t->r.shuffled.probe_accuracy);
-        if (c->extra->s && !t->control) printf(" | %.3f", t->r.extra_knn[o->n_ks / 2]);
-        printf("\n");
-    }
-    fflush(stdout);
-}
-
 /* ---- the command ---- */
 
 /* Feature sets from --layers ("all" adds the concatenation of every layer), then the controls. */
-static task *make_tasks(const analyze_opts *o, const view *tr, const view *te, int *n_out) {
+static task *make_tasks(const ds_analyze_options *o, const view *tr, const view *te, int *n_out) {
     const ds_state_shape *sh = &tr->info->shape;
     int L = sh->n_layer, *layers = ds_alloc(sizeof(int) * L);
     char why[256];
@@ -681,14 +297,15 @@ static task *make_tasks(const analyze_opts *o, const view *tr, const view *te, i
     return tasks;
 }
 
-int ds_analyze_states_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
-    ds_dist_init(&argc, &argv);
+ds_analyze_options ds_analyze_defaults(void) {
+    return (ds_analyze_options){.extra_name = "extra", .layers = "all", .perplexity = 30, .ks = {1, 5, 10}, .n_ks = 3,
+                                .probe_l2 = 1, .plots = 1};
+}
+
+int ds_analyze_states(const ds_analyze_options *options) {
     double start = ds_now_seconds();
     int rank = ds_dist_rank(), ranks = ds_dist_size();
-    analyze_opts o;
-    parse_args(argc, argv, &o);
+    ds_analyze_options o = *options;
     if (o.threads <= 0) o.threads = ds_dist_cores_per_local_rank();
     ds_blas_init(o.threads);
     omp_set_num_threads(o.threads);
@@ -824,18 +441,7 @@ int ds_analyze_states_main(int argc, char **argv) {
         }
     }
 
-    int rc = 0;
-    if (rank == 0) {
-        char json[DS_PATH_MAX + 32];
-        snprintf(json, sizeof json, "%s/analysis.json", out_dir);
-        write_json(json, &c, tasks, n_tasks, ds_now_seconds() - start);
-        print_table(&c, tasks, n_tasks);
-        if (o.plots && draw_plots(json, out_dir) != 0) {
-            fprintf(stderr, "dreamstate: analyze-states: plotting failed (src/tools/plot_scatter.py); %s is complete\n", json);
-            rc = DS_EXIT_FAIL;
-        }
-        ds_log("analyze-states: wrote %s in %.1fs", json, ds_now_seconds() - start);
-    }
+    int rc = rank == 0 ? analyze_report(&c, tasks, n_tasks, out_dir, start) : 0;
     for (int i = 0; i < n_tasks; i++) {
         task *t = &tasks[i];
         ds_free(t->eigenvalues), ds_free(t->train), ds_free(t->test), ds_free(t->extra), ds_free(t->y);
@@ -843,6 +449,5 @@ int ds_analyze_states_main(int argc, char **argv) {
     free(tasks);
     ds_free(need), ds_free(mean), ds_free(stdev);
     close_view(&tr), close_view(&te), close_view(&ex);
-    ds_dist_finalize();
     return rc;
 }

@@ -12,6 +12,7 @@
 /* Loops with less work than this (multiply-adds) run on one thread: under a loaded machine every
  * team barrier can cost a scheduler time slice, far more than the work itself. */
 #define PARALLEL_MIN_WORK (1 << 18)
+#define PROBE_FOLDS 5  /* cross-validation of the probe when there is no test set */
 
 /* Rows as float64; for COSINE scaled to unit length (zero rows stay zero, as sklearn's normalize). */
 static void prepare_row(const float *x, int dim, ds_metric metric, double *out) {
@@ -485,26 +486,54 @@ void ds_shuffle_labels(const int *labels, int64_t n, uint64_t seed, int *out) {
     }
 }
 
+/* Probe accuracy by cross-validation: fold f holds the rows i with i mod folds = f. */
+static double cross_validated_probe(const float *x, const int *y, int64_t n, int dim, double l2) {
+    int folds = n < PROBE_FOLDS ? (int)n : PROBE_FOLDS;
+    float *fit_x = ds_alloc(sizeof(float) * (size_t)n * dim), *held_x = ds_alloc(sizeof(float) * (size_t)n * dim);
+    int *fit_y = ds_alloc(sizeof(int) * (size_t)n), *held_y = ds_alloc(sizeof(int) * (size_t)n);
+    double correct = 0;
+    for (int f = 0; f < folds; f++) {
+        int64_t nf = 0, nh = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int held = i % folds == f;
+            memcpy((held ? held_x + nh * dim : fit_x + nf * dim), x + i * dim, sizeof(float) * dim);
+            if (held) held_y[nh++] = y[i];
+            else fit_y[nf++] = y[i];
+        }
+        ds_probe p;
+        ds_probe_fit(&p, fit_x, fit_y, nf, dim, l2);
+        correct += ds_probe_predict(&p, held_x, nh, held_y, NULL) * (double)nh;
+        ds_probe_free(&p);
+    }
+    ds_free(fit_x), ds_free(held_x), ds_free(fit_y), ds_free(held_y);
+    return correct / (double)n;
+}
+
 void ds_label_metrics_compute(const float *train, const int *train_labels, int64_t n_train, const float *test,
                               const int *test_labels, int64_t n_test, int dim, ds_metric metric, const int *ks,
                               int n_ks, double probe_l2, int shuffled, uint64_t seed, ds_label_metrics *out) {
     if (n_ks < 1 || n_ks > DS_MAX_KNN_K) ds_die(DS_EXIT_BAD_INPUT, "analysis: 1 to %d values of k, got %d", DS_MAX_KNN_K, n_ks);
-    int *ytr = ds_alloc((size_t)n_train * sizeof(int)), *yte = ds_alloc((size_t)n_test * sizeof(int));
+    int *ytr = ds_alloc((size_t)n_train * sizeof(int)), *yte = test ? ds_alloc((size_t)n_test * sizeof(int)) : NULL;
     if (shuffled) {
         ds_shuffle_labels(train_labels, n_train, seed, ytr);
-        ds_shuffle_labels(test_labels, n_test, seed + 1, yte);
+        if (test) ds_shuffle_labels(test_labels, n_test, seed + 1, yte);
     } else {
         memcpy(ytr, train_labels, (size_t)n_train * sizeof(int));
-        memcpy(yte, test_labels, (size_t)n_test * sizeof(int));
+        if (test) memcpy(yte, test_labels, (size_t)n_test * sizeof(int));
     }
     memset(out, 0, sizeof *out);
     out->n_k = n_ks;
     memcpy(out->k, ks, (size_t)n_ks * sizeof(int));
-    ds_knn_accuracy(train, ytr, n_train, test, yte, n_test, dim, metric, ks, n_ks, out->knn_accuracy);
-    out->silhouette = ds_silhouette_score(test, yte, n_test, dim, metric);
-    ds_probe probe;
-    ds_probe_fit(&probe, train, ytr, n_train, dim, probe_l2);
-    out->probe_accuracy = ds_probe_predict(&probe, test, n_test, yte, NULL);
-    ds_probe_free(&probe);
+    ds_knn_accuracy(train, ytr, n_train, test, yte, test ? n_test : 0, dim, metric, ks, n_ks, out->knn_accuracy);
+    if (!test) {
+        out->silhouette = ds_silhouette_score(train, ytr, n_train, dim, metric);
+        out->probe_accuracy = cross_validated_probe(train, ytr, n_train, dim, probe_l2);
+    } else {
+        out->silhouette = ds_silhouette_score(test, yte, n_test, dim, metric);
+        ds_probe probe;
+        ds_probe_fit(&probe, train, ytr, n_train, dim, probe_l2);
+        out->probe_accuracy = ds_probe_predict(&probe, test, n_test, yte, NULL);
+        ds_probe_free(&probe);
+    }
     ds_free(ytr), ds_free(yte);
 }

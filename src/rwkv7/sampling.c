@@ -9,7 +9,7 @@
  * that bin is sorted. O(V) plus sorting one bin, instead of sorting a 65536-token vocabulary.
  *
  * Shapes: V vocabulary; logits [V] of one position, the scratch w [V] (double) then ranked [V]. */
-#include "dreamstate/generate.h"
+#include "dreamstate/rwkv7.h"
 
 #include <math.h>
 #include <stdlib.h>

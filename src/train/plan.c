@@ -1,6 +1,6 @@
 /* `dreamstate plan`: step time, communication and memory per rank of a data-parallel RWKV-7 job,
  * predicted from compute rates and an alpha-beta allreduce model (include/dreamstate/plan.h lists the
- * assumptions; the help text below repeats them for users). */
+ * assumptions; `dreamstate plan --help` repeats them for users). */
 #include "dreamstate/plan.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -253,97 +253,10 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
     out->fits = out->node_bytes <= job->node_memory_bytes;
 }
 
-/* ---- command line ---- */
-
-static const char *help_text =
-    "usage: dreamstate plan CONFIG --nodes N[,N...] [--ranks-per-node R] [--threads T] [--measure]\n"
-    "                       [--bandwidth GBPS --latency US] [--intra-bandwidth GBPS --intra-latency US]\n"
-    "                       [--node-memory GB] [--json] [--set section.key=value]...\n"
-    "Predicts step time, tokens/s, communication share and memory per rank of `dreamstate train CONFIG`\n"
-    "(task lm) on each node count, to size a job before queueing it.\n"
-    "\n"
-    "  --nodes N[,N...]      node counts (repeatable), e.g. --nodes 1,2,4,8\n"
-    "  --ranks-per-node R    MPI ranks per node (default 1); p = nodes x R ranks\n"
-    "  --threads T           threads per rank (default run.threads, else this machine's cores / R)\n"
-    "  --measure             measure the compute rates on this machine with T threads (seconds to a\n"
-    "                        minute; allocates two layers of the model) instead of the defaults\n"
-    "  --bandwidth, --latency          inter-node allreduce bus bandwidth (GB/s) and per-step latency (us);\n"
-    "                                  default 10 GB/s, 5 us (100 Gb/s InfiniBand / Ethernet)\n"
-    "  --intra-bandwidth, --intra-latency  the same within a node (shared memory); default 1.5 GB/s, 3 us\n"
-    "                                  (measured on the 2-core dev machine: run `make bench` on yours)\n"
-    "  --node-memory GB      memory per node for the fits column (default: this machine's)\n"
-    "  --json                one JSON object instead of the table\n"
-    "\n"
-    "Model and assumptions:\n"
-    "  - micro-batch and accumulation as the trainer: micro = train.micro_batch (0: batch_size / p),\n"
-    "    accum = batch_size / (p x micro); rows where that does not divide are marked invalid.\n"
-    "  - compute per rank and step = accum x micro x ctx_len x s/token (forward + backward) + the\n"
-    "    trainer's per-parameter loops where it runs them: zeroing the gradient and adding it into the\n"
-    "    fp64 accumulator per micro-step (fp64; skipped by one rank with one micro-step), zeroing the\n"
-    "    accumulator and converting to fp32 per step; fp32: zeroing per step; clipping and AdamW over\n"
-    "    the owned parameters per step. Ranks on one node are assumed not to slow each other down.\n"
-    "  - rates: --measure times the model's own forward + backward at 1 and 2 layers (the smallest\n"
-    "    micro-batch of the rows; extrapolated linearly in layers) and each per-parameter loop; without\n"
-    "    it, defaults per thread from the 0.1B shape on the dev machine (100 GFLOP/s of\n"
-    "    ds_rwkv7_flops_per_token; wider models run faster, small ones far slower: use --measure).\n"
-    "  - gradient allreduce: params x 8 bytes (grad_reduce fp64) or x 4 (fp32) in 8 MiB buckets; ring\n"
-    "    alpha-beta cost per bucket 2(p-1)/p x bytes / bandwidth + 2(p-1) x latency, over the intra-node\n"
-    "    link (1 node), the inter-node link (1 rank per node) or the slower of both. ZeRO-1\n"
-    "    (train.zero_stage 1): buckets reduced to their owners (half that cost), then the fp32 parameters\n"
-    "    shared the same way after the update (not overlapped).\n"
-    "  - overlap: buckets leave as backward finishes them (head, layers last to first, embedding last);\n"
-    "    exposed = communication still running when backward ends. This assumes MPI progresses\n"
-    "    transfers during compute; Open MPI does so only inside MPI calls, and over shared memory the\n"
-    "    copies need the computing cores: on the 2-core dev machine 2 ranks hid 46% of the allreduce\n"
-    "    where this model says 70% (`make bench`). exposed s is a lower bound, comm s the upper one.\n"
-    "  - not counted: evaluation, checkpoints, data loading, start-up, the few 8-byte allreduces.\n"
-    "  - memory of rank 0: params 4 + grads 4 + fp64 accumulator 8 (fp64) + AdamW 8 bytes per owned\n"
-    "    param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints) +\n"
-    "    activations of one micro-batch + 0.1 GB runtime; fits = the node's ranks within --node-memory.\n";
-
-static double parse_number(const char *flag, const char *s, double min, int exclusive) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v) || v < min || (exclusive && v == min))
-        ds_die(DS_EXIT_BAD_INPUT, "plan: %s: '%s' is not a number %s %g", flag, s, exclusive ? ">" : ">=", min);
-    return v;
-}
-
-static int parse_count(const char *flag, const char *s) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < 1 || v > 1000000)
-        ds_die(DS_EXIT_BAD_INPUT, "plan: %s: '%s' is not a whole number in [1, 1000000]", flag, s);
-    return (int)v;
-}
-
-/* Appends the comma-separated counts of `list` to nodes (capacity cap). */
-static int parse_nodes(const char *list, int *nodes, int n, int cap) {
-    char buf[256];
-    if (strlen(list) >= sizeof buf) ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: list too long");
-    snprintf(buf, sizeof buf, "%s", list);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n == cap) ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: more than %d node counts", cap);
-        nodes[n++] = parse_count("--nodes", tok);
-    }
-    if (list[0] == ',' || list[0] == '\0' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
-        ds_die(DS_EXIT_BAD_INPUT, "plan: --nodes: '%s' is not a comma-separated list of counts", list);
-    return n;
-}
+/* ---- the report ---- */
 
 static double machine_memory_bytes(void) {
     return (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-}
-
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
-        else putchar(*s);
-    }
-    putchar('"');
 }
 
 static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int first) {
@@ -361,58 +274,25 @@ static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int 
            (long long)r->n_owned);
 }
 
-int ds_plan_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { fputs(help_text, stdout); return 0; }
-    enum { MAX_NODES = 64 };
-    int nodes[MAX_NODES], n_nodes = 0, rpn = 1, threads = 0, measure = 0, json = 0;
-    ds_plan_link intra = {DEFAULT_INTRA_GBPS, DEFAULT_INTRA_LATENCY_US}, inter = {DEFAULT_INTER_GBPS, DEFAULT_INTER_LATENCY_US};
-    double node_memory = machine_memory_bytes();
-    const char *config = NULL;
-    char **sets = ds_alloc(sizeof(char *) * (size_t)argc);
-    int n_sets = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--measure") == 0) { measure = 1; continue; }
-        if (strcmp(a, "--json") == 0) { json = 1; continue; }
-        if (a[0] != '-') {
-            if (config) ds_die(DS_EXIT_BAD_INPUT, "plan: more than one config file ('%s', '%s')", config, a);
-            config = a;
-            continue;
-        }
-        static const char *valued[] = {"--set", "--nodes", "--ranks-per-node", "--threads", "--bandwidth", "--latency",
-                                       "--intra-bandwidth", "--intra-latency", "--node-memory"};
-        int known = 0;
-        for (size_t f = 0; f < sizeof valued / sizeof valued[0]; f++) known |= strcmp(a, valued[f]) == 0;
-        if (!known) ds_die(DS_EXIT_BAD_INPUT, "plan: unknown option '%s' (see --help)", a);
-        if (i + 1 >= argc) ds_die(DS_EXIT_BAD_INPUT, "plan: %s needs a value (see --help)", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--set") == 0) sets[n_sets++] = (char *)v;
-        else if (strcmp(a, "--nodes") == 0) n_nodes = parse_nodes(v, nodes, n_nodes, MAX_NODES);
-        else if (strcmp(a, "--ranks-per-node") == 0) rpn = parse_count(a, v);
-        else if (strcmp(a, "--threads") == 0) threads = parse_count(a, v);
-        else if (strcmp(a, "--bandwidth") == 0) inter.gbps = parse_number(a, v, 0, 1);
-        else if (strcmp(a, "--latency") == 0) inter.latency_us = parse_number(a, v, 0, 0);
-        else if (strcmp(a, "--intra-bandwidth") == 0) intra.gbps = parse_number(a, v, 0, 1);
-        else if (strcmp(a, "--intra-latency") == 0) intra.latency_us = parse_number(a, v, 0, 0);
-        else node_memory = parse_number(a, v, 0, 1) * 1e9;  /* --node-memory */
-    }
-    if (!config) ds_die(DS_EXIT_BAD_INPUT, "plan: missing CONFIG (see --help)");
-    if (n_nodes == 0) ds_die(DS_EXIT_BAD_INPUT, "plan: missing --nodes (see --help)");
-    for (int i = 0; i < n_nodes; i++)
-        if ((int64_t)nodes[i] * rpn > 1000000)
-            ds_die(DS_EXIT_BAD_INPUT, "plan: %d nodes x %d ranks per node: more than 1000000 ranks", nodes[i], rpn);
-    ds_config cfg;
-    ds_config_load(&cfg, config, n_sets, sets);
-    ds_free(sets);
-    if (strcmp(cfg.run.task, "lm") != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: plan models run.task 'lm' only, not '%s'", cfg.source, cfg.run.task);
-    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads == 0) threads = cfg.run.threads > 0 ? cfg.run.threads : (cores / rpn > 0 ? cores / rpn : 1);
+ds_plan_options ds_plan_defaults(void) {
+    return (ds_plan_options){.ranks_per_node = 1, .intra = {DEFAULT_INTRA_GBPS, DEFAULT_INTRA_LATENCY_US},
+                             .inter = {DEFAULT_INTER_GBPS, DEFAULT_INTER_LATENCY_US},
+                             .node_memory_bytes = machine_memory_bytes()};
+}
 
-    ds_plan_job job = {.dims = ds_rwkv7_dims_from_config(&cfg), .ctx_len = cfg.train.ctx_len,
-                       .batch_size = cfg.train.batch_size, .micro_batch = cfg.train.micro_batch,
-                       .fp64 = strcmp(cfg.train.grad_reduce, "fp64") == 0, .zero_stage = cfg.train.zero_stage,
+int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
+    const int *nodes = o->nodes, n_nodes = o->n_nodes, rpn = o->ranks_per_node, measure = o->measure, json = o->json;
+    const ds_plan_link intra = o->intra, inter = o->inter;
+    const double node_memory = o->node_memory_bytes;
+    int threads = o->threads;
+    if (strcmp(cfg->run.task, "lm") != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: plan models run.task 'lm' only, not '%s'", cfg->source, cfg->run.task);
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads == 0) threads = cfg->run.threads > 0 ? cfg->run.threads : (cores / rpn > 0 ? cores / rpn : 1);
+
+    ds_plan_job job = {.dims = ds_rwkv7_dims_from_config(cfg), .ctx_len = cfg->train.ctx_len,
+                       .batch_size = cfg->train.batch_size, .micro_batch = cfg->train.micro_batch,
+                       .fp64 = strcmp(cfg->train.grad_reduce, "fp64") == 0, .zero_stage = cfg->train.zero_stage,
                        .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,
                        .intra = intra, .inter = inter};
     const ds_rwkv7_dims *d = &job.dims;
@@ -437,7 +317,7 @@ int ds_plan_main(int argc, char **argv) {
             micro /= 2;
         if (threads > cores)
             ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
-        ds_log("plan: measuring %s at micro-batch %d x %d with %d thread(s)...", config, micro, T, threads);
+        ds_log("plan: measuring %s at micro-batch %d x %d with %d thread(s)...", cfg->source, micro, T, threads);
         job.rates = ds_plan_measure_rates(d, micro, T, threads);
         snprintf(rates_note, sizeof rates_note, "measured here at micro-batch %d x %d, %d thread(s)/rank: %.3g ms/token (%.1f GFLOP/s)",
                  micro, T, threads, job.rates.sec_per_token * 1e3, flops_tok / job.rates.sec_per_token * 1e-9);
@@ -451,21 +331,21 @@ int ds_plan_main(int argc, char **argv) {
 
     if (json) {
         printf("{\"config\":");
-        print_json_string(cfg.source);
+        ds_json_string(stdout, cfg->source);
         printf(",\"n_layer\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"ctx_len\":%d,\"batch_size\":%d,"
                "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_token\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_token\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
                d->n_layer, d->n_embd, d->vocab_size, T, job.batch_size, job.micro_batch,
-               cfg.train.grad_reduce, job.zero_stage, (long long)n, flops_tok, threads, measure ? "true" : "false",
+               cfg->train.grad_reduce, job.zero_stage, (long long)n, flops_tok, threads, measure ? "true" : "false",
                rt->sec_per_token, rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer,
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
     } else {
         printf("dreamstate plan: %s: RWKV-7 L%d C%d V%d, %.2fM parameters, %.3g GFLOP/token (forward + backward)\n",
-               cfg.source, d->n_layer, d->n_embd, d->vocab_size, n / 1e6, flops_tok * 1e-9);
+               cfg->source, d->n_layer, d->n_embd, d->vocab_size, n / 1e6, flops_tok * 1e-9);
         printf("  batch %d x %d = %.0f tokens/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n",
-               job.batch_size, T, (double)job.batch_size * T, cfg.train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
+               job.batch_size, T, (double)job.batch_size * T, cfg->train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
                job.zero_stage);
         printf("  compute: %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, reset %.2f, convert %.2f, "
                "optimizer %.2f\n", rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,

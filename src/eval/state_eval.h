@@ -1,0 +1,40 @@
+/* `dreamstate eval-states` inside src/eval: the run (state_eval.c) and its report (state_eval_report.c). */
+#ifndef DREAMSTATE_EVAL_STATE_EVAL_H
+#define DREAMSTATE_EVAL_STATE_EVAL_H
+
+#include "dreamstate/eval.h"
+#include "dreamstate/state_dit_file.h"
+#include "dreamstate/states.h"
+
+enum { N_KS = 2 };
+extern const int eval_states_knn_ks[N_KS];   /* 1, 5 */
+
+/* The initial states of the continuation loss, in their batch order. */
+enum { INIT_ZERO, INIT_MEAN, INIT_GEN, INIT_GEN_WRONG, INIT_TRUE, INIT_FULL, N_INITS };
+enum { CE_STRIDE = N_INITS + 1 };  /* per context: CE sums of each initial state, then the token count */
+
+typedef struct eval_run {
+    ds_eval_states_options o;
+    char out[DS_PATH_MAX + 32];  /* o.out or its default */
+    ds_state_dit sd;
+    char rwkv_model[256], rwkv_checkpoint[DS_PATH_MAX], tokenizer[16];
+    const char *weights;
+    ds_states *train, *held;
+    const ds_states_info *ti, *hi;
+    int K, rank, ranks;
+    int64_t n_train, n_held, n_gen, n_eps_train;
+    float *train_x;      /* [n_train][x_floats] kNN features */
+    int *train_labels, *held_labels;
+    float *gen_x;        /* [n_gen][x_floats] generated samples (normalised), on every rank */
+    float *class_mean;   /* [K][state floats] mean train state of each label, modelled WKV only */
+    double eps_held[DS_STATE_DIT_EVAL_STEPS + 1], eps_train[DS_STATE_DIT_EVAL_STEPS + 1];  /* per step, mean */
+    double *knn;         /* [n_held + n_gen][N_KS + 1]: the k-votes, distance to the nearest train state */
+    double *ce;          /* [n_held][CE_STRIDE] */
+    double seconds[5];   /* denoising, features, generation, kNN, continuation */
+} eval_run;
+
+/* On rank 0 after the run: the summaries (kNN accuracies, bootstrap CIs of the continuation CE), the
+ * JSON file r->out and the table on stdout. */
+void eval_states_report(const eval_run *r, double seconds);
+
+#endif
