@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DREAMSTATE part B ablation (dreamstate.md 6.2) on this machine, over MPI:
+# DREAMSTATE part B ablation (src/eval/README.md §4) on this machine, over MPI:
 #   1. an RWKV-7 base on the built-in corpus (configs/tiny.yaml; --size large: C=256, L=4)  -> OUT/base;
 #      or, with --model FILE, the user's RWKV-7 (official .pth or .safetensors; shape from the file),
 #      then fine-tuned on the built-in corpus in World tokens
@@ -72,7 +72,7 @@ cat <<EOF
 Each run: $steps steps x $batch windows of $ctx tokens (the same windows in every run), $RANKS ranks.
 Compared on the held-out L_LM of positions t >= $prefix only (the same positions for every run, so the
 prefix-pooled condition cannot see the tokens it helps predict), over the same held-out windows.
-Reading it: x0 of the parameter diffusion is theta_static (a regulariser, dreamstate.md 3.4): every
+Reading it: x0 of the parameter diffusion is theta_static (a regulariser, src/hybrid/README.md §1.3): every
 context dependence comes from L_LM. The static baseline trains every RWKV-7 weight, the hybrids keep
 them frozen and train only the DiT and alpha. With first-token conditioning there are only 256
 distinct conditions (a token-indexed mixture of weights). One seed: differences of a few 1e-3 are noise.

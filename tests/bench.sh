@@ -38,7 +38,7 @@ w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 
 [ "${DIST:-1}" = 0 ] && exit 0
-# ---- distributed training and `dreamstate plan` (issue 3) ----
+# ---- distributed training and `dreamstate plan` ----
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset OMP_NUM_THREADS  # each run below sets its threads
 # Open MPI's nonblocking allreduce mallocs a temporary buffer per bucket; with glibc's adaptive

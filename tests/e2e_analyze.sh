@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `dreamstate analyze-states`, plot_run.py and report.py end to end (issue 6): a tiny checkpoint (30
+# `dreamstate analyze-states`, plot_run.py and report.py end to end: a tiny checkpoint (30
 # steps), labelled contexts from 3 sources, train and held-out state sets, then
 #  - analyze-states train -> test (held-out set also as --extra) on 1 rank: the numbers are recomputed
 #    independently from the shard files with numpy and scikit-learn (per-head normalisation, PCA

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `dreamstate eval-states` end to end (issue 4, acceptance 3): a tiny RWKV-7 (150 steps), labelled
+# `dreamstate eval-states` end to end: a tiny RWKV-7 (150 steps), labelled
 # contexts with a held-out split, train / held-out states of the first 128 tokens, a small state DiT
 # on layer 1, then eval-states on 1 and on 2 MPI ranks:
 #  - the JSON has every field; 1 and 2 ranks give the same numbers (the epsilon-MSE to 1e-9, the rest

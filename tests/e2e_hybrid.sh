@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end checks of `dreamstate train` with run.task hybrid (issue 5), on the default corpus, from a
+# End-to-end checks of `dreamstate train` with run.task hybrid, on the default corpus, from a
 # tiny RWKV-7 trained here for 100 steps:
 #  - 2 ranks, static weights trainable: the step means of loss_lm and loss_pd over the last 10 steps are
 #    below those of the first 10, and the held-out L_LM ends below that of the base it started from;

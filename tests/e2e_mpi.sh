@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-parallel training over MPI (issue 3 acceptance 1-3), on the default corpus:
+# Data-parallel training over MPI, on the default corpus:
 #  - same config and global batch on 1, 2 and 4 ranks: the same loss curve (max relative difference
 #    per step <= 1e-5 over 50 steps; with train.micro_batch fixed and fp64 gradient reduction it is 0);
 #  - SIGKILL of one rank: the job ends non-zero within 30 s, the last checkpoint verifies, a restart

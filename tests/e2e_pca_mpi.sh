@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Distributed PCA (issue 6, acceptance 1): `build/tests/test_analysis --pca-mpi` under mpirun on 1, 2
+# Distributed PCA: `build/tests/test_analysis --pca-mpi` under mpirun on 1, 2
 # and 4 ranks, each rank reading its own uneven block of rows (shares ~ rank + 1; one run with an empty
 # rank), on a covariance-route set (n > d) and a Gram-route set (n < d), plus each set through the
 # other route. Every result is compared with numpy in float64 on the whole matrix: eigenvalues to 1e-6

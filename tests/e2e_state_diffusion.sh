@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# DREAMSTATE part A, the state DiT end to end (issue 4): tiny RWKV-7 -> labelled contexts -> states ->
+# DREAMSTATE part A, the state DiT end to end: tiny RWKV-7 -> labelled contexts -> states ->
 # `train` with run.task state_diffusion, then the commands that use the model:
 #  - 1 rank and 2 ranks (train.micro_batch fixed, fp64 reduce) log the same loss at every step;
 #  - a run resumed from an earlier checkpoint ends byte-identical to an uninterrupted one;
 #  - sample-state writes state files that generate --state accepts; the same seed gives the same file;
 #  - interpolate-state in state space: lambda = 0 and 1 give back the endpoints' modelled WKV states;
 #  - edit-state (DDIM inversion under the own label, decoding under the same label) stays close to
-#    the input state (the round trip of 6.1 A2(b), reported);
+#    the input state (the round trip of A2, src/eval/README.md §2, reported);
 #  - bad input: unknown label, non-numeric guidance, a state file of another model, an lm checkpoint
 #    given as a state model, no diffusion.states: exit 2, one line, nothing written.
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end checks of `dreamstate train` on the default corpus (issue 2 acceptance 4, 5, 6):
+# End-to-end checks of `dreamstate train` on the default corpus:
 #  - the loss falls well below the unigram entropy of the data, per step in the JSONL;
 #  - SIGKILL at a random step, then `train` again: the resumed run's losses equal an uninterrupted
 #    run's exactly (every step, including the final one);

@@ -146,7 +146,7 @@ static void test_world_tokenizer(void) {
     ds_tokenizer *builtin = ds_tokenizer_open("world", NULL);
     CHECK(ds_tokenizer_fingerprint(builtin) == ds_tokenizer_fingerprint(tok), "world: built-in vocab = the file");
 
-    /* Facts from the vocab file (rwkv7.md section 7 and the file's own lines). */
+    /* Facts from the vocab file (src/rwkv7/README.md §7 and the file's own lines). */
     int ok = 1;
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;

@@ -1,5 +1,5 @@
-/* Diffusion math tests (dreamstate.md 5, 8.3, 8.4): schedules against the 5.2 fixtures and their
- * closed forms, respacing against the 5.4 index list, q_sample statistics, the DDPM posterior against
+/* Diffusion math tests (src/diffusion/README.md, §10.1-10.4): schedules against the fixtures of src/diffusion/README.md §1 and their
+ * closed forms, respacing against the index list of src/diffusion/README.md §3, q_sample statistics, the DDPM posterior against
  * Bayes' rule, DDIM eta = 1 against DDPM, DDIM determinism and inversion, exact recovery with a
  * perfect epsilon oracle, DDIM sampling of Gaussian data with its exact epsilon, and CFG. */
 #include "dreamstate/common.h"
@@ -16,7 +16,7 @@ static int matches_printed(double value, double printed) {
 }
 
 static void test_schedule_fixtures(void) {
-    /* dreamstate.md 5.2 table: t, linear beta, linear alpha_bar, sqrt(ab), sqrt(1-ab), cosine ab */
+    /* src/diffusion/README.md §1 table: t, linear beta, linear alpha_bar, sqrt(ab), sqrt(1-ab), cosine ab */
     static const double table[7][6] = {
         {0, 1.000000e-4, 9.999000e-1, 0.999950, 0.010000, 9.999587e-1},
         {49, 1.076076e-3, 9.710157e-1, 0.985401, 0.170248, 9.920073e-1},
@@ -83,7 +83,7 @@ static void test_respacing(void) {
     ds_diffusion_respace(&sp, &base, 50);
     int same = sp.T == 50;
     for (int i = 0; i < 50; i++) same &= sp.timesteps[i] == want50[i];
-    CHECK(same, "K=50 respaced indices equal the 5.4 list");
+    CHECK(same, "K=50 respaced indices equal the list of src/diffusion/README.md §3");
     CHECK(fabs(sp.betas[0] - 1.0e-4) < 5e-9 && fabs(sp.betas[1] - 6.165e-3) < 5e-7 &&
               fabs(sp.betas[2] - 1.496e-2) < 5e-6,
           "K=50 first betas %.4g %.4g %.4g (want 1.0e-4 6.165e-3 1.496e-2)", sp.betas[0], sp.betas[1], sp.betas[2]);
@@ -320,7 +320,7 @@ static void test_inversion_and_recovery(void) {
     const ds_diffusion *procs[2] = {&sp, &base};
     for (int k = 0; k < 2; k++) {
         const ds_diffusion *s = procs[k];
-        /* 8.4: with eps = 0 inversion then generation is x0 up to float rounding; the encode is
+        /* src/diffusion/README.md §10.4: with eps = 0 inversion then generation is x0 up to float rounding; the encode is
          * sqrt(ab_{T-1}) x0 */
         memcpy(x, x0, sizeof(float) * 64);
         o.calls = 0;
@@ -365,8 +365,7 @@ static void test_inversion_and_recovery(void) {
 
 /* Gaussian data N(mu, sd^2) with its exact epsilon: DDIM-1000 (eta 0) maps N(0, I) noise to samples
  * with mean mu and std sd (the probability-flow ODE, discretised; tolerances are 4 standard errors
- * of 20000 samples); the inversion round trip error shrinks as the step count grows (8.4, metric
- * A2(b)): evaluating eps at x_{i-1} instead of x_i is a first-order error, ~1/K. */
+ * of 20000 samples); the inversion round trip error shrinks as the step count grows (src/diffusion/README.md §10.4; the round trip of A2, src/eval/README.md §2): evaluating eps at x_{i-1} instead of x_i is a first-order error, ~1/K. */
 static void test_gaussian_data(void) {
     ds_diffusion base;
     ds_diffusion_create(&base, DS_SCHEDULE_LINEAR, DS_DIFFUSION_STEPS);

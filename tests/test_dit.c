@@ -1,7 +1,7 @@
-/* DiT tests in C (dreamstate.md 4, 8.2, 8.5): initialisation (identity blocks, zero output, the
- * 4.6 distributions, parameter count), patch orders against a direct convolution, batch
+/* DiT tests in C (src/dit/README.md §1, §5.2, §5.3): initialisation (identity blocks, zero output, the
+ * init distributions of src/dit/README.md §1.5, parameter count), patch orders against a direct convolution, batch
  * independence, determinism, per-tensor directional finite differences of the loss, bad input, and
- * the overfit acceptance test (issue 4, acceptance 2): 8 random states with 8 labels, trained with
+ * the overfit test: 8 random states with 8 labels, trained with
  * AdamW, then regenerated from noise by DDIM-50 at guidance 1 to under 5% relative error each.
  * With `--dump FILE C I P D DEPTH HEADS K COND B SEED` it instead writes weights, inputs, loss,
  * output, dL/dx_t and every gradient for tests/ref/test_dit_torch.py, which compares them against an
@@ -18,8 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* A DiT with the 4.6 init, then every parameter moved by noise * N(0, 1) so that the zero-initialised
- * adaLN and final layers do not hide the attention and MLP gradients (8.1). */
+/* A DiT with the init of src/dit/README.md §1.5, then every parameter moved by noise * N(0, 1) so that the zero-initialised
+ * adaLN and final layers do not hide the attention and MLP gradients (src/dit/README.md §5.1). */
 static void make_model(ds_dit *m, const ds_dit_dims *d, uint64_t seed, float noise) {
     ds_dit_create(m, d);
     ds_dit_init_weights(m, seed);
@@ -142,7 +142,7 @@ static void test_init(void) {
     int64_t counted = 0;
     for (int i = 0; i < m.n_tensors; i++) counted += m.tensors[i].numel;
     CHECK(counted == want, "parameter count %lld vs architecture %lld", (long long)counted, (long long)want);
-    /* zero-initialised: every adaLN Linear and the final Linear (4.6); biases */
+    /* zero-initialised: every adaLN Linear and the final Linear (src/dit/README.md §1.5); biases */
     double zero = max_abs(m.w.final_ada_w, 2 * D * D) + max_abs(m.w.final_w, P * D) + max_abs(m.w.final_b, P);
     for (int l = 0; l < L; l++) zero += max_abs(m.w.blocks[l].ada_w, 6 * D * D) + max_abs(m.w.blocks[l].ada_b, 6 * D) +
                                         max_abs(m.w.blocks[l].qkv_b, 3 * D) + max_abs(m.w.blocks[l].fc1_b, R);
@@ -162,7 +162,7 @@ static void test_init(void) {
     CHECK(t && t->ndim == 4 && t->shape[1] == 4 && t->shape[2] == 4 && t->weight_decay, "patch embed [d, C, p, p]");
     CHECK(ds_param_find(m.n_tensors, m.tensors, "blocks.1.adaLN_modulation.1.weight") &&
           !ds_param_find(m.n_tensors, m.tensors, "blocks.2.attn.qkv.weight"), "DiT state-dict names");
-    /* forward cost against the counts of dreamstate.md 4.1 and 2.9 (GMAC = 1e9 multiply-adds; the
+    /* forward cost against the published DiT counts (src/dit/README.md §2) (GMAC = 1e9 multiply-adds; the
      * ImageNet models there learn sigma, 2x output channels, < 0.1% of their count) */
     ds_dit_dims xl2 = {4, 32, 2, 1152, 28, 16, 4, 1000, 0}, s4 = {4, 32, 4, 384, 12, 6, 4, 1000, 0},
                 b4_state = {12, 64, 4, 768, 12, 12, 4, 8, 0};
@@ -171,14 +171,14 @@ static void test_init(void) {
     CHECK(fabs(g_xl2 / 118.62 - 1) < 1e-3 && fabs(g_s4 / 1.41 - 1) < 5e-3 && fabs(g_b4 / 23.1 - 1) < 5e-3,
           "forward GMAC: DiT-XL/2 %.2f (118.62), DiT-S/4 %.3f (1.41), state DiT-B/4 %.2f (23.1)", g_xl2, g_s4, g_b4);
 
-    /* 8.2: at init the output is exactly 0 */
+    /* src/dit/README.md §5.2: at init the output is exactly 0 */
     batch bt;
     make_batch(&bt, &small, 3, 5);
     float *eps = ds_alloc(sizeof(float) * 3 * 1024);
     ds_dit_forward(&m, 3, bt.x, bt.t, &bt.cond, NULL, eps);
     CHECK(max_abs(eps, 3 * 1024) == 0, "output is exactly 0 at init");
 
-    /* 8.2: each block is the identity. Give the final layer and the embeddings non-zero values, then
+    /* src/dit/README.md §5.2: each block is the identity. Give the final layer and the embeddings non-zero values, then
      * the depth-2 model must equal the depth-0 model with the same non-block tensors, bit for bit. */
     for (int i = 0; i < m.n_tensors; i++)
         if (strncmp(m.tensors[i].name, "blocks.", 7) != 0)
@@ -203,7 +203,7 @@ static void test_init(void) {
     ds_dit_destroy(&m);
 }
 
-/* 8.5: patch orders. Output order (row, col, channel) and input order (channel, row, col) both
+/* src/dit/README.md §5.3: patch orders. Output order (row, col, channel) and input order (channel, row, col) both
  * invert exactly; the input order times the [d, C, p, p] weight equals a direct convolution with
  * kernel = stride = p. */
 static void test_patches(void) {
@@ -228,7 +228,7 @@ static void test_patches(void) {
             exact &= pt[(int64_t)tok * C * p * p + ((int64_t)c * p + u) * p + v] == pix;
             ds_free(img), ds_free(pt), ds_free(back);
         }
-    CHECK(exact, "patch orders (p = 2, 4, 8; C = 4, 12, 432) invert exactly and place pixels as in 4.2");
+    CHECK(exact, "patch orders (p = 2, 4, 8; C = 4, 12, 432) invert exactly and place pixels as in src/dit/README.md §1.1");
 
     int C = 3, I = 8, p = 4, G = 2, D = 5, P = C * p * p;
     float *img = randn(C * I * I, 8, 1), *W = randn(D * P, 8, 2), *pt = ds_alloc(sizeof(float) * G * G * P);
@@ -370,7 +370,7 @@ static void test_bad_input(void) {
     CHECK(test_exit_code(missing_vec) == DS_EXIT_BAD_INPUT, "missing condition vector exits with 2");
 }
 
-/* ---------------------------------------------------------------- overfit (issue 4, acceptance 2) */
+/* ---------------------------------------------------------------- overfit */
 
 typedef struct {
     ds_dit *m;
@@ -388,7 +388,7 @@ static void dit_eps(void *ctx, int t, const float *x, float *eps) {
     ds_dit_forward(e->m, e->B, x, e->t, &c, NULL, eps);
 }
 
-/* 8 random N(0, 1) states [4 heads, 8, 8] with labels 0..7. Training as in 2.4 (uniform t, drawn
+/* 8 random N(0, 1) states [4 heads, 8, 8] with labels 0..7. Training as in src/dit/README.md §3.5 (uniform t, drawn
  * stratified over the batch; epsilon MSE; label dropout 0.1) with AdamW (lr 6e-3, 50 warm-up steps,
  * cosine to 1e-4, beta2 0.99: a memorisation run, not the DiT recipe), then DDIM-50 (eta 0) from
  * N(0, I) noise under each label must land within 5% (relative L2) of that label's state. */

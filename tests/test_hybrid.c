@@ -1,4 +1,4 @@
-/* Hybrid (dreamstate.md 3, 8.7, 8.8) tests: the loss terms and every gradient of a micro-batch against
+/* Hybrid (src/hybrid/README.md §1, §7.2, §7.3) tests: the loss terms and every gradient of a micro-batch against
  * the independent PyTorch float64 reference tests/ref/hybrid_torch.py (A1 first-token, A2 low-rank,
  * A1 mean-prefix, fixed alpha with frozen static weights, and A1 attention-pooled prefix), central
  * differences of the float32 loss, the causality guard of both prefix conditions, batch-split
@@ -54,7 +54,7 @@ static ds_hybrid_dims small_dims(const test_case *tc) {
     return d;
 }
 
-/* The 4.6 / 4.1 initialisations, then every weight moved by noise so that no gradient path is zero
+/* The DiT and RWKV-7 initialisations (src/dit/README.md §1.5, src/rwkv7/README.md §4.1), then every weight moved by noise so that no gradient path is zero
  * (adaLN-Zero, att.output, ffn.value, LoRA halves) and the alpha logits differ per (layer, matrix); the
  * attention query grows to about 30 per entry, so that the pool's scores spread over a few units and
  * its softmax is far from uniform (with the 0.02 init it would be almost exactly the mean). */
@@ -226,7 +226,7 @@ static double fd_error(ds_hybrid *h, const int32_t *tok, const int32_t *tgt, con
     return fabs((L[0] - L[1]) / (2 * step) - analytic) / gnorm;
 }
 
-/* 8.7: the alpha logit, the condition projection W_c, the layer (label) table, DiT ops and a targeted
+/* src/hybrid/README.md §7.2: the alpha logit, the condition projection W_c, the layer (label) table, DiT ops and a targeted
  * static matrix against central differences of the float32 loss (a coarse check that needs no Python). */
 static void test_finite_differences(void) {
     ds_hybrid_dims d = small_dims(&cases[0]);
@@ -262,7 +262,7 @@ static void test_finite_differences(void) {
 
 /* ---------------------------------------------------------------- behaviour */
 
-/* 8.8: with mean_prefix or attn_prefix, tokens at positions >= P do not touch theta_gen
+/* src/hybrid/README.md §7.3: with mean_prefix or attn_prefix, tokens at positions >= P do not touch theta_gen
  * (bit-identical), a token below P does. */
 static void check_causality(const test_case *tc, const char *name) {
     ds_hybrid_dims d = small_dims(tc);

@@ -1,5 +1,5 @@
-/* RWKV-7 model tests in C: state-passing identities (rwkv7.md 8.4, 8.9, 8.11), init statistics
- * (8.14), parameter count (1.1), determinism. With `--dump FILE L C T B V SEED` it instead writes
+/* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
+ * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism. With `--dump FILE L C T B V SEED` it instead writes
  * weights, inputs, loss, logits and every gradient for tests/ref/test_rwkv7_torch.py, which compares
  * them against an independent PyTorch implementation. */
 #include "dreamstate/blas.h"
@@ -117,7 +117,7 @@ static void test_state_passing(void) {
     ds_rwkv7_destroy(&m);
 }
 
-/* Orthogonality W W^T = gain^2 I (or W^T W) and the zero-initialised tensors (rwkv7.md 8.14). */
+/* Orthogonality W W^T = gain^2 I (or W^T W) and the zero-initialised tensors (src/rwkv7/README.md §9.8). */
 static double orthogonality_error(const float *W, int rows, int cols, float gain) {
     int tall = rows >= cols, n = tall ? cols : rows;
     double worst = 0;
@@ -150,7 +150,7 @@ static void test_init(void) {
     CHECK(orthogonality_error(p->Kf, 4 * C, C, 1.0f) < 1e-5, "ffn.key columns orthonormal");
     CHECK(orthogonality_error(p->w2, d.dim_w, C, 0.1f) < 1e-5, "w2 rows orthonormal x0.1");
     CHECK(orthogonality_error(m.w.head, 300, C, 0.5f * sqrtf(300.0f / C)) < 1e-5, "head orthogonal");
-    /* parameter count formula of rwkv7.md 1.1 (layer-0 v-LoRA counted) */
+    /* parameter count formula of src/rwkv7/README.md §1 (layer-0 v-LoRA counted) */
     double Cd = C, L = 3, V = 300;
     double formula = 2 * V * Cd + 4 * Cd + L * (19 * Cd + 12 * Cd * Cd + 2 * Cd * (d.dim_w + d.dim_a + d.dim_v + d.dim_g));
     int64_t counted = 0;

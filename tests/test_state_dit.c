@@ -1,12 +1,11 @@
 /* The state-diffusion model (include/dreamstate/state_dit.h) against float64 recomputations and the
  * closed forms of the diffusion module:
  *  - normalisation statistics = mean/std per (layer, head) over the records, in float64;
- *  - encode then decode gives back the modelled WKV matrices and zero everywhere else (2.7);
+ *  - encode then decode gives back the modelled WKV matrices and zero everywhere else (src/dit/README.md §3.7);
  *  - the condition of a record: its label, or the first/mean-token part of its condition vector;
  *  - a mixture of condition terms {c, w}, {null, 1 - w} equals classifier-free guidance computed from
  *    two separate forwards (ds_cfg_combine);
- *  - with the zero-initialised DiT (eps = 0), DDIM inversion then sampling returns x0 (dreamstate.md
- *    8, test 4), and SDEdit's noise_to lands on the respaced step nearest the requested one with
+ *  - with the zero-initialised DiT (eps = 0), DDIM inversion then sampling returns x0 (src/diffusion/README.md §10.4), and SDEdit's noise_to lands on the respaced step nearest the requested one with
  *    x = sqrt(ab) x0 + sqrt(1 - ab) z;
  *  - sampling is a function of the seed;
  *  - v prediction: target and the eps the samplers see, against their closed forms. */

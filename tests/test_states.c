@@ -2,7 +2,7 @@
  * builder (split by document, determinism, texts really from their documents), state shards, indexes
  * and state files (bit-exact round trips against an independent reading of the documented layout,
  * corruption refusals, wrong shapes, unknown labels), and extract-states against ds_rwkv7_forward
- * plus the "inject the state, continue = run the whole text" identity (dreamstate.md 2.7). */
+ * plus the "inject the state, continue = run the whole text" identity (src/dit/README.md §3.7). */
 #include "dreamstate/blas.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
@@ -605,7 +605,7 @@ static void test_extract(void) {
         CHECK(err_first == 0 && err_mean < 1e-7, "record %d: condition errors %.3g (first token), %.3g (mean)", i,
               err_first, err_mean);
     }
-    /* Injection (dreamstate.md 2.7): the stored state of P, then Q from it, gives the logits of P||Q. */
+    /* Injection (src/dit/README.md §3.7): the stored state of P, then Q from it, gives the logits of P||Q. */
     {
         const char *P = texts[0], *Q = " It ran into the woods.";
         int nP = (int)strlen(P), nQ = (int)strlen(Q), V = 256;

@@ -1,4 +1,4 @@
-/* WKV-7 recurrence kernels (rwkv7.md 2.3 / 3.1 / 8): the scalar reference against a float64
+/* WKV-7 recurrence kernels (src/rwkv7/README.md §2.3, §3.1, §9): the scalar reference against a float64
  * matrix-form forward and reverse-mode backward written here (the latter itself checked by finite
  * differences), state passing, NULL/accumulate conventions, thread-count independence, and the
  * AVX-512 twin against the reference (including mixing one's checkpoints with the other's backward). */
@@ -24,7 +24,7 @@ typedef struct {
 static const twin REF = {"ref", wkv7_forward_ref, wkv7_backward_ref};
 static const twin AVX = {"avx512", wkv7_forward_avx512, wkv7_backward_avx512};
 
-/* A random problem in the trainer's ranges (rwkv7.md 8), with the loss L = <wy, y> + <ws, S_final>,
+/* A random problem in the trainer's ranges (src/rwkv7/README.md §9.1), with the loss L = <wy, y> + <ws, S_final>,
  * i.e. dy = wy and dstate_out = ws. Float64 copies hold exactly the fp32 values. */
 typedef struct {
     int B, T, H, C;
@@ -88,7 +88,7 @@ static void free_problem(problem *p) {
     ds_free(p->wsf);
 }
 
-/* ---- float64 naive reference: row-major S[i][j], matrix form of rwkv7.md 2.3 ---- */
+/* ---- float64 naive reference: row-major S[i][j], matrix form of src/rwkv7/README.md §2.3 ---- */
 
 /* Runs the recurrence with inputs `in` (layout of problem p); fills y [B,T,C] and states
  * [B,H,T+1,N,N] (S_{-1} .. S_{T-1}); returns the loss L = <wy, y> + <ws, S_final>. */
@@ -121,7 +121,7 @@ static double naive_forward(const problem *p, double *const in[NIN], double *y, 
     return loss;
 }
 
-/* Reverse mode of naive_forward (rwkv7.md 3.1 with all states stored); grad[a] are overwritten. */
+/* Reverse mode of naive_forward (src/rwkv7/README.md §3.1 with all states stored); grad[a] are overwritten. */
 static void naive_backward(const problem *p, double *const in[NIN], double *grad[NIN]) {
     const int T = p->T, C = p->C;
     double *y = ds_alloc(p->ny * sizeof(double));
@@ -237,7 +237,7 @@ static int same_bits(const float *a, const float *b, size_t n) { return memcmp(a
 
 /* ---- tests ---- */
 
-/* rwkv7.md 8 test 7: the generator's inputs respect the trainer's bounds. */
+/* src/rwkv7/README.md §9.1: the generator's inputs respect the trainer's bounds. */
 static void test_input_bounds(void) {
     problem p = make_problem(2, 40, 3, 11);
     int ok = 1;
@@ -255,7 +255,7 @@ static void test_input_bounds(void) {
     free_problem(&p);
 }
 
-/* rwkv7.md 8 test 2: the float64 naive backward against central differences along random directions,
+/* src/rwkv7/README.md §9.2: the float64 naive backward against central differences along random directions,
  * for every input (dy and dstate_out are both non-zero through the loss weights). */
 static void test_naive_backward_fd(void) {
     problem p = make_problem(2, 21, 2, 21);
@@ -297,7 +297,7 @@ static void test_naive_backward_fd(void) {
     free_problem(&p);
 }
 
-/* rwkv7.md 8 tests 1 and 6: fp32 replay kernels against the float64 store-all reference; the AVX-512
+/* src/rwkv7/README.md §9.3: fp32 replay kernels against the float64 store-all reference; the AVX-512
  * twin against the reference, also with checkpoints crossed between the twins. */
 static void test_against_naive(int B, int T, int H, int have_avx) {
     problem p = make_problem(B, T, H, 1000 + 7 * T + H);
@@ -356,7 +356,7 @@ static void test_against_naive(int B, int T, int H, int have_avx) {
     free_problem(&p);
 }
 
-/* rwkv7.md 8 test 4: forward(A) then forward(B, state) == forward(A||B), bitwise. */
+/* src/rwkv7/README.md §9.4: forward(A) then forward(B, state) == forward(A||B), bitwise. */
 static void test_state_passing(const twin *tw) {
     const int B = 2, H = 2, TA = 23, TB = 41, T = TA + TB, C = H * N;
     problem p = make_problem(B, T, H, 77);

@@ -1,4 +1,4 @@
-/* Analysis of a labelled set of states (dreamstate.md 2.8 and 6.1 A1): distributed PCA (ScaLAPACK),
+/* Analysis of a labelled set of states (A1, src/eval/README.md §1): distributed PCA (ScaLAPACK),
  * t-SNE (exact and Barnes-Hut), and label-structure metrics (kNN accuracy, silhouette, linear probe,
  * shuffled-label control). `dreamstate analyze-states` chains them per layer.
  *

@@ -16,7 +16,7 @@ typedef struct ds_run_config {
     char out_dir[DS_PATH_MAX]; /* run.out_dir, default "runs/<name>" (resolved after parsing) */
     int64_t seed;              /* run.seed, default 1234 */
     int threads;               /* run.threads: BLIS/OpenMP threads per rank, 0 = all cores */
-    char task[32];             /* run.task: "lm" (later "state_diffusion", "hybrid") */
+    char task[32];             /* run.task: "lm", "state_diffusion" or "hybrid" */
 } ds_run_config;
 
 typedef struct ds_model_config {
@@ -24,7 +24,7 @@ typedef struct ds_model_config {
     int n_embd;                /* multiple of head_size, default 128 */
     int head_size;             /* must be 64 */
     int vocab_size;            /* default 256 (byte tokenizer); 65536 for the World tokenizer */
-    int dim_w, dim_a, dim_v, dim_g;  /* LoRA ranks, 0 = from lora_formula (rwkv7.md 1.1) */
+    int dim_w, dim_a, dim_v, dim_g;  /* LoRA ranks, 0 = from lora_formula (src/rwkv7/README.md §1) */
     char lora_formula[16];     /* "released" (default) or "current" */
 } ds_model_config;
 
@@ -66,7 +66,7 @@ typedef struct ds_checkpoint_config {
     char resume[16];           /* "auto" (default: resume from the newest valid one) or "never" */
 } ds_checkpoint_config;
 
-/* The Diffusion Transformer of either part (state DiT, parameter DiT); dreamstate.md 4. */
+/* The Diffusion Transformer of either part (state DiT, parameter DiT); src/dit/README.md §1. */
 typedef struct ds_dit_config {
     int hidden;                /* d, a multiple of heads and of 4; default 64 */
     int depth;                 /* DiT blocks, default 2 */
@@ -75,7 +75,7 @@ typedef struct ds_dit_config {
     int mlp_ratio;             /* default 4 */
 } ds_dit_config;
 
-/* Part A: the state-diffusion task (dreamstate.md 2). */
+/* Part A: the state-diffusion task (src/dit/README.md §3). */
 typedef struct ds_diffusion_config {
     char states[DS_PATH_MAX];        /* train state-dataset index (extract-states), required */
     char states_valid[DS_PATH_MAX];  /* held-out index for the denoising loss; "" = none */
@@ -88,7 +88,7 @@ typedef struct ds_diffusion_config {
     double ema;                      /* EMA decay of the weights used for sampling/eval, 0.999 */
 } ds_diffusion_config;
 
-/* Part B: the hybrid task (dreamstate.md 3). */
+/* Part B: the hybrid task (src/hybrid/README.md). */
 typedef struct ds_hybrid_config {
     char init[DS_PATH_MAX];          /* RWKV-7 weights to start from (.ckpt or .safetensors), required */
     char layers[64];                 /* targeted layers: "last" (default), "all", or a list "0,3" */

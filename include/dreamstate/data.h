@@ -63,7 +63,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- tokenizers (rwkv7.md section 7) ---- */
+/* ---- tokenizers (src/rwkv7/README.md §7) ---- */
 
 /* "byte": id = byte value, vocab 256, any bytes round-trip exactly (id 0 is the NUL byte).
  * "world": the RWKV World vocabulary rwkv_vocab_v20230424.txt (lines "<id> <python literal> <byte

@@ -1,10 +1,10 @@
-/* Diffusion math of DREAMSTATE part A (dreamstate.md 5): noise schedules (float64), the forward
+/* Diffusion math of DREAMSTATE part A (src/diffusion/README.md): noise schedules (float64), the forward
  * process q(x_t | x_0), the epsilon-prediction loss, DDPM ancestral and DDIM steps with DDIM
  * inversion on a possibly respaced process, classifier-free guidance, and sampling loops that call
  * the epsilon model through a callback. Knows nothing about the network.
  *
  * A process has T steps i = 0 .. T-1 with alpha_bar_i decreasing; alpha_bar_{-1} = 1 (clean data).
- * The base process has T = 1000 and calls the network with t = i; a respaced one (5.4) keeps K of
+ * The base process has T = 1000 and calls the network with t = i; a respaced one (src/diffusion/README.md §3) keeps K of
  * the base steps and calls the network with the ORIGINAL index timesteps[i]. All steps work
  * element-wise on n floats (a whole batch at one step); the output may alias the input. */
 #ifndef DREAMSTATE_DIFFUSION_H
@@ -25,10 +25,10 @@ typedef struct ds_diffusion {
     int32_t *timesteps;      /* [T] the t the network sees at step i */
 } ds_diffusion;
 
-/* Schedules of 5.2 over T steps: linear 1e-4 -> 0.02 (endpoints scaled by 1000 / T), or cosine
+/* Schedules of src/diffusion/README.md §1 over T steps: linear 1e-4 -> 0.02 (endpoints scaled by 1000 / T), or cosine
  * (squaredcos_cap_v2, beta capped at 0.999). Dies with exit 2 for T < 1. */
 void ds_diffusion_create(ds_diffusion *s, ds_schedule kind, int T);
-/* DiT's "K" respacing (5.4): K evenly spaced steps of base, tau_i = round(i (T-1)/(K-1)) with ties
+/* DiT's "K" respacing (src/diffusion/README.md §3): K evenly spaced steps of base, tau_i = round(i (T-1)/(K-1)) with ties
  * to even; 2 <= K <= base->T (K = T: the same steps). */
 void ds_diffusion_respace(ds_diffusion *out, const ds_diffusion *base, int K);
 void ds_diffusion_destroy(ds_diffusion *s);
@@ -45,7 +45,7 @@ double ds_eps_mse(int64_t n, const float *eps_hat, const float *eps, float *d_ep
 /* x0_hat = (x - sqrt(1 - alpha_bar_i) eps) / sqrt(alpha_bar_i). */
 void ds_predict_x0(const ds_diffusion *s, int i, int64_t n, const float *x, const float *eps, float *x0);
 
-/* q(x_{i-1} | x_i, x0) = N(coef_x0 x0 + coef_xt x_i, variance) (5.3); variance = beta~_i. */
+/* q(x_{i-1} | x_i, x0) = N(coef_x0 x0 + coef_xt x_i, variance) (src/diffusion/README.md §4); variance = beta~_i. */
 typedef struct ds_posterior {
     double coef_x0, coef_xt, variance;
 } ds_posterior;
@@ -55,7 +55,7 @@ ds_posterior ds_ddpm_posterior(const ds_diffusion *s, int i);
  * standard normal, not used at i = 0 (may then be NULL). */
 void ds_ddpm_step(const ds_diffusion *s, int i, ds_ddpm_variance var, int64_t n, const float *x,
                   const float *eps, const float *z, float *x_prev);
-/* DDIM step i -> i-1 (5.5) with eta in [0, 1]; z is used only when sigma > 0 (may be NULL when
+/* DDIM step i -> i-1 (src/diffusion/README.md §5) with eta in [0, 1]; z is used only when sigma > 0 (may be NULL when
  * eta = 0). eta = 1 is DDPM with fixed-small variance. */
 void ds_ddim_step(const ds_diffusion *s, int i, double eta, int64_t n, const float *x, const float *eps,
                   const float *z, float *x_prev);
@@ -65,7 +65,7 @@ void ds_ddim_step(const ds_diffusion *s, int i, double eta, int64_t n, const flo
 void ds_ddim_invert_step(const ds_diffusion *s, int i, int64_t n, const float *x_prev, const float *eps,
                          float *x);
 
-/* Classifier-free guidance (5.6): out = eps_u + w (eps_c - eps_u); w = 1 gives eps_c. */
+/* Classifier-free guidance (src/diffusion/README.md §6): out = eps_u + w (eps_c - eps_u); w = 1 gives eps_c. */
 void ds_cfg_combine(int64_t n, float w, const float *eps_cond, const float *eps_uncond, float *out);
 
 /* The epsilon model as the samplers see it: eps [n] for the whole batch x [n] at network step t

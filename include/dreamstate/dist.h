@@ -1,5 +1,5 @@
 /* Ranks (Open MPI): process-group setup, small collectives, and the gradient allreduce that overlaps
- * backward. Only the coordinator (src/train) and the distributed analysis code call this; models and
+ * backward. Only src/train (the coordinator), src/eval and src/cli call this; models, data and
  * kernels never do. Works unchanged as a single process (no mpirun): size 1, collectives are copies. */
 #ifndef DREAMSTATE_DIST_H
 #define DREAMSTATE_DIST_H

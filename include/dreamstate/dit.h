@@ -1,11 +1,11 @@
-/* Conditional Diffusion Transformer with adaLN-Zero (dreamstate.md 4, the state DiT of 2.2-2.4):
+/* Conditional Diffusion Transformer with adaLN-Zero (src/dit/README.md §1, §2; the state DiT of §3.2-3.5):
  * parameters, forward, backward, initialisation. Like the RWKV-7 model, parameters and gradients are
  * each one allocation with a pointer table of named tensors (the facebookresearch/DiT state-dict keys,
- * plus "c_embedder.*" for the continuous condition of 2.3), and activations are one allocation sized
+ * plus "c_embedder.*" for the continuous condition of src/dit/README.md §1.2), and activations are one allocation sized
  * for a batch. Input and output are "images" [B, C, I, I] (a WKV state: C = heads, I = head size);
  * the output is the epsilon prediction (no learned variance). Knows nothing about MPI or files.
  *
- * Condition (2.3): y = label_table[label] (row K = the learned null label) and/or, with cond_dim > 0,
+ * Condition (src/dit/README.md §1.2): y = label_table[label] (row K = the learned null label) and/or, with cond_dim > 0,
  * y = cond_w vec + cond_b (or the learned null vector cond_null); both summed if both are present.
  * c = t_emb + y drives every block's adaLN modulation through SiLU(c). */
 #ifndef DREAMSTATE_DIT_H
@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#define DS_DIT_FREQ_DIM 256   /* sinusoidal timestep features (4.3) */
+#define DS_DIT_FREQ_DIM 256   /* sinusoidal timestep features (src/dit/README.md §1.2) */
 #define DS_DIT_LN_EPS 1e-6f
 
 typedef struct ds_dit_dims {
@@ -82,14 +82,14 @@ void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d);
  * n_floats floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
 void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *grads);
 void ds_dit_destroy(ds_dit *m);
-/* DiT initialisation (4.6) from a seed: Xavier-uniform Linear and patch weights, zero biases,
+/* DiT initialisation (src/dit/README.md §1.5) from a seed: Xavier-uniform Linear and patch weights, zero biases,
  * N(0, 0.02^2) timestep-MLP weights, label table and null vector, and zero adaLN and final layers
  * (so every block starts as the identity and the output as exactly 0). */
 void ds_dit_init_weights(ds_dit *m, uint64_t seed);
 void ds_dit_reserve(ds_dit *m, int B);
 void ds_dit_zero_grad(ds_dit *m);
 
-/* Forward of x_t [B, C, I, I] at network timesteps t[B] (the integer index, 4.3) under cond.
+/* Forward of x_t [B, C, I, I] at network timesteps t[B] (the integer index, src/dit/README.md §1.2) under cond.
  * eps_out (may be NULL) receives the prediction [B, C, I, I]. With noise (the true epsilon, [B, C, I,
  * I]) it returns the loss mean((eps_hat - noise)^2) and keeps what the backward needs; without, 0. */
 double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, const ds_dit_cond *cond,
@@ -104,7 +104,7 @@ void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx);
  * a micro-batch's share of a larger batch). */
 void ds_dit_scale_loss(ds_dit *m, float scale);
 
-/* Patch layouts (4.2), for one image [C, I, I] <-> [T, C p p] patch vectors, tokens row-major over
+/* Patch layouts (src/dit/README.md §1.1), for one image [C, I, I] <-> [T, C p p] patch vectors, tokens row-major over
  * the patch grid. channels_last = 0: (channel, row, col) within a patch, the patch embed's input
  * order; 1: (row, col, channel), the final layer's output order. Each is a permutation, so
  * patches_to_image inverts image_to_patches of the same order. */

@@ -28,7 +28,7 @@ ds_eval_result ds_eval_finish(ds_eval_result *r);
  * model and reports held-out loss, perplexity and bits per byte. Bad files exit with code 2. */
 int ds_eval_lm(const ds_config *cfg, const char *weights_path);
 
-/* Held-out denoising loss (dreamstate.md 6.1 A2): the epsilon-MSE of the weights in dit.params at the
+/* Held-out denoising loss (A2, src/eval/README.md §2): the epsilon-MSE of the weights in dit.params at the
  * fixed base steps ds_state_dit_eval_steps, with one fixed noise draw per record (from seed and the
  * record's index) under the record's own condition. Scores n_records records spread evenly over `set`
  * (record j * N / n_records; all of them when n_records >= N) in batches of B; batch j is this
@@ -40,7 +40,7 @@ extern const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS];   /* 49, 249,
 void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
                           int B, double *sums);
 
-/* `dreamstate eval-states` (dreamstate.md 6.1 A2, A3; src/eval/state_eval.c): the numbers of
+/* `dreamstate eval-states` (src/eval/README.md §2, §3; src/eval/state_eval.c): the numbers of
  * DREAMSTATE part A for a state-diffusion checkpoint (EMA weights) and the state datasets of its
  * RWKV-7, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone): (1) epsilon-MSE at the
  * fixed steps on the held-out records and as many train records; (2) cosine kNN label accuracy of the

@@ -1,20 +1,20 @@
-/* The DREAMSTATE hybrid of Part B (dreamstate.md 3): an RWKV-7 whose time-mix W_r, W_k, W_v of chosen
+/* The DREAMSTATE hybrid of Part B (src/hybrid/README.md): an RWKV-7 whose time-mix W_r, W_k, W_v of chosen
  * layers come from one shared parameter DiT conditioned on the context, fused per sequence as
  * theta = alpha theta_static + (1 - alpha) theta_gen, and trained on lambda_lm L_LM + lambda_pd L_pd.
  * Forward and backward of one micro-batch; the training loop (optimiser, allreduce, checkpoints) works
  * on the flat trainable array this module exposes. Knows nothing about MPI or files.
  *
- * Per sequence b and targeted layer l (3.4), with x0 = normalise(theta_static) (A1) or 0 (A2):
+ * Per sequence b and targeted layer l (src/hybrid/README.md §1.3, §1.4), with x0 = normalise(theta_static) (A1) or 0 (A2):
  *   (a) diffusion-loss path: t ~ U{0..999}, eps ~ N(0, I), the DiT predicts eps from x_t; the condition
  *       vector is dropped to the DiT's null vector with probability p_uncond; L_pd = mean eps-MSE;
  *   (b) generation path: x_{t*} from eps*, x0_hat = (x_{t*} - sqrt(1 - ab) eps_hat) / sqrt(ab), then
- *       theta_gen = sigma x0_hat + mu (A1: the matrix tiled into (C/64)^2 channels of 64 x 64, 3.3) or
+ *       theta_gen = sigma x0_hat + mu (A1: the matrix tiled into (C/64)^2 channels of 64 x 64, src/hybrid/README.md §1.2) or
  *       theta_static + U0 (sigma_V x0_hat)^T (A2: x0_hat holds V [C, r]);
  *   (c) theta = alpha theta_static + (1 - alpha) theta_gen, alpha = sigmoid(logit) per (layer, matrix);
  *       the RWKV-7 runs the sequence with theta in layer l; L_LM = mean cross-entropy over the scored
- *       positions t >= prefix (the same positions for every variant, 3.2).
+ *       positions t >= prefix (the same positions for every variant, src/hybrid/README.md §1.1).
  * The DiT sample of (b, l) carries the layer as its label (num_classes = targeted layers, never
- * dropped) and the condition vector e_b (cond_dim = C; the DiT's c_embedder is W_c, b_c of 3.2), from
+ * dropped) and the condition vector e_b (cond_dim = C; the DiT's c_embedder is W_c, b_c of src/hybrid/README.md §1.1), from
  * the frozen RWKV-7 embedding rows h_t = emb[tok_t] (before ln0): the row of the first token
  * (first_token), the mean of the rows of the first `prefix` tokens (mean_prefix), or the attention
  * pool over them, e_b = sum_{t<P} softmax_t(q^T K h_t / sqrt(C)) V h_t with learned q, K, V
@@ -105,7 +105,7 @@ typedef struct ds_hybrid {
  * h->model's weights before use. */
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);
 void ds_hybrid_destroy(ds_hybrid *h);
-/* DiT initialisation (dreamstate.md 4.6), alpha logits = logit(alpha_init) and, with attn_prefix,
+/* DiT initialisation (src/dit/README.md §1.5), alpha logits = logit(alpha_init) and, with attn_prefix,
  * q ~ N(0, 0.02^2), K, V ~ N(0, 1/C) (norm-preserving in expectation, so the pool starts at the scale
  * of the embedding rows); the RWKV-7 is untouched. */
 void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed);

@@ -26,7 +26,7 @@ typedef enum { DS_ACT_SIGMOID, DS_ACT_TANH, DS_ACT_RELU_SQ, DS_ACT_SILU, DS_ACT_
 typedef struct ds_kernel_table {
     const char *name;  /* "avx512" or "reference" */
 
-    /* ---- WKV-7 recurrence (rwkv7.md 2.3 / 3.1) ----
+    /* ---- WKV-7 recurrence (src/rwkv7/README.md §2.3 / §3.1) ----
      * B sequences of T steps, H heads of N = 64; r, decay, k, v, alpha, beta, y are [B, T, H*N].
      * State per (b, h) is an N x N matrix S[i][j], i = value channel, j = key channel, row-major;
      * state arrays are [B, H, N, N].
@@ -63,7 +63,7 @@ typedef struct ds_kernel_table {
     void (*act_forward)(ds_activation act, int64_t n, const float *x, float *y);
     void (*act_backward)(ds_activation act, int64_t n, const float *x, const float *dy, float *dx);
 
-    /* ---- Softmax cross-entropy with RWKV's L2Wrap (rwkv7.md 4.4), fused forward + backward.
+    /* ---- Softmax cross-entropy with RWKV's L2Wrap (src/rwkv7/README.md §4.4), fused forward + backward.
      * logits [rows, V] are overwritten IN PLACE by dlogits = scale * (softmax - onehot(target))
      * + scale * l2wrap * max_logit at the argmax (first index on ties). losses[rows] receives the
      * per-row cross-entropy (natural log). A target < 0 marks a row that is ignored (zero gradient,
@@ -76,7 +76,7 @@ typedef struct ds_kernel_table {
     void (*softmax_forward)(int64_t rows, int n, const float *x, float *y);
     void (*softmax_backward)(int64_t rows, int n, const float *y, const float *dy, float *dx);
 
-    /* ---- AdamW with bias correction (rwkv7.md 4.2): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    /* ---- AdamW with bias correction (src/rwkv7/README.md §4.2): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
      * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p.  step t >= 1. */
     void (*adamw)(int64_t n, float *param, const float *grad, float *m, float *v, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int64_t step);

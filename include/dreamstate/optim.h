@@ -1,5 +1,5 @@
-/* AdamW over a parameter table (per-tensor learning-rate scale and weight-decay flag, rwkv7.md 4.2),
- * the warm-up + cosine schedule (4.3), and global-norm gradient clipping. */
+/* AdamW over a parameter table (per-tensor learning-rate scale and weight-decay flag, src/rwkv7/README.md §4.2),
+ * the warm-up + cosine schedule (src/rwkv7/README.md §4.3), and global-norm gradient clipping. */
 #ifndef DREAMSTATE_OPTIM_H
 #define DREAMSTATE_OPTIM_H
 

@@ -1,6 +1,6 @@
 /* `dreamstate plan`: predicts, before a job is queued, the step time, the communication share and the
  * memory per rank of data-parallel RWKV-7 training (`task: lm`) on N nodes, from measured compute
- * rates and an alpha-beta model of the gradient allreduce. It models what src/train/train.c and
+ * rates and an alpha-beta model of the gradient allreduce. It models what src/train/loop.c and
  * src/dist/dist.c do, so a change there may need a change here.
  *
  * Assumptions (also printed by `dreamstate plan --help`):
@@ -16,7 +16,7 @@
  *    bandwidth and caches are ignored).
  *  - Rates: measured on this machine (--measure: the model's real forward + backward at 1 and 2 layers,
  *    extrapolated linearly in layers; the per-parameter loops on a 16M-parameter buffer), or defaults
- *    per thread measured for the 0.1B shape on the project's 2-core Zen 5 machine (environment.md):
+ *    per thread measured for the 0.1B shape on the project's 2-core Zen 5 machine (README.md, Machine notes):
  *    wider models run faster, small models far slower.
  *  - Gradient allreduce: n_params x 8 bytes (train.grad_reduce fp64) or x 4 (fp32) in the trainer's
  *    8 MiB buckets; ring cost per bucket 2(p-1)/p x bytes / beta + 2(p-1) alpha. One node: the
@@ -46,7 +46,7 @@
 
 #include <stdint.h>
 
-#define DS_PLAN_BUCKET_BYTES ((int64_t)8 << 20)   /* the trainer's gradient bucket (src/train/train.c) */
+#define DS_PLAN_BUCKET_BYTES ((int64_t)8 << 20)   /* the trainer's gradient bucket (src/train/loop.c) */
 #define DS_PLAN_RUNTIME_BYTES 1e8                 /* per rank beyond the model: MPI, BLIS, libraries (measured) */
 
 /* Seconds per unit of work on one rank with its threads. The per-parameter costs are the trainer's

@@ -1,6 +1,5 @@
-/* RWKV-7 ("x070") language model: parameters, forward, backward, initialisation, sampling (spec:
- * shared/docs/rwkv7.md). Parameters and gradients are each one allocation with a pointer table whose
- * tensor names, shapes and layouts are the official RWKV-LM checkpoint keys (rwkv7.md 5.1);
+/* RWKV-7 ("x070") language model: parameters, forward, backward, initialisation, sampling (src/rwkv7/README.md). Parameters and gradients are each one allocation with a pointer table whose
+ * tensor names, shapes and layouts are the official RWKV-LM checkpoint keys (src/rwkv7/README.md §5);
  * activations are one allocation sized for (B, T). Knows nothing about MPI, files or configs. */
 #ifndef DREAMSTATE_RWKV7_H
 #define DREAMSTATE_RWKV7_H
@@ -15,7 +14,7 @@ typedef struct ds_rwkv7_dims {
     int dim_w, dim_a, dim_v, dim_g;      /* LoRA ranks Dw, Da, Dv, Dg */
 } ds_rwkv7_dims;
 
-/* LoRA ranks from the formulas of rwkv7.md 1.1: formula "released" or "current". */
+/* LoRA ranks from the formulas of src/rwkv7/README.md §1: formula "released" or "current". */
 void ds_rwkv7_default_ranks(ds_rwkv7_dims *d, const char *formula);
 
 typedef struct ds_rwkv7_layer {
@@ -34,7 +33,7 @@ typedef struct ds_rwkv7_weights {
 } ds_rwkv7_weights;
 
 
-/* Recurrent state for B sequences (rwkv7.md 6): per layer att x_prev [B,C], WKV [B,H,N,N],
+/* Recurrent state for B sequences (src/rwkv7/README.md §6): per layer att x_prev [B,C], WKV [B,H,N,N],
  * ffn x_prev [B,C]. One allocation. */
 typedef struct ds_rwkv7_state {
     int B;
@@ -75,7 +74,7 @@ void ds_rwkv7_param_table(ds_param_table *t, const ds_rwkv7_dims *d);
  * n_floats floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
 void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads);
 void ds_rwkv7_destroy(ds_rwkv7 *m);
-/* Official "better init" of rwkv7.md 4.1 from a seed (deterministic, thread-count independent). */
+/* Official "better init" of src/rwkv7/README.md §4.1 from a seed (deterministic, thread-count independent). */
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
 /* Makes activation storage available for batches up to B x T (reallocates if needed). */
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);

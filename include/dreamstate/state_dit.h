@@ -1,15 +1,15 @@
-/* The state-diffusion model of DREAMSTATE part A (dreamstate.md 2.1-2.6): a conditional DiT over the
+/* The state-diffusion model of DREAMSTATE part A (src/dit/README.md §3): a conditional DiT over the
  * WKV states of chosen RWKV-7 layers, with the per-(layer, head) normalisation statistics and the EMA
  * weights that belong to it, and the samplers built on it (DDPM / DDIM with classifier-free guidance,
  * SDEdit from a partly noised state, DDIM inversion, mixtures of conditions for interpolation).
  *
- * Geometry (2.2): the WKV states of the n chosen layers, H heads each, form an "image" of n*H channels
+ * Geometry (src/dit/README.md §3.2): the WKV states of the n chosen layers, H heads each, form an "image" of n*H channels
  * of 64 x 64 (channel c = layer slot c / H, head c % H; image row = value index i, column = key j).
- * Normalisation (2.1): x = (S - mean) / std per channel or per element, statistics over the train split.
- * Condition (2.3): a label (DiT label table, null row K), or a C-float vector from the state dataset's
+ * Normalisation (src/dit/README.md §3.3): x = (S - mean) / std per channel or per element, statistics over the train split.
+ * Condition (src/dit/README.md §3.4): a label (DiT label table, null row K), or a C-float vector from the state dataset's
  * condition (first-token or mean-token embedding) through the DiT's c_embedder.
  * A state is rebuilt from x with the modelled WKV parts de-normalised and everything else zero
- * (other layers, token-shift vectors), the injection protocol of 2.7.
+ * (other layers, token-shift vectors), the injection protocol of src/dit/README.md §3.7.
  * Knows nothing about MPI or files; src/checkpoint/state_dit_file.c stores it. */
 #ifndef DREAMSTATE_STATE_DIT_H
 #define DREAMSTATE_STATE_DIT_H
@@ -51,8 +51,8 @@ void ds_state_dit_destroy(ds_state_dit *s);
 ds_state_cond_kind ds_state_cond_kind_parse(const char *name);  /* "label", "first_token", "mean_token" */
 const char *ds_state_cond_kind_name(ds_state_cond_kind kind);
 
-/* Normalisation (2.1): per channel (the default of create) or, with per_element, per entry of the
- * 64 x 64 matrices (the spec's ablation: every entry then has mean 0 and variance 1 over the train
+/* Normalisation (src/dit/README.md §3.3): per channel (the default of create) or, with per_element, per entry of the
+ * 64 x 64 matrices (the ablation of src/dit/README.md §3.3: every entry then has mean 0 and variance 1 over the train
  * set, so a DiT that has learnt little decodes to the mean state rather than to noise around the
  * channel means). Call before the statistics are accumulated. */
 void ds_state_dit_set_normalisation(ds_state_dit *s, int per_element);
@@ -68,7 +68,7 @@ void ds_state_dit_decode(const ds_state_dit *s, const float *x, float *state);
 /* The DiT condition of a record: its label, or its condition vector part (vec: cond_dim of the DiT). */
 void ds_state_dit_record_cond(const ds_state_dit *s, const ds_state_record *r, int32_t *label, float *vec);
 
-/* What the DiT is trained to output (5.1): with v_prediction, turns eps [B, x_floats] in place into
+/* What the DiT is trained to output (src/diffusion/README.md §2): with v_prediction, turns eps [B, x_floats] in place into
  * v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0 (Salimans & Ho 2022), which asks the network for x0 at high
  * noise and for eps at low noise, instead of an eps that must be exact to 1e-3 for x0 = (x_t -
  * sqrt(1-ab) eps) / sqrt(ab) to survive at t near 999; a no-op for eps prediction. The samplers and
@@ -102,7 +102,7 @@ typedef struct ds_state_sampler {
     ds_progress *progress;   /* if set, updated with the network evaluations done (one per step) */
     double clip_x0;          /* > 0: the predicted x0 is clipped to [-clip_x0, clip_x0] (normalised units)
                               * and eps made consistent with it, a guard against a sampler that drifts
-                              * off the data (2.1); 0: off */
+                              * off the data (src/diffusion/README.md §7); 0: off */
 } ds_state_sampler;
 
 /* The epsilon model used by the samplers: eps = sum_i weight_i * DiT(x, t, cond_i), the n_terms

@@ -1,6 +1,6 @@
 /* One RWKV-7 state as a flat record: the layout that state shards and state files store
  * (states.h) and that the state DiT reads (state_dit.h). A record is a label, a context index, the
- * condition floats and the state of every layer in rwkv7.md 6 order: att x_prev [C], WKV [H][N][N]
+ * condition floats and the state of every layer in the order of src/rwkv7/README.md §6: att x_prev [C], WKV [H][N][N]
  * as S[h][i = value][j = key], ffn x_prev [C]. Knows nothing about files. */
 #ifndef DREAMSTATE_STATE_RECORD_H
 #define DREAMSTATE_STATE_RECORD_H

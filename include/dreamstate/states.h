@@ -1,4 +1,4 @@
-/* DREAMSTATE part A data (dreamstate.md 2.1-2.3): labelled contexts, the state dataset that
+/* DREAMSTATE part A data (src/dit/README.md §3.1-3.4): labelled contexts, the state dataset that
  * `extract-states` makes from them, and single state files.
  *
  * Labelled contexts (JSONL)
@@ -38,7 +38,7 @@
  *                  i32 label      (index into the dataset's label list; -1 = none)
  *                  i32 context    (line index in the contexts file)
  *                  f32 cond[cond_dim]
- *                  f32 state[L][2C + H*N*N]: per layer, in rwkv7.md 6 order,
+ *                  f32 state[L][2C + H*N*N]: per layer, in src/rwkv7/README.md §6 order,
  *                      att x_prev [C], WKV [H][N][N] as S[h][i = value][j = key], ffn x_prev [C]
  *     ...            metadata: "key=value\n" lines (model=<ds_weights_signature>, ...); the file ends
  *

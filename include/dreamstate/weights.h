@@ -1,5 +1,5 @@
 /* Model files: moving RWKV-7 weights between files and a model (this project's checkpoints (.ckpt)
- * and safetensors with the official RWKV-LM key names and layouts, rwkv7.md 5.1), and the model
+ * and safetensors with the official RWKV-LM key names and layouts, src/rwkv7/README.md §5), and the model
  * shapes a run configuration describes (src/checkpoint/weights.c, model_config.c). */
 #ifndef DREAMSTATE_WEIGHTS_H
 #define DREAMSTATE_WEIGHTS_H

@@ -1,5 +1,5 @@
-/* Model shapes from a run configuration: the RWKV-7's (model.*) and the hybrid's (dreamstate.md 3 and
- * 7; config keys hybrid.*, dit.*, diffusion.schedule / p_uncond, optim.l2wrap). */
+/* Model shapes from a run configuration: the RWKV-7's (model.*) and the hybrid's (src/hybrid/README.md
+ * §1 and §6; config keys hybrid.*, dit.*, diffusion.schedule / p_uncond, optim.l2wrap). */
 #include "dreamstate/weights.h"
 #include "dreamstate/common.h"
 

@@ -15,7 +15,7 @@ static const cli_spec spec = {
         "                                 [--components K] [--tsne auto|exact|bh] [--perplexity P] [--seed S]\n"
         "                                 [--k 1,5,10] [--extra INDEX3 [--extra-name NAME]] [--probe-l2 L]\n"
         "                                 [--threads N] [--no-plots]\n"
-        "Label structure of a state dataset (dreamstate.md 6.1 A1). Per layer, and for all layers concatenated:\n"
+        "Label structure of a state dataset (A1 of src/eval/README.md). Per layer, and for all layers concatenated:\n"
         "WKV state normalised per head (train statistics) -> PCA to K components (distributed over the MPI\n"
         "ranks) -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with shuffled\n"
         "labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.\n"

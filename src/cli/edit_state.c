@@ -13,9 +13,9 @@ static const cli_spec spec = {
     .usage =
         "usage: dreamstate edit-state MODEL.ckpt --state A.state --to-label NAME --out FILE\n"
         "                             [--method invert|sdedit] [--strength T] [--steps K] [--guidance W] [--seed S]\n"
-        "Moves a state to another condition (2.6): invert (default) DDIM-inverts it under its own label\n"
+        "Moves a state to another condition (src/dit/README.md §3.6): invert (default) DDIM-inverts it under its own label\n"
         "(metadata label=) and decodes under NAME; sdedit noises it to base step T (default 500) and denoises\n"
-        "under NAME. With NAME = its own label, invert reproduces the state (the round trip of 6.1 A2).\n",
+        "under NAME. With NAME = its own label, invert reproduces the state (the round trip of A2, src/eval/README.md §2).\n",
     .positional = "MODEL.ckpt",
     .options = {{"--state"}, {"--to-label"}, {"--out"}, {"--method"}, {"--strength"}, {"--steps"}, {"--guidance"},
                 {"--seed"}},

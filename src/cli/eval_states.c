@@ -15,7 +15,7 @@ static const cli_spec spec = {
         "                              [--checkpoint RWKV_WEIGHTS] [--vocab FILE] [--samples-per-label N]\n"
         "                              [--steps K] [--guidance W] [--seed S] [--continuation-tokens N]\n"
         "                              [--threads N] [--out FILE.json]\n"
-        "The numbers of DREAMSTATE part A (dreamstate.md 6.1 A2, A3) for a state-diffusion checkpoint (EMA\n"
+        "The numbers of DREAMSTATE part A (A2, A3 of src/eval/README.md) for a state-diffusion checkpoint (EMA\n"
         "weights) and the state datasets of its RWKV-7, under mpirun or alone:\n"
         " (1) epsilon-MSE at t = 49, 249, 499, 749, 949 (one fixed noise draw per record) on the held-out\n"
         "     records and on as many train records spread over the train set;\n"

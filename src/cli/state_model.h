@@ -1,7 +1,7 @@
-/* Using a trained state DiT (dreamstate.md 2.5, 2.6): what sample-state, interpolate-state and
+/* Using a trained state DiT (src/dit/README.md §3.6): what sample-state, interpolate-state and
  * edit-state share (private to src/cli). States travel as state files (states.h) of the RWKV-7 the
  * model was trained on; only the modelled layers' WKV matrices come from the DiT, the rest of a
- * generated state is zero (2.7). */
+ * generated state is zero (src/dit/README.md §3.7). */
 #ifndef DREAMSTATE_CLI_STATE_MODEL_H
 #define DREAMSTATE_CLI_STATE_MODEL_H
 

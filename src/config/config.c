@@ -68,7 +68,7 @@ static const config_key config_keys[] = {
     {KEY(model, dim_g), .type = KEY_INT, .def = "0", .min = 0, .max = 65536,
      .help = "LoRA rank of the output gate g; 0 = from model.lora_formula"},
     {KEY(model, lora_formula), .type = KEY_ENUM, .def = "released", .choices = "released|current",
-     .help = "LoRA rank formula (rwkv7.md 1.1): released models, or the current trainer's"},
+     .help = "LoRA rank formula (src/rwkv7/README.md §1): released models, or the current trainer's"},
 
     {KEY(data, tokenizer), .type = KEY_ENUM, .def = "byte", .choices = "byte|world",
      .help = "byte (256 symbols) or the RWKV World tokenizer (65536 symbols)"},

@@ -1,6 +1,6 @@
-/* Diffusion math (dreamstate.md 5): schedules, forward process, epsilon loss, DDPM / DDIM steps,
+/* Diffusion math (src/diffusion/README.md): schedules, forward process, epsilon loss, DDPM / DDIM steps,
  * DDIM inversion, respacing, classifier-free guidance and the sampling loops. Schedule arrays are
- * float64 (5.1); the element-wise updates evaluate in double and round once to float.
+ * float64 (src/diffusion/README.md §1); the element-wise updates evaluate in double and round once to float.
  *
  * Shapes: T schedule steps (1000 for training), K respaced steps, i a step index (0 = least noise);
  * B samples of n floats each, x [B, n]; schedule arrays [T]. */

@@ -1,4 +1,4 @@
-/* Conditional DiT with adaLN-Zero (dreamstate.md 4): parameter table, initialisation, forward and
+/* Conditional DiT with adaLN-Zero (src/dit/README.md §1, §2): parameter table, initialisation, forward and
  * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
  * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
  * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
@@ -70,7 +70,7 @@ void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d) {
     ds_param_add(t, GLOBAL(final_b), 1, (int64_t[]){p * p * C}, "final_layer.linear.bias");
 }
 
-/* Fixed 2-D sin-cos table (4.2): the first d/2 dims encode the column, the last d/2 the row; each
+/* Fixed 2-D sin-cos table (src/dit/README.md §1.1): the first d/2 dims encode the column, the last d/2 the row; each
  * half is [sin(pos w_k)]_k || [cos(pos w_k)]_k with w_k = 10000^(-k / (d/4)), k < d/4. */
 static void build_pos_embed(float *pos, int G, int D) {
     int quarter = D / 4;
@@ -107,7 +107,7 @@ void ds_dit_create(ds_dit *m, const ds_dit_dims *d) { ds_dit_create_in(m, d, NUL
 
 void ds_dit_zero_grad(ds_dit *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
 
-/* ---------------------------------------------------------------- initialisation (4.6) */
+/* ---------------------------------------------------------------- initialisation (src/dit/README.md §1.5) */
 
 static void fill_xavier(float *W, int rows, int cols, uint64_t seed, uint64_t stream) {
     double bound = sqrt(6.0 / (rows + cols));
@@ -342,7 +342,7 @@ static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_a
     gated_residual(B, T, D, ba->x1, ba->mlp_out, ba->mod, 6 * D, 5 * D, x_out);
 }
 
-/* 256 sinusoidal features of the integer timestep (4.3): cos block first, f_k = 10000^(-k/128). */
+/* 256 sinusoidal features of the integer timestep (src/dit/README.md §1.2): cos block first, f_k = 10000^(-k/128). */
 static void timestep_features(int B, const int32_t *t, float *freq) {
     enum { half = DS_DIT_FREQ_DIM / 2 };
     double f[half];

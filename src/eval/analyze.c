@@ -1,4 +1,4 @@
-/* `dreamstate analyze-states` (dreamstate.md 2.8 and 6.1 A1): how much of a context's label can be read
+/* `dreamstate analyze-states` (A1, src/eval/README.md §1): how much of a context's label can be read
  * from its RWKV-7 state? For each chosen layer, and for all layers concatenated, the WKV states are
  * normalised per head (mean and std over the train records, float64), reduced by a distributed PCA,
  * and scored on the PCA coordinates: cosine kNN accuracy, silhouette and a linear probe, the same with
@@ -274,7 +274,7 @@ static task *make_tasks(const ds_analyze_options *o, const view *tr, const view 
         t->d = per_layer * t->n_layers;
         if (t->d > INT_MAX) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %lld features exceed the PCA's int indexing", (long long)t->d);
     }
-    /* controls: the parts of cond that both train and test records carry (dreamstate.md 6.1 A1 (i)) */
+    /* controls: the parts of cond that both train and test records carry (the bag-of-tokens control of src/eval/README.md §1) */
     static const struct { uint32_t flag; const char *name, *what; } parts[] = {
         {DS_COND_MEAN_TOKEN, "bag-of-tokens", "mean input-token embedding"},
         {DS_COND_FIRST_TOKEN, "first-token", "first input-token embedding"},

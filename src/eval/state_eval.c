@@ -1,4 +1,4 @@
-/* `dreamstate eval-states` (dreamstate.md 6.1 A2, A3): the numbers of DREAMSTATE part A for a trained
+/* `dreamstate eval-states` (A2, A3: src/eval/README.md §2, §3): the numbers of DREAMSTATE part A for a trained
  * state DiT (its EMA weights).
  *  (1) denoising: epsilon-MSE at the fixed steps (ds_state_dit_eps_mse) on the held-out records, and
  *      on as many train records spread over the train set (the overfitting check);
@@ -8,7 +8,7 @@
  *      check: mean distance of generated and of held-out states to their nearest train state;
  *  (3) continuation loss: teacher-forced CE of the tokens after the part of each held-out context its
  *      state was extracted from, from six initial states (zero; class mean; generated of its label and
- *      of a wrong label; the true state reduced to the modelled WKV, as 2.7 injects; the full true
+ *      of a wrong label; the true state reduced to the modelled WKV, as src/dit/README.md §3.7 injects; the full true
  *      state, i.e. prompting), per label and pooled (token-weighted), with 95% bootstrap CIs of the
  *      paired difference to the zero state.
  * Work split: generated samples, kNN queries and continuation contexts are dealt out over the ranks;
@@ -58,7 +58,7 @@ static void check_dataset(const char *path, const ds_states_info *info, const ds
                    "--labels-from)", path, i, info->labels[i], sd->labels[i]);
 }
 
-/* A record state reduced to the modelled layers' WKV, everything else zero (the injection of 2.7). */
+/* A record state reduced to the modelled layers' WKV, everything else zero (the injection of src/dit/README.md §3.7). */
 static void modelled_only(const ds_state_dit *s, const float *state, float *out) {
     memset(out, 0, sizeof(float) * ds_state_floats(&s->shape));
     int64_t w = (int64_t)s->shape.n_head * s->shape.head_size * s->shape.head_size;

@@ -1,4 +1,4 @@
-/* The Part-B hybrid (dreamstate.md 3): parameter DiT + RWKV-7 with per-sequence fused time-mix
+/* The Part-B hybrid (src/hybrid/README.md): parameter DiT + RWKV-7 with per-sequence fused time-mix
  * weights, forward and backward of a micro-batch. See include/dreamstate/hybrid.h for the model.
  *
  * Work is done one sequence at a time: one DiT call on the 2 x |targets| samples of the sequence
@@ -64,7 +64,7 @@ static float **matrix_slot(ds_rwkv7_weights *w, int l, int mat) {
     return mat == 0 ? &p->Wr : mat == 1 ? &p->Wk : &p->Wv;
 }
 
-/* A1 layout (3.3): element (row, col) of a C x C matrix is pixel (i, j) = (row % 64, col % 64) of
+/* A1 layout (src/hybrid/README.md §1.2): element (row, col) of a C x C matrix is pixel (i, j) = (row % 64, col % 64) of
  * channel (row / 64) (C / 64) + col / 64. */
 static inline int64_t tile_index(int C, int row, int col) {
     return ((int64_t)(row / TILE) * (C / TILE) + col / TILE) * TILE_FLOATS + (row % TILE) * TILE + col % TILE;

@@ -1,5 +1,4 @@
-/* AdamW with bias correction and decoupled weight decay, scalar reference (kernels.h, rwkv7.md
- * 4.2). */
+/* AdamW with bias correction and decoupled weight decay, scalar reference (kernels.h, src/rwkv7/README.md §4.2). */
 #include "impl.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* WKV-7 recurrence (rwkv7.md 2.3 / 3.1): AVX-512 twin of wkv7_ref.c.
+/* WKV-7 recurrence (src/rwkv7/README.md §2.3 / §3.1): AVX-512 twin of wkv7_ref.c.
  *
  * Same layouts as the reference: public states row-major S[i][j]; internal states and ckpt
  * KEY-MAJOR (M[j*N + i] = S[i][j]). Column j of S is 64 floats = 4 zmm, so the value-indexed
@@ -10,7 +10,7 @@
  * Forward: one pass over the state per step; the pass that writes S_t also accumulates y_t = S_t r_t
  * and sigma_{t+1} = S_t alpha_{t+1}. The initial sigma uses the same accumulation order, so running
  * A then B with the carried state is bitwise equal to running A||B.
- * Backward: replay each chunk from its checkpoint into per-thread scratch (rwkv7.md 3.2), then two
+ * Backward: replay each chunk from its checkpoint into per-thread scratch (src/rwkv7/README.md §3.2), then two
  * passes per step over G = dL/dS_t, which stays in L1. */
 #include <immintrin.h>
 #include <string.h>
@@ -120,7 +120,7 @@ void wkv7_forward_avx512(int B, int T, int H, const float *r, const float *decay
     }
 }
 
-/* One backward step at time t (rwkv7.md 3.1). G holds S-hat_t on entry and S-hat_{t-1} on exit;
+/* One backward step at time t (src/rwkv7/README.md §3.1). G holds S-hat_t on entry and S-hat_{t-1} on exit;
  * Snow = S_t, Sprev = S_{t-1}, sigma = sigma_t. Gradients at time t accumulate (+=). */
 static void step_backward(float *G, const float *Snow, const float *Sprev, const float *sigma,
                           const float *r, const float *decay, const float *k, const float *v,

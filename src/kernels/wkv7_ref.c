@@ -1,4 +1,4 @@
-/* WKV-7 recurrence (rwkv7.md 2.3 forward, 3.1 backward): portable scalar reference.
+/* WKV-7 recurrence (src/rwkv7/README.md §2.3 forward, §3.1 backward): portable scalar reference.
  *
  * Layouts. The public state arrays (state_in, state_out, dstate_out, dstate_in) are row-major
  * S[i][j] (i = value, j = key) as kernels.h specifies. Internally, and in the ckpt array, every
@@ -6,7 +6,7 @@
  * layout the AVX-512 twin needs for broadcast-FMAs; both twins share it so that either forward's
  * ckpt feeds either backward). ckpt[b][h][c] is the state before step 16*c.
  *
- * Backward = "Replay" of rwkv7.md 3.2: for each chunk, last first, recompute the <= 16 states of the
+ * Backward = "replay" of src/rwkv7/README.md §3.2: for each chunk, last first, recompute the <= 16 states of the
  * chunk from its checkpoint into per-thread scratch, then walk back through them. */
 #include <string.h>
 
@@ -58,7 +58,7 @@ void wkv7_forward_ref(int B, int T, int H, const float *r, const float *decay, c
     }
 }
 
-/* One backward step (rwkv7.md 3.1) at time t. On entry G holds S-hat_t (gradient from the future),
+/* One backward step (src/rwkv7/README.md §3.1) at time t. On entry G holds S-hat_t (gradient from the future),
  * on exit S-hat_{t-1}. Snow = S_t, Sprev = S_{t-1}, sigma = sigma_t. Gradients accumulate. */
 static void step_backward(float *G, const float *Snow, const float *Sprev, const float *sigma,
                           const float *r, const float *decay, const float *k, const float *v,

@@ -1,4 +1,4 @@
-/* Fused softmax cross-entropy with L2Wrap, scalar reference (kernels.h, rwkv7.md 4.4). */
+/* Fused softmax cross-entropy with L2Wrap, scalar reference (kernels.h, src/rwkv7/README.md §4.4). */
 #include "impl.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* RWKV-7 forward and backward (rwkv7.md 2 and 3.4). Every matrix product goes through BLIS
+/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through BLIS
  * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
  * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
  *
@@ -19,7 +19,7 @@
 #define GN_EPS 64e-5f
 #define DECAY_SCALE 0.6065306597f /* e^{-1/2} */
 
-/* Saved activations of one layer (rwkv7.md 3.5 lists what the backward needs). */
+/* Saved activations of one layer (everything the backward reads; src/rwkv7/README.md §3.3). */
 typedef struct {
     float *x_in, *ln1_mean, *ln1_rstd, *a;             /* residual in, ln1 stats, ln1 output */
     float *xr, *xw, *xk, *xv, *xa, *xg;               /* token-shift mixes */

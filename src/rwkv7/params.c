@@ -1,5 +1,5 @@
-/* RWKV-7 parameter table (official key names and shapes, rwkv7.md 5.1), pointer binding, LoRA ranks,
- * and the official initialisation (rwkv7.md 4.1).
+/* RWKV-7 parameter table (official key names and shapes, src/rwkv7/README.md §5), pointer binding, LoRA ranks,
+ * and the official initialisation (src/rwkv7/README.md §4.1).
  *
  * Shapes: C channels (n_embd), H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv,
  * Dg the LoRA ranks. Projections are [out, in] as in torch.nn.Linear (applied as x W^T), LoRA halves

@@ -7,7 +7,7 @@
 RWKV-PEFT state files (only blocks.N.att.time_state [H, 64, 64] tensors) convert the same way, in
 both directions, with __metadata__ {"format": "rwkv-state"}.
 
-The official key names and shapes are kept (docs/rwkv7.md section 5.1): [1,1,C] mixes stay
+The official key names and shapes are kept (src/rwkv7/README.md §5): [1,1,C] mixes stay
 [1,1,C], r_k is [H,N], LoRA matrices are [in,out], Linear weights [out,in]. A DeepSpeed
 "_forward_module." prefix is stripped. Tensors are written as float32 (bf16/fp16 are widened
 exactly), with __metadata__ {"format": "rwkv7-x070", "source": <input file name>}. The key set

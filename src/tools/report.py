@@ -179,7 +179,7 @@ def main():
     for plot, path in plots.items():
         lines += [f"![{plot}]({os.path.relpath(path, run_dir)})", ""]
     if analyses:
-        lines += ["## State analysis (dreamstate.md 6.1 A1)", ""]
+        lines += ["## State analysis (A1, src/eval/README.md §1)", ""]
         for d, doc in analyses:
             lines += analysis_section(d, doc, run_dir)
     write_atomic(os.path.join(run_dir, "report.md"), "\n".join(lines) + "\n")

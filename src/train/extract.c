@@ -1,6 +1,6 @@
 /* `extract-states`: the frozen RWKV-7 over every labelled context, from the zero state, one context
  * per forward call (so a context's state does not depend on what it is batched with, or on the rank
- * count), writing each rank's share to its own shard and the index from rank 0 (dreamstate.md 2.1). */
+ * count), writing each rank's share to its own shard and the index from rank 0 (src/dit/README.md §3.1). */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The condition of dreamstate.md 2.3 before any trainable map: the input-embedding rows (before ln0)
+/* The condition of src/dit/README.md §3.1 before any trainable map: the input-embedding rows (before ln0)
  * of the first token (the paper's text condition) and their mean over the context (pooled text),
  * cond = [emb[tok_0] | mean_t emb[tok_t]]. The mean is summed in float64. */
 #define EXTRACT_COND (DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN)

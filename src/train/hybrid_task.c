@@ -1,5 +1,5 @@
 /* The `hybrid` task for the shared loop (loop.c): the part-B hybrid of include/dreamstate/hybrid.h
- * (dreamstate.md 3) trained from the RWKV-7 weights of hybrid.init on the lm task's data.
+ * (src/hybrid/README.md) trained from the RWKV-7 weights of hybrid.init on the lm task's data.
  *
  * Data: global sample s is the window the lm task draws for s (ds_train_sample_batch), and the
  * hybrid's own draws (t, eps, eps*, condition drop) are keyed by the same sample number, so a step is
@@ -77,7 +77,7 @@ static void format_layers(const int *layers, int n, char *buf, size_t len) {
 static double hy_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     hybrid_task *k = ctx;
     ds_train_sample_batch(k->train, &k->order, first, n, k->T, k->tokens, k->targets, k->window);
-    /* the warm-up teaches the denoiser before its noisy early matrices reach the LM (3.4); the static
+    /* the warm-up teaches the denoiser before its noisy early matrices reach the LM (src/hybrid/README.md §1.6); the static
      * baseline has no DiT and trains on L_LM from the first step */
     int warm = k->h.d.n_targets > 0 && step < k->cfg->hybrid.lm_warmup_steps;
     k->h.d.lambda_lm = warm ? 0.0 : k->cfg->hybrid.lambda_lm;

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 /* Defaults per thread: `plan --measure --threads 1` of the 0.1B config (L12 C768 V65536, T512) on the
- * project's 2-core Zen 5 machine (environment.md); wider models run their GEMMs more efficiently
+ * project's 2-core Zen 5 machine (README.md, Machine notes); wider models run their GEMMs more efficiently
  * (the 1.5B shape measured ~2x this rate per thread). */
 #define DEFAULT_GFLOPS_PER_THREAD 100.0   /* ds_rwkv7_flops_per_token x tokens / s */
 #define DEFAULT_NS_ZERO 0.1               /* per parameter, the loops of ds_plan_rates */

@@ -1,4 +1,4 @@
-/* The `state_diffusion` task (dreamstate.md 2.4) for the shared loop. The model file it writes is
+/* The `state_diffusion` task (src/dit/README.md §3.5) for the shared loop. The model file it writes is
  * src/checkpoint/state_dit_file.c's, its held-out loss src/eval/state_dit_loss.c's.
  *
  * Coordinator: global sample g of the run is record perm_e(g mod N) of the train set, e = g / N its
@@ -7,7 +7,7 @@
  * rank count. The timestep, the noise and the condition dropout of a sample are drawn from (seed, g).
  * Rank 0 computes the normalisation statistics over the whole train split (fixed order, float64)
  * and broadcasts them. Held-out evaluation (ds_state_dit_eps_mse, also used by eval-states): epsilon-MSE
- * of the EMA weights at the fixed steps of 6.1 A2 with one fixed noise draw per record, over at most
+ * of the EMA weights at the fixed steps of A2 (src/eval/README.md §2) with one fixed noise draw per record, over at most
  * eval_batches x batch_size records spread evenly over the set, batches dealt out over ranks and the
  * sums allreduced. */
 #include "dreamstate/train.h"

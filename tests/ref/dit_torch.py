@@ -1,5 +1,5 @@
 """Independent PyTorch reference of the conditional DiT with adaLN-Zero, written from
-shared/docs/dreamstate.md section 4 (and 2.3 for the condition) with plain tensor ops and autograd
+the published DiT (summarised in src/dit/README.md §1; the condition in §1.2) with plain tensor ops and autograd
 (no code shared with the C implementation). Runs in float64.
 
 P maps the DiT state-dict names (plus c_embedder.* for the condition vector) to tensors."""

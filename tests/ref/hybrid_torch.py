@@ -1,5 +1,5 @@
 """Independent PyTorch reference (float64, autograd) of one training micro-batch of the DREAMSTATE
-hybrid (shared/docs/dreamstate.md 3.3-3.5), built on tests/ref/rwkv7_torch.py and tests/ref/dit_torch.py.
+hybrid (src/hybrid/README.md §1.2-1.5), built on tests/ref/rwkv7_torch.py and tests/ref/dit_torch.py.
 
 Usage: hybrid_torch.py DUMP... where each DUMP is written by `build/tests/test_hybrid --dump`: the
 static RWKV-7 weights ("rwkv7.*"), the DiT ("dit.*"), the alpha logits, the attention pool ("cond.attn.*",
@@ -60,7 +60,7 @@ def reference(d):
         h = emb[tok[:prefix]]
         if condition_kind == MEAN_PREFIX:
             return h.mean(0)
-        # attention pool (3.2): sum_t softmax_t(q . K h_t / sqrt(C)) V h_t, K and V applied as Linears
+        # attention pool (src/hybrid/README.md §1.1): sum_t softmax_t(q . K h_t / sqrt(C)) V h_t, K and V applied as Linears
         keys, values = F.linear(h, A['cond.attn.key.weight']), F.linear(h, A['cond.attn.value.weight'])
         weights = torch.softmax(keys @ A['cond.attn.q'] / C ** 0.5, 0)
         return (weights[:, None] * values).sum(0)

@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of RWKV-7 (x070), written from shared/docs/rwkv7.md section 2 with
+"""Independent PyTorch reference of RWKV-7 (x070), written from the published equations (summarised in src/rwkv7/README.md §2) with
 plain tensor ops and autograd (no code shared with the C implementation). Runs in float64."""
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,5 @@
 """World tokenizer: an independent Python encoder (vocab literals via ast.literal_eval, a trie of
-dicts, greedy longest match, rwkv7.md section 7) against the C encoder, run as
+dicts, greedy longest match, src/rwkv7/README.md §7) against the C encoder, run as
 `build/tests/test_data --encode-world VOCAB FILE OUT` (ids as little-endian int32).
 Text: the Jargon File, some multilingual UTF-8 and invalid bytes, and every token's own bytes."""
 import ast
