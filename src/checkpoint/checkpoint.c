@@ -36,6 +36,16 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "payloads are stored a
 #define DIM_MAX ((int64_t)1 << 40)
 #define CHUNK (1 << 20)
 
+int ckpt_finish_write(ds_atomic_file *af, int ok, char *err, const char *path) {
+    if (!ok) {
+        int e = errno;
+        ds_atomic_abort(af);
+        return ckpt_fail(err, path, "write failed: %s", strerror(e));
+    }
+    if (ds_atomic_commit(af)) return ckpt_fail(err, path, "cannot commit: %s", strerror(errno));
+    return 0;
+}
+
 int ckpt_fail(char *err, const char *path, const char *fmt, ...) {
     int k = snprintf(err, DS_ERR_LEN, "%s: ", path);
     if (k < 0 || k >= DS_ERR_LEN) k = 0;
@@ -172,13 +182,7 @@ int ds_ckpt_save(const char *path, const char *meta, int n, const ds_tensor *t, 
     }
     ok = ok && fwrite(trailer, 1, TRAILER_SIZE, fp) == TRAILER_SIZE;
     free(index);
-    if (!ok) {
-        int e = errno;
-        ds_atomic_abort(&af);
-        return ckpt_fail(err, path, "write failed: %s", strerror(e));
-    }
-    if (ds_atomic_commit(&af)) return ckpt_fail(err, path, "cannot commit: %s", strerror(errno));
-    return 0;
+    return ckpt_finish_write(&af, ok, err, path);
 }
 
 /* ---- reading ---------------------------------------------------------------------------------- */

@@ -515,11 +515,5 @@ int ds_safetensors_save(const char *path, int n_meta, const char *const *meta_kv
         ok = fwrite(t[i].data, sizeof(float), count, af.fp) == count;
     }
     free(h.s);
-    if (!ok) {
-        int e = errno;
-        ds_atomic_abort(&af);
-        return ckpt_fail(err, path, "write failed: %s", strerror(e));
-    }
-    if (ds_atomic_commit(&af)) return ckpt_fail(err, path, "cannot commit: %s", strerror(errno));
-    return 0;
+    return ckpt_finish_write(&af, ok, err, path);
 }

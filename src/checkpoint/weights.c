@@ -63,13 +63,19 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
     ds_free(t);
 }
 
-int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path) {
+/* A model of the shape of the weights in `path`, loaded from it. */
+static ds_rwkv7_dims load_model(const ds_config *cfg, const char *path, ds_rwkv7 *m) {
     ds_blas_init(cfg->run.threads);
     ds_kernels_init();
-    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, ckpt_path);
+    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, path);
+    ds_rwkv7_create(m, &d);
+    ds_weights_load(m, path);
+    return d;
+}
+
+int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path) {
     ds_rwkv7 m;
-    ds_rwkv7_create(&m, &d);
-    ds_weights_load(&m, ckpt_path);
+    load_model(cfg, ckpt_path, &m);
     ds_tensor *t = ds_alloc(sizeof(ds_tensor) * m.n_tensors);
     model_tensors(&m, t);
     const char *meta[] = {"format", "rwkv7-x070", "source", ckpt_path};
@@ -82,12 +88,8 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 }
 
 int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
-    ds_blas_init(cfg->run.threads);
-    ds_kernels_init();
-    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, st_path);
     ds_rwkv7 m;
-    ds_rwkv7_create(&m, &d);
-    ds_weights_load(&m, st_path);
+    ds_rwkv7_dims d = load_model(cfg, st_path, &m);
     float *moments = ds_alloc(sizeof(float) * 2 * m.n_params);
     ds_tensor *t = ds_alloc(sizeof(ds_tensor) * (m.n_tensors + 2));
     int n = ds_weights_ckpt_tensors(&m, moments, moments + m.n_params, t);
