@@ -73,4 +73,14 @@ cp data/default-byte/valid.bin "$TMP/data/flipped.bin"
 printf '\x41' | dd of="$TMP/data/flipped.bin" bs=1 seek=100000 conv=notrunc status=none
 expect_bad "flipped byte in a shard" "flipped.bin: payload checksum mismatch" \
   $BIN train configs/tiny.yaml --set run.out_dir="$TMP/a" --set data.train="$TMP/data/flipped.bin"
+
+# Threads follow the cores a launcher binds the rank to: a plain `mpirun -np 1` binds to one core, so
+# one thread (two spinning threads on one core ran 500x slower); unbound, every core of the process.
+cores=$(nproc --all)
+mpirun -np 1 $BIN train configs/tiny.yaml --set train.steps=2 --set train.eval_every=0 --set run.out_dir="$TMP/bound" \
+  2>&1 | grep -q ' 1 rank(s) x 1 thread(s) (rank 0 may run on 1 core(s))' \
+  && ok "mpirun -np 1 (bound to a core): 1 thread" || bad "mpirun -np 1: threads not from the affinity mask"
+$BIN train configs/tiny.yaml --set train.steps=2 --set train.eval_every=0 --set run.out_dir="$TMP/free" 2>&1 \
+  | grep -q " 1 rank(s) x $cores thread(s) (rank 0 may run on $cores core(s))" \
+  && ok "unbound: $cores threads" || bad "unbound: not $cores threads"
 finish

@@ -51,6 +51,9 @@ uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);
 /* Whether n is prime (deterministic for every 64-bit n). */
 int ds_is_prime_u64(uint64_t n);
 
+/* Cores this process may run on (its CPU affinity mask, which mpirun, srun and taskset set), or the
+ * online cores if the mask cannot be read. Thread counts follow this, never the node's core count. */
+int ds_affinity_cores(void);
 double ds_now_seconds(void);  /* monotonic clock */
 
 /* mkdir -p; dies (exit 1) naming the path on failure. */

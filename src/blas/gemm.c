@@ -15,7 +15,7 @@ const char *ds_blas_init(int threads) {
     if (threads <= 0) {
         const char *env = getenv("BLIS_NUM_THREADS");
         if (!env) env = getenv("OMP_NUM_THREADS");
-        threads = env ? atoi(env) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        threads = env ? atoi(env) : ds_affinity_cores();
         if (threads <= 0) threads = 1;
     }
     blas_threads = threads;

@@ -1,4 +1,6 @@
+#define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
 #include "dreamstate/common.h"
+#include <sched.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -172,6 +174,13 @@ int ds_is_prime_u64(uint64_t n) {
         if (witness) return 0;
     }
     return 1;
+}
+
+int ds_affinity_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
 }
 
 double ds_now_seconds(void) {

@@ -38,6 +38,10 @@ int ds_dist_size(void) { return size; }
 void ds_dist_barrier(void) { if (active) MPI_Barrier(MPI_COMM_WORLD); }
 
 int ds_dist_cores_per_local_rank(void) {
+    /* A rank the launcher bound to some cores (mpirun's default, Slurm's task affinity) uses exactly
+     * those; an unbound rank shares the node's cores with the other ranks on it. */
+    int mine = ds_affinity_cores(), online = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (mine < online) return mine;
     int local = 1;
     if (active && size > 1) {
         MPI_Comm node;
@@ -45,7 +49,7 @@ int ds_dist_cores_per_local_rank(void) {
         MPI_Comm_size(node, &local);
         MPI_Comm_free(&node);
     }
-    int per = (int)sysconf(_SC_NPROCESSORS_ONLN) / local;
+    int per = online / local;
     return per > 0 ? per : 1;
 }
 

@@ -152,8 +152,8 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
 
     /* every rank measures its share of the machine at once; the job's peak is the sum */
     double peak = ds_dist_sum_double(ds_measure_fma_peak(threads, 0.3));
-    ds_log("  %d rank(s) x %d thread(s), kernels %s, BLIS arch %s, measured FP32 peak %.0f GFLOP/s", ranks, threads,
-           kernels_name, blas_arch, peak);
+    ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured FP32 peak "
+           "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, peak);
     double bytes_per_param = 8.0 + (ds_grad_sync_is_fp64(sync) ? 8.0 : 0.0) + 8.0 * opt.owned_len / task->n_params;
     ds_log("  per rank: %.1f bytes/trainable parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
            bytes_per_param, ds_grad_sync_is_fp64(sync) ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / task->n_params,
