@@ -61,6 +61,8 @@ expect_bad_input "prepare-data fraction 1.5" "--valid-fraction '1.5' must be a n
   $BIN prepare-data --valid-fraction 1.5 --out "$TMP/p5" "$TMP/in"
 expect_bad_input "prepare-data --out without a value" "--out needs a value" $BIN prepare-data --out
 expect_bad_input "prepare-data without INPUT" "prepare-data: no INPUT given" $BIN prepare-data --out "$TMP/p5"
+expect_bad_input "prepare-data unknown format" "prepare-data: unknown --format 'arrow' (shards or binidx)" \
+  $BIN prepare-data --format=arrow --out "$TMP/p5" "$TMP/in"
 [ ! -e "$TMP/p5" ] && ok "refused prepare-data runs left no files" || bad "a refused prepare-data run wrote $TMP/p5"
 
 # 4. layering: argv is read in src/cli only, and no public header declares a command's main

@@ -1,4 +1,5 @@
-/* Data module: tokenizers, token shards (round trip and corruption), prepare-data, default corpus.
+/* Data module: tokenizers, token shards (round trip and corruption), the JSONL document reader,
+ * prepare-data (text and JSONL to shards or binidx), default corpus.
  *
  * `test_data --encode-world VOCAB FILE OUT` encodes FILE with the World tokenizer and writes the
  * ids as little-endian int32 to OUT: tests/ref/test_tokenizer_world.py compares that with an
@@ -6,6 +7,7 @@
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
 #include "test.h"
+#include "../src/data/jsonl.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -418,6 +420,78 @@ static void test_shards(void) {
     free(data);
 }
 
+/* ---------------------------------------------------------------- JSONL documents */
+
+/* The reader as prepare-data uses it: "text" required, other keys with any JSON value skipped,
+ * \u0000 decoded. */
+static const char *const doc_key[] = {"text"};
+static const ds_jsonl_keys doc_keys = {.n = 1, .n_required = 1, .names = doc_key, .others_skipped = 1,
+                                       .nul_allowed = 1};
+
+static void test_jsonl_documents(void) {
+    static const struct { const char *line, *text; size_t len; } good[] = {
+        {"{\"text\":\"plain\"}", "plain", 5},
+        {" { \"id\" : -12.5e+3 , \"meta\" : {\"a\": [0, 1E2, true, false, null, \"s\\\"\", {}], \"b\": []},"
+         " \"text\" : \"x\" }\r", "x", 1},
+        {"{\"text\":\"a\\u0000b\",\"n\":0}", "a\0b", 3},
+        {"{\"text\":\"\\ud83d\\ude00 \\u00e9\\u4E2D\\/\", \"x\": \"\\ud800\\udc00\"}",
+         "\xf0\x9f\x98\x80 \xc3\xa9\xe4\xb8\xad/", 11},
+        {"{\"skip\":\"\\u0000\",\"text\":\"\"}", "", 0},
+    };
+    ds_text_arena a = {0};
+    char why[256];
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        int64_t off;
+        size_t len = 0;
+        a.n = 0;
+        int rc = ds_jsonl_parse_line(good[i].line, strlen(good[i].line), &doc_keys, &a, &off, &len, why, sizeof why);
+        CHECK(rc == 0 && len == good[i].len && memcmp(a.data + off, good[i].text, len) == 0,
+              "JSONL document %zu: rc %d, %zu bytes (want %zu): %s", i, rc, len, good[i].len, rc ? why : "");
+    }
+    static char deep[700];
+    size_t n = (size_t)snprintf(deep, sizeof deep, "{\"n\":");
+    for (int i = 0; i < 300; i++) deep[n++] = '[';
+    static const struct { const char *line, *reason; } bad[] = {
+        {"{\"meta\":1}", "missing \"text\""},
+        {"{}", "empty object; need \"text\""},
+        {"[\"text\"]", "expected '{'"},
+        {"\"text\"", "expected '{'"},
+        {"{\"text\":\"abc", "unterminated string"},
+        {"{\"text\":\"abc\"", "column 14: expected ',' or '}'"},
+        {"{\"text\":\"a\\x\"}", "bad escape '\\x'"},
+        {"{\"text\":\"\\ude00\"}", "lone low surrogate"},
+        {"{\"text\":5}", "\"text\" must be a string"},
+        {"{\"text\":null}", "\"text\" must be a string"},
+        {"{\"text\":\"a\",\"text\":\"b\"}", "duplicate key \"text\""},
+        {"{\"text\":\"\xe2\x82\"}", "invalid UTF-8"},
+        {"{\"te\\u0000xt\":\"a\"}", "NUL"},
+        {"{\"n\":01,\"text\":\"a\"}", "expected ',' or '}'"},
+        {"{\"n\":1.,\"text\":\"a\"}", "expected a digit"},
+        {"{\"n\":-,\"text\":\"a\"}", "expected a digit"},
+        {"{\"n\":1e,\"text\":\"a\"}", "expected a digit"},
+        {"{\"n\":NaN,\"text\":\"a\"}", "expected a value"},
+        {"{\"n\":tru,\"text\":\"a\"}", "expected a value"},
+        {"{\"n\":,\"text\":\"a\"}", "expected a value"},
+        {"{\"n\":[1,],\"text\":\"a\"}", "expected a value"},
+        {"{\"n\":[1 2],\"text\":\"a\"}", "expected ',' or ']'"},
+        {"{\"n\":{\"a\" 1},\"text\":\"a\"}", "expected ':'"},
+        {"{\"n\":{1:2},\"text\":\"a\"}", "expected a string"},
+        {"{\"n\":{\"a\":1,},\"text\":\"a\"}", "expected a string"},
+        {"{\"n\":\"\\ud800\",\"text\":\"a\"}", "high surrogate \\uD800 not followed by a low one"},
+        {"{\"n\":\"\xff\",\"text\":\"a\"}", "invalid UTF-8"},
+        {"{\"text\":\"a\"} {}", "unexpected text after the object"},
+        {deep, "nested deeper than 256 levels"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int64_t off;
+        a.n = 0;
+        int rc = ds_jsonl_parse_line(bad[i].line, strlen(bad[i].line), &doc_keys, &a, &off, NULL, why, sizeof why);
+        CHECK(rc == -1 && strncmp(why, "column ", 7) == 0 && strstr(why, bad[i].reason),
+              "bad JSONL document %zu: want '%s', got rc %d: %s", i, bad[i].reason, rc, rc ? why : "");
+    }
+    free(a.data);
+}
+
 /* ---------------------------------------------------------------- prepare-data */
 
 #define N_DOCS 160
@@ -567,17 +641,131 @@ static void test_prepare_data(void) {
     snprintf(gz_reason, sizeof gz_reason, "%s: gzip -dc failed", bad_gz);
     struct { ds_prepare_options o; const char *reason; } cases[] = {
         {prepare_options(out5, missing), "/nonexistent/input: No such file or directory"},
-        {prepare_options(out5, in), "--tokenizer world needs --vocab FILE"},
+        {prepare_options(out5, in), "--vocab is only used with --tokenizer world"},
         {prepare_options(out5, with_gz), gz_reason},
         {prepare_options(out5, in), "unknown tokenizer 'bpe'"},
+        {prepare_options(out5, in), "unknown --format 'arrow' (shards or binidx)"},
     };
-    cases[1].o.tokenizer = "world";
+    cases[1].o.vocab = vocab_path;
     cases[2].o.n_inputs = 2;
     cases[3].o.tokenizer = "bpe";
+    cases[4].o.format = "arrow";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_death(child_prepare, &cases[i].o, DS_EXIT_BAD_INPUT, cases[i].reason, "prepare-data bad input");
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s' 2>/dev/null)\"", out5);
     CHECK(system(cmd) == 0, "prepare-data: failed runs leave no files in %s", out5);
+}
+
+typedef struct { const char *text; size_t len; } doc_bytes;
+#define DOC(literal) {literal, sizeof literal - 1}
+
+/* The token stream of the dataset at path is docs[d]'s ids, each followed by 0, for the documents
+ * with split[d] == want_split, in order. */
+static void check_documents(const char *path, const ds_tokenizer *tok, const doc_bytes *docs, int n_docs,
+                            const int *split, int want_split, const char *what) {
+    ds_dataset *ds = ds_dataset_open(path);
+    uint64_t n = ds_dataset_num_tokens(ds), k = 0;
+    int32_t *got = malloc((n + 1) * sizeof *got), want[256];
+    ds_dataset_read(ds, 0, n, got);
+    int same = 1, count = 0;
+    for (int d = 0; d < n_docs; d++) {
+        if (split[d] != want_split) continue;
+        size_t m = ds_tokenizer_encode(tok, docs[d].text, docs[d].len, want);
+        want[m++] = 0;
+        same &= k + m <= n && memcmp(got + k, want, m * sizeof *want) == 0;
+        k += m;
+        count++;
+    }
+    CHECK(same && k == n && ds_dataset_num_docs(ds) == (uint64_t)count,
+          "%s: %llu tokens, %llu documents (want %llu, %d), same ids: %d", what, (unsigned long long)n,
+          (unsigned long long)ds_dataset_num_docs(ds), (unsigned long long)k, count, same);
+    free(got);
+    ds_dataset_close(ds);
+}
+
+static void run_prepare_jsonl(const char *in_dir, const char *out, const char *format, double valid_fraction) {
+    ds_prepare_options o = prepare_options(out, &in_dir);
+    o.tokenizer = "world";  /* the built-in vocabulary: no --vocab */
+    o.format = format;
+    o.valid_fraction = valid_fraction;
+    o.seed = 7;
+    o.split_on = "%";       /* text files only */
+    CHECK(ds_prepare_data(&o) == 0, "prepare-data JSONL to %s", format);
+}
+
+/* JSONL inputs (plain and gzipped, beside a text file) to binidx and shards with the built-in World
+ * vocabulary: the documents in input order, blank lines and empty texts skipped, the split by
+ * document; bad lines refused as FILE:LINE, leaving nothing behind. (The ids against an independent
+ * tokenizer: tests/ref/test_binidx.py.) */
+static void test_prepare_jsonl(void) {
+    char in_dir[256], path[400], cmd[1200], out[300], prefix[400];
+    snprintf(in_dir, sizeof in_dir, "%s/jsonl_in", tmp_root);
+    mkdir(in_dir, 0777);
+    const char a_lines[] = "{\"text\":\"first document\\nwith two lines\",\"id\":1}\n"
+                           "\n"
+                           "{\"meta\":{\"src\":[1,2]},\"text\":\"caf\\u00e9 \\ud83d\\ude00 %\"}\r\n"
+                           "  \t\n"
+                           "{\"text\":\"\"}\n"
+                           "{\"text\":\"third\"}";  /* no final newline */
+    const char b_lines[] = "{\"text\":\"from gzip\"}\n{\"text\":\"nul \\u0000 byte\"}\n";
+    snprintf(path, sizeof path, "%s/a.jsonl", in_dir);
+    test_write_file(path, a_lines, sizeof a_lines - 1);
+    snprintf(path, sizeof path, "%s/b.jsonl", in_dir);
+    test_write_file(path, b_lines, sizeof b_lines - 1);
+    snprintf(cmd, sizeof cmd, "gzip '%s'", path);
+    CHECK(system(cmd) == 0, "gzip JSONL");
+    snprintf(path, sizeof path, "%s/c.txt", in_dir);
+    const char c_text[] = "a text file\n%\nits second document\n";
+    test_write_file(path, c_text, sizeof c_text - 1);
+    static const doc_bytes docs[] = {DOC("first document\nwith two lines"), DOC("caf\xc3\xa9 \xf0\x9f\x98\x80 %"),
+                                     DOC("third"), DOC("from gzip"), DOC("nul \0 byte"), DOC("a text file\n"),
+                                     DOC("its second document\n")};
+    enum { N = sizeof docs / sizeof *docs };
+    ds_tokenizer *tok = ds_tokenizer_open("world", NULL);
+    int split[N] = {0};
+
+    snprintf(out, sizeof out, "%s/jsonl_binidx", tmp_root);
+    run_prepare_jsonl(in_dir, out, "binidx", 0);
+    snprintf(prefix, sizeof prefix, "%s/train", out);
+    check_documents(prefix, tok, docs, N, split, 0, "prepare-data JSONL to binidx");
+    snprintf(path, sizeof path, "%s/valid.idx", out);
+    CHECK(access(path, F_OK) != 0, "binidx with valid fraction 0: no valid pair");
+
+    snprintf(out, sizeof out, "%s/jsonl_shards", tmp_root);
+    run_prepare_jsonl(in_dir, out, "shards", 0);
+    snprintf(path, sizeof path, "%s/train.bin", out);
+    check_documents(path, tok, docs, N, split, 0, "prepare-data JSONL to shards");
+
+    snprintf(out, sizeof out, "%s/jsonl_split", tmp_root);
+    run_prepare_jsonl(in_dir, out, "binidx", 0.5);
+    for (int d = 0; d < N; d++) split[d] = ds_rng_uniform(7, DS_SPLIT_STREAM, (uint64_t)d) < 0.5;
+    for (int s = 0; s < 2; s++) {
+        snprintf(prefix, sizeof prefix, "%s/%s", out, s ? "valid" : "train");
+        check_documents(prefix, tok, docs, N, split, s, s ? "binidx valid split" : "binidx train split");
+    }
+    ds_tokenizer_free(tok);
+
+    /* Bad lines: FILE:LINE, exit 2, and no output (not even the directories). */
+    static const struct { const char *line, *reason; } bad[] = {
+        {"{\"id\":3}", "column 9: missing \"text\""},
+        {"\"just a string\"", "column 1: expected '{' (JSONL: one object per line)"},
+        {"{\"text\":\"cut off", "column 17: unterminated string"},
+        {"{\"text\":\"bad \\q escape\"}", "column 15: bad escape '\\q'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char file[512], want[600];
+        snprintf(path, sizeof path, "%s/bad%zu.jsonl", tmp_root, i);
+        snprintf(file, sizeof file, "{\"text\":\"fine\"}\n%s\n{\"text\":\"fine\"}\n", bad[i].line);
+        test_write_file(path, file, strlen(file));
+        snprintf(out, sizeof out, "%s/jsonl_bad/nested", tmp_root);
+        const char *input = path;
+        ds_prepare_options o = prepare_options(out, &input);
+        o.format = i % 2 ? "binidx" : "shards";
+        snprintf(want, sizeof want, "%s:2: %s", path, bad[i].reason);
+        expect_death(child_prepare, &o, DS_EXIT_BAD_INPUT, want, "prepare-data bad JSONL");
+        snprintf(out, sizeof out, "%s/jsonl_bad", tmp_root);
+        CHECK(access(out, F_OK) != 0, "prepare-data bad JSONL %zu: %s not left behind", i, out);
+    }
 }
 
 /* ---------------------------------------------------------------- default corpus */
@@ -665,7 +853,9 @@ int main(int argc, char **argv) {
     test_small_vocab();
     test_world_tokenizer();
     test_shards();
+    test_jsonl_documents();
     test_prepare_data();
+    test_prepare_jsonl();
     test_default_corpus();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

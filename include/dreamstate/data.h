@@ -162,14 +162,19 @@ int ds_rwkv_lm_check_prime(uint64_t magic_prime, uint64_t n_tokens, uint64_t ctx
  * input order) goes to valid iff ds_rng_uniform(seed, DS_SPLIT_STREAM, i) < valid_fraction. */
 #define DS_SPLIT_STREAM 0x5350u  /* "SP" */
 
-/* `dreamstate prepare-data`: inputs are text files, .gz files (read through `gzip -dc`), or
- * directories walked recursively (sorted by name; hidden entries and symbolic links inside them
- * skipped). Each file is one document, or with split_on = LINE, documents are separated by lines
- * equal to LINE (an empty LINE: blank lines); empty documents are dropped. Writes OUT/train.bin and
- * OUT/valid.bin and prints per-split counts to stdout. */
+/* `dreamstate prepare-data`: inputs are text files, JSONL files, .gz files of either (read through
+ * `gzip -dc`), or directories walked recursively (sorted by name; hidden entries and symbolic links
+ * inside them skipped). A text file is one document, or with split_on = LINE, documents are separated
+ * by lines equal to LINE (an empty LINE: blank lines). A JSONL file (name ending in .jsonl or
+ * .jsonl.gz) holds one document per line as RWKV-LM's make_data.py reads it: an object whose "text"
+ * string is the document (other keys ignored; blank lines skipped); a bad line is refused as
+ * "FILE:LINE: column C: reason". Empty documents are dropped. Writes shards OUT/train.bin and
+ * OUT/valid.bin, or binidx pairs OUT/train.{bin,idx} and OUT/valid.{bin,idx} (no valid pair when
+ * valid_fraction is 0), and prints per-split counts to stdout. */
 typedef struct ds_prepare_options {
     const char *tokenizer;        /* "byte" (default) or "world" */
-    const char *vocab;            /* the world tokenizer's vocab file; NULL for byte */
+    const char *vocab;            /* the world tokenizer's vocab file; NULL: the built-in one (and byte) */
+    const char *format;           /* "shards" (default) or "binidx" */
     const char *out_dir;          /* created if missing */
     const char *split_on;         /* NULL: each file is one document */
     double valid_fraction;        /* share of documents held out, in [0, 1) (default 0.05) */

@@ -38,12 +38,13 @@ int ds_label_lookup(const char *where, const char *name, int n, char *const *nam
 /* ---------------------------------------------------------------- reader */
 
 enum { KEY_LABEL, KEY_TEXT, KEY_DOC, N_KEYS };
-static const char *const key_names[N_KEYS] = {"label", "text", "doc"};  /* label and text required */
+static const char *const key_names[N_KEYS] = {"label", "text", "doc"};
+static const ds_jsonl_keys context_keys = {.n = N_KEYS, .n_required = 2, .names = key_names};  /* label, text */
 
 /* One line: the object's strings go to a, their offsets to off[] (-1 = absent); the label must be
  * valid and the text non-empty. */
 static int parse_line(const char *line, size_t len, ds_text_arena *a, int64_t off[N_KEYS], char *why, size_t why_len) {
-    if (ds_jsonl_parse_line(line, len, N_KEYS, 2, key_names, a, off, why, why_len) != 0) return -1;
+    if (ds_jsonl_parse_line(line, len, &context_keys, a, off, NULL, why, why_len) != 0) return -1;
     const char *label = a->data + off[KEY_LABEL];
     if (!ds_label_valid(label))
         snprintf(why, why_len, "column %zu: label '%s' must be 1-%d characters of [A-Za-z0-9._/+-]", len + 1, label,

@@ -1,8 +1,9 @@
-/* Text to token shards: prepare-data and the built-in default corpus. Both feed
- * documents, in a deterministic order, to one splitter that tokenizes each and appends it to
- * train.bin or valid.bin by a hash of its index (see DS_SPLIT_STREAM in data.h). */
+/* Text to training data: prepare-data (token shards or binidx) and the built-in default corpus
+ * (shards). Both feed documents, in a deterministic order, to one splitter that tokenizes each and
+ * appends it to the train or valid output by a hash of its index (see DS_SPLIT_STREAM in data.h). */
 #include "dreamstate/data.h"
 #include "dreamstate/common.h"
+#include "jsonl.h"
 #include "text_files.h"
 
 #include <errno.h>
@@ -20,27 +21,38 @@
 enum { TRAIN, VALID };
 static const char *const split_name[2] = {"train", "valid"};
 
+/* Each split goes to a token shard, or to a binidx pair; binidx[VALID] is NULL when nothing is held
+ * out (valid_fraction 0). */
 typedef struct splitter {
     const ds_tokenizer *tok;
+    const char *out_dir;
     double valid_fraction;
     uint64_t seed, next_doc;
-    ds_shard_writer *out[2];
-    char path[2][4096];
+    ds_shard_writer *shard[2];
+    ds_binidx_writer *binidx[2];
+    char path[2][4096];        /* the shard, or the binidx prefix */
+    char created_dir[4096];    /* the outermost output directory this run created ("": none) */
     uint64_t docs[2], bytes[2], tokens[2];
     int32_t *ids;
     size_t ids_cap;
 } splitter;
 
-static void make_dirs(const char *dir) {
+/* Creates dir and its missing parents, noting in `created` the outermost one it made, which a failed
+ * run removes again. */
+static void make_dirs(const char *dir, char *created, size_t created_len) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", dir);
+    created[0] = 0;
     for (char *p = path + 1;; p++) {
         if (*p != '/' && *p != 0) continue;
         char c = *p;
         *p = 0;
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        if (mkdir(path, 0777) == 0) {
+            if (!created[0]) snprintf(created, created_len, "%s", path);
+        } else if (errno != EEXIST) {
             ds_die(DS_EXIT_BAD_INPUT, "%s: cannot create directory: %s", path, strerror(errno));
+        }
         *p = c;
         if (!c) break;
     }
@@ -48,20 +60,37 @@ static void make_dirs(const char *dir) {
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) ds_die(DS_EXIT_BAD_INPUT, "%s: not a directory", dir);
 }
 
-static void splitter_open(splitter *sp, const char *out_dir, const ds_tokenizer *tok, double valid_fraction,
-                          uint64_t seed) {
-    memset(sp, 0, sizeof *sp);
-    sp->tok = tok;
-    sp->valid_fraction = valid_fraction;
-    sp->seed = seed;
-    make_dirs(out_dir);
-    for (int s = 0; s < 2; s++) {
-        snprintf(sp->path[s], sizeof sp->path[s], "%s/%s.bin", out_dir, split_name[s]);
-        sp->out[s] = ds_shard_writer_open(sp->path[s], ds_tokenizer_vocab_size(tok), ds_tokenizer_fingerprint(tok));
+/* Removes dir and its parents up to `created` (make_dirs'), if they are empty. */
+static void remove_created_dirs(const char *dir, const char *created) {
+    if (!created[0]) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (size_t stop = strlen(created);;) {
+        rmdir(path);
+        char *slash = strrchr(path, '/');
+        if (strlen(path) <= stop || !slash) break;
+        *slash = 0;
     }
 }
 
-/* Bad input found mid-way: remove both temporary shards, then die. */
+static void splitter_open(splitter *sp, const char *out_dir, const ds_tokenizer *tok, double valid_fraction,
+                          uint64_t seed, int binidx) {
+    memset(sp, 0, sizeof *sp);
+    sp->tok = tok;
+    sp->out_dir = out_dir;
+    sp->valid_fraction = valid_fraction;
+    sp->seed = seed;
+    make_dirs(out_dir, sp->created_dir, sizeof sp->created_dir);
+    for (int s = 0; s < 2; s++) {
+        snprintf(sp->path[s], sizeof sp->path[s], "%s/%s%s", out_dir, split_name[s], binidx ? "" : ".bin");
+        if (!binidx)
+            sp->shard[s] = ds_shard_writer_open(sp->path[s], ds_tokenizer_vocab_size(tok), ds_tokenizer_fingerprint(tok));
+        else if (s == TRAIN || valid_fraction > 0)
+            sp->binidx[s] = ds_binidx_writer_open(sp->path[s], ds_tokenizer_vocab_size(tok));
+    }
+}
+
+/* Bad input found mid-way: remove the temporary outputs and the directories made for them, then die. */
 static _Noreturn void splitter_fail(splitter *sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static _Noreturn void splitter_fail(splitter *sp, const char *fmt, ...) {
     char msg[1024];
@@ -69,7 +98,11 @@ static _Noreturn void splitter_fail(splitter *sp, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    for (int s = 0; s < 2; s++) ds_shard_writer_abort(sp->out[s]);
+    for (int s = 0; s < 2; s++) {
+        if (sp->shard[s]) ds_shard_writer_abort(sp->shard[s]);
+        if (sp->binidx[s]) ds_binidx_writer_abort(sp->binidx[s]);
+    }
+    remove_created_dirs(sp->out_dir, sp->created_dir);
     ds_die(DS_EXIT_BAD_INPUT, "%s", msg);
 }
 
@@ -82,7 +115,8 @@ static void splitter_add_document(splitter *sp, const uint8_t *text, size_t n) {
     }
     size_t n_ids = ds_tokenizer_encode(sp->tok, text, n, sp->ids);
     int s = ds_rng_uniform(sp->seed, DS_SPLIT_STREAM, sp->next_doc++) < sp->valid_fraction ? VALID : TRAIN;
-    ds_shard_writer_add_document(sp->out[s], sp->ids, n_ids);
+    if (sp->shard[s]) ds_shard_writer_add_document(sp->shard[s], sp->ids, n_ids);
+    else ds_binidx_writer_add_document(sp->binidx[s], sp->ids, n_ids);
     sp->docs[s]++;
     sp->bytes[s] += n;
     sp->tokens[s] += n_ids + 1;  /* + separator */
@@ -106,21 +140,59 @@ static void splitter_add_text(splitter *sp, const uint8_t *text, size_t n, const
     splitter_add_document(sp, text + doc_start, n - doc_start);
 }
 
+/* RWKV-LM's make_data.py input: one {"text": ...} object per line, other keys ignored. */
+static const char *const text_key[] = {"text"};
+static const ds_jsonl_keys document_keys = {.n = 1, .n_required = 1, .names = text_key, .others_skipped = 1,
+                                            .nul_allowed = 1};
+
+static int is_jsonl(const char *path) { return ds_has_suffix(path, ".jsonl") || ds_has_suffix(path, ".jsonl.gz"); }
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return 0;
+    return 1;
+}
+
+/* A JSONL file: each line's "text" is a document; blank lines are skipped (as make_data.py does). */
+static void splitter_add_jsonl(splitter *sp, const char *path, const uint8_t *data, size_t len) {
+    ds_text_arena a = {0};
+    char why[512];
+    size_t pos = 0;
+    for (long long line = 1; pos < len; line++) {
+        const char *begin = (const char *)data + pos, *nl = memchr(begin, '\n', len - pos);
+        size_t line_len = nl ? (size_t)(nl - begin) : len - pos;
+        pos += line_len + (nl != NULL);
+        if (is_blank(begin, line_len)) continue;
+        int64_t off;
+        size_t text_len;
+        a.n = 0;
+        if (ds_jsonl_parse_line(begin, line_len, &document_keys, &a, &off, &text_len, why, sizeof why) != 0) {
+            free(a.data);
+            splitter_fail(sp, "%s:%lld: %s", path, line, why);
+        }
+        splitter_add_document(sp, (const uint8_t *)a.data + off, text_len);
+    }
+    free(a.data);
+}
+
 static void splitter_add_file(splitter *sp, const char *path, const char *split_on) {
     uint8_t *data;
     size_t len;
     char why[256];
     if (ds_read_input(path, &data, &len, why, sizeof why) != 0) splitter_fail(sp, "%s: %s", path, why);
-    splitter_add_text(sp, data, len, split_on);
+    if (is_jsonl(path)) splitter_add_jsonl(sp, path, data, len);
+    else splitter_add_text(sp, data, len, split_on);
     free(data);
 }
 
 static void splitter_commit(splitter *sp, FILE *report) {
     for (int s = 0; s < 2; s++) {
-        ds_shard_writer_commit(sp->out[s]);
-        fprintf(report, "%s: %llu documents, %llu bytes, %llu tokens (incl. separators) -> %s\n", split_name[s],
+        if (sp->shard[s]) ds_shard_writer_commit(sp->shard[s]);
+        else if (sp->binidx[s]) ds_binidx_writer_commit(sp->binidx[s]);
+        else continue;
+        fprintf(report, "%s: %llu documents, %llu bytes, %llu tokens (incl. separators) -> %s%s\n", split_name[s],
                 (unsigned long long)sp->docs[s], (unsigned long long)sp->bytes[s],
-                (unsigned long long)sp->tokens[s], sp->path[s]);
+                (unsigned long long)sp->tokens[s], sp->path[s], sp->binidx[s] ? ".bin + .idx" : "");
     }
     if (sp->docs[VALID] == 0 && sp->valid_fraction > 0)
         fprintf(report, "warning: the valid split is empty (%llu documents in all)\n",
@@ -131,14 +203,15 @@ static void splitter_commit(splitter *sp, FILE *report) {
 /* ---------------------------------------------------------------- prepare-data */
 
 ds_prepare_options ds_prepare_defaults(void) {
-    return (ds_prepare_options){.tokenizer = "byte", .valid_fraction = 0.05, .seed = 1234};
+    return (ds_prepare_options){.tokenizer = "byte", .format = "shards", .valid_fraction = 0.05, .seed = 1234};
 }
 
 int ds_prepare_data(const ds_prepare_options *o) {
-    int world = strcmp(o->tokenizer, "world") == 0;
-    if (world && !o->vocab)
-        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --tokenizer world needs --vocab FILE (rwkv_vocab_v20230424.txt)");
-    if (!world && o->vocab) ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
+    if (strcmp(o->tokenizer, "world") != 0 && o->vocab)
+        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: --vocab is only used with --tokenizer world");
+    int binidx = strcmp(o->format, "binidx") == 0;
+    if (!binidx && strcmp(o->format, "shards") != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "prepare-data: unknown --format '%s' (shards or binidx)", o->format);
 
     /* Resolve every input before writing anything, so argument mistakes leave no files behind. */
     ds_path_list files = {0};
@@ -153,10 +226,10 @@ int ds_prepare_data(const ds_prepare_options *o) {
     ds_tokenizer *tok = ds_tokenizer_open(o->tokenizer, o->vocab);
 
     splitter sp;
-    splitter_open(&sp, o->out_dir, tok, o->valid_fraction, o->seed);
+    splitter_open(&sp, o->out_dir, tok, o->valid_fraction, o->seed, binidx);
     for (size_t i = 0; i < files.n; i++) splitter_add_file(&sp, files.items[i], o->split_on);
-    printf("prepare-data: %zu files, %s tokenizer, valid fraction %g, seed %llu\n", files.n, o->tokenizer,
-           o->valid_fraction, (unsigned long long)o->seed);
+    printf("prepare-data: %zu files, %s tokenizer, %s format, valid fraction %g, seed %llu\n", files.n, o->tokenizer,
+           o->format, o->valid_fraction, (unsigned long long)o->seed);
     splitter_commit(&sp, stdout);
     ds_tokenizer_free(tok);
     ds_path_list_free(&files);
@@ -205,7 +278,7 @@ void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const ch
     ds_log("default corpus: building %s from %s (%zu files) and %s, %s tokenizer", out_dir, FORTUNES_DIR,
            fortunes.n, JARGON_FILE, tokenizer_kind);
     splitter sp;
-    splitter_open(&sp, out_dir, tok, DS_CORPUS_VALID_FRACTION, DS_CORPUS_SEED);
+    splitter_open(&sp, out_dir, tok, DS_CORPUS_VALID_FRACTION, DS_CORPUS_SEED, 0);
     for (size_t i = 0; i < fortunes.n; i++) splitter_add_file(&sp, fortunes.items[i], "%");
     splitter_add_file(&sp, JARGON_FILE, "");
     splitter_commit(&sp, stderr);

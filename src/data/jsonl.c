@@ -90,8 +90,9 @@ static void put_utf8(ds_text_arena *a, unsigned cp) {
     arena_put(a, b, n);
 }
 
-/* A JSON string at c->p (at its opening quote), decoded into a with a terminating NUL. */
-static int parse_string(cursor *c, ds_text_arena *a) {
+/* A JSON string at c->p (at its opening quote), decoded into a with a terminating NUL; \u0000 only
+ * when nul_allowed. */
+static int parse_string(cursor *c, ds_text_arena *a, int nul_allowed) {
     if (c->p >= c->end || *c->p != '"') return fail(c, "expected a string");
     c->p++;
     for (;;) {
@@ -129,7 +130,7 @@ static int parse_string(cursor *c, ds_text_arena *a) {
                 if (lo < 0xDC00 || lo > 0xDFFF) return fail(c, "high surrogate \\u%04X not followed by a low one", cp);
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
-            if (cp == 0) return fail(c, "\\u0000 (NUL) is not allowed");
+            if (cp == 0 && !nul_allowed) return fail(c, "\\u0000 (NUL) is not allowed");
             put_utf8(a, cp);
             continue;
         }
@@ -143,6 +144,73 @@ static int parse_string(cursor *c, ds_text_arena *a) {
     return 0;
 }
 
+static int skip_digits(cursor *c) {
+    const char *start = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    return c->p > start ? 0 : fail(c, "expected a digit");
+}
+
+/* A JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int skip_number(cursor *c) {
+    if (*c->p == '-') c->p++;
+    if (c->p < c->end && *c->p == '0') c->p++;
+    else if (skip_digits(c)) return -1;
+    if (c->p < c->end && *c->p == '.') {
+        c->p++;
+        if (skip_digits(c)) return -1;
+    }
+    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+        c->p++;
+        if (c->p < c->end && (*c->p == '+' || *c->p == '-')) c->p++;
+        if (skip_digits(c)) return -1;
+    }
+    return 0;
+}
+
+/* A string checked (escapes, UTF-8) and passed over. */
+static int skip_string(cursor *c, ds_text_arena *a) {
+    size_t mark = a->n;
+    int rc = parse_string(c, a, 1);
+    a->n = mark;
+    return rc;
+}
+
+enum { MAX_DEPTH = 256 };  /* of skipped arrays and objects: bounds the recursion */
+
+/* Any JSON value at c->p, checked and passed over. */
+static int skip_value(cursor *c, ds_text_arena *a, int depth) {
+    skip_space(c);
+    if (c->p >= c->end) return fail(c, "expected a value");
+    static const char *const literals[] = {"true", "false", "null"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(literals[i]);
+        if ((size_t)(c->end - c->p) >= n && memcmp(c->p, literals[i], n) == 0) { c->p += n; return 0; }
+    }
+    char open = *c->p;
+    if (open == '"') return skip_string(c, a);
+    if (open == '-' || (open >= '0' && open <= '9')) return skip_number(c);
+    if (open != '[' && open != '{') return fail(c, "expected a value");
+    if (depth >= MAX_DEPTH) return fail(c, "nested deeper than %d levels", MAX_DEPTH);
+    char close = open == '[' ? ']' : '}';
+    c->p++;
+    skip_space(c);
+    if (c->p < c->end && *c->p == close) { c->p++; return 0; }
+    for (;;) {
+        if (open == '{') {
+            skip_space(c);
+            if (skip_string(c, a)) return -1;
+            skip_space(c);
+            if (c->p >= c->end || *c->p != ':') return fail(c, "expected ':'");
+            c->p++;
+        }
+        if (skip_value(c, a, depth + 1)) return -1;
+        skip_space(c);
+        if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+        if (c->p < c->end && *c->p == close) { c->p++; return 0; }
+        return fail(c, "expected ',' or '%c'", close);
+    }
+}
+
 /* "need "a" and "b"": the required keys, for the message about an empty object. */
 static void list_required(char *buf, size_t len, int n_required, const char *const *keys) {
     size_t used = 0;
@@ -152,9 +220,11 @@ static void list_required(char *buf, size_t len, int n_required, const char *con
                          keys[k]);
 }
 
-int ds_jsonl_parse_line(const char *line, size_t len, int n_keys, int n_required, const char *const *keys,
-                        ds_text_arena *a, int64_t *off, char *why, size_t why_len) {
+int ds_jsonl_parse_line(const char *line, size_t len, const ds_jsonl_keys *keys, ds_text_arena *a, int64_t *off,
+                        size_t *lens, char *why, size_t why_len) {
     cursor cur = {line, line, line + len, why, why_len}, *c = &cur;
+    int n_keys = keys->n;
+    const char *const *names = keys->names;
     for (int k = 0; k < n_keys; k++) off[k] = -1;
     skip_space(c);
     if (c->p == c->end) return fail(c, "empty line (JSONL: one object per line)");
@@ -163,36 +233,41 @@ int ds_jsonl_parse_line(const char *line, size_t len, int n_keys, int n_required
     skip_space(c);
     if (c->p < c->end && *c->p == '}') {
         char need[256];
-        list_required(need, sizeof need, n_required, keys);
-        if (n_required) return fail(c, "empty object; need %s", need);
+        list_required(need, sizeof need, keys->n_required, names);
+        if (keys->n_required) return fail(c, "empty object; need %s", need);
         c->p++;
     } else {
         for (;;) {
             skip_space(c);
             const char *key_at = c->p;
             size_t mark = a->n;
-            if (parse_string(c, a)) return -1;
+            if (parse_string(c, a, 0)) return -1;
             const char *key = a->data + mark;
             int k = 0;
-            while (k < n_keys && strcmp(key, keys[k]) != 0) k++;
-            if (k == n_keys) {
+            while (k < n_keys && strcmp(key, names[k]) != 0) k++;
+            if (k == n_keys && !keys->others_skipped) {
                 char allowed[256];
                 size_t used = 0;
                 allowed[0] = 0;
                 for (int i = 0; i < n_keys && used < sizeof allowed; i++)
-                    used += snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "", keys[i]);
+                    used += snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "", names[i]);
                 c->p = key_at;
                 return fail(c, "unknown key \"%s\" (allowed: %s)", key, allowed);
             }
             a->n = mark;
-            if (off[k] >= 0) { c->p = key_at; return fail(c, "duplicate key \"%s\"", keys[k]); }
+            if (k < n_keys && off[k] >= 0) { c->p = key_at; return fail(c, "duplicate key \"%s\"", names[k]); }
             skip_space(c);
             if (c->p >= c->end || *c->p != ':') return fail(c, "expected ':'");
             c->p++;
             skip_space(c);
-            if (c->p >= c->end || *c->p != '"') return fail(c, "\"%s\" must be a string", keys[k]);
-            off[k] = (int64_t)a->n;
-            if (parse_string(c, a)) return -1;
+            if (k == n_keys) {
+                if (skip_value(c, a, 0)) return -1;
+            } else {
+                if (c->p >= c->end || *c->p != '"') return fail(c, "\"%s\" must be a string", names[k]);
+                off[k] = (int64_t)a->n;
+                if (parse_string(c, a, keys->nul_allowed)) return -1;
+                if (lens) lens[k] = a->n - (size_t)off[k] - 1;
+            }
             skip_space(c);
             if (c->p < c->end && *c->p == ',') { c->p++; continue; }
             if (c->p < c->end && *c->p == '}') { c->p++; break; }
@@ -201,8 +276,8 @@ int ds_jsonl_parse_line(const char *line, size_t len, int n_keys, int n_required
     }
     skip_space(c);
     if (c->p != c->end) return fail(c, "unexpected text after the object");
-    for (int k = 0; k < n_required; k++)
-        if (off[k] < 0) return fail(c, "missing \"%s\"", keys[k]);
+    for (int k = 0; k < keys->n_required; k++)
+        if (off[k] < 0) return fail(c, "missing \"%s\"", names[k]);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /* JSON Lines of string fields (private to src/data): a strict reader of lines that each hold one
- * object whose values are all strings, the matching writer, and the UTF-8 checks both need. The
- * labelled contexts (contexts.c) are such lines. */
+ * object with string values for the keys asked for, the matching writer, and the UTF-8 checks both
+ * need. The labelled contexts (contexts.c) and prepare-data's {"text": ...} documents are such lines. */
 #ifndef DREAMSTATE_JSONL_H
 #define DREAMSTATE_JSONL_H
 
@@ -19,13 +19,20 @@ typedef struct ds_text_arena {
     size_t n, cap;
 } ds_text_arena;
 
-/* Parses one line (len bytes, without its '\n'): an object whose keys are among keys[0..n_keys),
- * each at most once, with string values; keys[0..n_required) must be there. JSON escapes are
- * decoded (\u0000 is refused) and the text must be valid UTF-8. Each value is appended to `a` with a
- * terminating NUL and off[k] gets its offset (-1: key k absent). Returns 0, or -1 with "column C:
- * reason" in why. */
-int ds_jsonl_parse_line(const char *line, size_t len, int n_keys, int n_required, const char *const *keys,
-                        ds_text_arena *a, int64_t *off, char *why, size_t why_len);
+/* The keys a line may hold. */
+typedef struct ds_jsonl_keys {
+    int n, n_required;          /* names[0..n_required) must be there; each key at most once */
+    const char *const *names;
+    int others_skipped;         /* other keys: 0 refused; 1 allowed, their values (any JSON) skipped */
+    int nul_allowed;            /* \u0000 in a value: 0 refused (the value is a C string); 1 decoded */
+} ds_jsonl_keys;
+
+/* Parses one line (len bytes, without its '\n'): an object with string values for the keys in
+ * `keys`. JSON escapes are decoded and the text must be valid UTF-8. Each value is appended to `a`
+ * with a terminating NUL; off[k] gets its offset (-1: key k absent) and, unless lens is NULL, lens[k]
+ * its length. Returns 0, or -1 with "column C: reason" in why. */
+int ds_jsonl_parse_line(const char *line, size_t len, const ds_jsonl_keys *keys, ds_text_arena *a, int64_t *off,
+                        size_t *lens, char *why, size_t why_len);
 
 /* Writes {"key":"value",...} and '\n' for the keys whose value is not NULL (value k: lens[k] bytes). */
 void ds_jsonl_write_line(FILE *fp, int n_keys, const char *const *keys, const char *const *values,

@@ -8,8 +8,15 @@
   primes (one large enough that ii^3 * phi overflows 64 bits), also far into training; and a step of
   the C loop's global sample numbers holds exactly the windows of RWKV-LM's step with real_bsz =
   batch_size, across a mini-epoch boundary.
+- `bin/dreamstate prepare-data --format binidx --tokenizer world` of JSONL (json.dumps lines: ASCII with
+  \\u escapes, surrogate pairs, other keys; plain and gzipped) reads back in Python to each document's
+  ids from the independent World tokenizer of world_tokenizer_ref.py, followed by 0, in input order
+  (train and valid interleave as the input order when documents are held out); bad lines are refused
+  as FILE:LINE with exit code 2, writing nothing.
 - `bin/dreamstate train` trains 2 steps on Python-written binidx with data.sampler rwkv_lm (the prime
   make_data.py would pick), and refuses bad input with one line and exit code 2, writing nothing."""
+import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import binidx_ref  # noqa: E402
+import world_tokenizer_ref  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 C_TEST = os.path.join(ROOT, "build", "tests", "test_binidx")
@@ -110,6 +118,73 @@ def test_offsets():
               f"step {step}: the C windows are RWKV-LM's (4 ranks x micro_bsz 3)")
 
 
+def prepare(tmp, name, inputs, *options):
+    out = os.path.join(tmp, name)
+    cmd = [DREAMSTATE, "prepare-data", "--format", "binidx", "--tokenizer", "world", "--out", out, *options, *inputs]
+    return subprocess.run(cmd, capture_output=True, text=True), out
+
+
+def test_prepare_data(tmp):
+    trie = world_tokenizer_ref.build_trie(world_tokenizer_ref.load_vocab())
+    texts = ["Hello, world!\nA second line.", "Grüße — naïve café", "你好，世界。 こんにちは", "emoji 😀🚀 and 𝄞",
+             "quotes \" and \\ backslash\ttab", "Привет " * 40, "x", "\\u00e9 is six characters here",
+             "nul \x00 and control \x01\x1f\x7f characters"]
+    texts += [f"document {i}: {'lorem ipsum ' * (i % 7)}" for i in range(60)]
+    lines = [json.dumps({"id": i, "text": t, "meta": {"n": [i, 1.5, None, True]}}) for i, t in enumerate(texts)]
+    assert all(line.isascii() for line in lines) and "\\ud83d\\ude00" in lines[3]  # ensure_ascii: surrogate pairs
+    first = os.path.join(tmp, "docs.jsonl")
+    with open(first, "w") as f:
+        f.write("\n".join(lines[:40]) + "\n\n")  # a blank line is skipped
+    second = os.path.join(tmp, "more.jsonl.gz")
+    with gzip.open(second, "wt") as f:
+        f.write("\n".join(lines[40:]) + "\n")
+    want = [world_tokenizer_ref.encode(trie, t.encode("utf-8")) for t in texts]
+
+    run, out = prepare(tmp, "prepared", [first, second], "--valid-fraction", "0")
+    check(run.returncode == 0, f"prepare-data --format binidx of JSONL: {run.stderr.strip()}")
+    if run.returncode == 0:
+        data = binidx_ref.read(os.path.join(out, "train"))
+        check(data["code"] == 8 and binidx_ref.documents(data) == want,
+              "the binidx documents are the Python World tokenizer's ids of the JSONL texts, in order")
+        check(list(data["doc_idx"]) == list(range(len(texts) + 1)), "doc_idx 0..n as make_data.py writes it")
+        check(sorted(os.listdir(out)) == ["train.bin", "train.idx"], f"only the train pair: {os.listdir(out)}")
+
+    # held out by document: train and valid are each in input order and together hold every document
+    run, out = prepare(tmp, "split", [first, second], "--valid-fraction", "0.3", "--seed", "5")
+    check(run.returncode == 0, f"prepare-data with a valid split: {run.stderr.strip()}")
+    if run.returncode == 0:
+        train = binidx_ref.documents(binidx_ref.read(os.path.join(out, "train")))
+        valid = binidx_ref.documents(binidx_ref.read(os.path.join(out, "valid")))
+        ti = vi = 0
+        for ids in want:
+            if ti < len(train) and train[ti] == ids:
+                ti += 1
+            elif vi < len(valid) and valid[vi] == ids:
+                vi += 1
+        check(ti == len(train) and vi == len(valid) and ti + vi == len(want) and 5 < vi < 40,
+              f"train ({len(train)}) and valid ({len(valid)}) interleave to the {len(want)} documents in order")
+
+    bad_lines = {
+        "no text": ('{"id": 1, "title": "x"}', 'column 24: missing "text"'),
+        "not an object": ('["text", "x"]', "column 1: expected '{'"),
+        "truncated": ('{"text": "cut off here', "column 23: unterminated string"),
+        "bad escape": ('{"text": "a \\x41"}', "column 14: bad escape '\\x'"),
+        "text not a string": ('{"text": 42}', 'column 10: "text" must be a string'),
+        "lone surrogate": ('{"text": "\\ud83d"}', "column 17: high surrogate \\uD83D not followed by a low one"),
+    }
+    for name, (line, reason) in bad_lines.items():
+        path = os.path.join(tmp, "bad.jsonl")
+        with open(path, "w") as f:
+            f.write(lines[0] + "\n" + lines[1] + "\n" + line + "\n" + lines[2] + "\n")
+        before = listing(tmp)
+        run, out = prepare(tmp, "refused/out", [path], "--valid-fraction", "0")
+        err = run.stderr
+        check(run.returncode == 2 and err.count("\n") == 1 and f"{path}:3: {reason}" in err,
+              f"bad JSONL ({name}): want exit 2 and one line '{path}:3: {reason}', got {run.returncode}: {err!r}")
+        check(listing(tmp) == before and not os.path.exists(os.path.join(tmp, "refused")),
+              f"bad JSONL ({name}): nothing written")
+
+
 def train(tmp, name, data, *sets):
     out = os.path.join(tmp, "runs", name)
     cmd = [DREAMSTATE, "train", os.path.join(ROOT, "configs", "tiny.yaml"), "--set", f"data.train={data}",
@@ -189,6 +264,7 @@ def main():
         test_python_to_c(tmp, rng)
         test_c_to_python(tmp, rng)
         test_offsets()
+        test_prepare_data(tmp)
         test_train(tmp, rng)
     finally:
         shutil.rmtree(tmp)

@@ -1,8 +1,6 @@
-"""World tokenizer: an independent Python encoder (vocab literals via ast.literal_eval, a trie of
-dicts, greedy longest match, src/rwkv7/README.md §7) against the C encoder, run as
-`build/tests/test_data --encode-world VOCAB FILE OUT` (ids as little-endian int32).
+"""World tokenizer: the independent Python encoder of world_tokenizer_ref.py against the C encoder,
+run as `build/tests/test_data --encode-world VOCAB FILE OUT` (ids as little-endian int32).
 Text: the Jargon File, some multilingual UTF-8 and invalid bytes, and every token's own bytes."""
-import ast
 import gzip
 import os
 import struct
@@ -10,47 +8,12 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from world_tokenizer_ref import VOCAB, build_trie, encode, load_vocab  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VOCAB = os.path.join(ROOT, "src", "data", "rwkv_vocab_v20230424.txt")
 JARGON = "/usr/share/doc/jargon-text/jargon.txt.gz"
 C_ENCODER = os.path.join(ROOT, "build", "tests", "test_data")
-
-
-def load_vocab(path):
-    tokens = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            first, last = line.index(" "), line.rindex(" ")
-            value = ast.literal_eval(line[first + 1:last])
-            data = value.encode("utf-8") if isinstance(value, str) else value
-            assert len(data) == int(line[last + 1:]), line
-            tokens[data] = int(line[:first])
-    return tokens
-
-
-def build_trie(tokens):
-    root = {}
-    for data, token_id in tokens.items():
-        node = root
-        for byte in data:
-            node = node.setdefault(byte, {})
-        node[None] = token_id  # key None: the token ending here
-    return root
-
-
-def encode(trie, data):
-    ids, pos = [], 0
-    while pos < len(data):
-        node, best, best_len = trie, None, 0
-        for i in range(pos, len(data)):
-            node = node.get(data[i])
-            if node is None:
-                break
-            if None in node:
-                best, best_len = node[None], i - pos + 1
-        ids.append(best)
-        pos += best_len
-    return ids
 
 
 def main():
