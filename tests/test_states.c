@@ -655,7 +655,8 @@ static void test_extract(void) {
     w = ds_contexts_writer_open(held);
     ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
     ds_contexts_writer_commit(w);
-    ea.cfg.model.n_layer = 3;
+    char *other_shape[] = {"model.n_layer=3", "run.threads=1"};  /* a given model key must match the file */
+    ds_config_load(&ea.cfg, NULL, 2, other_shape);
     expect_bad_input(child_extract, &ea, ckpt, "checkpoint of another shape");
     ds_states_close(s);
     ds_rwkv7_destroy(&m);

@@ -1,4 +1,4 @@
-"""An independent World tokenizer (rwkv7.md section 7): the vocabulary's literals read with
+"""An independent World tokenizer (src/rwkv7/README.md §7): the vocabulary's literals read with
 ast.literal_eval, a trie of dicts, greedy longest match over bytes. Nothing here is derived from the
 C code; tests/ref/test_tokenizer_world.py and tests/ref/test_binidx.py compare the C encoder with it."""
 import ast
