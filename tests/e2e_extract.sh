@@ -4,6 +4,8 @@
 #  - the index lists 1 vs 2 shards, their record counts sum to the number of contexts;
 #  - every context's record (label, condition, state) is byte-identical between 1 and 2 ranks, read
 #    with an independent numpy reader of the documented shard format; rank r holds contexts r, r+2, ...;
+#  - --format rwkv-state (2 ranks) writes the same dataset and each record's WKV state as an RWKV-PEFT
+#    state file rwkv-states/<context>-<label>.safetensors (checked with an independent reader);
 #  - a held-out set extracted with --labels-from keeps the train label ids;
 #  - bad input (unknown label, checkpoint of another shape, corrupted shard) exits 2 with one line.
 cd "$(dirname "$0")/.."
@@ -68,6 +70,41 @@ assert all(one[i][0] == ctx_labels[i] for i in range(n)), 'labels follow the con
 diff = [i for i in range(n) if one[i] != two[i]]
 print(f'  {n} contexts, {len(diff)} differing records')
 sys.exit(1 if diff else 0)
+PY
+
+# --format rwkv-state: the same dataset, plus each record as an RWKV-PEFT state file (2 ranks)
+mpirun --oversubscribe -np 2 $BIN "${EXTRACT[@]}" --contexts "$TMP/train.jsonl" --out "$TMP/s3" --format rwkv-state \
+  >/dev/null 2>"$TMP/s3.log" || bad "--format rwkv-state: $(tail -2 "$TMP/s3.log")"
+cmp -s "$TMP/s2/index.txt" "$TMP/s3/index.txt" && cmp -s "$TMP/s2/states-r00000-of-00002.bin" "$TMP/s3/states-r00000-of-00002.bin" \
+  && cmp -s "$TMP/s2/states-r00001-of-00002.bin" "$TMP/s3/states-r00001-of-00002.bin" \
+  && ok "--format rwkv-state: the dataset is the same bytes" || bad "--format rwkv-state changed the dataset"
+/usr/bin/python3 - "$TMP" <<'PY' && ok "--format rwkv-state: rwkv-states/<context>-<label>.safetensors = each record's WKV state" \
+  || bad "rwkv-states/ files"
+import json, os, struct, sys
+import numpy as np
+tmp = sys.argv[1]
+ctx_labels = [json.loads(l)['label'] for l in open(f'{tmp}/train.jsonl')]
+names = sorted(os.listdir(f'{tmp}/s3/rwkv-states'))
+want = sorted(f"{i}-{lab.replace('/', '_')}.safetensors" for i, lab in enumerate(ctx_labels))
+assert names == want, f'file names {names[:3]} vs {want[:3]}'
+raw = open(f'{tmp}/s1/states-r00000-of-00001.bin', 'rb').read()
+_, _, L, C, H, N, cond_dim, _, _, n, rb = struct.unpack_from('<8s8IQQ', raw, 0)
+for k in range(n):
+    label, ctx = struct.unpack_from('<ii', raw, 64 + k * rb)
+    state = np.frombuffer(raw, '<f4', L * (2 * C + H * N * N), 64 + k * rb + 8 + 4 * cond_dim).reshape(L, -1)
+    f = open(f"{tmp}/s3/rwkv-states/{ctx}-{ctx_labels[ctx].replace('/', '_')}.safetensors", 'rb').read()
+    hl = struct.unpack_from('<Q', f)[0]
+    head = json.loads(f[8:8 + hl])
+    meta = head.pop('__metadata__')
+    assert meta['format'] == 'rwkv-state' and meta['label'] == ctx_labels[ctx] and meta['context'] == str(ctx), meta
+    assert sorted(head) == [f'blocks.{l}.att.time_state' for l in range(L)], sorted(head)
+    for l in range(L):
+        e = head[f'blocks.{l}.att.time_state']
+        assert e['dtype'] == 'F32' and e['shape'] == [H, N, N], e
+        b, end = e['data_offsets']
+        got = np.frombuffer(f[8 + hl + b:8 + hl + end], '<f4')
+        assert np.array_equal(got, state[l, C:C + H * N * N]), f'context {ctx} layer {l}'
+print(f'  {n} files, WKV states bit-identical to the dataset records')
 PY
 
 # held-out set with the train set's label ids

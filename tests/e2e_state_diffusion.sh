@@ -7,6 +7,9 @@
 #  - interpolate-state in state space: lambda = 0 and 1 give back the endpoints' modelled WKV states;
 #  - edit-state (DDIM inversion under the own label, decoding under the same label) stays close to
 #    the input state (the round trip of A2, src/eval/README.md §2, reported);
+#  - RWKV-PEFT state files (--format rwkv-state or a .safetensors name): sample-state writes the WKV of
+#    the dreamstate file of the same seed with label= in the metadata, --n numbers X-<b>.safetensors;
+#    interpolate-state mixes formats; edit-state and generate read them;
 #  - bad input: unknown label, non-numeric guidance, a state file of another model, an lm checkpoint
 #    given as a state model, no diffusion.states: exit 2, one line, nothing written.
 cd "$(dirname "$0")/.."
@@ -82,6 +85,48 @@ e = state(f'{tmp}/e.state')
 print(f'  edit-state (invert + regenerate, same label, DDIM-50): relative L2 error {np.linalg.norm(e - l) / np.linalg.norm(l):.4f}')
 PY
 
+# RWKV-PEFT state files (--format rwkv-state, or an .safetensors name) out of and into every command
+$BIN sample-state "$MODEL" --label python --out "$TMP/a.safetensors" --seed 5 --steps 20 2>/dev/null \
+  && $BIN sample-state "$MODEL" --label license --out "$TMP/n.safetensors" --n 2 --steps 20 --format rwkv-state 2>/dev/null \
+  && [ -s "$TMP/n-0.safetensors" ] && [ -s "$TMP/n-1.safetensors" ] \
+  && $BIN interpolate-state "$MODEL" --from "$TMP/p.state" --to "$TMP/a.safetensors" --out "$TMP/j.safetensors" \
+       --space state --mode linear --points 3 2>/dev/null \
+  && $BIN edit-state "$MODEL" --state "$TMP/a.safetensors" --to-label python --out "$TMP/e2" --format rwkv-state \
+       --steps 50 2>/dev/null \
+  && $BIN generate configs/tiny.yaml --checkpoint "$LM" --state "$TMP/e2" --prompt "#include" --max-tokens 5 \
+       --set run.threads=1 >/dev/null 2>&1 \
+  && ok "sample-state (--n 2: n-0.safetensors, n-1.safetensors), interpolate-state, edit-state, generate on rwkv-state files" \
+  || bad "rwkv-state files through sample-state, interpolate-state, edit-state, generate"
+/usr/bin/python3 - "$TMP" <<'PY' && ok "rwkv-state files: the WKV of the dreamstate file of the same seed, label= kept; endpoints" \
+  || bad "rwkv-state file contents"
+import json, struct, sys
+import numpy as np
+tmp = sys.argv[1]
+def dreamstate(path):
+    raw = open(path, 'rb').read()
+    _, _, L, C, H, N, cond_dim, _, _, n, rb = struct.unpack_from('<8s8IQQ', raw, 0)
+    s = np.frombuffer(raw, dtype='<f4', offset=64 + 8 + 4 * cond_dim, count=L * (2 * C + H * N * N))
+    return s.reshape(L, -1)[:, C:C + H * N * N]
+def rwkv(path):
+    raw = open(path, 'rb').read()
+    n = struct.unpack_from('<Q', raw)[0]
+    head = json.loads(raw[8:8 + n])
+    meta = head.pop('__metadata__')
+    layers = [head[f'blocks.{l}.att.time_state'] for l in range(len(head))]
+    assert all(e['dtype'] == 'F32' and e['shape'][1:] == [64, 64] for e in layers)
+    return np.stack([np.frombuffer(raw[8 + n + e['data_offsets'][0]:8 + n + e['data_offsets'][1]], '<f4')
+                     for e in layers]), meta
+a, meta = rwkv(f'{tmp}/a.safetensors')
+assert np.array_equal(a, dreamstate(f'{tmp}/a.state')), 'sample-state: same seed, same WKV'
+assert meta['format'] == 'rwkv-state' and meta['label'] == 'python' and meta['model'].startswith('rwkv7 L=2'), meta
+p = dreamstate(f'{tmp}/p.state')
+j0, j2 = rwkv(f'{tmp}/j-0.safetensors')[0], rwkv(f'{tmp}/j-2.safetensors')[0]
+assert np.allclose(j0, p, atol=1e-4 * np.abs(p).max()) and np.allclose(j2, a, atol=1e-4 * np.abs(a).max()), 'endpoints'
+assert rwkv(f'{tmp}/e2')[1]['label'] == 'python' and rwkv(f'{tmp}/n-1.safetensors')[1]['label'] == 'license'
+PY
+expect_bad_input "--format contradicting the extension" "sample-state: --format: format dreamstate contradicts" \
+  $BIN sample-state "$MODEL" --label python --out "$TMP/x5.safetensors" --format dreamstate
+
 # bad input
 expect_bad_input "unknown label" "unknown label 'pythn' (known: c-header, license, python)" \
   $BIN sample-state "$MODEL" --label pythn --out "$TMP/x1.state"
@@ -94,6 +139,7 @@ expect_bad_input "an lm checkpoint as state model" "a checkpoint of task 'lm', n
 expect_bad_input "no diffusion.states" "diffusion.states: run.task state_diffusion needs a state dataset" \
   $BIN train configs/tiny-states.yaml --set run.out_dir="$TMP/x4"
 [ ! -e "$TMP/x1.state" ] && [ ! -e "$TMP/x2.state" ] && [ ! -e "$TMP/x3.state" ] && [ ! -e "$TMP/x4" ] \
+  && [ ! -e "$TMP/x5.safetensors" ] \
   && ok "refused commands wrote nothing" || bad "refused commands left files"
 
 finish

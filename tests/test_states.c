@@ -446,7 +446,7 @@ static void test_states_format(void) {
     /* State files: save a sequence, load it back; a dataset record as a state file. */
     char path[256], path2[256];
     tmp_path(path, sizeof path, "one.state");
-    ds_state_file_save(path, &d, &src, 2, 4, "note=hello\n");
+    ds_state_file_save(path, DS_STATE_FILE_DREAMSTATE, &d, &src, 2, 4, "note=hello\n");
     ds_rwkv7_state one;
     ds_rwkv7_state_create(&one, &d, 1);
     char *meta = NULL;
@@ -566,7 +566,7 @@ static void test_extract(void) {
     ds_contexts_writer_commit(w);
 
     const int max_tokens = 40;  /* the last context is longer: cut to its first 40 bytes */
-    ds_extract_options opt = {ckpt, contexts, out, NULL, max_tokens};
+    ds_extract_options opt = {ckpt, contexts, out, NULL, max_tokens, 0};
     int rc = quiet_extract(&cfg, &opt);
     CHECK(rc == 0, "extract-states returned %d", rc);
     snprintf(index, sizeof index, "%s/index.txt", out);
@@ -634,7 +634,7 @@ static void test_extract(void) {
     w = ds_contexts_writer_open(held);
     ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
     ds_contexts_writer_commit(w);
-    ds_extract_options opt2 = {ckpt, held, out2, index, 64};
+    ds_extract_options opt2 = {ckpt, held, out2, index, 64, 0};
     extract_args ea = {cfg, opt2};
     CHECK(quiet_extract(&cfg, &opt2) == 0, "held-out extraction");
     snprintf(index2, sizeof index2, "%s/index.txt", out2);

@@ -47,7 +47,8 @@
  * "dreamstate: PATH: reason", exit code 2. Writers write a temporary file and rename it into place.
  *
  * A state file (`generate --state FILE`) is a shard with one record: its metadata carries model=
- * and, when known, label=NAME.
+ * and, when known, label=NAME. Readers of state files also take RWKV-PEFT state files (safetensors,
+ * below), and writers can write them (ds_state_file_format).
  *
  * State dataset index (text, version 1)
  * =====================================
@@ -152,13 +153,27 @@ void ds_state_writer_abort(ds_state_writer *w);
 /* Validates one shard or state file without dying: 0 if valid, else -1 with the reason in why. */
 int ds_state_file_check(const char *path, char *why, size_t why_len);
 
-/* Writes sequence b of s as a state file; meta: extra "key=value\n" lines (NULL: none) after
- * model=<signature of d>. */
-void ds_state_file_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, int32_t label,
-                        const char *meta);
-/* Loads a state file into sequence 0 of dst (created for d). Dies (exit 2) if the file is invalid or
- * holds another shape: "FILE: state has L=2 C=128, model has L=4 C=256". meta_out (if not NULL)
- * receives a malloc'd copy of the metadata text. */
+/* A single state file is in one of two formats: dreamstate's (a one-record shard, above: the whole
+ * state) or RWKV-PEFT's state-tuning safetensors (the "RWKV state files" below: WKV only). */
+typedef enum ds_state_file_format { DS_STATE_FILE_DREAMSTATE, DS_STATE_FILE_RWKV } ds_state_file_format;
+
+/* The format of an output state file from a format name ("dreamstate" or "rwkv-state"; NULL: not
+ * given) and the path's extension (path may be NULL): a name wins, else ".safetensors" means
+ * rwkv-state, else dreamstate. Returns 0, or -1 with a one-line reason in why: an unknown name, or a
+ * name that the extension contradicts (".safetensors" is rwkv-state, ".state" dreamstate). */
+int ds_state_file_format_of(const char *name, const char *path, ds_state_file_format *out, char *why, size_t why_len);
+
+/* Writes sequence b of s as a state file in format f; meta: extra "key=value\n" lines (NULL: none)
+ * after model=<signature of d>. In rwkv-state files the lines become __metadata__ pairs (after
+ * format=rwkv-state), `label` (an id) is not kept, and the token-shift part is dropped. */
+void ds_state_file_save(const char *path, ds_state_file_format f, const ds_rwkv7_dims *d, const ds_rwkv7_state *s,
+                        int b, int32_t label, const char *meta);
+/* Loads a state file of either format, told apart by its first bytes (magic "DSSTATES", or a
+ * safetensors header), into sequence 0 of dst (created for d); an RWKV state file gives a zero
+ * token-shift part. Dies (exit 2) if the file is invalid or holds another shape: "FILE: state has
+ * L=2 C=128, model has L=4 C=256"; a PyTorch file (an RWKV-PEFT .pth) is refused with the converter
+ * command to run. meta_out (if not NULL) receives a malloc'd copy of the metadata text ("key=value\n"
+ * lines; of an RWKV state file, its __metadata__ pairs). */
 void ds_state_file_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, char **meta_out);
 
 /* ---- state datasets (index + shards) ---- */
@@ -201,9 +216,12 @@ void ds_states_save_record(const ds_states *s, int64_t i, const char *path);
  * safetensors with "blocks.{i}.att.time_state" [H, 64, 64] per layer, [head][value][key], WKV only.
  * Both return 0, or -1 with a one-line reason in err (DS_ERR_LEN bytes): wrong layer or head count,
  * other tensors, a damaged file. Loading zeroes sequence b's token-shift state; saving drops it.
- * `model` (a ds_weights_signature) goes into the metadata. */
-int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *model,
+ * Metadata: saving writes format=rwkv-state and then the "key=value\n" lines of meta (NULL: none) as
+ * __metadata__ pairs; loading gives the pairs back as such lines in *meta_out (if not NULL; malloc'd),
+ * leaving out any a line cannot hold (a key with '=', control characters). */
+int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *meta,
                        char *err);
-int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char *err);
+int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char **meta_out,
+                       char *err);
 
 #endif

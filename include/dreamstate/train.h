@@ -96,6 +96,8 @@ typedef struct ds_extract_options {
     const char *out_dir;      /* gets states-rRRRRR-of-SSSSS.bin per rank and index.txt */
     const char *labels_from;  /* NULL, or a state-dataset index whose label list (and ids) to use */
     int max_tokens;           /* each context is cut to its first max_tokens tokens */
+    int rwkv_state_files;     /* also each record as out_dir/rwkv-states/<context>-<label>.safetensors, an
+                               * RWKV-PEFT state file ('/' in a label becomes '_') */
 } ds_extract_options;
 
 /* Runs the frozen model over every context from the zero state and writes the state dataset. Under

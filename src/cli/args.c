@@ -197,3 +197,11 @@ uint64_t cli_seed(const cli_args *a, const char *name, uint64_t absent) {
     const char *text = cli_value(a, name);
     return text ? cli_parse_seed(a->spec->cmd, name, text) : absent;
 }
+
+ds_state_file_format cli_state_format(const cli_args *a, const char *path) {
+    ds_state_file_format f;
+    char why[DS_PATH_MAX + 256];
+    if (ds_state_file_format_of(cli_value(a, "--format"), path, &f, why, sizeof why) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: --format: %s", a->spec->cmd, why);
+    return f;
+}

@@ -10,6 +10,7 @@
 #define DREAMSTATE_CLI_ARGS_H
 
 #include "dreamstate/config.h"
+#include "dreamstate/states.h"
 
 #include <stdint.h>
 
@@ -84,5 +85,9 @@ int cli_parse_int_list(const char *cmd, const char *flag, const char *text, int 
 double cli_number(const cli_args *a, const char *name, double lo, double hi, double absent);
 int64_t cli_int(const cli_args *a, const char *name, int64_t lo, int64_t hi, int64_t absent);
 uint64_t cli_seed(const cli_args *a, const char *name, uint64_t absent);
+/* The format of the state file(s) written to `path` (NULL: no file name to go by) from --format
+ * dreamstate|rwkv-state and the path's extension (ds_state_file_format_of); dies (exit 2) on an
+ * unknown name or one the extension contradicts. "--format" must be in the spec. */
+ds_state_file_format cli_state_format(const cli_args *a, const char *path);
 
 #endif

@@ -13,12 +13,15 @@ static const cli_spec spec = {
     .usage =
         "usage: dreamstate edit-state MODEL.ckpt --state A.state --to-label NAME --out FILE\n"
         "                             [--method invert|sdedit] [--strength T] [--steps K] [--guidance W] [--seed S]\n"
+        "                             [--format dreamstate|rwkv-state]\n"
         "Moves a state to another condition (src/dit/README.md §3.6): invert (default) DDIM-inverts it under its own label\n"
         "(metadata label=) and decodes under NAME; sdedit noises it to base step T (default 500) and denoises\n"
-        "under NAME. With NAME = its own label, invert reproduces the state (the round trip of A2, src/eval/README.md §2).\n",
+        "under NAME. With NAME = its own label, invert reproduces the state (the round trip of A2, src/eval/README.md §2).\n"
+        "--state takes either format (one without label=, as RWKV-PEFT writes them, needs sdedit). --format of --out:\n"
+        "dreamstate (default) or rwkv-state (RWKV-PEFT safetensors, WKV only; the default for a .safetensors FILE).\n",
     .positional = "MODEL.ckpt",
     .options = {{"--state"}, {"--to-label"}, {"--out"}, {"--method"}, {"--strength"}, {"--steps"}, {"--guidance"},
-                {"--seed"}},
+                {"--seed"}, {"--format"}},
 };
 
 int cmd_edit_state(int argc, char **argv) {
@@ -33,7 +36,7 @@ int cmd_edit_state(int argc, char **argv) {
     if (method && !sdedit && strcmp(method, "invert") != 0)
         ds_die(DS_EXIT_BAD_INPUT, "edit-state: --method '%s' is not invert or sdedit", method);
     state_ctx c;
-    open_model(&c, "edit-state", model);
+    open_model(&c, "edit-state", model, cli_state_format(&a, out));
     sampler_options(&c, NULL, cli_value(&a, "--steps"), NULL, cli_value(&a, "--guidance"), cli_value(&a, "--seed"), NULL,
                     NULL);
     int target = label_arg(&c, "--to-label", to_label);

@@ -35,11 +35,15 @@ static const cli_spec spec = {
     .usage =
         "usage: dreamstate generate CONFIG --checkpoint FILE [--state FILE] [--gain G] [--prompt TEXT]\n"
         "                           [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
-        "                           [--state-out FILE] [--set section.key=value]...\n"
+        "                           [--state-out FILE] [--format dreamstate|rwkv-state] [--logits-out FILE.npy]\n"
+        "                           [--set section.key=value]...\n"
         "Continues text with the model of CONFIG (model.*, data.tokenizer) and the weights in FILE (.ckpt or\n"
         ".safetensors): feeds the prompt from the initial state, then writes the bytes of each new token to\n"
         "stdout as it comes (the prompt is not echoed). Stops after N tokens or at the end-of-text token 0.\n"
-        "  --state FILE       initial state: a state file (extract-states records, --state-out); default zero\n"
+        "  --state FILE       initial state: a state file (extract-states records, --state-out) or an RWKV-PEFT\n"
+        "                     state file converted to safetensors (WKV only: its token-shift part is zero;\n"
+        "                     convert a .pth first: /usr/bin/python3 src/tools/pth_to_safetensors.py X.pth\n"
+        "                     X.safetensors); default zero\n"
         "  --gain G           multiplies the WKV part of --state (default 1)\n"
         "  --prompt TEXT      default \"\\n\"; must give at least one token\n"
         "  --max-tokens N     new tokens, default 200 (0: only feed the prompt)\n"
@@ -48,14 +52,20 @@ static const cli_spec spec = {
         "  --seed S           default 1234; the same seed gives the same text\n"
         "  --state-out FILE   write the state after the prompt and the new tokens as a state file\n"
         "                     (metadata prompt_tokens=, generated_tokens=); --max-tokens 0 gives a prompt's state\n"
+        "  --format F         of --state-out: dreamstate (default: the whole state) or rwkv-state (RWKV-PEFT's\n"
+        "                     safetensors, WKV only, token-shift part dropped; the default for a FILE ending\n"
+        "                     in .safetensors)\n"
+        "  --logits-out FILE  write the logits of the last prompt position, before any sampling: a NumPy .npy\n"
+        "                     file of vocab_size float32 (little-endian, shape (V,); numpy.load reads it)\n"
         "Formats: include/dreamstate/states.h.\n",
     .config = 1,
     .options = {{"--checkpoint", CLI_REQUIRED}, {"--state"}, {"--gain"}, {"--prompt"}, {"--max-tokens"},
-                {"--temperature"}, {"--top-p"}, {"--seed"}, {"--state-out"}},
+                {"--temperature"}, {"--top-p"}, {"--seed"}, {"--state-out"}, {"--format"}, {"--logits-out"}},
 };
 
 typedef struct generate_args {
-    const char *checkpoint, *state, *state_out, *prompt;
+    const char *checkpoint, *state, *state_out, *prompt, *logits_out;
+    ds_state_file_format format;
     double gain;
     int64_t max_tokens;
     double temperature, top_p;
@@ -66,6 +76,10 @@ static void read_args(const cli_args *a, generate_args *g) {
     g->checkpoint = cli_value(a, "--checkpoint");
     g->state = cli_value(a, "--state");
     g->state_out = cli_value(a, "--state-out");
+    g->logits_out = cli_value(a, "--logits-out");
+    if (cli_value(a, "--format") && !g->state_out)
+        ds_die(DS_EXIT_BAD_INPUT, "generate: --format is the format of --state-out, and no --state-out is given");
+    g->format = cli_state_format(a, g->state_out);
     g->prompt = cli_string(a, "--prompt", "\n");
     g->max_tokens = cli_int(a, "--max-tokens", 0, MAX_TOKENS_LIMIT, 200);
     g->seed = cli_seed(a, "--seed", 1234);
@@ -85,6 +99,29 @@ static void write_token(const ds_tokenizer *tok, int32_t id) {
     const uint8_t *bytes = ds_tokenizer_token(tok, id, &len);
     if (fwrite(bytes, 1, len, stdout) != len || fflush(stdout) != 0)
         ds_die(DS_EXIT_FAIL, "generate: cannot write to stdout: %s", strerror(errno));
+}
+
+/* A float32 vector as a .npy file (format 1.0: magic, version, header length, a Python dict literal
+ * padded with spaces to a multiple of 64 bytes with the preamble and ended by '\n', then the data). */
+static void write_npy(const char *path, const float *x, int n) {
+    char header[256];
+    int len = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }", n);
+    int pad = (64 - (10 + len + 1) % 64) % 64;
+    memset(header + len, ' ', (size_t)pad);
+    len += pad;
+    header[len++] = '\n';
+    uint8_t preamble[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(len & 0xff), (uint8_t)(len >> 8)};
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "generate: %s: cannot create: %s", path, strerror(errno));
+    int bad = fwrite(preamble, 1, sizeof preamble, af.fp) != sizeof preamble ||
+              fwrite(header, 1, (size_t)len, af.fp) != (size_t)len ||
+              fwrite(x, sizeof(float), (size_t)n, af.fp) != (size_t)n;
+    if (bad || ds_atomic_commit(&af) != 0) {
+        int e = errno;
+        ds_atomic_abort(&af);
+        ds_die(DS_EXIT_FAIL, "generate: %s: write failed: %s", path, strerror(e));
+    }
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -129,6 +166,7 @@ int cmd_generate(int argc, char **argv) {
     double t0 = ds_now_seconds();
     ds_rwkv7_forward(&m, 1, (int)n_prompt, prompt, NULL, 1.0f, 0.0f, &st, &st, logits);
     const float *next = logits + (n_prompt - 1) * (size_t)V;
+    if (a.logits_out) write_npy(a.logits_out, next, V);
     int64_t generated = 0;
     for (int64_t i = 0; i < a.max_tokens; i++) {
         double u = ds_rng_uniform(a.seed, GENERATE_STREAM, (uint64_t)i);
@@ -147,7 +185,7 @@ int cmd_generate(int argc, char **argv) {
     if (a.state_out) {
         char meta[128];
         snprintf(meta, sizeof meta, "prompt_tokens=%zu\ngenerated_tokens=%" PRId64 "\n", n_prompt, generated);
-        ds_state_file_save(a.state_out, &d, &st, 0, -1, meta);
+        ds_state_file_save(a.state_out, a.format, &d, &st, 0, -1, meta);
     }
     ds_log("generate: %zu prompt tokens, %" PRId64 " new tokens, %.3f s (%.1f tokens/s)", n_prompt, generated, seconds,
            (n_prompt + generated) / (seconds > 0 ? seconds : 1e-9));

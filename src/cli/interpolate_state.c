@@ -14,14 +14,18 @@ static const cli_spec spec = {
     .usage =
         "usage: dreamstate interpolate-state MODEL.ckpt --from A.state --to B.state --out PREFIX\n"
         "                                    [--space state|noise] [--mode linear|slerp] [--points N]\n"
-        "                                    [--steps K] [--guidance W]\n"
-        "Writes PREFIX-0 .. PREFIX-<N-1> (default N = 11, lambda = i / (N-1)) between two state files:\n"
+        "                                    [--steps K] [--guidance W] [--format dreamstate|rwkv-state]\n"
+        "Writes PREFIX-0 .. PREFIX-<N-1> (default N = 11, lambda = i / (N-1)) between two state files\n"
+        "(X-0.safetensors .. for a PREFIX X.safetensors):\n"
         "  --space state  interpolates the modelled WKV states directly;\n"
         "  --space noise  (default) DDIM-inverts both under their own labels (metadata label=), interpolates\n"
         "                 the noise, and decodes under the mixture (1-lambda) eps(a) + lambda eps(b).\n"
-        "  --mode slerp (default for noise) or linear.\n",
+        "  --mode slerp (default for noise) or linear.\n"
+        "  --format dreamstate (default) or rwkv-state (RWKV-PEFT safetensors, WKV only; the default for a\n"
+        "                 PREFIX ending in .safetensors). --from and --to take either format.\n",
     .positional = "MODEL.ckpt",
-    .options = {{"--from"}, {"--to"}, {"--out"}, {"--space"}, {"--mode"}, {"--points"}, {"--steps"}, {"--guidance"}},
+    .options = {{"--from"}, {"--to"}, {"--out"}, {"--space"}, {"--mode"}, {"--points"}, {"--steps"}, {"--guidance"},
+                {"--format"}},
 };
 
 static void interpolate(int slerp, int64_t n, const float *a, const float *b, double lambda, float *out) {
@@ -57,7 +61,7 @@ int cmd_interpolate_state(int argc, char **argv) {
     if (mode && !slerp && strcmp(mode, "linear") != 0)
         ds_die(DS_EXIT_BAD_INPUT, "interpolate-state: --mode '%s' is not linear or slerp", mode);
     state_ctx c;
-    open_model(&c, "interpolate-state", model);
+    open_model(&c, "interpolate-state", model, cli_state_format(&a, out));
     sampler_options(&c, NULL, cli_value(&a, "--steps"), NULL, cli_value(&a, "--guidance"), NULL, NULL, NULL);
     int points = (int)cli_int(&a, "--points", 2, 1000, 11);
     int64_t X = c.sd.x_floats;
@@ -84,12 +88,15 @@ int cmd_interpolate_state(int argc, char **argv) {
             ds_state_dit_sample(&c.sd, 1, &c.sampler, c.sampler.steps - 1, 0, n, terms, x);
         }
         char path[DS_PATH_MAX + 32], meta[128];
-        snprintf(path, sizeof path, "%s-%d", out, i);
+        numbered_path(out, i, path, sizeof path);
         snprintf(meta, sizeof meta, "lambda=%.6f\nspace=%s\nmode=%s", lambda, noise_space ? "noise" : "state",
                  slerp ? "slerp" : "linear");
         write_states(&c, 1, x, path, lambda < 0.5 ? la : lb, meta);
     }
-    ds_log("interpolate-state: %d states -> %s-0 .. %s-%d", points, out, out, points - 1);
+    char first[DS_PATH_MAX + 32], last[DS_PATH_MAX + 32];
+    numbered_path(out, 0, first, sizeof first);
+    numbered_path(out, points - 1, last, sizeof last);
+    ds_log("interpolate-state: %d states -> %s .. %s", points, first, last);
     ds_free(xa); ds_free(xb); ds_free(x);
     ds_state_dit_destroy(&c.sd);
     cli_args_free(&a);

@@ -13,14 +13,18 @@ static const cli_spec spec = {
     .usage =
         "usage: dreamstate sample-state MODEL.ckpt --label NAME --out FILE [--n N] [--sampler ddim|ddpm]\n"
         "                               [--steps K] [--eta E] [--guidance W] [--seed S] [--clip C] [--temperature T]\n"
+        "                               [--format dreamstate|rwkv-state]\n"
         "Draws N states from the state DiT (EMA weights) under a label and writes them as state files for\n"
-        "`generate --state` (FILE, or FILE-0 .. FILE-<N-1> when N > 1). Defaults: DDIM, 50 steps, eta 0,\n"
-        "guidance 1 (off; DiT's sampler uses 4, its best FID 1.5), seed 1234; DDPM: 250 steps. --clip C\n"
-        "clips the predicted x0 to [-C, C] in normalised units (a guard for an under-trained DiT; default off);\n"
-        "--temperature T scales the initial noise (default 1; below 1 pulls samples towards the class mean).\n",
+        "`generate --state` (FILE, or FILE-0 .. FILE-<N-1> when N > 1; X-0.safetensors .. for X.safetensors).\n"
+        "Defaults: DDIM, 50 steps, eta 0, guidance 1 (off; DiT's sampler uses 4, its best FID 1.5), seed 1234;\n"
+        "DDPM: 250 steps. --clip C clips the predicted x0 to [-C, C] in normalised units (a guard for an\n"
+        "under-trained DiT; default off);\n"
+        "--temperature T scales the initial noise (default 1; below 1 pulls samples towards the class mean).\n"
+        "--format rwkv-state writes RWKV-PEFT state files (safetensors, WKV only, metadata label=; the default\n"
+        "for FILE ending in .safetensors); dreamstate (the default) the whole state.\n",
     .positional = "MODEL.ckpt",
     .options = {{"--label"}, {"--out"}, {"--n"}, {"--sampler"}, {"--steps"}, {"--eta"}, {"--guidance"}, {"--seed"},
-                {"--clip"}, {"--temperature"}},
+                {"--clip"}, {"--temperature"}, {"--format"}},
 };
 
 int cmd_sample_state(int argc, char **argv) {
@@ -31,7 +35,7 @@ int cmd_sample_state(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "sample-state: needs MODEL.ckpt, --label and --out (see --help)");
     const char *model = a.positional[0];
     state_ctx c;
-    open_model(&c, "sample-state", model);
+    open_model(&c, "sample-state", model, cli_state_format(&a, out));
     sampler_options(&c, cli_value(&a, "--sampler"), cli_value(&a, "--steps"), cli_value(&a, "--eta"),
                     cli_value(&a, "--guidance"), cli_value(&a, "--seed"), cli_value(&a, "--clip"),
                     cli_value(&a, "--temperature"));
@@ -52,8 +56,11 @@ int cmd_sample_state(int argc, char **argv) {
     snprintf(meta, sizeof meta, "sampler=%s\nsteps=%d\nguidance=%g\nseed=%llu", c.sampler.ddpm ? "ddpm" : "ddim",
              c.sampler.steps, c.guidance, (unsigned long long)c.sampler.seed);
     write_states(&c, B, x, out, label, meta);
-    ds_log("sample-state: %d state(s) of '%s' in %.2fs -> %s%s", B, label_name, ds_now_seconds() - t0, out,
-           B > 1 ? "-*" : "");
+    char first[DS_PATH_MAX + 32], last[DS_PATH_MAX + 32];
+    numbered_path(out, 0, first, sizeof first);
+    numbered_path(out, B - 1, last, sizeof last);
+    ds_log("sample-state: %d state(s) of '%s' in %.2fs -> %s%s%s", B, label_name, ds_now_seconds() - t0,
+           B > 1 ? first : out, B > 1 ? " .. " : "", B > 1 ? last : "");
     ds_free(x); ds_free(labels); ds_free(nulls);
     ds_state_dit_destroy(&c.sd);
     cli_args_free(&a);

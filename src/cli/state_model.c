@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void open_model(state_ctx *c, const char *cmd, const char *path) {
+void open_model(state_ctx *c, const char *cmd, const char *path, ds_state_file_format format) {
     c->cmd = cmd;
+    c->format = format;
     char *meta;
     ds_state_dit_load(&c->sd, path, &meta);
     ds_state_dit_rwkv_dims(path, meta, &c->dims);
@@ -47,6 +48,13 @@ int label_terms(const state_ctx *c, int32_t *labels, int32_t *nulls, int B, int 
     return n;
 }
 
+void numbered_path(const char *path, int i, char *out, size_t len) {
+    static const char ext[] = ".safetensors";
+    size_t n = strlen(path), e = sizeof ext - 1;
+    if (n > e && strcmp(path + n - e, ext) == 0) snprintf(out, len, "%.*s-%d%s", (int)(n - e), path, i, ext);
+    else snprintf(out, len, "%s-%d", path, i);
+}
+
 void write_states(const state_ctx *c, int B, const float *x, const char *path, int label, const char *meta) {
     ds_rwkv7_state st;
     ds_rwkv7_state_create(&st, &c->dims, 1);
@@ -55,11 +63,11 @@ void write_states(const state_ctx *c, int B, const float *x, const char *path, i
         ds_state_dit_decode(&c->sd, x + b * c->sd.x_floats, rec);
         ds_state_unpack(&c->sd.shape, rec, &st, 0);
         char file[DS_PATH_MAX + 32], text[512];
-        if (B > 1) snprintf(file, sizeof file, "%s-%d", path, b);
+        if (B > 1) numbered_path(path, b, file, sizeof file);
         else snprintf(file, sizeof file, "%s", path);
         if (label >= 0) snprintf(text, sizeof text, "label=%s\n%s\n", c->sd.labels[label], meta);
         else snprintf(text, sizeof text, "%s\n", meta);
-        ds_state_file_save(file, &c->dims, &st, 0, label, text);
+        ds_state_file_save(file, c->format, &c->dims, &st, 0, label, text);
     }
     ds_free(rec);
     ds_rwkv7_state_destroy(&st);

@@ -13,25 +13,73 @@
 
 #define TIME_STATE "blocks.%d.att.time_state"
 
-int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *model,
-                       char *err) {
+typedef char tensor_name[48];
+
+/* Views of sequence b's WKV state of every layer as the file's tensors (names: [L] buffers). */
+static ds_tensor *time_state_views(const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, tensor_name *names) {
     int L = d->n_layer, H = d->n_embd / DS_HEAD_SIZE;
     int64_t per_seq = (int64_t)H * DS_HEAD_SIZE * DS_HEAD_SIZE;
     ds_tensor *t = ds_alloc(sizeof(ds_tensor) * L);
-    char (*names)[48] = ds_alloc(sizeof(*names) * L);
     for (int l = 0; l < L; l++) {
         snprintf(names[l], sizeof names[l], TIME_STATE, l);
         t[l] = (ds_tensor){.name = names[l], .ndim = 3, .shape = {H, DS_HEAD_SIZE, DS_HEAD_SIZE},
                            .data = s->wkv + ((int64_t)l * s->B + b) * per_seq};
     }
-    const char *meta[] = {"format", "rwkv-state", "model", model};
-    int rc = ds_safetensors_save(path, 2, meta, L, t, err);
-    ds_free(names);
+    return t;
+}
+
+int ds_rwkv_state_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, const char *meta,
+                       char *err) {
+    /* "key=value\n" lines as (key, value) pairs: the copy's '=' and '\n' become NULs */
+    char *text = strdup(meta ? meta : "");
+    int cap = 2, n_meta = 1;
+    for (const char *p = text; *p; p++) cap += *p == '\n';
+    const char **kv = ds_alloc(sizeof(char *) * 2 * cap);
+    kv[0] = "format";
+    kv[1] = "rwkv-state";
+    for (char *line = text, *end; *line; line = end) {
+        end = line + strcspn(line, "\n");
+        if (*end) *end++ = 0;
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        *eq = 0;
+        kv[2 * n_meta] = line;
+        kv[2 * n_meta++ + 1] = eq + 1;
+    }
+    tensor_name *names = ds_alloc(sizeof(*names) * d->n_layer);
+    ds_tensor *t = time_state_views(d, s, b, names);
+    int rc = ds_safetensors_save(path, n_meta, kv, d->n_layer, t, err);
     ds_free(t);
+    ds_free(names);
+    ds_free(kv);
+    free(text);
     return rc;
 }
 
-int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char *err) {
+/* The pairs a "key=value\n" line can hold. */
+static int meta_pair_fits(const char *key, const char *value) {
+    if (!*key || strchr(key, '=')) return 0;
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p < 0x20) return 0;
+    for (const char *p = value; *p; p++)
+        if ((unsigned char)*p < 0x20) return 0;
+    return 1;
+}
+
+static char *meta_text(const ds_st_index *ix) {
+    size_t len = 1;
+    for (int i = 0; i < ix->n_meta; i++) len += strlen(ix->meta_keys[i]) + strlen(ix->meta_values[i]) + 2;
+    char *text = malloc(len), *p = text;
+    if (!text) ds_die(DS_EXIT_FAIL, "out of memory");
+    *p = 0;
+    for (int i = 0; i < ix->n_meta; i++)
+        if (meta_pair_fits(ix->meta_keys[i], ix->meta_values[i]))
+            p += sprintf(p, "%s=%s\n", ix->meta_keys[i], ix->meta_values[i]);
+    return text;
+}
+
+int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, int b, char **meta_out,
+                       char *err) {
     ds_st_index ix;
     if (ds_safetensors_list(path, &ix, err) != 0) return -1;
     int L = d->n_layer, H = d->n_embd / DS_HEAD_SIZE, rc = -1, layers = 0;
@@ -59,22 +107,18 @@ int ds_rwkv_state_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state 
             goto done;
         }
     }
-    int64_t per_seq = (int64_t)H * DS_HEAD_SIZE * DS_HEAD_SIZE;
-    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * L);
-    char (*names)[48] = ds_alloc(sizeof(*names) * L);
-    for (int l = 0; l < L; l++) {
-        snprintf(names[l], sizeof names[l], TIME_STATE, l);
-        t[l] = (ds_tensor){.name = names[l], .ndim = 3, .shape = {H, DS_HEAD_SIZE, DS_HEAD_SIZE},
-                           .data = dst->wkv + ((int64_t)l * dst->B + b) * per_seq};
-    }
+    tensor_name *names = ds_alloc(sizeof(*names) * L);
+    ds_tensor *t = time_state_views(d, dst, b, names);
     rc = ds_safetensors_load(path, L, t, err);
-    ds_free(names);
     ds_free(t);
-    if (rc == 0)
+    ds_free(names);
+    if (rc == 0) {
         for (int l = 0; l < L; l++) {  /* no token-shift state in the format: start it at zero */
             memset(dst->att_x + ((int64_t)l * dst->B + b) * d->n_embd, 0, sizeof(float) * d->n_embd);
             memset(dst->ffn_x + ((int64_t)l * dst->B + b) * d->n_embd, 0, sizeof(float) * d->n_embd);
         }
+        if (meta_out) *meta_out = meta_text(&ix);
+    }
 done:
     ds_st_index_free(&ix);
     return rc;

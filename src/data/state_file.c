@@ -5,11 +5,13 @@
 #include "dreamstate/common.h"
 #include "dreamstate/weights.h"
 #include "state_shard.h"
+#include "text_files.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -275,17 +277,74 @@ void state_save_record(const char *path, ds_state_shape shape, int32_t label, in
     ds_state_writer_commit(w, meta);
 }
 
-void ds_state_file_save(const char *path, const ds_rwkv7_dims *d, const ds_rwkv7_state *s, int b, int32_t label,
-                        const char *meta) {
+static const char *const FORMAT_NAMES[] = {[DS_STATE_FILE_DREAMSTATE] = "dreamstate",
+                                           [DS_STATE_FILE_RWKV] = "rwkv-state"};
+
+int ds_state_file_format_of(const char *name, const char *path, ds_state_file_format *out, char *why, size_t why_len) {
+    int by_extension = -1;
+    if (path && ds_has_suffix(path, ".safetensors")) by_extension = DS_STATE_FILE_RWKV;
+    else if (path && ds_has_suffix(path, ".state")) by_extension = DS_STATE_FILE_DREAMSTATE;
+    if (!name) {
+        *out = by_extension == DS_STATE_FILE_RWKV ? DS_STATE_FILE_RWKV : DS_STATE_FILE_DREAMSTATE;
+        return 0;
+    }
+    if (strcmp(name, "dreamstate") == 0) *out = DS_STATE_FILE_DREAMSTATE;
+    else if (strcmp(name, "rwkv-state") == 0) *out = DS_STATE_FILE_RWKV;
+    else return why_fail(why, why_len, "format '%s' is not dreamstate or rwkv-state", name);
+    if (by_extension >= 0 && by_extension != (int)*out)
+        return why_fail(why, why_len, "format %s contradicts the extension of %s (a %s file): drop the format or "
+                        "rename the file", name, path, FORMAT_NAMES[by_extension]);
+    return 0;
+}
+
+void ds_state_file_save(const char *path, ds_state_file_format f, const ds_rwkv7_dims *d, const ds_rwkv7_state *s,
+                        int b, int32_t label, const char *meta) {
     char sig[256];
     ds_weights_signature(d, sig, sizeof sig);
     char *text = format_alloc("model=%s\n%s", sig, meta ? meta : "");
     if (!meta_valid(text, strlen(text))) ds_die(DS_EXIT_FAIL, "%s: metadata must be \"key=value\\n\" lines", path);
-    state_save_record(path, ds_state_shape_of(d, 0), label, -1, NULL, s, b, text);
+    if (f == DS_STATE_FILE_RWKV) {
+        char err[DS_ERR_LEN];
+        if (ds_rwkv_state_save(path, d, s, b, text, err) != 0) ds_die(DS_EXIT_FAIL, "%s", err);
+    } else {
+        state_save_record(path, ds_state_shape_of(d, 0), label, -1, NULL, s, b, text);
+    }
     free(text);
 }
 
+/* A file torch.save wrote: a zip archive (PyTorch >= 1.6) or a bare pickle (protocol 2+). */
+static int is_pytorch_file(const char *path, const uint8_t *head, size_t n) {
+    return ds_has_suffix(path, ".pth") || ds_has_suffix(path, ".pt") || (n >= 4 && memcmp(head, "PK\3\4", 4) == 0) ||
+           (n >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5);
+}
+
+/* A safetensors file starts with its header length (u64) and the header's opening '{'. */
+static int is_safetensors_file(const uint8_t *head, size_t n) { return n >= 9 && head[8] == '{'; }
+
+static void load_rwkv_state(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, char **meta_out) {
+    char err[DS_ERR_LEN];
+    if (dst->B < 1) ds_die(DS_EXIT_FAIL, "%s: no sequence to load the state into", path);
+    if (ds_rwkv_state_load(path, d, dst, 0, meta_out, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+}
+
 void ds_state_file_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, char **meta_out) {
+    uint8_t head[9];
+    size_t n = 0;
+    FILE *fp = fopen(path, "rb");  /* one that cannot be read is reported by the shard reader */
+    int readable = fp != NULL;
+    if (fp) {
+        n = fread(head, 1, sizeof head, fp);
+        fclose(fp);
+    }
+    if (readable && (n < 8 || memcmp(head, STATES_MAGIC, 8) != 0)) {
+        if (is_pytorch_file(path, head, n))
+            ds_die(DS_EXIT_BAD_INPUT, "%s: a PyTorch file; convert an RWKV-PEFT state first: /usr/bin/python3 "
+                   "src/tools/pth_to_safetensors.py %s OUT.safetensors", path, path);
+        if (is_safetensors_file(head, n)) {
+            load_rwkv_state(path, d, dst, meta_out);
+            return;
+        }
+    }
     state_shard s;
     char why[512];
     if (state_shard_open(path, &s, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", path, why);

@@ -44,6 +44,20 @@ static void absolute(const char *path, char *out, size_t len) {
     free(real);
 }
 
+/* Context i's state as out_dir/rwkv-states/<i>-<label>.safetensors: an RWKV-PEFT state file for tools
+ * outside dreamstate; '/' in a label becomes '_' (the context index alone makes the name unique). */
+static void save_rwkv_state(const char *out_dir, int64_t i, const char *label, const char *checkpoint,
+                            const char *contexts, const ds_rwkv7_dims *d, const ds_rwkv7_state *st) {
+    char name[DS_LABEL_MAX], path[DS_PATH_MAX + 128], meta[2 * DS_PATH_MAX + 256];
+    snprintf(name, sizeof name, "%s", label);
+    for (char *p = name; *p; p++)
+        if (*p == '/') *p = '_';
+    snprintf(path, sizeof path, "%s/rwkv-states/%lld-%s.safetensors", out_dir, (long long)i, name);
+    snprintf(meta, sizeof meta, "label=%s\ncheckpoint=%s\ncontexts=%s\ncontext=%lld\n", label, checkpoint, contexts,
+             (long long)i);
+    ds_state_file_save(path, DS_STATE_FILE_RWKV, d, st, 0, -1, meta);
+}
+
 int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     if (opt->max_tokens < 1) ds_die(DS_EXIT_BAD_INPUT, "extract-states: --max-tokens must be at least 1");
@@ -82,6 +96,13 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     ds_rwkv7_state_create(&st, &d, 1);
     ds_rwkv7_reserve(&m, 1, (int)(longest < (size_t)opt->max_tokens ? longest : (size_t)opt->max_tokens));
 
+    char checkpoint[DS_PATH_MAX], contexts[DS_PATH_MAX], meta[3 * DS_PATH_MAX + 512];
+    absolute(opt->checkpoint, checkpoint, sizeof checkpoint);
+    absolute(opt->contexts, contexts, sizeof contexts);
+    if (opt->rwkv_state_files) {
+        snprintf(path, sizeof path, "%s/rwkv-states", opt->out_dir);
+        ds_mkdir_p(path);
+    }
     double t0 = ds_now_seconds(), stats[3] = {0, 0, 0};  /* contexts, tokens, truncated */
     ds_log("extract-states: %lld contexts, %d labels, %d ranks, model %s, max %d tokens", (long long)ctx->n,
            ctx->n_labels, ranks, sig, opt->max_tokens);
@@ -94,14 +115,13 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
         ds_rwkv7_forward(&m, 1, (int)n, ids, NULL, 1.0f, 0.0f, NULL, &st, NULL);
         condition(&m, ids, (int)n, cond, acc);
         ds_state_writer_add(w, c->label, (int32_t)i, cond, &st, 0);
+        if (opt->rwkv_state_files)
+            save_rwkv_state(opt->out_dir, i, ctx->labels[c->label], checkpoint, contexts, &d, &st);
         stats[0]++;
         stats[1] += (double)n;
         ds_progress_update(&prog, (int64_t)stats[0]);
     }
     ds_progress_end(&prog);
-    char checkpoint[DS_PATH_MAX], contexts[DS_PATH_MAX], meta[3 * DS_PATH_MAX + 512];
-    absolute(opt->checkpoint, checkpoint, sizeof checkpoint);
-    absolute(opt->contexts, contexts, sizeof contexts);
     snprintf(meta, sizeof meta, "model=%s\ncheckpoint=%s\ncontexts=%s\nrank=%d\nranks=%d\n", sig, checkpoint, contexts,
              rank, ranks);
     ds_state_writer_commit(w, meta);

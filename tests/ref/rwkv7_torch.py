@@ -28,13 +28,17 @@ def shift(x):
     return F.pad(x, (0, 0, 1, -1))
 
 
-def forward(P, tokens, L, C):
+def forward(P, tokens, L, C, wkv_states=None, return_states=False):
+    """Logits [B, T, V]. wkv_states: None (zero), or per layer the initial WKV state [B, H, N, N] as
+    S[b, h, value, key] (the token-shift states start at zero either way). With return_states, also
+    the final WKV state of every layer, in the same layout."""
     B, T = tokens.shape
     H = C // N
     vec = lambda name: P[name].reshape(C)
     ln = lambda x, name: F.layer_norm(x, (C,), P[name + '.weight'], P[name + '.bias'], 1e-5)
     x = ln(P['emb.weight'][tokens], 'blocks.0.ln0')
     v_first = None
+    finals = []
     for l in range(L):
         p = lambda key: P[f'blocks.{l}.{key}']
         a = ln(x, f'blocks.{l}.ln1')
@@ -56,7 +60,8 @@ def forward(P, tokens, L, C):
         kap = (k0 * vec(f'blocks.{l}.att.k_k')).view(B, T, H, N)
         kk = (kap / kap.norm(dim=-1, keepdim=True).clamp_min(1e-12)).view(B, T, C)
         kr = k0 * (1 + (aic - 1) * vec(f'blocks.{l}.att.k_a'))
-        y, _ = wkv7(r, decay, kr, v, -kk, kk * aic)
+        y, S = wkv7(r, decay, kr, v, -kk, kk * aic, None if wkv_states is None else wkv_states[l])
+        finals.append(S)
         gn = F.group_norm(y.reshape(B * T, C), H, p('att.ln_x.weight'), p('att.ln_x.bias'), eps=64e-5).view(B, T, C)
         u = (r * kr * p('att.r_k').reshape(C)).view(B, T, H, N).sum(-1, keepdim=True)
         out = gn + (u * v.view(B, T, H, N)).view(B, T, C)
@@ -64,7 +69,8 @@ def forward(P, tokens, L, C):
         b2 = ln(x, f'blocks.{l}.ln2')
         xk2 = b2 + (shift(b2) - b2) * vec(f'blocks.{l}.ffn.x_k')
         x = x + torch.relu(xk2 @ p('ffn.key.weight').T) ** 2 @ p('ffn.value.weight').T
-    return ln(x, 'ln_out') @ P['head.weight'].T
+    logits = ln(x, 'ln_out') @ P['head.weight'].T
+    return (logits, finals) if return_states else logits
 
 
 class L2Wrap(torch.autograd.Function):
