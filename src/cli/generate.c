@@ -14,7 +14,6 @@
 #include "dreamstate/kernels.h"
 #include "dreamstate/rwkv7.h"
 #include "dreamstate/states.h"
-#include "dreamstate/train.h"
 #include "dreamstate/weights.h"
 
 #include <errno.h>
@@ -138,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
 
     /* Every input is checked before the weights are read. */
     ds_tokenizer *tok = ds_tokenizer_open(cfg.data.tokenizer, cfg.data.vocab_file);
-    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(&cfg);
+    ds_rwkv7_dims d = ds_model_dims_for_weights(&cfg, a.checkpoint);
     int V = d.vocab_size, V_text = (int)ds_tokenizer_vocab_size(tok);
     if (V_text > V)
         ds_die(DS_EXIT_BAD_INPUT, "generate: the %s tokenizer has %d ids, the model only %d (model.vocab_size)",
