@@ -12,7 +12,8 @@
 #      of generated states, continuation loss from zero / class-mean / generated / true states
 #   7. the state manifold (analyze-states: PCA, t-SNE, kNN and silhouette vs shuffled labels) and a
 #      report with plots                                               -> OUT/report.md
-# usage: jobs/part-a.sh [--size ci|default] [--ranks R] [--out DIR] [--model FILE]
+# usage: jobs/part-a.sh [--size smoke|ci|default] [--ranks R] [--out DIR] [--model FILE]
+# (smoke: every stage at a minimal size, numbers meaningless; ci: what `make run` does)
 # Steps whose output exists are skipped, so a rerun continues where a killed one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,11 @@ cd "$(dirname "$0")/.."
 case "$SIZE" in
   ci)      PER_LABEL=40; LM_PER_LABEL=300; LM=(--set train.steps=600 --set train.ctx_len=128)
            DIT=(); SAMPLES=6 ;;
+  smoke)   PER_LABEL=16; LM_PER_LABEL=100; LM=(--set train.steps=100 --set train.ctx_len=128)
+           DIT=(--set train.steps=100 --set train.eval_every=50); SAMPLES=2 ;;
   default) PER_LABEL=120; LM_PER_LABEL=1000; LM=(--set train.steps=2000 --set train.ctx_len=128)
            DIT=(--set train.steps=5000); SAMPLES=16 ;;
-  *) echo "part-a.sh: --size must be ci or default" >&2; exit 2 ;;
+  *) echo "part-a.sh: --size must be smoke, ci or default" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/part-a-$SIZE}
 SOURCES=c-headers,python,shell,licenses,man

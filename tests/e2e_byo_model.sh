@@ -12,8 +12,8 @@ PTH="$TMP/RWKV-x070-World-tiny-random.pth"
   || bad "official_weights.py"
 
 OUT="$TMP/pa"
-bash jobs/part-a.sh --size ci --model "$PTH" --out "$OUT" >"$TMP/job.log" 2>&1 \
-  && ok "jobs/part-a.sh --size ci --model FILE.pth ran every stage" || bad "jobs/part-a.sh --model: $(tail -5 "$TMP/job.log")"
+bash jobs/part-a.sh --size smoke --model "$PTH" --out "$OUT" >"$TMP/job.log" 2>&1 \
+  && ok "jobs/part-a.sh --size smoke --model FILE.pth ran every stage" || bad "jobs/part-a.sh --model: $(tail -5 "$TMP/job.log")"
 grep -q '^wrote .*model.safetensors: L=2 C=128 V=65536' "$TMP/job.log" && ok "the .pth was converted once" \
   || bad "no conversion line in the job log"
 grep -q '^model rwkv7 L=2 C=128 V=65536 Dw=32 Da=32 Dv=32 Dg=64$' "$OUT/states-train/index.txt" \
