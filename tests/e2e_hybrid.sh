@@ -109,7 +109,7 @@ expect_bad() {
 }
 expect_bad "hybrid.init unset" "hybrid.init" $BIN train "${H[@]}" --set hybrid.init= --set run.out_dir="$TMP/s"
 expect_bad "hybrid.init missing" "$TMP/nothing.ckpt" $BIN train "${H[@]}" --set hybrid.init="$TMP/nothing.ckpt" --set run.out_dir="$TMP/s"
-expect_bad "hybrid.init of another shape" "checkpoint is for 'rwkv7 L=2 C=128" \
+expect_bad "hybrid.init of another shape" "has n_embd 128" \
   $BIN train "${H[@]}" --set model.n_embd=192 --set run.out_dir="$TMP/s"
 expect_bad "matrices none with frozen weights" "needs hybrid.train_static 1" \
   $BIN train "${H[@]}" --set hybrid.matrices=none --set run.out_dir="$TMP/s"
