@@ -312,6 +312,31 @@ static void test_directory(void) {
     model_free(&a);
 }
 
+/* step= of checkpoint metadata: digits only, and the file name's step for a file of a checkpoint dir */
+static void test_meta_step(void) {
+    char err[DS_ERR_LEN];
+    int64_t step = -1;
+    CHECK(ds_ckpt_meta_step("a.ckpt", META, -1, &step, err) == 0 && step == 123, "step=123: %lld", (long long)step);
+    CHECK(ds_ckpt_meta_step("a.ckpt", META, 123, &step, err) == 0 && step == 123, "step=123 named step 123");
+    CHECK(ds_ckpt_meta_step("a.ckpt", "model=x\nstep=0\n", 0, &step, err) == 0 && step == 0, "step=0");
+    static const struct { const char *meta; int64_t name_step; const char *reason; } bad[] = {
+        {"step=-5\n", -1, "step=-5 is not a step number"},
+        {"step=abc\n", -1, "step=abc is not a step number"},
+        {"step=12x\n", -1, "step=12x is not a step number"},
+        {"step= 7\n", -1, "is not a step number"},
+        {"step=99999999999999999999\n", -1, "is not a step number"},
+        {"step=\n", -1, "step= is empty"},
+        {"model=x\n", -1, "has no step="},
+        {"step=4\n", 6, "step=4 does not match the file name (step 6)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        step = 77;
+        int rc = ds_ckpt_meta_step("b.ckpt", bad[i].meta, bad[i].name_step, &step, err);
+        CHECK(rc != 0 && step == 77 && contains(err, "b.ckpt: ") && contains(err, bad[i].reason), "'%s' -> %s",
+              bad[i].meta, rc ? err : "accepted");
+    }
+}
+
 /* ---- atomic writes ----------------------------------------------------------------------------- */
 
 static void test_atomicity(void) {
@@ -610,6 +635,7 @@ int main(int argc, char **argv) {
     test_roundtrip();
     test_corruption();
     test_directory();
+    test_meta_step();
     test_atomicity();
     test_clean_stale();
     test_safetensors_roundtrip();

@@ -45,6 +45,11 @@ int ds_ckpt_verify(const char *path, char **meta_out, char *err);
  * (cut to len - 1 bytes); returns out, or NULL when the key is absent. */
 const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, size_t len);
 
+/* The step= of checkpoint metadata: decimal digits only (an integer >= 0) and, when name_step >= 0 (a
+ * file of a checkpoint directory), equal to the step in the file name. Returns 0 with *step, or -1 with
+ * the reason in err. */
+int ds_ckpt_meta_step(const char *path, const char *meta, int64_t name_step, int64_t *step, char *err);
+
 /* ---- checkpoint directory: DIR/step-00000123.ckpt ---------------------------------------------- */
 
 /* Writes "DIR/step-%08lld.ckpt" into buf (dies with exit code 2 if it does not fit). */

@@ -393,6 +393,25 @@ const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, siz
     return NULL;
 }
 
+int ds_ckpt_meta_step(const char *path, const char *meta, int64_t name_step, int64_t *step, char *err) {
+    char text[64];
+    if (!ds_ckpt_meta_value(meta, "step", text, sizeof text))
+        return ckpt_fail(err, path, "checkpoint metadata has no step=");
+    int64_t v = 0;
+    int digits = 0;
+    for (const char *p = text; *p; p++, digits++) {
+        if (*p < '0' || *p > '9' || digits == 18)
+            return ckpt_fail(err, path, "checkpoint metadata step=%s is not a step number (an integer >= 0)", text);
+        v = v * 10 + (*p - '0');
+    }
+    if (digits == 0) return ckpt_fail(err, path, "checkpoint metadata step= is empty");
+    if (name_step >= 0 && v != name_step)
+        return ckpt_fail(err, path, "checkpoint metadata step=%lld does not match the file name (step %lld)",
+                         (long long)v, (long long)name_step);
+    *step = v;
+    return 0;
+}
+
 /* ---- checkpoint directory --------------------------------------------------------------------- */
 
 void ds_ckpt_path(char *buf, size_t len, const char *dir, int64_t step) {

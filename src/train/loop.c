@@ -61,30 +61,32 @@ static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckp
         ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
 }
 
-/* Returns the step to continue from (0 for a fresh run). Rank 0 reads the newest valid checkpoint and
- * broadcasts step and tensors; the caller scatters the moments (the last two). */
-static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct) {
-    int64_t step = 0;
+/* Returns the step to continue from (0 for a fresh run) and sets *resumed when a checkpoint was read.
+ * Rank 0 reads the newest valid checkpoint and broadcasts step and tensors, whatever the step (an
+ * imported step-0 checkpoint holds weights too); the caller scatters the moments (the last two). */
+static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int *resumed) {
+    int64_t head[2] = {0, 0};  /* step, resumed */
     if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
-        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256], stepbuf[64];
-        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) {
+        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256];
+        int64_t name_step;
+        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &name_step)) {
             char *meta = NULL;
             if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
                 ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got,
                        task->signature);
-            if (!ds_ckpt_meta_value(meta, "step", stepbuf, sizeof stepbuf))
-                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
+            if (ds_ckpt_meta_step(path, meta, name_step, &head[0], err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             free(meta);
             if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            step = atoll(stepbuf);
-            ds_log("resumed from %s (step %lld)", path, (long long)step);
+            head[1] = 1;
+            ds_log("resumed from %s (step %lld)", path, (long long)head[0]);
         }
     }
-    ds_dist_bcast(&step, sizeof step, 0);
-    if (step > 0)
+    ds_dist_bcast(head, sizeof head, 0);
+    if (head[1])
         for (int i = 0; i < ct->n - 2; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
-    return step;
+    *resumed = (int)head[1];
+    return head[0];
 }
 
 /* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
@@ -129,8 +131,9 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     memcpy(ct.t, task->tensors, sizeof(ds_tensor) * task->n_tensors);
     ct.t[task->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {task->n_params}, .data = full_m};
     ct.t[task->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {task->n_params}, .data = full_v};
-    int64_t start = maybe_resume(cfg, task, &ct);
-    if (start > 0) {
+    int resumed;
+    int64_t start = maybe_resume(cfg, task, &ct, &resumed);
+    if (resumed) {
         ds_grad_sync_scatter(sync, full_m, opt.m);
         ds_grad_sync_scatter(sync, full_v, opt.v);
     }
@@ -144,7 +147,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
         if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
         snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
-        if (start > 0) truncate_log(path, start);
+        if (resumed) truncate_log(path, start);
         else remove(path);
         jsonl = fopen(path, "a");
         if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
