@@ -1,17 +1,63 @@
 #!/usr/bin/env bash
 # Nothing lost, ever: what a run directory holds survives runs that go wrong.
-#  1. a checkpoint whose step= disagrees with its file name is refused; weights of an imported (step-0)
+#  1. a diverging run (optim.lr 1e3: the loss goes NaN at step 6) stops there with exit 1 and one line
+#     naming the step; every checkpoint left verifies and is finite (the last finite one is not
+#     pruned); train.jsonl parses as JSON. With train.skip_nonfinite N it skips N such steps (logged
+#     with "loss":null,"skipped":true) and stops at the next one. Weights holding a NaN are refused
+#     by import (and every command that loads weights) with the tensor's name, exit 2.
+#  2. a checkpoint whose step= disagrees with its file name is refused; weights of an imported (step-0)
 #     checkpoint reach every rank: 2 ranks train exactly as 1.
 cd "$(dirname "$0")/.."
 . tests/lib.sh safety
 TINY=(configs/tiny.yaml --set run.threads=1 --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=100)
+json_ok() { /usr/bin/python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$1" 2>/dev/null; }
+finite_ckpts() {  # DIR: every checkpoint in DIR loads (export refuses NaN/Inf weights); prints their steps
+  local f
+  for f in "$1"/step-*.ckpt; do
+    $BIN export "${TINY[@]}" --checkpoint "$f" --out "$TMP/x.safetensors" >/dev/null 2>"$TMP/export.err" || return 1
+    basename "$f" .ckpt | sed 's/step-0*//'
+  done
+}
 
-# a model to bring in
+# 1. divergence
+DIVERGE=(--set optim.lr=1e3 --set train.steps=30 --set checkpoint.every=2 --set checkpoint.keep=2)
+$BIN train "${TINY[@]}" "${DIVERGE[@]}" --set run.out_dir="$TMP/nan" >"$TMP/nan.out" 2>"$TMP/nan.log"
+rc=$?
+msg=$(grep '^dreamstate: ' "$TMP/nan.log")
+[ $rc -eq 1 ] && [ "$(grep -c '^dreamstate: ' "$TMP/nan.log")" -eq 1 ] && grep -q 'step 6: loss -\?nan' <<<"$msg" \
+  && ok "diverging run stops with exit 1: $msg" || bad "diverging run: exit $rc: $(tail -2 "$TMP/nan.log")"
+kept=$(finite_ckpts "$TMP/nan/checkpoints" | tr '\n' ' ')
+[ "$kept" = "2 4 " ] && ok "the last finite checkpoints are kept and load: steps $kept" \
+  || bad "checkpoints after divergence: '$kept' $(cat "$TMP/export.err")"
+json_ok "$TMP/nan/train.jsonl" && [ "$(wc -l <"$TMP/nan/train.jsonl")" -eq 5 ] \
+  && ok "train.jsonl: 5 lines of valid JSON (steps before the NaN)" || bad "train.jsonl: $(tail -1 "$TMP/nan/train.jsonl")"
+
+$BIN train "${TINY[@]}" "${DIVERGE[@]}" --set train.skip_nonfinite=3 --set run.out_dir="$TMP/skip" >/dev/null 2>"$TMP/skip.log"
+rc=$?
+skipped=$(grep -c '"loss":null,.*"skipped":true}$' "$TMP/skip/train.jsonl")
+[ $rc -eq 1 ] && [ "$skipped" -eq 3 ] && grep -q '^dreamstate: step 9: .*4 steps in a row' "$TMP/skip.log" \
+  && json_ok "$TMP/skip/train.jsonl" && kept=$(finite_ckpts "$TMP/skip/checkpoints") \
+  && ok "train.skip_nonfinite 3: steps 6-8 skipped (null in the JSON), stopped at step 9, checkpoints finite" \
+  || bad "skip_nonfinite: exit $rc, $skipped skipped: $(tail -1 "$TMP/skip.log")"
+
+# a finite model to bring in, and the same weights with one NaN
 $BIN train "${TINY[@]}" --set train.steps=10 --set checkpoint.every=5 --set run.out_dir="$TMP/good" 2>"$TMP/good.log" \
   || bad "training a model to import: $(tail -2 "$TMP/good.log")"
 $BIN export "${TINY[@]}" --checkpoint "$TMP/good/checkpoints/step-00000010.ckpt" --out "$TMP/good.safetensors" >/dev/null
+/usr/bin/python3 - "$TMP/good.safetensors" "$TMP/nan.safetensors" <<'PY'
+import json, shutil, struct, sys
+shutil.copy(sys.argv[1], sys.argv[2])
+with open(sys.argv[2], 'r+b') as f:
+    n = struct.unpack('<Q', f.read(8))[0]
+    begin = json.loads(f.read(n))['blocks.1.ffn.key.weight']['data_offsets'][0]
+    f.seek(8 + n + begin + 4 * 7)
+    f.write(struct.pack('<f', float('nan')))
+PY
+expect_bad_input "import of weights holding a NaN" "nan.safetensors: tensor 'blocks.1.ffn.key.weight' holds NaN or Inf" \
+  $BIN import "${TINY[@]}" --set run.out_dir="$TMP/imported-nan" --safetensors "$TMP/nan.safetensors"
+[ ! -e "$TMP/imported-nan" ] && ok "nothing written for refused weights" || bad "refused import wrote $TMP/imported-nan"
 
-# 1. step= metadata; imported weights on every rank
+# 2. step= metadata; imported weights on every rank
 cp -r "$TMP/good" "$TMP/renamed"
 mv "$TMP/renamed/checkpoints/step-00000010.ckpt" "$TMP/renamed/checkpoints/step-00000012.ckpt"
 $BIN train "${TINY[@]}" --set train.steps=20 --set run.out_dir="$TMP/renamed" >/dev/null 2>"$TMP/err"

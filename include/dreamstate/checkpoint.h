@@ -23,6 +23,11 @@ int64_t ds_tensor_numel(const ds_tensor *t);
  * dims >= 0 and of sane size, data non-NULL where numel > 0. `path` only prefixes the message. */
 int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err);
 
+/* Index of the first of the n tensors that holds a NaN or an infinity, -1 when every value is finite.
+ * Weights are refused (loaded) or not written (saved) with that tensor's name: one NaN spreads to the
+ * whole model within a step. */
+int ds_tensors_find_nonfinite(int n, const ds_tensor *t);
+
 /* ---- dreamstate checkpoint files (.ckpt) --------------------------------------------------------
  * Layout (little-endian): 60-byte header (magic "DSCKPT01", version, counts, lengths, CRCs of
  * metadata and index, header CRC), metadata text, tensor index (name, shape, offset, byte count,

@@ -65,5 +65,9 @@ void ds_json_string_n(FILE *f, const char *s, size_t n);
 void ds_json_string(FILE *f, const char *s);
 void ds_json_number(FILE *f, double x);
 void ds_json_numbers(FILE *f, const double *x, int n);
+/* Copies the JSON text `in` (numbers formatted with printf) to out (len bytes, cut to fit), writing
+ * null for every nan, -nan, inf or -inf that printf made of a non-finite value (outside strings), so
+ * the output parses as JSON. Returns the length written. */
+size_t ds_json_null_nonfinite(const char *in, char *out, size_t len);
 
 #endif

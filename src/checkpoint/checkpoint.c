@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,15 @@ int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
             if (strcmp(t[j].name, name) == 0) return ckpt_fail(err, path, "duplicate tensor name '%s'", name);
     }
     return 0;
+}
+
+int ds_tensors_find_nonfinite(int n, const ds_tensor *t) {
+    for (int i = 0; i < n; i++) {
+        int64_t numel = ds_tensor_numel(&t[i]);
+        for (int64_t k = 0; k < numel; k++)
+            if (!isfinite(t[i].data[k])) return i;
+    }
+    return -1;
 }
 
 /* ---- writing --------------------------------------------------------------------------------- */

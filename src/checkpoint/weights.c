@@ -60,6 +60,11 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
         if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
         ds_free(scratch);
     }
+    model_tensors(m, t);
+    int bad = ds_tensors_find_nonfinite(m->n_tensors, t);
+    if (bad >= 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; these weights are unusable (a diverged "
+               "run?): use an earlier checkpoint", path, t[bad].name);
     ds_free(t);
 }
 

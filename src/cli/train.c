@@ -13,7 +13,9 @@ static const cli_spec spec = {
     .usage = "usage: dreamstate train CONFIG [--set section.key=value]...\n"
              "Trains as configured; writes OUT/config.yaml (resolved), OUT/train.jsonl (one line per step)\n"
              "and checkpoints to checkpoint.dir. Rerunning resumes from the newest valid checkpoint.\n"
-             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0.\n",
+             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0.\n"
+             "A NaN or Inf loss or gradient norm stops the run before the update, exit 1 (train.skip_nonfinite\n"
+             "skips up to N such steps in a row); checkpoints are only written with finite weights.\n",
     .config = 1,
     .mpi = 1,
 };

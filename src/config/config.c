@@ -102,6 +102,9 @@ static const config_key config_keys[] = {
      .help = "gradient accumulation and allreduce precision: fp64 trains identically on any rank count; fp32 halves traffic"},
     {KEY(train, zero_stage), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
      .help = "1 = ZeRO-1: AdamW moments sharded over ranks (reduce to owner, update shard, share parameters)"},
+    {KEY(train, skip_nonfinite), .type = KEY_INT, .def = "0", .min = 0, .max = INT_MAX,
+     .help = "a step whose loss or gradient norm is NaN or Inf is skipped (no update) up to this many times in a "
+             "row; one more stops the run (exit 1) without a checkpoint of it; 0 = stop at the first"},
 
     {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
      .help = "peak learning rate, reached after the warm-up"},

@@ -51,8 +51,14 @@ typedef struct {
     ds_tensor *t;
 } ckpt_table;
 
+/* Writes the checkpoint of `step` and prunes older ones; weights or moments holding a NaN or an
+ * infinity are never written, so pruning never removes the last finite checkpoint. */
 static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int64_t step) {
     char path[DS_PATH_MAX + 64], meta[2048], err[DS_ERR_LEN];
+    int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
+    if (bad >= 0)
+        ds_die(DS_EXIT_FAIL, "step %lld: tensor '%s' holds NaN or Inf: checkpoint not written, the older ones are "
+               "kept; lower optim.lr", (long long)step, ct->t[bad].name);
     snprintf(meta, sizeof meta, "step=%lld\nmodel=%s\nseed=%lld\ntask=%s\n%s", (long long)step, task->signature,
              (long long)cfg->run.seed, task->name, task->meta);
     ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, step);
@@ -78,6 +84,10 @@ static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckp
             if (ds_ckpt_meta_step(path, meta, name_step, &head[0], err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             free(meta);
             if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+            int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
+            if (bad >= 0)
+                ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; move this checkpoint away to "
+                       "resume from an earlier one", path, ct->t[bad].name);
             head[1] = 1;
             ds_log("resumed from %s (step %lld)", path, (long long)head[0]);
         }
@@ -164,10 +174,10 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_log("  batch %d samples per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s", B, micro, accum,
            (long long)cfg->train.steps, cfg->run.out_dir);
 
-    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN, comm_wait = 0;
-    char json[2048], step_json[1024];
-    int64_t step = start;
-    int stop = 0;
+    double t_begin = ds_now_seconds(), last_loss = NAN, last_gnorm = NAN, last_eval = NAN, comm_wait = 0;
+    char json[2048], step_json[1024], line[4096], clean[4096];
+    int64_t step = start, newest_ckpt = resumed ? start : -1;
+    int stop = 0, nonfinite_in_row = 0;
     for (; step < cfg->train.steps && !stop; step++) {
         double t0 = ds_now_seconds();
         double loss = 0;
@@ -181,12 +191,24 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         loss = ds_dist_sum_double(loss);
         double gnorm = sqrt(sharded ? ds_dist_sum_double(ds_adamw_grad_sumsq(&opt, task->grads))
                                     : ds_adamw_grad_sumsq(&opt, task->grads));
-        if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
-            ds_adamw_scale_grads(&opt, task->grads, (float)(cfg->optim.grad_clip / gnorm));
         double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
-        ds_adamw_step(&opt, task->params, task->grads, lr, step + 1);
-        ds_grad_sync_share_params(sync, task->params);
-        if (task->after_update) task->after_update(task->ctx, step);
+        /* A NaN or Inf (divergence, an overflow) never reaches the weights: the step is skipped, and the
+         * run stops after train.skip_nonfinite of them in a row (every rank decides alike). */
+        int skip = ds_dist_max_int(!isfinite(loss) || !isfinite(gnorm));
+        nonfinite_in_row = skip ? nonfinite_in_row + 1 : 0;
+        last_loss = loss;
+        last_gnorm = gnorm;
+        if (nonfinite_in_row > cfg->train.skip_nonfinite) break;
+        if (skip) {
+            ds_log("step %lld: loss %g, grad_norm %g: not finite, update skipped (%d in a row, train.skip_nonfinite "
+                   "%d)", (long long)step + 1, loss, gnorm, nonfinite_in_row, cfg->train.skip_nonfinite);
+        } else {
+            if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
+                ds_adamw_scale_grads(&opt, task->grads, (float)(cfg->optim.grad_clip / gnorm));
+            ds_adamw_step(&opt, task->params, task->grads, lr, step + 1);
+            ds_grad_sync_share_params(sync, task->params);
+            if (task->after_update) task->after_update(task->ctx, step);
+        }
         double dt = ds_now_seconds() - t0;
         double units_s = (double)B * task->units_per_sample / dt, mfu = task->flops_per_unit * units_s / (peak * 1e9);
         int64_t done = step + 1;
@@ -197,14 +219,15 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         if (do_eval) last_eval = task->eval(task->ctx, json, sizeof json);
         stop = ds_dist_max_int(stop_requested != 0);
         if (rank == 0) {
-            fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"%s_per_s\":%.1f,"
-                    "\"mfu\":%.4f,\"comm_wait_s\":%.4f%s", (long long)done, loss, lr, gnorm, task->unit, units_s, mfu,
-                    comm_wait, step_json);
-            if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f%s", last_eval, json);
-            fprintf(jsonl, "}\n");
+            int k = snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                             "\"%s_per_s\":%.1f,\"mfu\":%.4f,\"comm_wait_s\":%.4f%s", (long long)done, loss, lr, gnorm,
+                             task->unit, units_s, mfu, comm_wait, step_json);
+            if (do_eval) k += snprintf(line + k, sizeof line - k, ",\"val_loss\":%.6f%s", last_eval, json);
+            snprintf(line + k, sizeof line - k, "%s}\n", skip ? ",\"skipped\":true" : "");
+            ds_json_null_nonfinite(line, clean, sizeof clean);  /* a NaN is logged as null */
+            fputs(clean, jsonl);
             fflush(jsonl);
         }
-        last_loss = loss;
         if (done % cfg->train.log_every == 0 || last || do_eval) {
             char eta[32];
             double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
@@ -222,10 +245,22 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
             ds_grad_sync_gather(sync, opt.m, full_m);
             ds_grad_sync_gather(sync, opt.v, full_v);
             if (rank == 0) save_checkpoint(cfg, task, &ct, done);
+            newest_ckpt = done;
         }
     }
     if (jsonl) fclose(jsonl);
-    if (stop && step < cfg->train.steps) {
+    int diverged = nonfinite_in_row > cfg->train.skip_nonfinite;
+    if (diverged) {
+        char newest[DS_PATH_MAX + 64] = "none written";
+        if (newest_ckpt >= 0) ds_ckpt_path(newest, sizeof newest, cfg->checkpoint.dir, newest_ckpt);
+        char in_row[96] = "";
+        if (cfg->train.skip_nonfinite > 0)
+            snprintf(in_row, sizeof in_row, ", %d steps in a row (train.skip_nonfinite %d)", nonfinite_in_row,
+                     cfg->train.skip_nonfinite);
+        ds_log("dreamstate: step %lld: loss %g, grad_norm %g: not finite%s; stopped without applying it (exit 1), "
+               "newest checkpoint: %s; lower optim.lr, or raise train.skip_nonfinite to skip such steps",
+               (long long)step + 1, last_loss, last_gnorm, in_row, newest);
+    } else if (stop && step < cfg->train.steps) {
         ds_log("stopped by a signal after step %lld; checkpoint written, rerun the same command to resume",
                (long long)step);
     } else if (start < cfg->train.steps) {
@@ -238,5 +273,5 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_free(ct.t);
     ds_free(full_moments);
     ds_adamw_destroy(&opt);
-    return DS_EXIT_OK;
+    return diverged ? DS_EXIT_FAIL : DS_EXIT_OK;
 }
