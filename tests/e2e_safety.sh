@@ -7,6 +7,10 @@
 #     by import (and every command that loads weights) with the tensor's name, exit 2.
 #  2. a checkpoint whose step= disagrees with its file name is refused; weights of an imported (step-0)
 #     checkpoint reach every rank: 2 ranks train exactly as 1.
+#  3. a full disk (a small tmpfs; skipped where none can be mounted): train.jsonl's writes fail at some
+#     step: exit 1 with one line, the log ends with its last whole line, the checkpoints stay; with
+#     space again the same command resumes and finishes. A checkpoint that does not fit: exit 1, the
+#     older checkpoints and the log intact, no temp file left.
 cd "$(dirname "$0")/.."
 . tests/lib.sh safety
 TINY=(configs/tiny.yaml --set run.threads=1 --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=100)
@@ -78,5 +82,40 @@ good_loss=$(grep -o '"loss":[0-9.]*' "$TMP/good/train.jsonl" | tail -1 | cut -d:
 [ -n "$l1" ] && [ "$l1" = "$l2" ] && awk -v a="$(cut -d' ' -f1 <<<"$l1" | cut -d: -f2)" -v g="$good_loss" 'BEGIN{exit !(a < g + 0.5)}' \
   && ok "imported (step-0) weights on 1 and 2 ranks: the same losses ($l1), those of the trained model" \
   || bad "imported weights on 2 ranks: 1 rank $l1, 2 ranks $l2 (the trained model ended at $good_loss)"
+
+# 3. a full disk
+mounted=()
+trap 'for m in ${mounted[@]+"${mounted[@]}"}; do umount "$m"; done; [ -n "${KEEP:-}" ] || rm -rf "$TMP"' EXIT
+tmpfs() { mkdir -p "$2" && mount -t tmpfs -o size="$1" tmpfs "$2" 2>/dev/null && mounted+=("$2"); }
+if tmpfs 64k "$TMP/disk"; then
+  FULL=(--set train.steps=60 --set checkpoint.every=5 --set run.out_dir="$TMP/disk/run" --set checkpoint.dir="$TMP/ckpt")
+  head -c 57344 /dev/zero >"$TMP/disk/filler"  # 14 of the 16 pages: config.yaml and one page of log fit
+  $BIN train "${TINY[@]}" "${FULL[@]}" >/dev/null 2>"$TMP/full.log"
+  rc=$?
+  msg=$(grep '^dreamstate: ' "$TMP/full.log")
+  lines=$(wc -l <"$TMP/disk/run/train.jsonl")
+  newest=$(ls "$TMP/ckpt" | tail -1 | sed 's/step-0*//; s/.ckpt//')
+  [ $rc -eq 1 ] && grep -q "train.jsonl: cannot write the line of step $((lines + 1)): No space left on device" <<<"$msg" \
+    && ok "disk full: exit 1 at step $((lines + 1)): $msg" || bad "disk full: exit $rc: $(tail -2 "$TMP/full.log")"
+  json_ok "$TMP/disk/run/train.jsonl" && [ "$(tail -c1 "$TMP/disk/run/train.jsonl" | od -An -c | tr -d ' ')" = '\n' ] \
+    && ok "train.jsonl ends with its last whole line (step $lines)" || bad "train.jsonl cut: $(tail -c 80 "$TMP/disk/run/train.jsonl")"
+  kept=$(finite_ckpts "$TMP/ckpt" | tr '\n' ' ')
+  [ -n "$kept" ] && [ "$newest" -le "$lines" ] && ok "checkpoints intact: steps $kept" || bad "checkpoints: '$kept'"
+  rm "$TMP/disk/filler"
+  $BIN train "${TINY[@]}" "${FULL[@]}" >/dev/null 2>"$TMP/full2.log" && grep -q "resumed from .*step-0*$newest.ckpt" "$TMP/full2.log" \
+    && [ "$(wc -l <"$TMP/disk/run/train.jsonl")" -eq 60 ] && json_ok "$TMP/disk/run/train.jsonl" \
+    && ok "with space again the same command resumes from step $newest and finishes" || bad "rerun: $(tail -2 "$TMP/full2.log")"
+
+  tmpfs 16m "$TMP/disk2"  # two checkpoints of 6.4 MB fit, the third does not
+  $BIN train "${TINY[@]}" --set train.steps=10 --set checkpoint.every=2 --set run.out_dir="$TMP/disk2/run" >/dev/null 2>"$TMP/full3.log"
+  rc=$?
+  kept=$(finite_ckpts "$TMP/disk2/run/checkpoints" | tr '\n' ' ')
+  [ $rc -eq 1 ] && grep -q '^dreamstate: checkpoint: .*step-00000006.ckpt: write failed: No space left on device' "$TMP/full3.log" \
+    && [ "$kept" = "2 4 " ] && ! ls "$TMP/disk2/run/checkpoints" | grep -q tmp && json_ok "$TMP/disk2/run/train.jsonl" \
+    && ok "a checkpoint that does not fit: exit 1, checkpoints $kept intact, no temp file, log valid" \
+    || bad "checkpoint on a full disk: exit $rc, kept '$kept': $(tail -1 "$TMP/full3.log")"
+else
+  echo "skip full-disk checks: cannot mount a tmpfs here (needs root)"
+fi
 
 finish

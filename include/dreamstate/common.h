@@ -35,7 +35,7 @@ typedef struct ds_atomic_file {
     char tmp_path[4200];
 } ds_atomic_file;
 int ds_atomic_open(ds_atomic_file *af, const char *path);   /* 0 ok, -1 with errno */
-int ds_atomic_commit(ds_atomic_file *af);                   /* fsync + rename; 0 ok */
+int ds_atomic_commit(ds_atomic_file *af);  /* fsync + rename; 0 ok; -1 (temp file removed) if any write to fp failed */
 void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp file */
 
 /* Counter-based RNG (splitmix64 of key and counter): the value depends only on (seed, stream, index),

@@ -92,7 +92,7 @@ int ds_atomic_open(ds_atomic_file *af, const char *path) {
 }
 
 int ds_atomic_commit(ds_atomic_file *af) {
-    int ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
+    int ok = !ferror(af->fp) && fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
     ok = (fclose(af->fp) == 0) && ok;
     af->fp = NULL;
     if (!ok || rename(af->tmp_path, af->path) != 0) {

@@ -15,10 +15,12 @@
 #include "dreamstate/train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
 static const char *blas_arch = "?", *kernels_name = "?";
@@ -99,6 +101,44 @@ static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckp
     return head[0];
 }
 
+/* OUT/train.jsonl, one line appended per step. A failed write (a full disk) stops the run: the file is
+ * cut back to its last whole line and the checkpoints are left as they are, so rerunning resumes. */
+typedef struct {
+    int fd;
+    off_t whole;  /* bytes up to the end of the last whole line */
+    char path[DS_PATH_MAX + 64];
+} run_log;
+
+static void run_log_open(run_log *log, const char *path) {
+    snprintf(log->path, sizeof log->path, "%s", path);
+    log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (log->fd < 0) ds_die(DS_EXIT_FAIL, "%s: cannot open: %s", path, strerror(errno));
+    log->whole = lseek(log->fd, 0, SEEK_END);
+}
+
+static void run_log_append(run_log *log, const char *line, int64_t step) {
+    size_t len = strlen(line), done = 0;
+    while (done < len) {
+        ssize_t k = write(log->fd, line + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : EIO;
+            int cut = ftruncate(log->fd, log->whole) == 0;
+            ds_die(DS_EXIT_FAIL, "%s: cannot write the line of step %lld: %s%s; stopped, checkpoints untouched: free "
+                   "space and rerun the same command to resume", log->path, (long long)step, strerror(e),
+                   cut ? "" : " (its last line may be cut short)");
+        }
+        done += (size_t)k;
+    }
+    log->whole += (off_t)len;
+}
+
+static void run_log_close(run_log *log) {
+    if (fsync(log->fd) != 0 || close(log->fd) != 0)
+        ds_die(DS_EXIT_FAIL, "%s: cannot write: %s; checkpoints untouched: free space and rerun to resume", log->path,
+               strerror(errno));
+}
+
 /* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
  * reads like an uninterrupted one. */
 static void truncate_log(const char *path, int64_t last_step) {
@@ -148,7 +188,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         ds_grad_sync_scatter(sync, full_v, opt.v);
     }
     /* inputs are all validated: only now touch the run directory */
-    FILE *jsonl = NULL;
+    run_log log = {.fd = -1};
     if (rank == 0) {
         ds_mkdir_p(cfg->run.out_dir);
         ds_mkdir_p(cfg->checkpoint.dir);
@@ -159,8 +199,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
         if (resumed) truncate_log(path, start);
         else remove(path);
-        jsonl = fopen(path, "a");
-        if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+        run_log_open(&log, path);
     }
 
     /* every rank measures its share of the machine at once; the job's peak is the sum */
@@ -225,8 +264,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
             if (do_eval) k += snprintf(line + k, sizeof line - k, ",\"val_loss\":%.6f%s", last_eval, json);
             snprintf(line + k, sizeof line - k, "%s}\n", skip ? ",\"skipped\":true" : "");
             ds_json_null_nonfinite(line, clean, sizeof clean);  /* a NaN is logged as null */
-            fputs(clean, jsonl);
-            fflush(jsonl);
+            run_log_append(&log, clean, done);
         }
         if (done % cfg->train.log_every == 0 || last || do_eval) {
             char eta[32];
@@ -248,7 +286,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
             newest_ckpt = done;
         }
     }
-    if (jsonl) fclose(jsonl);
+    if (rank == 0) run_log_close(&log);
     int diverged = nonfinite_in_row > cfg->train.skip_nonfinite;
     if (diverged) {
         char newest[DS_PATH_MAX + 64] = "none written";
