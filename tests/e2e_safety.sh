@@ -11,6 +11,10 @@
 #     step: exit 1 with one line, the log ends with its last whole line, the checkpoints stay; with
 #     space again the same command resumes and finishes. A checkpoint that does not fit: exit 1, the
 #     older checkpoints and the log intact, no temp file left.
+#  4. a run directory belongs to one run: a fresh start (checkpoint.resume never, or auto without a
+#     valid checkpoint) where an earlier run's checkpoints or train.jsonl are is refused (exit 2, one
+#     line, nothing changed); checkpoint.resume restart moves them, unchanged, to OUT.old-N/ and a later
+#     resume continues the new run. `import` over an earlier run is refused the same way.
 cd "$(dirname "$0")/.."
 . tests/lib.sh safety
 TINY=(configs/tiny.yaml --set run.threads=1 --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=100)
@@ -117,5 +121,48 @@ if tmpfs 64k "$TMP/disk"; then
 else
   echo "skip full-disk checks: cannot mount a tmpfs here (needs root)"
 fi
+
+# 4. one run per run directory
+snapshot() { (cd "$1" && find . -type f -exec md5sum {} + | sort); }
+expect_refused() {  # WHAT TEXT DIR CMD...: exit 2, TEXT in the last line of stderr, DIR unchanged
+  local what=$1 text=$2 dir=$3 before; shift 3
+  before=$(snapshot "$dir")
+  "$@" >/dev/null 2>"$TMP/err"; local rc=$?
+  if [ $rc -eq 2 ] && [ "$(grep -c '^dreamstate: ' "$TMP/err")" -eq 1 ] && tail -1 "$TMP/err" | grep -qF -- "$text" \
+     && [ "$before" = "$(snapshot "$dir")" ]; then ok "$what: $(tail -1 "$TMP/err")"
+  else bad "$what: exit $rc: $(tail -1 "$TMP/err")"; fi
+}
+ONE=(--set checkpoint.every=2 --set run.out_dir="$TMP/one")
+$BIN train "${TINY[@]}" "${ONE[@]}" --set train.steps=4 2>"$TMP/one.log" || bad "first run: $(tail -1 "$TMP/one.log")"
+first=$(snapshot "$TMP/one")
+expect_refused "checkpoint.resume never over an earlier run" \
+  "holds an earlier run (2 checkpoint(s) in $TMP/one/checkpoints, 4 line(s) in $TMP/one/train.jsonl); continue it with checkpoint.resume: auto, start over with --set checkpoint.resume=restart (moves its files to $TMP/one.old-1/)" \
+  "$TMP/one" $BIN train "${TINY[@]}" "${ONE[@]}" --set train.steps=2 --set checkpoint.resume=never
+mkdir -p "$TMP/killed" && head -3 "$TMP/one/train.jsonl" >"$TMP/killed/train.jsonl"
+expect_refused "a fresh start over the log of a run killed before its first checkpoint" \
+  "holds an earlier run (3 line(s) in $TMP/killed/train.jsonl); start over" \
+  "$TMP/killed" $BIN train "${TINY[@]}" --set run.out_dir="$TMP/killed" --set train.steps=2
+$BIN train "${TINY[@]}" "${ONE[@]}" --set train.steps=2 --set checkpoint.resume=restart 2>"$TMP/restart.log"
+rc=$?
+[ $rc -eq 0 ] && grep -q "the earlier run's files are now in $TMP/one.old-1/" "$TMP/restart.log" \
+  && [ "$(snapshot "$TMP/one.old-1")" = "$first" ] && [ "$(ls "$TMP/one/checkpoints")" = step-00000002.ckpt ] \
+  && [ "$(wc -l <"$TMP/one/train.jsonl")" -eq 2 ] \
+  && ok "checkpoint.resume restart: the earlier run moved to one.old-1/ unchanged, the new run alone in one/" \
+  || bad "restart: exit $rc: $(tail -1 "$TMP/restart.log"); $(ls "$TMP/one/checkpoints" | tr '\n' ' ')"
+$BIN train "${TINY[@]}" "${ONE[@]}" --set train.steps=4 2>"$TMP/resume.log" \
+  && grep -q "resumed from $TMP/one/checkpoints/step-00000002.ckpt (step 2)" "$TMP/resume.log" \
+  && [ "$(snapshot "$TMP/one.old-1")" = "$first" ] && ok "a later resume continues the new run (step 2), the old one untouched" \
+  || bad "resume after restart: $(grep -o 'resumed.*' "$TMP/resume.log")"
+
+before=$(snapshot "$TMP/one")
+expect_refused "import over an earlier run" \
+  "holds an earlier run (2 checkpoint(s) in $TMP/one/checkpoints, 4 line(s) in $TMP/one/train.jsonl); start over with --set checkpoint.resume=restart (moves its files to $TMP/one.old-2/)" \
+  "$TMP/one" $BIN import "${TINY[@]}" "${ONE[@]}" --safetensors "$TMP/good.safetensors"
+$BIN import "${TINY[@]}" "${ONE[@]}" --set checkpoint.resume=restart --safetensors "$TMP/good.safetensors" >"$TMP/import.out" 2>&1 \
+  && [ "$(snapshot "$TMP/one.old-2")" = "$before" ] && [ "$(ls "$TMP/one/checkpoints")" = step-00000000.ckpt ] \
+  && $BIN train "${TINY[@]}" "${ONE[@]}" --set train.steps=2 2>"$TMP/imported.log" \
+  && grep -q "resumed from $TMP/one/checkpoints/step-00000000.ckpt (step 0)" "$TMP/imported.log" \
+  && ok "import with checkpoint.resume restart: the earlier run moved to one.old-2/, train starts from the import" \
+  || bad "import with restart: $(cat "$TMP/import.out") $(tail -1 "$TMP/imported.log")"
 
 finish

@@ -181,6 +181,9 @@ static void test_parse(void) {
               !strcmp(c.checkpoint.resume, "never"),
           "checkpoint values");
 
+    /* restart: a fresh start that moves an earlier run aside */
+    load_text(&c, "restart.yaml", "checkpoint:\n  resume: restart\n", 0, NULL);
+    CHECK(!strcmp(c.checkpoint.resume, "restart"), "resume %s", c.checkpoint.resume);
     /* the World tokenizer with vocab_size unset gets its 65536 symbols */
     load_text(&c, "world.yaml", "data:\n  tokenizer: world\n  vocab_file: v.txt\n", 0, NULL);
     CHECK(c.model.vocab_size == 65536, "world vocab_size %d", c.model.vocab_size);

@@ -77,6 +77,22 @@ int ds_ckpt_prune(const char *dir, int keep, int64_t protect_step);
  * if step != NULL) when one is found, 0 when none is. */
 int ds_ckpt_latest_valid(const char *dir, char *path, size_t len, int64_t *step);
 
+/* ---- the run directory: one run per directory --------------------------------------------------
+ * A run's files are OUT/config.yaml, OUT/train.jsonl and the checkpoints of its checkpoint directory.
+ * A fresh start (or `import`) where an earlier run's files are would mix two runs: resume would pick
+ * the wrong checkpoint, pruning would delete the new one. */
+
+/* Before a fresh start in out_dir / ckpt_dir, changing nothing: 0 when they hold no earlier run (no
+ * checkpoint, no train.jsonl with records); 1 when they do and `restart` is set (call
+ * ds_run_dir_move_aside before writing); else dies with exit 2 and one line saying how to proceed,
+ * beginning with `hint` (e.g. "continue it with checkpoint.resume: auto, "; may be ""). */
+int ds_run_dir_check_fresh(const char *out_dir, const char *ckpt_dir, int restart, const char *hint);
+
+/* Moves the earlier run's files into a new OUT.old-N/ (N = 1, 2, ...; checkpoints into its
+ * checkpoints/), never deleting any; writes that directory into moved_to. Dies (exit 1) naming the file
+ * if a move fails (e.g. another file system), having moved only whole files. */
+void ds_run_dir_move_aside(const char *out_dir, const char *ckpt_dir, char *moved_to, size_t len);
+
 /* ---- safetensors (Hugging Face format) ----------------------------------------------------------
  * u64 little-endian header length, JSON header {"name": {"dtype", "shape", "data_offsets": [b, e]},
  * "__metadata__": {string: string}}, then the raw data section. */

@@ -65,7 +65,8 @@ typedef struct ds_checkpoint_config {
     char dir[DS_PATH_MAX];     /* default "<out_dir>/checkpoints" */
     int every;                 /* steps between checkpoints, default 50; 0 = only at the end */
     int keep;                  /* last K kept, default 3 */
-    char resume[16];           /* "auto" (default: resume from the newest valid one) or "never" */
+    char resume[16];           /* "auto" (default: resume from the newest valid one), "never" (start
+                                * fresh) or "restart" (start fresh, moving an earlier run aside) */
 } ds_checkpoint_config;
 
 /* The Diffusion Transformer of either part (state DiT, parameter DiT); src/dit/README.md §1. */

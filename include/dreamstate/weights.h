@@ -34,7 +34,8 @@ ds_rwkv7_dims ds_model_dims_for_weights(const ds_config *cfg, const char *path);
 /* `dreamstate export`: checkpoint -> safetensors (F32, official names and shapes). */
 int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path);
 /* `dreamstate import`: safetensors -> the step-0 checkpoint of the configured run (zero optimiser
- * state), from which `train` starts. */
+ * state), from which `train` starts. Refused (exit 2) where an earlier run's files are, unless
+ * checkpoint.resume is restart: then they are moved aside first (ds_run_dir_move_aside). */
 int ds_import_safetensors(const ds_config *cfg, const char *st_path);
 
 /* The RWKV-7 of cfg->model (LoRA ranks resolved). */

@@ -130,8 +130,10 @@ static const config_key config_keys[] = {
     {KEY(checkpoint, every), .type = KEY_INT, .def = "50", .min = 0, .max = INT_MAX,
      .help = "steps between checkpoints; 0 = only at the end"},
     {KEY(checkpoint, keep), .type = KEY_INT, .def = "3", .min = 1, .max = INT_MAX, .help = "newest checkpoints kept"},
-    {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never",
-     .help = "auto: resume from the newest valid checkpoint; never: always start fresh"},
+    {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never|restart",
+     .help = "auto: resume from the newest valid checkpoint; never: start fresh; restart: start fresh after moving "
+             "an earlier run's files to <run.out_dir>.old-N/ (auto and never refuse to start fresh over an earlier "
+             "run's checkpoints or train.jsonl)"},
 
     {KEY(dit, hidden), .type = KEY_INT, .def = "64", .min = 4, .max = 65536,
      .help = "DiT width d (a multiple of dit.heads and of 4)"},

@@ -71,13 +71,18 @@ static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckp
 
 /* Returns the step to continue from (0 for a fresh run) and sets *resumed when a checkpoint was read.
  * Rank 0 reads the newest valid checkpoint and broadcasts step and tensors, whatever the step (an
- * imported step-0 checkpoint holds weights too); the caller scatters the moments (the last two). */
-static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int *resumed) {
+ * imported step-0 checkpoint holds weights too); the caller scatters the moments (the last two). A
+ * fresh start refuses a run directory holding an earlier run, or (checkpoint.resume restart) sets
+ * *move_aside on rank 0. */
+static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int *resumed,
+                            int *move_aside) {
     int64_t head[2] = {0, 0};  /* step, resumed */
-    if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
+    *move_aside = 0;
+    if (ds_dist_rank() == 0) {
         char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256];
         int64_t name_step;
-        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &name_step)) {
+        const char *mode = cfg->checkpoint.resume;
+        if (strcmp(mode, "auto") == 0 && ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &name_step)) {
             char *meta = NULL;
             if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
@@ -92,6 +97,10 @@ static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckp
                        "resume from an earlier one", path, ct->t[bad].name);
             head[1] = 1;
             ds_log("resumed from %s (step %lld)", path, (long long)head[0]);
+        } else {
+            const char *hint = strcmp(mode, "never") == 0 ? "continue it with checkpoint.resume: auto, " : "";
+            *move_aside = ds_run_dir_check_fresh(cfg->run.out_dir, cfg->checkpoint.dir, strcmp(mode, "restart") == 0,
+                                                 hint);
         }
     }
     ds_dist_bcast(head, sizeof head, 0);
@@ -181,8 +190,8 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     memcpy(ct.t, task->tensors, sizeof(ds_tensor) * task->n_tensors);
     ct.t[task->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {task->n_params}, .data = full_m};
     ct.t[task->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {task->n_params}, .data = full_v};
-    int resumed;
-    int64_t start = maybe_resume(cfg, task, &ct, &resumed);
+    int resumed, move_aside;
+    int64_t start = maybe_resume(cfg, task, &ct, &resumed, &move_aside);
     if (resumed) {
         ds_grad_sync_scatter(sync, full_m, opt.m);
         ds_grad_sync_scatter(sync, full_v, opt.v);
@@ -190,6 +199,10 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     /* inputs are all validated: only now touch the run directory */
     run_log log = {.fd = -1};
     if (rank == 0) {
+        if (move_aside) {
+            ds_run_dir_move_aside(cfg->run.out_dir, cfg->checkpoint.dir, path, sizeof path);
+            ds_log("checkpoint.resume restart: the earlier run's files are now in %s/", path);
+        }
         ds_mkdir_p(cfg->run.out_dir);
         ds_mkdir_p(cfg->checkpoint.dir);
         int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
