@@ -312,6 +312,89 @@ static void test_directory(void) {
     model_free(&a);
 }
 
+/* step= of checkpoint metadata: digits only, and the file name's step for a file of a checkpoint dir */
+static void test_meta_step(void) {
+    char err[DS_ERR_LEN];
+    int64_t step = -1;
+    CHECK(ds_ckpt_meta_step("a.ckpt", META, -1, &step, err) == 0 && step == 123, "step=123: %lld", (long long)step);
+    CHECK(ds_ckpt_meta_step("a.ckpt", META, 123, &step, err) == 0 && step == 123, "step=123 named step 123");
+    CHECK(ds_ckpt_meta_step("a.ckpt", "model=x\nstep=0\n", 0, &step, err) == 0 && step == 0, "step=0");
+    static const struct { const char *meta; int64_t name_step; const char *reason; } bad[] = {
+        {"step=-5\n", -1, "step=-5 is not a step number"},
+        {"step=abc\n", -1, "step=abc is not a step number"},
+        {"step=12x\n", -1, "step=12x is not a step number"},
+        {"step= 7\n", -1, "is not a step number"},
+        {"step=99999999999999999999\n", -1, "is not a step number"},
+        {"step=\n", -1, "step= is empty"},
+        {"model=x\n", -1, "has no step="},
+        {"step=4\n", 6, "step=4 does not match the file name (step 6)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        step = 77;
+        int rc = ds_ckpt_meta_step("b.ckpt", bad[i].meta, bad[i].name_step, &step, err);
+        CHECK(rc != 0 && step == 77 && contains(err, "b.ckpt: ") && contains(err, bad[i].reason), "'%s' -> %s",
+              bad[i].meta, rc ? err : "accepted");
+    }
+}
+
+/* ---- the run directory: one run per directory ------------------------------------------------- */
+
+static char run_out[256], run_ckpts[320];
+static void refuse_fresh_start(void *hint) { ds_run_dir_check_fresh(run_out, run_ckpts, 0, hint); }
+
+static void test_run_dir(void) {
+    char path[4096], err[DS_ERR_LEN], moved[1024], want[2048];
+    snprintf(run_out, sizeof run_out, "%s/run", tmpdir);
+    snprintf(run_ckpts, sizeof run_ckpts, "%s/checkpoints", run_out);
+    CHECK(ds_run_dir_check_fresh(run_out, run_ckpts, 0, "") == 0, "no run directory: a fresh start");
+    mkdir(run_out, 0777);
+    mkdir(run_ckpts, 0777);
+    snprintf(path, sizeof path, "%s/train.jsonl", run_out);
+    write_all(path, "", 0);
+    CHECK(ds_run_dir_check_fresh(run_out, run_ckpts, 0, "") == 0, "an empty train.jsonl is no earlier run");
+
+    /* an earlier run: refused in one line saying how to proceed, nothing changed; restart: 1 */
+    write_all(path, "{\"step\":1}\n{\"step\":2}", 22);
+    snprintf(path, sizeof path, "%s/config.yaml", run_out);
+    write_all(path, "run:\n", 5);
+    model a;
+    model_init(&a, 9);
+    ds_ckpt_path(path, sizeof path, run_ckpts, 3);
+    CHECK(ds_ckpt_save(path, META, NT, a.t, err) == 0, "save: %s", err);
+    int rc = test_run_in_child(refuse_fresh_start, "continue it, ", err, sizeof err);
+    snprintf(want, sizeof want, "%s holds an earlier run (1 checkpoint(s) in %s, 2 line(s) in %s/train.jsonl); "
+             "continue it, start over with --set checkpoint.resume=restart (moves its files to %s.old-1/)",
+             run_out, run_ckpts, run_out, run_out);
+    CHECK(rc == 2 && contains(err, want) && strchr(err, '\n') == err + strlen(err) - 1, "refused: exit %d: %s", rc,
+          err);
+    CHECK(ds_run_dir_check_fresh(run_out, run_ckpts, 1, "") == 1 && access(path, F_OK) == 0,
+          "restart: to be moved aside, nothing moved yet");
+
+    /* moved aside whole, into OUT.old-1/ and then OUT.old-2/ (a trailing slash makes no difference) */
+    ds_run_dir_move_aside(run_out, run_ckpts, moved, sizeof moved);
+    snprintf(want, sizeof want, "%s.old-1", run_out);
+    CHECK(!strcmp(moved, want), "moved to %s", moved);
+    const char *old_files[] = {"checkpoints/step-00000003.ckpt", "train.jsonl", "config.yaml"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", want, old_files[i]);
+        CHECK(access(path, F_OK) == 0, "%s moved", old_files[i]);
+        snprintf(path, sizeof path, "%s/%s", run_out, old_files[i]);
+        CHECK(access(path, F_OK) != 0, "%s gone from the run directory", old_files[i]);
+    }
+    snprintf(path, sizeof path, "%s.old-1/checkpoints/step-00000003.ckpt", run_out);
+    CHECK(ds_ckpt_verify(path, NULL, err) == 0, "the moved checkpoint verifies: %s", err);
+    CHECK(ds_run_dir_check_fresh(run_out, run_ckpts, 0, "") == 0, "after the move: a fresh start");
+    ds_ckpt_path(path, sizeof path, run_ckpts, 8);
+    CHECK(ds_ckpt_save(path, META, NT, a.t, err) == 0, "save: %s", err);
+    char slashed[300];
+    snprintf(slashed, sizeof slashed, "%s/", run_out);
+    ds_run_dir_move_aside(slashed, run_ckpts, moved, sizeof moved);
+    snprintf(want, sizeof want, "%s.old-2", run_out);
+    snprintf(path, sizeof path, "%s/checkpoints/step-00000008.ckpt", want);
+    CHECK(!strcmp(moved, want) && access(path, F_OK) == 0, "second restart: %s", moved);
+    model_free(&a);
+}
+
 /* ---- atomic writes ----------------------------------------------------------------------------- */
 
 static void test_atomicity(void) {
@@ -610,6 +693,8 @@ int main(int argc, char **argv) {
     test_roundtrip();
     test_corruption();
     test_directory();
+    test_meta_step();
+    test_run_dir();
     test_atomicity();
     test_clean_stale();
     test_safetensors_roundtrip();

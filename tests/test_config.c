@@ -94,6 +94,7 @@ static void test_defaults(void) {
     CHECK(c.train.ctx_len == 64 && c.train.batch_size == 8 && c.train.micro_batch == 0 && c.train.steps == 200,
           "train sizes");
     CHECK(c.train.eval_batches == 8 && c.train.log_every == 1 && c.train.eval_every == 50, "train cadence");
+    CHECK(c.train.skip_nonfinite == 0, "skip_nonfinite default %d (stop at the first NaN)", c.train.skip_nonfinite);
     CHECK(c.optim.lr == 6e-4 && c.optim.lr_final == 6e-5 && c.optim.warmup_steps == 10, "lr schedule");
     CHECK(c.optim.beta1 == 0.9 && c.optim.beta2 == 0.99 && c.optim.eps == 1e-18, "Adam constants");
     CHECK(c.optim.weight_decay == 0.001 && c.optim.grad_clip == 1.0 && c.optim.l2wrap == 1e-4, "regularisers");
@@ -145,7 +146,7 @@ static void test_parse(void) {
               "  vocab_file: 'vocab dir/rwkv_vocab_v20230424.txt'\n"
               "  train: /data/train\n"
               "  valid: ~\n"
-              "train: {ctx_len: 512, batch_size: 4, micro_batch: 2, steps: 1_000}\n"
+              "train: {ctx_len: 512, batch_size: 4, micro_batch: 2, steps: 1_000, skip_nonfinite: 5}\n"
               "optim:\n"
               "  lr: 6e-4\n"
               "  lr_final: 0.00006\n"
@@ -169,7 +170,8 @@ static void test_parse(void) {
     CHECK(!strcmp(c.data.tokenizer, "world") && !strcmp(c.data.vocab_file, "vocab dir/rwkv_vocab_v20230424.txt"),
           "tokenizer %s %s", c.data.tokenizer, c.data.vocab_file);
     CHECK(!strcmp(c.data.train, "/data/train") && c.data.valid[0] == 0, "data paths (~ is empty)");
-    CHECK(c.train.ctx_len == 512 && c.train.batch_size == 4 && c.train.micro_batch == 2 && c.train.steps == 1000,
+    CHECK(c.train.ctx_len == 512 && c.train.batch_size == 4 && c.train.micro_batch == 2 && c.train.steps == 1000 &&
+              c.train.skip_nonfinite == 5,
           "flow-style train section");
     CHECK(c.optim.lr == 6e-4 && c.optim.lr_final == 6e-5 && c.optim.warmup_steps == 0 && c.optim.beta1 == 0.85,
           "optim values %.17g %.17g", c.optim.lr, c.optim.lr_final);
@@ -179,6 +181,9 @@ static void test_parse(void) {
               !strcmp(c.checkpoint.resume, "never"),
           "checkpoint values");
 
+    /* restart: a fresh start that moves an earlier run aside */
+    load_text(&c, "restart.yaml", "checkpoint:\n  resume: restart\n", 0, NULL);
+    CHECK(!strcmp(c.checkpoint.resume, "restart"), "resume %s", c.checkpoint.resume);
     /* the World tokenizer with vocab_size unset gets its 65536 symbols */
     load_text(&c, "world.yaml", "data:\n  tokenizer: world\n  vocab_file: v.txt\n", 0, NULL);
     CHECK(c.model.vocab_size == 65536, "world vocab_size %d", c.model.vocab_size);
@@ -241,7 +246,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 9, 71)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 9, 72)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -326,7 +331,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 71, "dump has %d keys, want 71 (every ds_config field)", keys);
+    CHECK(keys == 72, "dump has %d keys, want 72 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -382,6 +387,8 @@ static void test_errors(void) {
     expect_error("number.yaml", "optim:\n  lr: fast\n", 0, NULL, "%s:2: optim.lr: expected a number, got 'fast'\n");
     expect_error("nan.yaml", "optim:\n  lr: .nan\n", 0, NULL, "%s:2: optim.lr: expected a number, got '.nan'\n");
     expect_error("range.yaml", "model:\n  n_layer: 0\n", 0, NULL, "%s:2: model.n_layer: must be >= 1, got 0\n");
+    expect_error("skip_range.yaml", "train:\n  skip_nonfinite: -1\n", 0, NULL,
+                 "%s:2: train.skip_nonfinite: must be >= 0, got -1\n");
     expect_error("range_open.yaml", "optim:\n  eps: 0\n", 0, NULL, "%s:2: optim.eps: must be > 0, got 0\n");
     expect_error("range_high.yaml", "optim:\n  beta2: 1.0\n", 0, NULL, "%s:2: optim.beta2: must be < 1, got 1.0\n");
     expect_error("head.yaml", "model:\n  head_size: 32\n", 0, NULL, "%s:2: model.head_size: must be 64, got 32\n");

@@ -837,6 +837,21 @@ static int encode_world_to_file(const char *vocab, const char *in, const char *o
     return 0;
 }
 
+/* JSON lines of a run (train.jsonl): a NaN or Inf that printf made becomes null, outside strings only */
+static void test_json_null_nonfinite(void) {
+    char line[256], out[256];
+    snprintf(line, sizeof line, "{\"loss\":%.10f,\"a\":%.4f,\"b\":[%g,%g],\"c\":%.6e,\"d\":%.1f}", NAN, -NAN,
+             INFINITY, -INFINITY, 1.5, -0.25);
+    size_t n = ds_json_null_nonfinite(line, out, sizeof out);
+    const char *want = "{\"loss\":null,\"a\":null,\"b\":[null,null],\"c\":1.500000e+00,\"d\":-0.2}";
+    CHECK(strcmp(out, want) == 0 && n == strlen(want), "%s -> %s", line, out);
+    const char *strings = "{\"inf\":\"nan \\\"inf\\\" -nan\",\"x\":nan}";
+    ds_json_null_nonfinite(strings, out, sizeof out);
+    CHECK(strcmp(out, "{\"inf\":\"nan \\\"inf\\\" -nan\",\"x\":null}") == 0, "strings untouched: %s", out);
+    ds_json_null_nonfinite("{\"loss\":nan}", out, 10);
+    CHECK(strcmp(out, "{\"loss\":") == 0, "cut to fit, never half a null: %s", out);
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "--encode-world") == 0) return encode_world_to_file(argv[2], argv[3], argv[4]);
 
@@ -857,6 +872,7 @@ int main(int argc, char **argv) {
     test_prepare_data();
     test_prepare_jsonl();
     test_default_corpus();
+    test_json_null_nonfinite();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);

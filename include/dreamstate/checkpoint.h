@@ -23,6 +23,11 @@ int64_t ds_tensor_numel(const ds_tensor *t);
  * dims >= 0 and of sane size, data non-NULL where numel > 0. `path` only prefixes the message. */
 int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err);
 
+/* Index of the first of the n tensors that holds a NaN or an infinity, -1 when every value is finite.
+ * Weights are refused (loaded) or not written (saved) with that tensor's name: one NaN spreads to the
+ * whole model within a step. */
+int ds_tensors_find_nonfinite(int n, const ds_tensor *t);
+
 /* ---- dreamstate checkpoint files (.ckpt) --------------------------------------------------------
  * Layout (little-endian): 60-byte header (magic "DSCKPT01", version, counts, lengths, CRCs of
  * metadata and index, header CRC), metadata text, tensor index (name, shape, offset, byte count,
@@ -45,6 +50,11 @@ int ds_ckpt_verify(const char *path, char **meta_out, char *err);
  * (cut to len - 1 bytes); returns out, or NULL when the key is absent. */
 const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, size_t len);
 
+/* The step= of checkpoint metadata: decimal digits only (an integer >= 0) and, when name_step >= 0 (a
+ * file of a checkpoint directory), equal to the step in the file name. Returns 0 with *step, or -1 with
+ * the reason in err. */
+int ds_ckpt_meta_step(const char *path, const char *meta, int64_t name_step, int64_t *step, char *err);
+
 /* ---- checkpoint directory: DIR/step-00000123.ckpt ---------------------------------------------- */
 
 /* Writes "DIR/step-%08lld.ckpt" into buf (dies with exit code 2 if it does not fit). */
@@ -66,6 +76,22 @@ int ds_ckpt_prune(const char *dir, int keep, int64_t protect_step);
  * with a logged warning giving the reason (they are not deleted). Returns 1 and fills path (and *step
  * if step != NULL) when one is found, 0 when none is. */
 int ds_ckpt_latest_valid(const char *dir, char *path, size_t len, int64_t *step);
+
+/* ---- the run directory: one run per directory --------------------------------------------------
+ * A run's files are OUT/config.yaml, OUT/train.jsonl and the checkpoints of its checkpoint directory.
+ * A fresh start (or `import`) where an earlier run's files are would mix two runs: resume would pick
+ * the wrong checkpoint, pruning would delete the new one. */
+
+/* Before a fresh start in out_dir / ckpt_dir, changing nothing: 0 when they hold no earlier run (no
+ * checkpoint, no train.jsonl with records); 1 when they do and `restart` is set (call
+ * ds_run_dir_move_aside before writing); else dies with exit 2 and one line saying how to proceed,
+ * beginning with `hint` (e.g. "continue it with checkpoint.resume: auto, "; may be ""). */
+int ds_run_dir_check_fresh(const char *out_dir, const char *ckpt_dir, int restart, const char *hint);
+
+/* Moves the earlier run's files into a new OUT.old-N/ (N = 1, 2, ...; checkpoints into its
+ * checkpoints/), never deleting any; writes that directory into moved_to. Dies (exit 1) naming the file
+ * if a move fails (e.g. another file system), having moved only whole files. */
+void ds_run_dir_move_aside(const char *out_dir, const char *ckpt_dir, char *moved_to, size_t len);
 
 /* ---- safetensors (Hugging Face format) ----------------------------------------------------------
  * u64 little-endian header length, JSON header {"name": {"dtype", "shape", "data_offsets": [b, e]},

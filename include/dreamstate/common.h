@@ -35,7 +35,7 @@ typedef struct ds_atomic_file {
     char tmp_path[4200];
 } ds_atomic_file;
 int ds_atomic_open(ds_atomic_file *af, const char *path);   /* 0 ok, -1 with errno */
-int ds_atomic_commit(ds_atomic_file *af);                   /* fsync + rename; 0 ok */
+int ds_atomic_commit(ds_atomic_file *af);  /* fsync + rename; 0 ok; -1 (temp file removed) if any write to fp failed */
 void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp file */
 
 /* Counter-based RNG (splitmix64 of key and counter): the value depends only on (seed, stream, index),
@@ -65,5 +65,9 @@ void ds_json_string_n(FILE *f, const char *s, size_t n);
 void ds_json_string(FILE *f, const char *s);
 void ds_json_number(FILE *f, double x);
 void ds_json_numbers(FILE *f, const double *x, int n);
+/* Copies the JSON text `in` (numbers formatted with printf) to out (len bytes, cut to fit), writing
+ * null for every nan, -nan, inf or -inf that printf made of a non-finite value (outside strings), so
+ * the output parses as JSON. Returns the length written. */
+size_t ds_json_null_nonfinite(const char *in, char *out, size_t len);
 
 #endif

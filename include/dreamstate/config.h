@@ -48,6 +48,8 @@ typedef struct ds_train_config {
     int log_every;             /* default 1 */
     char grad_reduce[8];       /* "fp64" (default: rank-count independent) or "fp32"; see dist.h */
     int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
+    int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
+                                * run stops (exit 1); default 0: stop at the first */
 } ds_train_config;
 
 typedef struct ds_optim_config {
@@ -63,7 +65,8 @@ typedef struct ds_checkpoint_config {
     char dir[DS_PATH_MAX];     /* default "<out_dir>/checkpoints" */
     int every;                 /* steps between checkpoints, default 50; 0 = only at the end */
     int keep;                  /* last K kept, default 3 */
-    char resume[16];           /* "auto" (default: resume from the newest valid one) or "never" */
+    char resume[16];           /* "auto" (default: resume from the newest valid one), "never" (start
+                                * fresh) or "restart" (start fresh, moving an earlier run aside) */
 } ds_checkpoint_config;
 
 /* The Diffusion Transformer of either part (state DiT, parameter DiT); src/dit/README.md §1. */

@@ -20,7 +20,8 @@ void ds_weights_signature(const ds_rwkv7_dims *d, char *buf, size_t len);
 void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extra, char *buf, size_t len);
 
 /* Loads model weights from a .ckpt (optimiser state ignored) or a .safetensors file (by extension).
- * Any problem (missing file, corruption, missing tensor, shape mismatch) exits with code 2. */
+ * Any problem (missing file, corruption, missing tensor, shape mismatch, a NaN or Inf value) exits with
+ * code 2. */
 void ds_weights_load(ds_rwkv7 *m, const char *path);
 
 /* Model shape of a weights file: a .safetensors with official names (from the tensor shapes: layers,
@@ -33,7 +34,8 @@ ds_rwkv7_dims ds_model_dims_for_weights(const ds_config *cfg, const char *path);
 /* `dreamstate export`: checkpoint -> safetensors (F32, official names and shapes). */
 int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const char *out_path);
 /* `dreamstate import`: safetensors -> the step-0 checkpoint of the configured run (zero optimiser
- * state), from which `train` starts. */
+ * state), from which `train` starts. Refused (exit 2) where an earlier run's files are, unless
+ * checkpoint.resume is restart: then they are moved aside first (ds_run_dir_move_aside). */
 int ds_import_safetensors(const ds_config *cfg, const char *st_path);
 
 /* The RWKV-7 of cfg->model (LoRA ranks resolved). */

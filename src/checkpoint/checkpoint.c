@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,15 @@ int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
             if (strcmp(t[j].name, name) == 0) return ckpt_fail(err, path, "duplicate tensor name '%s'", name);
     }
     return 0;
+}
+
+int ds_tensors_find_nonfinite(int n, const ds_tensor *t) {
+    for (int i = 0; i < n; i++) {
+        int64_t numel = ds_tensor_numel(&t[i]);
+        for (int64_t k = 0; k < numel; k++)
+            if (!isfinite(t[i].data[k])) return i;
+    }
+    return -1;
 }
 
 /* ---- writing --------------------------------------------------------------------------------- */
@@ -391,6 +401,25 @@ const char *ds_ckpt_meta_value(const char *meta, const char *key, char *out, siz
         if (p) p++;
     }
     return NULL;
+}
+
+int ds_ckpt_meta_step(const char *path, const char *meta, int64_t name_step, int64_t *step, char *err) {
+    char text[64];
+    if (!ds_ckpt_meta_value(meta, "step", text, sizeof text))
+        return ckpt_fail(err, path, "checkpoint metadata has no step=");
+    int64_t v = 0;
+    int digits = 0;
+    for (const char *p = text; *p; p++, digits++) {
+        if (*p < '0' || *p > '9' || digits == 18)
+            return ckpt_fail(err, path, "checkpoint metadata step=%s is not a step number (an integer >= 0)", text);
+        v = v * 10 + (*p - '0');
+    }
+    if (digits == 0) return ckpt_fail(err, path, "checkpoint metadata step= is empty");
+    if (name_step >= 0 && v != name_step)
+        return ckpt_fail(err, path, "checkpoint metadata step=%lld does not match the file name (step %lld)",
+                         (long long)v, (long long)name_step);
+    *step = v;
+    return 0;
 }
 
 /* ---- checkpoint directory --------------------------------------------------------------------- */

@@ -60,6 +60,11 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
         if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
         ds_free(scratch);
     }
+    model_tensors(m, t);
+    int bad = ds_tensors_find_nonfinite(m->n_tensors, t);
+    if (bad >= 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; these weights are unusable (a diverged "
+               "run?): use an earlier checkpoint", path, t[bad].name);
     ds_free(t);
 }
 
@@ -88,12 +93,19 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 }
 
 int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
+    /* a checkpoint of an earlier run would be resumed instead, and pruning would delete the import */
+    int move_aside = ds_run_dir_check_fresh(cfg->run.out_dir, cfg->checkpoint.dir,
+                                            strcmp(cfg->checkpoint.resume, "restart") == 0, "");
     ds_rwkv7 m;
     ds_rwkv7_dims d = load_model(cfg, st_path, &m);
     float *moments = ds_alloc(sizeof(float) * 2 * m.n_params);
     ds_tensor *t = ds_alloc(sizeof(ds_tensor) * (m.n_tensors + 2));
     int n = ds_weights_ckpt_tensors(&m, moments, moments + m.n_params, t);
     char path[DS_PATH_MAX + 64], meta[512], err[DS_ERR_LEN];
+    if (move_aside) {
+        ds_run_dir_move_aside(cfg->run.out_dir, cfg->checkpoint.dir, path, sizeof path);
+        printf("moved the earlier run's files to %s/\n", path);
+    }
     ds_mkdir_p(cfg->checkpoint.dir);
     ds_weights_ckpt_meta(&d, 0, "source=import\n", meta, sizeof meta);
     ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, 0);

@@ -9,6 +9,8 @@ static const cli_spec spec = {
     .cmd = "import",
     .usage = "usage: dreamstate import CONFIG --safetensors FILE [--set section.key=value]...\n"
              "Writes FILE's weights as the step-0 checkpoint of the configured run; 'train' starts there.\n"
+             "Refused (exit 2) where an earlier run's checkpoints or train.jsonl are; with\n"
+             "--set checkpoint.resume=restart they are moved to OUT.old-N/ first.\n"
              "Convert an official RWKV-LM .pth first: /usr/bin/python3 src/tools/pth_to_safetensors.py\n",
     .config = 1,
     .options = {{"--safetensors", CLI_REQUIRED}},

@@ -12,8 +12,12 @@ static const cli_spec spec = {
     .cmd = "train",
     .usage = "usage: dreamstate train CONFIG [--set section.key=value]...\n"
              "Trains as configured; writes OUT/config.yaml (resolved), OUT/train.jsonl (one line per step)\n"
-             "and checkpoints to checkpoint.dir. Rerunning resumes from the newest valid checkpoint.\n"
-             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0.\n",
+             "and checkpoints to checkpoint.dir. Rerunning resumes from the newest valid checkpoint; a fresh\n"
+             "start over an earlier run is refused (exit 2) unless checkpoint.resume is restart, which moves\n"
+             "the earlier run's files to OUT.old-N/.\n"
+             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0.\n"
+             "A NaN or Inf loss or gradient norm stops the run before the update, exit 1 (train.skip_nonfinite\n"
+             "skips up to N such steps in a row); checkpoints are only written with finite weights.\n",
     .config = 1,
     .mpi = 1,
 };

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,7 +92,7 @@ int ds_atomic_open(ds_atomic_file *af, const char *path) {
 }
 
 int ds_atomic_commit(ds_atomic_file *af) {
-    int ok = fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
+    int ok = !ferror(af->fp) && fflush(af->fp) == 0 && fsync(fileno(af->fp)) == 0;
     ok = (fclose(af->fp) == 0) && ok;
     af->fp = NULL;
     if (!ok || rename(af->tmp_path, af->path) != 0) {
@@ -227,6 +228,34 @@ void ds_json_string(FILE *f, const char *s) { ds_json_string_n(f, s, strlen(s));
 void ds_json_number(FILE *f, double x) {
     if (isfinite(x)) fprintf(f, "%.17g", x);
     else fputs("null", f);
+}
+
+size_t ds_json_null_nonfinite(const char *in, char *out, size_t len) {
+    static const char *const words[] = {"-infinity", "infinity", "-nan", "nan", "-inf", "inf"};
+    size_t n = 0;
+    int in_string = 0;
+    while (*in && n + 1 < len) {
+        size_t skip = 0;
+        if (!in_string)
+            for (size_t w = 0; w < sizeof words / sizeof *words && !skip; w++)
+                if (strncasecmp(in, words[w], strlen(words[w])) == 0) skip = strlen(words[w]);
+        if (skip) {
+            if (n + 5 > len) break;
+            memcpy(out + n, "null", 4);
+            n += 4;
+            in += skip;
+            continue;
+        }
+        if (*in == '\\' && in_string && in[1]) {  /* an escape pair: \" does not end the string */
+            if (n + 3 > len) break;
+            out[n++] = *in++;
+        } else if (*in == '"') {
+            in_string = !in_string;
+        }
+        out[n++] = *in++;
+    }
+    out[n] = 0;
+    return n;
 }
 
 void ds_json_numbers(FILE *f, const double *x, int n) {

@@ -102,6 +102,9 @@ static const config_key config_keys[] = {
      .help = "gradient accumulation and allreduce precision: fp64 trains identically on any rank count; fp32 halves traffic"},
     {KEY(train, zero_stage), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
      .help = "1 = ZeRO-1: AdamW moments sharded over ranks (reduce to owner, update shard, share parameters)"},
+    {KEY(train, skip_nonfinite), .type = KEY_INT, .def = "0", .min = 0, .max = INT_MAX,
+     .help = "a step whose loss or gradient norm is NaN or Inf is skipped (no update) up to this many times in a "
+             "row; one more stops the run (exit 1) without a checkpoint of it; 0 = stop at the first"},
 
     {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
      .help = "peak learning rate, reached after the warm-up"},
@@ -127,8 +130,10 @@ static const config_key config_keys[] = {
     {KEY(checkpoint, every), .type = KEY_INT, .def = "50", .min = 0, .max = INT_MAX,
      .help = "steps between checkpoints; 0 = only at the end"},
     {KEY(checkpoint, keep), .type = KEY_INT, .def = "3", .min = 1, .max = INT_MAX, .help = "newest checkpoints kept"},
-    {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never",
-     .help = "auto: resume from the newest valid checkpoint; never: always start fresh"},
+    {KEY(checkpoint, resume), .type = KEY_ENUM, .def = "auto", .choices = "auto|never|restart",
+     .help = "auto: resume from the newest valid checkpoint; never: start fresh; restart: start fresh after moving "
+             "an earlier run's files to <run.out_dir>.old-N/ (auto and never refuse to start fresh over an earlier "
+             "run's checkpoints or train.jsonl)"},
 
     {KEY(dit, hidden), .type = KEY_INT, .def = "64", .min = 4, .max = 65536,
      .help = "DiT width d (a multiple of dit.heads and of 4)"},

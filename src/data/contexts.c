@@ -158,7 +158,7 @@ void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char
 }
 
 void ds_contexts_writer_commit(ds_contexts_writer *w) {
-    if (ferror(w->af.fp) || ds_atomic_commit(&w->af) != 0)
+    if (ds_atomic_commit(&w->af) != 0)
         ds_die(DS_EXIT_FAIL, "%s: write failed: %s", w->af.path, strerror(errno));
     free(w);
 }

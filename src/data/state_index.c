@@ -33,11 +33,7 @@ void ds_states_write_index(const char *path, const ds_states_info *info, const d
     for (int i = 0; i < info->n_labels; i++) fprintf(fp, "label %s\n", info->labels[i]);
     fprintf(fp, "shards %d\n", info->n_shards);
     for (int i = 0; i < info->n_shards; i++) fprintf(fp, "shard %s %" PRId64 "\n", shards[i].file, shards[i].records);
-    if (ferror(fp) || ds_atomic_commit(&af) != 0) {
-        int e = errno;
-        ds_atomic_abort(&af);
-        ds_die(DS_EXIT_FAIL, "%s: write failed: %s", path, strerror(e));
-    }
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "%s: write failed: %s", path, strerror(errno));
 }
 
 struct ds_states {

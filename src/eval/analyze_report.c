@@ -145,10 +145,7 @@ static void write_json(const char *path, const run_ctx *c, task *tasks, int n_ta
         fputs("}", f);
     }
     fputs("\n  ]\n}\n", f);
-    if (ferror(f) || ds_atomic_commit(&af) != 0) {
-        ds_atomic_abort(&af);
-        ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
-    }
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "analyze-states: cannot write %s", path);
 }
 
 /* src/tools/plot_scatter.py next to this binary's source tree (bin/dreamstate -> ../src/tools), else

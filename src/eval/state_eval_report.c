@@ -214,10 +214,7 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     for (int i = 0; i < 4; i++) fprintf(f, ", \"%s\": ", names[i]), ds_json_number(f, r->seconds[i + 1]);
     fputs(", \"total\": ", f), ds_json_number(f, seconds);
     fputs("}\n}\n", f);
-    if (ferror(f) || ds_atomic_commit(&af) != 0) {
-        ds_atomic_abort(&af);
-        ds_die(DS_EXIT_FAIL, "eval-states: cannot write %s", path);
-    }
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "eval-states: cannot write %s", path);
 }
 
 static void print_table(const eval_run *r, const knn_group *kn, const ce_group *cg) {

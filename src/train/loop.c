@@ -15,10 +15,12 @@
 #include "dreamstate/train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
 static const char *blas_arch = "?", *kernels_name = "?";
@@ -51,8 +53,14 @@ typedef struct {
     ds_tensor *t;
 } ckpt_table;
 
+/* Writes the checkpoint of `step` and prunes older ones; weights or moments holding a NaN or an
+ * infinity are never written, so pruning never removes the last finite checkpoint. */
 static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int64_t step) {
     char path[DS_PATH_MAX + 64], meta[2048], err[DS_ERR_LEN];
+    int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
+    if (bad >= 0)
+        ds_die(DS_EXIT_FAIL, "step %lld: tensor '%s' holds NaN or Inf: checkpoint not written, the older ones are "
+               "kept; lower optim.lr", (long long)step, ct->t[bad].name);
     snprintf(meta, sizeof meta, "step=%lld\nmodel=%s\nseed=%lld\ntask=%s\n%s", (long long)step, task->signature,
              (long long)cfg->run.seed, task->name, task->meta);
     ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, step);
@@ -61,30 +69,83 @@ static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckp
         ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
 }
 
-/* Returns the step to continue from (0 for a fresh run). Rank 0 reads the newest valid checkpoint and
- * broadcasts step and tensors; the caller scatters the moments (the last two). */
-static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct) {
-    int64_t step = 0;
-    if (ds_dist_rank() == 0 && strcmp(cfg->checkpoint.resume, "never") != 0) {
-        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256], stepbuf[64];
-        if (ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &step)) {
+/* Returns the step to continue from (0 for a fresh run) and sets *resumed when a checkpoint was read.
+ * Rank 0 reads the newest valid checkpoint and broadcasts step and tensors, whatever the step (an
+ * imported step-0 checkpoint holds weights too); the caller scatters the moments (the last two). A
+ * fresh start refuses a run directory holding an earlier run, or (checkpoint.resume restart) sets
+ * *move_aside on rank 0. */
+static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int *resumed,
+                            int *move_aside) {
+    int64_t head[2] = {0, 0};  /* step, resumed */
+    *move_aside = 0;
+    if (ds_dist_rank() == 0) {
+        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256];
+        int64_t name_step;
+        const char *mode = cfg->checkpoint.resume;
+        if (strcmp(mode, "auto") == 0 && ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &name_step)) {
             char *meta = NULL;
             if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
                 ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got,
                        task->signature);
-            if (!ds_ckpt_meta_value(meta, "step", stepbuf, sizeof stepbuf))
-                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint metadata has no step", path);
+            if (ds_ckpt_meta_step(path, meta, name_step, &head[0], err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
             free(meta);
             if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            step = atoll(stepbuf);
-            ds_log("resumed from %s (step %lld)", path, (long long)step);
+            int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
+            if (bad >= 0)
+                ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; move this checkpoint away to "
+                       "resume from an earlier one", path, ct->t[bad].name);
+            head[1] = 1;
+            ds_log("resumed from %s (step %lld)", path, (long long)head[0]);
+        } else {
+            const char *hint = strcmp(mode, "never") == 0 ? "continue it with checkpoint.resume: auto, " : "";
+            *move_aside = ds_run_dir_check_fresh(cfg->run.out_dir, cfg->checkpoint.dir, strcmp(mode, "restart") == 0,
+                                                 hint);
         }
     }
-    ds_dist_bcast(&step, sizeof step, 0);
-    if (step > 0)
+    ds_dist_bcast(head, sizeof head, 0);
+    if (head[1])
         for (int i = 0; i < ct->n - 2; i++) ds_dist_bcast(ct->t[i].data, sizeof(float) * ds_tensor_numel(&ct->t[i]), 0);
-    return step;
+    *resumed = (int)head[1];
+    return head[0];
+}
+
+/* OUT/train.jsonl, one line appended per step. A failed write (a full disk) stops the run: the file is
+ * cut back to its last whole line and the checkpoints are left as they are, so rerunning resumes. */
+typedef struct {
+    int fd;
+    off_t whole;  /* bytes up to the end of the last whole line */
+    char path[DS_PATH_MAX + 64];
+} run_log;
+
+static void run_log_open(run_log *log, const char *path) {
+    snprintf(log->path, sizeof log->path, "%s", path);
+    log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (log->fd < 0) ds_die(DS_EXIT_FAIL, "%s: cannot open: %s", path, strerror(errno));
+    log->whole = lseek(log->fd, 0, SEEK_END);
+}
+
+static void run_log_append(run_log *log, const char *line, int64_t step) {
+    size_t len = strlen(line), done = 0;
+    while (done < len) {
+        ssize_t k = write(log->fd, line + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : EIO;
+            int cut = ftruncate(log->fd, log->whole) == 0;
+            ds_die(DS_EXIT_FAIL, "%s: cannot write the line of step %lld: %s%s; stopped, checkpoints untouched: free "
+                   "space and rerun the same command to resume", log->path, (long long)step, strerror(e),
+                   cut ? "" : " (its last line may be cut short)");
+        }
+        done += (size_t)k;
+    }
+    log->whole += (off_t)len;
+}
+
+static void run_log_close(run_log *log) {
+    if (fsync(log->fd) != 0 || close(log->fd) != 0)
+        ds_die(DS_EXIT_FAIL, "%s: cannot write: %s; checkpoints untouched: free space and rerun to resume", log->path,
+               strerror(errno));
 }
 
 /* On resume, keep only the log lines of steps that the checkpoint covers, so the log of a resumed run
@@ -129,14 +190,19 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     memcpy(ct.t, task->tensors, sizeof(ds_tensor) * task->n_tensors);
     ct.t[task->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {task->n_params}, .data = full_m};
     ct.t[task->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {task->n_params}, .data = full_v};
-    int64_t start = maybe_resume(cfg, task, &ct);
-    if (start > 0) {
+    int resumed, move_aside;
+    int64_t start = maybe_resume(cfg, task, &ct, &resumed, &move_aside);
+    if (resumed) {
         ds_grad_sync_scatter(sync, full_m, opt.m);
         ds_grad_sync_scatter(sync, full_v, opt.v);
     }
     /* inputs are all validated: only now touch the run directory */
-    FILE *jsonl = NULL;
+    run_log log = {.fd = -1};
     if (rank == 0) {
+        if (move_aside) {
+            ds_run_dir_move_aside(cfg->run.out_dir, cfg->checkpoint.dir, path, sizeof path);
+            ds_log("checkpoint.resume restart: the earlier run's files are now in %s/", path);
+        }
         ds_mkdir_p(cfg->run.out_dir);
         ds_mkdir_p(cfg->checkpoint.dir);
         int stale = ds_ckpt_clean_stale(cfg->checkpoint.dir);
@@ -144,10 +210,9 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         snprintf(path, sizeof path, "%s/config.yaml", cfg->run.out_dir);
         if (ds_config_write(cfg, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
         snprintf(path, sizeof path, "%s/train.jsonl", cfg->run.out_dir);
-        if (start > 0) truncate_log(path, start);
+        if (resumed) truncate_log(path, start);
         else remove(path);
-        jsonl = fopen(path, "a");
-        if (!jsonl) ds_die(DS_EXIT_FAIL, "%s: %s", path, strerror(errno));
+        run_log_open(&log, path);
     }
 
     /* every rank measures its share of the machine at once; the job's peak is the sum */
@@ -161,10 +226,10 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_log("  batch %d samples per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s", B, micro, accum,
            (long long)cfg->train.steps, cfg->run.out_dir);
 
-    double t_begin = ds_now_seconds(), last_loss = NAN, last_eval = NAN, comm_wait = 0;
-    char json[2048], step_json[1024];
-    int64_t step = start;
-    int stop = 0;
+    double t_begin = ds_now_seconds(), last_loss = NAN, last_gnorm = NAN, last_eval = NAN, comm_wait = 0;
+    char json[2048], step_json[1024], line[4096], clean[4096];
+    int64_t step = start, newest_ckpt = resumed ? start : -1;
+    int stop = 0, nonfinite_in_row = 0;
     for (; step < cfg->train.steps && !stop; step++) {
         double t0 = ds_now_seconds();
         double loss = 0;
@@ -178,12 +243,24 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         loss = ds_dist_sum_double(loss);
         double gnorm = sqrt(sharded ? ds_dist_sum_double(ds_adamw_grad_sumsq(&opt, task->grads))
                                     : ds_adamw_grad_sumsq(&opt, task->grads));
-        if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
-            ds_adamw_scale_grads(&opt, task->grads, (float)(cfg->optim.grad_clip / gnorm));
         double lr = ds_lr_schedule(step, cfg->train.steps, cfg->optim.warmup_steps, cfg->optim.lr, cfg->optim.lr_final);
-        ds_adamw_step(&opt, task->params, task->grads, lr, step + 1);
-        ds_grad_sync_share_params(sync, task->params);
-        if (task->after_update) task->after_update(task->ctx, step);
+        /* A NaN or Inf (divergence, an overflow) never reaches the weights: the step is skipped, and the
+         * run stops after train.skip_nonfinite of them in a row (every rank decides alike). */
+        int skip = ds_dist_max_int(!isfinite(loss) || !isfinite(gnorm));
+        nonfinite_in_row = skip ? nonfinite_in_row + 1 : 0;
+        last_loss = loss;
+        last_gnorm = gnorm;
+        if (nonfinite_in_row > cfg->train.skip_nonfinite) break;
+        if (skip) {
+            ds_log("step %lld: loss %g, grad_norm %g: not finite, update skipped (%d in a row, train.skip_nonfinite "
+                   "%d)", (long long)step + 1, loss, gnorm, nonfinite_in_row, cfg->train.skip_nonfinite);
+        } else {
+            if (cfg->optim.grad_clip > 0 && gnorm > cfg->optim.grad_clip)
+                ds_adamw_scale_grads(&opt, task->grads, (float)(cfg->optim.grad_clip / gnorm));
+            ds_adamw_step(&opt, task->params, task->grads, lr, step + 1);
+            ds_grad_sync_share_params(sync, task->params);
+            if (task->after_update) task->after_update(task->ctx, step);
+        }
         double dt = ds_now_seconds() - t0;
         double units_s = (double)B * task->units_per_sample / dt, mfu = task->flops_per_unit * units_s / (peak * 1e9);
         int64_t done = step + 1;
@@ -194,14 +271,14 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         if (do_eval) last_eval = task->eval(task->ctx, json, sizeof json);
         stop = ds_dist_max_int(stop_requested != 0);
         if (rank == 0) {
-            fprintf(jsonl, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,\"%s_per_s\":%.1f,"
-                    "\"mfu\":%.4f,\"comm_wait_s\":%.4f%s", (long long)done, loss, lr, gnorm, task->unit, units_s, mfu,
-                    comm_wait, step_json);
-            if (do_eval) fprintf(jsonl, ",\"val_loss\":%.6f%s", last_eval, json);
-            fprintf(jsonl, "}\n");
-            fflush(jsonl);
+            int k = snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.10f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                             "\"%s_per_s\":%.1f,\"mfu\":%.4f,\"comm_wait_s\":%.4f%s", (long long)done, loss, lr, gnorm,
+                             task->unit, units_s, mfu, comm_wait, step_json);
+            if (do_eval) k += snprintf(line + k, sizeof line - k, ",\"val_loss\":%.6f%s", last_eval, json);
+            snprintf(line + k, sizeof line - k, "%s}\n", skip ? ",\"skipped\":true" : "");
+            ds_json_null_nonfinite(line, clean, sizeof clean);  /* a NaN is logged as null */
+            run_log_append(&log, clean, done);
         }
-        last_loss = loss;
         if (done % cfg->train.log_every == 0 || last || do_eval) {
             char eta[32];
             double per_step = (ds_now_seconds() - t_begin) / (double)(done - start);
@@ -219,10 +296,22 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
             ds_grad_sync_gather(sync, opt.m, full_m);
             ds_grad_sync_gather(sync, opt.v, full_v);
             if (rank == 0) save_checkpoint(cfg, task, &ct, done);
+            newest_ckpt = done;
         }
     }
-    if (jsonl) fclose(jsonl);
-    if (stop && step < cfg->train.steps) {
+    if (rank == 0) run_log_close(&log);
+    int diverged = nonfinite_in_row > cfg->train.skip_nonfinite;
+    if (diverged) {
+        char newest[DS_PATH_MAX + 64] = "none written";
+        if (newest_ckpt >= 0) ds_ckpt_path(newest, sizeof newest, cfg->checkpoint.dir, newest_ckpt);
+        char in_row[96] = "";
+        if (cfg->train.skip_nonfinite > 0)
+            snprintf(in_row, sizeof in_row, ", %d steps in a row (train.skip_nonfinite %d)", nonfinite_in_row,
+                     cfg->train.skip_nonfinite);
+        ds_log("dreamstate: step %lld: loss %g, grad_norm %g: not finite%s; stopped without applying it (exit 1), "
+               "newest checkpoint: %s; lower optim.lr, or raise train.skip_nonfinite to skip such steps",
+               (long long)step + 1, last_loss, last_gnorm, in_row, newest);
+    } else if (stop && step < cfg->train.steps) {
         ds_log("stopped by a signal after step %lld; checkpoint written, rerun the same command to resume",
                (long long)step);
     } else if (start < cfg->train.steps) {
@@ -235,5 +324,5 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_free(ct.t);
     ds_free(full_moments);
     ds_adamw_destroy(&opt);
-    return DS_EXIT_OK;
+    return diverged ? DS_EXIT_FAIL : DS_EXIT_OK;
 }
