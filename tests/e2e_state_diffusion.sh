@@ -132,8 +132,11 @@ expect_bad_input "unknown label" "unknown label 'pythn' (known: c-header, licens
   $BIN sample-state "$MODEL" --label pythn --out "$TMP/x1.state"
 expect_bad_input "guidance not a number" "sample-state: --guidance 'abc' is not a number" \
   $BIN sample-state "$MODEL" --label python --out "$TMP/x2.state" --guidance abc
+$BIN train configs/tiny.yaml --set model.n_layer=3 --set train.steps=1 --set train.eval_every=0 --set run.threads=1 \
+  --set run.out_dir="$TMP/lm3" >/dev/null 2>&1  # a model of another shape
 expect_bad_input "state file of another model" "state has L=2 C=128, model has L=3 C=128" \
-  $BIN generate configs/tiny.yaml --checkpoint "$LM" --state "$TMP/a.state" --set model.n_layer=3
+  $BIN generate configs/tiny.yaml --checkpoint "$TMP/lm3/checkpoints/step-00000001.ckpt" --state "$TMP/a.state" \
+  --set model.n_layer=3
 expect_bad_input "an lm checkpoint as state model" "a checkpoint of task 'lm', not state_diffusion" \
   $BIN sample-state "$LM" --label python --out "$TMP/x3.state"
 expect_bad_input "no diffusion.states" "diffusion.states: run.task state_diffusion needs a state dataset" \
