@@ -138,7 +138,7 @@ static void test_contexts_errors(void) {
     test_write_file(path, "", 0);
     expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
     tmp_path(path, sizeof path, "missing.jsonl");
-    expect_bad_input(child_load_contexts, path, "cannot read", "missing file");
+    expect_bad_input(child_load_contexts, path, "cannot open: No such file or directory", "missing file");
 }
 
 static char unknown_label_path[256];

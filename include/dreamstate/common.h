@@ -27,6 +27,14 @@ void ds_free(void *p);
 /* CRC-32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n);
 
+/* Opening an input file (data, checkpoint, weights, config, ...) for reading: only a regular file is
+ * accepted, and a FIFO, device or socket is refused without blocking in open() (which waits for a
+ * FIFO's writer forever). Returns a descriptor (or stream) in blocking mode, or -1 (NULL) with a
+ * one-line reason in why: "cannot open: <strerror>" (a directory: "cannot open: Is a directory") or
+ * "not a regular file (a FIFO)". */
+int ds_open_input(const char *path, char *why, size_t why_len);
+FILE *ds_fopen_input(const char *path, char *why, size_t why_len);
+
 /* Atomic file replacement: write everything to "<path>.tmp.<pid>", fsync it, rename over `path`,
  * fsync the directory. A crash at any point leaves either the old file or the new one, never a mix. */
 typedef struct ds_atomic_file {

@@ -303,7 +303,7 @@ static int check_layout(const ds_st_index *ix, uint64_t data_len, const char *pa
 static int read_index(FILE *fp, const char *path, ds_st_index *ix, char *err) {
     memset(ix, 0, sizeof *ix);
     struct stat st;
-    if (fstat(fileno(fp), &st) || !S_ISREG(st.st_mode)) return ckpt_fail(err, path, "not a regular file");
+    if (fstat(fileno(fp), &st)) return ckpt_fail(err, path, "cannot stat: %s", strerror(errno));
     uint64_t size = (uint64_t)st.st_size;
     uint8_t len8[8];
     if (fread(len8, 1, 8, fp) != 8)
@@ -329,8 +329,9 @@ static int read_index(FILE *fp, const char *path, ds_st_index *ix, char *err) {
 
 int ds_safetensors_list(const char *path, ds_st_index *ix, char *err) {
     memset(ix, 0, sizeof *ix);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ckpt_fail(err, path, "cannot open: %s", strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(path, why, sizeof why);
+    if (!fp) return ckpt_fail(err, path, "%s", why);
     int rc = read_index(fp, path, ix, err);
     fclose(fp);
     return rc;
@@ -403,8 +404,9 @@ static int read_tensor(FILE *fp, const char *path, const ds_st_index *ix, const 
 
 int ds_safetensors_load(const char *path, int n, const ds_tensor *t, char *err) {
     if (ds_tensors_check(path, n, t, err)) return -1;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ckpt_fail(err, path, "cannot open: %s", strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(path, why, sizeof why);
+    if (!fp) return ckpt_fail(err, path, "%s", why);
     ds_st_index ix;
     int rc = read_index(fp, path, &ix, err);
     if (rc) { fclose(fp); return rc; }

@@ -50,6 +50,44 @@ void *ds_alloc(size_t bytes) {
 
 void ds_free(void *p) { free(p); }
 
+static const char *file_kind(mode_t mode) {
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "an unknown kind of file";
+}
+
+int ds_open_input(const char *path, char *why, size_t why_len) {
+    /* O_NONBLOCK: open() of a FIFO without a writer would wait for one forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, why_len, "cannot open: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) snprintf(why, why_len, "cannot open: %s", strerror(EISDIR));
+        else snprintf(why, why_len, "not a regular file (%s)", file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *ds_fopen_input(const char *path, char *why, size_t why_len) {
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        snprintf(why, why_len, "cannot open: %s", strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
+
 static uint32_t crc32c_table[8][256];
 static void crc32c_init(void) {
     for (uint32_t i = 0; i < 256; i++) {

@@ -124,12 +124,12 @@ int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
 
 int ds_map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len) {
     *map = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ds_data_fail(why, why_len, "cannot open: %s", strerror(errno));
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         close(fd);
-        return ds_data_fail(why, why_len, "not a regular file");
+        return ds_data_fail(why, why_len, "cannot stat: %s", strerror(errno));
     }
     *len = (size_t)st.st_size;
     void *m = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
@@ -255,8 +255,8 @@ static int file_exists(const char *path) {
 }
 
 static int starts_with_shard_magic(const char *path) {
-    char magic[8] = {0};
-    FILE *f = fopen(path, "rb");
+    char magic[8] = {0}, why[256];
+    FILE *f = ds_fopen_input(path, why, sizeof why);  /* a non-regular file: refused when opened as a shard */
     int yes = f && fread(magic, 1, sizeof magic, f) == sizeof magic && memcmp(magic, SHARD_MAGIC, 8) == 0;
     if (f) fclose(f);
     return yes;

@@ -148,12 +148,12 @@ void state_shard_close(state_shard *s) {
 
 int state_shard_open(const char *path, state_shard *s, char *why, size_t why_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return why_fail(why, why_len, "cannot open: %s", strerror(errno));
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         close(fd);
-        return why_fail(why, why_len, "not a regular file");
+        return why_fail(why, why_len, "cannot stat: %s", strerror(errno));
     }
     size_t size = (size_t)st.st_size;
     if (size < HEADER_BYTES) {

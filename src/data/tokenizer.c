@@ -202,8 +202,9 @@ static inline const trie_node *trie_child(const trie_node *nodes, const trie_nod
 /* ---------------------------------------------------------------- loading */
 
 static char *read_whole_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open vocab file: %s", path, strerror(errno));
+    char why[256];
+    FILE *f = ds_fopen_input(path, why, sizeof why);
+    if (!f) ds_die(DS_EXIT_BAD_INPUT, "%s: vocab file: %s", path, why);
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap + 1);
     size_t got;
