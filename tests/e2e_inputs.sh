@@ -2,6 +2,7 @@
 # Inputs are checked before any work, each refusal one line and exit 2:
 #  - a FIFO given as any input file (config, token shard, binidx, vocabulary, .ckpt, safetensors, state
 #    file, state index and its shards, contexts) is refused at once instead of blocking in open();
+#  - a config that sets nothing, and a run.out_dir or checkpoint.dir that cannot be made a directory;
 cd "$(dirname "$0")/.."
 . tests/lib.sh inputs
 T=(timeout -k 1 20)  # a command that blocks (and catches SIGTERM) fails its check instead of hanging the test
@@ -48,5 +49,17 @@ printf 'dreamstate-states 1\nmodel %s\nshape L=2 C=128 H=2 N=64 cond_dim=0 flags
   "$sig" >"$TMP/index.txt"
 expect_bad_input "a state index listing a FIFO shard" "shard.bin: $FIFO" "${T[@]}" $BIN analyze-states "$TMP/index.txt" \
   --out "$TMP/a"
+
+# 2. configs (the parser's own cases: tests/test_config.c) and run directories
+: >"$TMP/empty.yaml"
+expect_bad_input "an empty config" "empty.yaml: the config file is empty" $BIN train "$TMP/empty.yaml"
+expect_bad_input "run.out_dir under a file" "run.out_dir: $TMP/docs.txt: cannot create directory: a file of" $BIN train \
+  configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/docs.txt/run"
+expect_bad_input "run.out_dir is a file" "run.out_dir: $TMP/docs.txt: cannot create directory: a file of" $BIN train \
+  configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/docs.txt"
+expect_bad_input "checkpoint.dir under a file" "checkpoint.dir: $TMP/docs.txt: cannot create directory" $BIN train configs/tiny.yaml \
+  "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r3" --set checkpoint.dir="$TMP/docs.txt/ckpt"
+expect_bad_input "import into an uncreatable checkpoint.dir" "docs.txt: cannot create directory" $BIN import \
+  configs/tiny.yaml --safetensors "$TMP/model.safetensors" --set checkpoint.dir="$TMP/docs.txt/ckpt"
 
 finish

@@ -64,8 +64,11 @@ int ds_is_prime_u64(uint64_t n);
 int ds_affinity_cores(void);
 double ds_now_seconds(void);  /* monotonic clock */
 
-/* mkdir -p; dies (exit 1) naming the path on failure. */
+/* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */
 void ds_mkdir_p(const char *path);
+/* Whether ds_mkdir_p(path) would succeed and leave a directory this process can write in, without
+ * making anything: 0, or -1 with ds_mkdir_p's reason in why ("PATH: cannot create directory: ..."). */
+int ds_dir_creatable(const char *path, char *why, size_t why_len);
 
 /* JSON output: a string with quotes and escapes (n bytes, or up to its NUL); a number with 17
  * significant digits, or null when it is not finite; an array of n numbers, ", "-separated. */

@@ -24,6 +24,7 @@ int cmd_train(int argc, char **argv) {
     ds_config cfg;
     cli_load_config(&a, &cfg);
     cli_args_free(&a);
+    if (ds_dist_rank() == 0) ds_config_check_run_dirs(&cfg);  /* rank 0 makes them */
     int rc;
     if (strcmp(cfg.run.task, "lm") == 0) rc = ds_train_lm(&cfg);
     else if (strcmp(cfg.run.task, "state_diffusion") == 0) rc = ds_train_state_diffusion(&cfg);

@@ -227,18 +227,48 @@ double ds_now_seconds(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-void ds_mkdir_p(const char *path) {
+/* Walks the prefixes "a", "a/b", ... of path: each must be a directory. A missing one is made (make),
+ * or, when only checking, its parent must take a new entry and the walk ends there. */
+static int walk_dirs(const char *path, int make, char *why, size_t why_len) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
         if (*p != '/' && *p != 0) continue;
         char saved = *p;
         *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) ds_die(DS_EXIT_FAIL, "%s: cannot create: %s", buf, strerror(errno));
+        struct stat st;
+        int exists = stat(buf, &st) == 0;
+        if (exists && !S_ISDIR(st.st_mode)) {
+            snprintf(why, why_len, "%s: cannot create directory: a file of that name exists", buf);
+            return -1;
+        }
+        if (!exists && make && mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            snprintf(why, why_len, "%s: cannot create directory: %s", buf, strerror(errno));
+            return -1;
+        }
+        if (!exists && !make) {
+            char parent[4096];
+            snprintf(parent, sizeof parent, "%s", buf);
+            int e = errno != ENOENT ? errno : access(dirname(parent), W_OK | X_OK) != 0 ? errno : 0;
+            if (e) snprintf(why, why_len, "%s: cannot create directory: %s", buf, strerror(e));
+            return e ? -1 : 0;
+        }
         *p = saved;
         if (!saved) break;
     }
+    if (!make && access(buf, W_OK | X_OK) != 0) {
+        snprintf(why, why_len, "%s: cannot write in directory: %s", buf, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
+
+void ds_mkdir_p(const char *path) {
+    char why[4200];
+    if (walk_dirs(path, 1, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", why);
+}
+
+int ds_dir_creatable(const char *path, char *why, size_t why_len) { return walk_dirs(path, 0, why, why_len); }
 
 void ds_json_string_n(FILE *f, const char *s, size_t n) {
     fputc('"', f);
