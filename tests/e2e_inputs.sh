@@ -3,6 +3,9 @@
 #  - a FIFO given as any input file (config, token shard, binidx, vocabulary, .ckpt, safetensors, state
 #    file, state index and its shards, contexts) is refused at once instead of blocking in open();
 #  - a config that sets nothing, and a run.out_dir or checkpoint.dir that cannot be made a directory;
+#  - run.threads above the cores the process may run on;
+#  - stop signals in a run whose steps take seconds: one SIGTERM finishes the step and checkpoints
+#    (exit 0), a second one ends the process at once (exit 143) and the last checkpoint stays valid;
 cd "$(dirname "$0")/.."
 . tests/lib.sh inputs
 T=(timeout -k 1 20)  # a command that blocks (and catches SIGTERM) fails its check instead of hanging the test
@@ -61,5 +64,45 @@ expect_bad_input "checkpoint.dir under a file" "checkpoint.dir: $TMP/docs.txt: c
   "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r3" --set checkpoint.dir="$TMP/docs.txt/ckpt"
 expect_bad_input "import into an uncreatable checkpoint.dir" "docs.txt: cannot create directory" $BIN import \
   configs/tiny.yaml --safetensors "$TMP/model.safetensors" --set checkpoint.dir="$TMP/docs.txt/ckpt"
+
+# 3. threads and stop signals
+cores=$(nproc)
+expect_bad_input "run.threads above the cores" "run.threads $((cores + 1)) exceeds the $cores core(s)" $BIN train \
+  configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.threads=$((cores + 1)) --set run.out_dir="$TMP/r4"
+expect_bad_input "run.threads 4096" "run.threads 4096 exceeds" $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" \
+  --set run.threads=4096 --set run.out_dir="$TMP/r4"
+[ ! -e "$TMP/r4" ] && ok "refused before the run directory exists" || bad "$TMP/r4 was made"
+SLOW=(configs/tiny.yaml "${DATA[@]}" --set run.threads=1 --set model.n_embd=512 --set model.n_layer=4
+      --set train.ctx_len=256 --set train.steps=1000 --set train.eval_every=0 --set checkpoint.every=1)
+steps_in() { local n; n=$(grep -c '"step"' "$1" 2>/dev/null); echo "${n:-0}"; }
+# run_and_signal NAME SIGNALS...: a slow run; once its first checkpoint is written, each signal 0.3 s
+# apart (inside the second step); sets rc, dt (seconds from the last signal to the exit) and n (steps)
+run_and_signal() {
+  local name=$1; shift
+  $BIN train "${SLOW[@]}" --set run.out_dir="$TMP/$name" >/dev/null 2>"$TMP/$name.log" &
+  local job=$! t0
+  while [ ! -e "$TMP/$name/checkpoints/step-00000001.ckpt" ] && kill -0 $job 2>/dev/null; do sleep 0.05; done
+  for s in "$@"; do sleep 0.3; t0=$(date +%s.%N); kill -"$s" $job; done
+  wait $job; rc=$?
+  dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
+  n=$(steps_in "$TMP/$name/train.jsonl")
+}
+run_and_signal once TERM
+[ $rc -eq 0 ] && [ -e "$TMP/once/checkpoints/$(printf 'step-%08d.ckpt' "$n")" ] && grep -q "stopped by a signal" "$TMP/once.log" \
+  && ok "one SIGTERM: the step finished, checkpoint of step $n, exit 0 after ${dt}s" \
+  || bad "one SIGTERM: exit $rc after ${dt}s, $n steps: $(tail -1 "$TMP/once.log")"
+run_and_signal twice TERM TERM
+last=$(ls "$TMP/twice/checkpoints"/step-*.ckpt | tail -1)
+if [ $rc -eq 143 ] && awk -v d="$dt" 'BEGIN{exit !(d < 1.5)}' \
+   && [ "$(tail -1 "$TMP/twice.log")" = "dreamstate: interrupted by a second signal inside a step; the last checkpoint is intact" ]; then
+  ok "second SIGTERM: exit 143 ${dt}s after it (a step takes seconds): $(tail -1 "$TMP/twice.log")"
+else
+  bad "second SIGTERM: exit $rc ${dt}s after it: $(tail -1 "$TMP/twice.log")"
+fi
+$BIN eval "${SLOW[@]}" --set train.eval_batches=1 --checkpoint "$last" >/dev/null 2>"$TMP/eval.log" \
+  && ok "the last checkpoint $(basename "$last") is intact" || bad "$(basename "$last"): $(tail -1 "$TMP/eval.log")"
+run_and_signal usr1 USR1 USR1
+[ $rc -eq 0 ] && [ -e "$TMP/usr1/checkpoints/$(printf 'step-%08d.ckpt' "$n")" ] \
+  && ok "SIGUSR1 twice: still finishes the step and checkpoints (step $n), exit 0" || bad "SIGUSR1 twice: exit $rc"
 
 finish

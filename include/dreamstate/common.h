@@ -62,6 +62,9 @@ int ds_is_prime_u64(uint64_t n);
 /* Cores this process may run on (its CPU affinity mask, which mpirun, srun and taskset set), or the
  * online cores if the mask cannot be read. Thread counts follow this, never the node's core count. */
 int ds_affinity_cores(void);
+/* Returns `threads`, or dies (exit 2) when it exceeds ds_affinity_cores(): "<what> N exceeds the M
+ * core(s) this process may run on ...". `what` names the setting ("run.threads"). */
+int ds_check_threads(int threads, const char *what);
 double ds_now_seconds(void);  /* monotonic clock */
 
 /* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */

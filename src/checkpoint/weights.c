@@ -65,7 +65,7 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
 
 /* A model of the shape of the weights in `path`, loaded from it. */
 static ds_rwkv7_dims load_model(const ds_config *cfg, const char *path, ds_rwkv7 *m) {
-    ds_blas_init(cfg->run.threads);
+    ds_blas_init(ds_check_threads(cfg->run.threads, "run.threads"));  /* 0: all the cores */
     ds_kernels_init();
     ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, path);
     ds_rwkv7_create(m, &d);

@@ -13,7 +13,8 @@ static const cli_spec spec = {
     .usage = "usage: dreamstate train CONFIG [--set section.key=value]...\n"
              "Trains as configured; writes OUT/config.yaml (resolved), OUT/train.jsonl (one line per step)\n"
              "and checkpoints to checkpoint.dir. Rerunning resumes from the newest valid checkpoint.\n"
-             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0.\n",
+             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0; a second SIGTERM/SIGINT:\n"
+             "exit at once (status 128 + signal number), the last checkpoint intact.\n",
     .config = 1,
     .mpi = 1,
 };

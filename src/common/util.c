@@ -221,6 +221,14 @@ int ds_affinity_cores(void) {
     return online > 0 ? (int)online : 1;
 }
 
+int ds_check_threads(int threads, const char *what) {
+    int cores = ds_affinity_cores();
+    if (threads > cores)
+        ds_die(DS_EXIT_BAD_INPUT, "%s %d exceeds the %d core(s) this process may run on (its CPU affinity); use at "
+               "most %d", what, threads, cores, cores);
+    return threads;
+}
+
 double ds_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

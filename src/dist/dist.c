@@ -53,6 +53,10 @@ int ds_dist_cores_per_local_rank(void) {
     return per > 0 ? per : 1;
 }
 
+int ds_dist_threads(int requested, const char *what) {
+    return requested > 0 ? ds_check_threads(requested, what) : ds_dist_cores_per_local_rank();
+}
+
 void ds_dist_bcast(void *buf, size_t bytes, int root) {
     if (!active || size == 1) return;
     /* MPI counts are int: send in chunks of at most 1 GiB */

@@ -51,7 +51,7 @@ ds_eval_result ds_eval_finish(ds_eval_result *r) {
 }
 
 int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
-    ds_blas_init(cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank());
+    ds_blas_init(ds_dist_threads(cfg->run.threads, "run.threads"));
     ds_kernels_init();
     ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, weights_path);
     ds_rwkv7 m;
