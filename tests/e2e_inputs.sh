@@ -6,6 +6,7 @@
 #  - run.threads above the cores the process may run on;
 #  - stop signals in a run whose steps take seconds: one SIGTERM finishes the step and checkpoints
 #    (exit 0), a second one ends the process at once (exit 143) and the last checkpoint stays valid;
+#  - on 2 ranks an error that only rank 1 finds is printed (with its rank), a config error once.
 cd "$(dirname "$0")/.."
 . tests/lib.sh inputs
 T=(timeout -k 1 20)  # a command that blocks (and catches SIGTERM) fails its check instead of hanging the test
@@ -104,5 +105,16 @@ $BIN eval "${SLOW[@]}" --set train.eval_batches=1 --checkpoint "$last" >/dev/nul
 run_and_signal usr1 USR1 USR1
 [ $rc -eq 0 ] && [ -e "$TMP/usr1/checkpoints/$(printf 'step-%08d.ckpt' "$n")" ] \
   && ok "SIGUSR1 twice: still finishes the step and checkpoints (step $n), exit 0" || bad "SIGUSR1 twice: exit $rc"
+
+# 4. errors on several ranks
+MPI=(mpirun --oversubscribe)
+"${MPI[@]}" -np 1 $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r7" \
+  : -np 1 $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r7" --set data.valid="$TMP/nope.bin" \
+  >/dev/null 2>"$TMP/r7.log"; rc=$?
+[ $rc -ne 0 ] && grep -qx "dreamstate\[rank 1\]: $TMP/nope.bin: cannot open dataset: No such file or directory" "$TMP/r7.log" \
+  && ok "an error only rank 1 finds is printed: $(grep '^dreamstate\[' "$TMP/r7.log")" || bad "rank 1's error: exit $rc: $(head -3 "$TMP/r7.log")"
+"${MPI[@]}" -np 2 $BIN train "$TMP/empty.yaml" >/dev/null 2>"$TMP/r8.log"; rc=$?
+[ $rc -eq 2 ] && [ "$(grep -c '^dreamstate' "$TMP/r8.log")" -eq 1 ] \
+  && ok "a config error on 2 ranks is printed once: $(grep '^dreamstate' "$TMP/r8.log")" || bad "config error on 2 ranks: exit $rc: $(head -3 "$TMP/r8.log")"
 
 finish

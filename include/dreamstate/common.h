@@ -10,13 +10,19 @@
 /* Exit codes: 0 ok, 1 internal/runtime failure, 2 bad input (config, checkpoint, dataset, CLI). */
 enum { DS_EXIT_OK = 0, DS_EXIT_FAIL = 1, DS_EXIT_BAD_INPUT = 2 };
 
-/* This process's rank (set by the dist module; 0 without MPI). Only rank 0 prints ds_log lines and
- * bad-input errors (every rank finds the same bad input); other failures print on every rank, prefixed
- * with the rank. */
-void ds_set_rank(int rank);
+/* This process's rank among `ranks` (set by the dist module; 0 of 1 without MPI). Only rank 0 prints
+ * ds_log lines. */
+void ds_set_rank(int rank, int ranks);
 
-/* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. */
+/* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. Every rank that dies
+ * prints its line, so an error that only one rank finds (its share of the data, its node's files) is
+ * never lost behind mpirun's generic failure; in a job of several ranks the line starts
+ * "dreamstate[rank R]: " instead. An error every rank finds alike (a corrupt dataset every rank opens)
+ * thus prints once per rank, each line naming its rank. */
 void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* ds_die for a mistake in what every rank reads from the same source, the command line and the config
+ * file: rank 0 prints it and the other ranks exit with the same code silently, so it prints once. */
+void ds_die_replicated(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 /* Informational line to stderr, rank 0 only. */
 void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -13,21 +13,36 @@
 #include <time.h>
 #include <unistd.h>
 
-static int process_rank;
+static int process_rank, process_ranks = 1;
 
-void ds_set_rank(int rank) { process_rank = rank; }
+void ds_set_rank(int rank, int ranks) {
+    process_rank = rank;
+    process_ranks = ranks;
+}
+
+static void __attribute__((noreturn)) die(int code, const char *fmt, va_list ap) {
+    /* One write of the whole line, so that lines of ranks dying at once do not interleave. */
+    char line[8192];
+    int n = process_ranks > 1 ? snprintf(line, sizeof line, "dreamstate[rank %d]: ", process_rank)
+                              : snprintf(line, sizeof line, "dreamstate: ");
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    strcat(line, "\n");
+    fputs(line, stderr);
+    fflush(stderr);
+    exit(code);
+}
 
 void ds_die(int code, const char *fmt, ...) {
-    if (process_rank == 0 || code != DS_EXIT_BAD_INPUT) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (process_rank == 0) fputs("dreamstate: ", stderr);
-        else fprintf(stderr, "dreamstate: rank %d: ", process_rank);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-    }
-    exit(code);
+    va_list ap;
+    va_start(ap, fmt);
+    die(code, fmt, ap);
+}
+
+void ds_die_replicated(int code, const char *fmt, ...) {
+    if (process_rank != 0) exit(code);
+    va_list ap;
+    va_start(ap, fmt);
+    die(code, fmt, ap);
 }
 
 void ds_log(const char *fmt, ...) {

@@ -408,7 +408,7 @@ die_line(const load_ctx *ctx, size_t line, const char *what, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: %s: %s", ctx->path, line, what, why);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: %s: %s", ctx->path, line, what, why);
 }
 
 /* An error about key i, located where its value came from. */
@@ -421,10 +421,10 @@ die_key(const load_ctx *ctx, int i, const char *fmt, ...) {
     va_end(ap);
     const config_key *k = &config_keys[i];
     const key_origin *o = &ctx->origin[i];
-    if (o->set_arg) ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", o->set_arg, why);
-    if (o->line) ds_die(DS_EXIT_BAD_INPUT, "%s:%d: %s.%s: %s", ctx->path, o->line, k->section, k->name, why);
-    if (ctx->path) ds_die(DS_EXIT_BAD_INPUT, "%s: %s.%s: %s", ctx->path, k->section, k->name, why);
-    ds_die(DS_EXIT_BAD_INPUT, "%s.%s: %s", k->section, k->name, why);
+    if (o->set_arg) ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: %s", o->set_arg, why);
+    if (o->line) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%d: %s.%s: %s", ctx->path, o->line, k->section, k->name, why);
+    if (ctx->path) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s.%s: %s", ctx->path, k->section, k->name, why);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s.%s: %s", k->section, k->name, why);
 }
 
 /* ---- YAML file ---- */
@@ -437,15 +437,16 @@ static void next_event(const load_ctx *ctx, yaml_parser_t *p, yaml_event_t *ev) 
         size_t line = 1;
         for (size_t i = 0; i < p->problem_offset && i < ctx->text_len; i++) line += ctx->text[i] == '\n';
         if (p->problem_offset < ctx->text_len && ctx->text[p->problem_offset] == 0)
-            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: a NUL byte (byte %zu); a config is text", ctx->path, line,
-                   p->problem_offset);
-        ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: cannot read: %s (byte %zu)", ctx->path, line, p->problem, p->problem_offset);
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: a NUL byte (byte %zu); a config is text", ctx->path, line,
+                              p->problem_offset);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: cannot read: %s (byte %zu)", ctx->path, line, p->problem,
+                          p->problem_offset);
     }
     if (p->error == YAML_MEMORY_ERROR) ds_die(DS_EXIT_FAIL, "%s: out of memory parsing YAML", ctx->path);
     char context[128] = "";
     if (p->context) snprintf(context, sizeof context, " (%s at line %zu)", p->context, p->context_mark.line + 1);
-    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: invalid YAML: %s%s", ctx->path, p->problem_mark.line + 1,
-           p->problem ? p->problem : "syntax error", context);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: invalid YAML: %s%s", ctx->path, p->problem_mark.line + 1,
+                      p->problem ? p->problem : "syntax error", context);
 }
 
 /* `key:` with nothing after it, or ~ / null: an empty section or an empty string. */
@@ -517,8 +518,8 @@ static void parse_section(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg, const
 /* A config that sets nothing is more likely a mistake (a truncated copy, the wrong file) than a wish
  * for every default. */
 static void __attribute__((noreturn)) die_empty(const load_ctx *ctx) {
-    ds_die(DS_EXIT_BAD_INPUT, "%s: the config file is empty (no sections); give at least one, e.g. 'run: {name: NAME}'",
-           ctx->path);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: the config file is empty (no sections); give at least one, e.g. "
+                      "'run: {name: NAME}'", ctx->path);
 }
 
 /* The document: a mapping of sections, each a mapping of scalars (or empty). */
@@ -528,14 +529,15 @@ static void parse_document(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg) {
     next_event(ctx, p, &ev);
     if (is_null_scalar(&ev)) die_empty(ctx);
     if (ev.type != YAML_MAPPING_START_EVENT)
-        ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a mapping of sections (run, model, data, train, optim, checkpoint), got %s",
-               ctx->path, line_of(&ev), node_kind(&ev));
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: expected a mapping of sections (run, model, data, train, optim, "
+                          "checkpoint), got %s", ctx->path, line_of(&ev), node_kind(&ev));
     for (;;) {
         yaml_event_delete(&ev);
         next_event(ctx, p, &ev);
         if (ev.type == YAML_MAPPING_END_EVENT) break;
         if (ev.type != YAML_SCALAR_EVENT)
-            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a section name, got %s", ctx->path, line_of(&ev), node_kind(&ev));
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: expected a section name, got %s", ctx->path, line_of(&ev),
+                              node_kind(&ev));
         const char *name = scalar_text(ctx, &ev, "a section name");
         int line = (int)line_of(&ev);
         int s = find_section(name);
@@ -558,13 +560,13 @@ static void parse_document(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg) {
 static void parse_file(load_ctx *ctx, ds_config *cfg) {
     char why[256];
     FILE *fp = ds_fopen_input(ctx->path, why, sizeof why);
-    if (!fp) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", ctx->path, why);
+    if (!fp) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s", ctx->path, why);
     size_t cap = 1 << 16, n = 0, got;
     char *text = malloc(cap);
     while (text && (got = fread(text + n, 1, cap - n, fp)) > 0)
         if ((n += got) == cap) text = realloc(text, cap *= 2);
     if (!text) ds_die(DS_EXIT_FAIL, "%s: out of memory", ctx->path);
-    if (ferror(fp)) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read: %s", ctx->path, strerror(errno));
+    if (ferror(fp)) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: cannot read: %s", ctx->path, strerror(errno));
     fclose(fp);
     ctx->text = text;
     ctx->text_len = n;
@@ -580,7 +582,7 @@ static void parse_file(load_ctx *ctx, ds_config *cfg) {
     parse_document(ctx, &p, cfg);
     next_event(ctx, &p, &ev);
     if (ev.type != YAML_STREAM_END_EVENT)
-        ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: only one YAML document is allowed", ctx->path, line_of(&ev));
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: only one YAML document is allowed", ctx->path, line_of(&ev));
     yaml_event_delete(&ev);
     yaml_parser_delete(&p);
     free(text);
@@ -593,22 +595,22 @@ static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
     const char *eq = strchr(arg, '=');
     const char *dot = eq ? memchr(arg, '.', (size_t)(eq - arg)) : NULL;
     if (!eq || !dot || dot == arg || dot + 1 == eq || eq - arg >= 128)
-        ds_die(DS_EXIT_BAD_INPUT, "--set: expected section.key=value, got '%s'", arg);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set: expected section.key=value, got '%s'", arg);
     char section[128], name[128], hint[96];
     snprintf(section, sizeof section, "%.*s", (int)(dot - arg), arg);
     snprintf(name, sizeof name, "%.*s", (int)(eq - dot - 1), dot + 1);
     if (find_section(section) < 0) {
         suggest_section(section, hint, sizeof hint);
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown section '%s'%s", arg, section, hint);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: unknown section '%s'%s", arg, section, hint);
     }
     int i = find_key(section, name);
     if (i < 0) {
         suggest_key(section, name, hint, sizeof hint);
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown key%s", arg, hint);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: unknown key%s", arg, hint);
     }
     char why[256];
     if (set_value(cfg, &config_keys[i], eq + 1, why, sizeof why) != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", arg, why);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: %s", arg, why);
     ctx->origin[i].set_arg = arg;
 }
 
@@ -718,7 +720,7 @@ void ds_config_load(ds_config *cfg, const char *path, int n_overrides, char **ov
     load_ctx ctx = {.path = path};
     ds_config_defaults(cfg);
     if (path) {
-        if (strlen(path) >= sizeof cfg->source) ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", path);
+        if (strlen(path) >= sizeof cfg->source) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: path too long", path);
         strcpy(cfg->source, path);
         parse_file(&ctx, cfg);
     }

@@ -23,7 +23,7 @@ void ds_dist_init(void) {
     active = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    ds_set_rank(rank);
+    ds_set_rank(rank, size);
 }
 
 void ds_dist_finalize(void) {
