@@ -6,6 +6,8 @@
 #  - run.threads above the cores the process may run on;
 #  - stop signals in a run whose steps take seconds: one SIGTERM finishes the step and checkpoints
 #    (exit 0), a second one ends the process at once (exit 143) and the last checkpoint stays valid;
+#  - the held-out data is checked at start like the training data (token ids, length), a data set
+#    tokenized with another tokenizer than data.tokenizer is refused naming both (binidx records none);
 #  - on 2 ranks an error that only rank 1 finds is printed (with its rank), a config error once.
 cd "$(dirname "$0")/.."
 . tests/lib.sh inputs
@@ -106,7 +108,31 @@ run_and_signal usr1 USR1 USR1
 [ $rc -eq 0 ] && [ -e "$TMP/usr1/checkpoints/$(printf 'step-%08d.ckpt' "$n")" ] \
   && ok "SIGUSR1 twice: still finishes the step and checkpoints (step $n), exit 0" || bad "SIGUSR1 twice: exit $rc"
 
-# 4. errors on several ranks
+# 4. held-out data, tokenizers, errors on several ranks
+/usr/bin/python3 -c "import sys; sys.path.insert(0, 'tests/ref'); import binidx_ref
+binidx_ref.write('$TMP/big_ids', [[1 + (i * 7) % 299 for i in range(200)] + [300]])" || bad "binidx fixture"
+expect_bad_input "an id beyond the model in data.valid" "big_ids: data vocabulary 301 exceeds model.vocab_size 256" \
+  $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set data.valid="$TMP/big_ids" --set run.out_dir="$TMP/r5"
+printf 'hi\n' >"$TMP/short.txt"
+$BIN prepare-data --valid-fraction 0 --out "$TMP/short" "$TMP/short.txt" >/dev/null 2>&1 || bad "short fixture"
+expect_bad_input "a held-out set shorter than a window" "short/train.bin: 4 tokens of held-out data, fewer than train.ctx_len + 2 = 18" \
+  $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set data.valid="$TMP/short/train.bin" --set run.out_dir="$TMP/r5"
+expect_bad_input "a training set shorter than a window" "short/train.bin: 4 tokens of training data" \
+  $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set data.train="$TMP/short/train.bin" --set run.out_dir="$TMP/r5"
+[ ! -e "$TMP/r5" ] && ok "refused before the run directory exists" || bad "$TMP/r5 was made"
+$BIN prepare-data --tokenizer world --vocab src/data/rwkv_vocab_v20230424.txt --split-on % --valid-fraction 0.2 \
+  --out "$TMP/world" "$TMP/docs.txt" >/dev/null 2>&1 || bad "world fixture"
+expect_bad_input "world-tokenized held-out data, byte tokenizer" \
+  "world/valid.bin: tokenized with world (built-in rwkv_vocab_v20230424.txt), but data.tokenizer is byte" \
+  $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set data.valid="$TMP/world/valid.bin" --set run.out_dir="$TMP/r5"
+expect_bad_input "byte-tokenized data, world tokenizer" \
+  "data/train.bin: tokenized with byte, but data.tokenizer is world (built-in rwkv_vocab_v20230424.txt)" \
+  $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set data.tokenizer=world --set model.vocab_size=65536 --set run.out_dir="$TMP/r5"
+expect_bad_input "eval on data of another tokenizer" "tokenized with world (built-in rwkv_vocab_v20230424.txt), but data.tokenizer is byte" \
+  $BIN eval configs/tiny.yaml --set data.valid="$TMP/world/valid.bin" --checkpoint "$CKPT"
+$BIN train configs/tiny.yaml "${FAST[@]}" --set data.train="$TMP/big_ids" --set data.valid="$TMP/big_ids" \
+  --set data.tokenizer=world --set model.vocab_size=65536 --set model.n_layer=1 --set run.out_dir="$TMP/r6" >/dev/null 2>"$TMP/r6.log" \
+  && ok "binidx data (no tokenizer recorded) trains with data.tokenizer world" || bad "binidx + world: $(tail -1 "$TMP/r6.log")"
 MPI=(mpirun --oversubscribe)
 "${MPI[@]}" -np 1 $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r7" \
   : -np 1 $BIN train configs/tiny.yaml "${DATA[@]}" "${FAST[@]}" --set run.out_dir="$TMP/r7" --set data.valid="$TMP/nope.bin" \

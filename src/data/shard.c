@@ -112,6 +112,7 @@ struct ds_dataset {
     ds_segment *segments;
     uint64_t n_tokens, n_docs;
     uint32_t vocab_size, fingerprint;
+    int records_tokenizer;  /* token shards do, binidx does not */
 };
 
 int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
@@ -285,6 +286,7 @@ ds_dataset *ds_dataset_open(const char *path) {
         if (ds_binidx_open_segment(bin, idx, ds->segments, &bad, why, sizeof why) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "%s: %s", bad, why);
     } else {
+        ds->records_tokenizer = 1;
         struct stat st;
         if (stat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open dataset: %s", path, strerror(errno));
         int n = 1;
@@ -325,6 +327,15 @@ uint64_t ds_dataset_num_tokens(const ds_dataset *ds) { return ds->n_tokens; }
 uint64_t ds_dataset_num_docs(const ds_dataset *ds) { return ds->n_docs; }
 uint32_t ds_dataset_vocab_size(const ds_dataset *ds) { return ds->vocab_size; }
 uint32_t ds_dataset_fingerprint(const ds_dataset *ds) { return ds->fingerprint; }
+
+void ds_dataset_check_tokenizer(const ds_dataset *ds, const char *path, const ds_tokenizer *tok) {
+    if (!ds->records_tokenizer || ds->fingerprint == ds_tokenizer_fingerprint(tok)) return;
+    char made_by[96];
+    ds_tokenizer_fingerprint_name(ds->fingerprint, made_by, sizeof made_by);
+    ds_die(DS_EXIT_BAD_INPUT, "%s: tokenized with %s, but data.tokenizer is %s; set data.tokenizer (and "
+           "data.vocab_file) to the data's, or prepare the data again with this tokenizer", path, made_by,
+           ds_tokenizer_name(tok));
+}
 
 /* The segment holding stream index i: the last one whose first token is <= i. */
 static int find_segment(const ds_dataset *ds, uint64_t i) {

@@ -61,6 +61,10 @@ int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
     if (ds_data_paths(cfg, ds_dist_rank() == 0, NULL, 0, valid, sizeof valid)) ds_dist_barrier();
     ds_dataset *ds = ds_dataset_open(valid);
     ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
+    ds_dataset_check_tokenizer(ds, valid, tok);
+    if ((int64_t)ds_dataset_vocab_size(ds) > d.vocab_size)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds the model's %d (every token id must be below it)",
+               valid, ds_dataset_vocab_size(ds), d.vocab_size);
     int B = cfg->train.batch_size, T = cfg->train.ctx_len, rank = ds_dist_rank(), ranks = ds_dist_size();
     int micro = (B + ranks - 1) / ranks;
     int64_t windows = (int64_t)cfg->train.eval_batches * B;
