@@ -8,7 +8,8 @@
 #    (exit 0), a second one ends the process at once (exit 143) and the last checkpoint stays valid;
 #  - the held-out data is checked at start like the training data (token ids, length), a data set
 #    tokenized with another tokenizer than data.tokenizer is refused naming both (binidx records none);
-#  - on 2 ranks an error that only rank 1 finds is printed (with its rank), a config error once.
+#  - on 2 ranks an error that only rank 1 finds is printed (with its rank), a config error once;
+#  - a safetensors weights file with a tensor the model does not have is refused naming it.
 cd "$(dirname "$0")/.."
 . tests/lib.sh inputs
 T=(timeout -k 1 20)  # a command that blocks (and catches SIGTERM) fails its check instead of hanging the test
@@ -142,5 +143,23 @@ MPI=(mpirun --oversubscribe)
 "${MPI[@]}" -np 2 $BIN train "$TMP/empty.yaml" >/dev/null 2>"$TMP/r8.log"; rc=$?
 [ $rc -eq 2 ] && [ "$(grep -c '^dreamstate' "$TMP/r8.log")" -eq 1 ] \
   && ok "a config error on 2 ranks is printed once: $(grep '^dreamstate' "$TMP/r8.log")" || bad "config error on 2 ranks: exit $rc: $(head -3 "$TMP/r8.log")"
+
+# 5. weights with an extra tensor
+/usr/bin/python3 - "$TMP/model.safetensors" "$TMP/extra.safetensors" <<'PY' || bad "extra-tensor fixture"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+header["blocks.0.att.extra"] = {"dtype": "F32", "shape": [1], "data_offsets": [len(data), len(data) + 4]}
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data + bytes(4))
+PY
+$BIN eval configs/tiny.yaml "${DATA[@]}" --set train.eval_batches=1 --checkpoint "$TMP/model.safetensors" >/dev/null 2>"$TMP/e.log" \
+  && ok "the exported weights evaluate" || bad "exported weights: $(tail -1 "$TMP/e.log")"
+expect_bad_input "eval: weights with an extra tensor" "extra.safetensors: unexpected tensor 'blocks.0.att.extra'" \
+  $BIN eval configs/tiny.yaml "${DATA[@]}" --checkpoint "$TMP/extra.safetensors"
+expect_bad_input "import: weights with an extra tensor" "unexpected tensor 'blocks.0.att.extra'" \
+  $BIN import configs/tiny.yaml --safetensors "$TMP/extra.safetensors" --set run.out_dir="$TMP/r9"
 
 finish
