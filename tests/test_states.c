@@ -498,6 +498,8 @@ static void test_states_format(void) {
     corrupt_index("i_model", "Dw=", "Dw=1", "made by model 'rwkv7 L=2 C=128");
     corrupt_index("i_shape", "C=128 H=2", "C=192 H=3", "differs from the index's L=2 C=192");
     corrupt_index("i_labels", "label programmer\n", "", "index.txt:12: expected 'label VALUE'");
+    corrupt_index("i_overflow", "s1.bin 1", "s1.bin 9223372036854775807",
+                  "index.txt:15: record counts add up to more than 9223372036854775807; the index is corrupt");
     ds_rwkv7_state_destroy(&src);
 }
 

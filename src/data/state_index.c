@@ -147,6 +147,8 @@ static void parse_index(ds_states *s) {
             index_fail(&r, "shard file '%s' must be a plain file name in the index's directory", v);
         strcpy(s->listed[i].file, v);
         s->listed[i].records = count;
+        if (count > INT64_MAX - sum)  /* no shard file can hold that many records: the index is corrupt */
+            index_fail(&r, "record counts add up to more than %" PRId64 "; the index is corrupt", INT64_MAX);
         sum += count;
     }
     r.line++;
