@@ -14,7 +14,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <yaml.h>
 
 typedef enum { KEY_INT, KEY_INT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM } key_type;

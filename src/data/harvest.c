@@ -5,7 +5,6 @@
 #include "jsonl.h"
 #include "text_files.h"
 
-#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
