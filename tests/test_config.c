@@ -58,6 +58,7 @@ static void expect_error(const char *name, const char *yaml, int n_set, char **s
     if (pid == 0) {
         close(fd[0]);
         dup2(fd[1], 2);
+        alarm(10);  /* a load that blocks (on a FIFO) fails the check instead of hanging the test */
         ds_config cfg;
         ds_config_load(&cfg, name || yaml ? path : NULL, n_set, sets);
         _exit(0);
@@ -110,17 +111,12 @@ static void test_defaults(void) {
     strcpy(c.checkpoint.dir, r.checkpoint.dir);
     CHECK(memcmp(&c, &r, sizeof c) == 0, "load(NULL) = defaults + derived paths");
 
-    /* an empty file, a comments-only file and empty sections all mean "defaults" */
-    const char *empties[] = {"", "# nothing here\n\n", "run:\nmodel: ~\n"};
-    for (int i = 0; i < 3; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "empty%d.yaml", i);
-        ds_config e;
-        load_text(&e, name, empties[i], 0, NULL);
-        CHECK(strstr(e.source, name) != NULL, "source %s", e.source);
-        memcpy(e.source, r.source, sizeof e.source);
-        CHECK(memcmp(&e, &r, sizeof e) == 0, "%s gives the defaults", name);
-    }
+    /* empty sections mean "defaults" (a file that names no section at all is refused: test_errors) */
+    ds_config e;
+    load_text(&e, "empty_sections.yaml", "run:\nmodel: ~\n", 0, NULL);
+    CHECK(strstr(e.source, "empty_sections.yaml") != NULL, "source %s", e.source);
+    memcpy(e.source, r.source, sizeof e.source);
+    CHECK(memcmp(&e, &r, sizeof e) == 0, "empty sections give the defaults");
 }
 
 static void test_parse(void) {
@@ -372,6 +368,37 @@ static void test_errors(void) {
     expect_error("unterminated.yaml", "run:\n  name: \"abc\n  seed: 1\n", 0, NULL, "%s:4: invalid YAML: ");
     expect_error("missing.yaml", NULL, 0, NULL, "%s: cannot open: No such file or directory\n");
     expect_error(".", NULL, 0, NULL, "%s: cannot open: Is a directory\n");
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/fifo.yaml", tmpdir);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo %s", fifo);
+    n_files_written++;
+    expect_error("fifo.yaml", NULL, 0, NULL, "%s: not a regular file (a FIFO)\n");
+
+    /* a file that sets nothing: empty, only comments, an empty document or mapping */
+    const char *empties[] = {"", "# nothing here\n\n", "---\n", "{}\n"};
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "empty%d.yaml", i);
+        expect_error(name, empties[i], 0, NULL,
+                     "%s: the config file is empty (no sections); give at least one, e.g. 'run: {name: NAME}'\n");
+    }
+
+    /* a NUL inside a value, a key or a section name (escapes), or as a raw byte */
+    expect_error("nul_value.yaml", "run:\n  name: \"a\\0b\"\n", 0, NULL,
+                 "%s:2: run.name: contains a NUL character (an escape such as \\0); remove it\n");
+    expect_error("nul_value_u.yaml", "data:\n  train: \"x\\u0000.bin\"\n", 0, NULL,
+                 "%s:2: data.train: contains a NUL character (an escape such as \\0); remove it\n");
+    expect_error("nul_key.yaml", "run:\n  \"na\\x00me\": x\n", 0, NULL,
+                 "%s:2: a key of run: contains a NUL character (an escape such as \\0); remove it\n");
+    expect_error("nul_section.yaml", "\"r\\0un\":\n  name: x\n", 0, NULL,
+                 "%s:1: a section name: contains a NUL character (an escape such as \\0); remove it\n");
+    char raw[256];
+    snprintf(raw, sizeof raw, "%s/nul_raw.yaml", tmpdir);
+    FILE *fp = fopen(raw, "wb");
+    fwrite("run:\n  seed: 1\n  name: a\0b\n", 1, 27, fp);
+    fclose(fp);
+    n_files_written++;
+    expect_error("nul_raw.yaml", NULL, 0, NULL, "%s:3: a NUL byte (byte 24); a config is text\n");
     expect_error("alias.yaml", "model:\n  n_layer: &two 2\n  dim_w: *two\n", 0, NULL,
                  "%s:3: model.dim_w: YAML aliases are not supported\n");
 

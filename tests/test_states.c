@@ -138,7 +138,7 @@ static void test_contexts_errors(void) {
     test_write_file(path, "", 0);
     expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
     tmp_path(path, sizeof path, "missing.jsonl");
-    expect_bad_input(child_load_contexts, path, "cannot read", "missing file");
+    expect_bad_input(child_load_contexts, path, "cannot open: No such file or directory", "missing file");
 }
 
 static char unknown_label_path[256];
@@ -498,6 +498,8 @@ static void test_states_format(void) {
     corrupt_index("i_model", "Dw=", "Dw=1", "made by model 'rwkv7 L=2 C=128");
     corrupt_index("i_shape", "C=128 H=2", "C=192 H=3", "differs from the index's L=2 C=192");
     corrupt_index("i_labels", "label programmer\n", "", "index.txt:12: expected 'label VALUE'");
+    corrupt_index("i_overflow", "s1.bin 1", "s1.bin 9223372036854775807",
+                  "index.txt:15: record counts add up to more than 9223372036854775807; the index is corrupt");
     ds_rwkv7_state_destroy(&src);
 }
 

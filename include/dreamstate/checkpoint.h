@@ -118,6 +118,8 @@ typedef struct {
     int n_meta;                          /* __metadata__ pairs, in header order */
     char **meta_keys, **meta_values;
     uint64_t data_start;                 /* file offset of the data section */
+    int *by_name, *meta_by_key;          /* entry and metadata numbers sorted by name: lookups and the
+                                          * duplicate check take log time, a header of n entries n log n */
 } ds_st_index;
 
 /* Parses and validates the header (strict JSON; offsets must tile the data section exactly, as the

@@ -10,13 +10,19 @@
 /* Exit codes: 0 ok, 1 internal/runtime failure, 2 bad input (config, checkpoint, dataset, CLI). */
 enum { DS_EXIT_OK = 0, DS_EXIT_FAIL = 1, DS_EXIT_BAD_INPUT = 2 };
 
-/* This process's rank (set by the dist module; 0 without MPI). Only rank 0 prints ds_log lines and
- * bad-input errors (every rank finds the same bad input); other failures print on every rank, prefixed
- * with the rank. */
-void ds_set_rank(int rank);
+/* This process's rank among `ranks` (set by the dist module; 0 of 1 without MPI). Only rank 0 prints
+ * ds_log lines. */
+void ds_set_rank(int rank, int ranks);
 
-/* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. */
+/* Prints "dreamstate: <message>" on one line to stderr and exits with `code`. Every rank that dies
+ * prints its line, so an error that only one rank finds (its share of the data, its node's files) is
+ * never lost behind mpirun's generic failure; in a job of several ranks the line starts
+ * "dreamstate[rank R]: " instead. An error every rank finds alike (a corrupt dataset every rank opens)
+ * thus prints once per rank, each line naming its rank. */
 void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* ds_die for a mistake in what every rank reads from the same source, the command line and the config
+ * file: rank 0 prints it and the other ranks exit with the same code silently, so it prints once. */
+void ds_die_replicated(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 /* Informational line to stderr, rank 0 only. */
 void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -26,6 +32,14 @@ void ds_free(void *p);
 
 /* CRC-32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* Opening an input file (data, checkpoint, weights, config, ...) for reading: only a regular file is
+ * accepted, and a FIFO, device or socket is refused without blocking in open() (which waits for a
+ * FIFO's writer forever). Returns a descriptor (or stream) in blocking mode, or -1 (NULL) with a
+ * one-line reason in why: "cannot open: <strerror>" (a directory: "cannot open: Is a directory") or
+ * "not a regular file (a FIFO)". */
+int ds_open_input(const char *path, char *why, size_t why_len);
+FILE *ds_fopen_input(const char *path, char *why, size_t why_len);
 
 /* Atomic file replacement: write everything to "<path>.tmp.<pid>", fsync it, rename over `path`,
  * fsync the directory. A crash at any point leaves either the old file or the new one, never a mix. */
@@ -54,10 +68,16 @@ int ds_is_prime_u64(uint64_t n);
 /* Cores this process may run on (its CPU affinity mask, which mpirun, srun and taskset set), or the
  * online cores if the mask cannot be read. Thread counts follow this, never the node's core count. */
 int ds_affinity_cores(void);
+/* Returns `threads`, or dies (exit 2) when it exceeds ds_affinity_cores(): "<what> N exceeds the M
+ * core(s) this process may run on ...". `what` names the setting ("run.threads"). */
+int ds_check_threads(int threads, const char *what);
 double ds_now_seconds(void);  /* monotonic clock */
 
-/* mkdir -p; dies (exit 1) naming the path on failure. */
+/* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */
 void ds_mkdir_p(const char *path);
+/* Whether ds_mkdir_p(path) would succeed and leave a directory this process can write in, without
+ * making anything: 0, or -1 with ds_mkdir_p's reason in why ("PATH: cannot create directory: ..."). */
+int ds_dir_creatable(const char *path, char *why, size_t why_len);
 
 /* JSON output: a string with quotes and escapes (n bytes, or up to its NUL); a number with 17
  * significant digits, or null when it is not finite; an array of n numbers, ", "-separated. */

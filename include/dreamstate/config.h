@@ -143,6 +143,10 @@ void ds_config_defaults(ds_config *cfg);
 /* Whether section.name was given (in the file or by --set) rather than defaulted; if so, `where`
  * receives "FILE:LINE: section.name" or "--set section.name" for error messages. */
 int ds_config_origin(const ds_config *cfg, const char *section, const char *name, char *where, size_t len);
+/* Dies (exit 2, naming where the key came from) unless run.out_dir and checkpoint.dir are directories
+ * this process can write in or can be made ones (ds_dir_creatable): `train` checks this first, so a bad
+ * path is refused before any work rather than when the first file is written. */
+void ds_config_check_run_dirs(const ds_config *cfg);
 /* Writes the resolved config as YAML (atomically). Returns 0 on success. */
 int ds_config_write(const ds_config *cfg, const char *path);
 /* Lists every key with its type, bounds, default and a one-line help (for `--help`). */

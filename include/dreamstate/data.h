@@ -80,6 +80,12 @@ uint32_t ds_tokenizer_vocab_size(const ds_tokenizer *tok);
 /* 0 for "byte", CRC-32C of the vocab file for "world": stored in shards so a trainer can tell
  * whether its data was tokenized with the vocabulary it is configured for. */
 uint32_t ds_tokenizer_fingerprint(const ds_tokenizer *tok);
+/* For messages: "byte", "world (built-in rwkv_vocab_v20230424.txt)" or "world (vocabulary FILE,
+ * fingerprint 1a2b3c4d)". */
+const char *ds_tokenizer_name(const ds_tokenizer *tok);
+/* The tokenizer a fingerprint stands for, as far as this build knows it: "byte", "world (built-in
+ * rwkv_vocab_v20230424.txt)" or "a World vocabulary with fingerprint 1a2b3c4d". */
+void ds_tokenizer_fingerprint_name(uint32_t fingerprint, char *buf, size_t len);
 /* Encodes n bytes; `ids` must hold n entries (every token covers at least one byte). Returns the
  * number of ids written. */
 size_t ds_tokenizer_encode(const ds_tokenizer *tok, const void *bytes, size_t n, int32_t *ids);
@@ -124,6 +130,10 @@ uint64_t ds_dataset_num_tokens(const ds_dataset *ds);
 uint64_t ds_dataset_num_docs(const ds_dataset *ds);
 uint32_t ds_dataset_vocab_size(const ds_dataset *ds);
 uint32_t ds_dataset_fingerprint(const ds_dataset *ds);
+/* Dies (exit 2, naming `path` and both tokenizers) when the dataset's tokens were made by another
+ * tokenizer than tok: token shards record their tokenizer's fingerprint; binidx data records none and
+ * passes. */
+void ds_dataset_check_tokenizer(const ds_dataset *ds, const char *path, const ds_tokenizer *tok);
 /* Token i of the stream (i < num_tokens). */
 int32_t ds_dataset_token(const ds_dataset *ds, uint64_t i);
 /* Tokens [start, start + n) into out, across shard boundaries; dies (exit 1) past the end. */

@@ -16,6 +16,10 @@ int ds_dist_size(void);
 void ds_dist_barrier(void);
 /* Cores of this node divided by the ranks on this node (at least 1): the default threads per rank. */
 int ds_dist_cores_per_local_rank(void);
+/* Threads of this rank: `requested` (run.threads, or a command's --threads) when above 0, refused
+ * (exit 2, naming `what`) if it exceeds the cores the process may run on (ds_check_threads); else
+ * ds_dist_cores_per_local_rank(). */
+int ds_dist_threads(int requested, const char *what);
 void ds_dist_bcast(void *buf, size_t bytes, int root);
 double ds_dist_sum_double(double x);     /* allreduce sum over ranks */
 int ds_dist_max_int(int x);              /* allreduce max over ranks */

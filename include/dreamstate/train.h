@@ -52,7 +52,8 @@ typedef struct ds_task {
 int ds_train_run(const ds_config *cfg, ds_task *task);
 
 /* Installs the stop-signal handlers (first thing a task does, so a stop during setup still ends in a
- * checkpoint after one step). */
+ * checkpoint after one step). A second SIGTERM or SIGINT ends the process at once with status
+ * 128 + the signal's number and a line saying that the last checkpoint is intact. */
 void ds_train_catch_signals(void);
 /* BLIS and OpenMP threads (run.threads, or this rank's share of the node's cores) and the kernel
  * table; before any model work. */

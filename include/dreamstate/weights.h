@@ -20,8 +20,9 @@ void ds_weights_signature(const ds_rwkv7_dims *d, char *buf, size_t len);
 void ds_weights_ckpt_meta(const ds_rwkv7_dims *d, int64_t step, const char *extra, char *buf, size_t len);
 
 /* Loads model weights from a .ckpt (optimiser state ignored) or a .safetensors file (by extension).
- * Any problem (missing file, corruption, missing tensor, shape mismatch, a NaN or Inf value) exits with
- * code 2. */
+ * Any problem (missing file, corruption, missing tensor, shape mismatch, a tensor the model does not
+ * have, a NaN or Inf value) exits with code 2. A safetensors file may lack layer 0's unused v0/v1/v2
+ * (they stay zero). */
 void ds_weights_load(ds_rwkv7 *m, const char *path);
 
 /* Model shape of a weights file: a .safetensors with official names (from the tensor shapes: layers,

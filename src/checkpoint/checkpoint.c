@@ -274,10 +274,11 @@ static int parse_index(ckpt_reader *r, const char *path, uint64_t index_len, uin
 /* Opens a checkpoint and validates everything except the payload checksums. */
 static int reader_open(ckpt_reader *r, const char *path, char *err) {
     memset(r, 0, sizeof *r);
-    r->fp = fopen(path, "rb");
-    if (!r->fp) return ckpt_fail(err, path, "cannot open: %s", strerror(errno));
+    char why[256];
+    r->fp = ds_fopen_input(path, why, sizeof why);
+    if (!r->fp) return ckpt_fail(err, path, "%s", why);
     struct stat st;
-    if (fstat(fileno(r->fp), &st) || !S_ISREG(st.st_mode)) return ckpt_fail(err, path, "not a regular file");
+    if (fstat(fileno(r->fp), &st)) return ckpt_fail(err, path, "cannot stat: %s", strerror(errno));
     uint64_t size = (uint64_t)st.st_size;
 
     uint8_t h[HEADER_SIZE];

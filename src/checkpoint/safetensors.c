@@ -4,7 +4,9 @@
  *
  * The header parser is schema-directed: it accepts exactly that structure (objects, arrays, strings
  * with escapes, non-negative integers) and rejects anything else with a reason and a byte position,
- * including duplicate keys, unknown fields and trailing characters other than the space padding. */
+ * including unknown fields and trailing characters other than the space padding; duplicate names
+ * are found once the header is read, by sorting. */
+#define _GNU_SOURCE  /* qsort_r */
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "internal.h"
@@ -210,15 +212,25 @@ static int parse_tensor_info(json *j, ds_st_entry *e) {
     return 0;
 }
 
+/* Room for one more element in a growing array (capacity doubles: a header of n entries costs O(n)). */
+static int grow(void **array, int count, int *cap, size_t size) {
+    if (count < *cap) return 0;
+    int new_cap = *cap ? 2 * *cap : 64;
+    void *grown = realloc(*array, (size_t)new_cap * size);
+    if (!grown) return -1;
+    *array = grown;
+    *cap = new_cap;
+    return 0;
+}
+
 static int parse_metadata(json *j, ds_st_index *ix) {
     if (expect(j, '{')) return -1;
     if (accept(j, '}')) return 0;
+    int cap_keys = 0, cap_values = 0;
     do {
-        char **k = realloc(ix->meta_keys, (ix->n_meta + 1) * sizeof *k);
-        if (k) ix->meta_keys = k;
-        char **v = realloc(ix->meta_values, (ix->n_meta + 1) * sizeof *v);
-        if (v) ix->meta_values = v;
-        if (!k || !v) return ckpt_fail(j->err, j->path, "out of memory");
+        if (grow((void **)&ix->meta_keys, ix->n_meta, &cap_keys, sizeof *ix->meta_keys) ||
+            grow((void **)&ix->meta_values, ix->n_meta, &cap_values, sizeof *ix->meta_values))
+            return ckpt_fail(j->err, j->path, "out of memory");
         char *key = NULL, *value = NULL;
         if (parse_string(j, &key) || expect(j, ':') || parse_string(j, &value)) {
             free(key), free(value);
@@ -226,13 +238,12 @@ static int parse_metadata(json *j, ds_st_index *ix) {
         }
         ix->meta_keys[ix->n_meta] = key, ix->meta_values[ix->n_meta] = value;
         ix->n_meta++;
-        if (ds_st_meta(ix, key) != value) return bad(j, "duplicate metadata key");
     } while (accept(j, ','));
     return expect(j, '}');
 }
 
 static int parse_header(json *j, ds_st_index *ix) {
-    int have_meta = 0;
+    int have_meta = 0, cap = 0;
     if (j->p == j->end || *j->p != '{') return bad(j, "header does not start with '{'");
     j->p++;
     if (!accept(j, '}')) {
@@ -246,11 +257,11 @@ static int parse_header(json *j, ds_st_index *ix) {
                 if (parse_metadata(j, ix)) return -1;
                 continue;
             }
-            if (ds_st_find(ix, key)) { free(key); return bad(j, "duplicate tensor name"); }
-            ds_st_entry *grown = realloc(ix->entries, (ix->n + 1) * sizeof *grown);
-            if (!grown) { free(key); return ckpt_fail(j->err, j->path, "out of memory"); }
-            ix->entries = grown;
-            memset(&ix->entries[ix->n], 0, sizeof *grown);
+            if (grow((void **)&ix->entries, ix->n, &cap, sizeof *ix->entries)) {
+                free(key);
+                return ckpt_fail(j->err, j->path, "out of memory");
+            }
+            memset(&ix->entries[ix->n], 0, sizeof *ix->entries);
             ix->entries[ix->n++].name = key;
             if (parse_tensor_info(j, &ix->entries[ix->n - 1])) return -1;
         } while (accept(j, ','));
@@ -258,6 +269,65 @@ static int parse_header(json *j, ds_st_index *ix) {
     }
     skip_ws(j);
     return j->p == j->end ? 0 : bad(j, "trailing characters after the header object");
+}
+
+/* ---- lookup by name ----------------------------------------------------------------------------- */
+
+static const char *entry_name(const ds_st_index *ix, int i) { return ix->entries[i].name; }
+static const char *meta_key(const ds_st_index *ix, int i) { return ix->meta_keys[i]; }
+
+typedef struct {
+    const ds_st_index *ix;
+    const char *(*name)(const ds_st_index *ix, int i);
+} name_table;
+
+static int cmp_names(const void *a, const void *b, void *table) {
+    const name_table *t = table;
+    return strcmp(t->name(t->ix, *(const int *)a), t->name(t->ix, *(const int *)b));
+}
+
+/* The numbers 0..n-1 sorted by name into *order; the first name that occurs twice, or NULL. */
+static const char *sort_names(const ds_st_index *ix, const char *(*name)(const ds_st_index *, int), int n,
+                              int **order) {
+    *order = malloc(((size_t)n + 1) * sizeof **order);
+    if (!*order) return NULL;
+    for (int i = 0; i < n; i++) (*order)[i] = i;
+    name_table t = {ix, name};
+    qsort_r(*order, (size_t)n, sizeof **order, cmp_names, &t);
+    for (int i = 1; i < n; i++)
+        if (strcmp(name(ix, (*order)[i - 1]), name(ix, (*order)[i])) == 0) return name(ix, (*order)[i]);
+    return NULL;
+}
+
+static int index_names(ds_st_index *ix, const char *path, char *err) {
+    const char *twice = sort_names(ix, entry_name, ix->n, &ix->by_name);
+    if (twice) return ckpt_fail(err, path, "malformed safetensors header: duplicate tensor name '%s'", twice);
+    twice = sort_names(ix, meta_key, ix->n_meta, &ix->meta_by_key);
+    if (twice) return ckpt_fail(err, path, "malformed safetensors header: duplicate metadata key '%s'", twice);
+    return ix->by_name && ix->meta_by_key ? 0 : ckpt_fail(err, path, "out of memory");
+}
+
+/* Binary search of a sorted order; the number of the entry named `key`, or -1. */
+static int find_name(const ds_st_index *ix, const char *(*name)(const ds_st_index *, int), const int *order, int n,
+                     const char *key) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(name(ix, order[mid]), key);
+        if (c == 0) return order[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+const ds_st_entry *ds_st_find(const ds_st_index *ix, const char *name) {
+    int i = find_name(ix, entry_name, ix->by_name, ix->n, name);
+    return i < 0 ? NULL : &ix->entries[i];
+}
+
+const char *ds_st_meta(const ds_st_index *ix, const char *key) {
+    int i = find_name(ix, meta_key, ix->meta_by_key, ix->n_meta, key);
+    return i < 0 ? NULL : ix->meta_values[i];
 }
 
 /* ---- listing ---------------------------------------------------------------------------------- */
@@ -303,7 +373,7 @@ static int check_layout(const ds_st_index *ix, uint64_t data_len, const char *pa
 static int read_index(FILE *fp, const char *path, ds_st_index *ix, char *err) {
     memset(ix, 0, sizeof *ix);
     struct stat st;
-    if (fstat(fileno(fp), &st) || !S_ISREG(st.st_mode)) return ckpt_fail(err, path, "not a regular file");
+    if (fstat(fileno(fp), &st)) return ckpt_fail(err, path, "cannot stat: %s", strerror(errno));
     uint64_t size = (uint64_t)st.st_size;
     uint8_t len8[8];
     if (fread(len8, 1, 8, fp) != 8)
@@ -320,6 +390,7 @@ static int read_index(FILE *fp, const char *path, ds_st_index *ix, char *err) {
     int rc = fread(text, 1, header_len, fp) == header_len ? 0 : ckpt_fail(err, path, "read error");
     json j = {text, text, text + header_len, path, err};
     if (!rc) rc = parse_header(&j, ix);
+    if (!rc) rc = index_names(ix, path, err);
     free(text);
     ix->data_start = 8 + header_len;  /* before check_layout, which reports file sizes */
     if (!rc) rc = check_layout(ix, size - ix->data_start, path, err);
@@ -329,8 +400,9 @@ static int read_index(FILE *fp, const char *path, ds_st_index *ix, char *err) {
 
 int ds_safetensors_list(const char *path, ds_st_index *ix, char *err) {
     memset(ix, 0, sizeof *ix);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ckpt_fail(err, path, "cannot open: %s", strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(path, why, sizeof why);
+    if (!fp) return ckpt_fail(err, path, "%s", why);
     int rc = read_index(fp, path, ix, err);
     fclose(fp);
     return rc;
@@ -342,19 +414,9 @@ void ds_st_index_free(ds_st_index *ix) {
     free(ix->entries);
     free(ix->meta_keys);
     free(ix->meta_values);
+    free(ix->by_name);
+    free(ix->meta_by_key);
     memset(ix, 0, sizeof *ix);
-}
-
-const ds_st_entry *ds_st_find(const ds_st_index *ix, const char *name) {
-    for (int i = 0; i < ix->n; i++)
-        if (strcmp(ix->entries[i].name, name) == 0) return &ix->entries[i];
-    return NULL;
-}
-
-const char *ds_st_meta(const ds_st_index *ix, const char *key) {
-    for (int i = 0; i < ix->n_meta; i++)
-        if (strcmp(ix->meta_keys[i], key) == 0) return ix->meta_values[i];
-    return NULL;
 }
 
 /* ---- loading ---------------------------------------------------------------------------------- */
@@ -403,8 +465,9 @@ static int read_tensor(FILE *fp, const char *path, const ds_st_index *ix, const 
 
 int ds_safetensors_load(const char *path, int n, const ds_tensor *t, char *err) {
     if (ds_tensors_check(path, n, t, err)) return -1;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ckpt_fail(err, path, "cannot open: %s", strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(path, why, sizeof why);
+    if (!fp) return ckpt_fail(err, path, "%s", why);
     ds_st_index ix;
     int rc = read_index(fp, path, &ix, err);
     if (rc) { fclose(fp); return rc; }

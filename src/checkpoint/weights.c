@@ -40,10 +40,21 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
         /* a model file lacking layer-0's unused v-LoRA (some official releases) is fine: keep it zero */
         ds_st_index ix;
         if (ds_safetensors_list(path, &ix, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-        int n = 0;
+        int n = 0, found = 0;
         for (int i = 0; i < m->n_tensors; i++) {
-            if (!ds_st_find(&ix, t[i].name) && strncmp(t[i].name, "blocks.0.att.v", 14) == 0) continue;
+            int in_file = ds_st_find(&ix, t[i].name) != NULL;
+            found += in_file;
+            if (!in_file && strncmp(t[i].name, "blocks.0.att.v", 14) == 0) continue;
             t[n++] = t[i];
+        }
+        /* a tensor the model does not know is a mistake (another architecture, a file of more than
+         * one model), never silently left out; file names are unique, so found < ix.n means one */
+        for (int e = 0; found < ix.n && e < ix.n; e++) {
+            if (ds_param_find(m->n_tensors, m->tensors, ix.entries[e].name)) continue;
+            char sig[256];
+            ds_weights_signature(&m->d, sig, sizeof sig);
+            ds_die(DS_EXIT_BAD_INPUT, "%s: unexpected tensor '%s' (not in the model %s); the file holds %d tensor(s) "
+                   "the model does not have", path, ix.entries[e].name, sig, ix.n - found);
         }
         ds_st_index_free(&ix);
         if (ds_safetensors_load(path, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
@@ -70,7 +81,7 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
 
 /* A model of the shape of the weights in `path`, loaded from it. */
 static ds_rwkv7_dims load_model(const ds_config *cfg, const char *path, ds_rwkv7 *m) {
-    ds_blas_init(cfg->run.threads);
+    ds_blas_init(ds_check_threads(cfg->run.threads, "run.threads"));  /* 0: all the cores */
     ds_kernels_init();
     ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, path);
     ds_rwkv7_create(m, &d);

@@ -59,27 +59,29 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, cli_args *a) {
         const char *arg = argv[i];
         if (!options_end && strcmp(arg, "--") == 0) { options_end = 1; continue; }
         if (options_end || !is_option(arg)) {
-            if (!noun) ds_die(DS_EXIT_BAD_INPUT, "%s: unexpected argument '%s' (see --help)", cmd, arg);
+            if (!noun) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: unexpected argument '%s' (see --help)", cmd, arg);
             if (!spec->any_positionals && a->n_positional == 1)
-                ds_die(DS_EXIT_BAD_INPUT, "%s: more than one %s ('%s', '%s')", cmd, noun, a->positional[0], arg);
+                ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: more than one %s ('%s', '%s')", cmd, noun, a->positional[0],
+                                  arg);
             a->positional[a->n_positional++] = arg;
             continue;
         }
         int option = find_option(spec, arg);
         const char *eq = strchr(arg, '=');
         int name_len = (int)(eq ? eq - arg : (ptrdiff_t)strlen(arg));
-        if (option == UNKNOWN) ds_die(DS_EXIT_BAD_INPUT, "%s: unknown option '%.*s' (see --help)", cmd, name_len, arg);
+        if (option == UNKNOWN)
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: unknown option '%.*s' (see --help)", cmd, name_len, arg);
         const char *value = NULL;
         if (!takes_value(spec, option)) {
-            if (eq) ds_die(DS_EXIT_BAD_INPUT, "%s: %.*s takes no value (see --help)", cmd, name_len, arg);
+            if (eq) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %.*s takes no value (see --help)", cmd, name_len, arg);
         } else if (eq) {
             value = eq + 1;
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else if (option == SET) {
-            ds_die(DS_EXIT_BAD_INPUT, "%s: --set needs section.key=value", cmd);
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: --set needs section.key=value", cmd);
         } else {
-            ds_die(DS_EXIT_BAD_INPUT, "%s: %s needs a value (see --help)", cmd, arg);
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s needs a value (see --help)", cmd, arg);
         }
         if (option == SET) {
             a->sets[a->n_sets++] = (char *)value;
@@ -91,7 +93,7 @@ int cli_parse(const cli_spec *spec, int argc, char **argv, cli_args *a) {
     if (spec->config) a->config = cli_required_positional(a, "CONFIG");
     for (int i = 0; i < CLI_MAX_OPTIONS && spec->options[i].name; i++)
         if (spec->options[i].kind == CLI_REQUIRED && !cli_value(a, spec->options[i].name))
-            ds_die(DS_EXIT_BAD_INPUT, "%s: missing %s (see --help)", cmd, spec->options[i].name);
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: missing %s (see --help)", cmd, spec->options[i].name);
     return 1;
 }
 
@@ -135,7 +137,7 @@ const char *cli_string(const cli_args *a, const char *name, const char *absent) 
 }
 
 const char *cli_required_positional(const cli_args *a, const char *what) {
-    if (a->n_positional == 0) ds_die(DS_EXIT_BAD_INPUT, "%s: missing %s (see --help)", a->spec->cmd, what);
+    if (a->n_positional == 0) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: missing %s (see --help)", a->spec->cmd, what);
     return a->positional[0];
 }
 
@@ -144,8 +146,10 @@ void cli_load_config(const cli_args *a, ds_config *cfg) { ds_config_load(cfg, a-
 double cli_parse_number(const char *cmd, const char *flag, const char *text, double lo, double hi) {
     char *end;
     double v = strtod(text, &end);
-    if (end == text || *end || isnan(v)) ds_die(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not a number", cmd, flag, text);
-    if (v < lo || v > hi) ds_die(DS_EXIT_BAD_INPUT, "%s: %s %s must be in [%g, %g]", cmd, flag, text, lo, hi);
+    if (end == text || *end || isnan(v))
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not a number", cmd, flag, text);
+    if (v < lo || v > hi) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s %s must be in [%g, %g]", cmd, flag, text, lo,
+                                            hi);
     return v;
 }
 
@@ -153,9 +157,10 @@ int64_t cli_parse_int(const char *cmd, const char *flag, const char *text, int64
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (end == text || *end) ds_die(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not an integer", cmd, flag, text);
+    if (end == text || *end) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not an integer", cmd, flag, text);
     if (errno == ERANGE || v < lo || v > hi)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: %s %s must be in [%" PRId64 ", %" PRId64 "]", cmd, flag, text, lo, hi);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s %s must be in [%" PRId64 ", %" PRId64 "]", cmd, flag, text, lo,
+                          hi);
     return v;
 }
 
@@ -164,7 +169,7 @@ uint64_t cli_parse_seed(const char *cmd, const char *flag, const char *text) {
     errno = 0;
     unsigned long long v = strtoull(text, &end, 10);
     if (end == text || *end || strchr(text, '-') || errno == ERANGE)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not an integer in [0, 2^64)", cmd, flag, text);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not an integer in [0, 2^64)", cmd, flag, text);
     return v;
 }
 
@@ -173,8 +178,8 @@ int cli_parse_int_list(const char *cmd, const char *flag, const char *text, int 
     for (const char *p = text;; p++) {
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= sizeof item || n == cap)
-            ds_die(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not a list of at most %d integers, comma-separated", cmd, flag,
-                   text, cap);
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s '%s' is not a list of at most %d integers, comma-separated",
+                              cmd, flag, text, cap);
         memcpy(item, p, len);
         item[len] = 0;
         out[n++] = (int)cli_parse_int(cmd, flag, item, lo, hi);

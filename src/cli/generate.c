@@ -130,7 +130,7 @@ int cmd_generate(int argc, char **argv) {
     read_args(&args, &a);
     ds_config cfg;
     cli_load_config(&args, &cfg);
-    int threads = cfg.run.threads > 0 ? cfg.run.threads : ds_dist_cores_per_local_rank();
+    int threads = ds_dist_threads(cfg.run.threads, "run.threads");
     ds_blas_init(threads);
     ds_kernels_init();
     omp_set_num_threads(threads);

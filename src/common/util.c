@@ -14,21 +14,36 @@
 #include <time.h>
 #include <unistd.h>
 
-static int process_rank;
+static int process_rank, process_ranks = 1;
 
-void ds_set_rank(int rank) { process_rank = rank; }
+void ds_set_rank(int rank, int ranks) {
+    process_rank = rank;
+    process_ranks = ranks;
+}
+
+static void __attribute__((noreturn)) die(int code, const char *fmt, va_list ap) {
+    /* One write of the whole line, so that lines of ranks dying at once do not interleave. */
+    char line[8192];
+    int n = process_ranks > 1 ? snprintf(line, sizeof line, "dreamstate[rank %d]: ", process_rank)
+                              : snprintf(line, sizeof line, "dreamstate: ");
+    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    strcat(line, "\n");
+    fputs(line, stderr);
+    fflush(stderr);
+    exit(code);
+}
 
 void ds_die(int code, const char *fmt, ...) {
-    if (process_rank == 0 || code != DS_EXIT_BAD_INPUT) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (process_rank == 0) fputs("dreamstate: ", stderr);
-        else fprintf(stderr, "dreamstate: rank %d: ", process_rank);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-    }
-    exit(code);
+    va_list ap;
+    va_start(ap, fmt);
+    die(code, fmt, ap);
+}
+
+void ds_die_replicated(int code, const char *fmt, ...) {
+    if (process_rank != 0) exit(code);
+    va_list ap;
+    va_start(ap, fmt);
+    die(code, fmt, ap);
 }
 
 void ds_log(const char *fmt, ...) {
@@ -50,6 +65,44 @@ void *ds_alloc(size_t bytes) {
 }
 
 void ds_free(void *p) { free(p); }
+
+static const char *file_kind(mode_t mode) {
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "an unknown kind of file";
+}
+
+int ds_open_input(const char *path, char *why, size_t why_len) {
+    /* O_NONBLOCK: open() of a FIFO without a writer would wait for one forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, why_len, "cannot open: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) snprintf(why, why_len, "cannot open: %s", strerror(EISDIR));
+        else snprintf(why, why_len, "not a regular file (%s)", file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *ds_fopen_input(const char *path, char *why, size_t why_len) {
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        snprintf(why, why_len, "cannot open: %s", strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
 
 static uint32_t crc32c_table[8][256];
 static void crc32c_init(void) {
@@ -184,24 +237,62 @@ int ds_affinity_cores(void) {
     return online > 0 ? (int)online : 1;
 }
 
+int ds_check_threads(int threads, const char *what) {
+    int cores = ds_affinity_cores();
+    if (threads > cores)
+        ds_die(DS_EXIT_BAD_INPUT, "%s %d exceeds the %d core(s) this process may run on (its CPU affinity); use at "
+               "most %d", what, threads, cores, cores);
+    return threads;
+}
+
 double ds_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-void ds_mkdir_p(const char *path) {
+/* Walks the prefixes "a", "a/b", ... of path: each must be a directory. A missing one is made (make),
+ * or, when only checking, its parent must take a new entry and the walk ends there. */
+static int walk_dirs(const char *path, int make, char *why, size_t why_len) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
         if (*p != '/' && *p != 0) continue;
         char saved = *p;
         *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) ds_die(DS_EXIT_FAIL, "%s: cannot create: %s", buf, strerror(errno));
+        struct stat st;
+        int exists = stat(buf, &st) == 0;
+        if (exists && !S_ISDIR(st.st_mode)) {
+            snprintf(why, why_len, "%s: cannot create directory: a file of that name exists", buf);
+            return -1;
+        }
+        if (!exists && make && mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            snprintf(why, why_len, "%s: cannot create directory: %s", buf, strerror(errno));
+            return -1;
+        }
+        if (!exists && !make) {
+            char parent[4096];
+            snprintf(parent, sizeof parent, "%s", buf);
+            int e = errno != ENOENT ? errno : access(dirname(parent), W_OK | X_OK) != 0 ? errno : 0;
+            if (e) snprintf(why, why_len, "%s: cannot create directory: %s", buf, strerror(e));
+            return e ? -1 : 0;
+        }
         *p = saved;
         if (!saved) break;
     }
+    if (!make && access(buf, W_OK | X_OK) != 0) {
+        snprintf(why, why_len, "%s: cannot write in directory: %s", buf, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
+
+void ds_mkdir_p(const char *path) {
+    char why[4200];
+    if (walk_dirs(path, 1, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", why);
+}
+
+int ds_dir_creatable(const char *path, char *why, size_t why_len) { return walk_dirs(path, 0, why, why_len); }
 
 void ds_json_string_n(FILE *f, const char *s, size_t n) {
     fputc('"', f);

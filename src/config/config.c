@@ -14,7 +14,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <yaml.h>
 
 typedef enum { KEY_INT, KEY_INT64, KEY_DOUBLE, KEY_STRING, KEY_ENUM } key_type;
@@ -208,6 +207,8 @@ typedef struct key_origin {
 
 typedef struct load_ctx {
     const char *path;
+    const char *text;    /* the file's bytes (text_len of them), for the line of a reader error */
+    size_t text_len;
     key_origin origin[N_KEYS];
 } load_ctx;
 
@@ -411,7 +412,7 @@ die_line(const load_ctx *ctx, size_t line, const char *what, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: %s: %s", ctx->path, line, what, why);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: %s: %s", ctx->path, line, what, why);
 }
 
 /* An error about key i, located where its value came from. */
@@ -424,10 +425,10 @@ die_key(const load_ctx *ctx, int i, const char *fmt, ...) {
     va_end(ap);
     const config_key *k = &config_keys[i];
     const key_origin *o = &ctx->origin[i];
-    if (o->set_arg) ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", o->set_arg, why);
-    if (o->line) ds_die(DS_EXIT_BAD_INPUT, "%s:%d: %s.%s: %s", ctx->path, o->line, k->section, k->name, why);
-    if (ctx->path) ds_die(DS_EXIT_BAD_INPUT, "%s: %s.%s: %s", ctx->path, k->section, k->name, why);
-    ds_die(DS_EXIT_BAD_INPUT, "%s.%s: %s", k->section, k->name, why);
+    if (o->set_arg) ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: %s", o->set_arg, why);
+    if (o->line) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%d: %s.%s: %s", ctx->path, o->line, k->section, k->name, why);
+    if (ctx->path) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s.%s: %s", ctx->path, k->section, k->name, why);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s.%s: %s", k->section, k->name, why);
 }
 
 /* ---- YAML file ---- */
@@ -436,13 +437,20 @@ static size_t line_of(const yaml_event_t *ev) { return ev->start_mark.line + 1; 
 
 static void next_event(const load_ctx *ctx, yaml_parser_t *p, yaml_event_t *ev) {
     if (yaml_parser_parse(p, ev)) return;
-    if (p->error == YAML_READER_ERROR)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: cannot read: %s (byte %zu)", ctx->path, p->problem, p->problem_offset);
+    if (p->error == YAML_READER_ERROR) {  /* libyaml gives a byte offset only */
+        size_t line = 1;
+        for (size_t i = 0; i < p->problem_offset && i < ctx->text_len; i++) line += ctx->text[i] == '\n';
+        if (p->problem_offset < ctx->text_len && ctx->text[p->problem_offset] == 0)
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: a NUL byte (byte %zu); a config is text", ctx->path, line,
+                              p->problem_offset);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: cannot read: %s (byte %zu)", ctx->path, line, p->problem,
+                          p->problem_offset);
+    }
     if (p->error == YAML_MEMORY_ERROR) ds_die(DS_EXIT_FAIL, "%s: out of memory parsing YAML", ctx->path);
     char context[128] = "";
     if (p->context) snprintf(context, sizeof context, " (%s at line %zu)", p->context, p->context_mark.line + 1);
-    ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: invalid YAML: %s%s", ctx->path, p->problem_mark.line + 1,
-           p->problem ? p->problem : "syntax error", context);
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: invalid YAML: %s%s", ctx->path, p->problem_mark.line + 1,
+                      p->problem ? p->problem : "syntax error", context);
 }
 
 /* `key:` with nothing after it, or ~ / null: an empty section or an empty string. */
@@ -450,6 +458,15 @@ static int is_null_scalar(const yaml_event_t *ev) {
     if (ev->type != YAML_SCALAR_EVENT || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
     const char *v = (const char *)ev->data.scalar.value;
     return !v[0] || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL");
+}
+
+/* A scalar's text: its escapes ("\0", "\x00", "\u0000") may put a NUL inside, which would silently cut
+ * a C string short, so such a scalar is refused ("FILE:LINE: what: ..."). */
+static const char *scalar_text(const load_ctx *ctx, const yaml_event_t *ev, const char *what) {
+    const char *s = (const char *)ev->data.scalar.value;
+    if (strlen(s) != ev->data.scalar.length)
+        die_line(ctx, line_of(ev), what, "contains a NUL character (an escape such as \\0); remove it");
+    return s;
 }
 
 static const char *node_kind(const yaml_event_t *ev) {
@@ -474,12 +491,15 @@ static void parse_section(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg, const
             if (ev.type != YAML_SCALAR_EVENT)
                 die_line(ctx, line_of(&ev), section, "expected a key, got %s", node_kind(&ev));
             int line = (int)line_of(&ev);
+            char key_of[64];
+            snprintf(key_of, sizeof key_of, "a key of %s", section);
+            const char *name = scalar_text(ctx, &ev, key_of);
             char path[160];
-            snprintf(path, sizeof path, "%s.%s", section, (const char *)ev.data.scalar.value);
-            int i = find_key(section, (const char *)ev.data.scalar.value);
+            snprintf(path, sizeof path, "%s.%s", section, name);
+            int i = find_key(section, name);
             if (i < 0) {
                 char hint[96];
-                suggest_key(section, (const char *)ev.data.scalar.value, hint, sizeof hint);
+                suggest_key(section, name, hint, sizeof hint);
                 die_line(ctx, line, path, "unknown key%s", hint);
             }
             if (ctx->origin[i].line) die_line(ctx, line, path, "duplicate key (first at line %d)", ctx->origin[i].line);
@@ -489,7 +509,7 @@ static void parse_section(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg, const
             if (ev.type == YAML_ALIAS_EVENT) die_line(ctx, line, path, "YAML aliases are not supported");
             if (ev.type != YAML_SCALAR_EVENT) die_line(ctx, line, path, "not a scalar (got %s)", node_kind(&ev));
             const config_key *k = &config_keys[i];
-            const char *text = (const char *)ev.data.scalar.value;
+            const char *text = scalar_text(ctx, &ev, path);
             if (k->type == KEY_STRING && is_null_scalar(&ev)) text = "";
             char why[256];
             if (set_value(cfg, k, text, why, sizeof why) != 0) die_line(ctx, line, path, "%s", why);
@@ -499,65 +519,78 @@ static void parse_section(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg, const
     yaml_event_delete(&ev);
 }
 
+/* A config that sets nothing is more likely a mistake (a truncated copy, the wrong file) than a wish
+ * for every default. */
+static void __attribute__((noreturn)) die_empty(const load_ctx *ctx) {
+    ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: the config file is empty (no sections); give at least one, e.g. "
+                      "'run: {name: NAME}'", ctx->path);
+}
+
 /* The document: a mapping of sections, each a mapping of scalars (or empty). */
 static void parse_document(load_ctx *ctx, yaml_parser_t *p, ds_config *cfg) {
-    int section_line[N_SECTIONS] = {0};
+    int section_line[N_SECTIONS] = {0}, n_sections = 0;
     yaml_event_t ev;
     next_event(ctx, p, &ev);
-    if (!is_null_scalar(&ev)) {
-        if (ev.type != YAML_MAPPING_START_EVENT)
-            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a mapping of sections (run, model, data, train, optim, checkpoint), got %s",
-                   ctx->path, line_of(&ev), node_kind(&ev));
-        for (;;) {
-            yaml_event_delete(&ev);
-            next_event(ctx, p, &ev);
-            if (ev.type == YAML_MAPPING_END_EVENT) break;
-            if (ev.type != YAML_SCALAR_EVENT)
-                ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: expected a section name, got %s", ctx->path, line_of(&ev), node_kind(&ev));
-            const char *name = (const char *)ev.data.scalar.value;
-            int line = (int)line_of(&ev);
-            int s = find_section(name);
-            if (s < 0) {
-                char hint[96];
-                suggest_section(name, hint, sizeof hint);
-                die_line(ctx, line, name, "unknown section%s", hint);
-            }
-            if (section_line[s]) die_line(ctx, line, name, "duplicate section (first at line %d)", section_line[s]);
-            section_line[s] = line;
-            parse_section(ctx, p, cfg, sections[s]);
+    if (is_null_scalar(&ev)) die_empty(ctx);
+    if (ev.type != YAML_MAPPING_START_EVENT)
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: expected a mapping of sections (run, model, data, train, optim, "
+                          "checkpoint), got %s", ctx->path, line_of(&ev), node_kind(&ev));
+    for (;;) {
+        yaml_event_delete(&ev);
+        next_event(ctx, p, &ev);
+        if (ev.type == YAML_MAPPING_END_EVENT) break;
+        if (ev.type != YAML_SCALAR_EVENT)
+            ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: expected a section name, got %s", ctx->path, line_of(&ev),
+                              node_kind(&ev));
+        const char *name = scalar_text(ctx, &ev, "a section name");
+        int line = (int)line_of(&ev);
+        int s = find_section(name);
+        if (s < 0) {
+            char hint[96];
+            suggest_section(name, hint, sizeof hint);
+            die_line(ctx, line, name, "unknown section%s", hint);
         }
+        if (section_line[s]) die_line(ctx, line, name, "duplicate section (first at line %d)", section_line[s]);
+        section_line[s] = line;
+        n_sections++;
+        parse_section(ctx, p, cfg, sections[s]);
     }
+    if (n_sections == 0) die_empty(ctx);  /* "{}" */
     yaml_event_delete(&ev);
     next_event(ctx, p, &ev); /* DOCUMENT-END: the parser guarantees it here */
     yaml_event_delete(&ev);
 }
 
 static void parse_file(load_ctx *ctx, ds_config *cfg) {
-    FILE *fp = fopen(ctx->path, "rb");
-    struct stat st;
-    if (fp && fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
-        fclose(fp);
-        fp = NULL;
-        errno = EISDIR;
-    }
-    if (!fp) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open: %s", ctx->path, strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(ctx->path, why, sizeof why);
+    if (!fp) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: %s", ctx->path, why);
+    size_t cap = 1 << 16, n = 0, got;
+    char *text = malloc(cap);
+    while (text && (got = fread(text + n, 1, cap - n, fp)) > 0)
+        if ((n += got) == cap) text = realloc(text, cap *= 2);
+    if (!text) ds_die(DS_EXIT_FAIL, "%s: out of memory", ctx->path);
+    if (ferror(fp)) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: cannot read: %s", ctx->path, strerror(errno));
+    fclose(fp);
+    ctx->text = text;
+    ctx->text_len = n;
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) ds_die(DS_EXIT_FAIL, "out of memory");
-    yaml_parser_set_input_file(&p, fp);
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, n);
     yaml_event_t ev;
     next_event(ctx, &p, &ev); /* STREAM-START */
     yaml_event_delete(&ev);
     next_event(ctx, &p, &ev);
-    if (ev.type == YAML_DOCUMENT_START_EVENT) { /* an empty file has no document at all */
-        yaml_event_delete(&ev);
-        parse_document(ctx, &p, cfg);
-        next_event(ctx, &p, &ev);
-        if (ev.type != YAML_STREAM_END_EVENT)
-            ds_die(DS_EXIT_BAD_INPUT, "%s:%zu: only one YAML document is allowed", ctx->path, line_of(&ev));
-    }
+    if (ev.type != YAML_DOCUMENT_START_EVENT) die_empty(ctx); /* nothing but comments: no document at all */
+    yaml_event_delete(&ev);
+    parse_document(ctx, &p, cfg);
+    next_event(ctx, &p, &ev);
+    if (ev.type != YAML_STREAM_END_EVENT)
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "%s:%zu: only one YAML document is allowed", ctx->path, line_of(&ev));
     yaml_event_delete(&ev);
     yaml_parser_delete(&p);
-    fclose(fp);
+    free(text);
+    ctx->text = NULL;
 }
 
 /* ---- --set section.key=value ---- */
@@ -566,22 +599,22 @@ static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
     const char *eq = strchr(arg, '=');
     const char *dot = eq ? memchr(arg, '.', (size_t)(eq - arg)) : NULL;
     if (!eq || !dot || dot == arg || dot + 1 == eq || eq - arg >= 128)
-        ds_die(DS_EXIT_BAD_INPUT, "--set: expected section.key=value, got '%s'", arg);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set: expected section.key=value, got '%s'", arg);
     char section[128], name[128], hint[96];
     snprintf(section, sizeof section, "%.*s", (int)(dot - arg), arg);
     snprintf(name, sizeof name, "%.*s", (int)(eq - dot - 1), dot + 1);
     if (find_section(section) < 0) {
         suggest_section(section, hint, sizeof hint);
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown section '%s'%s", arg, section, hint);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: unknown section '%s'%s", arg, section, hint);
     }
     int i = find_key(section, name);
     if (i < 0) {
         suggest_key(section, name, hint, sizeof hint);
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: unknown key%s", arg, hint);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: unknown key%s", arg, hint);
     }
     char why[256];
     if (set_value(cfg, &config_keys[i], eq + 1, why, sizeof why) != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "--set %s: %s", arg, why);
+        ds_die_replicated(DS_EXIT_BAD_INPUT, "--set %s: %s", arg, why);
     ctx->origin[i].set_arg = arg;
 }
 
@@ -691,7 +724,7 @@ void ds_config_load(ds_config *cfg, const char *path, int n_overrides, char **ov
     load_ctx ctx = {.path = path};
     ds_config_defaults(cfg);
     if (path) {
-        if (strlen(path) >= sizeof cfg->source) ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", path);
+        if (strlen(path) >= sizeof cfg->source) ds_die_replicated(DS_EXIT_BAD_INPUT, "%s: path too long", path);
         strcpy(cfg->source, path);
         parse_file(&ctx, cfg);
     }
@@ -709,6 +742,17 @@ int ds_config_origin(const ds_config *cfg, const char *section, const char *name
     else if (cfg->key_line[i]) snprintf(where, len, "%s:%d: %s.%s", cfg->source, cfg->key_line[i], section, name);
     else return 0;
     return 1;
+}
+
+void ds_config_check_run_dirs(const ds_config *cfg) {
+    const char *keys[2][2] = {{"run", "out_dir"}, {"checkpoint", "dir"}}, *dirs[2] = {cfg->run.out_dir, cfg->checkpoint.dir};
+    for (int i = 0; i < 2; i++) {
+        char why[4200], where[DS_PATH_MAX + 64];
+        if (ds_dir_creatable(dirs[i], why, sizeof why) == 0) continue;
+        if (!ds_config_origin(cfg, keys[i][0], keys[i][1], where, sizeof where))
+            snprintf(where, sizeof where, "%s.%s", keys[i][0], keys[i][1]);
+        ds_die(DS_EXIT_BAD_INPUT, "%s: %s", where, why);
+    }
 }
 
 /* YAML double-quoted string: always safe, whatever the path contains. */

@@ -5,7 +5,6 @@
 #include "jsonl.h"
 #include "text_files.h"
 
-#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +26,7 @@ static int keep_gz(const char *name) { return ds_has_suffix(name, ".gz"); }
 /* A script whose "#!" line runs sh, bash or dash (directly or through env). */
 static int is_shell_script(const char *path) {
     char head[256];
-    int fd = open(path, O_RDONLY);
+    int fd = ds_open_input(path, head, sizeof head);
     if (fd < 0) return 0;
     ssize_t n = read(fd, head, sizeof head - 1);
     close(fd);

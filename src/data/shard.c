@@ -112,6 +112,7 @@ struct ds_dataset {
     ds_segment *segments;
     uint64_t n_tokens, n_docs;
     uint32_t vocab_size, fingerprint;
+    int records_tokenizer;  /* token shards do, binidx does not */
 };
 
 int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
@@ -124,12 +125,12 @@ int ds_data_fail(char *why, size_t why_len, const char *fmt, ...) {
 
 int ds_map_file(const char *path, const uint8_t **map, size_t *len, char *why, size_t why_len) {
     *map = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ds_data_fail(why, why_len, "cannot open: %s", strerror(errno));
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         close(fd);
-        return ds_data_fail(why, why_len, "not a regular file");
+        return ds_data_fail(why, why_len, "cannot stat: %s", strerror(errno));
     }
     *len = (size_t)st.st_size;
     void *m = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
@@ -255,8 +256,8 @@ static int file_exists(const char *path) {
 }
 
 static int starts_with_shard_magic(const char *path) {
-    char magic[8] = {0};
-    FILE *f = fopen(path, "rb");
+    char magic[8] = {0}, why[256];
+    FILE *f = ds_fopen_input(path, why, sizeof why);  /* a non-regular file: refused when opened as a shard */
     int yes = f && fread(magic, 1, sizeof magic, f) == sizeof magic && memcmp(magic, SHARD_MAGIC, 8) == 0;
     if (f) fclose(f);
     return yes;
@@ -285,6 +286,7 @@ ds_dataset *ds_dataset_open(const char *path) {
         if (ds_binidx_open_segment(bin, idx, ds->segments, &bad, why, sizeof why) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "%s: %s", bad, why);
     } else {
+        ds->records_tokenizer = 1;
         struct stat st;
         if (stat(path, &st) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open dataset: %s", path, strerror(errno));
         int n = 1;
@@ -325,6 +327,15 @@ uint64_t ds_dataset_num_tokens(const ds_dataset *ds) { return ds->n_tokens; }
 uint64_t ds_dataset_num_docs(const ds_dataset *ds) { return ds->n_docs; }
 uint32_t ds_dataset_vocab_size(const ds_dataset *ds) { return ds->vocab_size; }
 uint32_t ds_dataset_fingerprint(const ds_dataset *ds) { return ds->fingerprint; }
+
+void ds_dataset_check_tokenizer(const ds_dataset *ds, const char *path, const ds_tokenizer *tok) {
+    if (!ds->records_tokenizer || ds->fingerprint == ds_tokenizer_fingerprint(tok)) return;
+    char made_by[96];
+    ds_tokenizer_fingerprint_name(ds->fingerprint, made_by, sizeof made_by);
+    ds_die(DS_EXIT_BAD_INPUT, "%s: tokenized with %s, but data.tokenizer is %s; set data.tokenizer (and "
+           "data.vocab_file) to the data's, or prepare the data again with this tokenizer", path, made_by,
+           ds_tokenizer_name(tok));
+}
 
 /* The segment holding stream index i: the last one whose first token is <= i. */
 static int find_segment(const ds_dataset *ds, uint64_t i) {

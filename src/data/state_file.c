@@ -4,19 +4,17 @@
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "dreamstate/weights.h"
+#include "segment.h"
 #include "state_shard.h"
 #include "text_files.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "state shards are little-endian and read by memcpy/mmap: a big-endian port needs byte swaps"
@@ -144,27 +142,19 @@ static int meta_valid(const char *m, size_t n) {
 }
 
 void state_shard_close(state_shard *s) {
-    if (s->map) munmap(s->map, s->size);
+    if (s->map) munmap((void *)s->map, s->size);
     memset(s, 0, sizeof *s);
 }
 
 int state_shard_open(const char *path, state_shard *s, char *why, size_t why_len) {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return why_fail(why, why_len, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return why_fail(why, why_len, "not a regular file");
-    }
-    size_t size = (size_t)st.st_size;
+    const uint8_t *map;
+    size_t size;
+    if (ds_map_file(path, &map, &size, why, why_len) != 0) return -1;
     if (size < HEADER_BYTES) {
-        close(fd);
+        if (map) munmap((void *)map, size);
         return why_fail(why, why_len, "truncated header (%zu of %d bytes)", size, HEADER_BYTES);
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return why_fail(why, why_len, "cannot mmap: %s", strerror(errno));
     s->map = map;
     s->size = size;
     states_header h;

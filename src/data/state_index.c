@@ -94,8 +94,9 @@ static void index_copy(index_reader *r, char *dst, size_t cap, const char *key) 
 
 static void parse_index(ds_states *s) {
     index_reader r = {s->path, NULL, NULL, 0};
-    FILE *fp = fopen(s->path, "rb");
-    if (!fp) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open: %s", s->path, strerror(errno));
+    char why[256];
+    FILE *fp = ds_fopen_input(s->path, why, sizeof why);
+    if (!fp) ds_die(DS_EXIT_BAD_INPUT, "%s: %s", s->path, why);
     size_t cap = 1 << 16, n = 0, got;
     r.text = malloc(cap + 1);
     while ((got = fread(r.text + n, 1, cap - n, fp)) > 0)
@@ -142,6 +143,8 @@ static void parse_index(ds_states *s) {
             index_fail(&r, "shard file '%s' must be a plain file name in the index's directory", v);
         strcpy(s->listed[i].file, v);
         s->listed[i].records = count;
+        if (count > INT64_MAX - sum)  /* no shard file can hold that many records: the index is corrupt */
+            index_fail(&r, "record counts add up to more than %" PRId64 "; the index is corrupt", INT64_MAX);
         sum += count;
     }
     r.line++;

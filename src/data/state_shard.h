@@ -10,7 +10,7 @@
 
 /* A mapped, validated shard or state file. */
 typedef struct state_shard {
-    uint8_t *map;
+    const uint8_t *map;
     size_t size;
     ds_state_shape shape;
     int64_t n, record_bytes;

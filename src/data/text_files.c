@@ -72,19 +72,20 @@ static int read_fd(int fd, uint8_t **data, size_t *len) {
     return 0;
 }
 
-/* A .gz file through `gzip -dc` (run directly, no shell, so any file name is safe). */
-static int read_gzip(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+/* An opened .gz file through `gzip -dc` reading it as its standard input. */
+static int read_gzip(int fd, uint8_t **data, size_t *len, char *why, size_t why_len) {
     int pipefd[2];
     if (pipe(pipefd) != 0) { snprintf(why, why_len, "pipe: %s", strerror(errno)); return -1; }
     pid_t pid = fork();
     if (pid < 0) { snprintf(why, why_len, "fork: %s", strerror(errno)); return -1; }
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
+        dup2(fd, STDIN_FILENO);
         dup2(pipefd[1], STDOUT_FILENO);
         if (devnull >= 0) dup2(devnull, STDERR_FILENO);  /* our own one-line reason replaces gzip's */
         close(pipefd[0]);
         close(pipefd[1]);
-        execlp("gzip", "gzip", "-dc", "--", path, (char *)NULL);
+        execlp("gzip", "gzip", "-dc", (char *)NULL);
         _exit(127);
     }
     close(pipefd[1]);
@@ -100,13 +101,11 @@ static int read_gzip(const char *path, uint8_t **data, size_t *len, char *why, s
 }
 
 int ds_read_input(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
-    if (ds_has_suffix(path, ".gz")) return read_gzip(path, data, len, why, why_len);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0 || read_fd(fd, data, len) != 0) {
-        snprintf(why, why_len, "cannot read: %s", strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
+    int fd = ds_open_input(path, why, why_len);
+    if (fd < 0) return -1;
+    int rc = 0;
+    if (ds_has_suffix(path, ".gz")) rc = read_gzip(fd, data, len, why, why_len);
+    else if (read_fd(fd, data, len) != 0) rc = -1, snprintf(why, why_len, "cannot read: %s", strerror(errno));
     close(fd);
-    return 0;
+    return rc;
 }

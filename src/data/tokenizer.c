@@ -37,6 +37,7 @@ typedef struct trie_node {
 struct ds_tokenizer {
     int kind;
     uint32_t vocab_size, fingerprint;
+    char name[DS_PATH_MAX + 64];  /* for messages: ds_tokenizer_name */
     uint8_t *blob;          /* all token bytes */
     uint32_t *offset;       /* [vocab_size] start of each id's bytes in blob */
     uint16_t *length;       /* [vocab_size] 0 for unused ids */
@@ -202,8 +203,9 @@ static inline const trie_node *trie_child(const trie_node *nodes, const trie_nod
 /* ---------------------------------------------------------------- loading */
 
 static char *read_whole_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) ds_die(DS_EXIT_BAD_INPUT, "%s: cannot open vocab file: %s", path, strerror(errno));
+    char why[256];
+    FILE *f = ds_fopen_input(path, why, sizeof why);
+    if (!f) ds_die(DS_EXIT_BAD_INPUT, "%s: vocab file: %s", path, why);
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap + 1);
     size_t got;
@@ -299,6 +301,7 @@ ds_tokenizer *ds_tokenizer_open(const char *kind, const char *vocab_file) {
         tok->offset = ds_alloc(256 * sizeof *tok->offset);
         tok->length = ds_alloc(256 * sizeof *tok->length);
         for (int b = 0; b < 256; b++) { tok->blob[b] = (uint8_t)b; tok->offset[b] = b; tok->length[b] = 1; }
+        ds_tokenizer_fingerprint_name(0, tok->name, sizeof tok->name);
     } else if (strcmp(kind, "world") == 0) {
         tok->kind = TOK_WORLD;
         if (vocab_file && *vocab_file) {
@@ -306,8 +309,11 @@ ds_tokenizer *ds_tokenizer_open(const char *kind, const char *vocab_file) {
             char *text = read_whole_file(vocab_file, &len);
             parse_world(tok, vocab_file, text, len);
             free(text);
+            snprintf(tok->name, sizeof tok->name, "world (vocabulary %s, fingerprint %08x)", vocab_file,
+                     tok->fingerprint);
         } else {
             parse_world(tok, "built-in " BUILTIN_VOCAB, builtin_vocab, (size_t)(builtin_vocab_end - builtin_vocab));
+            ds_tokenizer_fingerprint_name(tok->fingerprint, tok->name, sizeof tok->name);
         }
     } else {
         ds_die(DS_EXIT_BAD_INPUT, "unknown tokenizer '%s' (expected byte or world)", kind);
@@ -323,6 +329,18 @@ void ds_tokenizer_free(ds_tokenizer *tok) {
 
 uint32_t ds_tokenizer_vocab_size(const ds_tokenizer *tok) { return tok->vocab_size; }
 uint32_t ds_tokenizer_fingerprint(const ds_tokenizer *tok) { return tok->fingerprint; }
+const char *ds_tokenizer_name(const ds_tokenizer *tok) { return tok->name; }
+
+void ds_tokenizer_fingerprint_name(uint32_t fingerprint, char *buf, size_t len) {
+    static uint32_t builtin;  /* computed as parse_world does */
+    if (!builtin) {
+        builtin = ds_crc32c(0, builtin_vocab, (size_t)(builtin_vocab_end - builtin_vocab));
+        if (builtin == 0) builtin = 1;
+    }
+    if (fingerprint == 0) snprintf(buf, len, "byte");
+    else if (fingerprint == builtin) snprintf(buf, len, "world (built-in %s)", BUILTIN_VOCAB);
+    else snprintf(buf, len, "a World vocabulary with fingerprint %08x", fingerprint);
+}
 
 /* ---------------------------------------------------------------- encode / decode */
 

@@ -23,7 +23,7 @@ void ds_dist_init(void) {
     active = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    ds_set_rank(rank);
+    ds_set_rank(rank, size);
 }
 
 void ds_dist_finalize(void) {
@@ -51,6 +51,10 @@ int ds_dist_cores_per_local_rank(void) {
     }
     int per = online / local;
     return per > 0 ? per : 1;
+}
+
+int ds_dist_threads(int requested, const char *what) {
+    return requested > 0 ? ds_check_threads(requested, what) : ds_dist_cores_per_local_rank();
 }
 
 void ds_dist_bcast(void *buf, size_t bytes, int root) {

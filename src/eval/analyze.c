@@ -306,7 +306,7 @@ int ds_analyze_states(const ds_analyze_options *options) {
     double start = ds_now_seconds();
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     ds_analyze_options o = *options;
-    if (o.threads <= 0) o.threads = ds_dist_cores_per_local_rank();
+    o.threads = ds_dist_threads(o.threads, "analyze-states: --threads");
     ds_blas_init(o.threads);
     omp_set_num_threads(o.threads);
 

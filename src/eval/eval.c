@@ -51,7 +51,7 @@ ds_eval_result ds_eval_finish(ds_eval_result *r) {
 }
 
 int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
-    ds_blas_init(cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank());
+    ds_blas_init(ds_dist_threads(cfg->run.threads, "run.threads"));
     ds_kernels_init();
     ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, weights_path);
     ds_rwkv7 m;
@@ -61,6 +61,10 @@ int ds_eval_lm(const ds_config *cfg, const char *weights_path) {
     if (ds_data_paths(cfg, ds_dist_rank() == 0, NULL, 0, valid, sizeof valid)) ds_dist_barrier();
     ds_dataset *ds = ds_dataset_open(valid);
     ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
+    ds_dataset_check_tokenizer(ds, valid, tok);
+    if ((int64_t)ds_dataset_vocab_size(ds) > d.vocab_size)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds the model's %d (every token id must be below it)",
+               valid, ds_dataset_vocab_size(ds), d.vocab_size);
     int B = cfg->train.batch_size, T = cfg->train.ctx_len, rank = ds_dist_rank(), ranks = ds_dist_size();
     int micro = (B + ranks - 1) / ranks;
     int64_t windows = (int64_t)cfg->train.eval_batches * B;

@@ -277,7 +277,7 @@ int ds_eval_states(const ds_eval_states_options *options) {
         snprintf(r.out, sizeof r.out, "%.*s.eval-states.json", (int)n, r.o.model);
     }
     r.rank = ds_dist_rank(), r.ranks = ds_dist_size();
-    if (r.o.threads <= 0) r.o.threads = ds_dist_cores_per_local_rank();
+    r.o.threads = ds_dist_threads(r.o.threads, "eval-states: --threads");
     ds_blas_init(r.o.threads);
     ds_kernels_init();
     omp_set_num_threads(r.o.threads);

@@ -61,7 +61,7 @@ static void save_rwkv_state(const char *out_dir, int64_t i, const char *label, c
 int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     if (opt->max_tokens < 1) ds_die(DS_EXIT_BAD_INPUT, "extract-states: --max-tokens must be at least 1");
-    int threads = cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank();
+    int threads = ds_dist_threads(cfg->run.threads, "run.threads");
     ds_blas_init(threads);
     ds_kernels_init();
     omp_set_num_threads(threads);  /* ranks sharing a node do not oversubscribe its cores */

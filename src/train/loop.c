@@ -24,17 +24,35 @@
 
 static volatile sig_atomic_t stop_requested;
 static const char *blas_arch = "?", *kernels_name = "?";
-static void on_stop_signal(int sig) { stop_requested = sig; }
+static char interrupted_line[160];
+static size_t interrupted_len;
+
+/* The first stop signal ends the run after the current step and its checkpoint. A second SIGTERM or
+ * SIGINT (a user pressing Ctrl-C again, a scheduler's follow-up) ends it at once: the checkpoint
+ * files are only ever renamed into place whole, so the last one stays intact. */
+static void on_stop_signal(int sig) {
+    if (stop_requested && sig != SIGUSR1) {
+        ssize_t ignored = write(STDERR_FILENO, interrupted_line, interrupted_len);
+        (void)ignored;
+        _exit(128 + sig);
+    }
+    stop_requested = sig;
+}
 
 void ds_train_catch_signals(void) {
+    int ranks = ds_dist_size();
+    char rank[32] = "";
+    if (ranks > 1) snprintf(rank, sizeof rank, "[rank %d]", ds_dist_rank());
+    interrupted_len = (size_t)snprintf(interrupted_line, sizeof interrupted_line,
+                                       "dreamstate%s: interrupted by a second signal inside a step; the last "
+                                       "checkpoint is intact\n", rank);
     signal(SIGUSR1, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     signal(SIGINT, on_stop_signal);
 }
 
 void ds_train_init_compute(const ds_config *cfg) {
-    int threads = cfg->run.threads > 0 ? cfg->run.threads : ds_dist_cores_per_local_rank();
-    blas_arch = ds_blas_init(threads);
+    blas_arch = ds_blas_init(ds_dist_threads(cfg->run.threads, "run.threads"));
     kernels_name = ds_kernels_init();
 }
 

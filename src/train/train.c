@@ -43,15 +43,21 @@ void ds_train_open_data(const ds_config *cfg, ds_dataset **train, ds_dataset **v
     if (ds_data_paths(cfg, ds_dist_rank() == 0, train_path, len, valid_path, sizeof valid_path)) ds_dist_barrier();
     *train = ds_dataset_open(train_path);
     *valid = ds_dataset_open(valid_path);
-    const char *paths[2] = {train_path, valid_path};
+    const char *paths[2] = {train_path, valid_path}, *roles[2] = {"training data", "held-out data"};
     const ds_dataset *sets[2] = {*train, *valid};
-    for (int i = 0; i < 2; i++)
+    ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
+    uint64_t need = (uint64_t)cfg->train.ctx_len + 2;
+    for (int i = 0; i < 2; i++) {
+        ds_dataset_check_tokenizer(sets[i], paths[i], tok);
         if ((int64_t)ds_dataset_vocab_size(sets[i]) > cfg->model.vocab_size)
             ds_die(DS_EXIT_BAD_INPUT, "%s: data vocabulary %u exceeds model.vocab_size %d (every token id must be "
                    "below it)", paths[i], ds_dataset_vocab_size(sets[i]), cfg->model.vocab_size);
-    uint64_t need = (uint64_t)cfg->train.ctx_len + 2;
-    if (ds_dataset_num_tokens(*train) < need || ds_dataset_num_tokens(*valid) < need)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: fewer tokens than train.ctx_len + 2", train_path);
+        if (ds_dataset_num_tokens(sets[i]) < need)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: %llu tokens of %s, fewer than train.ctx_len + 2 = %llu; use more data or a "
+                   "shorter train.ctx_len", paths[i], (unsigned long long)ds_dataset_num_tokens(sets[i]), roles[i],
+                   (unsigned long long)need);
+    }
+    ds_tokenizer_free(tok);
 
     *order = (ds_sample_order){.seed = (uint64_t)cfg->run.seed};
     if (strcmp(cfg->data.sampler, "rwkv_lm") != 0) return;
