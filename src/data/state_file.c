@@ -320,7 +320,8 @@ static void load_rwkv_state(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_s
 void ds_state_file_load(const char *path, const ds_rwkv7_dims *d, ds_rwkv7_state *dst, char **meta_out) {
     uint8_t head[9];
     size_t n = 0;
-    FILE *fp = fopen(path, "rb");  /* one that cannot be read is reported by the shard reader */
+    char unreadable[256];
+    FILE *fp = ds_fopen_input(path, unreadable, sizeof unreadable);  /* why is reported by the shard reader */
     int readable = fp != NULL;
     if (fp) {
         n = fread(head, 1, sizeof head, fp);
