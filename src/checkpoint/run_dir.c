@@ -42,6 +42,7 @@ static void old_dir(const char *out_dir, char *buf, size_t len) {
 int ds_run_dir_check_fresh(const char *out_dir, const char *ckpt_dir, int restart, const char *hint) {
     int64_t *steps;
     int n = ds_ckpt_list(ckpt_dir, &steps);
+    if (n < 0 && errno == ENOTDIR) ds_mkdir_p(ckpt_dir);  /* a path through a file: its one-line error, exit 2 */
     if (n < 0) ds_die(DS_EXIT_FAIL, "%s: cannot list: %s", ckpt_dir, strerror(errno));
     free(steps);
     long lines = log_lines(out_dir);

@@ -104,7 +104,6 @@ int ds_export_safetensors(const ds_config *cfg, const char *ckpt_path, const cha
 }
 
 int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
-    ds_mkdir_p(cfg->checkpoint.dir);  /* an uncreatable directory is bad input, found before any work */
     /* a checkpoint of an earlier run would be resumed instead, and pruning would delete the import */
     int move_aside = ds_run_dir_check_fresh(cfg->run.out_dir, cfg->checkpoint.dir,
                                             strcmp(cfg->checkpoint.resume, "restart") == 0, "");
@@ -118,6 +117,7 @@ int ds_import_safetensors(const ds_config *cfg, const char *st_path) {
         ds_run_dir_move_aside(cfg->run.out_dir, cfg->checkpoint.dir, path, sizeof path);
         printf("moved the earlier run's files to %s/\n", path);
     }
+    ds_mkdir_p(cfg->checkpoint.dir);
     ds_weights_ckpt_meta(&d, 0, "source=import\n", meta, sizeof meta);
     ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, 0);
     if (ds_ckpt_save(path, meta, n, t, err) != 0) ds_die(DS_EXIT_FAIL, "%s", err);
