@@ -61,6 +61,17 @@ static inline int test_run_in_child(void (*fn)(void *), void *arg, char *err, si
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Expects fn(arg), run in a child, to exit with code 2 (bad input) and one line on stderr containing
+ * `reason`. */
+static inline void test_expect_bad_input(void (*fn)(void *), void *arg, const char *reason, const char *what) {
+    char err[2048];
+    int rc = test_run_in_child(fn, arg, err, sizeof err);
+    size_t len = strlen(err);
+    int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
+    CHECK(rc == 2 && strstr(err, reason) && one_line, "%s: want exit 2 with '%s', got exit %d: %s", what, reason, rc,
+          err);
+}
+
 /* Exit code of fn() run in a child process (stderr discarded). */
 typedef struct { void (*fn)(void); } test_thunk;
 static inline void test_thunk_call(void *arg) { ((test_thunk *)arg)->fn(); }

@@ -20,15 +20,6 @@ static char tmp_root[64];
 
 static void child_open_dataset(void *path) { ds_dataset_close(ds_dataset_open(path)); }
 
-/* Expects fn(arg) to die with exit code 2, one line, containing `reason`. */
-static void expect_bad_input(void (*fn)(void *), void *arg, const char *reason, const char *what) {
-    char err[2048];
-    int rc = test_run_in_child(fn, arg, err, sizeof err);
-    size_t len = strlen(err);
-    int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
-    CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, reason) && one_line, "%s: want exit 2 with '%s', got exit %d: %s",
-          what, reason, rc, err);
-}
 
 static int files_in(const char *dir) {
     DIR *d = opendir(dir);
@@ -154,7 +145,7 @@ static void expect_refused(const char *name, const uint8_t *idx, size_t idx_len,
     char prefix[160], want[600];
     make_variant(name, idx, idx_len, bin, bin_len, prefix, sizeof prefix);
     snprintf(want, sizeof want, "%s%s: %s", prefix, file_suffix, reason);
-    expect_bad_input(child_open_dataset, prefix, want, name);
+    test_expect_bad_input(child_open_dataset, prefix, want, name);
 }
 
 static void test_refusals(void) {
@@ -220,7 +211,7 @@ static void test_refusals(void) {
     make_variant("missing", idx, idx_len, bin, bin_len, prefix, sizeof prefix);
     snprintf(path, sizeof path, "%s.bin", prefix);
     unlink(path);
-    expect_bad_input(child_open_dataset, prefix, reason, "missing .bin");
+    test_expect_bad_input(child_open_dataset, prefix, reason, "missing .bin");
     free(e); free(b2); free(idx); free(bin);
 }
 
@@ -339,11 +330,11 @@ static void test_open_data(void) {
 
     open_cfg.data.magic_prime = 11;
     snprintf(want, sizeof want, "%s: data.magic_prime 11 must be in (0.9, 1] x (tokens // ctx_len)", prefix);
-    expect_bad_input(child_open_data, NULL, want, "magic prime too small for the data");
+    test_expect_bad_input(child_open_data, NULL, want, "magic prime too small for the data");
     open_cfg.data.magic_prime = 0;
     open_cfg.model.vocab_size = 100;  /* ids reach 255 */
     snprintf(want, sizeof want, "%s: data vocabulary", prefix);
-    expect_bad_input(child_open_data, NULL, want, "ids >= model.vocab_size");
+    test_expect_bad_input(child_open_data, NULL, want, "ids >= model.vocab_size");
 }
 
 static void test_data_paths(void) {

@@ -27,15 +27,6 @@ static char tmp_root[64];
 static void tmp_path(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", tmp_root, name); }
 
 
-/* Expects fn(arg) to exit with code 2 and `reason` in a one-line message. */
-static void expect_bad_input(void (*fn)(void *), void *arg, const char *reason, const char *what) {
-    char err[2048];
-    int rc = test_run_in_child(fn, arg, err, sizeof err);
-    size_t len = strlen(err);
-    int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
-    CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, reason) && one_line, "%s: want exit 2 with '%s', got exit %d: %s",
-          what, reason, rc, err);
-}
 
 static void child_load_contexts(void *path) { ds_contexts_free(ds_contexts_load(path, 0, NULL)); }
 static void child_open_states(void *path) { ds_states_close(ds_states_open(path)); }
@@ -136,9 +127,9 @@ static void test_contexts_errors(void) {
     char path[256];
     tmp_path(path, sizeof path, "empty.jsonl");
     test_write_file(path, "", 0);
-    expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
+    test_expect_bad_input(child_load_contexts, path, "no contexts (empty file)", "empty file");
     tmp_path(path, sizeof path, "missing.jsonl");
-    expect_bad_input(child_load_contexts, path, "cannot open: No such file or directory", "missing file");
+    test_expect_bad_input(child_load_contexts, path, "cannot open: No such file or directory", "missing file");
 }
 
 static char unknown_label_path[256];
@@ -157,8 +148,8 @@ static void test_unknown_label(void) {
     test_write_file(unknown_label_path, text, strlen(text));
     char want[512];
     snprintf(want, sizeof want, "%s:2: unknown label 'zebra' (known: a, b, c)", unknown_label_path);
-    expect_bad_input(child_load_with_labels, unknown_label_path, want, "unknown label in contexts");
-    expect_bad_input(child_lookup, "x", "dreamstate: unknown label 'x' (known: a, b, c)", "ds_label_lookup");
+    test_expect_bad_input(child_load_with_labels, unknown_label_path, want, "unknown label in contexts");
+    test_expect_bad_input(child_lookup, "x", "dreamstate: unknown label 'x' (known: a, b, c)", "ds_label_lookup");
     char *labels[] = {"a", "b", "c"};
     CHECK(ds_label_lookup(NULL, "c", 3, labels) == 2, "lookup of a known label");
 }
@@ -249,13 +240,13 @@ static void test_builder(void) {
     ds_build_contexts_options bad_source = ds_build_contexts_defaults();
     bad_source.out = train;
     bad_source.sources = "fortunes,poems";
-    expect_bad_input(child_builder, &bad_source, "build-contexts: unknown source 'poems' (known: fortunes, c-headers",
+    test_expect_bad_input(child_builder, &bad_source, "build-contexts: unknown source 'poems' (known: fortunes, c-headers",
                      "bad source");
     ds_build_contexts_options bad_bytes = ds_build_contexts_defaults();
     bad_bytes.out = train;
     bad_bytes.min_bytes = 100;
     bad_bytes.max_bytes = 50;
-    expect_bad_input(child_builder, &bad_bytes, "--max-bytes 50 is below --min-bytes 100", "max < min");
+    test_expect_bad_input(child_builder, &bad_bytes, "--max-bytes 50 is below --min-bytes 100", "max < min");
 }
 
 /* ---------------------------------------------------------------- shards, indexes, state files */
@@ -350,7 +341,7 @@ static void corrupt_shard(const char *name, long offset, int flip, long truncate
     CHECK(ds_state_file_check(shard, why, sizeof why) == -1 && strstr(why, reason), "%s: check says '%s'", name, why);
     char want[700];
     snprintf(want, sizeof want, "%s: %s", shard, reason);
-    expect_bad_input(child_open_states, index, want, name);
+    test_expect_bad_input(child_open_states, index, want, name);
     free(data);
 }
 
@@ -367,7 +358,7 @@ static void corrupt_index(const char *name, const char *from, const char *to, co
     char out[4096];
     snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
     test_write_file(index, out, strlen(out));
-    expect_bad_input(child_open_states, index, reason, name);
+    test_expect_bad_input(child_open_states, index, reason, name);
     free(text);
 }
 
@@ -476,12 +467,12 @@ static void test_states_format(void) {
     load_args la = {path, small_dims(4, 256)};
     char msg[512];
     snprintf(msg, sizeof msg, "%s: state has L=2 C=128, model has L=4 C=256", path);
-    expect_bad_input(child_load_state_file, &la, msg, "state file into a bigger model");
+    test_expect_bad_input(child_load_state_file, &la, msg, "state file into a bigger model");
     load_args lb = {good_index, small_dims(2, 192)};
     snprintf(msg, sizeof msg, "%s: state has L=2 C=128, model has L=2 C=192", good_index);
-    expect_bad_input(child_load_record, &lb, msg, "dataset record into another model");
+    test_expect_bad_input(child_load_record, &lb, msg, "dataset record into another model");
     load_args lc = {good_shard0, d};
-    expect_bad_input(child_load_state_file, &lc, "holds 2 states; a state file holds one", "a shard is not a state file");
+    test_expect_bad_input(child_load_state_file, &lc, "holds 2 states; a state file holds one", "a shard is not a state file");
 
     /* Corruption: each refused with the file and the reason. */
     corrupt_shard("c_payload", 64 + 8 + 4 * 300, 0x01, -1, 0, "payload checksum mismatch");
@@ -651,7 +642,7 @@ static void test_extract(void) {
     ds_contexts_writer_commit(w);
     char want[512];
     snprintf(want, sizeof want, "%s:2: unknown label 'poem' (known: code, plan, story)", held);
-    expect_bad_input(child_extract, &ea, want, "extract with an unknown label");
+    test_expect_bad_input(child_extract, &ea, want, "extract with an unknown label");
 
     /* A checkpoint of another shape is refused before any work. */
     w = ds_contexts_writer_open(held);
@@ -659,7 +650,7 @@ static void test_extract(void) {
     ds_contexts_writer_commit(w);
     char *other_shape[] = {"model.n_layer=3", "run.threads=1"};  /* a given model key must match the file */
     ds_config_load(&ea.cfg, NULL, 2, other_shape);
-    expect_bad_input(child_extract, &ea, ckpt, "checkpoint of another shape");
+    test_expect_bad_input(child_extract, &ea, ckpt, "checkpoint of another shape");
     ds_states_close(s);
     ds_rwkv7_destroy(&m);
 }

@@ -5,7 +5,6 @@ with `dreamstate eval` on the checkpoint and on the safetensors file; then `drea
 file into a new run and check that its step-0 checkpoint scores the same."""
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -15,45 +14,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import rwkv7_torch  # noqa: E402
+from testlib import BIN, ROOT, check, finish, read_safetensors, read_shard, run  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-BIN = os.path.join(ROOT, 'bin', 'dreamstate')
 CONFIG = os.path.join(ROOT, 'configs', 'tiny.yaml')
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    passed, failed = passed + bool(cond), failed + (not cond)
-    print(('ok   ' if cond else 'FAIL ') + what)
-
-
-def run(*args):
-    return subprocess.run([BIN, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
-def read_safetensors(path):
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, e in header.items():
-        if name == '__metadata__':
-            continue
-        assert e['dtype'] == 'F32'
-        b, end = e['data_offsets']
-        out[name] = np.frombuffer(data[b:end], np.float32).reshape(e['shape'])
-    return out
-
-
-def read_shard(path):
-    with open(path, 'rb') as f:
-        head = f.read(64)
-        assert head[:8] == b'DSTOKENS'
-        dtype = struct.unpack('<I', head[12:16])[0]
-        count = struct.unpack('<Q', head[24:32])[0]
-        return np.frombuffer(f.read(), np.uint16 if dtype == 1 else np.uint32)[:count].astype(np.int64)
 
 
 def main():
@@ -89,8 +52,7 @@ def main():
         run('import', CONFIG, '--safetensors', st, *sets_imp)
         c_imp = json.loads(run('eval', CONFIG, '--checkpoint', f'{tmp}/imported/checkpoints/step-00000000.ckpt', *sets_imp))
         check(c_imp['loss'] == c_ckpt['loss'], 'imported step-0 checkpoint scores the same')
-    print(f'{passed} passed, {failed} failed')
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == '__main__':

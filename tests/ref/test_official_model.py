@@ -6,7 +6,6 @@ read from the file), and the held-out loss equals the independent PyTorch refere
 gives a shape the file contradicts is refused with one line naming both values."""
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -17,26 +16,9 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import official_weights  # noqa: E402
 import rwkv7_torch  # noqa: E402
+from testlib import BIN, ROOT, check, finish, read_shard  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-BIN = os.path.join(ROOT, 'bin', 'dreamstate')
 CONVERTER = os.path.join(ROOT, 'src', 'tools', 'pth_to_safetensors.py')
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    passed, failed = passed + bool(cond), failed + (not cond)
-    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
-
-
-def read_shard(path):
-    with open(path, 'rb') as f:
-        head = f.read(64)
-        assert head[:8] == b'DSTOKENS'
-        dtype = struct.unpack('<I', head[12:16])[0]
-        count = struct.unpack('<Q', head[24:32])[0]
-        return np.frombuffer(f.read(), np.uint16 if dtype == 1 else np.uint32)[:count].astype(np.int64)
 
 
 def main():
@@ -86,8 +68,7 @@ def main():
               and 'model.n_embd' in lines[0], f'a contradicting model.n_embd is refused in one line: {lines}')
         bad = subprocess.run([BIN, 'eval', config, '--checkpoint', pth], capture_output=True, text=True)
         check(bad.returncode == 2 and 'pth_to_safetensors' in bad.stderr, 'a .pth given directly says how to convert it')
-    print(f'{passed} passed, {failed} failed')
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == '__main__':

@@ -22,27 +22,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import rwkv7_torch  # noqa: E402
-from test_export_torch import read_safetensors  # noqa: E402
+from testlib import BIN, ROOT, check, finish, read_safetensors, run  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-BIN = os.path.join(ROOT, 'bin', 'dreamstate')
 CONFIG = os.path.join(ROOT, 'configs', 'tiny.yaml')
 CONVERT = os.path.join(ROOT, 'src', 'tools', 'pth_to_safetensors.py')
 L, C, H = 2, 128, 2
 TOL = 1e-5
 P_TEXT = 'The quick brown fox jumps over the lazy dog. '
 Q_TEXT = 'A fortune: '
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    passed, failed = passed + bool(cond), failed + (not cond)
-    print(('ok   ' if cond else 'FAIL ') + what)
-
-
-def run(*args):
-    return subprocess.run([BIN, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
 def header(path):
@@ -156,8 +143,7 @@ def main():
             written = [p for p in (out, logits, f'{tmp}/out.state') if os.path.exists(p)]
             check(r.returncode == 2 and len(lines) == 1 and reason in lines[0] and not written,
                   f'(c) {what}: exit {r.returncode}, {lines[0]!r}{", wrote " + str(written) if written else ""}')
-    print(f'{passed} passed, {failed} failed')
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == '__main__':
