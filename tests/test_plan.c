@@ -25,14 +25,17 @@ static void check_layout(ds_rwkv7_dims d) {
         CHECK(ds_plan_layer_begin(&d, l) == m.layer_begin[l], "layer_begin[%d]: %lld, model %lld", l,
               (long long)ds_plan_layer_begin(&d, l), (long long)m.layer_begin[l]);
     int shapes[][2] = {{1, 16}, {3, 17}, {2, 64}};
-    for (int s = 0; s < 3; s++) {
-        int B = shapes[s][0], T = shapes[s][1];
-        ds_rwkv7_reserve(&m, B, T);
-        CHECK(ds_rwkv7_activation_floats(&d, B, T) == m.acts_numel, "activation floats B%d T%d: %lld, reserve %lld", B,
-              T, (long long)ds_rwkv7_activation_floats(&d, B, T), (long long)m.acts_numel);
-        ds_rwkv7_destroy(&m);
-        ds_rwkv7_create(&m, &d);
-    }
+    for (int s = 0; s < 3; s++)
+        for (int cp = 0; cp < 2; cp++) {
+            int B = shapes[s][0], T = shapes[s][1];
+            m.grad_checkpoint = cp;
+            ds_rwkv7_reserve(&m, B, T);
+            CHECK(ds_rwkv7_activation_floats(&d, B, T, cp) == m.acts_numel,
+                  "activation floats B%d T%d grad_checkpoint %d: %lld, reserve %lld", B, T, cp,
+                  (long long)ds_rwkv7_activation_floats(&d, B, T, cp), (long long)m.acts_numel);
+            ds_rwkv7_destroy(&m);
+            ds_rwkv7_create(&m, &d);
+        }
     ds_rwkv7_destroy(&m);
 }
 
@@ -69,7 +72,7 @@ int main(void) {
     ds_plan_result r;
     ds_plan_predict(&job, &r);
     int64_t n = ds_plan_n_params(&job.dims);
-    double act = 4.0 * ds_rwkv7_activation_floats(&job.dims, 2, 128) + 16.0 * 2 * 128;
+    double act = 4.0 * ds_rwkv7_activation_floats(&job.dims, 2, 128, 0) + 16.0 * 2 * 128;
     double compute = 16 * (2 * 128 * 1e-4 + n * 5e-9) + n * 23e-9;
     CHECK(r.valid && r.micro == 2 && r.accum == 16, "1 rank: micro %d accum %d", r.micro, r.accum);
     CHECK(close_rel(r.compute_s, compute, 1e-12) && r.exposed_s == 0 && r.comm_s == 0 && r.step_s == r.compute_s,
@@ -157,6 +160,24 @@ int main(void) {
     job.nodes = 8;
     ds_plan_predict(&job, &r);
     CHECK(r.valid && r.micro == 4 && r.accum == 1, "micro_batch 0 = batch / ranks: %d x %d", r.micro, r.accum);
+
+    /* train.grad_checkpoint: its own (smaller) activations, and the blocks' forward FLOPs once more */
+    job = base_job();
+    ds_plan_result full;
+    ds_plan_predict(&job, &full);
+    job.grad_checkpoint = 1;
+    ds_plan_predict(&job, &r);
+    double act_cp = 4.0 * ds_rwkv7_activation_floats(&job.dims, 2, 128, 1) + 16.0 * 2 * 128;
+    const ds_rwkv7_dims *jd = &job.dims;
+    double C = jd->n_embd, block_fwd = jd->n_layer * (2 * (12 * C * C + 2 * C * (jd->dim_w + jd->dim_a + jd->dim_v + jd->dim_g))
+                                                      + 9 * 64 * C);
+    double extra = 16 * 2 * 128 * 1e-4 * block_fwd / ds_rwkv7_flops_per_token(jd, 128);
+    CHECK(act_cp < 0.6 * act && close_rel(r.activation_bytes, act_cp, 1e-12) && r.activation_bytes_by_cp[0] == act &&
+          r.activation_bytes_by_cp[1] == act_cp && full.activation_bytes_by_cp[1] == act_cp,
+          "grad_checkpoint activations %.6g (without %.6g)", r.activation_bytes, act);
+    CHECK(close_rel(r.memory_bytes, full.memory_bytes - act + act_cp, 1e-12), "grad_checkpoint memory %.6g", r.memory_bytes);
+    CHECK(close_rel(r.compute_s, full.compute_s + extra, 1e-12) && extra > 0.15 * 16 * 2 * 128 * 1e-4,
+          "grad_checkpoint compute %.9g = %.9g + recomputation %.9g", r.compute_s, full.compute_s, extra);
 
     /* measured rates: the model's real forward + backward runs and gives usable numbers */
     ds_rwkv7_dims tiny = {.n_layer = 2, .n_embd = 64, .vocab_size = 64};

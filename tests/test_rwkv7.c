@@ -189,6 +189,51 @@ static void test_determinism(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* Activation checkpointing (src/rwkv7/README.md §3.4) recomputes each block with the same kernels on
+ * the same input: loss, logits and every gradient equal the run without it bit for bit, with fewer
+ * activations; a forward from a state (state_in == state_out) gives the same logits and final state. */
+static void test_grad_checkpoint(void) {
+    ds_rwkv7 m;
+    make_model(&m, 3, 128, 61, 9, 0.05f);
+    int B = 2, T = 37, V = 61;  /* T: two whole WKV chunks and a partial one */
+    int32_t tok[74], tgt[74];
+    random_tokens(tok, B * T, V, 9, 1);
+    random_tokens(tgt, B * T, V, 9, 2);
+    tgt[5] = -1;
+    size_t gbytes = sizeof(float) * m.n_params, lbytes = sizeof(float) * B * T * V;
+    float *grads[2] = {malloc(gbytes), malloc(gbytes)}, *logits[2] = {malloc(lbytes), malloc(lbytes)};
+    double loss[2];
+    int64_t numel[2];
+    for (int cp = 0; cp < 2; cp++) {
+        m.grad_checkpoint = cp;
+        ds_rwkv7_zero_grad(&m);
+        loss[cp] = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, NULL, NULL, logits[cp]);
+        ds_rwkv7_backward(&m);
+        memcpy(grads[cp], m.grads, gbytes);
+        numel[cp] = m.acts_numel;
+    }
+    CHECK(loss[0] == loss[1] && memcmp(logits[0], logits[1], lbytes) == 0, "checkpointing: same loss and logits");
+    CHECK(memcmp(grads[0], grads[1], gbytes) == 0, "checkpointing: every gradient bit-identical");
+    CHECK(numel[1] == ds_rwkv7_activation_floats(&m.d, B, T, 1) && numel[1] < 0.6 * numel[0],
+          "checkpointing keeps fewer activations: %lld of %lld floats", (long long)numel[1], (long long)numel[0]);
+
+    /* from a state, written back in place */
+    ds_rwkv7_state st[2];
+    size_t sbytes = 0;
+    for (int cp = 0; cp < 2; cp++) {
+        m.grad_checkpoint = cp;
+        ds_rwkv7_state_create(&st[cp], &m.d, B);
+        sbytes = sizeof(float) * st[cp].numel;
+        ds_rwkv7_forward(&m, B, 20, tok, NULL, 1, 0, NULL, &st[cp], NULL);
+        ds_rwkv7_forward(&m, B, 17, tok + 20, NULL, 1, 0, &st[cp], &st[cp], logits[cp]);
+    }
+    CHECK(memcmp(logits[0], logits[1], sizeof(float) * B * 17 * V) == 0 && memcmp(st[0].data, st[1].data, sbytes) == 0,
+          "checkpointing: the same logits and final state from an initial state");
+    for (int cp = 0; cp < 2; cp++) ds_rwkv7_state_destroy(&st[cp]);
+    for (int i = 0; i < 2; i++) { free(grads[i]); free(logits[i]); }
+    ds_rwkv7_destroy(&m);
+}
+
 int main(int argc, char **argv) {
     ds_blas_init(0);
     ds_kernels_init();
@@ -196,5 +241,6 @@ int main(int argc, char **argv) {
     test_init();
     test_state_passing();
     test_determinism();
+    test_grad_checkpoint();
     return test_summary("test_rwkv7");
 }

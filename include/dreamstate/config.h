@@ -50,6 +50,7 @@ typedef struct ds_train_config {
     int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
+    int grad_checkpoint;       /* 1 (true): activation checkpointing per block (src/rwkv7/README.md §3.5) */
 } ds_train_config;
 
 typedef struct ds_optim_config {

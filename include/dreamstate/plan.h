@@ -36,8 +36,12 @@
  *  - Memory of rank 0 (the largest): parameters 4 + gradients 4 + fp64 accumulator 8 (fp64 only) +
  *    AdamW moments 8 bytes per owned parameter + under ZeRO-1 the full moments rank 0 gathers for
  *    checkpoints (8 bytes per parameter) + activations of one micro-batch
- *    (ds_rwkv7_activation_floats) + a fixed runtime overhead (MPI, BLIS, program). Fits: the ranks of
- *    one node together within the node's memory. */
+ *    (ds_rwkv7_activation_floats; with train.grad_checkpoint each block's input and one block's
+ *    internals) + a fixed runtime overhead (MPI, BLIS, program). Fits: the ranks of one node together
+ *    within the node's memory.
+ *  - train.grad_checkpoint: the backward runs every block's forward again, which adds the blocks'
+ *    forward FLOPs (2 per block matrix parameter and token, and the WKV forward) to the step's
+ *    (ds_rwkv7_flops_per_token); the rates themselves are those of the step without it. */
 #ifndef DREAMSTATE_PLAN_H
 #define DREAMSTATE_PLAN_H
 
@@ -69,6 +73,7 @@ typedef struct ds_plan_job {
     ds_rwkv7_dims dims;          /* LoRA ranks resolved */
     int ctx_len, batch_size, micro_batch;  /* as train.*: micro_batch 0 = batch_size / ranks */
     int fp64, zero_stage;        /* train.grad_reduce == fp64, train.zero_stage */
+    int grad_checkpoint;         /* train.grad_checkpoint */
     int nodes, ranks_per_node;
     int64_t bucket_bytes;
     double node_memory_bytes;
@@ -86,6 +91,7 @@ typedef struct ds_plan_result {
     double exposed_s;            /* the part not hidden behind backward (+ ZeRO-1's parameter sharing) */
     double step_s, tokens_per_s, comm_share;  /* comm_share = exposed_s / step_s */
     double activation_bytes, memory_bytes;    /* memory_bytes: rank 0's total */
+    double activation_bytes_by_cp[2];         /* activations without [0] and with [1] train.grad_checkpoint */
     double node_bytes;           /* all ranks of node 0 */
     int fits;                    /* node_bytes <= node_memory_bytes */
 } ds_plan_result;

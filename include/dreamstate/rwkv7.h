@@ -58,6 +58,11 @@ typedef struct ds_rwkv7 {
      * caller can start communicating it while backward goes on. */
     void (*grads_ready)(void *ctx, int64_t offset, int64_t numel);
     void *grads_ready_ctx;
+    /* 1: activation checkpointing per block (src/rwkv7/README.md §3.5): the forward keeps each block's
+     * input, the backward recomputes the block's internals just before its backward (same results bit
+     * for bit, about one more forward of time, activations of one block instead of L). Set it before
+     * ds_rwkv7_reserve or a forward. */
+    int grad_checkpoint;
     /* activations (allocated by ds_rwkv7_reserve for at most B x T) */
     int act_B, act_T;
     float *acts;
@@ -78,9 +83,9 @@ void ds_rwkv7_destroy(ds_rwkv7 *m);
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
 /* Makes activation storage available for batches up to B x T (reallocates if needed). */
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
-/* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel),
- * without allocating them: for memory planning. */
-int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T);
+/* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel) with
+ * m->grad_checkpoint == grad_checkpoint, without allocating them: for memory planning. */
+int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint);
 
 void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);
 void ds_rwkv7_state_destroy(ds_rwkv7_state *s);

@@ -233,7 +233,7 @@ int ds_train_hybrid(const ds_config *cfg) {
     ds_param_views(h->n_tensors, h->tensors, h->params, tensors);
     int64_t CC = (int64_t)d.model.n_embd * d.model.n_embd, nm = (int64_t)d.n_targets * h->n_mat;
     double dit_flops = d.n_targets > 0 ? 3.0 * 2 * d.n_targets * ds_dit_forward_flops(&h->dit.d) / T : 0.0;
-    double act_floats = (double)ds_rwkv7_activation_floats(&d.model, 1, T) +
+    double act_floats = (double)ds_rwkv7_activation_floats(&d.model, 1, T, 0) +
                         (d.n_targets > 0 ? (double)h->dit.acts_numel + 3.0 * nm * CC + 8.0 * d.n_targets * h->n_img : 0.0);
     ds_task task = {.name = "hybrid", .params = h->params, .grads = h->grads, .n_params = h->n_params,
                     .n_groups = h->n_tensors, .groups = groups, .n_tensors = h->n_tensors, .tensors = tensors,

@@ -156,6 +156,14 @@ ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, in
 
 /* ---- the model ---- */
 
+/* Step time with train.grad_checkpoint over the time without: the blocks' forward runs once more
+ * (2 FLOPs per block matrix parameter and token, and the WKV forward, ~9 N^2 per head and token). */
+static double recompute_factor(const ds_rwkv7_dims *d, int T) {
+    double C = d->n_embd, L = d->n_layer;
+    double block = L * (2.0 * (12.0 * C * C + 2.0 * C * (d->dim_w + d->dim_a + d->dim_v + d->dim_g)) + 9.0 * DS_HEAD_SIZE * C);
+    return 1.0 + block / ds_rwkv7_flops_per_token(d, T);
+}
+
 /* The trainer's gradient buckets (ds_grad_sync_create): elements per bucket. */
 static int64_t bucket_len(int64_t n, int64_t bucket_bytes, int elem, int zero1, int p) {
     int64_t len = bucket_bytes / elem;
@@ -202,7 +210,7 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
 
     /* compute, with the per-parameter loops where the trainer runs them (ds_grad_sync, train.c) */
     const ds_plan_rates *r = &job->rates;
-    double fwd_bwd = (double)micro * T * r->sec_per_token;
+    double fwd_bwd = (double)micro * T * r->sec_per_token * (job->grad_checkpoint ? recompute_factor(d, T) : 1.0);
     int accumulates = job->fp64 && !(p == 1 && accum == 1);  /* else the fp64 sum would be a copy */
     out->compute_s = accum * fwd_bwd + (double)owned * r->sec_optimizer;
     if (accumulates)
@@ -245,7 +253,9 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
     out->comm_share = out->exposed_s / out->step_s;
 
     /* memory of rank 0: the model's tokens/targets and the trainer's batch buffers with the activations */
-    out->activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T) + 16.0 * micro * T;
+    for (int cp = 0; cp < 2; cp++)
+        out->activation_bytes_by_cp[cp] = 4.0 * ds_rwkv7_activation_floats(d, micro, T, cp) + 16.0 * micro * T;
+    out->activation_bytes = out->activation_bytes_by_cp[job->grad_checkpoint != 0];
     double full_moments = zero1 ? 8.0 * n : 0.0;  /* rank 0 gathers them for checkpoints */
     double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + out->activation_bytes + DS_PLAN_RUNTIME_BYTES;
     out->memory_bytes = others + full_moments;
@@ -268,9 +278,10 @@ static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int 
     }
     printf(",\"micro_batch\":%d,\"accum\":%d,\"compute_s\":%.9g,\"comm_s\":%.9g,\"exposed_comm_s\":%.9g,"
            "\"step_s\":%.9g,\"tokens_per_s\":%.9g,\"comm_share\":%.6f,\"activation_bytes\":%.0f,"
+           "\"activation_bytes_without_grad_checkpoint\":%.0f,\"activation_bytes_with_grad_checkpoint\":%.0f,"
            "\"memory_per_rank_bytes\":%.0f,\"node_bytes\":%.0f,\"fits\":%s,\"buckets\":%lld,\"owned_params\":%lld}",
            r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, r->tokens_per_s, r->comm_share,
-           r->activation_bytes, r->memory_bytes, r->node_bytes, r->fits ? "true" : "false", (long long)r->n_buckets,
+           r->activation_bytes, r->activation_bytes_by_cp[0], r->activation_bytes_by_cp[1], r->memory_bytes, r->node_bytes, r->fits ? "true" : "false", (long long)r->n_buckets,
            (long long)r->n_owned);
 }
 
@@ -293,6 +304,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
     ds_plan_job job = {.dims = ds_rwkv7_dims_from_config(cfg), .ctx_len = cfg->train.ctx_len,
                        .batch_size = cfg->train.batch_size, .micro_batch = cfg->train.micro_batch,
                        .fp64 = strcmp(cfg->train.grad_reduce, "fp64") == 0, .zero_stage = cfg->train.zero_stage,
+                       .grad_checkpoint = cfg->train.grad_checkpoint,
                        .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,
                        .intra = intra, .inter = inter};
     const ds_rwkv7_dims *d = &job.dims;
@@ -312,7 +324,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         /* and small enough that two layers of the model fit in half of this machine's memory */
         ds_rwkv7_dims two = *d;
         two.n_layer = 2;
-        while (micro > 1 && 4.0 * ds_rwkv7_activation_floats(&two, micro, T) + 8.0 * ds_plan_n_params(&two) >
+        while (micro > 1 && 4.0 * ds_rwkv7_activation_floats(&two, micro, T, 0) + 8.0 * ds_plan_n_params(&two) >
                                 0.5 * machine_memory_bytes())
             micro /= 2;
         if (threads > cores)
@@ -333,12 +345,12 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         printf("{\"config\":");
         ds_json_string(stdout, cfg->source);
         printf(",\"n_layer\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"ctx_len\":%d,\"batch_size\":%d,"
-               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_token\":%.6g,"
+               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"grad_checkpoint\":%s,\"params\":%lld,\"flops_per_token\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_token\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
                d->n_layer, d->n_embd, d->vocab_size, T, job.batch_size, job.micro_batch,
-               cfg->train.grad_reduce, job.zero_stage, (long long)n, flops_tok, threads, measure ? "true" : "false",
+               cfg->train.grad_reduce, job.zero_stage, job.grad_checkpoint ? "true" : "false", (long long)n, flops_tok, threads, measure ? "true" : "false",
                rt->sec_per_token, rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer,
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
     } else {
@@ -352,10 +364,15 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
                rt->sec_convert * 1e9, rt->sec_optimizer * 1e9);
         printf("  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory * 1e-9);
+        printf("  train.grad_checkpoint %s: %s\n", job.grad_checkpoint ? "true" : "false",
+               job.grad_checkpoint ? "activations: each block's input and one block's internals; compute includes "
+                                     "the blocks' second forward"
+                                   : "activations of every block kept (true keeps each block's input only)");
         printf("  (assumptions: dreamstate plan --help)\n");
-        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
-               "comm s", "exposed s", "step s", "tokens/s", "comm%", "GB/rank", "fits");
+        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %7s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
+               "comm s", "exposed s", "step s", "tokens/s", "comm%", "act GB", "GB/rank", "fits");
     }
+    double cp_saves = 0, cp_act = 0, full_act = 0;  /* a row that fits only with train.grad_checkpoint */
     for (int i = 0; i < n_nodes; i++) {
         job.nodes = nodes[i];
         ds_plan_result r;
@@ -370,10 +387,19 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         }
         char ma[32];
         snprintf(ma, sizeof ma, "%d x %d", r.micro, r.accum);
-        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma, r.compute_s,
-               r.comm_s, r.exposed_s, r.step_s, r.tokens_per_s, 100 * r.comm_share, r.memory_bytes * 1e-9,
-               r.fits ? "yes" : "NO");
+        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %7.2f %8.2f %5s\n", job.nodes, r.ranks, ma,
+               r.compute_s, r.comm_s, r.exposed_s, r.step_s, r.tokens_per_s, 100 * r.comm_share, r.activation_bytes * 1e-9,
+               r.memory_bytes * 1e-9, r.fits ? "yes" : "NO");
+        double saved = job.ranks_per_node * (r.activation_bytes_by_cp[0] - r.activation_bytes_by_cp[1]);
+        if (!r.fits && !job.grad_checkpoint && r.node_bytes - saved <= job.node_memory_bytes) {
+            cp_saves = 1;
+            cp_act = r.activation_bytes_by_cp[1];
+            full_act = r.activation_bytes_by_cp[0];
+        }
     }
+    if (cp_saves)
+        printf("  rows marked NO fit with train.grad_checkpoint: true (activations %.2f GB per rank instead of %.2f GB, "
+               "%.0f%% more compute)\n", cp_act * 1e-9, full_act * 1e-9, 100 * (recompute_factor(d, T) - 1));
     if (json) printf("\n  ]\n}\n");
     return DS_EXIT_OK;
 }

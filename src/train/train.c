@@ -129,6 +129,7 @@ int ds_train_lm(const ds_config *cfg) {
     ds_rwkv7_dims d = resumes ? ds_model_dims_for_weights(cfg, resume_path) : ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7_create(&t.model, &d);
     ds_rwkv7_init_weights(&t.model, (uint64_t)cfg->run.seed);
+    t.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_rwkv7_reserve(&t.model, t.micro, T);
     t.model.grads_ready = on_grads_ready;
     ds_optim_group *groups = ds_train_optim_groups(&t.model);
