@@ -90,6 +90,21 @@ else
   bad "train.grad_checkpoint changes the run:"; diff <(fields "$TMP/cp-false/train.jsonl") <(fields "$TMP/cp-true/train.jsonl") | head -4
 fi
 
+# Resume reads each checkpoint once, checking its payloads as they load: a damaged newest one (a
+# flipped byte in a payload) is skipped with a warning for the next older one. Start-up is logged.
+SHORT=(--set train.eval_every=0 --set checkpoint.every=2 --set checkpoint.keep=3 --set run.out_dir="$TMP/damaged")
+$BIN train configs/tiny.yaml "${SHORT[@]}" --set train.steps=4 2>/dev/null
+newest="$TMP/damaged/checkpoints/step-00000004.ckpt"
+printf '\x5a' | dd of="$newest" bs=1 seek=$(( $(stat -c %s "$newest") / 2 )) conv=notrunc status=none
+$BIN train configs/tiny.yaml "${SHORT[@]}" --set train.steps=6 2>"$TMP/damaged.log"
+grep -q "warning: skipping checkpoint $newest: checksum mismatch in tensor" "$TMP/damaged.log" \
+  && grep -q "resumed from $TMP/damaged/checkpoints/step-00000002.ckpt (step 2)" "$TMP/damaged.log" \
+  && [ "$(grep -c '"step"' "$TMP/damaged/train.jsonl")" -eq 6 ] \
+  && ok "a damaged newest checkpoint is skipped: resumed from step 2, 6 steps logged" \
+  || { bad "damaged newest checkpoint"; cat "$TMP/damaged.log"; }
+grep -q "ready in [0-9.]* s since the program started: .*weights read [0-9.]* s" "$TMP/damaged.log" \
+  && ok "start-up logged: $(grep -o 'ready in.*' "$TMP/damaged.log")" || bad "no 'ready in' line"
+
 # Threads follow the cores a launcher binds the rank to: a plain `mpirun -np 1` binds to one core, so
 # one thread (two spinning threads on one core ran 500x slower); unbound, every core of the process.
 cores=$(nproc --all)

@@ -72,6 +72,9 @@ int ds_affinity_cores(void);
  * core(s) this process may run on ...". `what` names the setting ("run.threads"). */
 int ds_check_threads(int threads, const char *what);
 double ds_now_seconds(void);  /* monotonic clock */
+/* Seconds since this process started (from the kernel's record of its start, 10 ms resolution), or a
+ * negative number where that is unknown. */
+double ds_process_seconds(void);
 
 /* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */
 void ds_mkdir_p(const char *path);

@@ -33,6 +33,9 @@ typedef struct ds_task {
     double flops_per_unit;         /* training FLOPs per unit for MFU; 0 = not reported */
     double activation_bytes;
     void *ctx;
+    /* Fills the parameters of a fresh run, on every rank; not called when a checkpoint is loaded (its
+     * weights would overwrite them). May be NULL (the task initialised them itself). */
+    void (*init_params)(void *ctx);
     /* Forward and backward of global samples first .. first + n - 1 of `step`; gradients accumulate
      * with the loss scaled by `weight` and each finished range is passed to ds_grad_sync_ready.
      * Returns the mean loss of these samples. */

@@ -35,7 +35,6 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "payloads are stored a
 #define NAME_MAX_LEN 4095
 #define INDEX_ENTRY_MIN 29  /* a 0-d tensor with a 1-byte name */
 #define DIM_MAX ((int64_t)1 << 40)
-#define CHUNK (1 << 20)
 
 int ckpt_finish_write(ds_atomic_file *af, int ok, char *err, const char *path) {
     if (!ok) {
@@ -339,25 +338,10 @@ static void hand_out_meta(ckpt_reader *r, char **meta_out) {
     r->meta = NULL;
 }
 
-int ds_ckpt_verify(const char *path, char **meta_out, char *err) {
+int ds_ckpt_check(const char *path, char **meta_out, char *err) {
     if (meta_out) *meta_out = NULL;
     ckpt_reader r;
     int rc = reader_open(&r, path, err);
-    uint8_t *buf = rc ? NULL : malloc(CHUNK);
-    if (!rc && !buf) rc = ckpt_fail(err, path, "out of memory");
-    for (uint32_t i = 0; !rc && i < r.n; i++) {
-        const ckpt_entry *e = &r.entries[i];
-        uint32_t crc = 0;
-        if (fseeko(r.fp, (off_t)e->offset, SEEK_SET)) rc = ckpt_fail(err, path, "read error");
-        for (uint64_t done = 0; !rc && done < e->nbytes;) {
-            size_t k = e->nbytes - done < CHUNK ? (size_t)(e->nbytes - done) : CHUNK;
-            if (fread(buf, 1, k, r.fp) != k) rc = ckpt_fail(err, path, "read error");
-            crc = ds_crc32c(crc, buf, k);
-            done += k;
-        }
-        if (!rc && crc != e->crc) rc = ckpt_fail(err, path, "checksum mismatch in tensor '%s'", e->name);
-    }
-    free(buf);
     if (!rc) hand_out_meta(&r, meta_out);
     reader_close(&r);
     return rc;
@@ -390,6 +374,7 @@ int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, c
         if (read_at(r.fp, e->offset, t[i].data, e->nbytes)) rc = ckpt_fail(err, path, "read error");
         else if (ds_crc32c(0, t[i].data, e->nbytes) != e->crc)
             rc = ckpt_fail(err, path, "checksum mismatch in tensor '%s'", e->name);
+        if (rc) rc = DS_CKPT_DAMAGED;
     }
     free(match);
     if (!rc) hand_out_meta(&r, meta_out);
@@ -517,7 +502,7 @@ int ds_ckpt_prune(const char *dir, int keep, int64_t protect_step) {
     return rc ? -1 : removed;
 }
 
-int ds_ckpt_latest_valid(const char *dir, char *path, size_t len, int64_t *step) {
+int ds_ckpt_latest_complete(const char *dir, char *path, size_t len, int64_t *step) {
     int64_t *steps;
     int n = ds_ckpt_list(dir, &steps);
     if (n < 0) ds_log("warning: cannot list checkpoint directory %s: %s", dir, strerror(errno));
@@ -525,7 +510,7 @@ int ds_ckpt_latest_valid(const char *dir, char *path, size_t len, int64_t *step)
     for (int i = n - 1; i >= 0 && !found; i--) {
         char err[DS_ERR_LEN];
         ds_ckpt_path(path, len, dir, steps[i]);
-        if (ds_ckpt_verify(path, NULL, err) == 0) {
+        if (ds_ckpt_check(path, NULL, err) == 0) {
             found = 1;
             if (step) *step = steps[i];
         } else {

@@ -251,6 +251,26 @@ double ds_now_seconds(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+double ds_process_seconds(void) {
+    /* /proc/self/stat field 22: the start in clock ticks after boot; fields 3.. follow the ")" that ends
+     * field 2 (the command name, which may itself hold spaces and parentheses) */
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long long start = 0;
+    for (int field = 3; p && field <= 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (p && field == 22) start = strtoull(p + 1, NULL, 10);
+    }
+    struct timespec ts;
+    long ticks = sysconf(_SC_CLK_TCK);
+    if (!start || ticks <= 0 || clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return -1.0;
+    return ts.tv_sec + 1e-9 * ts.tv_nsec - (double)start / ticks;
+}
+
 /* Walks the prefixes "a", "a/b", ... of path: each must be a directory. A missing one is made (make),
  * or, when only checking, its parent must take a new entry and the walk ends there. */
 static int walk_dirs(const char *path, int make, char *why, size_t why_len) {

@@ -90,6 +90,11 @@ typedef struct {
     int32_t *tokens, *targets, *window;
 } lm_task;
 
+static void lm_init_params(void *ctx) {
+    lm_task *t = ctx;
+    ds_rwkv7_init_weights(&t->model, (uint64_t)t->cfg->run.seed);
+}
+
 static double lm_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     (void)step;
     lm_task *t = ctx;
@@ -125,10 +130,9 @@ int ds_train_lm(const ds_config *cfg) {
     /* A run that resumes (e.g. from weights brought in by `import`) has the shape of its checkpoint. */
     char resume_path[DS_PATH_MAX + 64];
     int resumes = strcmp(cfg->checkpoint.resume, "auto") == 0 &&
-                  ds_ckpt_latest_valid(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
+                  ds_ckpt_latest_complete(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
     ds_rwkv7_dims d = resumes ? ds_model_dims_for_weights(cfg, resume_path) : ds_rwkv7_dims_from_config(cfg);
     ds_rwkv7_create(&t.model, &d);
-    ds_rwkv7_init_weights(&t.model, (uint64_t)cfg->run.seed);
     t.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_rwkv7_reserve(&t.model, t.micro, T);
     t.model.grads_ready = on_grads_ready;
@@ -139,7 +143,7 @@ int ds_train_lm(const ds_config *cfg) {
                     .n_groups = t.model.n_tensors, .groups = groups, .n_tensors = t.model.n_tensors,
                     .tensors = tensors, .unit = "tokens", .units_per_sample = T,
                     .flops_per_unit = ds_rwkv7_flops_per_token(&d, T), .activation_bytes = t.model.acts_numel * 4.0,
-                    .ctx = &t, .micro_step = lm_micro_step, .eval = lm_eval};
+                    .ctx = &t, .init_params = lm_init_params, .micro_step = lm_micro_step, .eval = lm_eval};
     ds_weights_signature(&d, task.signature, sizeof task.signature);
     int64_t n_weights = 0;
     for (int i = 0; i < t.model.n_tensors; i++) n_weights += t.model.tensors[i].numel;
