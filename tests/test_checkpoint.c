@@ -10,6 +10,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -766,9 +768,48 @@ static void test_clean_stale(void) {
     CHECK(ds_ckpt_clean_stale(missing) == 0, "missing directory: nothing to clean");
 }
 
+/* CRC-32C against the published check value and the iSCSI test vectors (RFC 3720, B.4), and a
+ * checksum continued over pieces at odd offsets equals the whole buffer's. */
+static void test_crc32c(void) {
+    uint8_t zeros[32] = {0}, ones[32], up[32], down[32], buf[1003];
+    for (int i = 0; i < 32; i++) { ones[i] = 0xff; up[i] = (uint8_t)i; down[i] = (uint8_t)(31 - i); }
+    CHECK(ds_crc32c(0, "123456789", 9) == 0xE3069283u, "check value: %08x", ds_crc32c(0, "123456789", 9));
+    CHECK(ds_crc32c(0, zeros, 32) == 0x8A9136AAu && ds_crc32c(0, ones, 32) == 0x62A8AB43u &&
+          ds_crc32c(0, up, 32) == 0x46DD794Eu && ds_crc32c(0, down, 32) == 0x113FDB5Cu, "iSCSI vectors");
+    for (int i = 0; i < 1003; i++) buf[i] = (uint8_t)ds_rng_u64(5, 0, i);
+    uint32_t whole = ds_crc32c(0, buf + 1, 1002);
+    uint32_t pieces = ds_crc32c(ds_crc32c(ds_crc32c(0, buf + 1, 13), buf + 14, 500), buf + 514, 489);
+    CHECK(whole == pieces && ds_crc32c(whole, buf, 0) == whole, "continued over pieces: %08x vs %08x", pieces, whole);
+}
+
+/* ds_tensors_find_nonfinite: the first tensor holding a NaN or an infinity, wherever it sits in a
+ * large tensor (the threaded scan); FLT_MAX, subnormals and -0 are finite. */
+static void test_find_nonfinite(void) {
+    int64_t big = (1 << 21) + 3;
+    float *a = calloc(big, sizeof(float)), *b = calloc(5, sizeof(float));
+    a[0] = FLT_MAX; a[1] = -FLT_MAX; a[2] = 1e-45f; a[3] = -0.0f;
+    ds_tensor t[2] = {{.name = "a", .ndim = 1, .shape = {big}, .data = a}, {.name = "b", .ndim = 1, .shape = {5}, .data = b}};
+    CHECK(ds_tensors_find_nonfinite(2, t) == -1, "finite extremes are finite");
+    float bad[4] = {INFINITY, -INFINITY, NAN, -NAN};
+    int64_t where[3] = {0, big / 2 + 7, big - 1};
+    for (int v = 0; v < 4; v++)
+        for (int w = 0; w < 3; w++) {
+            a[where[w]] = bad[v];
+            CHECK(ds_tensors_find_nonfinite(2, t) == 0, "value %d at %lld found", v, (long long)where[w]);
+            a[where[w]] = 0;
+            b[4] = bad[v];
+            CHECK(ds_tensors_find_nonfinite(2, t) == 1, "value %d in the second tensor found", v);
+            b[4] = 0;
+        }
+    free(a);
+    free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--roundtrip-safetensors") == 0) return roundtrip_safetensors(argv[2], argv[3]);
     if (!mkdtemp(tmpdir)) ds_die(DS_EXIT_FAIL, "mkdtemp failed");
+    test_crc32c();
+    test_find_nonfinite();
     test_roundtrip();
     test_corruption();
     test_directory();

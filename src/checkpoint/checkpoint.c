@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -121,8 +122,11 @@ int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
 int ds_tensors_find_nonfinite(int n, const ds_tensor *t) {
     for (int i = 0; i < n; i++) {
         int64_t numel = ds_tensor_numel(&t[i]);
-        for (int64_t k = 0; k < numel; k++)
-            if (!isfinite(t[i].data[k])) return i;
+        const float *x = t[i].data;
+        int bad = 0;  /* a branch-free scan (NaN fails the comparison too): vectorised, on every thread */
+#pragma omp parallel for schedule(static) reduction(| : bad) if (numel >= (1 << 20))
+        for (int64_t k = 0; k < numel; k++) bad |= !(fabsf(x[k]) <= FLT_MAX);
+        if (bad) return i;
     }
     return -1;
 }

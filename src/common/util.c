@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +56,22 @@ void ds_log(const char *fmt, ...) {
     va_end(ap);
 }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *ds_alloc(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+    int large = rounded >= 16 * HUGE_PAGE;
+    if (large) rounded = (rounded + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(large ? HUGE_PAGE : 64, rounded);
     if (!p) ds_die(DS_EXIT_FAIL, "out of memory allocating %zu bytes", bytes);
-    memset(p, 0, rounded);
+    /* Weights, gradients, moments, activations: on 2 MiB pages where the kernel gives transparent huge
+     * pages on request (its "madvise" mode), 512 times fewer page faults (which a virtual machine may
+     * make very slow) and TLB misses; their first touch, the zeroing, on every thread. */
+    if (large) madvise(p, rounded, MADV_HUGEPAGE);
+#pragma omp parallel for schedule(static) if (large)
+    for (size_t off = 0; off < rounded; off += HUGE_PAGE)
+        memset((char *)p + off, 0, rounded - off < HUGE_PAGE ? rounded - off : HUGE_PAGE);
     return p;
 }
 
@@ -104,6 +115,24 @@ FILE *ds_fopen_input(const char *path, char *why, size_t why_len) {
     return fp;
 }
 
+#ifdef __SSE4_2__
+/* The CRC32 instruction (SSE4.2, in the x86-64-v2 baseline the program is built for) computes exactly
+ * this polynomial, 8 bytes per instruction: ~10 GB/s instead of ~1 with tables. */
+#include <nmmintrin.h>
+
+uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint64_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = _mm_crc32_u64(c, w);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+#else
 static uint32_t crc32c_table[8][256];
 static void crc32c_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -135,6 +164,7 @@ uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n) {
     while (n--) crc = (crc >> 8) ^ crc32c_table[0][(crc ^ *p++) & 0xff];
     return ~crc;
 }
+#endif
 
 int ds_atomic_open(ds_atomic_file *af, const char *path) {
     if (strlen(path) >= sizeof af->path) { errno = ENAMETOOLONG; return -1; }

@@ -105,15 +105,18 @@ static void orthonormalise_columns(double *W, int rows, int cols) {
     ds_free(R);
 }
 
+/* Element loops start OpenMP threads only above this size. */
+#define PARALLEL_MIN ((int64_t)1 << 15)
+
 static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t seed, uint64_t stream) {
     int tall = rows >= cols;
     int r = tall ? rows : cols, c = tall ? cols : rows;   /* Q is r x c with orthonormal columns */
     int64_t n = (int64_t)r * c;
     double *Q = ds_alloc(sizeof(double) * n);
-#pragma omp parallel for schedule(static)  /* counter-based draws: the same values on any thread count */
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)  /* counter-based draws: any thread count */
     for (int64_t i = 0; i < n; i++) Q[i] = ds_rng_normal(seed, stream, i);
     orthonormalise_columns(Q, r, c);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int i = 0; i < r; i++)
         for (int j = 0; j < c; j++) {
             float q = (float)(gain * Q[(int64_t)i * c + j]);
@@ -128,7 +131,7 @@ void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
     int C = d->n_embd, L = d->n_layer, V = d->vocab_size, H = C / DS_HEAD_SIZE;
     memset(m->params, 0, sizeof(float) * m->n_params);
     uint64_t stream = 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)V * C >= PARALLEL_MIN)
     for (int64_t i = 0; i < (int64_t)V * C; i++)
         m->w.emb[i] = (float)(2e-4 * ds_rng_uniform(seed, stream, i) - 1e-4);
     for (int c = 0; c < C; c++) m->w.ln0_w[c] = m->w.ln_out_w[c] = 1.0f;
