@@ -58,7 +58,10 @@ static const cli_spec spec = {
         "  - not counted: evaluation, checkpoints, data loading, start-up, the few 8-byte allreduces.\n"
         "  - memory of rank 0: params 4 + grads 4 + fp64 accumulator 8 (fp64) + AdamW 8 bytes per owned\n"
         "    param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints) +\n"
-        "    activations of one micro-batch + 0.1 GB runtime; fits = the node's ranks within --node-memory.\n",
+        "    activations of one micro-batch + 0.1 GB runtime; fits = the node's ranks within --node-memory.\n"
+        "  - train.grad_checkpoint true: activations = each block's input + one block's internals, and the\n"
+        "    compute adds the blocks' second forward (~25-30%); the act GB column is the config's setting, and\n"
+        "    rows that fit only with checkpointing are pointed out.\n",
     .config = 1,
     .options = {{"--nodes", CLI_REQUIRED}, {"--ranks-per-node"}, {"--threads"}, {"--measure", CLI_SWITCH},
                 {"--bandwidth"}, {"--latency"}, {"--intra-bandwidth"}, {"--intra-latency"}, {"--node-memory"},
