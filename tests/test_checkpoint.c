@@ -782,6 +782,31 @@ static void test_crc32c(void) {
     CHECK(whole == pieces && ds_crc32c(whole, buf, 0) == whole, "continued over pieces: %08x vs %08x", pieces, whole);
 }
 
+/* ds_alloc: large arrays come zero-filled and 64-byte aligned (mappings of their own, on 2 MiB
+ * boundaries), also after ones written and freed, and ds_free takes them and small ones in any order. */
+static void test_alloc(void) {
+    enum { N = 12 };
+    size_t sizes[N];
+    uint8_t *p[N];
+    int zero = 1, aligned = 1;
+    for (int i = 0; i < N; i++) {
+        sizes[i] = i % 3 == 0 ? (size_t)100 + i : ((size_t)32 << 20) + (size_t)i * 4097;
+        p[i] = ds_alloc(sizes[i]);
+        aligned &= (uintptr_t)p[i] % 64 == 0 && (sizes[i] < ((size_t)32 << 20) || (uintptr_t)p[i] % (2 << 20) == 0);
+        for (size_t k = 0; k < sizes[i]; k += 4093) zero &= p[i][k] == 0;
+        zero &= p[i][sizes[i] - 1] == 0;
+        memset(p[i], 0xab, sizes[i]);
+    }
+    for (int i = 0; i < N; i += 2) ds_free(p[i]);
+    for (int i = 0; i < N; i += 2) {
+        p[i] = ds_alloc(sizes[i]);
+        for (size_t k = 0; k < sizes[i]; k += 4093) zero &= p[i][k] == 0;
+    }
+    for (int i = N - 1; i >= 0; i--) ds_free(p[i]);
+    ds_free(NULL);
+    CHECK(zero && aligned, "ds_alloc: zero-filled %d, aligned %d", zero, aligned);
+}
+
 /* ds_tensors_find_nonfinite: the first tensor holding a NaN or an infinity, wherever it sits in a
  * large tensor (the threaded scan); FLT_MAX, subnormals and -0 are finite. */
 static void test_find_nonfinite(void) {
@@ -809,6 +834,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--roundtrip-safetensors") == 0) return roundtrip_safetensors(argv[2], argv[3]);
     if (!mkdtemp(tmpdir)) ds_die(DS_EXIT_FAIL, "mkdtemp failed");
     test_crc32c();
+    test_alloc();
     test_find_nonfinite();
     test_roundtrip();
     test_corruption();

@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
@@ -56,26 +57,56 @@ void ds_log(const char *fmt, ...) {
     va_end(ap);
 }
 
+/* Large arrays (weights, gradients, moments, activations) are mappings of their own: the kernel hands
+ * them out zero-filled as they are first touched, so they are written once, not zeroed twice, and on
+ * 2 MiB pages where it gives transparent huge pages on request (its "madvise" mode): 512 times fewer
+ * page faults (which a virtual machine can make very slow) and TLB misses. ds_free finds them here. */
+#define LARGE_ALLOC ((size_t)32 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mapping { void *p; size_t len; } *mappings;
+static size_t n_mappings, cap_mappings;
 
 void *ds_alloc(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded == 0) rounded = 64;
-    int large = rounded >= 16 * HUGE_PAGE;
-    if (large) rounded = (rounded + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    void *p = aligned_alloc(large ? HUGE_PAGE : 64, rounded);
-    if (!p) ds_die(DS_EXIT_FAIL, "out of memory allocating %zu bytes", bytes);
-    /* Weights, gradients, moments, activations: on 2 MiB pages where the kernel gives transparent huge
-     * pages on request (its "madvise" mode), 512 times fewer page faults (which a virtual machine may
-     * make very slow) and TLB misses; their first touch, the zeroing, on every thread. */
-    if (large) madvise(p, rounded, MADV_HUGEPAGE);
-#pragma omp parallel for schedule(static) if (large)
-    for (size_t off = 0; off < rounded; off += HUGE_PAGE)
-        memset((char *)p + off, 0, rounded - off < HUGE_PAGE ? rounded - off : HUGE_PAGE);
+    if (rounded < LARGE_ALLOC) {
+        void *p = aligned_alloc(64, rounded);
+        if (!p) ds_die(DS_EXIT_FAIL, "out of memory allocating %zu bytes", bytes);
+        return memset(p, 0, rounded);
+    }
+    /* a huge page needs a 2 MiB aligned start: map one more, then give back the ends around that */
+    rounded = (rounded + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    char *m = mmap(NULL, rounded + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) ds_die(DS_EXIT_FAIL, "out of memory allocating %zu bytes", bytes);
+    char *p = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > m) munmap(m, (size_t)(p - m));
+    if (p + rounded < m + rounded + HUGE_PAGE) munmap(p + rounded, (size_t)(m + HUGE_PAGE - p));
+    madvise(p, rounded, MADV_HUGEPAGE);  /* a kernel without transparent huge pages says no: fine */
+    pthread_mutex_lock(&mappings_lock);
+    if (n_mappings == cap_mappings) {
+        cap_mappings = cap_mappings ? 2 * cap_mappings : 64;
+        mappings = realloc(mappings, cap_mappings * sizeof *mappings);
+        if (!mappings) ds_die(DS_EXIT_FAIL, "out of memory");
+    }
+    mappings[n_mappings++] = (struct mapping){p, rounded};
+    pthread_mutex_unlock(&mappings_lock);
     return p;
 }
 
-void ds_free(void *p) { free(p); }
+void ds_free(void *p) {
+    if (!p) return;
+    pthread_mutex_lock(&mappings_lock);
+    for (size_t i = n_mappings; i-- > 0;)
+        if (mappings[i].p == p) {
+            munmap(p, mappings[i].len);
+            mappings[i] = mappings[--n_mappings];
+            pthread_mutex_unlock(&mappings_lock);
+            return;
+        }
+    pthread_mutex_unlock(&mappings_lock);
+    free(p);
+}
 
 static const char *file_kind(mode_t mode) {
     if (S_ISFIFO(mode)) return "a FIFO";
