@@ -133,6 +133,13 @@ int ds_tensors_find_nonfinite(int n, const ds_tensor *t) {
 
 /* ---- writing --------------------------------------------------------------------------------- */
 
+/* The CRC-32C of each tensor's payload, tensors spread over the threads (a checkpoint's largest are the
+ * two AdamW moments: one thread each). */
+static void payload_crcs(int n, const ds_tensor *t, uint32_t *crcs) {
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < n; i++) crcs[i] = ds_crc32c(0, t[i].data, (size_t)ds_tensor_numel(&t[i]) * sizeof(float));
+}
+
 static uint64_t index_entry_size(const ds_tensor *t) { return 4 + strlen(t->name) + 4 + 8 * t->ndim + 8 + 8 + 4; }
 
 int ds_ckpt_save(const char *path, const char *meta, int n, const ds_tensor *t, char *err) {
@@ -145,7 +152,13 @@ int ds_ckpt_save(const char *path, const char *meta, int n, const ds_tensor *t, 
     /* The index carries the payload CRCs, so it is built (one pass over the tensors) before anything
      * is written; the file is then written strictly front to back. */
     uint8_t *index = malloc(index_len ? index_len : 1);
-    if (!index) return ckpt_fail(err, path, "out of memory");
+    uint32_t *crcs = malloc(sizeof(uint32_t) * (size_t)(n > 0 ? n : 1));
+    if (!index || !crcs) {
+        free(index);
+        free(crcs);
+        return ckpt_fail(err, path, "out of memory");
+    }
+    payload_crcs(n, t, crcs);
     uint8_t *p = index;
     uint64_t end = data_start;
     for (int i = 0; i < n; i++) {
@@ -158,9 +171,10 @@ int ds_ckpt_save(const char *path, const char *meta, int n, const ds_tensor *t, 
         for (int d = 0; d < t[i].ndim; d++) put_u64(p, (uint64_t)t[i].shape[d]), p += 8;
         put_u64(p, offset), p += 8;
         put_u64(p, nbytes), p += 8;
-        put_u32(p, nbytes ? ds_crc32c(0, t[i].data, nbytes) : 0), p += 4;
+        put_u32(p, crcs[i]), p += 4;
         end = offset + nbytes;
     }
+    free(crcs);
     uint64_t file_len = end + TRAILER_SIZE;
     uint32_t index_crc = ds_crc32c(0, index, index_len);
 
@@ -373,13 +387,19 @@ int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, c
             if (!used[j]) rc = ckpt_fail(err, path, "unexpected tensor '%s' (not in the model)", r.entries[j].name);
         free(used);
     }
-    for (int i = 0; !rc && i < n; i++) {
-        const ckpt_entry *e = &r.entries[match[i]];
-        if (read_at(r.fp, e->offset, t[i].data, e->nbytes)) rc = ckpt_fail(err, path, "read error");
-        else if (ds_crc32c(0, t[i].data, e->nbytes) != e->crc)
-            rc = ckpt_fail(err, path, "checksum mismatch in tensor '%s'", e->name);
-        if (rc) rc = DS_CKPT_DAMAGED;
-    }
+    /* the payloads, then their checksums on every thread */
+    uint32_t *crcs = rc ? NULL : malloc(sizeof(uint32_t) * (size_t)(n > 0 ? n : 1));
+    if (!rc && !crcs) rc = ckpt_fail(err, path, "out of memory");
+    int damaged = 0;
+    for (int i = 0; !rc && i < n; i++)
+        if (read_at(r.fp, r.entries[match[i]].offset, t[i].data, r.entries[match[i]].nbytes))
+            rc = ckpt_fail(err, path, "read error"), damaged = 1;
+    if (!rc) payload_crcs(n, t, crcs);
+    for (int i = 0; !rc && i < n; i++)
+        if (crcs[i] != r.entries[match[i]].crc)
+            rc = ckpt_fail(err, path, "checksum mismatch in tensor '%s'", r.entries[match[i]].name), damaged = 1;
+    if (damaged) rc = DS_CKPT_DAMAGED;
+    free(crcs);
     free(match);
     if (!rc) hand_out_meta(&r, meta_out);
     reader_close(&r);
