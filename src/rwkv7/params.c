@@ -129,7 +129,8 @@ static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t s
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
     const ds_rwkv7_dims *d = &m->d;
     int C = d->n_embd, L = d->n_layer, V = d->vocab_size, H = C / DS_HEAD_SIZE;
-    memset(m->params, 0, sizeof(float) * m->n_params);
+#pragma omp parallel for schedule(static) if (m->n_params >= PARALLEL_MIN)  /* the first touch: page faults */
+    for (int64_t i = 0; i < m->n_params; i++) m->params[i] = 0.0f;
     uint64_t stream = 0;
 #pragma omp parallel for schedule(static) if ((int64_t)V * C >= PARALLEL_MIN)
     for (int64_t i = 0; i < (int64_t)V * C; i++)
