@@ -23,6 +23,13 @@ void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(prin
 /* ds_die for a mistake in what every rank reads from the same source, the command line and the config
  * file: rank 0 prints it and the other ranks exit with the same code silently, so it prints once. */
 void ds_die_replicated(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* A hook for code that must survive a ds_die: the fuzzing harnesses (tests/fuzz/README.md) longjmp
+ * back to the next input instead of ending the process. When set, ds_die and ds_die_replicated call
+ * it with the exit code and the line they would print (without its newline; NULL on a rank that
+ * prints nothing) before printing; a handler that returns gets the usual print and exit. NULL (the
+ * default) restores that behaviour. */
+typedef void (*ds_die_handler)(int code, const char *line);
+void ds_set_die_handler(ds_die_handler handler);
 /* Informational line to stderr, rank 0 only. */
 void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -21,12 +21,32 @@ void ds_set_rank(int rank, int ranks) {
     process_ranks = ranks;
 }
 
+static ds_die_handler die_handler;
+
+void ds_set_die_handler(ds_die_handler handler) { die_handler = handler; }
+
+/* A message quotes what it refuses (a tensor name, a YAML key, a label), and that may hold a line
+ * break or a terminal escape: control characters are shown as \n, \r, \t or \xNN, so that the
+ * message stays one line. */
+static void show_controls(const char *text, char *out, size_t len) {
+    static const char named[] = {['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'};
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)text; *c && n + 5 < len; c++) {
+        if (*c >= 0x20 && *c != 0x7f) out[n++] = (char)*c;
+        else if (*c < sizeof named && named[*c]) n += (size_t)sprintf(out + n, "\\%c", named[*c]);
+        else n += (size_t)sprintf(out + n, "\\x%02x", *c);
+    }
+    out[n] = 0;
+}
+
 static void __attribute__((noreturn)) die(int code, const char *fmt, va_list ap) {
     /* One write of the whole line, so that lines of ranks dying at once do not interleave. */
-    char line[8192];
+    char message[8192], line[8192];
     int n = process_ranks > 1 ? snprintf(line, sizeof line, "dreamstate[rank %d]: ", process_rank)
                               : snprintf(line, sizeof line, "dreamstate: ");
-    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(message, sizeof message, fmt, ap);
+    show_controls(message, line + n, sizeof line - (size_t)n - 1);
+    if (die_handler) die_handler(code, line);
     strcat(line, "\n");
     fputs(line, stderr);
     fflush(stderr);
@@ -40,7 +60,10 @@ void ds_die(int code, const char *fmt, ...) {
 }
 
 void ds_die_replicated(int code, const char *fmt, ...) {
-    if (process_rank != 0) exit(code);
+    if (process_rank != 0) {
+        if (die_handler) die_handler(code, NULL);
+        exit(code);
+    }
     va_list ap;
     va_start(ap, fmt);
     die(code, fmt, ap);
