@@ -660,6 +660,45 @@ static void test_extract(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* An index whose labels are `labels` (n names); its shard does not exist. */
+static void write_index_with_labels(const char *path, int n, const char *const *labels) {
+    FILE *f = fopen(path, "w");
+    fprintf(f, "dreamstate-states 1\nmodel m\nshape L=1 C=64 H=1 N=64 cond_dim=0 flags=0\ncheckpoint c\ncontexts x\n"
+               "tokenizer byte\nmax_tokens 64\nrecords 0\nlabels %d\n", n);
+    for (int i = 0; i < n; i++) fprintf(f, "label %s\n", labels[i]);
+    fprintf(f, "shards 1\nshard missing.bin 0\n");
+    fclose(f);
+}
+
+/* A label listed twice is refused at its second line (the first repeat in file order), and an index
+ * of 2^18 labels is read in well under a second (a pairwise check took minutes; at the 2^20 an index
+ * may list, hours). Labels start at line 10. */
+static void test_index_labels(void) {
+    char path[300], want[400];
+    tmp_path(path, sizeof path, "labels.txt");
+    const char *repeats[] = {"a", "b", "c", "b", "a"};
+    write_index_with_labels(path, 5, repeats);
+    snprintf(want, sizeof want, "%s:13: label 'b' listed twice", path);
+    test_expect_bad_input(child_open_states, path, want, "label listed twice");
+
+    enum { N = 1 << 18 };
+    char (*names)[16] = malloc(sizeof *names * N);
+    const char **labels = malloc(sizeof *labels * N);
+    for (int i = 0; i < N; i++) snprintf(names[i], sizeof names[i], "l%d", (int)((int64_t)i * 7919 % N)), labels[i] = names[i];
+    write_index_with_labels(path, N, labels);
+    snprintf(want, sizeof want, "%s/missing.bin: cannot open", tmp_root);
+    double t0 = ds_now_seconds();
+    test_expect_bad_input(child_open_states, path, want, "2^18 labels");
+    double dt = ds_now_seconds() - t0;
+    CHECK(dt < 5.0, "an index of %d labels read in %.2f s", N, dt);
+    labels[N - 1] = labels[0];
+    write_index_with_labels(path, N, labels);
+    snprintf(want, sizeof want, "%s:%d: label 'l0' listed twice", path, 10 + N - 1);
+    test_expect_bad_input(child_open_states, path, want, "the last of 2^18 labels repeats the first");
+    free(labels);
+    free(names);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/ds_test_states_XXXXXX");
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
@@ -670,6 +709,7 @@ int main(void) {
     test_unknown_label();
     test_builder();
     test_states_format();
+    test_index_labels();
     test_extract();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

@@ -92,6 +92,31 @@ static void index_copy(index_reader *r, char *dst, size_t cap, const char *key) 
     strcpy(dst, v);
 }
 
+typedef struct numbered_label {
+    const char *name;
+    int i;
+} numbered_label;
+
+static int compare_labels(const void *a, const void *b) {
+    const numbered_label *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* The number of the first label that repeats an earlier one, or -1. By sorting: an index may list
+ * 2^20 labels, which a pairwise check would compare for hours. */
+static int first_repeated_label(char *const *labels, int n) {
+    numbered_label *sorted = malloc((size_t)n * sizeof *sorted);
+    if (!sorted) ds_die(DS_EXIT_FAIL, "out of memory");
+    for (int i = 0; i < n; i++) sorted[i] = (numbered_label){labels[i], i};
+    qsort(sorted, (size_t)n, sizeof *sorted, compare_labels);
+    int first = -1;
+    for (int k = 1; k < n; k++)
+        if (strcmp(sorted[k - 1].name, sorted[k].name) == 0 && (first < 0 || sorted[k].i < first)) first = sorted[k].i;
+    free(sorted);
+    return first;
+}
+
 static void parse_index(ds_states *s) {
     index_reader r = {s->path, NULL, NULL, 0};
     char why[256];
@@ -122,12 +147,16 @@ static void parse_index(ds_states *s) {
     in->n_records = index_int(&r, "records", 0, INT64_MAX);
     in->n_labels = (int)index_int(&r, "labels", 1, 1 << 20);
     in->labels = calloc((size_t)in->n_labels, sizeof(char *));
+    int first_label_line = r.line + 1;
     for (int i = 0; i < in->n_labels; i++) {
         const char *name = index_line(&r, "label");
         if (!ds_label_valid(name)) index_fail(&r, "label '%s' must be 1-63 characters of [A-Za-z0-9._/+-]", name);
-        for (int j = 0; j < i; j++)
-            if (strcmp(in->labels[j], name) == 0) index_fail(&r, "label '%s' listed twice", name);
         in->labels[i] = strdup(name);
+    }
+    int twice = first_repeated_label(in->labels, in->n_labels);
+    if (twice >= 0) {
+        r.line = first_label_line + twice;
+        index_fail(&r, "label '%s' listed twice", in->labels[twice]);
     }
     in->n_shards = (int)index_int(&r, "shards", 1, 1 << 20);
     s->listed = calloc((size_t)in->n_shards, sizeof *s->listed);
