@@ -10,7 +10,7 @@
  *        0    8  magic "DSTOKENS"
  *        8    4  u32 version = 1
  *       12    4  u32 dtype: 1 = uint16 ids (only when vocab_size <= 65536), 2 = uint32 ids
- *       16    4  u32 vocab_size: every id in the payload is < vocab_size
+ *       16    4  u32 vocab_size (at most 2^31 - 1): every id in the payload is < vocab_size
  *       20    4  u32 tokenizer fingerprint: 0 = byte tokenizer, else CRC-32C of the vocab file
  *       24    8  u64 token count N (separators included)
  *       32    8  u64 document count D
@@ -19,9 +19,9 @@
  *       60    4  u32 CRC-32C of header bytes 0..59
  *       64  N*w  payload: N ids of w = 2 (dtype 1) or 4 (dtype 2) bytes; the file ends there
  *
- * Readers check all of it (magic, header CRC, version, dtype vs vocab_size, reserved bytes, file
- * size vs N, payload CRC, ids < vocab_size, payload ends with 0 when N > 0, at least D separators)
- * and refuse a bad file with one line, "dreamstate: PATH: reason", exit code 2.
+ * Readers check all of it (magic, header CRC, version, dtype and range of vocab_size, reserved
+ * bytes, file size vs N, payload CRC, ids < vocab_size, payload ends with 0 when N > 0, at least D
+ * separators) and refuse a bad file with one line, "dreamstate: PATH: reason", exit code 2.
  * Writers write a temporary file and rename it into place, so a shard is never seen half-written.
  *
  * A dataset is one shard file or a directory of "*.bin" shards (sorted by name, not recursive),
