@@ -112,7 +112,8 @@ fuzz-corpus: build/fuzz/make_corpus
 	build/fuzz/make_corpus tests/fuzz/corpus
 
 fuzz-build:
-	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: $(FUZZ_CC) not found; run 'make deps' (installs clang)" >&2; exit 2; }
+	@command -v $(FUZZ_CC) >/dev/null || \
+	  { echo "make fuzz: $(FUZZ_CC) not found; run 'make deps' (installs clang)" >&2; exit 2; }
 	@echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' | \
 	  $(FUZZ_CC) -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null || { echo "make fuzz: $(FUZZ_CC)" \
 	  "cannot link libFuzzer with ASan and UBSan; run 'make deps' (installs libclang-rt-dev)" >&2; exit 2; }

@@ -684,7 +684,10 @@ static void test_index_labels(void) {
     enum { N = 1 << 18 };
     char (*names)[16] = malloc(sizeof *names * N);
     const char **labels = malloc(sizeof *labels * N);
-    for (int i = 0; i < N; i++) snprintf(names[i], sizeof names[i], "l%d", (int)((int64_t)i * 7919 % N)), labels[i] = names[i];
+    for (int i = 0; i < N; i++) {  /* l0 .. l(N-1), shuffled */
+        snprintf(names[i], sizeof names[i], "l%d", (int)((int64_t)i * 7919 % N));
+        labels[i] = names[i];
+    }
     write_index_with_labels(path, N, labels);
     snprintf(want, sizeof want, "%s/missing.bin: cannot open", tmp_root);
     double t0 = ds_now_seconds();

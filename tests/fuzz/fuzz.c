@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "fuzz.h"
 #include "dreamstate/common.h"
+#include "dreamstate/data.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -253,7 +254,9 @@ void fuzz_fail(const char *fmt, ...) {
     abort();
 }
 
-uint32_t fuzz_get_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+uint32_t fuzz_get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 uint64_t fuzz_get_u64(const uint8_t *p) { return fuzz_get_u32(p) | (uint64_t)fuzz_get_u32(p + 4) << 32; }
 void fuzz_put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i); }
 
@@ -275,11 +278,26 @@ void fuzz_fix_state_shard(uint8_t *file, size_t size, int flags) {
             uint64_t record = 8 + 4 * (cond + L * (2 * C + H * N * N));
             fuzz_put_u32(file + 48, (uint32_t)record);
             fuzz_put_u32(file + 52, (uint32_t)(record >> 32));
-            if (records <= (size - HEADER) / record) fuzz_put_u32(file + 36, (uint32_t)(size - HEADER - records * record));
+            if (records <= (size - HEADER) / record)
+                fuzz_put_u32(file + 36, (uint32_t)(size - HEADER - records * record));
         }
     }
     if (flags & 2) {
         fuzz_put_u32(file + 56, ds_crc32c(0, file + HEADER, size - HEADER));
         fuzz_put_u32(file + 60, ds_crc32c(0, file, 60));
     }
+}
+
+void fuzz_read_dataset(const char *path) {
+    ds_dataset *ds = ds_dataset_open(path);
+    uint64_t n = ds_dataset_num_tokens(ds);
+    int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
+    ds_dataset_read(ds, 0, n, ids);
+    for (uint64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= ds_dataset_vocab_size(ds))
+            fuzz_fail("token %d outside the vocabulary", ids[i]);
+    free(ids);
+    /* a table of vocab_size counts (train checks the vocabulary against the model's first) */
+    if (ds_dataset_vocab_size(ds) <= (1u << 20)) ds_unigram_entropy_nats(ds);
+    ds_dataset_close(ds);
 }

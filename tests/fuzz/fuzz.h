@@ -20,6 +20,13 @@ int fuzz_run(void (*body)(const uint8_t *data, size_t size), const uint8_t *data
  * `what` (e.g. "the resolved copy of a valid config does not load"). */
 void fuzz_die_is_finding(const char *what);
 
+/* libFuzzer's entry point: each input runs through fuzz_run(body, ...). */
+#define FUZZ_TARGET(body)                                                \
+    int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {      \
+        fuzz_run(body, data, size);                                      \
+        return 0;                                                        \
+    }
+
 /* The path of `name` in this process's scratch directory (on /dev/shm when it exists, else $TMPDIR
  * or /tmp; removed at exit), written to out (len bytes). */
 void fuzz_path(char *out, size_t len, const char *name);
@@ -38,6 +45,10 @@ void fuzz_put_u32(uint8_t *p, uint32_t v);
  * include/dreamstate/states.h): bit 0 sets the header's record size to what its shape makes it and its
  * metadata length to what the file's size leaves, bit 1 recomputes the payload and header checksums. */
 void fuzz_fix_state_shard(uint8_t *file, size_t size, int flags);
+
+/* ds_dataset_open(path), then the whole token stream read (every id must be below the vocabulary)
+ * and its unigram entropy. */
+void fuzz_read_dataset(const char *path);
 
 /* A copy of data (free with free()), size + 1 bytes, the last one 0. */
 uint8_t *fuzz_copy(const uint8_t *data, size_t size);

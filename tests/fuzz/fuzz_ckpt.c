@@ -61,7 +61,8 @@ static void fix_up(uint8_t *file, size_t size, int flags) {
     uint64_t meta_len = fuzz_get_u64(file + 16), index_len = fuzz_get_u64(file + 24);
     if (flags & 1) {
         put_u64(file + 32, size);
-        if (meta_len < size && index_len < size) put_u64(file + 48, (HEADER + meta_len + index_len + ALIGN - 1) / ALIGN * ALIGN);
+        if (meta_len < size && index_len < size)
+            put_u64(file + 48, (HEADER + meta_len + index_len + ALIGN - 1) / ALIGN * ALIGN);
         if (size >= HEADER + TRAILER) put_u64(file + size - TRAILER + 8, size);
     }
     if (flags & 2) {
@@ -120,7 +121,4 @@ static void body(const uint8_t *data, size_t size) {
     free(file);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

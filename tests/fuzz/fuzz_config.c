@@ -22,7 +22,4 @@ static void body(const uint8_t *data, size_t size) {
         fuzz_fail("the resolved copy of a config loads to other values");
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

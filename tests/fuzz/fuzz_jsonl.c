@@ -17,7 +17,8 @@ static void contexts(const char *path, int given) {
         const ds_context *it = &c->items[i];
         if (it->label < 0 || it->label >= c->n_labels) fuzz_fail("context %lld has label %d", (long long)i, it->label);
         if (!ds_label_valid(c->labels[it->label])) fuzz_fail("label '%s' is not valid", c->labels[it->label]);
-        if (it->len == 0 || strlen(it->text) != it->len) fuzz_fail("context %lld: text of %zu bytes", (long long)i, it->len);
+        if (it->len == 0 || strlen(it->text) != it->len)
+            fuzz_fail("context %lld: text of %zu bytes", (long long)i, it->len);
     }
     ds_contexts_free(c);
 }
@@ -42,7 +43,4 @@ static void body(const uint8_t *data, size_t size) {
     else contexts(path, reader);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

@@ -43,13 +43,11 @@ static void body(const uint8_t *data, size_t size) {
     ds_rwkv7_state state;
     ds_rwkv7_state_create(&state, &d, 2);
     char *meta = NULL;
-    if (ds_rwkv_state_load(path, &d, &state, 1, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);  /* as its callers do */
+    if (ds_rwkv_state_load(path, &d, &state, 1, &meta, err) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s", err);  /* as its callers do */
     check_meta(meta);
     free(meta);
     ds_rwkv7_state_destroy(&state);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

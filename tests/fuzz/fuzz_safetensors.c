@@ -16,7 +16,8 @@ static void body(const uint8_t *data, size_t size) {
     ds_st_index ix;
     if (ds_safetensors_list(path, &ix, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);  /* as its callers do */
     for (int i = 0; i < ix.n; i++)
-        if (ds_st_find(&ix, ix.entries[i].name) != &ix.entries[i]) fuzz_fail("lookup of '%s' fails", ix.entries[i].name);
+        if (ds_st_find(&ix, ix.entries[i].name) != &ix.entries[i])
+            fuzz_fail("lookup of '%s' fails", ix.entries[i].name);
     for (int i = 0; i < ix.n_meta; i++)
         if (!ds_st_meta(&ix, ix.meta_keys[i])) fuzz_fail("lookup of metadata '%s' fails", ix.meta_keys[i]);
     ds_tensor *t = calloc((size_t)ix.n + 1, sizeof *t);
@@ -40,7 +41,4 @@ static void body(const uint8_t *data, size_t size) {
     ds_st_index_free(&ix);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

@@ -33,19 +33,7 @@ static void body(const uint8_t *data, size_t size) {
     fix_up(file, size - 1, data[0]);
     fuzz_write(path, sizeof path, "tokens.bin", file, size - 1);
     free(file);
-    ds_dataset *ds = ds_dataset_open(path);
-    uint64_t n = ds_dataset_num_tokens(ds);
-    int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
-    ds_dataset_read(ds, 0, n, ids);
-    for (uint64_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (uint32_t)ids[i] >= ds_dataset_vocab_size(ds)) fuzz_fail("token %d outside the vocabulary", ids[i]);
-    free(ids);
-    if (ds_dataset_vocab_size(ds) <= (1u << 20)) ds_unigram_entropy_nats(ds);  /* a table of vocab_size counts;
-                                                                                 * train checks the vocabulary first */
-    ds_dataset_close(ds);
+    fuzz_read_dataset(path);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

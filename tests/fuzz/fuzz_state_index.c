@@ -35,7 +35,4 @@ static void body(const uint8_t *data, size_t size) {
     ds_states_close(s);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

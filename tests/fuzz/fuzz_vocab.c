@@ -21,7 +21,4 @@ static void body(const uint8_t *data, size_t size) {
     ds_tokenizer_free(tok);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

@@ -34,7 +34,4 @@ static void body(const uint8_t *data, size_t size) {
     ds_rwkv7_destroy(&m);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    fuzz_run(body, data, size);
-    return 0;
-}
+FUZZ_TARGET(body)

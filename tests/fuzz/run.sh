@@ -38,7 +38,8 @@ for name in "${names[@]}"; do
   else
     failed=1
     artifact=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
-    result="FINDING (exit $rc): $(grep -m1 -E '^(==[0-9]+==ERROR|fuzz:|SUMMARY|.*runtime error)' "$log" | cut -c1-150) ${artifact}"
+    what=$(grep -m1 -E '^(==[0-9]+==ERROR|fuzz:|SUMMARY|.*runtime error)' "$log" | cut -c1-150)
+    result="FINDING (exit $rc): $what $artifact"
   fi
   rows+=("$(printf '%-12s %12s %8s %10s  %s' "$name" "${execs:-?}" "${rate:-?}" "${cov:-cov: ?}" "$result")")
 done
