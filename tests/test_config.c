@@ -283,6 +283,14 @@ static void test_round_trip(void) {
     ds_config_load(&b, out, 0, NULL);
     copy_origins(&b, &a);
     CHECK(memcmp(&a, &b, sizeof a) == 0, "full.yaml round-trips");
+    /* what a YAML reader folds as a line break (U+0085, U+2028, U+2029) or refuses unescaped (U+0080,
+     * U+FEFF) is written escaped, so it reads back the same; other UTF-8 (the euro sign) is kept */
+    char *breaks[] = {"data.valid=a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc2\x80" "e\xef\xbb\xbf" "f \xe2\x82\xac"};
+    ds_config_load(&a, NULL, 1, breaks);
+    CHECK(ds_config_write(&a, out) == 0, "write line breaks");
+    ds_config_load(&b, out, 0, NULL);
+    copy_origins(&b, &a);
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "line-break code points round-trip: '%s'", b.data.valid);
 
     /* a write that cannot happen reports it and leaves nothing behind */
     char bad[300];

@@ -755,13 +755,32 @@ void ds_config_check_run_dirs(const ds_config *cfg) {
     }
 }
 
-/* YAML double-quoted string: always safe, whatever the path contains. */
+/* Whether a YAML reader would not give code point cp back from a double-quoted scalar: controls, the
+ * line breaks it folds (U+0085, U+2028, U+2029), and what it refuses unescaped (C1 controls, U+FEFF,
+ * U+FFFE, U+FFFF). */
+static int yaml_needs_escape(uint32_t cp) {
+    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
+           cp == 0xfffe || cp == 0xffff;
+}
+
+/* YAML double-quoted string: always safe, whatever the path contains, and read back to the same bytes
+ * when they are UTF-8 (a byte that is not, from --set, is written as \xNN, which reads back as U+00NN). */
 static void write_quoted(FILE *fp, const char *s) {
     fputc('"', fp);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        unsigned n = 1;  /* bytes of the UTF-8 sequence at c */
+        int utf8 = *c < 0x80;
+        if (*c >= 0xc2 && *c <= 0xf4) n = *c < 0xe0 ? 2 : *c < 0xf0 ? 3 : 4, utf8 = 1;
+        uint32_t cp = n == 1 ? *c : *c & (0x7fu >> n);
+        for (unsigned i = 1; i < n; i++) {
+            if ((c[i] & 0xc0) != 0x80) { n = 1, utf8 = 0; break; }
+            cp = cp << 6 | (c[i] & 0x3f);
+        }
         if (*c == '"' || *c == '\\') fprintf(fp, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f) fprintf(fp, "\\x%02x", *c);
-        else fputc(*c, fp);
+        else if (!utf8) fprintf(fp, "\\x%02x", *c);  /* not UTF-8: the byte */
+        else if (yaml_needs_escape(cp)) fprintf(fp, cp < 0x100 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
+        else fwrite(c, 1, n, fp);
+        c += n;
     }
     fputc('"', fp);
 }
