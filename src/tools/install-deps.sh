@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libblis-openmp-dev libyaml-dev libopenmpi-dev openmpi-bin
       libscalapack-openmpi-dev python3-torch python3-numpy python3-yaml python3-sklearn
-      python3-matplotlib slurm-wlm munge fortunes jargon-text)
+      python3-matplotlib slurm-wlm munge iproute2 util-linux fortunes jargon-text)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
