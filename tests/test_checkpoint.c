@@ -679,6 +679,34 @@ static void test_safetensors_many(void) {
     free(data);
 }
 
+/* A checkpoint of 80,000 tensors is saved, loaded (in another order) and refused with a duplicate name in
+ * well under a second each (pairwise name checks took minutes): names are matched by sorting. */
+static void test_ckpt_many(void) {
+    enum { N = 80000 };
+    char path[4096], err[DS_ERR_LEN];
+    tmp_path(path, "many.ckpt");
+    ds_tensor *t = calloc(N, sizeof *t), *back = calloc(N, sizeof *back);
+    char (*names)[16] = malloc(sizeof(*names) * N);
+    float *data = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "t%d", i);
+        data[i] = (float)i;
+        t[i] = (ds_tensor){.name = names[i], .ndim = 1, .shape = {1}, .data = &data[i]};
+        back[N - 1 - i] = (ds_tensor){.name = names[i], .ndim = 1, .shape = {1}, .data = &got[i]};
+    }
+    double t0 = ds_now_seconds();
+    int saved = ds_ckpt_save(path, META, N, t, err) == 0;
+    int loaded = saved && ds_ckpt_load(path, NULL, N, back, err) == 0;
+    double dt = ds_now_seconds() - t0;
+    CHECK(saved && loaded && memcmp(data, got, sizeof(float) * N) == 0, "many tensors: %s", err);
+    CHECK(dt < 5.0, "%d tensors saved and loaded in %.2f s", N, dt);
+    t[N - 1].name = "t0";
+    CHECK(ds_ckpt_save(path, META, N, t, err) != 0 && contains(err, "duplicate tensor name 't0'"), "duplicate: %s", err);
+    back[0].name = "t0";  /* the file holds t0..t79999 once each; the model names t0 twice */
+    CHECK(ds_ckpt_load(path, NULL, N, back, err) != 0 && contains(err, "duplicate tensor name 't0'"), "model duplicate: %s", err);
+    free(t); free(back); free(names); free(data); free(got);
+}
+
 /* ---- --roundtrip-safetensors ------------------------------------------------------------------- */
 
 static int roundtrip_safetensors(const char *in, const char *out) {
@@ -742,6 +770,7 @@ int main(int argc, char **argv) {
     test_safetensors_half();
     test_safetensors_malformed();
     test_safetensors_many();
+    test_ckpt_many();
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

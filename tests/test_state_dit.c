@@ -8,11 +8,13 @@
  *  - with the zero-initialised DiT (eps = 0), DDIM inversion then sampling returns x0 (src/diffusion/README.md §10.4), and SDEdit's noise_to lands on the respaced step nearest the requested one with
  *    x = sqrt(ab) x0 + sqrt(1 - ab) z;
  *  - sampling is a function of the seed;
- *  - v prediction: target and the eps the samplers see, against their closed forms. */
+ *  - v prediction: target and the eps the samplers see, against their closed forms;
+ *  - a model file is loaded back bit for bit, and one whose EMA weights hold a NaN is refused. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
 #include "dreamstate/state_dit.h"
+#include "dreamstate/state_dit_file.h"
 #include "test.h"
 
 enum { L = 3, C = 128, H = 2, N = 64, K = 3, RECORDS = 5 };
@@ -244,6 +246,57 @@ static void test_v_prediction(void) {
     ds_state_dit_destroy(&s);
 }
 
+/* Writes a state-DiT model file as the training loop does; poison: a NaN in the first EMA tensor. */
+static void write_model_file(ds_state_dit *s, const char *path, int poison) {
+    int cap = 2 * s->dit.n_tensors + 4;
+    ds_tensor *t = ds_alloc(sizeof(ds_tensor) * cap);
+    char (*names)[80] = ds_alloc(sizeof(*names) * cap), sig[512], meta[4096], err[DS_ERR_LEN];
+    int n = ds_state_dit_ckpt_tensors(s, t, names);
+    float *moments = ds_alloc(sizeof(float) * 2 * s->dit.n_params);
+    t[n++] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {s->dit.n_params}, .data = moments};
+    t[n++] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {s->dit.n_params}, .data = moments + s->dit.n_params};
+    int ema = 0;
+    while (strncmp(t[ema].name, "ema.", 4) != 0) ema++;
+    float kept = t[ema].data[0];
+    if (poison) t[ema].data[0] = NAN;
+    ds_state_dit_signature(s, sig, sizeof sig);
+    int k = snprintf(meta, sizeof meta, "step=3\nmodel=%s\nseed=1\ntask=state_diffusion\n", sig);
+    ds_state_dit_ckpt_meta(s, "rwkv7 L=3 C=128 V=256 Dw=32 Da=32 Dv=32 Dg=32", "none", "byte", meta + k, sizeof meta - k);
+    CHECK(ds_ckpt_save(path, meta, n, t, err) == 0, "model file written: %s", err);
+    t[ema].data[0] = kept;
+    ds_free(moments); ds_free(t); ds_free(names);
+}
+
+static const char *model_file_path;
+static void load_model_file(void *arg) {
+    ds_state_dit s;
+    ds_state_dit_load(&s, model_file_path, NULL);
+}
+
+static void test_model_file_nonfinite(void) {
+    ds_state_shape sh = shape();
+    int layer = 1;
+    ds_dit_dims a = arch();
+    ds_state_dit s, back;
+    ds_state_dit_create(&s, &sh, &layer, 1, DS_STATE_COND_LABEL, K, label_names, &a, DS_SCHEDULE_LINEAR);
+    ds_dit_init_weights(&s.dit, 5);
+    perturb(&s);
+    char dir[] = "/tmp/test_state_dit.XXXXXX", good[64], poisoned[64];
+    CHECK(mkdtemp(dir) != NULL, "temporary directory");
+    snprintf(good, sizeof good, "%s/good.ckpt", dir);
+    snprintf(poisoned, sizeof poisoned, "%s/nan.ckpt", dir);
+    write_model_file(&s, good, 0);
+    write_model_file(&s, poisoned, 1);
+    ds_state_dit_load(&back, good, NULL);  /* sampling weights = the EMA ones, which equal dit.* here */
+    CHECK(back.dit.n_params == s.dit.n_params, "loaded model has %lld parameters, want %lld",
+          (long long)back.dit.n_params, (long long)s.dit.n_params);
+    ds_state_dit_destroy(&back);
+    model_file_path = poisoned;
+    test_expect_bad_input(load_model_file, NULL, "holds NaN or Inf values", "a model file with a NaN EMA weight");
+    unlink(good); unlink(poisoned); rmdir(dir);
+    ds_state_dit_destroy(&s);
+}
+
 int main(void) {
     ds_blas_init(1);
     ds_kernels_init();
@@ -251,5 +304,6 @@ int main(void) {
     test_guidance_mixture();
     test_samplers();
     test_v_prediction();
+    test_model_file_nonfinite();
     return test_summary("test_state_dit");
 }

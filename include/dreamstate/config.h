@@ -50,6 +50,8 @@ typedef struct ds_train_config {
     int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
+    double comm_timeout;       /* seconds a rank waits in one collective during training before it exits
+                                * 1 with a message (a dead rank or network); 0 = forever; default 600 */
 } ds_train_config;
 
 typedef struct ds_optim_config {

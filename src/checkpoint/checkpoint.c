@@ -91,6 +91,8 @@ int64_t ds_tensor_numel(const ds_tensor *t) {
     return n;
 }
 
+static const char *tensor_name(const void *t, int i) { return ((const ds_tensor *)t)[i].name; }
+
 int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
     if (n < 0) return ckpt_fail(err, path, "negative tensor count %d", n);
     for (int i = 0; i < n; i++) {
@@ -108,10 +110,13 @@ int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
         }
         if (total > (double)(INT64_MAX / 8)) return ckpt_fail(err, path, "tensor '%s' is too large", name);
         if (total > 0 && !t[i].data) return ckpt_fail(err, path, "tensor '%s' has no data", name);
-        for (int j = 0; j < i; j++)
-            if (strcmp(t[j].name, name) == 0) return ckpt_fail(err, path, "duplicate tensor name '%s'", name);
     }
-    return 0;
+    int *order;
+    const char *twice = ckpt_name_order(t, tensor_name, n, &order);
+    int sorted = order != NULL;
+    free(order);
+    if (twice) return ckpt_fail(err, path, "duplicate tensor name '%s'", twice);
+    return sorted ? 0 : ckpt_fail(err, path, "out of memory");
 }
 
 int ds_tensors_find_nonfinite(int n, const ds_tensor *t) {
@@ -211,6 +216,7 @@ typedef struct {
     uint8_t *index;    /* raw index, followed by NUL-terminated copies of the names */
     ckpt_entry *entries;
     uint32_t n;
+    int *by_name;      /* entry numbers sorted by name */
 } ckpt_reader;
 
 static void reader_close(ckpt_reader *r) {
@@ -218,12 +224,15 @@ static void reader_close(ckpt_reader *r) {
     free(r->meta);
     free(r->index);
     free(r->entries);
+    free(r->by_name);
     memset(r, 0, sizeof *r);
 }
 
 static int read_at(FILE *fp, uint64_t offset, void *buf, size_t n) {
     return fseeko(fp, (off_t)offset, SEEK_SET) == 0 && fread(buf, 1, n, fp) == n ? 0 : -1;
 }
+
+static const char *entry_name(const void *entries, int i) { return ((const ckpt_entry *)entries)[i].name; }
 
 /* Parses the index into entries, checking every field against the file's geometry. Names are copied
  * into a separate NUL-terminated area so the raw index stays intact. */
@@ -263,13 +272,12 @@ static int parse_index(ckpt_reader *r, const char *path, uint64_t index_len, uin
             e->offset > data_end || e->nbytes > data_end - e->offset)
             return ckpt_fail(err, path, "corrupt tensor index (entry '%s' extent)", e->name);
         prev_end = e->offset + e->nbytes;
-        for (uint32_t j = 0; j < i; j++)
-            if (strcmp(r->entries[j].name, e->name) == 0)
-                return ckpt_fail(err, path, "corrupt tensor index (duplicate '%s')", e->name);
     }
     if (p != end || prev_end != data_end)
         return ckpt_fail(err, path, "corrupt tensor index (does not match file layout)");
-    return 0;
+    const char *twice = ckpt_name_order(r->entries, entry_name, (int)r->n, &r->by_name);
+    if (twice) return ckpt_fail(err, path, "corrupt tensor index (duplicate '%s')", twice);
+    return r->by_name ? 0 : ckpt_fail(err, path, "out of memory");
 }
 
 /* Opens a checkpoint and validates everything except the payload checksums. */
@@ -302,7 +310,7 @@ static int reader_open(ckpt_reader *r, const char *path, char *err) {
         return ckpt_fail(err, path, "trailing garbage (expected %llu bytes, found %llu)",
                          (unsigned long long)file_len, (unsigned long long)size);
     /* The header CRC passed, so these only fail for a writer bug or a forged file. */
-    if (meta_len > file_len || index_len > file_len || (uint64_t)r->n * INDEX_ENTRY_MIN > index_len ||
+    if (meta_len > file_len || index_len > file_len || r->n > INT32_MAX || (uint64_t)r->n * INDEX_ENTRY_MIN > index_len ||
         data_start != align_up(HEADER_SIZE + meta_len + index_len) || data_start + TRAILER_SIZE > file_len)
         return ckpt_fail(err, path, "corrupt header (inconsistent lengths)");
 
@@ -365,19 +373,18 @@ int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, c
     int *match = rc ? NULL : malloc((n ? n : 1) * sizeof *match);
     if (!rc && !match) rc = ckpt_fail(err, path, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
-        match[i] = -1;
-        for (uint32_t j = 0; j < r.n; j++)
-            if (strcmp(r.entries[j].name, t[i].name) == 0) match[i] = (int)j;
+        match[i] = ckpt_name_find(r.entries, entry_name, r.by_name, (int)r.n, t[i].name);
         if (match[i] < 0) { rc = ckpt_fail(err, path, "missing tensor '%s'", t[i].name); break; }
         const ckpt_entry *e = &r.entries[match[i]];
         rc = ckpt_check_shape(err, path, &t[i], e->ndim, e->shape);
     }
     if (!rc && (uint32_t)n != r.n) {  /* names are unique on both sides, so some file entry is unmatched */
-        for (uint32_t j = 0; j < r.n && !rc; j++) {
-            int used = 0;
-            for (int i = 0; i < n && !used; i++) used = match[i] == (int)j;
-            if (!used) rc = ckpt_fail(err, path, "unexpected tensor '%s' (not in the model)", r.entries[j].name);
-        }
+        char *used = calloc(r.n, 1);
+        if (!used) rc = ckpt_fail(err, path, "out of memory");
+        for (int i = 0; !rc && i < n; i++) used[match[i]] = 1;
+        for (uint32_t j = 0; j < r.n && !rc; j++)
+            if (!used[j]) rc = ckpt_fail(err, path, "unexpected tensor '%s' (not in the model)", r.entries[j].name);
+        free(used);
     }
     for (int i = 0; !rc && i < n; i++) {
         const ckpt_entry *e = &r.entries[match[i]];

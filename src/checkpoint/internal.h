@@ -1,4 +1,4 @@
-/* Helpers shared by checkpoint.c and safetensors.c (defined in checkpoint.c). */
+/* Helpers shared by the checkpoint module's readers and writers (checkpoint.c, name_index.c). */
 #ifndef DREAMSTATE_CHECKPOINT_INTERNAL_H
 #define DREAMSTATE_CHECKPOINT_INTERNAL_H
 
@@ -16,5 +16,13 @@ int ckpt_finish_write(ds_atomic_file *af, int ok, char *err, const char *path);
 /* 0 if the file's shape equals the caller tensor's, else "PATH: shape mismatch for 'x': file [4,8],
  * model [8,8]" in err and -1. */
 int ckpt_check_shape(char *err, const char *path, const ds_tensor *t, int ndim, const int64_t *shape);
+
+/* The name of entry i of a reader's table. */
+typedef const char *(*ckpt_name_of)(const void *items, int i);
+/* The numbers 0..n-1 sorted by name into *order (malloc'd; NULL when out of memory); returns the first
+ * name that occurs twice, or NULL. */
+const char *ckpt_name_order(const void *items, ckpt_name_of name, int n, int **order);
+/* Binary search of such an order: the number of the entry named `key`, or -1. */
+int ckpt_name_find(const void *items, ckpt_name_of name, const int *order, int n, const char *key);
 
 #endif

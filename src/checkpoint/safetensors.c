@@ -6,7 +6,6 @@
  * with escapes, non-negative integers) and rejects anything else with a reason and a byte position,
  * including unknown fields and trailing characters other than the space padding; duplicate names
  * are found once the header is read, by sorting. */
-#define _GNU_SOURCE  /* qsort_r */
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "internal.h"
@@ -273,60 +272,24 @@ static int parse_header(json *j, ds_st_index *ix) {
 
 /* ---- lookup by name ----------------------------------------------------------------------------- */
 
-static const char *entry_name(const ds_st_index *ix, int i) { return ix->entries[i].name; }
-static const char *meta_key(const ds_st_index *ix, int i) { return ix->meta_keys[i]; }
-
-typedef struct {
-    const ds_st_index *ix;
-    const char *(*name)(const ds_st_index *ix, int i);
-} name_table;
-
-static int cmp_names(const void *a, const void *b, void *table) {
-    const name_table *t = table;
-    return strcmp(t->name(t->ix, *(const int *)a), t->name(t->ix, *(const int *)b));
-}
-
-/* The numbers 0..n-1 sorted by name into *order; the first name that occurs twice, or NULL. */
-static const char *sort_names(const ds_st_index *ix, const char *(*name)(const ds_st_index *, int), int n,
-                              int **order) {
-    *order = malloc(((size_t)n + 1) * sizeof **order);
-    if (!*order) return NULL;
-    for (int i = 0; i < n; i++) (*order)[i] = i;
-    name_table t = {ix, name};
-    qsort_r(*order, (size_t)n, sizeof **order, cmp_names, &t);
-    for (int i = 1; i < n; i++)
-        if (strcmp(name(ix, (*order)[i - 1]), name(ix, (*order)[i])) == 0) return name(ix, (*order)[i]);
-    return NULL;
-}
+static const char *entry_name(const void *ix, int i) { return ((const ds_st_index *)ix)->entries[i].name; }
+static const char *meta_key(const void *ix, int i) { return ((const ds_st_index *)ix)->meta_keys[i]; }
 
 static int index_names(ds_st_index *ix, const char *path, char *err) {
-    const char *twice = sort_names(ix, entry_name, ix->n, &ix->by_name);
+    const char *twice = ckpt_name_order(ix, entry_name, ix->n, &ix->by_name);
     if (twice) return ckpt_fail(err, path, "malformed safetensors header: duplicate tensor name '%s'", twice);
-    twice = sort_names(ix, meta_key, ix->n_meta, &ix->meta_by_key);
+    twice = ckpt_name_order(ix, meta_key, ix->n_meta, &ix->meta_by_key);
     if (twice) return ckpt_fail(err, path, "malformed safetensors header: duplicate metadata key '%s'", twice);
     return ix->by_name && ix->meta_by_key ? 0 : ckpt_fail(err, path, "out of memory");
 }
 
-/* Binary search of a sorted order; the number of the entry named `key`, or -1. */
-static int find_name(const ds_st_index *ix, const char *(*name)(const ds_st_index *, int), const int *order, int n,
-                     const char *key) {
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2, c = strcmp(name(ix, order[mid]), key);
-        if (c == 0) return order[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return -1;
-}
-
 const ds_st_entry *ds_st_find(const ds_st_index *ix, const char *name) {
-    int i = find_name(ix, entry_name, ix->by_name, ix->n, name);
+    int i = ckpt_name_find(ix, entry_name, ix->by_name, ix->n, name);
     return i < 0 ? NULL : &ix->entries[i];
 }
 
 const char *ds_st_meta(const ds_st_index *ix, const char *key) {
-    int i = find_name(ix, meta_key, ix->meta_by_key, ix->n_meta, key);
+    int i = ckpt_name_find(ix, meta_key, ix->meta_by_key, ix->n_meta, key);
     return i < 0 ? NULL : ix->meta_values[i];
 }
 

@@ -112,6 +112,10 @@ void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
     t[n++] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {s->dit.n_params}, .data = moments};
     t[n++] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {s->dit.n_params}, .data = moments + s->dit.n_params};
     if (ds_ckpt_load(path, NULL, n, t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    int bad = ds_tensors_find_nonfinite(n, t);
+    if (bad >= 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; use an earlier checkpoint of this run",
+               path, t[bad].name);
     ds_free(moments); ds_free(t); ds_free(names);
     ds_state_dit_swap_ema(s);  /* sampling and evaluation use the EMA weights */
     if (meta_out) *meta_out = meta;

@@ -104,6 +104,9 @@ static const config_key config_keys[] = {
     {KEY(train, skip_nonfinite), .type = KEY_INT, .def = "0", .min = 0, .max = INT_MAX,
      .help = "a step whose loss or gradient norm is NaN or Inf is skipped (no update) up to this many times in a "
              "row; one more stops the run (exit 1) without a checkpoint of it; 0 = stop at the first"},
+    {KEY(train, comm_timeout), .type = KEY_DOUBLE, .def = "600", .min = 0, .max = 1e9,
+     .help = "seconds a rank waits in one collective (gradient allreduce, broadcast, barrier) during training "
+             "before it exits 1 naming it: another rank died or the network between nodes failed; 0 = wait forever"},
 
     {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
      .help = "peak learning rate, reached after the warm-up"},

@@ -244,6 +244,8 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_log("  batch %d samples per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s", B, micro, accum,
            (long long)cfg->train.steps, cfg->run.out_dir);
 
+    /* from here on a dead rank or network ends the run with a message instead of a hang */
+    ds_dist_set_comm_timeout(cfg->train.comm_timeout);
     double t_begin = ds_now_seconds(), last_loss = NAN, last_gnorm = NAN, last_eval = NAN, comm_wait = 0;
     char json[2048], step_json[1024], line[4096], clean[4096];
     int64_t step = start, newest_ckpt = resumed ? start : -1;
@@ -338,6 +340,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         ds_log("nothing to do: checkpoint already at step %lld of %lld", (long long)start, (long long)cfg->train.steps);
     }
     ds_dist_barrier();  /* the checkpoint is on disk before any rank exits */
+    ds_dist_set_comm_timeout(0);
     ds_grad_sync_free(sync);
     ds_free(ct.t);
     ds_free(full_moments);
