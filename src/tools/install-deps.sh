@@ -5,7 +5,8 @@ set -euo pipefail
 # with --no-install-recommends, clang alone brings neither runtime.
 pkgs=(build-essential pkg-config libblis-openmp-dev libyaml-dev libopenmpi-dev openmpi-bin
       libscalapack-openmpi-dev python3-torch python3-numpy python3-yaml python3-sklearn
-      python3-matplotlib slurm-wlm munge iproute2 util-linux fortunes jargon-text clang libclang-rt-dev libomp-dev)
+      python3-matplotlib slurm-wlm munge iproute2 util-linux fortunes jargon-text
+      clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
