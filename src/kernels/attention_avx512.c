@@ -65,21 +65,56 @@ static void tile_product(int M, int N, int K, const float *A, int64_t a_row, int
     }
 }
 
-/* dst [D, ld] = src^T for src [T, D] of row stride `token`. */
-static void transpose(int T, int D, const float *src, int64_t token, float *dst, int64_t ld) {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) dst[d * ld + t] = src[t * token + d];
+/* dst[c * dst_row + r] = src[r * src_row + c] for a full 16 x 16 block, in registers (unpack pairs,
+ * then 64-bit pairs, then 128-bit lanes twice). */
+static inline void transpose16(const float *src, int64_t src_row, float *dst, int64_t dst_row) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_row);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * dst_row, r[i]);
 }
 
-static int64_t padded(int T) { return (T + 15) & ~15; }
+/* src [T, D] (row stride `token`) transposed block by block of KB tokens: dst [T / KB, D, KB] (the last
+ * block as wide as the tail), so a key block's channels are rows 256 bytes apart, not T floats apart
+ * (a stride of a multiple of 4 KiB would alias in the L1 cache). Full 16 x 16 squares in registers,
+ * the edges element by element. */
+static void transpose_blocks(int T, int D, const float *src, int64_t token, float *dst) {
+    for (int j0 = 0; j0 < T; j0 += KB) {
+        int cols = T - j0 < KB ? T - j0 : KB, full_t = cols & ~15, full_d = D & ~15;
+        const float *in = src + j0 * token;
+        float *blk = dst + (int64_t)j0 * D;
+        for (int t = 0; t < full_t; t += 16)
+            for (int d = 0; d < full_d; d += 16) transpose16(in + t * token + d, token, blk + d * KB + t, KB);
+        for (int t = 0; t < cols; t++)
+            for (int d = t < full_t ? full_d : 0; d < D; d++) blk[d * KB + t] = in[t * token + d];
+    }
+}
 
 void attention_forward_avx512(int B, int H, int T, int D, const float *q, const float *k, const float *v,
                               ds_attn_layout in, float *o, ds_attn_layout out, float *lse) {
     float scale = 1.0f / sqrtf((float)D);
-    int64_t ld = padded(T);
+    int64_t nkt = (int64_t)(T + KB - 1) / KB * KB * D;
 #pragma omp parallel
     {
-        float *kt = ds_alloc(sizeof(float) * D * ld), *s = ds_alloc(sizeof(float) * QB * KB);
+        float *kt = ds_alloc(sizeof(float) * nkt), *s = ds_alloc(sizeof(float) * QB * KB);
         float *acc = ds_alloc(sizeof(float) * QB * D), *m = ds_alloc(sizeof(float) * QB),
               *l = ds_alloc(sizeof(float) * QB);
 #pragma omp for schedule(static)
@@ -87,13 +122,13 @@ void attention_forward_avx512(int B, int H, int T, int D, const float *q, const 
             int64_t b = bh / H, h = bh % H, base = b * in.batch + h * in.head;
             const float *qh = q + base, *vh = v + base;
             float *oh = o + b * out.batch + h * out.head, *lh = lse + bh * T;
-            transpose(T, D, k + base, in.token, kt, ld);
+            transpose_blocks(T, D, k + base, in.token, kt);
             for (int i0 = 0; i0 < T; i0 += QB) {
                 int rows = T - i0 < QB ? T - i0 : QB;
                 for (int r = 0; r < rows; r++) { m[r] = -INFINITY; l[r] = 0; }
                 for (int j0 = 0; j0 < T; j0 += KB) {
                     int cols = T - j0 < KB ? T - j0 : KB;
-                    tile_product(rows, cols, D, qh + i0 * in.token, in.token, 1, kt + j0, ld, s, KB, 0);
+                    tile_product(rows, cols, D, qh + i0 * in.token, in.token, 1, kt + (int64_t)j0 * D, KB, s, KB, 0);
                     for (int r = 0; r < rows; r++) {
                         float *sr = s + r * KB;
                         __m512 vmax = _mm512_set1_ps(-INFINITY);
@@ -150,10 +185,10 @@ void attention_backward_avx512(int B, int H, int T, int D, const float *q, const
                                ds_attn_layout in, const float *o, const float *dout, ds_attn_layout out,
                                const float *lse, float *dq, float *dk, float *dv) {
     float scale = 1.0f / sqrtf((float)D);
-    int64_t ld = padded(T);
+    int64_t nkt = (int64_t)(T + KB - 1) / KB * KB * D;
 #pragma omp parallel
     {
-        float *kt = ds_alloc(sizeof(float) * D * ld), *vt = ds_alloc(sizeof(float) * D * ld);
+        float *kt = ds_alloc(sizeof(float) * nkt), *vt = ds_alloc(sizeof(float) * nkt);
         float *dq_h = ds_alloc(sizeof(float) * T * D), *delta = ds_alloc(sizeof(float) * T);
         float *p = ds_alloc(sizeof(float) * QB * KB), *ds = ds_alloc(sizeof(float) * QB * KB);
         float *dk_j = ds_alloc(sizeof(float) * KB * D), *dv_j = ds_alloc(sizeof(float) * KB * D);
@@ -161,8 +196,8 @@ void attention_backward_avx512(int B, int H, int T, int D, const float *q, const
         for (int64_t bh = 0; bh < (int64_t)B * H; bh++) {
             int64_t b = bh / H, h = bh % H, base = b * in.batch + h * in.head, obase = b * out.batch + h * out.head;
             const float *qh = q + base, *kh = k + base, *oh = o + obase, *doh = dout + obase, *lh = lse + bh * T;
-            transpose(T, D, kh, in.token, kt, ld);
-            transpose(T, D, v + base, in.token, vt, ld);
+            transpose_blocks(T, D, kh, in.token, kt);
+            transpose_blocks(T, D, v + base, in.token, vt);
             for (int i = 0; i < T; i++) {
                 __m512 s = _mm512_setzero_ps();
                 for (int d = 0; d < D; d += 16) {
@@ -179,8 +214,8 @@ void attention_backward_avx512(int B, int H, int T, int D, const float *q, const
                 for (int i0 = 0; i0 < T; i0 += QB) {
                     int rows = T - i0 < QB ? T - i0 : QB;
                     const float *qi = qh + i0 * in.token, *doi = doh + i0 * out.token;
-                    tile_product(rows, cols, D, qi, in.token, 1, kt + j0, ld, p, KB, 0);
-                    tile_product(rows, cols, D, doi, out.token, 1, vt + j0, ld, ds, KB, 0);
+                    tile_product(rows, cols, D, qi, in.token, 1, kt + (int64_t)j0 * D, KB, p, KB, 0);
+                    tile_product(rows, cols, D, doi, out.token, 1, vt + (int64_t)j0 * D, KB, ds, KB, 0);
                     __m512 vscale = _mm512_set1_ps(scale);
                     for (int r = 0; r < rows; r++) {
                         __m512 vl = _mm512_set1_ps(lh[i0 + r]), vd = _mm512_set1_ps(delta[i0 + r]);
