@@ -1,7 +1,8 @@
 /* Conditional DiT with adaLN-Zero (src/dit/README.md §1, §2): parameter table, initialisation, forward and
- * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
- * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
- * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
+ * backward. Matrix products go through BLIS (ds_linear), everything else through the kernel table (ds_k,
+ * src/dit/README.md §2.1, §2.2): the tiled attention, the adaLN modulation (LayerNorm without affine,
+ * then each sample's scale and shift, whose backward yields d(scale) and d(shift) directly), the gated
+ * residuals and the activations, each over the whole batch in one call.
  * Rows are the B*T tokens of a batch, row-major [B, T, d].
  *
  * Shapes: B batch (samples), an image [C, I, I] (C channels, I input size, n = C I I floats), p patch
