@@ -47,10 +47,12 @@ int main(int argc, char **argv) {
     double tok_s = (double)B * T * steps / total, flops = ds_rwkv7_flops_per_token(&d, T);
     int64_t params = 0;
     for (int i = 0; i < m.n_tensors; i++) params += m.tensors[i].numel;
+    const char *arch_env = getenv("BLIS_ARCH_TYPE");  /* as ds_blas_init left it: the PyTorch peer gets the same */
     printf("{\"shape\":\"L%d C%d V%d T%d B%d\",\"params\":%lld,\"threads\":%d,\"kernels\":\"%s\",\"blis\":\"%s\","
-           "\"step_s\":%.4f,\"best_step_s\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.1f,\"peak_gflops\":%.1f,\"mfu\":%.4f}\n",
-           L, C, V, T, B, (long long)params, threads, kern, arch, total / steps, best, tok_s, flops * tok_s * 1e-9,
-           peak, flops * tok_s * 1e-9 / peak);
+           "\"blis_arch_type\":\"%s\",\"step_s\":%.4f,\"best_step_s\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.1f,"
+           "\"peak_gflops\":%.1f,\"mfu\":%.4f}\n",
+           L, C, V, T, B, (long long)params, threads, kern, arch, arch_env ? arch_env : "", total / steps, best, tok_s,
+           flops * tok_s * 1e-9, peak, flops * tok_s * 1e-9 / peak);
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&m);
     ds_free(groups); free(tok); free(tgt);

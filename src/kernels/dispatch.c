@@ -8,12 +8,18 @@
         .name = label, .wkv7_forward = wkv7_forward_##suffix,                            \
         .wkv7_backward = wkv7_backward_##suffix, .norm_forward = norm_forward_##suffix,  \
         .norm_backward = norm_backward_##suffix,                                         \
+        .modulate_forward = modulate_forward_##suffix,                                   \
+        .modulate_backward = modulate_backward_##suffix,                                 \
+        .gated_residual_forward = gated_residual_forward_##suffix,                       \
+        .gated_residual_backward = gated_residual_backward_##suffix,                     \
         .shift_mix_forward = shift_mix_forward_##suffix,                                 \
         .shift_mix_backward = shift_mix_backward_##suffix,                               \
         .act_forward = act_forward_##suffix, .act_backward = act_backward_##suffix,      \
         .softmax_xent = softmax_xent_##suffix, .adamw = adamw_##suffix,                  \
         .softmax_forward = softmax_forward_##suffix,                                     \
         .softmax_backward = softmax_backward_##suffix,                                   \
+        .attention_forward = attention_forward_##suffix,                                 \
+        .attention_backward = attention_backward_##suffix,                               \
         .sum_squares = sum_squares_##suffix, .scale = scale_##suffix,                    \
         .axpy = axpy_##suffix,                                                           \
     }

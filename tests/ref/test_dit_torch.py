@@ -1,7 +1,8 @@
 """Acceptance test: the C DiT's loss, epsilon prediction, dL/dx_t and every parameter gradient match
 the PyTorch reference (tests/ref/dit_torch.py, float64) to max relative error 1e-4 (per tensor,
 max|c - ref| / max|ref|), on configurations with labels (including the null label), a condition
-vector (one sample using the null vector), and patch sizes 4, 2 and 8."""
+vector (one sample using the null vector), patch sizes 4, 2 and 8, and DiT-B/4 width (d 768, 12 heads,
+patch 4) at depth 2."""
 import os
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def main():
     passed = failed = 0
     configs = [(4, 16, 4, 64, 2, 4, 8, 0, 3, 1),     # labels only (sample 1 null), patch 4
                (4, 16, 2, 64, 2, 4, 3, 7, 3, 2),     # labels + condition vector (sample 0 null), patch 2
-               (12, 16, 8, 48, 3, 3, 0, 5, 2, 3)]    # condition vector only, 12 channels, patch 8
+               (12, 16, 8, 48, 3, 3, 0, 5, 2, 3),    # condition vector only, 12 channels, patch 8
+               (12, 48, 4, 768, 2, 12, 5, 0, 2, 4)]  # DiT-B/4 width, depth 2: 144 tokens (tiled attention, tails)
     for cfg in configs:
         p, f = check(*cfg)
         passed += p
