@@ -111,6 +111,14 @@ typedef struct ds_task_probe {
     void (*destroy)(void *ctx);
 } ds_task_probe;
 
+/* A probe's micro-batch of B sequences of T random token ids and targets below vocab_size. */
+typedef struct ds_probe_batch {
+    int B, T;
+    int32_t *tokens, *targets;   /* [B, T] each */
+} ds_probe_batch;
+ds_probe_batch ds_probe_batch_random(int B, int T, int vocab_size);
+void ds_probe_batch_free(ds_probe_batch *b);
+
 /* Per task: the workload at micro-batch `micro`, and a probe of that micro-batch size. */
 void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
 void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *p);

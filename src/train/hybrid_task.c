@@ -221,39 +221,29 @@ void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w) 
 
 typedef struct {
     ds_hybrid h;
-    int micro, T;
-    int32_t *tokens, *targets;
+    ds_probe_batch in;
 } hybrid_probe;
 
 static void probe_step(void *ctx) {
     hybrid_probe *p = ctx;
-    ds_hybrid_forward_backward(&p->h, p->micro, p->T, p->tokens, p->targets, 2, 0, 1.0f / (float)p->micro, NULL);
+    ds_hybrid_forward_backward(&p->h, p->in.B, p->in.T, p->in.tokens, p->in.targets, 2, 0, 1.0f / (float)p->in.B, NULL);
 }
 
 static void probe_destroy(void *ctx) {
     hybrid_probe *p = ctx;
-    ds_free(p->tokens);
-    ds_free(p->targets);
+    ds_probe_batch_free(&p->in);
     ds_hybrid_destroy(&p->h);
     ds_free(p);
 }
 
 void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
-    const ds_hybrid_dims d = s->hybrid;
     hybrid_probe *p = ds_alloc(sizeof *p);
-    p->micro = micro;
-    p->T = s->ctx_len;
-    ds_hybrid_create(&p->h, &d);
+    ds_hybrid_create(&p->h, &s->hybrid);
     ds_fill_pattern(p->h.params, p->h.n_params, 0.1f);
-    if (!d.train_static) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
-    int64_t BT = (int64_t)micro * p->T;
-    p->tokens = ds_alloc(sizeof(int32_t) * BT);
-    p->targets = ds_alloc(sizeof(int32_t) * BT);
-    for (int64_t i = 0; i < BT; i++) {
-        p->tokens[i] = (int32_t)(ds_rng_u64(2, 0, (uint64_t)i) % (uint64_t)d.model.vocab_size);
-        p->targets[i] = (int32_t)(ds_rng_u64(2, 1, (uint64_t)i) % (uint64_t)d.model.vocab_size);
-    }
-    *out = (ds_task_probe){.ctx = p, .n_params = p->h.n_params, .grads = p->h.grads, .step = probe_step, .destroy = probe_destroy};
+    if (!s->hybrid.train_static) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
+    p->in = ds_probe_batch_random(micro, s->ctx_len, s->hybrid.model.vocab_size);
+    *out = (ds_task_probe){.ctx = p, .n_params = p->h.n_params, .grads = p->h.grads, .step = probe_step,
+                           .destroy = probe_destroy};
 }
 
 int ds_train_hybrid(const ds_config *cfg) {

@@ -116,42 +116,46 @@ void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
                             .probe_depth = d->n_layer};
 }
 
+ds_probe_batch ds_probe_batch_random(int B, int T, int vocab_size) {
+    ds_probe_batch b = {B, T, ds_alloc(sizeof(int32_t) * B * T), ds_alloc(sizeof(int32_t) * B * T)};
+    for (int64_t i = 0; i < (int64_t)B * T; i++) {
+        b.tokens[i] = (int32_t)(ds_rng_u64(2, 0, (uint64_t)i) % (uint64_t)vocab_size);
+        b.targets[i] = (int32_t)(ds_rng_u64(2, 1, (uint64_t)i) % (uint64_t)vocab_size);
+    }
+    return b;
+}
+
+void ds_probe_batch_free(ds_probe_batch *b) {
+    ds_free(b->tokens);
+    ds_free(b->targets);
+}
+
 typedef struct {
     ds_rwkv7 model;
-    int micro, T;
-    int32_t *tokens, *targets;
+    ds_probe_batch in;
 } lm_probe;
 
 static void lm_probe_step(void *ctx) {
     lm_probe *p = ctx;
-    ds_rwkv7_forward(&p->model, p->micro, p->T, p->tokens, p->targets, 1.0f / ((float)p->micro * p->T), 1e-4f, NULL,
-                     NULL, NULL);
+    ds_rwkv7_forward(&p->model, p->in.B, p->in.T, p->in.tokens, p->in.targets, 1.0f / ((float)p->in.B * p->in.T),
+                     1e-4f, NULL, NULL, NULL);
     ds_rwkv7_backward(&p->model);
 }
 
 static void lm_probe_destroy(void *ctx) {
     lm_probe *p = ctx;
-    ds_free(p->tokens);
-    ds_free(p->targets);
+    ds_probe_batch_free(&p->in);
     ds_rwkv7_destroy(&p->model);
     ds_free(p);
 }
 
 void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
-    const ds_rwkv7_dims d = s->rwkv7;
     lm_probe *p = ds_alloc(sizeof *p);
-    p->micro = micro;
-    p->T = s->ctx_len;
-    ds_rwkv7_create(&p->model, &d);
+    ds_rwkv7_create(&p->model, &s->rwkv7);
     ds_fill_pattern(p->model.params, p->model.n_params, 0.1f);
-    int64_t BT = (int64_t)micro * p->T;
-    p->tokens = ds_alloc(sizeof(int32_t) * BT);
-    p->targets = ds_alloc(sizeof(int32_t) * BT);
-    for (int64_t i = 0; i < BT; i++) {
-        p->tokens[i] = (int32_t)(ds_rng_u64(2, 0, (uint64_t)i) % (uint64_t)d.vocab_size);
-        p->targets[i] = (int32_t)(ds_rng_u64(2, 1, (uint64_t)i) % (uint64_t)d.vocab_size);
-    }
-    *out = (ds_task_probe){.ctx = p, .n_params = p->model.n_params, .grads = p->model.grads, .step = lm_probe_step, .destroy = lm_probe_destroy};
+    p->in = ds_probe_batch_random(micro, s->ctx_len, s->rwkv7.vocab_size);
+    *out = (ds_task_probe){.ctx = p, .n_params = p->model.n_params, .grads = p->model.grads, .step = lm_probe_step,
+                           .destroy = lm_probe_destroy};
 }
 
 static double lm_eval(void *ctx, char *json, size_t len) {
