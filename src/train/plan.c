@@ -25,7 +25,7 @@
 #define DEFAULT_NS_RESET 0.4
 #define DEFAULT_NS_CONVERT 0.45
 #define DEFAULT_NS_OPTIMIZER 0.95
-#define DEFAULT_NS_EMA 0.5                /* per parameter, one thread whatever the rank's (a serial loop) */
+#define DEFAULT_NS_EMA 0.3                /* per parameter, one thread whatever the rank's (a serial loop; a 10M-parameter state DiT) */
 /* Links: shared memory on that machine (`make bench`: 8-64 MB in-place MPI_Iallreduce with glibc's
  * malloc thresholds fixed; 1-2.5 GB/s between runs); between nodes a typical 100 Gb/s InfiniBand or
  * Ethernet fabric. */
