@@ -85,7 +85,8 @@ PY
 # ---- plan against real runs ----
 # fixtures: a tiny RWKV-7 (the hybrid's init and the states' model), labelled contexts, their states
 $BIN train configs/tiny.yaml --set train.steps=1 --set train.eval_every=0 --set train.eval_batches=1 \
-  --set run.threads=1 --set run.out_dir="$TMP/base" >/dev/null 2>"$TMP/base.log" || bad "base: $(tail -1 "$TMP/base.log")"
+  --set run.threads=1 --set run.out_dir="$TMP/base" >/dev/null 2>"$TMP/base.log" \
+  || bad "base: $(tail -1 "$TMP/base.log")"
 $BIN build-contexts --out "$TMP/contexts.jsonl" --sources c-headers,licenses --max-per-label 8 --max-bytes 128 \
   >/dev/null 2>&1 || bad "build-contexts"
 $BIN extract-states configs/tiny.yaml --checkpoint "$TMP/base/checkpoints/step-00000001.ckpt" \
@@ -98,8 +99,8 @@ LM_A=(configs/tiny.yaml --set train.batch_size=8 --set train.micro_batch=2)
 LM_B=(configs/tiny.yaml --set model.n_embd=256 --set model.vocab_size=8192 --set train.ctx_len=16
       --set train.batch_size=4 --set train.micro_batch=2)
 SD=(configs/tiny-states.yaml --set diffusion.states="$TMP/states/index.txt")
-SD_A=("${SD[@]}" --set dit.hidden=128 --set dit.depth=2 --set dit.heads=4 --set dit.patch_size=8 --set train.batch_size=16
-      --set train.micro_batch=4)
+SD_A=("${SD[@]}" --set dit.hidden=128 --set dit.depth=2 --set dit.heads=4 --set dit.patch_size=8
+      --set train.batch_size=16 --set train.micro_batch=4)
 SD_B=("${SD[@]}" --set diffusion.layers=all --set dit.hidden=512 --set dit.depth=2 --set dit.heads=8
       --set dit.patch_size=8 --set train.batch_size=4 --set train.micro_batch=2)
 HY_A=(configs/tiny-hybrid.yaml --set hybrid.init="$TMP/base/checkpoints/step-00000001.ckpt" --set train.batch_size=8
@@ -129,11 +130,12 @@ measure sd-a "${SD_A[@]}"
 measure sd-b "${SD_B[@]}"
 measure hy-a "${HY_A[@]}"
 measure hy-b "${HY_B[@]}"
-/usr/bin/python3 - "$TMP" <<'PY' && ok "plan --measure within 25% of the real step time for every task, shape and rank count" \
-  || bad "plan --measure vs real step times (see the ratios above)"
+/usr/bin/python3 - "$TMP" <<'PY' \
+  && ok "plan --measure within 25% of the real step time for every task, shape and rank count" || bad "plan --measure vs real step times (see the ratios above)"
 import json, statistics, sys
 tmp, fails = sys.argv[1], 0
-print(f"  {'run':6s} {'ranks':>5s} {'predicted s':>12s} {'measured s':>11s} {'ratio':>6s}   load average (1 min) before, after; seconds")
+print(f"  {'run':6s} {'ranks':>5s} {'predicted s':>12s} {'measured s':>11s} {'ratio':>6s}   "
+      "load average (1 min) before, after; seconds")
 for name in ('lm-a', 'lm-b', 'sd-a', 'sd-b', 'hy-a', 'hy-b'):
     plan = json.load(open(f'{tmp}/{name}.plan.json'))
     unit = plan['unit']
@@ -145,12 +147,13 @@ for name in ('lm-a', 'lm-b', 'sd-a', 'sd-b', 'hy-a', 'hy-b'):
         measured = statistics.median(units / s[f'{unit}_per_s'] for s in steps[3:])
         ratio = row['step_s'] / measured
         load = open(f'{tmp}/{name}.load').read().split()
-        print(f"  {name:6s} {ranks:5d} {row['step_s']:12.4f} {measured:11.4f} {ratio:6.2f}   {load[0]}, {load[1]}; {load[2]} s")
+        print(f"  {name:6s} {ranks:5d} {row['step_s']:12.4f} {measured:11.4f} {ratio:6.2f}   "
+              f"{load[0]}, {load[1]}; {load[2]} s")
         fails += not 0.75 <= ratio <= 1.25
 sys.exit(1 if fails else 0)
 PY
-/usr/bin/python3 - "$TMP" <<'PY' && ok "memory: the task's part of the peak RSS of 1 rank within 15% of the prediction (larger shapes)" \
-  || bad "predicted memory per rank vs peak RSS"
+/usr/bin/python3 - "$TMP" <<'PY' \
+  && ok "memory: the task's part of the peak RSS of 1 rank within 15% of the prediction (larger shapes)" || bad "predicted memory per rank vs peak RSS"
 import json, sys
 tmp, fails, allowance = sys.argv[1], 0, 1e8   # DS_PLAN_RUNTIME_BYTES
 def case(name):
@@ -164,7 +167,8 @@ for name in ('lm-b', 'sd-b', 'hy-b'):
     row, rss = case(name)
     task = (row['memory_per_rank_bytes'] - allowance) / (rss - runtime)
     print(f"  {name}: predicted {row['memory_per_rank_bytes'] / 1e6:.0f} MB per rank (activations "
-          f"{row['activation_bytes'] / 1e6:.0f} MB, held {row['held_bytes'] / 1e6:.0f} MB), peak RSS {rss / 1e6:.0f} MB: "
+          f"{row['activation_bytes'] / 1e6:.0f} MB, held {row['held_bytes'] / 1e6:.0f} MB), "
+          f"peak RSS {rss / 1e6:.0f} MB: "
           f"ratio {row['memory_per_rank_bytes'] / rss:.2f}; without the runtime {task:.2f}")
     fails += not 0.85 <= task <= 1.15
 sys.exit(1 if fails else 0)

@@ -62,8 +62,8 @@ static void check_dit_sizes(ds_dit_dims d) {
           (long long)ds_dit_n_params(&d), (long long)m.n_params);
     for (int B = 1; B <= 3; B += 2) {
         ds_dit_reserve(&m, B);
-        CHECK(ds_dit_activation_floats(&d, B) == m.acts_numel, "DiT d%d depth %d B%d: activation floats %lld, reserve %lld",
-              d.hidden, d.depth, B, (long long)ds_dit_activation_floats(&d, B), (long long)m.acts_numel);
+        CHECK(ds_dit_activation_floats(&d, B) == m.acts_numel,
+              "DiT d%d depth %d B%d: activation floats %lld, reserve %lld", d.hidden, d.depth, B, (long long)ds_dit_activation_floats(&d, B), (long long)m.acts_numel);
     }
     ds_dit_destroy(&m);
 }
@@ -98,8 +98,8 @@ static void check_hybrid(void) {
               (long long)h.n_params);
         CHECK(z.model_floats == (train_static ? 0 : 2 * h.model.n_params), "hybrid %d: frozen RWKV-7 floats %lld", k,
               (long long)z.model_floats);
-        CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0), "hybrid %d: DiT activations %lld, reserve %lld",
-              k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
+        CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0),
+              "hybrid %d: DiT activations %lld, reserve %lld", k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
         /* the whole work buffer block is at least the per-sequence DiT batch and the fused matrices */
         CHECK(z.work_floats >= n_targets * (8.0 * h.n_img + 3.0 * h.n_mat * 128 * 128), "hybrid %d: work %.0f", k,
               z.work_floats);
@@ -111,7 +111,8 @@ static void check_hybrid(void) {
                            .rates = {.sec_per_unit = 1.0}, .intra = {2.0, 3.0}, .inter = {10.0, 5.0}};
         ds_plan_result r;
         ds_plan_predict(&job, &r);
-        double act = 4.0 * ((double)ds_rwkv7_activation_floats(&d.model, 2, 32) + z.dit_activation_floats) + 16.0 * 2 * 32;
+        double act = 4.0 * ((double)ds_rwkv7_activation_floats(&d.model, 2, 32) + z.dit_activation_floats) +
+                     16.0 * 2 * 32;
         double want = ds_plan_allreduce_seconds(8.0 * z.n_params, 2, &job.inter, (double)job.bucket_bytes);
         CHECK(r.valid && r.n_params == z.n_params && close_rel(r.activation_bytes, act, 1e-12) &&
               close_rel(r.memory_bytes, 24.0 * z.n_params + act + 4.0 * (z.model_floats + z.work_floats) +

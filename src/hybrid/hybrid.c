@@ -233,7 +233,8 @@ ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int T) {
     z.work_floats = work_floats(d, n_mat, n_img);
     if (d->n_targets > 0) {
         int G = dd.input_size / dd.patch_size;
-        z.work_floats += (double)G * G * dd.hidden + 2.0 * d->n_targets * C;  /* the DiT's position table, its copy of the condition */
+        /* the DiT's position table and its copy of the batch's condition */
+        z.work_floats += (double)G * G * dd.hidden + 2.0 * d->n_targets * C;
         z.dit_activation_floats = ds_dit_activation_floats(&dd, 2 * d->n_targets);
         /* about 3x the forward of its 2 samples per targeted layer */
         z.flops_per_sequence += 3.0 * 2 * d->n_targets * ds_dit_forward_flops(&dd);

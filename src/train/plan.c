@@ -25,7 +25,7 @@
 #define DEFAULT_NS_RESET 0.4
 #define DEFAULT_NS_CONVERT 0.45
 #define DEFAULT_NS_OPTIMIZER 0.95
-#define DEFAULT_NS_EMA 0.3                /* per parameter, one thread whatever the rank's (a serial loop; a 10M-parameter state DiT) */
+#define DEFAULT_NS_EMA 0.3                /* per parameter on one thread (a serial loop; a 10M-parameter state DiT) */
 /* Links: shared memory on that machine (`make bench`: 8-64 MB in-place MPI_Iallreduce with glibc's
  * malloc thresholds fixed; 1-2.5 GB/s between runs); between nodes a typical 100 Gb/s InfiniBand or
  * Ethernet fabric. */
@@ -377,12 +377,13 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
             ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
         ds_log("plan: measuring %s at micro-batch %d with %d thread(s)...", cfg->source, micro, threads);
         job.rates = ds_plan_measure_rates(shape, micro, threads);
-        snprintf(rates_note, sizeof rates_note, "measured here at micro-batch %d, %d thread(s)/rank: %.3g ms/%s (%.1f GFLOP/s)",
-                 micro, threads, job.rates.sec_per_unit * 1e3, per, w.flops_per_unit / job.rates.sec_per_unit * 1e-9);
+        snprintf(rates_note, sizeof rates_note,
+                 "measured here at micro-batch %d, %d thread(s)/rank: %.3g ms/%s (%.1f GFLOP/s)", micro, threads, job.rates.sec_per_unit * 1e3, per, w.flops_per_unit / job.rates.sec_per_unit * 1e-9);
     } else {
         job.rates = ds_plan_default_rates(w.flops_per_unit, threads);
         snprintf(rates_note, sizeof rates_note,
-                 "defaults (no --measure) for %d thread(s)/rank: %.0f GFLOP/s per thread (0.1B lm shape; --measure for yours)",
+                 "defaults (no --measure) for %d thread(s)/rank: %.0f GFLOP/s per thread (0.1B lm shape; --measure "
+                 "for yours)",
                  threads, DEFAULT_GFLOPS_PER_THREAD);
     }
     const ds_plan_rates *rt = &job.rates;

@@ -247,7 +247,8 @@ static void probe_after_update(void *ctx) {
 
 static void free_buffers(sd_task *k) {
     ds_free(k->perm);
-    ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec); ds_free(k->t); ds_free(k->labels); ds_free(k->vec_null);
+    ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec);
+    ds_free(k->t); ds_free(k->labels); ds_free(k->vec_null);
     ds_state_dit_destroy(&k->sd);
 }
 
