@@ -66,6 +66,9 @@ double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
 /* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
+/* x[i] in [-scale/2, scale/2), a fixed pattern: weights for timing a model, where only NaN and
+ * infinities must be avoided (far cheaper than ds_fill_normal). */
+void ds_fill_pattern(float *x, int64_t n, float scale);
 
 /* a * b mod m exactly (m > 0), through a 128-bit product. */
 uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);

@@ -203,6 +203,10 @@ typedef struct ds_states ds_states;
 /* Opens an index and maps and validates every shard; dies (exit 2) with "PATH: reason". */
 ds_states *ds_states_open(const char *index_path);
 void ds_states_close(ds_states *s);
+/* The index's header alone (shape, labels, record count; the shards are neither opened nor checked),
+ * e.g. to size a run; dies (exit 2) on a bad index. Free with ds_states_info_free. */
+void ds_states_read_info(const char *index_path, ds_states_info *info);
+void ds_states_info_free(ds_states_info *info);
 const ds_states_info *ds_states_get_info(const ds_states *s);
 /* Record i (0 <= i < n_records); pointers stay valid until close. */
 ds_state_record ds_states_record(const ds_states *s, int64_t i);

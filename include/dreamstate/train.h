@@ -9,6 +9,8 @@
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
+#include "dreamstate/dit.h"
+#include "dreamstate/hybrid.h"
 #include "dreamstate/optim.h"
 #include "dreamstate/rwkv7.h"
 
@@ -58,6 +60,76 @@ void ds_train_catch_signals(void);
 /* BLIS and OpenMP threads (run.threads, or this rank's share of the node's cores) and the kernel
  * table; before any model work. */
 void ds_train_init_compute(const ds_config *cfg);
+
+/* ---- what a task costs, without running it (`dreamstate plan`, src/train/plan.c) ---- */
+
+typedef enum { DS_TASK_LM, DS_TASK_STATE_DIFFUSION, DS_TASK_HYBRID } ds_task_kind;
+
+/* The model a task trains, as far as its cost goes, from the config and the headers of the task's
+ * inputs alone (ds_plan_task_shape reads it). */
+typedef struct ds_task_shape {
+    ds_task_kind kind;
+    const ds_config *cfg;        /* state_diffusion, hybrid: where their probes find the inputs' headers */
+    int ctx_len;                 /* tokens per sample (lm, hybrid) */
+    ds_rwkv7_dims rwkv7;         /* lm */
+    ds_dit_dims dit;             /* state_diffusion: the state DiT (ds_state_dit_dims) */
+    int64_t n_stats, n_records;  /* state_diffusion: normalisation statistics, train records */
+    ds_hybrid_dims hybrid;       /* hybrid */
+} ds_task_shape;
+
+/* What a task holds and computes per rank with micro-batches of `micro` samples: the part of a run
+ * that differs between tasks (the loop's own buffers, gradient reduction and optimiser are the same
+ * for all). The tasks report these numbers too, so a plan and the run it sizes cannot drift apart. */
+typedef struct ds_task_workload {
+    const char *unit;            /* throughput unit: "tokens" or "samples" */
+    double units_per_sample;
+    int64_t n_params;            /* trainable floats: allreduced, AdamW moments */
+    double flops_per_unit;       /* training (forward + backward) FLOPs */
+    double activation_bytes;     /* of one micro-batch: the models' activations and the task's batch buffers */
+    double held_bytes;           /* besides the trainable parameters, their gradients and the optimiser: frozen
+                                  * weights, an EMA, work buffers */
+    int64_t ema_params;          /* parameters averaged into an EMA after every step (state_diffusion) */
+    /* When backward hands the gradient to ds_grad_sync_ready (the plan's overlap of communication):
+     * [head_begin, n_params) after head_share of the backward, then n_layer equal ranges that end at
+     * head_begin from layer_begin, the last first; [0, layer_begin) when backward ends. A task that
+     * hands over everything at the end: head_begin = layer_begin = n_params, n_layer = 0. */
+    int64_t head_begin, layer_begin;
+    int n_layer;
+    double head_share;
+    int probe_depth;             /* layers (lm) or DiT blocks its cost is linear in (-1: none, probe it whole) */
+} ds_task_workload;
+
+/* A task's model built from a shape with patterned weights, and one micro-batch of random inputs of
+ * the right shape (no data read beyond headers), so that `plan --measure` times the task's own
+ * micro-step: forward + backward and what the task does around them, except reading the data. */
+typedef struct ds_task_probe {
+    void *ctx;
+    int64_t n_params;            /* trainable floats of the probed model */
+    const float *grads;          /* their gradient, accumulated by step */
+    void (*step)(void *ctx);     /* one micro-step */
+    void (*after_update)(void *ctx);  /* the task's work after each optimiser update (its EMA); may be NULL */
+    void (*destroy)(void *ctx);
+} ds_task_probe;
+
+/* A probe's micro-batch of B sequences of T random token ids and targets below vocab_size. */
+typedef struct ds_probe_batch {
+    int B, T;
+    int32_t *tokens, *targets;   /* [B, T] each */
+} ds_probe_batch;
+ds_probe_batch ds_probe_batch_random(int B, int T, int vocab_size);
+void ds_probe_batch_free(ds_probe_batch *b);
+
+/* Per task: the workload at micro-batch `micro`, and a probe of that micro-batch size. */
+void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+void ds_state_diffusion_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_state_diffusion_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+/* The shapes of the state_diffusion task (from the state dataset's index header) and of the hybrid
+ * task (from hybrid.init's header); exit 2 on bad input, with train's messages. */
+void ds_state_diffusion_shape(const ds_config *cfg, ds_task_shape *s);
+void ds_hybrid_shape(const ds_config *cfg, ds_task_shape *s);
 
 /* Tasks. Each runs the whole job described by cfg and returns the process exit code. */
 int ds_train_lm(const ds_config *cfg);

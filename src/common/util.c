@@ -220,6 +220,11 @@ void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stre
     for (int64_t i = 0; i < n; i++) x[i] = (float)(sd * ds_rng_normal(seed, stream, (uint64_t)i));
 }
 
+void ds_fill_pattern(float *x, int64_t n, float scale) {
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = scale * ((float)(((uint64_t)i * 2654435761u) & 1023) / 1024.0f - 0.5f);
+}
+
 uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m) {
     return (uint64_t)((unsigned __int128)a * b % m);
 }

@@ -184,11 +184,30 @@ static void parse_index(ds_states *s) {
     free(r.text);
 }
 
-ds_states *ds_states_open(const char *index_path) {
+static ds_states *read_index(const char *index_path) {
     ds_states *s = calloc(1, sizeof *s);
     if (snprintf(s->path, sizeof s->path, "%s", index_path) >= (int)sizeof s->path)
         ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", index_path);
     parse_index(s);
+    return s;
+}
+
+void ds_states_read_info(const char *index_path, ds_states_info *info) {
+    ds_states *s = read_index(index_path);
+    *info = s->info;
+    free(s->listed);
+    free(s);
+}
+
+void ds_states_info_free(ds_states_info *info) {
+    for (int i = 0; i < info->n_labels; i++) free(info->labels[i]);
+    free(info->labels);
+    info->labels = NULL;
+    info->n_labels = 0;
+}
+
+ds_states *ds_states_open(const char *index_path) {
+    ds_states *s = read_index(index_path);
     ds_states_info *in = &s->info;
     char copy[DS_PATH_MAX], dir[DS_PATH_MAX], path[2 * DS_PATH_MAX], why[512], model[256];
     snprintf(copy, sizeof copy, "%s", index_path);
@@ -224,8 +243,7 @@ ds_states *ds_states_open(const char *index_path) {
 void ds_states_close(ds_states *s) {
     if (!s) return;
     for (int i = 0; i < s->info.n_shards; i++) state_shard_close(&s->shards[i]);
-    for (int i = 0; i < s->info.n_labels; i++) free(s->info.labels[i]);
-    free(s->info.labels);
+    ds_states_info_free(&s->info);
     free(s->shards);
     free(s->listed);
     free(s->first);

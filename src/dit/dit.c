@@ -166,9 +166,9 @@ typedef struct {
 } acts_table;
 
 /* Lays out every activation in one block: called with base == NULL to count, then to assign. */
-static int64_t layout(const ds_dit *m, int B, float *base, acts_table *at) {
-    const ds_dit_dims *d = &m->d;
-    int64_t T = m->tokens, BT = (int64_t)B * T, D = d->hidden, R = (int64_t)d->mlp_ratio * D, P = m->patch_dim;
+static int64_t layout(const ds_dit_dims *d, int B, float *base, acts_table *at) {
+    int64_t G = d->input_size / d->patch_size, T = G * G, BT = (int64_t)B * T, D = d->hidden;
+    int64_t R = (int64_t)d->mlp_ratio * D, P = (int64_t)d->in_channels * d->patch_size * d->patch_size;
     int64_t H = d->heads, off = 0;
 #define TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += ((n) + 15) & ~(int64_t)15; } while (0)
     for (int l = 0; l < d->depth; l++) {
@@ -207,13 +207,28 @@ void ds_dit_reserve(ds_dit *m, int B) {
     free_acts(m);
     acts_table *at = ds_alloc(sizeof *at);
     at->blocks = ds_alloc(sizeof(block_acts) * (m->d.depth > 0 ? m->d.depth : 1));
-    m->acts_numel = layout(m, B, NULL, at);
+    m->acts_numel = layout(&m->d, B, NULL, at);
     m->acts = ds_alloc(sizeof(float) * m->acts_numel);
     at->labels = ds_alloc(sizeof(int32_t) * B);
     at->vec = ds_alloc(sizeof(float) * B * (m->d.cond_dim > 0 ? m->d.cond_dim : 1));
     at->vec_null = ds_alloc((size_t)B);
     m->act = at;
     m->act_B = B;
+}
+
+int64_t ds_dit_activation_floats(const ds_dit_dims *d, int B) {
+    acts_table at = {.blocks = ds_alloc(sizeof(block_acts) * (d->depth > 0 ? d->depth : 1))};
+    int64_t n = layout(d, B, NULL, &at);
+    ds_free(at.blocks);
+    return n;
+}
+
+int64_t ds_dit_n_params(const ds_dit_dims *d) {
+    ds_param_table t = {0};
+    ds_dit_param_table(&t, d);
+    int64_t n = t.n_floats;
+    ds_param_table_free(&t);
+    return n;
 }
 
 void ds_dit_destroy(ds_dit *m) {
@@ -346,7 +361,7 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
     check_inputs(d, B, t, cond);
     ds_dit_reserve(m, B);
     acts_table *at = m->act;
-    layout(m, B, m->acts, at);
+    layout(&m->d, B, m->acts, at);
     at->B = B;
     int T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size, p = d->patch_size;
     int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
