@@ -24,7 +24,6 @@
 #include <string.h>
 
 enum {
-    RNG_STREAM_PERM = 0x5045524d,  /* "PERM" + epoch */
     RNG_STREAM_T = 0x54494d45,     /* "TIME" */
     RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
@@ -35,8 +34,7 @@ typedef struct {
     ds_state_dit sd;
     ds_states *train, *valid;
     int64_t n_train;
-    int64_t perm_epoch;          /* epoch whose permutation is in perm, -1: none */
-    int64_t *perm;
+    ds_epoch_order order;        /* global sample -> train record */
     float *x0, *xt, *noise, *vec;
     int32_t *t, *labels;
     uint8_t *vec_null;
@@ -56,23 +54,6 @@ static void reserve(sd_task *k, int n) {
     k->labels = ds_alloc(sizeof(int32_t) * n);
     k->vec_null = ds_alloc((size_t)n);
     k->cap = n;
-}
-
-/* Record of global sample g: position g mod N of the permutation of epoch g / N. */
-static int64_t record_of(sd_task *k, uint64_t g) {
-    int64_t N = k->n_train, epoch = (int64_t)(g / (uint64_t)N);
-    if (epoch != k->perm_epoch) {
-        for (int64_t i = 0; i < N; i++) k->perm[i] = i;
-        for (int64_t i = N - 1; i > 0; i--) {  /* Fisher-Yates from (seed, epoch) */
-            int64_t j = (int64_t)(ds_rng_u64((uint64_t)k->cfg->run.seed, RNG_STREAM_PERM + ((uint64_t)epoch << 32),
-                                             (uint64_t)i) % (uint64_t)(i + 1));
-            int64_t tmp = k->perm[i];
-            k->perm[i] = k->perm[j];
-            k->perm[j] = tmp;
-        }
-        k->perm_epoch = epoch;
-    }
-    return k->perm[g % (uint64_t)N];
 }
 
 /* Sample b of a batch: record r's normalised state and condition. */
@@ -101,7 +82,7 @@ static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
     reserve(k, n);
     for (int b = 0; b < n; b++) {
         uint64_t g = first + (uint64_t)b;
-        load_sample(k, k->train, record_of(k, g), b);
+        load_sample(k, k->train, ds_epoch_order_item(&k->order, g), b);
         k->t[b] = (int32_t)(ds_rng_u64(seed, RNG_STREAM_T, g) % DS_DIFFUSION_STEPS);
         if (ds_rng_uniform(seed, RNG_STREAM_DROP, g) < k->cfg->diffusion.p_uncond) {
             k->labels[b] = k->sd.n_labels;  /* the null label; vector models use vec_null */
@@ -173,7 +154,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     if (!cfg->diffusion.states[0])
         ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.states: run.task state_diffusion needs a state dataset (extract-states)",
                cfg->source);
-    sd_task k = {.cfg = cfg, .perm_epoch = -1};
+    sd_task k = {.cfg = cfg};
     k.train = ds_states_open(cfg->diffusion.states);
     const ds_states_info *info = ds_states_get_info(k.train);
     if (cfg->diffusion.states_valid[0]) {
@@ -202,7 +183,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.n_stats, 0);
     ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
     ds_free(sums);
-    k.perm = ds_alloc(sizeof(int64_t) * k.n_train);
+    ds_epoch_order_init(&k.order, (uint64_t)cfg->run.seed, k.n_train);
     int micro, accum;
     ds_train_batching(cfg, &micro, &accum);
     reserve(&k, micro);
@@ -240,7 +221,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
         ds_log("  held-out %s: %lld records", cfg->diffusion.states_valid,
                (long long)ds_states_get_info(k.valid)->n_records);
     int rc = ds_train_run(cfg, &task);
-    ds_free(tensors); ds_free(names); ds_free(groups); ds_free(k.perm);
+    ds_free(tensors); ds_free(names); ds_free(groups); ds_epoch_order_free(&k.order);
     ds_free(k.x0); ds_free(k.xt); ds_free(k.noise); ds_free(k.vec); ds_free(k.t); ds_free(k.labels); ds_free(k.vec_null);
     ds_state_dit_destroy(&k.sd);
     ds_states_close(k.train);
