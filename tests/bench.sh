@@ -4,6 +4,7 @@
 #    T512), MFU against the FP32 FMA peak the benchmark measures itself;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
 #    the ratio;
+#  - a state-tuning step (frozen weights, src/rwkv7/README.md §3.4) against a training step of one shape;
 #  - the WKV-7 AVX-512 kernels against their scalar twins;
 #  - distributed (about 2-3 minutes more; DIST=0 skips it): MPI allreduce bus bandwidth on 2 and 4 ranks
 #    (4 oversubscribed), with glibc's default malloc and with its mmap/trim thresholds fixed; how much
@@ -34,6 +35,9 @@ compare() {  # label, L C V T B, C steps, torch steps
 echo "dreamstate bench: $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 compare tiny "2 128 256 64 8" 50 5
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
+t=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS")
+f=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS" frozen)
+echo "state tuning (frozen backward to the state gradient) L4 C512 V256 T128 B8: $(field "$f" tokens_per_s) tok/s vs a training step $(field "$t" tokens_per_s) ($($PY -c "print(round($(field "$f" tokens_per_s)/$(field "$t" tokens_per_s), 2))")x)"
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 

@@ -130,6 +130,8 @@ double ds_rwkv7_tuner_run(ds_rwkv7_tuner *t, int n, int T, const int32_t *tokens
 /* FLOPs of one training step (forward + backward) per token, matrix products only (6 x matmul
  * parameters incl. head; the WKV recurrence is counted separately), for MFU. */
 double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
+/* The same for a step with frozen weights (state tuning): forward and the dx products, no dW (4x). */
+double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d);
 
 /* ---- token sampling (src/rwkv7/sampling.c) ---- */
 

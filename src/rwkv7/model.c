@@ -529,11 +529,18 @@ void ds_rwkv7_backward(ds_rwkv7 *m) { backward(m, NULL); }
 
 void ds_rwkv7_backward_state(ds_rwkv7 *m, ds_rwkv7_state *d_state) { backward(m, d_state); }
 
-double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {
+/* Matrix-product FLOPs per token of one forward are 2x this. */
+static double matmul_params(const ds_rwkv7_dims *d) {
     double C = d->n_embd, L = d->n_layer, V = d->vocab_size;
-    double matmul_params = L * (12.0 * C * C + 2.0 * C * (d->dim_w + d->dim_a + d->dim_v + d->dim_g)) + V * C;
-    /* WKV: ~9 N^2 flops per head per token forward; backward with replay ~3x that */
-    double wkv = L * 4.0 * 9.0 * N * C;
-    (void)T;
-    return 6.0 * matmul_params + wkv;
+    return L * (12.0 * C * C + 2.0 * C * (d->dim_w + d->dim_a + d->dim_v + d->dim_g)) + V * C;
 }
+
+/* WKV: ~9 N^2 flops per head per token forward; backward with replay ~3x that */
+static double wkv_flops(const ds_rwkv7_dims *d) { return d->n_layer * 4.0 * 9.0 * N * d->n_embd; }
+
+double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {
+    (void)T;
+    return 6.0 * matmul_params(d) + wkv_flops(d);
+}
+
+double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d) { return 4.0 * matmul_params(d) + wkv_flops(d); }

@@ -238,7 +238,7 @@ int ds_train_state_tuning(const ds_config *cfg) {
     ds_optim_group group = {0, n_params, 1.0f, 0};  /* states are not decayed towards zero */
     ds_task task = {.name = "state_tuning", .params = k.params, .grads = k.grads, .n_params = n_params, .n_groups = 1,
                     .groups = &group, .n_tensors = k.n_sets, .tensors = tensors, .unit = "tokens",
-                    .units_per_sample = k.T, .flops_per_unit = ds_rwkv7_flops_per_token(&d, k.T),
+                    .units_per_sample = k.T, .flops_per_unit = ds_rwkv7_frozen_flops_per_token(&d),
                     .activation_bytes = k.model.acts_numel * 4.0, .ctx = &k, .micro_step = st_micro_step,
                     .eval = st_eval};
     char rwkv[128], init_abs[DS_PATH_MAX], contexts_abs[DS_PATH_MAX];
