@@ -59,7 +59,7 @@ out = sys.argv[1]
 log = [json.loads(l) for l in open(f'{out}/train.jsonl')]
 zero, tuned = log[-1]['zero_state_val_loss'], log[-1]['val_loss']
 print(f'  held-out CE: zero state {zero:.4f}, tuned {tuned:.4f} (step 10: {log[9]["val_loss"]:.4f})')
-assert tuned < zero - 0.01, 'tuning does not lower the held-out loss'
+assert tuned < zero - 0.005, 'tuning does not lower the held-out loss'
 index = open(f'{out}/states/index.txt').read().splitlines()
 labels = [l.split()[1] for l in index if l.startswith('label ')]
 assert labels == ['c-header', 'license', 'python'] and 'records 3' in index, index
