@@ -8,6 +8,7 @@
 #    shape of DREAMSTATE part A (one layer's 12 heads of 64 x 64 = 256 tokens of patch 4, batch 8) for
 #    DiT-B/4 (d 768, depth 12, 12 heads) and DiT-S/4 (d 384, depth 12, 6 heads): tokens/s, GFLOP/s, MFU
 #    and where the best step's time goes, beside the same step of tests/ref/dit_torch.py in PyTorch;
+#  - a state-tuning step (frozen weights, src/rwkv7/README.md §3.4) against a training step of one shape;
 #  - the WKV-7 AVX-512 kernels against their scalar twins;
 #  - distributed (about 2-3 minutes more; DIST=0 skips it): MPI allreduce bus bandwidth on 2 and 4 ranks
 #    (4 oversubscribed), with glibc's default malloc and with its mmap/trim thresholds fixed; how much
@@ -73,6 +74,9 @@ compare tiny "2 128 256 64 8" 50 5
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
 compare_dit DiT-B/4 "12 64 4 768 12 12 8"
 compare_dit DiT-S/4 "12 64 4 384 12 6 8"
+t=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS")
+f=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS" frozen)
+echo "state tuning (frozen backward to the state gradient) L4 C512 V256 T128 B8: $(field "$f" tokens_per_s) tok/s vs a training step $(field "$t" tokens_per_s) ($($PY -c "print(round($(field "$f" tokens_per_s)/$(field "$t" tokens_per_s), 2))")x)"
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 

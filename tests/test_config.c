@@ -243,7 +243,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 9, 73)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 10, 78)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -336,7 +336,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 73, "dump has %d keys, want 73 (every ds_config field)", keys);
+    CHECK(keys == 78, "dump has %d keys, want 78 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -431,7 +431,7 @@ static void test_errors(void) {
     expect_error("range_high.yaml", "optim:\n  beta2: 1.0\n", 0, NULL, "%s:2: optim.beta2: must be < 1, got 1.0\n");
     expect_error("head.yaml", "model:\n  head_size: 32\n", 0, NULL, "%s:2: model.head_size: must be 64, got 32\n");
     expect_error("enum.yaml", "run:\n  task: pretrain\n", 0, NULL,
-                 "%s:2: run.task: expected one of 'lm', 'state_diffusion', 'hybrid', got 'pretrain'\n");
+                 "%s:2: run.task: expected one of 'lm', 'state_diffusion', 'hybrid', 'state_tuning', got 'pretrain'\n");
     expect_error("empty_name.yaml", "run:\n  name: \"\"\n", 0, NULL, "%s:2: run.name: must not be empty\n");
     char long_name[300] = "run:\n  name: ";
     memset(long_name + strlen(long_name), 'x', 200);

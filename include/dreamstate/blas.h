@@ -25,8 +25,8 @@ void ds_dtrsm_right_upper(int M, int N, const double *R, double *B);
 
 /* Linear layer y[rows, out] = x W^T + b, W [out, in] as in torch.nn.Linear; b NULL: no bias. */
 void ds_linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y);
-/* Its backward from dy [rows, out]: dW += dy^T x; db += the column sums of dy (b NULL: none); dx = dy W,
- * or dx += dy W with accumulate (dx NULL: not wanted). */
+/* Its backward from dy [rows, out]: dW += dy^T x (dW NULL: not wanted, e.g. frozen weights); db += the
+ * column sums of dy (db NULL: none); dx = dy W, or dx += dy W with accumulate (dx NULL: not wanted). */
 void ds_linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy, float *dW,
                         float *db, float *dx, int accumulate);
 /* Column sums of x [rows, C] added to acc[C]: each column in double, rows in order, so the result does

@@ -83,6 +83,8 @@ int ds_affinity_cores(void);
 int ds_check_threads(int threads, const char *what);
 double ds_now_seconds(void);  /* monotonic clock */
 
+/* The absolute form of an existing path (realpath), else the path as given: what indexes and metadata record. */
+void ds_absolute_path(const char *path, char *out, size_t len);
 /* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */
 void ds_mkdir_p(const char *path);
 /* Whether ds_mkdir_p(path) would succeed and leave a directory this process can write in, without

@@ -16,7 +16,7 @@ typedef struct ds_run_config {
     char out_dir[DS_PATH_MAX]; /* run.out_dir, default "runs/<name>" (resolved after parsing) */
     int64_t seed;              /* run.seed, default 1234 */
     int threads;               /* run.threads: BLIS/OpenMP threads per rank, 0 = all cores */
-    char task[32];             /* run.task: "lm", "state_diffusion" or "hybrid" */
+    char task[32];             /* run.task: "lm", "state_diffusion", "hybrid" or "state_tuning" */
 } ds_run_config;
 
 typedef struct ds_model_config {
@@ -112,6 +112,16 @@ typedef struct ds_hybrid_config {
     int64_t lm_warmup_steps;         /* first steps with lambda_lm = 0 (diffusion only), default 0 */
 } ds_hybrid_config;
 
+/* RWKV-PEFT state tuning (src/rwkv7/README.md §3.4): trainable initial WKV states of a frozen RWKV-7,
+ * trained on labelled contexts (include/dreamstate/states.h). */
+typedef struct ds_state_tuning_config {
+    char init[DS_PATH_MAX];            /* the frozen RWKV-7 weights (.ckpt or .safetensors), required */
+    char contexts[DS_PATH_MAX];        /* train contexts (JSONL), required */
+    char contexts_valid[DS_PATH_MAX];  /* held-out contexts for val_loss; "" = the train contexts */
+    char per_label[8];                 /* "true": one set of states per label; "false" (default): one set */
+    int skip_tokens;                   /* tokens at the start of each context that are not read, default 0 */
+} ds_state_tuning_config;
+
 #define DS_CONFIG_MAX_KEYS 128
 
 typedef struct ds_config {
@@ -129,6 +139,7 @@ typedef struct ds_config {
     ds_dit_config dit;
     ds_diffusion_config diffusion;
     ds_hybrid_config hybrid;
+    ds_state_tuning_config state_tuning;
 } ds_config;
 
 /* Parses a layer list ("last", "all", or comma-separated indices "0,3") for a model of n_layer layers:

@@ -36,7 +36,7 @@
  *       60    4  u32 CRC-32C of header bytes 0..59
  *       64       records, each:
  *                  i32 label      (index into the dataset's label list; -1 = none)
- *                  i32 context    (line index in the contexts file)
+ *                  i32 context    (line index in the contexts file; -1: none, e.g. a tuned state)
  *                  f32 cond[cond_dim]
  *                  f32 state[L][2C + H*N*N]: per layer, in src/rwkv7/README.md §6 order,
  *                      att x_prev [C], WKV [H][N][N] as S[h][i = value][j = key], ffn x_prev [C]
@@ -87,6 +87,9 @@ int ds_label_valid(const char *name);
 /* Index of `name` in names[0..n), or dies (exit 2): "<where>: unknown label 'x' (known: a, b, c)"
  * (where NULL: no prefix). */
 int ds_label_lookup(const char *where, const char *name, int n, char *const *names);
+
+/* A label as part of a file name: '/' becomes '_'. */
+void ds_label_file_name(const char *label, char *out, size_t len);
 
 /* ---- labelled contexts ---- */
 

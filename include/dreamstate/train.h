@@ -1,7 +1,8 @@
 /* Training: the loop every task shares (src/train/loop.c, the rank-0 coordinator) and the tasks: `lm`
  * (RWKV-7 language model on token shards, src/train/train.c), `state_diffusion` (the state DiT of
- * part A on a state dataset, src/train/state_diffusion.c) and `hybrid` (the part-B hybrid on the lm
- * task's data, src/train/hybrid_task.c). */
+ * part A on a state dataset, src/train/state_diffusion.c), `hybrid` (the part-B hybrid on the lm
+ * task's data, src/train/hybrid_task.c) and `state_tuning` (initial WKV states of a frozen RWKV-7 on
+ * labelled contexts, src/train/state_tuning.c). */
 #ifndef DREAMSTATE_TRAIN_H
 #define DREAMSTATE_TRAIN_H
 
@@ -21,7 +22,7 @@
  * adds the AdamW moments), and callbacks. Every rank holds a full replica; global sample numbers
  * make every step a function of (seed, step) whatever the rank count. */
 typedef struct ds_task {
-    const char *name;              /* "lm", "state_diffusion", "hybrid" */
+    const char *name;              /* "lm", "state_diffusion", "hybrid", "state_tuning" */
     float *params, *grads;
     int64_t n_params;              /* trainable floats: allreduced, updated, checkpointed with moments */
     int n_groups;
@@ -136,6 +137,23 @@ int ds_train_lm(const ds_config *cfg);
 int ds_train_state_diffusion(const ds_config *cfg);
 /* run.task hybrid (src/train/hybrid_task.c): the Part-B hybrid fine-tuned from hybrid.init. */
 int ds_train_hybrid(const ds_config *cfg);
+/* run.task state_tuning (src/train/state_tuning.c): RWKV-PEFT state tuning of the frozen RWKV-7 of
+ * state_tuning.init on labelled contexts; writes the tuned states to OUT/states/ at the end. */
+int ds_train_state_tuning(const ds_config *cfg);
+
+/* The item that global sample g reads from a set of n items (state records, contexts): position g mod n
+ * of a permutation of the items drawn for epoch g / n from (seed, epoch), so every epoch visits each
+ * item once, whatever the rank count. *perm (n entries) caches the permutation of epoch *perm_epoch
+ * (-1: none yet). */
+typedef struct ds_epoch_order {
+    uint64_t seed;
+    int64_t n, perm_epoch;
+    int64_t *perm;
+} ds_epoch_order;
+
+void ds_epoch_order_init(ds_epoch_order *o, uint64_t seed, int64_t n);
+void ds_epoch_order_free(ds_epoch_order *o);
+int64_t ds_epoch_order_item(ds_epoch_order *o, uint64_t g);
 
 /* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
 void ds_train_batching(const ds_config *cfg, int *micro, int *accum);

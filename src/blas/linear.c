@@ -11,7 +11,7 @@ void ds_linear(int64_t rows, int in, int out, const float *x, const float *W, co
 
 void ds_linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy, float *dW,
                         float *db, float *dx, int accumulate) {
-    ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (dW) ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
     if (db) ds_sum_rows(rows, out, dy, db);
     if (dx) ds_gemm(0, 0, (int)rows, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
 }

@@ -315,6 +315,12 @@ static int walk_dirs(const char *path, int make, char *why, size_t why_len) {
     return 0;
 }
 
+void ds_absolute_path(const char *path, char *out, size_t len) {
+    char *real = realpath(path, NULL);
+    snprintf(out, len, "%s", real ? real : path);
+    free(real);
+}
+
 void ds_mkdir_p(const char *path) {
     char why[4200];
     if (walk_dirs(path, 1, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", why);

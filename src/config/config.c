@@ -48,8 +48,8 @@ static const config_key config_keys[] = {
      .help = "seed of every random stream (initialisation, data order)"},
     {KEY(run, threads), .type = KEY_INT, .def = "0", .min = 0, .max = 4096,
      .help = "BLIS/OpenMP threads per rank; 0 = all cores"},
-    {KEY(run, task), .type = KEY_ENUM, .def = "lm", .choices = "lm|state_diffusion|hybrid",
-     .help = "what to train: a language model, state diffusion, or both"},
+    {KEY(run, task), .type = KEY_ENUM, .def = "lm", .choices = "lm|state_diffusion|hybrid|state_tuning",
+     .help = "what to train: a language model, state diffusion, the hybrid, or initial states (state tuning)"},
 
     {KEY(model, n_layer), .type = KEY_INT, .def = "2", .min = 1, .max = 1024, .help = "number of RWKV-7 blocks"},
     {KEY(model, n_embd), .type = KEY_INT, .def = "128", .min = 1, .max = 65536,
@@ -193,12 +193,23 @@ static const config_key config_keys[] = {
      .help = "1: the static RWKV-7 weights train too; 0: frozen"},
     {KEY(hybrid, lm_warmup_steps), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
      .help = "first steps trained on the diffusion loss only (lambda_lm = 0)"},
+
+    {KEY(state_tuning, init), .type = KEY_STRING, .def = "",
+     .help = "the frozen RWKV-7 weights whose initial states are tuned (.ckpt or .safetensors)"},
+    {KEY(state_tuning, contexts), .type = KEY_STRING, .def = "",
+     .help = "labelled train contexts (JSONL, as build-contexts writes them)"},
+    {KEY(state_tuning, contexts_valid), .type = KEY_STRING, .def = "",
+     .help = "labelled held-out contexts for val_loss; empty = the train contexts"},
+    {KEY(state_tuning, per_label), .type = KEY_ENUM, .def = "false", .choices = "false|true",
+     .help = "true: one set of initial states per label, trained on that label's contexts; false: one set"},
+    {KEY(state_tuning, skip_tokens), .type = KEY_INT, .def = "0", .min = 0, .max = 1 << 30,
+     .help = "tokens at the start of each context that are not read: the window is the next ctx_len + 1"},
 };
 enum { N_KEYS = sizeof config_keys / sizeof config_keys[0] };
 _Static_assert(N_KEYS <= DS_CONFIG_MAX_KEYS, "raise DS_CONFIG_MAX_KEYS in config.h");
 
 static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint",
-                                       "dit", "diffusion", "hybrid"};
+                                       "dit", "diffusion", "hybrid", "state_tuning"};
 enum { N_SECTIONS = sizeof sections / sizeof sections[0] };
 
 /* Where each key's current value came from, for error messages: a file line, a --set argument

@@ -231,7 +231,7 @@ ds_states *ds_states_open(const char *index_path) {
             ds_die(DS_EXIT_BAD_INPUT, "%s: made by model '%s', the index says '%s'", path, model, in->model);
         for (int64_t k = 0; k < m->n; k++) {
             ds_state_record rec = state_shard_record(m, k);
-            if (rec.label < 0 || rec.label >= in->n_labels || rec.context < 0)
+            if (rec.label < 0 || rec.label >= in->n_labels || rec.context < -1)
                 ds_die(DS_EXIT_BAD_INPUT, "%s: record %" PRId64 " has label %d (of %d) and context %d", path, k,
                        rec.label, in->n_labels, rec.context);
         }

@@ -24,7 +24,6 @@
 #include <string.h>
 
 enum {
-    RNG_STREAM_PERM = 0x5045524d,  /* "PERM" + epoch */
     RNG_STREAM_T = 0x54494d45,     /* "TIME" */
     RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
@@ -35,8 +34,7 @@ typedef struct {
     ds_state_dit sd;
     ds_states *train, *valid;
     int64_t n_train;
-    int64_t perm_epoch;          /* epoch whose permutation is in perm, -1: none */
-    int64_t *perm;
+    ds_epoch_order order;        /* global sample -> train record */
     float *x0, *xt, *noise, *vec;
     int32_t *t, *labels;
     uint8_t *vec_null;
@@ -56,23 +54,6 @@ static void reserve(sd_task *k, int n) {
     k->labels = ds_alloc(sizeof(int32_t) * n);
     k->vec_null = ds_alloc((size_t)n);
     k->cap = n;
-}
-
-/* Record of global sample g: position g mod N of the permutation of epoch g / N. */
-static int64_t record_of(sd_task *k, uint64_t g) {
-    int64_t N = k->n_train, epoch = (int64_t)(g / (uint64_t)N);
-    if (epoch != k->perm_epoch) {
-        for (int64_t i = 0; i < N; i++) k->perm[i] = i;
-        for (int64_t i = N - 1; i > 0; i--) {  /* Fisher-Yates from (seed, epoch) */
-            int64_t j = (int64_t)(ds_rng_u64((uint64_t)k->cfg->run.seed, RNG_STREAM_PERM + ((uint64_t)epoch << 32),
-                                             (uint64_t)i) % (uint64_t)(i + 1));
-            int64_t tmp = k->perm[i];
-            k->perm[i] = k->perm[j];
-            k->perm[j] = tmp;
-        }
-        k->perm_epoch = epoch;
-    }
-    return k->perm[g % (uint64_t)N];
 }
 
 /* Sample b of a batch: record r's normalised state and condition. */
@@ -120,7 +101,7 @@ static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
     (void)step;
     sd_task *k = ctx;
     reserve(k, n);
-    for (int b = 0; b < n; b++) load_sample(k, k->train, record_of(k, first + (uint64_t)b), b);
+    for (int b = 0; b < n; b++) load_sample(k, k->train, ds_epoch_order_item(&k->order, first + (uint64_t)b), b);
     double loss = train_batch(k, first, n, weight);
     ds_grad_sync_ready(sync, 0, k->sd.dit.n_params);
     return loss;
@@ -246,7 +227,7 @@ static void probe_after_update(void *ctx) {
 }
 
 static void free_buffers(sd_task *k) {
-    ds_free(k->perm);
+    ds_epoch_order_free(&k->order);
     ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec);
     ds_free(k->t); ds_free(k->labels); ds_free(k->vec_null);
     ds_state_dit_destroy(&k->sd);
@@ -262,7 +243,7 @@ void ds_state_diffusion_probe(const ds_task_shape *s, int micro, ds_task_probe *
     ds_states_info info;
     read_header(cfg, &info);
     sd_task *k = ds_alloc(sizeof *k);
-    *k = (sd_task){.cfg = cfg, .perm_epoch = -1};
+    *k = (sd_task){.cfg = cfg};
     create_model(cfg, &info, s->dit.depth, &k->sd);
     ds_states_info_free(&info);
     ds_fill_pattern(k->sd.dit.params, k->sd.dit.n_params, 0.1f);
@@ -280,7 +261,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_train_init_compute(cfg);
     ds_task_shape shape;
     ds_state_diffusion_shape(cfg, &shape);  /* checks cfg against the dataset's header */
-    sd_task k = {.cfg = cfg, .perm_epoch = -1};
+    sd_task k = {.cfg = cfg};
     k.train = ds_states_open(cfg->diffusion.states);
     const ds_states_info *info = ds_states_get_info(k.train);
     if (cfg->diffusion.states_valid[0]) {
@@ -299,7 +280,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.n_stats, 0);
     ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
     ds_free(sums);
-    k.perm = ds_alloc(sizeof(int64_t) * k.n_train);
+    ds_epoch_order_init(&k.order, (uint64_t)cfg->run.seed, k.n_train);
     int micro, accum;
     ds_train_batching(cfg, &micro, &accum);
     ds_task_workload work;

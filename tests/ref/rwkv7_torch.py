@@ -23,15 +23,18 @@ def wkv7(r, decay, k, v, alpha, beta, state=None):
     return torch.stack(ys, 1).reshape(B, T, C), S
 
 
-def shift(x):
-    """x[t-1] with zeros at t = 0 (training: every sample starts from the zero state)."""
-    return F.pad(x, (0, 0, 1, -1))
+def shift(x, prev=None):
+    """x[t-1], with prev [B, C] at t = 0 (None: zeros, the zero state)."""
+    if prev is None:
+        return F.pad(x, (0, 0, 1, -1))
+    return torch.cat([prev[:, None, :], x[:, :-1]], 1)
 
 
-def forward(P, tokens, L, C, wkv_states=None, return_states=False):
+def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=None):
     """Logits [B, T, V]. wkv_states: None (zero), or per layer the initial WKV state [B, H, N, N] as
-    S[b, h, value, key] (the token-shift states start at zero either way). With return_states, also
-    the final WKV state of every layer, in the same layout."""
+    S[b, h, value, key]. shift_states: None (zero), or per layer the initial token-shift states
+    (att x_prev [B, C], ffn x_prev [B, C]). With return_states, also the final WKV state of every layer,
+    in the same layout."""
     B, T = tokens.shape
     H = C // N
     vec = lambda name: P[name].reshape(C)
@@ -41,8 +44,9 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False):
     finals = []
     for l in range(L):
         p = lambda key: P[f'blocks.{l}.{key}']
+        att_prev, ffn_prev = (None, None) if shift_states is None else shift_states[l]
         a = ln(x, f'blocks.{l}.ln1')
-        d = shift(a) - a
+        d = shift(a, att_prev) - a
         mix = lambda key: a + d * vec(f'blocks.{l}.att.{key}')
         xr, xw, xk, xv, xa, xg = (mix(k) for k in ('x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g'))
         r = xr @ p('att.receptance.weight').T
@@ -67,7 +71,7 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False):
         out = gn + (u * v.view(B, T, H, N)).view(B, T, C)
         x = x + (out * g) @ p('att.output.weight').T
         b2 = ln(x, f'blocks.{l}.ln2')
-        xk2 = b2 + (shift(b2) - b2) * vec(f'blocks.{l}.ffn.x_k')
+        xk2 = b2 + (shift(b2, ffn_prev) - b2) * vec(f'blocks.{l}.ffn.x_k')
         x = x + torch.relu(xk2 @ p('ffn.key.weight').T) ** 2 @ p('ffn.value.weight').T
     logits = ln(x, 'ln_out') @ P['head.weight'].T
     return (logits, finals) if return_states else logits
