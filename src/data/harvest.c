@@ -17,8 +17,8 @@
 /* ---------------------------------------------------------------- documents */
 
 typedef struct doc {
-    char *id;              /* file path, or "PATH#k" for the k-th fortune of a file */
-    char *text;            /* fortunes: the entry; files: NULL until read */
+    char *id;              /* file path, or "PATH#k" for the k-th entry (fortune, paragraph) of a file */
+    char *text;            /* entries: the entry; files: NULL until read */
     size_t len;
     uint64_t hash, order;  /* hash of id; seeded position in the order of use */
 } doc;
