@@ -4,7 +4,7 @@
 # accuracy of generated states, and the continuation loss from the zero / class-mean / generated /
 # true states; the state-manifold analysis (real vs shuffled labels, t-SNE PNG) and the report.
 # Checked as facts: prompting works (the full true state beats the zero state), the analysis separates
-# real labels better than shuffled ones. Printed, not asserted: the generated-vs-zero margin (about
+# real labels better than shuffled ones. Printed, not asserted: the generated-vs-zero margin (under
 # 0.001 nats/token at this size, inside its bootstrap CI; see README).
 cd "$(dirname "$0")/.."
 . tests/lib.sh part-a
