@@ -38,6 +38,8 @@ build/%.o: src/%.c
 
 # The World vocabulary is embedded by an .incbin in the tokenizer (compiled from the repository root).
 build/data/tokenizer.o: src/data/rwkv_vocab_v20230424.txt
+# So is the manifest of source documents in its reader.
+build/data/manifest.o: configs/text-manifest.tsv
 
 $(LIB): $(OBJS)
 	@rm -f $@

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# DREAMSTATE part A end to end on this machine's data, over MPI:
-#   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
-#      document into train / held-out                                   -> OUT/contexts
+# DREAMSTATE part A end to end on pinned Debian text, over MPI:
+#   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages: the files
+#      configs/text-manifest.tsv pins), split by document into train / held-out -> OUT/contexts
 #   2. a tiny RWKV-7 (configs/tiny.yaml) trained on the train documents of those domains -> OUT/lm;
 #      or, with --model FILE, the user's RWKV-7 (official .pth or .safetensors, World tokenizer, shape
 #      read from the file; configs/from-weights.yaml) instead

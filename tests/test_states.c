@@ -234,7 +234,7 @@ static void test_builder(void) {
     CHECK(shared_docs == 0, "%d documents in both train and held-out", shared_docs);
     for (int l = 0; l < 7 && l < tr->n_labels; l++) {
         int fortune = strncmp(tr->labels[l], "fortunes/", 9) == 0;
-        /* 20 per label: 16 train + 4 held out; the 14 licences (few documents) may fall short */
+        /* 20 per label: 16 train + 4 held out; the 23 licences (few documents) may fall short */
         CHECK(per_label[0][l] <= 16 && per_label[1][l] <= 4 && (!fortune || (per_label[0][l] == 16 && per_label[1][l] == 4)),
               "label %s: %d train, %d held-out", tr->labels[l], per_label[0][l], per_label[1][l]);
         CHECK(per_label[0][l] > 0 && per_label[1][l] > 0, "label %s has contexts in both files", tr->labels[l]);
@@ -252,6 +252,157 @@ static void test_builder(void) {
     bad_bytes.min_bytes = 100;
     bad_bytes.max_bytes = 50;
     test_expect_bad_input(child_builder, &bad_bytes, "--max-bytes 50 is below --min-bytes 100", "max < min");
+}
+
+/* ---------------------------------------------------------------- the manifest of source documents */
+
+static void hex(const uint8_t *b, int n, char *out) {
+    for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* ds_sha256 against FIPS 180-2's examples and against coreutils' sha256sum on every length that
+ * crosses the padding boundaries (0-200 bytes). */
+static void test_sha256(void) {
+    static const struct { const char *text; const char *digest; } fips[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"}};
+    uint8_t d[32];
+    char h[65];
+    for (int i = 0; i < 3; i++) {
+        ds_sha256(fips[i].text, strlen(fips[i].text), d);
+        hex(d, 32, h);
+        CHECK(strcmp(h, fips[i].digest) == 0, "sha256('%s') = %s", fips[i].text, h);
+    }
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    ds_sha256(million, 1000000, d);
+    hex(d, 32, h);
+    free(million);
+    CHECK(strcmp(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0, "sha256(a x 1e6) = %s", h);
+    uint8_t data[200];
+    for (int i = 0; i < 200; i++) data[i] = (uint8_t)(ds_rng_u64(5, 0, (uint64_t)i) & 0xff);
+    char path[256], cmd[512], want[80];
+    tmp_path(path, sizeof path, "sha.bin");
+    int differ = 0, ran = 0;
+    for (int n = 0; n <= 200; n++) {
+        test_write_file(path, data, (size_t)n);
+        snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+        FILE *p = popen(cmd, "r");
+        if (!p) break;
+        ran += fgets(want, sizeof want, p) != NULL;
+        pclose(p);
+        ds_sha256(data, (size_t)n, d);
+        hex(d, 32, h);
+        differ += strncmp(want, h, 64) != 0;
+    }
+    CHECK(ran == 201 && differ == 0, "sha256 = sha256sum on lengths 0-200: %d of %d differ", differ, ran);
+}
+
+/* A manifest line for `path` (its sha256 computed here). */
+static void manifest_line(FILE *f, const char *source, const char *label, const char *split, const char *path) {
+    size_t len;
+    uint8_t *data = test_read_file(path, &len), d[32];
+    char h[65];
+    ds_sha256(data, len, d);
+    free(data);
+    hex(d, 32, h);
+    fprintf(f, "%s\t%s\t%s\tzz-test\t%s\t%s\n", source, label, split, path, h);
+}
+
+static void build_quietly(ds_build_contexts_options *o) {
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    ds_build_contexts(o);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved); close(devnull);
+}
+
+/* The manifest's splits ('%' entries, blank-line paragraphs, whole files) and sources sharing a label;
+ * malformed lines refused as FILE:LINE. */
+static void test_manifest(void) {
+    char entries[256], paragraphs[256], whole[256], manifest[256], out[256];
+    tmp_path(entries, sizeof entries, "m_entries.txt");
+    tmp_path(paragraphs, sizeof paragraphs, "m_paragraphs.txt");
+    tmp_path(whole, sizeof whole, "m_whole.txt");
+    tmp_path(manifest, sizeof manifest, "m.tsv");
+    tmp_path(out, sizeof out, "m_out.jsonl");
+    const char *e = "entry zero is about the first thing\n%\nentry one is about the second thing\n%\n"
+                    "entry two is about the third thing\n";
+    const char *p = "paragraph zero: the first of three blocks\n\nparagraph one: the second of three blocks\n\n"
+                    "paragraph two: the third of three blocks\n";
+    const char *w = "a whole file is one document, however many lines\nit has\n\nor blank lines.\n";
+    test_write_file(entries, e, strlen(e));
+    test_write_file(paragraphs, p, strlen(p));
+    test_write_file(whole, w, strlen(w));
+    FILE *f = fopen(manifest, "w");
+    fprintf(f, "# a comment\n\n");
+    manifest_line(f, "first", "notes", "%", entries);
+    manifest_line(f, "second", "notes", "blank", paragraphs);
+    manifest_line(f, "third", "whole", "file", whole);
+    manifest_line(f, "corpus", "-", "file", whole);
+    fclose(f);
+    ds_build_contexts_options o = ds_build_contexts_defaults();
+    o.out = out;
+    o.manifest = manifest;
+    o.max_per_label = 100;
+    o.min_bytes = 10;
+    o.max_bytes = 400;
+    build_quietly(&o);
+    ds_contexts *c = ds_contexts_load(out, 0, NULL);
+    int notes = 0, whole_docs = 0, from_doc = 0;
+    for (int64_t i = 0; i < c->n; i++) {
+        const ds_context *x = &c->items[i];
+        from_doc += text_from_doc(x);
+        if (strcmp(c->labels[x->label], "notes") == 0) {
+            char want[300];
+            const char *kind = strstr(x->text, "entry") ? entries : paragraphs;
+            snprintf(want, sizeof want, "%s#%d", kind, strstr(x->text, "zero") ? 0 : strstr(x->text, "one") ? 1 : 2);
+            notes += strcmp(x->doc, want) == 0;
+        } else {
+            whole_docs += strcmp(x->doc, whole) == 0 && x->len == strlen(w) - 1;
+        }
+    }
+    CHECK(c->n == 7 && c->n_labels == 2 && notes == 6 && whole_docs == 1 && from_doc == 7,
+          "3 entries + 3 paragraphs under one label 'notes' (ids PATH#k), the whole file as one: %lld contexts, "
+          "%d labels, %d notes, %d whole, %d verbatim", (long long)c->n, c->n_labels, notes, whole_docs, from_doc);
+    ds_contexts_free(c);
+
+    /* %s: a valid sha256; each manifest is "# header" and then these lines */
+    static const struct { const char *lines, *reason; } bad[] = {
+        {"s\tl\tlines\tp\t/x\t%s", "2: split must be file, % or blank"},
+        {"s\tl a\tfile\tp\t/x\t%s", "2: label must be 1-63 characters"},
+        {"corpus\tl\tfile\tp\t/x\t%s", "2: the corpus's label must be '-'"},
+        {"s\tl\tfile\t\t/x\t%s", "2: empty package"},
+        {"s\tl\tfile\tp\tx\t%s", "2: the path must be absolute"},
+        {"s\tl\tfile\tp\t/x\t%s0", "2: sha256 must be 64 lower-case hex digits"},
+        {"s\tl\tfile\tp\t/x\tE%.63s", "2: sha256 must be 64 lower-case hex digits"},
+        {"s\tl\tfile\tp\t/x\t%s\textra", "2: more tab-separated fields, not 6"},
+        {"s\tl\tfile\tp\t/x", "2: fewer tab-separated fields, not 6"},
+        {"s\tl\tfile\tp\t/x\t%s\ns\tm\tfile\tp\t/x\t%s", "3: /x is already listed for source 's' (line 2)"},
+    };
+    const char *sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32], bad_path[256], want[512];
+        snprintf(name, sizeof name, "m_bad%zu.tsv", i);
+        tmp_path(bad_path, sizeof bad_path, name);
+        f = fopen(bad_path, "w");
+        fprintf(f, "# header\n");
+        fprintf(f, bad[i].lines, sha, sha);
+        fprintf(f, "\n");
+        fclose(f);
+        ds_build_contexts_options b = o;
+        b.manifest = bad_path;
+        snprintf(want, sizeof want, "build-contexts: %s:%s", bad_path, bad[i].reason);
+        test_expect_bad_input(child_builder, &b, want, bad[i].lines);
+    }
+    ds_build_contexts_options corpus = o;
+    corpus.sources = "corpus";
+    test_expect_bad_input(child_builder, &corpus, "unknown source 'corpus' (known: first, second, third)",
+                          "the corpus is not a source of contexts");
 }
 
 /* ---------------------------------------------------------------- shards, indexes, state files */
@@ -711,6 +862,8 @@ int main(void) {
     test_contexts_errors();
     test_unknown_label();
     test_builder();
+    test_sha256();
+    test_manifest();
     test_states_format();
     test_index_labels();
     test_extract();

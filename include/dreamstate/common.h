@@ -39,6 +39,8 @@ void ds_free(void *p);
 
 /* CRC-32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n);
+/* SHA-256 of a buffer (the pinned source documents of src/data/manifest.c are checked with it). */
+void ds_sha256(const void *data, size_t n, uint8_t digest[32]);
 
 /* Opening an input file (data, checkpoint, weights, config, ...) for reading: only a regular file is
  * accepted, and a FIFO, device or socket is refused without blocking in open() (which waits for a

@@ -197,14 +197,17 @@ ds_prepare_options ds_prepare_defaults(void);
 /* Returns 0; bad options or inputs exit with code 2 and leave no files. */
 int ds_prepare_data(const ds_prepare_options *o);
 
-/* The default corpus: real English text from Debian packages, ~4.2 MB.
- *   /usr/share/games/fortunes/<file> (package fortunes; regular files only, not *.dat / *.u8 /
- *       symlinks / subdirectories): each '%'-separated entry is one document;
+/* The default corpus: real English text from Debian packages, ~4.2 MB: the files the manifest of
+ * source documents (configs/text-manifest.tsv, built in; src/data/manifest.h) lists for source
+ * "corpus", in its order, each checked against its sha256 first:
+ *   /usr/share/games/fortunes/<file> (packages fortunes, fortunes-min): each '%'-separated entry is
+ *       one document;
  *   /usr/share/doc/jargon-text/jargon.txt.gz (package jargon-text): each blank-line-separated
  *       paragraph is one document.
- * Split as prepare-data does with seed DS_CORPUS_SEED and 5% held out. Builds out_dir/train.bin
- * and out_dir/valid.bin unless both are already valid shards of the same tokenizer. Dies with
- * exit code 1 if the packages are missing. */
+ * Split as prepare-data does with seed DS_CORPUS_SEED and 5% held out. Builds out_dir/train.bin,
+ * out_dir/valid.bin and out_dir/sources.sha256 (a digest of those manifest lines) unless all three
+ * are there, the shards valid and of the same tokenizer, and the digest that of the built-in manifest.
+ * A missing or changed file exits 2 naming it and its package. */
 #define DS_CORPUS_SEED 1234
 #define DS_CORPUS_VALID_FRACTION 0.05
 void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file);

@@ -121,10 +121,12 @@ void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char
 void ds_contexts_writer_commit(ds_contexts_writer *w);  /* fsync + rename; frees w */
 void ds_contexts_writer_abort(ds_contexts_writer *w);   /* removes the temporary file; frees w */
 
-/* `dreamstate build-contexts`: labelled contexts from text a Debian system has (src/data/harvest.c).
- * Each document gives up to chunks_per_doc chunks spread over it, each min_bytes to max_bytes long and
- * ending at a line end where possible; documents are used in a seeded order, and with held_out each
- * document goes wholly to one file (seeded hash of its path). Prints a table per label to stdout. */
+/* `dreamstate build-contexts`: labelled contexts from the text files the manifest of source documents
+ * lists (configs/text-manifest.tsv, built in; src/data/manifest.h), each checked against its sha256
+ * first, so that the same contexts come out on every machine (src/data/harvest.c). Each document gives
+ * up to chunks_per_doc chunks spread over it, each min_bytes to max_bytes long and ending at a line end
+ * where possible; documents are used in a seeded order, and with held_out each document goes wholly to
+ * one file (seeded hash of its path). Prints a table per label to stdout. */
 typedef struct ds_build_contexts_options {
     const char *out;             /* train contexts */
     const char *held_out;        /* held-out contexts; NULL: everything goes to out */
@@ -132,12 +134,14 @@ typedef struct ds_build_contexts_options {
     int max_per_label;           /* contexts per label over both files (default 100) */
     int chunks_per_doc;          /* default 4; a label with D < N/K documents takes up to ceil(N/D) of each */
     size_t min_bytes, max_bytes; /* default 64, 512 */
-    const char *sources;         /* comma-separated: fortunes,c-headers,python,shell,licenses,man (default all) */
+    const char *sources;         /* comma-separated sources of the manifest (default NULL: all but "corpus") */
+    const char *manifest;        /* another manifest file (default NULL: the built-in one) */
     uint64_t seed;               /* default 1234 */
 } ds_build_contexts_options;
 
 ds_build_contexts_options ds_build_contexts_defaults(void);
-/* Returns 0; bad options (an unknown source, max_bytes < min_bytes, a source without files) exit 2. */
+/* Returns 0; bad options (an unknown source, max_bytes < min_bytes) and a missing or changed file of the
+ * manifest exit 2, before anything is written. */
 int ds_build_contexts(const ds_build_contexts_options *o);
 
 /* ---- state shards and files (records: state_record.h) ---- */
