@@ -28,6 +28,10 @@ LIB       := build/libdreamstate.a
 .PHONY: all test bench deps run clean
 all: bin/dreamstate $(TEST_BINS) $(BENCH_BINS)
 
+# AVX512_BF16 (VCVTNE2PS2BF16, VDPBF16PS) is not part of x86-64-v4: this file alone gets it, and
+# dispatch.c calls it only on CPUs that have it.
+build/kernels/bf16_avx512.o: SIMD_ARCH += -mavx512bf16
+
 build/%_avx512.o: src/%_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SIMD_ARCH) -MMD -MP -c $< -o $@
