@@ -14,7 +14,7 @@ WARN     := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wno-sign-compare
 CFLAGS   := -std=gnu11 $(OPT) -g -fopenmp -fno-math-errno $(WARN) -Iinclude -isystem $(BLIS_INC) \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # ScaLAPACK's pkg-config file needs a blas.pc that Debian's BLIS does not ship: name the libraries.
-LDLIBS   := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lscalapack-openmpi -llapack -lblis -lm
+LDLIBS   := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lscalapack-openmpi -llapack -lblis -ldnnl -lm
 
 SRCS      := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 OBJS      := $(patsubst src/%.c,build/%.o,$(SRCS))

@@ -2,7 +2,7 @@
 # Installs the Debian packages dreamstate needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(build-essential pkg-config libblis-openmp-dev libyaml-dev libopenmpi-dev openmpi-bin
-      libscalapack-openmpi-dev python3-torch python3-numpy python3-yaml python3-sklearn
+      libscalapack-openmpi-dev libdnnl-dev python3-torch python3-numpy python3-yaml python3-sklearn
       python3-matplotlib slurm-wlm munge fortunes jargon-text)
 missing=()
 for p in "${pkgs[@]}"; do
