@@ -1,7 +1,8 @@
 /* Training-step throughput of the C RWKV-7: forward + backward + gradient clipping + AdamW, random
- * tokens, for a given shape. Prints one JSON line (tokens/s, MFU against the FP32 peak measured here
- * with the same threads) for tests/bench.sh.
- * usage: bench_train L C V T B STEPS [THREADS] */
+ * tokens, for a given shape, in fp32 or bf16 products (blas.h). Prints one JSON line (tokens/s, MFU
+ * against the peak of the precision in use, FP32 FMA or bf16 dot products, measured here with the same
+ * threads) for tests/bench.sh.
+ * usage: bench_train L C V T B STEPS [THREADS [fp32|bf16]] */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -10,13 +11,16 @@
 #include "dreamstate/train.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int main(int argc, char **argv) {
-    if (argc < 7) { fprintf(stderr, "usage: bench_train L C V T B STEPS [THREADS]\n"); return 2; }
+    if (argc < 7) { fprintf(stderr, "usage: bench_train L C V T B STEPS [THREADS [fp32|bf16]]\n"); return 2; }
     int L = atoi(argv[1]), C = atoi(argv[2]), V = atoi(argv[3]), T = atoi(argv[4]), B = atoi(argv[5]);
     int steps = atoi(argv[6]), threads = argc > 7 ? atoi(argv[7]) : 0;
     const char *arch = ds_blas_init(threads);
     const char *kern = ds_kernels_init();
+    int bf16 = argc > 8 && strcmp(argv[8], "bf16") == 0;
+    const char *backend = ds_blas_set_precision(bf16 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     threads = ds_blas_threads();
     ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = V};
     ds_rwkv7_default_ranks(&d, "released");
@@ -43,14 +47,16 @@ int main(int argc, char **argv) {
         double dt = ds_now_seconds() - t0;
         if (s >= 0) { total += dt; if (dt < best) best = dt; }
     }
-    double peak = ds_measure_fma_peak(threads, 0.5);
+    double fp32_peak = ds_measure_fma_peak(threads, 0.5), bf16_peak = ds_measure_bf16_peak(threads, 0.5);
+    double peak = bf16 ? bf16_peak : fp32_peak;
     double tok_s = (double)B * T * steps / total, flops = ds_rwkv7_flops_per_token(&d, T);
     int64_t params = 0;
     for (int i = 0; i < m.n_tensors; i++) params += m.tensors[i].numel;
     printf("{\"shape\":\"L%d C%d V%d T%d B%d\",\"params\":%lld,\"threads\":%d,\"kernels\":\"%s\",\"blis\":\"%s\","
-           "\"step_s\":%.4f,\"best_step_s\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.1f,\"peak_gflops\":%.1f,\"mfu\":%.4f}\n",
-           L, C, V, T, B, (long long)params, threads, kern, arch, total / steps, best, tok_s, flops * tok_s * 1e-9,
-           peak, flops * tok_s * 1e-9 / peak);
+           "\"precision\":\"%s\",\"products\":\"%s\",\"step_s\":%.4f,\"best_step_s\":%.4f,\"tokens_per_s\":%.1f,"
+           "\"gflops\":%.1f,\"peak_gflops\":%.1f,\"fp32_peak_gflops\":%.1f,\"bf16_peak_gflops\":%.1f,\"mfu\":%.4f}\n",
+           L, C, V, T, B, (long long)params, threads, kern, arch, bf16 ? "bf16" : "fp32", backend, total / steps, best,
+           tok_s, flops * tok_s * 1e-9, peak, fp32_peak, bf16_peak, flops * tok_s * 1e-9 / peak);
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&m);
     ds_free(groups); free(tok); free(tgt);

@@ -1,7 +1,8 @@
 /* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
- * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism. With `--dump FILE L C T B V SEED` it instead writes
- * weights, inputs, loss, logits and every gradient for tests/ref/test_rwkv7_torch.py, which compares
- * them against an independent PyTorch implementation. */
+ * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism. With
+ * `--dump FILE L C T B V SEED [fp32|bf16]` it instead writes weights, inputs, loss, logits and every
+ * gradient, computed with fp32 or bf16 matrix products (blas.h), for tests/ref/test_rwkv7_torch.py, which
+ * compares them against an independent PyTorch implementation. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -25,9 +26,10 @@ static void random_tokens(int32_t *x, int64_t n, int V, uint64_t seed, uint64_t 
 }
 
 static int dump_mode(int argc, char **argv) {
-    if (argc != 9) { fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED\n"); return 2; }
+    if (argc != 9 && argc != 10) { fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED [fp32|bf16]\n"); return 2; }
     int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
     uint64_t seed = strtoull(argv[8], NULL, 10);
+    ds_blas_set_precision(argc == 10 && strcmp(argv[9], "bf16") == 0 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     ds_rwkv7 m;
     make_model(&m, L, C, V, seed, 0.05f);
     int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);

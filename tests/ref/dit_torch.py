@@ -1,12 +1,15 @@
 """Independent PyTorch reference of the conditional DiT with adaLN-Zero, written from
 the published DiT (summarised in src/dit/README.md §1; the condition in §1.2) with plain tensor ops and autograd
-(no code shared with the C implementation). Runs in float64.
+(no code shared with the C implementation). Runs in float64; the matrix products can emulate
+train.precision bf16 (bf16_emulation.py).
 
 P maps the DiT state-dict names (plus c_embedder.* for the condition vector) to tensors."""
 import math
 
 import torch
 import torch.nn.functional as F
+
+from bf16_emulation import matmul
 
 FREQ_DIM = 256
 LN_EPS = 1e-6
@@ -36,7 +39,7 @@ def pos_embed_2d(D, G):
 
 
 def linear(x, P, name):
-    return x @ P[name + '.weight'].T + P[name + '.bias']
+    return matmul(x, P[name + '.weight'].T) + P[name + '.bias']
 
 
 def modulate(x, shift, scale):
@@ -48,8 +51,8 @@ def attention(u, P, name, heads):
     dh = D // heads
     qkv = linear(u, P, name + '.qkv').reshape(B, T, 3, heads, dh).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]                       # [B, heads, T, dh]
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
-    o = (a @ v).transpose(1, 2).reshape(B, T, D)
+    a = torch.softmax(matmul(q, k.transpose(-1, -2)) / math.sqrt(dh), dim=-1)
+    o = matmul(a, v).transpose(1, 2).reshape(B, T, D)
     return linear(o, P, name + '.proj')
 
 
