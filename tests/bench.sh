@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # `make bench`: throughput side by side in one run, on this machine, with the same threads:
-#  - training-step tokens/s and MFU of the C trainer (tiny shape and the 0.1B shape L12 C768 V65536
-#    T512), MFU against the FP32 FMA peak the benchmark measures itself;
+#  - the FP32 FMA peak and the bf16 peak (VDPBF16PS dot-product chains; the FP32 peak on CPUs without
+#    AVX512_BF16) the benchmark measures itself;
+#  - training-step tokens/s and MFU of the C trainer (tiny shape, the mid shape of jobs/bf16-quality.sh
+#    L4 C256 V256 T128 and the 0.1B shape L12 C768 V65536 T512), in fp32 and in bf16 matrix products
+#    (train.precision; steps alternating on one model), MFU against the peak of the precision in use,
+#    the bf16/fp32 ratio, and the shares of the step in matrix products and bf16 conversions;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
-#    the ratio;
+#    the ratio to the C fp32 step;
 #  - the WKV-7 AVX-512 kernels against their scalar twins;
 #  - distributed (about 2-3 minutes more; DIST=0 skips it): MPI allreduce bus bandwidth on 2 and 4 ranks
 #    (4 oversubscribed), with glibc's default malloc and with its mmap/trim thresholds fixed; how much
@@ -19,21 +23,34 @@ B_BIG=${B_BIG:-1}
 PY=/usr/bin/python3
 export OMP_NUM_THREADS=$THREADS
 field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
-compare() {  # label, L C V T B, C steps, torch steps
+compare() {  # label, L C V T B, C steps (per precision), torch steps (0: no PyTorch run)
   local label=$1 shape=$2 cs=$3 ts=$4
-  local c t
-  c=$(build/tests/bench_train $shape "$cs" "$THREADS")
-  t=$($PY tests/ref/bench_torch.py $shape "$ts" "$THREADS")
-  printf '%-6s %-24s C: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f GFLOP/s peak | PyTorch: %8.1f tok/s | C/PyTorch %6.1fx\n' \
-    "$label" "$(field "$c" shape)" "$(field "$c" tokens_per_s)" "$(field "$c" gflops)" \
-    "$(/usr/bin/python3 -c "print(100*$(field "$c" mfu))")" "$(field "$c" peak_gflops)" "$(field "$t" tokens_per_s)" \
+  local both c b t="" mfu
+  both=$(build/tests/bench_train $shape "$cs" "$THREADS" both)
+  c=$(sed -n 1p <<<"$both"); b=$(sed -n 2p <<<"$both")
+  [ "$ts" -gt 0 ] && t=$($PY tests/ref/bench_torch.py $shape "$ts" "$THREADS")
+  for j in "$c" "$b"; do
+    mfu=$(/usr/bin/python3 -c "print(100*$(field "$j" mfu))")
+    printf '%-5s %-24s %s: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f (%s peak) | products %4.1f%%, bf16 conversions %4.1f%% of the step\n' \
+      "$label" "$(field "$j" shape)" "$(field "$j" precision)" "$(field "$j" tokens_per_s)" "$(field "$j" gflops)" "$mfu" \
+      "$(field "$j" peak_gflops)" "$(field "$j" precision)" "$(/usr/bin/python3 -c "print(100*$(field "$j" products_share))")" \
+      "$(/usr/bin/python3 -c "print(100*$(field "$j" conversions_share))")"
+  done
+  printf '      bf16/fp32 tokens/s: %.2fx' "$(/usr/bin/python3 -c "print($(field "$b" tokens_per_s)/$(field "$c" tokens_per_s))")"
+  [ -n "$t" ] && printf ' | PyTorch fp32: %.1f tok/s, C fp32/PyTorch %.1fx' "$(field "$t" tokens_per_s)" \
     "$(/usr/bin/python3 -c "print($(field "$c" tokens_per_s)/$(field "$t" tokens_per_s))")"
-  echo "  C:       $c"
-  echo "  PyTorch: $t"
+  echo
+  echo "  C fp32:  $c"
+  echo "  C bf16:  $b"
+  [ -n "$t" ] && echo "  PyTorch: $t"
+  LAST=$c  # its peaks for the summary line
 }
 echo "dreamstate bench: $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 compare tiny "2 128 256 64 8" 50 5
+compare mid "4 256 256 128 8" 10 0
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
+echo "peaks measured with the 0.1B run ($THREADS threads): FP32 FMA $(field "$LAST" fp32_peak_gflops) GFLOP/s," \
+  "bf16 $(field "$LAST" bf16_peak_gflops) GFLOP/s (VDPBF16PS chains: ds_measure_bf16_peak)"
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 

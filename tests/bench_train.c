@@ -2,7 +2,8 @@
  * tokens, for a given shape, with fp32 or bf16 matrix products (blas.h), or both: then the steps
  * alternate between the two on the same model (after a warm-up step of each), so that a machine whose
  * load changes slows both alike. Prints one JSON line per precision (tokens/s, MFU against the peak of
- * that precision, FP32 FMA or bf16 dot products, measured here with the same threads) for tests/bench.sh.
+ * that precision, FP32 FMA or bf16 dot products, measured here with the same threads; the shares of the
+ * step spent in matrix products and in bf16 conversions) for tests/bench.sh.
  * usage: bench_train L C V T B STEPS [THREADS [fp32|bf16|both]]   (STEPS per precision) */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -24,8 +25,8 @@ int main(int argc, char **argv) {
     threads = ds_blas_threads();
     int n_prec = strcmp(which, "both") == 0 ? 2 : 1;
     ds_precision precs[2] = {strcmp(which, "bf16") == 0 ? DS_PRECISION_BF16 : DS_PRECISION_FP32, DS_PRECISION_BF16};
-    const char *products[2];
-    for (int p = 0; p < n_prec; p++) products[p] = ds_blas_set_precision(precs[p]);
+    const char *backends[2];
+    for (int p = 0; p < n_prec; p++) backends[p] = ds_blas_set_precision(precs[p]);
     ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = V};
     ds_rwkv7_default_ranks(&d, "released");
     ds_rwkv7 m;
@@ -36,7 +37,7 @@ int main(int argc, char **argv) {
     ds_adamw opt;
     ds_adamw_create(&opt, 1, &all_begin, &all_len, m.n_tensors, groups, 0.9, 0.99, 1e-18, 0.001);
     int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);
-    double best[2] = {1e30, 1e30}, total[2] = {0, 0};
+    double best[2] = {1e30, 1e30}, total[2] = {0, 0}, products[2] = {0, 0}, conversions[2] = {0, 0};
     /* the first step of each precision warms up (allocation, page faults, BLIS buffers, oneDNN kernels) */
     for (int s = -n_prec; s < steps * n_prec; s++) {
         int p = (s + n_prec) % n_prec;
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
             tok[i] = (int32_t)(ds_rng_u64(7, 1, (uint64_t)(s + n_prec) * B * T + i) % V);
             tgt[i] = (int32_t)(ds_rng_u64(7, 2, (uint64_t)(s + n_prec) * B * T + i) % V);
         }
+        ds_blas_seconds b0 = ds_blas_time();
         double t0 = ds_now_seconds();
         ds_rwkv7_zero_grad(&m);
         ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
@@ -52,9 +54,15 @@ int main(int argc, char **argv) {
         ds_clip_grad_norm(m.grads, m.n_params, 1.0);
         ds_adamw_step(&opt, m.params, m.grads, 1e-4, s + n_prec + 1);
         double dt = ds_now_seconds() - t0;
-        if (s >= 0) { total[p] += dt; if (dt < best[p]) best[p] = dt; }
+        ds_blas_seconds b1 = ds_blas_time();
+        if (s >= 0) {
+            total[p] += dt;
+            best[p] = dt < best[p] ? dt : best[p];
+            products[p] += b1.products - b0.products;
+            conversions[p] += b1.conversions - b0.conversions;
+        }
     }
-    double peaks[2] = {ds_measure_fma_peak(threads, 0.5), ds_measure_bf16_peak(threads, 0.5)};
+    double peaks[2] = {ds_measure_fma_peak(threads, 1.0), ds_measure_bf16_peak(threads, 1.0)};
     double flops = ds_rwkv7_flops_per_token(&d, T);
     int64_t params = 0;
     for (int i = 0; i < m.n_tensors; i++) params += m.tensors[i].numel;
@@ -63,10 +71,11 @@ int main(int argc, char **argv) {
         double tok_s = (double)B * T * steps / total[p], peak = peaks[bf16];
         printf("{\"shape\":\"L%d C%d V%d T%d B%d\",\"params\":%lld,\"threads\":%d,\"kernels\":\"%s\",\"blis\":\"%s\","
                "\"precision\":\"%s\",\"products\":\"%s\",\"step_s\":%.4f,\"best_step_s\":%.4f,\"tokens_per_s\":%.1f,"
-               "\"gflops\":%.1f,\"peak_gflops\":%.1f,\"fp32_peak_gflops\":%.1f,\"bf16_peak_gflops\":%.1f,\"mfu\":%.4f}\n",
-               L, C, V, T, B, (long long)params, threads, kern, arch, bf16 ? "bf16" : "fp32", products[p],
+               "\"gflops\":%.1f,\"peak_gflops\":%.1f,\"fp32_peak_gflops\":%.1f,\"bf16_peak_gflops\":%.1f,\"mfu\":%.4f,"
+               "\"products_share\":%.3f,\"conversions_share\":%.3f}\n",
+               L, C, V, T, B, (long long)params, threads, kern, arch, bf16 ? "bf16" : "fp32", backends[p],
                total[p] / steps, best[p], tok_s, flops * tok_s * 1e-9, peak, peaks[0], peaks[1],
-               flops * tok_s * 1e-9 / peak);
+               flops * tok_s * 1e-9 / peak, products[p] / total[p], conversions[p] / total[p]);
     }
     ds_adamw_destroy(&opt);
     ds_rwkv7_destroy(&m);

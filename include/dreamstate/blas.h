@@ -27,6 +27,13 @@ typedef enum { DS_PRECISION_FP32, DS_PRECISION_BF16 } ds_precision;
 const char *ds_blas_set_precision(ds_precision p);
 ds_precision ds_blas_precision(void);
 
+/* Seconds this process has spent in matrix products (BLIS or oneDNN) and in converting their operands to
+ * bf16, since the start: where a training step's time goes (tests/bench_train.c). */
+typedef struct ds_blas_seconds {
+    double products, conversions;
+} ds_blas_seconds;
+ds_blas_seconds ds_blas_time(void);
+
 /* Row-major C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T per trans flag (0/1).
  * lda/ldb/ldc are the row strides of the stored matrices. */
 void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,

@@ -15,9 +15,13 @@
  *    under ZeRO-1). Ranks of one node are assumed not to slow each other down (shared memory
  *    bandwidth and caches are ignored).
  *  - Rates: measured on this machine (--measure: the model's real forward + backward at 1 and 2 layers,
- *    extrapolated linearly in layers; the per-parameter loops on a 16M-parameter buffer), or defaults
- *    per thread measured for the 0.1B shape on the project's 2-core Zen 5 machine (README.md, Machine notes):
- *    wider models run faster, small models far slower.
+ *    extrapolated linearly in layers, with the matrix products in train.precision; the per-parameter
+ *    loops on a 16M-parameter buffer), or defaults per thread measured for the 0.1B shape on the
+ *    project's 2-core Zen 5 machine (README.md, Machine notes), fp32 or bf16: wider models run faster,
+ *    small models far slower.
+ *  - MFU = FLOPs per token x tokens/s / (ranks x the peak per rank of the precision in use: the FP32 FMA
+ *    peak, or the bf16 dot-product peak in train.precision bf16), both measured with --measure
+ *    (ds_measure_fma_peak, ds_measure_bf16_peak), else the dev machine's per thread.
  *  - Gradient allreduce: n_params x 8 bytes (train.grad_reduce fp64) or x 4 (fp32) in the trainer's
  *    8 MiB buckets; ring cost per bucket 2(p-1)/p x bytes / beta + 2(p-1) alpha. One node: the
  *    intra-node link (shared memory); one rank per node: the inter-node link; both: the slower of
@@ -36,8 +40,9 @@
  *  - Memory of rank 0 (the largest): parameters 4 + gradients 4 + fp64 accumulator 8 (fp64 only) +
  *    AdamW moments 8 bytes per owned parameter + under ZeRO-1 the full moments rank 0 gathers for
  *    checkpoints (8 bytes per parameter) + activations of one micro-batch
- *    (ds_rwkv7_activation_floats) + a fixed runtime overhead (MPI, BLIS, program). Fits: the ranks of
- *    one node together within the node's memory. */
+ *    (ds_rwkv7_activation_floats) + in bf16 the operands converted for the products (2 bytes x the
+ *    largest activation and weight operands: micro x T x F and F x C, F = max(V, 4C)) + a fixed runtime
+ *    overhead (MPI, BLIS, program). Fits: the ranks of one node together within the node's memory. */
 #ifndef DREAMSTATE_PLAN_H
 #define DREAMSTATE_PLAN_H
 
@@ -69,6 +74,8 @@ typedef struct ds_plan_job {
     ds_rwkv7_dims dims;          /* LoRA ranks resolved */
     int ctx_len, batch_size, micro_batch;  /* as train.*: micro_batch 0 = batch_size / ranks */
     int fp64, zero_stage;        /* train.grad_reduce == fp64, train.zero_stage */
+    int bf16;                    /* train.precision == bf16 (only the memory depends on it; rates do) */
+    double peak_gflops;          /* per rank, of the precision in use: MFU's denominator (0: no MFU) */
     int nodes, ranks_per_node;
     int64_t bucket_bytes;
     double node_memory_bytes;
@@ -85,6 +92,7 @@ typedef struct ds_plan_result {
     double comm_s;               /* the gradient communication if nothing overlapped */
     double exposed_s;            /* the part not hidden behind backward (+ ZeRO-1's parameter sharing) */
     double step_s, tokens_per_s, comm_share;  /* comm_share = exposed_s / step_s */
+    double mfu;                  /* FLOPs/token x tokens/s / (ranks x peak_gflops); 0 without a peak */
     double activation_bytes, memory_bytes;    /* memory_bytes: rank 0's total */
     double node_bytes;           /* all ranks of node 0 */
     int fits;                    /* node_bytes <= node_memory_bytes */
@@ -99,11 +107,13 @@ int64_t ds_plan_layer_begin(const ds_rwkv7_dims *d, int l);
  * bucket_bytes: sum over pieces of 2(p-1)/p x piece / beta + 2(p-1) alpha. 0 when p == 1. */
 double ds_plan_allreduce_seconds(double bytes, int p, const ds_plan_link *link, double bucket_bytes);
 
-/* Default rates for `threads` threads (see the assumptions above). */
-ds_plan_rates ds_plan_default_rates(const ds_rwkv7_dims *d, int T, int threads);
-/* Rates measured on this machine with `threads` threads at micro-batch `micro` x T (seconds of work;
- * allocates about 2 layers of the model). */
-ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, int threads);
+/* Default rates for `threads` threads, fp32 or bf16 matrix products (see the assumptions above). */
+ds_plan_rates ds_plan_default_rates(const ds_rwkv7_dims *d, int T, int threads, int bf16);
+/* Rates measured on this machine with `threads` threads at micro-batch `micro` x T, fp32 or bf16 matrix
+ * products (seconds of work; allocates about 2 layers of the model). */
+ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, int threads, int bf16);
+/* The dev machine's peak for `threads` threads, FP32 FMA or bf16 dot products (README.md, Machine notes). */
+double ds_plan_default_peak(int threads, int bf16);
 
 /* The prediction for one job. */
 void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out);

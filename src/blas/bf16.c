@@ -152,6 +152,7 @@ static void *grow(void **buf, size_t *have, size_t want) {
 }
 
 const void *bf16_prepare(int slot, int rows, int cols, const float *x, int ld) {
+    double t0 = ds_now_seconds();
     int64_t n = (int64_t)rows * cols;
     uint16_t *h = grow(use_onednn ? &scratch[slot] : (void **)&rounding, use_onednn ? &scratch_bytes[slot] : &rounding_bytes,
                        sizeof(uint16_t) * (n > 0 ? n : 1));
@@ -160,17 +161,23 @@ const void *bf16_prepare(int slot, int rows, int cols, const float *x, int ld) {
     } else {
         for (int r = 0; r < rows; r++) ds_k.f32_to_bf16(cols, x + (int64_t)r * ld, h + (int64_t)r * cols);
     }
-    if (use_onednn) return h;
-    float *wide = grow(&scratch[slot], &scratch_bytes[slot], sizeof(float) * (n > 0 ? n : 1));
-    ds_k.bf16_to_f32(n, h, wide);
-    return wide;
+    const void *prepared = h;
+    if (!use_onednn) {
+        float *wide = grow(&scratch[slot], &scratch_bytes[slot], sizeof(float) * (n > 0 ? n : 1));
+        ds_k.bf16_to_f32(n, h, wide);
+        prepared = wide;
+    }
+    blas_seconds.conversions += ds_now_seconds() - t0;
+    return prepared;
 }
 
 void bf16_product(int transA, int transB, int M, int N, int K, float alpha, const void *A, const void *B, float beta,
                   float *C, int ldc) {
     if (M == 0 || N == 0) return;
     if (use_onednn && K > 0) {
+        double t0 = ds_now_seconds();
         onednn_product(transA, transB, M, N, K, alpha, A, B, beta, C, ldc);
+        blas_seconds.products += ds_now_seconds() - t0;
     } else {
         blis_sgemm(transA, transB, M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, ldc);
     }

@@ -18,6 +18,9 @@ const void *bf16_prepare(int slot, int rows, int cols, const float *x, int ld);
 void bf16_product(int transA, int transB, int M, int N, int K, float alpha, const void *A, const void *B, float beta,
                   float *C, int ldc);
 
+/* Seconds spent so far (ds_blas_time), added to by gemm.c and bf16.c. */
+extern ds_blas_seconds blas_seconds;
+
 /* Row-major BLIS sgemm (gemm.c), as ds_gemm in fp32. */
 void blis_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                 int ldb, float beta, float *C, int ldc);

@@ -36,11 +36,17 @@ const char *ds_blas_set_precision(ds_precision p) {
 
 ds_precision ds_blas_precision(void) { return precision; }
 
+ds_blas_seconds blas_seconds;
+
+ds_blas_seconds ds_blas_time(void) { return blas_seconds; }
+
 void blis_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                 int ldb, float beta, float *C, int ldc) {
     /* BLIS takes general strides, so row-major needs no copies: row stride = ld, column stride = 1. */
+    double t0 = ds_now_seconds();
     bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
               M, N, K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+    blas_seconds.products += ds_now_seconds() - t0;
 }
 
 void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,

@@ -42,9 +42,13 @@ static const cli_spec spec = {
         "    accumulator and converting to fp32 per step; fp32: zeroing per step; clipping and AdamW over\n"
         "    the owned parameters per step. Ranks on one node are assumed not to slow each other down.\n"
         "  - rates: --measure times the model's own forward + backward at 1 and 2 layers (the smallest\n"
-        "    micro-batch of the rows; extrapolated linearly in layers) and each per-parameter loop; without\n"
-        "    it, defaults per thread from the 0.1B shape on the dev machine (100 GFLOP/s of\n"
-        "    ds_rwkv7_flops_per_token; wider models run faster, small ones far slower: use --measure).\n"
+        "    micro-batch of the rows; extrapolated linearly in layers; matrix products in train.precision)\n"
+        "    and each per-parameter loop; without it, defaults per thread from the 0.1B shape on the dev\n"
+        "    machine (100 GFLOP/s of ds_rwkv7_flops_per_token in fp32, 175 in bf16; wider models run\n"
+        "    faster, small ones far slower: use --measure).\n"
+        "  - MFU = FLOPs/token x tokens/s / (ranks x peak per rank), the peak of train.precision: FP32 FMA or\n"
+        "    bf16 dot products (VDPBF16PS), measured with --measure, else the dev machine's 265 / 530\n"
+        "    GFLOP/s per thread.\n"
         "  - gradient allreduce: params x 8 bytes (grad_reduce fp64) or x 4 (fp32) in 8 MiB buckets; ring\n"
         "    alpha-beta cost per bucket 2(p-1)/p x bytes / bandwidth + 2(p-1) x latency, over the intra-node\n"
         "    link (1 node), the inter-node link (1 rank per node) or the slower of both. ZeRO-1\n"
@@ -58,7 +62,9 @@ static const cli_spec spec = {
         "  - not counted: evaluation, checkpoints, data loading, start-up, the few 8-byte allreduces.\n"
         "  - memory of rank 0: params 4 + grads 4 + fp64 accumulator 8 (fp64) + AdamW 8 bytes per owned\n"
         "    param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints) +\n"
-        "    activations of one micro-batch + 0.1 GB runtime; fits = the node's ranks within --node-memory.\n",
+        "    activations of one micro-batch (+ in bf16 the converted product operands, 2 bytes x (micro x\n"
+        "    ctx_len + n_embd) x max(vocab, 4 n_embd)) + 0.1 GB runtime; fits = the node's ranks within\n"
+        "    --node-memory.\n",
     .config = 1,
     .options = {{"--nodes", CLI_REQUIRED}, {"--ranks-per-node"}, {"--threads"}, {"--measure", CLI_SWITCH},
                 {"--bandwidth"}, {"--latency"}, {"--intra-bandwidth"}, {"--intra-latency"}, {"--node-memory"},

@@ -20,6 +20,9 @@
  * project's 2-core Zen 5 machine (README.md, Machine notes); wider models run their GEMMs more efficiently
  * (the 1.5B shape measured ~2x this rate per thread). */
 #define DEFAULT_GFLOPS_PER_THREAD 100.0   /* ds_rwkv7_flops_per_token x tokens / s */
+#define DEFAULT_GFLOPS_PER_THREAD_BF16 175.0  /* the same in bf16: 1.75x, `make bench`'s 0.1B step ratio */
+#define DEFAULT_FP32_PEAK_PER_THREAD 265.0  /* GFLOP/s: FMA chains (ds_measure_fma_peak) */
+#define DEFAULT_BF16_PEAK_PER_THREAD 530.0  /* VDPBF16PS chains: 2 bf16 products per fp32 lane at the FMA rate */
 #define DEFAULT_NS_ZERO 0.1               /* per parameter, the loops of ds_plan_rates */
 #define DEFAULT_NS_ACCUMULATE 0.5
 #define DEFAULT_NS_RESET 0.4
@@ -54,9 +57,9 @@ double ds_plan_allreduce_seconds(double bytes, int p, const ds_plan_link *link, 
     return 2.0 * (p - 1) / p * bytes / (link->gbps * 1e9) + pieces * 2.0 * (p - 1) * link->latency_us * 1e-6;
 }
 
-ds_plan_rates ds_plan_default_rates(const ds_rwkv7_dims *d, int T, int threads) {
-    double ns = 1e-9 / threads;
-    return (ds_plan_rates){.sec_per_token = ds_rwkv7_flops_per_token(d, T) / (DEFAULT_GFLOPS_PER_THREAD * 1e9 * threads),
+ds_plan_rates ds_plan_default_rates(const ds_rwkv7_dims *d, int T, int threads, int bf16) {
+    double ns = 1e-9 / threads, gflops = bf16 ? DEFAULT_GFLOPS_PER_THREAD_BF16 : DEFAULT_GFLOPS_PER_THREAD;
+    return (ds_plan_rates){.sec_per_token = ds_rwkv7_flops_per_token(d, T) / (gflops * 1e9 * threads),
                            .sec_zero = DEFAULT_NS_ZERO * ns, .sec_accumulate = DEFAULT_NS_ACCUMULATE * ns,
                            .sec_reset = DEFAULT_NS_RESET * ns, .sec_convert = DEFAULT_NS_CONVERT * ns,
                            .sec_optimizer = DEFAULT_NS_OPTIMIZER * ns};
@@ -111,9 +114,14 @@ static double time_forward_backward(ds_rwkv7_dims d, int n_layer, int micro, int
     return best;
 }
 
-ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, int threads) {
+double ds_plan_default_peak(int threads, int bf16) {
+    return threads * (bf16 ? DEFAULT_BF16_PEAK_PER_THREAD : DEFAULT_FP32_PEAK_PER_THREAD);
+}
+
+ds_plan_rates ds_plan_measure_rates(const ds_rwkv7_dims *d, int micro, int T, int threads, int bf16) {
     ds_blas_init(threads);
     ds_kernels_init();
+    ds_blas_set_precision(bf16 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     omp_set_num_threads(threads);
     ds_plan_rates r;
     /* forward + backward is (head and embedding) + L x (one layer): two depths fix both terms */
@@ -243,11 +251,16 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
     out->step_s = out->compute_s + out->exposed_s;
     out->tokens_per_s = (double)B * T / out->step_s;
     out->comm_share = out->exposed_s / out->step_s;
+    if (job->peak_gflops > 0)
+        out->mfu = ds_rwkv7_flops_per_token(d, T) * out->tokens_per_s / (p * job->peak_gflops * 1e9);
 
     /* memory of rank 0: the model's tokens/targets and the trainer's batch buffers with the activations */
     out->activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T) + 16.0 * micro * T;
     double full_moments = zero1 ? 8.0 * n : 0.0;  /* rank 0 gathers them for checkpoints */
-    double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + out->activation_bytes + DS_PLAN_RUNTIME_BYTES;
+    double F = d->vocab_size > 4 * d->n_embd ? d->vocab_size : 4.0 * d->n_embd;  /* widest product operand */
+    double bf16_operands = job->bf16 ? 2.0 * ((double)micro * T * F + F * d->n_embd) : 0.0;
+    double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + out->activation_bytes + bf16_operands +
+                    DS_PLAN_RUNTIME_BYTES;
     out->memory_bytes = others + full_moments;
     out->node_bytes = out->memory_bytes + (job->ranks_per_node - 1) * others;
     out->fits = out->node_bytes <= job->node_memory_bytes;
@@ -267,9 +280,9 @@ static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, int 
         return;
     }
     printf(",\"micro_batch\":%d,\"accum\":%d,\"compute_s\":%.9g,\"comm_s\":%.9g,\"exposed_comm_s\":%.9g,"
-           "\"step_s\":%.9g,\"tokens_per_s\":%.9g,\"comm_share\":%.6f,\"activation_bytes\":%.0f,"
+           "\"step_s\":%.9g,\"tokens_per_s\":%.9g,\"comm_share\":%.6f,\"mfu\":%.6f,\"activation_bytes\":%.0f,"
            "\"memory_per_rank_bytes\":%.0f,\"node_bytes\":%.0f,\"fits\":%s,\"buckets\":%lld,\"owned_params\":%lld}",
-           r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, r->tokens_per_s, r->comm_share,
+           r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, r->tokens_per_s, r->comm_share, r->mfu,
            r->activation_bytes, r->memory_bytes, r->node_bytes, r->fits ? "true" : "false", (long long)r->n_buckets,
            (long long)r->n_owned);
 }
@@ -293,6 +306,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
     ds_plan_job job = {.dims = ds_rwkv7_dims_from_config(cfg), .ctx_len = cfg->train.ctx_len,
                        .batch_size = cfg->train.batch_size, .micro_batch = cfg->train.micro_batch,
                        .fp64 = strcmp(cfg->train.grad_reduce, "fp64") == 0, .zero_stage = cfg->train.zero_stage,
+                       .bf16 = strcmp(cfg->train.precision, "bf16") == 0,
                        .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,
                        .intra = intra, .inter = inter};
     const ds_rwkv7_dims *d = &job.dims;
@@ -301,6 +315,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
     double flops_tok = ds_rwkv7_flops_per_token(d, T);
 
     char rates_note[256];
+    double peaks[2];  /* per rank: FP32 FMA, bf16 dot products */
     if (measure) {
         /* the smallest valid micro-batch of the rows (per-token cost rises as micro-batches shrink) */
         int micro = 0;
@@ -318,27 +333,34 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         if (threads > cores)
             ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
         ds_log("plan: measuring %s at micro-batch %d x %d with %d thread(s)...", cfg->source, micro, T, threads);
-        job.rates = ds_plan_measure_rates(d, micro, T, threads);
+        job.rates = ds_plan_measure_rates(d, micro, T, threads, job.bf16);
+        peaks[0] = ds_measure_fma_peak(threads, 0.5);
+        peaks[1] = ds_measure_bf16_peak(threads, 0.5);
         snprintf(rates_note, sizeof rates_note, "measured here at micro-batch %d x %d, %d thread(s)/rank: %.3g ms/token (%.1f GFLOP/s)",
                  micro, T, threads, job.rates.sec_per_token * 1e3, flops_tok / job.rates.sec_per_token * 1e-9);
     } else {
-        job.rates = ds_plan_default_rates(d, T, threads);
+        job.rates = ds_plan_default_rates(d, T, threads, job.bf16);
+        peaks[0] = ds_plan_default_peak(threads, 0);
+        peaks[1] = ds_plan_default_peak(threads, 1);
         snprintf(rates_note, sizeof rates_note,
                  "defaults (no --measure) for %d thread(s)/rank: %.0f GFLOP/s per thread (0.1B shape; --measure for yours)",
-                 threads, DEFAULT_GFLOPS_PER_THREAD);
+                 threads, job.bf16 ? DEFAULT_GFLOPS_PER_THREAD_BF16 : DEFAULT_GFLOPS_PER_THREAD);
     }
+    job.peak_gflops = peaks[job.bf16];
     const ds_plan_rates *rt = &job.rates;
 
     if (json) {
         printf("{\"config\":");
         ds_json_string(stdout, cfg->source);
         printf(",\"n_layer\":%d,\"n_embd\":%d,\"vocab_size\":%d,\"ctx_len\":%d,\"batch_size\":%d,"
-               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_token\":%.6g,"
+               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"precision\":\"%s\",\"params\":%lld,"
+               "\"flops_per_token\":%.6g,\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_token\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
                d->n_layer, d->n_embd, d->vocab_size, T, job.batch_size, job.micro_batch,
-               cfg->train.grad_reduce, job.zero_stage, (long long)n, flops_tok, threads, measure ? "true" : "false",
+               cfg->train.grad_reduce, job.zero_stage, cfg->train.precision, (long long)n, flops_tok, peaks[0], peaks[1],
+               threads, measure ? "true" : "false",
                rt->sec_per_token, rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer,
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
     } else {
@@ -347,14 +369,16 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         printf("  batch %d x %d = %.0f tokens/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n",
                job.batch_size, T, (double)job.batch_size * T, cfg->train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9,
                job.zero_stage);
-        printf("  compute: %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, reset %.2f, convert %.2f, "
-               "optimizer %.2f\n", rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,
-               rt->sec_convert * 1e9, rt->sec_optimizer * 1e9);
+        printf("  compute (matrix products %s): %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, "
+               "reset %.2f, convert %.2f, optimizer %.2f\n", cfg->train.precision, rates_note, rt->sec_zero * 1e9,
+               rt->sec_accumulate * 1e9, rt->sec_reset * 1e9, rt->sec_convert * 1e9, rt->sec_optimizer * 1e9);
+        printf("  peak per rank (%s): FP32 FMA %.0f GFLOP/s, bf16 dot products %.0f GFLOP/s; MFU against the %s one\n",
+               measure ? "measured here" : "dev machine defaults", peaks[0], peaks[1], job.bf16 ? "bf16" : "FP32");
         printf("  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory * 1e-9);
         printf("  (assumptions: dreamstate plan --help)\n");
-        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
-               "comm s", "exposed s", "step s", "tokens/s", "comm%", "GB/rank", "fits");
+        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
+               "comm s", "exposed s", "step s", "tokens/s", "comm%", "MFU", "GB/rank", "fits");
     }
     for (int i = 0; i < n_nodes; i++) {
         job.nodes = nodes[i];
@@ -370,9 +394,9 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         }
         char ma[32];
         snprintf(ma, sizeof ma, "%d x %d", r.micro, r.accum);
-        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma, r.compute_s,
-               r.comm_s, r.exposed_s, r.step_s, r.tokens_per_s, 100 * r.comm_share, r.memory_bytes * 1e-9,
-               r.fits ? "yes" : "NO");
+        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma,
+               r.compute_s, r.comm_s, r.exposed_s, r.step_s, r.tokens_per_s, 100 * r.comm_share, 100 * r.mfu,
+               r.memory_bytes * 1e-9, r.fits ? "yes" : "NO");
     }
     if (json) printf("\n  ]\n}\n");
     return DS_EXIT_OK;
