@@ -3,7 +3,7 @@
 #  - the FP32 FMA peak and the bf16 peak (VDPBF16PS dot-product chains; the FP32 peak on CPUs without
 #    AVX512_BF16) the benchmark measures itself;
 #  - training-step tokens/s and MFU of the C trainer (tiny shape, the mid shape of jobs/bf16-quality.sh
-#    L4 C256 V256 T128 and the 0.1B shape L12 C768 V65536 T512), in fp32 and in bf16 matrix products
+#    L4 C256 V256 T128 B4 and the 0.1B shape L12 C768 V65536 T512), in fp32 and in bf16 matrix products
 #    (train.precision; steps alternating on one model), MFU against the peak of the precision in use,
 #    the bf16/fp32 ratio, and the shares of the step in matrix products and bf16 conversions;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
@@ -47,7 +47,7 @@ compare() {  # label, L C V T B, C steps (per precision), torch steps (0: no PyT
 }
 echo "dreamstate bench: $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 compare tiny "2 128 256 64 8" 50 5
-compare mid "4 256 256 128 8" 10 0
+compare mid "4 256 256 128 4" 10 0
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
 echo "peaks measured with the 0.1B run ($THREADS threads): FP32 FMA $(field "$LAST" fp32_peak_gflops) GFLOP/s," \
   "bf16 $(field "$LAST" bf16_peak_gflops) GFLOP/s (VDPBF16PS chains: ds_measure_bf16_peak)"

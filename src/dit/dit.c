@@ -1,5 +1,6 @@
 /* Conditional DiT with adaLN-Zero (src/dit/README.md §1, §2): parameter table, initialisation, forward and
- * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
+ * backward. Matrix products go through ds_gemm / ds_linear (fp32, or bf16 operands with train.precision
+ * bf16: src/dit/README.md §2), standard ops through the kernel table (ds_k, fp32):
  * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
  * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
  * Rows are the B*T tokens of a batch, row-major [B, T, d].

@@ -1,6 +1,7 @@
-/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through BLIS
- * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
- * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
+/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through
+ * ds_gemm / ds_linear (fp32 or bf16 operands, src/rwkv7/README.md §4.6), every standard op through the
+ * kernel table (ds_k, fp32); the model-specific element-wise glue (decay, keys, value residual, bonus)
+ * is here, in fp32. Rows are the B*T tokens of a batch.
  *
  * Shapes: B batch (sequences), T time (tokens per sequence), BT = B T rows, C channels (n_embd),
  * H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv, Dg the ranks of the decay,
