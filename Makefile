@@ -14,7 +14,7 @@ WARN     := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wno-sign-compare
 CFLAGS   := -std=gnu11 $(OPT) -g -fopenmp -fno-math-errno $(WARN) -Iinclude -isystem $(BLIS_INC) \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # ScaLAPACK's pkg-config file needs a blas.pc that Debian's BLIS does not ship: name the libraries.
-LDLIBS   := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lscalapack-openmpi -llapack -lblis -lm
+LDLIBS   := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lscalapack-openmpi -llapack -lblis -ldnnl -lm
 
 SRCS      := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 OBJS      := $(patsubst src/%.c,build/%.o,$(SRCS))
@@ -27,6 +27,10 @@ LIB       := build/libdreamstate.a
 
 .PHONY: all test bench deps run clean fuzz fuzz-build fuzz-corpus
 all: bin/dreamstate $(TEST_BINS) $(BENCH_BINS)
+
+# AVX512_BF16 (VCVTNE2PS2BF16, VDPBF16PS) is not part of x86-64-v4: this file alone gets it, and
+# dispatch.c calls it only on CPUs that have it.
+build/kernels/bf16_avx512.o: SIMD_ARCH += -mavx512bf16
 
 build/%_avx512.o: src/%_avx512.c
 	@mkdir -p $(dir $@)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # `make bench`: throughput side by side in one run, on this machine, with the same threads:
-#  - training-step tokens/s and MFU of the C trainer (tiny shape and the 0.1B shape L12 C768 V65536
-#    T512), MFU against the FP32 FMA peak the benchmark measures itself;
+#  - the FP32 FMA peak and the bf16 peak (VDPBF16PS dot-product chains; the FP32 peak on CPUs without
+#    AVX512_BF16) the benchmark measures itself;
+#  - training-step tokens/s and MFU of the C trainer (tiny shape, the mid shape of jobs/bf16-quality.sh
+#    L4 C256 V256 T128 B4 and the 0.1B shape L12 C768 V65536 T512), in fp32 and in bf16 matrix products
+#    (train.precision; steps alternating on one model), MFU against the peak of the precision in use,
+#    the bf16/fp32 ratio, and the shares of the step in matrix products and bf16 conversions;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
-#    the ratio;
+#    the ratio to the C fp32 step;
 #  - the DiT training step (forward + backward + clipping + AdamW, tests/bench_dit.c) at the state
 #    shape of DREAMSTATE part A (one layer's 12 heads of 64 x 64 = 256 tokens of patch 4, batch 8) for
 #    DiT-B/4 (d 768, depth 12, 12 heads) and DiT-S/4 (d 384, depth 12, 6 heads): tokens/s, GFLOP/s, MFU
@@ -38,18 +42,27 @@ peer() {  # C JSON, bench_torch.py arguments...
   if [ -n "$arch" ]; then BLIS_ARCH_TYPE=$arch $PY tests/ref/bench_torch.py "$@"; else (unset BLIS_ARCH_TYPE; $PY tests/ref/bench_torch.py "$@"); fi
 }
 peer_note() { echo "  PyTorch peer: BLIS_ARCH_TYPE='$(field "$1" blis_arch_type)', its 1024^3 sgemm $(field "$1" sgemm_gflops) GFLOP/s"; }
-compare() {  # label, L C V T B, C steps, torch steps
+compare() {  # label, L C V T B, C steps (per precision), torch steps (0: no PyTorch run)
   local label=$1 shape=$2 cs=$3 ts=$4
-  local c t
-  c=$(build/tests/bench_train $shape "$cs" "$THREADS")
-  t=$(peer "$c" $shape "$ts" "$THREADS")
-  printf '%-6s %-24s C: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f GFLOP/s peak | PyTorch: %8.1f tok/s | C/PyTorch %6.1fx\n' \
-    "$label" "$(field "$c" shape)" "$(field "$c" tokens_per_s)" "$(field "$c" gflops)" \
-    "$(pct "$(field "$c" mfu)")" "$(field "$c" peak_gflops)" "$(field "$t" tokens_per_s)" \
-    "$(ratio "$(field "$c" tokens_per_s)" "$(field "$t" tokens_per_s)")"
-  peer_note "$t"
-  echo "  C:       $c"
-  echo "  PyTorch: $t"
+  local both c b t="" mfu
+  both=$(build/tests/bench_train $shape "$cs" "$THREADS" both)
+  c=$(sed -n 1p <<<"$both"); b=$(sed -n 2p <<<"$both")
+  [ "$ts" -gt 0 ] && t=$(peer "$c" $shape "$ts" "$THREADS")
+  for j in "$c" "$b"; do
+    mfu=$(/usr/bin/python3 -c "print(100*$(field "$j" mfu))")
+    printf '%-5s %-24s %s: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f (%s peak) | products %4.1f%%, bf16 conversions %4.1f%% of the step\n' \
+      "$label" "$(field "$j" shape)" "$(field "$j" precision)" "$(field "$j" tokens_per_s)" "$(field "$j" gflops)" "$mfu" \
+      "$(field "$j" peak_gflops)" "$(field "$j" precision)" "$(/usr/bin/python3 -c "print(100*$(field "$j" products_share))")" \
+      "$(/usr/bin/python3 -c "print(100*$(field "$j" conversions_share))")"
+  done
+  printf '      bf16/fp32 tokens/s: %.2fx' "$(/usr/bin/python3 -c "print($(field "$b" tokens_per_s)/$(field "$c" tokens_per_s))")"
+  [ -n "$t" ] && printf ' | PyTorch fp32: %.1f tok/s, C fp32/PyTorch %.1fx' "$(field "$t" tokens_per_s)" \
+    "$(/usr/bin/python3 -c "print($(field "$c" tokens_per_s)/$(field "$t" tokens_per_s))")"
+  echo
+  echo "  C fp32:  $c"
+  echo "  C bf16:  $b"
+  [ -n "$t" ] && peer_note "$t" && echo "  PyTorch: $t"
+  LAST=$c  # its peaks for the summary line
 }
 compare_dit() {  # label, C I p d depth heads B
   local label=$1 shape=$2
@@ -71,12 +84,15 @@ compare_dit() {  # label, C I p d depth heads B
 }
 echo "dreamstate bench: $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 compare tiny "2 128 256 64 8" 50 5
+compare mid "4 256 256 128 4" 10 0
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
 compare_dit DiT-B/4 "12 64 4 768 12 12 8"
 compare_dit DiT-S/4 "12 64 4 384 12 6 8"
 t=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS")
 f=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS" frozen)
 echo "state tuning (frozen backward to the state gradient) L4 C512 V256 T128 B8: $(field "$f" tokens_per_s) tok/s vs a training step $(field "$t" tokens_per_s) ($($PY -c "print(round($(field "$f" tokens_per_s)/$(field "$t" tokens_per_s), 2))")x)"
+echo "peaks measured with the 0.1B run ($THREADS threads): FP32 FMA $(field "$LAST" fp32_peak_gflops) GFLOP/s," \
+  "bf16 $(field "$LAST" bf16_peak_gflops) GFLOP/s (VDPBF16PS chains: ds_measure_bf16_peak)"
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 

@@ -1,10 +1,11 @@
 /* Tests of the compute kernels other than WKV-7 (norm, shift_mix, act, softmax_xent, softmax,
- * modulate, gated_residual, attention, adamw, sum_squares, scale, axpy). For each kernel:
+ * modulate, gated_residual, attention, adamw, sum_squares, scale, axpy, fp32 <-> bf16). For each kernel:
  *  (a) the scalar reference against an independent float64 computation written here,
  *  (b) backward kernels against central finite differences of the float64 forward,
  *  (c) the AVX-512 twin against the reference (odd sizes, so the masked tails run),
  *  (d) accumulation into pre-filled gradient buffers, and thread-count independence of reductions,
- *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input.
+ *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input;
+ *      bf16 rounding bit for bit on every edge (ties, denormals, overflow, NaN payloads).
  * Also prints ref vs AVX-512 timings (not asserted). */
 #include "../src/kernels/impl.h"
 #include "dreamstate/common.h"
@@ -1252,6 +1253,94 @@ static void test_attention(void) {
     }
 }
 
+/* ---------------------------------------------------------------- fp32 <-> bf16 */
+
+static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* The bf16 nearest to x, found by comparing the two bf16 neighbours of x in double (ties: the even
+ * one), not by the bit trick the kernels use; NaN -> quiet NaN, denormal -> signed zero (kernels.h). */
+static uint16_t bf16_nearest(float x) {
+    uint32_t u = bits_of(x), sign = u & 0x80000000u;
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x40);
+    if (fpclassify(x) == FP_SUBNORMAL || x == 0) return (uint16_t)(sign >> 16);
+    if (isinf(x)) return (uint16_t)(u >> 16);
+    uint32_t down = u & 0xffff0000u, up = down + 0x10000u;  /* |down| <= |x| < |up| */
+    double ax = fabs((double)x), dd = ax - fabs((double)float_of(down));
+    double du = ((up & 0x7fffffffu) == 0x7f800000u ? ldexp(1.0, 128) : fabs((double)float_of(up))) - ax;
+    if (dd < du || (dd == du && ((down >> 16) & 1) == 0)) return (uint16_t)(down >> 16);
+    return (uint16_t)(up >> 16);
+}
+
+static void test_bf16(void) {
+    static const uint32_t edges[] = {
+        0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x00400000, 0x00800000, 0x80800000, /* 0, denormals, FLT_MIN */
+        0x3f808000, 0x3f818000, 0xbf808000, 0xbf818000, 0x3f808001, 0x3f817fff,             /* ties, near-ties */
+        0x3f800000, 0x4b7fffff, 0x7f7f7fff, 0x7f7f8000, 0x7f7fffff, 0xff7fffff,             /* overflow to Inf */
+        0x7f800000, 0xff800000, 0x7f800001, 0x7fa00000, 0x7fc00000, 0xffc12345, 0x7f80ffff, /* Inf, NaN payloads */
+        0x007fffff, 0x00808000, 0x00818000};
+    const int n_edges = sizeof edges / sizeof edges[0];
+    const int64_t n = 200003;  /* odd: the masked tails run; > DS_PARALLEL_MIN: the threaded path too */
+    float *x = ds_alloc(n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t r = ds_rng_u64(42, 91, (uint64_t)i);
+        x[i] = i < n_edges ? float_of(edges[i])
+               : i % 3 == 0 ? float_of((uint32_t)r)                                     /* any bit pattern */
+               : i % 3 == 1 ? float_of((uint32_t)(r & 0xffff8000u) | 0x8000u)           /* exact ties */
+                            : (float)ds_rng_normal(42, 92, (uint64_t)i) * ldexpf(1, (int)(r % 60) - 30);
+    }
+    uint16_t *want = ds_alloc(n * 2), *got = ds_alloc(n * 2);
+    for (int64_t i = 0; i < n; i++) want[i] = bf16_nearest(x[i]);
+    int64_t bad = 0, first = -1;
+    f32_to_bf16_ref(n, x, got);
+    for (int64_t i = 0; i < n; i++) if (got[i] != want[i] && bad++ == 0) first = i;
+    CHECK(bad == 0, "f32_to_bf16_ref: %lld of %lld differ from the nearest bf16 (first: %08x -> %04x, want %04x)",
+          (long long)bad, (long long)n, first >= 0 ? bits_of(x[first]) : 0, first >= 0 ? got[first] : 0,
+          first >= 0 ? want[first] : 0);
+    /* bf16 -> fp32: every one of the 65536 patterns, against its value from sign, exponent, mantissa */
+    uint16_t all[65536];
+    float back[65536];
+    for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    bf16_to_f32_ref(65536, all, back);
+    int wrong = 0;
+    for (int i = 0; i < 65536; i++) {
+        int e = (i >> 7) & 0xff, m = i & 0x7f;
+        double v = e == 0 ? ldexp(m, -133) : e == 255 ? (m ? NAN : INFINITY) : ldexp(128 + m, e - 134);
+        if (i & 0x8000) v = -v;
+        if (isnan(v) ? !isnan(back[i]) || (bits_of(back[i]) >> 16) != (uint32_t)i : (double)back[i] != v ||
+                                                                                     !signbit(back[i]) != !signbit(v))
+            wrong++;
+    }
+    CHECK(wrong == 0, "bf16_to_f32_ref: %d of 65536 patterns wrong", wrong);
+
+    if (ds_cpu_has_avx512_bf16()) {
+        uint16_t *twin = ds_alloc(n * 2);
+        float *wide = ds_alloc(n * sizeof(float)), *wide_ref = ds_alloc(n * sizeof(float));
+        for (int64_t len = 0; len <= 70; len += 7) {  /* every tail length class of the 32-wide loop */
+            memset(twin, 0xab, 2 * 80);
+            f32_to_bf16_avx512(len, x, twin);
+            int same = memcmp(twin, want, 2 * len) == 0 && twin[len] == 0xabab;
+            CHECK(same, "f32_to_bf16_avx512 n=%lld: bit-exact, nothing written past n", (long long)len);
+        }
+        f32_to_bf16_avx512(n, x, twin);
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += twin[i] != want[i];
+        CHECK(bad == 0, "f32_to_bf16_avx512 = reference bit for bit on %lld values: %lld differ", (long long)n,
+              (long long)bad);
+        bf16_to_f32_avx512(n, want, wide);
+        bf16_to_f32_ref(n, want, wide_ref);
+        CHECK(memcmp(wide, wide_ref, n * sizeof(float)) == 0, "bf16_to_f32_avx512 = reference bit for bit");
+        double tr, ta;
+        BEST_TIME(tr, f32_to_bf16_ref(n, x, got));
+        BEST_TIME(ta, f32_to_bf16_avx512(n, x, twin));
+        print_timing("f32_to_bf16 200K", tr, ta);
+        ds_free(twin), ds_free(wide), ds_free(wide_ref);
+    } else {
+        printf("note: no AVX512_BF16 on this CPU; the bf16 conversion twins are not compared\n");
+    }
+    ds_free(x), ds_free(want), ds_free(got);
+}
+
 int main(void) {
     have_avx512 = ds_cpu_has_avx512();
     if (!have_avx512)
@@ -1266,5 +1355,6 @@ int main(void) {
     test_attention();
     test_adamw();
     test_blas1();
+    test_bf16();
     return test_summary("test_kernels");
 }

@@ -229,6 +229,21 @@ int main(void) {
     ds_plan_predict(&job, &r);
     CHECK(close_rel(r.memory_bytes, 16.0 * n + act + DS_PLAN_RUNTIME_BYTES, 1e-12), "fp32 memory %.6g", r.memory_bytes);
     CHECK(close_rel(r.compute_s, 16 * 2 * 128 * 1e-4 + n * (2e-9 + 11e-9), 1e-12), "fp32 compute %.9g", r.compute_s);
+    /* bf16: the same compute for the same rates, + the converted operands (micro x T x F and F x C bf16,
+     * F = max(V, 4C)); MFU against the given peak */
+    job.bf16 = 1;
+    job.peak_gflops = 500;
+    ds_plan_result r16;
+    ds_plan_predict(&job, &r16);
+    const ds_rwkv7_dims *dm = &job.shape.rwkv7;
+    double F = dm->vocab_size > 4 * dm->n_embd ? dm->vocab_size : 4.0 * dm->n_embd;
+    CHECK(close_rel(r16.memory_bytes, r.memory_bytes + 2.0 * (2 * 128 * F + F * dm->n_embd), 1e-12) &&
+              r16.compute_s == r.compute_s, "bf16 memory %.6g", r16.memory_bytes);
+    double flops_tok = ds_rwkv7_flops_per_token(dm, 128);
+    CHECK(close_rel(r16.mfu, flops_tok * r16.units_per_s / 500e9, 1e-12) && r.mfu == 0, "MFU %.6g (none without a peak)",
+          r16.mfu);
+    job.bf16 = 0;
+    job.peak_gflops = 0;
     job.fp64 = 1;  /* one rank, one micro-step: the trainer skips the fp64 accumulator (an exact copy) */
     job.micro_batch = 32;
     ds_plan_predict(&job, &r);
@@ -310,7 +325,7 @@ int main(void) {
     /* measured rates: the model's real forward + backward runs and gives usable numbers */
     ds_rwkv7_dims tiny = {.n_layer = 2, .n_embd = 64, .vocab_size = 64};
     ds_rwkv7_default_ranks(&tiny, "released");
-    ds_plan_rates mr = ds_plan_measure_rates(&(ds_task_shape){.kind = DS_TASK_LM, .rwkv7 = tiny, .ctx_len = 16}, 2, 1);
+    ds_plan_rates mr = ds_plan_measure_rates(&(ds_task_shape){.kind = DS_TASK_LM, .rwkv7 = tiny, .ctx_len = 16}, 2, 1, 0);
     double rates[] = {mr.sec_per_unit, mr.sec_zero, mr.sec_accumulate, mr.sec_reset, mr.sec_convert, mr.sec_optimizer};
     for (int i = 0; i < 6; i++) CHECK(rates[i] > 0 && isfinite(rates[i]), "measured rate %d: %g s", i, rates[i]);
 

@@ -1,9 +1,10 @@
 /* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
  * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism, and the frozen
- * backward's state gradient (§9.11). With `--dump FILE L C T B V SEED [state]` it instead writes weights,
- * inputs, loss, logits and every gradient (the initial state's included) for
- * tests/ref/test_rwkv7_torch.py, and with `--dump-tuner ...` a state-tuning batch for
- * tests/ref/test_state_tuning_torch.py; both compare them against an independent PyTorch implementation. */
+ * backward's state gradient (§9.11). With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
+ * writes weights, inputs, loss, logits and every gradient (the initial state's included), computed with
+ * fp32 or bf16 matrix products (blas.h), for tests/ref/test_rwkv7_torch.py, and with `--dump-tuner ...` a
+ * state-tuning batch for tests/ref/test_state_tuning_torch.py; both compare them against an independent
+ * PyTorch implementation. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -61,16 +62,23 @@ static void dump_state(FILE *f, const char *prefix, const ds_rwkv7_state *s, con
     snprintf(name, sizeof name, "%s.ffn_x", prefix), test_dump_tensor(f, name, 3, x_shape, 0, s->ffn_x);
 }
 
-/* --dump FILE L C T B V SEED [state]: weights, inputs, loss, logits and every gradient; with `state`, the
- * forward starts from a random state (every part) and its gradient is dumped too. */
+/* --dump FILE L C T B V SEED [fp32|bf16] [state]: weights, inputs, loss, logits and every gradient, with
+ * fp32 or bf16 matrix products; with `state`, the forward starts from a random state (every part) and its
+ * gradient is dumped too. */
 static int dump_mode(int argc, char **argv) {
-    if (argc != 9 && !(argc == 10 && strcmp(argv[9], "state") == 0)) {
-        fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED [state]\n");
+    int with_state = 0, bf16 = 0, bad = argc < 9;
+    for (int i = 9; i < argc; i++) {
+        if (strcmp(argv[i], "state") == 0) with_state = 1;
+        else if (strcmp(argv[i], "bf16") == 0) bf16 = 1;
+        else if (strcmp(argv[i], "fp32") != 0) bad = 1;
+    }
+    if (bad || argc > 11) {
+        fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED [fp32|bf16] [state]\n");
         return 2;
     }
     int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
     uint64_t seed = strtoull(argv[8], NULL, 10);
-    int with_state = argc == 10;
+    ds_blas_set_precision(bf16 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     ds_rwkv7 m;
     make_model(&m, L, C, V, seed, 0.05f);
     int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);

@@ -48,6 +48,7 @@ typedef struct ds_train_config {
     int log_every;             /* default 1 */
     char grad_reduce[8];       /* "fp64" (default: rank-count independent) or "fp32"; see dist.h */
     int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
+    char precision[8];         /* matrix products: "fp32" (default) or "bf16" (blas.h, ds_blas_set_precision) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
     double comm_timeout;       /* seconds a rank waits in one collective during training before it exits

@@ -122,6 +122,13 @@ typedef struct ds_kernel_table {
     double (*sum_squares)(int64_t n, const float *x);        /* in double, fixed order */
     void (*scale)(int64_t n, float *x, float s);             /* x *= s */
     void (*axpy)(int64_t n, float a, const float *x, float *y); /* y += a x */
+
+    /* ---- bf16 (the top 16 bits of an fp32, stored as uint16_t) for the bf16 matrix products (blas.h).
+     * f32_to_bf16 rounds to nearest, ties to even, as AVX512_BF16's VCVTNE2PS2BF16 does: a NaN stays a
+     * (quiet) NaN, a denormal input becomes a zero of its sign. bf16_to_f32 is exact. The AVX-512
+     * twins need AVX512_BF16: on AVX-512 CPUs without it the table holds the references here. */
+    void (*f32_to_bf16)(int64_t n, const float *x, uint16_t *y);
+    void (*bf16_to_f32)(int64_t n, const uint16_t *x, float *y);
 } ds_kernel_table;
 
 extern ds_kernel_table ds_k;
@@ -131,8 +138,14 @@ extern const ds_kernel_table ds_kernels_avx512;
 /* Chooses the table (see above) and returns its name. Safe to call more than once. */
 const char *ds_kernels_init(void);
 int ds_cpu_has_avx512(void);
+/* AVX-512 with its bf16 extension (VCVTNE2PS2BF16, VDPBF16PS): Cooper Lake, Sapphire Rapids, Zen 4/5. */
+int ds_cpu_has_avx512_bf16(void);
 
 /* Measured FP32 FMA peak of this machine in GFLOP/s over `threads` OpenMP threads (independent FMA
  * chains for `seconds`), with the widest SIMD the CPU has: MFU's denominator. */
 double ds_measure_fma_peak(int threads, double seconds);
+/* The same for bf16 products with fp32 accumulation: VDPBF16PS chains (2 products per fp32 lane) where
+ * the CPU has AVX512_BF16, else the FP32 FMA peak (bf16 products then run on fp32 FMAs, blas.h). AMX
+ * tiles are not probed: on AMX CPUs oneDNN can exceed this figure. */
+double ds_measure_bf16_peak(int threads, double seconds);
 #endif

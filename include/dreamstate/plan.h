@@ -25,9 +25,13 @@
  *  - Rates: measured on this machine (--measure: the task's own micro-step on random inputs of the
  *    right shape, at 1 and 2 layers (lm) or DiT blocks (state_diffusion, hybrid; the hybrid's RWKV-7
  *    whole), extrapolated linearly; the static hybrid baseline whole; the per-parameter loops on a
- *    16M-parameter buffer), or defaults per thread measured for the 0.1B lm shape on the project's
- *    2-core Zen 5 machine (README.md, Machine notes), applied to every task's FLOPs: wider models run
- *    faster, small ones (and the DiT tasks' per-sample work) far slower.
+ *    16M-parameter buffer), with the matrix products in train.precision, or defaults per thread
+ *    measured for the 0.1B lm shape on the project's 2-core Zen 5 machine (README.md, Machine notes),
+ *    fp32 or bf16, applied to every task's FLOPs: wider models run faster, small ones (and the DiT
+ *    tasks' per-sample work) far slower.
+ *  - MFU = FLOPs per unit x units/s / (ranks x the peak per rank of the precision in use: the FP32 FMA
+ *    peak, or the bf16 dot-product peak in train.precision bf16), both measured with --measure
+ *    (ds_measure_fma_peak, ds_measure_bf16_peak), else the dev machine's per thread.
  *  - Gradient allreduce: n_params (trainable) x 8 bytes (train.grad_reduce fp64) or x 4 (fp32) in the
  *    trainer's 8 MiB buckets; ring cost per bucket 2(p-1)/p x bytes / beta + 2(p-1) alpha. One node:
  *    the intra-node link (shared memory); one rank per node: the inter-node link; both: the slower of
@@ -51,7 +55,8 @@
  *    the micro-batch (the score of hybrid.init runs it whole) and the DiT's for one sequence) and
  *    batch buffers + what the task holds besides (state_diffusion: the EMA, 4 bytes per parameter;
  *    hybrid: a frozen RWKV-7's parameters and gradient slots, 8 bytes per its parameter, and its
- *    per-sequence buffers) + a fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
+ *    per-sequence buffers) + in train.precision bf16 the operands converted for the products (the
+ *    task's bf16_operand_bytes) + a fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
  *    shards, state shards) are page cache and not counted. Fits: the ranks of one node together
  *    within the node's memory. */
 #ifndef DREAMSTATE_PLAN_H
@@ -87,6 +92,8 @@ typedef struct ds_plan_job {
     ds_task_shape shape;         /* the task's model (lm: LoRA ranks resolved) */
     int batch_size, micro_batch; /* as train.*: micro_batch 0 = batch_size / ranks */
     int fp64, zero_stage;        /* train.grad_reduce == fp64, train.zero_stage */
+    int bf16;                    /* train.precision == bf16 (only the memory depends on it; the rates do) */
+    double peak_gflops;          /* per rank, of the precision in use: MFU's denominator (0: no MFU) */
     int nodes, ranks_per_node;
     int64_t bucket_bytes;
     double node_memory_bytes;
@@ -103,6 +110,7 @@ typedef struct ds_plan_result {
     double comm_s;               /* the gradient communication if nothing overlapped */
     double exposed_s;            /* the part not hidden behind backward (+ ZeRO-1's parameter sharing) */
     double step_s, units_per_s, comm_share;   /* units (tokens or samples) per second; comm_share = exposed_s / step_s */
+    double mfu;                               /* FLOPs/unit x units/s / (ranks x peak_gflops); 0 without a peak */
     double activation_bytes, held_bytes;      /* the task's, of rank 0 (ds_task_workload) */
     double memory_bytes;                      /* rank 0's total */
     double node_bytes;           /* all ranks of node 0 */
@@ -123,11 +131,15 @@ void ds_plan_task_shape(const ds_config *cfg, ds_task_shape *s);
 /* The task's workload at micro-batch `micro` (its ds_*_workload). */
 void ds_plan_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
 
-/* Default rates for `threads` threads and a task of this many FLOPs per unit (see the assumptions). */
-ds_plan_rates ds_plan_default_rates(double flops_per_unit, int threads);
-/* Rates measured on this machine with `threads` threads at micro-batch `micro` (seconds of work;
- * allocates the task's probe at 1 and 2 layers or DiT blocks: the hybrid's RWKV-7 whole). */
-ds_plan_rates ds_plan_measure_rates(const ds_task_shape *s, int micro, int threads);
+/* Default rates for `threads` threads, a task of this many FLOPs per unit and fp32 or bf16 matrix
+ * products (see the assumptions). */
+ds_plan_rates ds_plan_default_rates(double flops_per_unit, int threads, int bf16);
+/* Rates measured on this machine with `threads` threads at micro-batch `micro`, fp32 or bf16 matrix
+ * products (seconds of work; allocates the task's probe at 1 and 2 layers or DiT blocks: the hybrid's
+ * RWKV-7 whole). */
+ds_plan_rates ds_plan_measure_rates(const ds_task_shape *s, int micro, int threads, int bf16);
+/* The dev machine's peak for `threads` threads, FP32 FMA or bf16 dot products (README.md, Machine notes). */
+double ds_plan_default_peak(int threads, int bf16);
 
 /* The prediction for one job. */
 void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out);

@@ -85,6 +85,9 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
 /* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel),
  * without allocating them: for memory planning. */
 int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T);
+/* Bytes of the converted operands the bf16 products keep (train.precision bf16, src/blas/bf16.c): the
+ * widest activation [B T, F] and weight [F, C] in bf16, F = max(vocab, 4 C) (the head or the FFN). */
+double ds_rwkv7_bf16_operand_bytes(const ds_rwkv7_dims *d, int B, int T);
 
 void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);
 void ds_rwkv7_state_destroy(ds_rwkv7_state *s);

@@ -90,6 +90,8 @@ typedef struct ds_task_workload {
     double held_bytes;           /* besides the trainable parameters, their gradients and the optimiser: frozen
                                   * weights, an EMA, work buffers */
     int64_t ema_params;          /* parameters averaged into an EMA after every step (state_diffusion) */
+    double bf16_operand_bytes;   /* train.precision bf16: the converted product operands the bf16 backend keeps
+                                  * (2 bytes x the largest activation and weight operands; src/blas/bf16.c) */
     /* When backward hands the gradient to ds_grad_sync_ready (the plan's overlap of communication):
      * [head_begin, n_params) after head_share of the backward, then n_layer equal ranges that end at
      * head_begin from layer_begin, the last first; [0, layer_begin) when backward ends. A task that

@@ -51,8 +51,12 @@ static const cli_spec spec = {
         "    not to slow each other down.\n"
         "  - rates: --measure times the task's micro-step at 1 and 2 layers (lm) or DiT blocks (the others;\n"
         "    the smallest micro-batch of the rows; extrapolated linearly) and each per-parameter loop;\n"
-        "    without it, defaults per thread from the 0.1B lm shape on the dev machine (100 GFLOP/s of the\n"
-        "    task's FLOPs; wider models run faster, small ones and the DiT tasks far slower: use --measure).\n"
+        "    matrix products in train.precision; without it, defaults per thread from the 0.1B lm shape on\n"
+        "    the dev machine (100 GFLOP/s of the task's FLOPs in fp32, 175 in bf16; wider models run faster,\n"
+        "    small ones and the DiT tasks far slower: use --measure).\n"
+        "  - MFU = FLOPs/unit x units/s / (ranks x peak per rank), the peak of train.precision: FP32 FMA or\n"
+        "    bf16 dot products (VDPBF16PS), measured with --measure, else the dev machine's 265 / 530\n"
+        "    GFLOP/s per thread.\n"
         "  - gradient allreduce: trainable params x 8 bytes (grad_reduce fp64) or x 4 (fp32) in 8 MiB\n"
         "    buckets; ring alpha-beta cost per bucket 2(p-1)/p x bytes / bandwidth + 2(p-1) x latency, over\n"
         "    the intra-node link (1 node), the inter-node link (1 rank per node) or the slower of both.\n"
@@ -69,7 +73,8 @@ static const cli_spec spec = {
         "    trainable param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints)\n"
         "    + the task's activations of one micro-batch and what it holds besides (state_diffusion: the\n"
         "    EMA; hybrid: a frozen RWKV-7 with its gradient slots, 8 bytes per its param, and per-sequence\n"
-        "    buffers) + 0.1 GB runtime; mapped input files not counted; fits = the node's ranks within\n"
+        "    buffers) + in bf16 the converted product operands + 0.1 GB runtime; mapped input files not\n"
+        "    counted; fits = the node's ranks within\n"
         "    --node-memory.\n",
     .config = 1,
     .options = {{"--nodes", CLI_REQUIRED}, {"--ranks-per-node"}, {"--threads"}, {"--measure", CLI_SWITCH},

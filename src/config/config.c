@@ -99,6 +99,9 @@ static const config_key config_keys[] = {
     {KEY(train, log_every), .type = KEY_INT, .def = "1", .min = 1, .max = INT_MAX, .help = "steps between log lines"},
     {KEY(train, grad_reduce), .type = KEY_ENUM, .def = "fp64", .choices = "fp64|fp32",
      .help = "gradient accumulation and allreduce precision: fp64 trains identically on any rank count; fp32 halves traffic"},
+    {KEY(train, precision), .type = KEY_ENUM, .def = "fp32", .choices = "fp32|bf16",
+     .help = "matrix products: fp32, or bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512_BF16/AMX, "
+             "else a reference path); weights, AdamW moments, norms, WKV state, loss and checkpoints stay fp32"},
     {KEY(train, zero_stage), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
      .help = "1 = ZeRO-1: AdamW moments sharded over ranks (reduce to owner, update shard, share parameters)"},
     {KEY(train, skip_nonfinite), .type = KEY_INT, .def = "0", .min = 0, .max = INT_MAX,

@@ -1,5 +1,6 @@
 /* Conditional DiT with adaLN-Zero (src/dit/README.md §1, §2): parameter table, initialisation, forward and
- * backward. Matrix products go through BLIS (ds_linear), everything else through the kernel table (ds_k,
+ * backward. Matrix products go through ds_gemm / ds_linear (fp32 BLIS, or bf16 operands with
+ * train.precision bf16: src/dit/README.md §2), everything else through the kernel table (ds_k,
  * src/dit/README.md §2.1, §2.2): the tiled attention, the adaLN modulation (LayerNorm without affine,
  * then each sample's scale and shift, whose backward yields d(scale) and d(shift) directly), the gated
  * residuals and the activations, each over the whole batch in one call.

@@ -54,7 +54,9 @@
                         float beta1, float beta2, float eps, float weight_decay, int64_t step);       \
     double sum_squares_##suffix(int64_t n, const float *x);                                          \
     void scale_##suffix(int64_t n, float *x, float s);                                               \
-    void axpy_##suffix(int64_t n, float a, const float *x, float *y);
+    void axpy_##suffix(int64_t n, float a, const float *x, float *y);                               \
+    void f32_to_bf16_##suffix(int64_t n, const float *x, uint16_t *y);                               \
+    void bf16_to_f32_##suffix(int64_t n, const uint16_t *x, float *y);
 
 DS_KERNEL_DECLS(ref)
 DS_KERNEL_DECLS(avx512)
@@ -62,5 +64,7 @@ DS_KERNEL_DECLS(avx512)
 /* FMA chains for the peak probe (peak.c): returns a value so the work cannot be optimised away. */
 double fma_chains_ref(int64_t iters);
 double fma_chains_avx512(int64_t iters);
+/* VDPBF16PS chains for the bf16 peak probe (bf16_avx512.c, AVX512_BF16 CPUs only). */
+double dpbf16_chains_avx512(int64_t iters);
 
 #endif

@@ -1,6 +1,7 @@
-/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through BLIS
- * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
- * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
+/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through
+ * ds_gemm / ds_linear (fp32 or bf16 operands, src/rwkv7/README.md §4.6), every standard op through the
+ * kernel table (ds_k, fp32); the model-specific element-wise glue (decay, keys, value residual, bonus)
+ * is here, in fp32. Rows are the B*T tokens of a batch.
  *
  * Shapes: B batch (sequences), T time (tokens per sequence), BT = B T rows, C channels (n_embd),
  * H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv, Dg the ranks of the decay,
@@ -123,6 +124,11 @@ int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T) {
     int64_t n = layout(d, B, T, NULL, &at);
     ds_free(at.layers);
     return n;
+}
+
+double ds_rwkv7_bf16_operand_bytes(const ds_rwkv7_dims *d, int B, int T) {
+    double F = d->vocab_size > 4 * d->n_embd ? d->vocab_size : 4.0 * d->n_embd;
+    return 2.0 * ((double)B * T * F + F * d->n_embd);
 }
 
 void ds_rwkv7_destroy(ds_rwkv7 *m) {

@@ -22,7 +22,7 @@ CONFIG_FACTS = {
     "run": ["name", "task", "seed", "threads"],
     "model": ["n_layer", "n_embd", "head_size", "vocab_size"],
     "data": ["tokenizer", "train", "valid"],
-    "train": ["steps", "batch_size", "micro_batch", "ctx_len", "eval_every", "grad_reduce"],
+    "train": ["steps", "batch_size", "micro_batch", "ctx_len", "eval_every", "grad_reduce", "precision"],
     "optim": ["lr", "lr_final", "warmup_steps", "weight_decay", "grad_clip"],
     "dit": ["hidden", "depth", "heads", "patch_size"],
     "diffusion": ["states", "layers", "condition", "schedule"],

@@ -215,7 +215,8 @@ void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w) 
                             .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, rb, T) +
                                                        (double)z.dit_activation_floats) +
                                                 8.0 * rb * T + 8.0 * micro * T,
-                            .held_bytes = 4.0 * ((double)z.model_floats + z.work_floats), .head_begin = z.n_params,
+                            .held_bytes = 4.0 * ((double)z.model_floats + z.work_floats),
+                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(&d->model, rb, T), .head_begin = z.n_params,
                             .layer_begin = z.n_params, .probe_depth = d->n_targets > 0 ? d->dit.depth : -1};
 }
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
-static const char *blas_arch = "?", *kernels_name = "?";
+static const char *blas_arch = "?", *kernels_name = "?", *products = "?";
 static char interrupted_line[160];
 static size_t interrupted_len;
 
@@ -54,6 +54,7 @@ void ds_train_catch_signals(void) {
 void ds_train_init_compute(const ds_config *cfg) {
     blas_arch = ds_blas_init(ds_dist_threads(cfg->run.threads, "run.threads"));
     kernels_name = ds_kernels_init();
+    products = ds_blas_set_precision(strcmp(cfg->train.precision, "bf16") == 0 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
 }
 
 void ds_train_batching(const ds_config *cfg, int *micro_out, int *accum_out) {
@@ -233,10 +234,13 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         run_log_open(&log, path);
     }
 
-    /* every rank measures its share of the machine at once; the job's peak is the sum */
-    double peak = ds_dist_sum_double(ds_measure_fma_peak(threads, 0.3));
-    ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured FP32 peak "
-           "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, peak);
+    /* every rank measures its share of the machine at once; the job's peak is the sum. MFU divides by the
+     * peak of the precision of the matrix products. */
+    int bf16 = ds_blas_precision() == DS_PRECISION_BF16;
+    double peak = ds_dist_sum_double(bf16 ? ds_measure_bf16_peak(threads, 0.3) : ds_measure_fma_peak(threads, 0.3));
+    ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured %s peak "
+           "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, bf16 ? "bf16" : "FP32", peak);
+    ds_log("  matrix products: %s", products);
     double bytes_per_param = 8.0 + (ds_grad_sync_is_fp64(sync) ? 8.0 : 0.0) + 8.0 * opt.owned_len / task->n_params;
     ds_log("  per rank: %.1f bytes/trainable parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
            bytes_per_param, ds_grad_sync_is_fp64(sync) ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / task->n_params,

@@ -20,6 +20,9 @@
  * project's 2-core Zen 5 machine (README.md, Machine notes); wider models run their GEMMs more efficiently
  * (the 1.5B shape measured ~2x this rate per thread). */
 #define DEFAULT_GFLOPS_PER_THREAD 100.0   /* ds_rwkv7_flops_per_token x tokens / s */
+#define DEFAULT_GFLOPS_PER_THREAD_BF16 175.0  /* the same in bf16: 1.75x, `make bench`'s 0.1B step ratio */
+#define DEFAULT_FP32_PEAK_PER_THREAD 265.0  /* GFLOP/s: FMA chains (ds_measure_fma_peak) */
+#define DEFAULT_BF16_PEAK_PER_THREAD 530.0  /* VDPBF16PS chains: 2 bf16 products per fp32 lane at the FMA rate */
 #define DEFAULT_NS_ZERO 0.1               /* per parameter, the loops of ds_plan_rates */
 #define DEFAULT_NS_ACCUMULATE 0.5
 #define DEFAULT_NS_RESET 0.4
@@ -55,9 +58,9 @@ double ds_plan_allreduce_seconds(double bytes, int p, const ds_plan_link *link, 
     return 2.0 * (p - 1) / p * bytes / (link->gbps * 1e9) + pieces * 2.0 * (p - 1) * link->latency_us * 1e-6;
 }
 
-ds_plan_rates ds_plan_default_rates(double flops_per_unit, int threads) {
-    double ns = 1e-9 / threads;
-    return (ds_plan_rates){.sec_per_unit = flops_per_unit / (DEFAULT_GFLOPS_PER_THREAD * 1e9 * threads),
+ds_plan_rates ds_plan_default_rates(double flops_per_unit, int threads, int bf16) {
+    double ns = 1e-9 / threads, gflops = bf16 ? DEFAULT_GFLOPS_PER_THREAD_BF16 : DEFAULT_GFLOPS_PER_THREAD;
+    return (ds_plan_rates){.sec_per_unit = flops_per_unit / (gflops * 1e9 * threads),
                            .sec_zero = DEFAULT_NS_ZERO * ns, .sec_accumulate = DEFAULT_NS_ACCUMULATE * ns,
                            .sec_reset = DEFAULT_NS_RESET * ns, .sec_convert = DEFAULT_NS_CONVERT * ns,
                            .sec_optimizer = DEFAULT_NS_OPTIMIZER * ns, .sec_ema = DEFAULT_NS_EMA * 1e-9};
@@ -136,9 +139,14 @@ static double time_probe(const ds_task_shape *s, int micro, double *after_update
     return best;
 }
 
-ds_plan_rates ds_plan_measure_rates(const ds_task_shape *s, int micro, int threads) {
+double ds_plan_default_peak(int threads, int bf16) {
+    return threads * (bf16 ? DEFAULT_BF16_PEAK_PER_THREAD : DEFAULT_FP32_PEAK_PER_THREAD);
+}
+
+ds_plan_rates ds_plan_measure_rates(const ds_task_shape *s, int micro, int threads, int bf16) {
     ds_blas_init(threads);
     ds_kernels_init();
+    ds_blas_set_precision(bf16 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     omp_set_num_threads(threads);
     ds_plan_rates r = {0};
     ds_task_workload w;
@@ -279,13 +287,14 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
     out->step_s = out->compute_s + out->exposed_s;
     out->units_per_s = (double)B * w.units_per_sample / out->step_s;
     out->comm_share = out->exposed_s / out->step_s;
+    if (job->peak_gflops > 0) out->mfu = w.flops_per_unit * out->units_per_s / (p * job->peak_gflops * 1e9);
 
     /* memory of rank 0: the trainer's, and the task's activations and other buffers */
     out->activation_bytes = w.activation_bytes;
     out->held_bytes = w.held_bytes;
     double full_moments = zero1 ? 8.0 * n : 0.0;  /* rank 0 gathers them for checkpoints */
     double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + out->activation_bytes + out->held_bytes +
-                    DS_PLAN_RUNTIME_BYTES;
+                    (job->bf16 ? w.bf16_operand_bytes : 0.0) + DS_PLAN_RUNTIME_BYTES;
     out->memory_bytes = others + full_moments;
     out->node_bytes = out->memory_bytes + (job->ranks_per_node - 1) * others;
     out->fits = out->node_bytes <= job->node_memory_bytes;
@@ -305,9 +314,10 @@ static void print_row_json(const ds_plan_job *job, const ds_plan_result *r, cons
         return;
     }
     printf(",\"micro_batch\":%d,\"accum\":%d,\"compute_s\":%.9g,\"comm_s\":%.9g,\"exposed_comm_s\":%.9g,"
-           "\"step_s\":%.9g,\"%s_per_s\":%.9g,\"comm_share\":%.6f,\"activation_bytes\":%.0f,\"held_bytes\":%.0f,"
-           "\"memory_per_rank_bytes\":%.0f,\"node_bytes\":%.0f,\"fits\":%s,\"buckets\":%lld,\"owned_params\":%lld}",
-           r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, unit, r->units_per_s, r->comm_share,
+           "\"step_s\":%.9g,\"%s_per_s\":%.9g,\"comm_share\":%.6f,\"mfu\":%.6f,\"activation_bytes\":%.0f,"
+           "\"held_bytes\":%.0f,\"memory_per_rank_bytes\":%.0f,\"node_bytes\":%.0f,\"fits\":%s,\"buckets\":%lld,"
+           "\"owned_params\":%lld}",
+           r->micro, r->accum, r->compute_s, r->comm_s, r->exposed_s, r->step_s, unit, r->units_per_s, r->comm_share, r->mfu,
            r->activation_bytes, r->held_bytes, r->memory_bytes, r->node_bytes, r->fits ? "true" : "false",
            (long long)r->n_buckets, (long long)r->n_owned);
 }
@@ -345,6 +355,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
 
     ds_plan_job job = {.batch_size = cfg->train.batch_size, .micro_batch = cfg->train.micro_batch,
                        .fp64 = strcmp(cfg->train.grad_reduce, "fp64") == 0, .zero_stage = cfg->train.zero_stage,
+                       .bf16 = strcmp(cfg->train.precision, "bf16") == 0,
                        .ranks_per_node = rpn, .bucket_bytes = DS_PLAN_BUCKET_BYTES, .node_memory_bytes = node_memory,
                        .intra = intra, .inter = inter};
     ds_plan_task_shape(cfg, &job.shape);
@@ -364,6 +375,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
     describe_model(shape, model, sizeof model);
 
     char rates_note[256];
+    double peaks[2];  /* per rank: FP32 FMA, bf16 dot products */
     if (measure) {
         /* small enough that the probe's model (two layers or blocks) fits in half of this machine's memory */
         ds_task_shape probed = w.probe_depth >= 0 ? at_depth(shape, 2) : *shape;
@@ -376,16 +388,21 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         if (threads > cores)
             ds_log("plan: warning: measuring %d threads on %d cores: the rates will be too low", threads, cores);
         ds_log("plan: measuring %s at micro-batch %d with %d thread(s)...", cfg->source, micro, threads);
-        job.rates = ds_plan_measure_rates(shape, micro, threads);
+        job.rates = ds_plan_measure_rates(shape, micro, threads, job.bf16);
+        peaks[0] = ds_measure_fma_peak(threads, 0.5);
+        peaks[1] = ds_measure_bf16_peak(threads, 0.5);
         snprintf(rates_note, sizeof rates_note,
                  "measured here at micro-batch %d, %d thread(s)/rank: %.3g ms/%s (%.1f GFLOP/s)", micro, threads, job.rates.sec_per_unit * 1e3, per, w.flops_per_unit / job.rates.sec_per_unit * 1e-9);
     } else {
-        job.rates = ds_plan_default_rates(w.flops_per_unit, threads);
+        job.rates = ds_plan_default_rates(w.flops_per_unit, threads, job.bf16);
+        peaks[0] = ds_plan_default_peak(threads, 0);
+        peaks[1] = ds_plan_default_peak(threads, 1);
         snprintf(rates_note, sizeof rates_note,
                  "defaults (no --measure) for %d thread(s)/rank: %.0f GFLOP/s per thread (0.1B lm shape; --measure "
                  "for yours)",
-                 threads, DEFAULT_GFLOPS_PER_THREAD);
+                 threads, job.bf16 ? DEFAULT_GFLOPS_PER_THREAD_BF16 : DEFAULT_GFLOPS_PER_THREAD);
     }
+    job.peak_gflops = peaks[job.bf16];
     const ds_plan_rates *rt = &job.rates;
 
     if (json) {
@@ -394,12 +411,14 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         printf(",\"task\":\"%s\",\"model\":", cfg->run.task);
         ds_json_string(stdout, model);
         printf(",\"unit\":\"%s\",\"units_per_sample\":%g,\"ctx_len\":%d,\"batch_size\":%d,"
-               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"params\":%lld,\"flops_per_unit\":%.6g,"
+               "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"precision\":\"%s\",\"params\":%lld,"
+               "\"flops_per_unit\":%.6g,\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_unit\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g,\"ema\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
                unit, w.units_per_sample, cfg->train.ctx_len, job.batch_size, job.micro_batch, cfg->train.grad_reduce,
-               job.zero_stage, (long long)n, w.flops_per_unit, threads, measure ? "true" : "false", rt->sec_per_unit,
+               job.zero_stage, cfg->train.precision, (long long)n, w.flops_per_unit, peaks[0], peaks[1], threads,
+               measure ? "true" : "false", rt->sec_per_unit,
                rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer, rt->sec_ema,
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
     } else {
@@ -410,17 +429,19 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
                                               job.batch_size * w.units_per_sample, unit);
         printf("  batch %d samples%s/step; gradients %s: %.3g GB/step in 8 MiB buckets; ZeRO-%d\n", job.batch_size,
                batch, cfg->train.grad_reduce, n * (job.fp64 ? 8.0 : 4.0) * 1e-9, job.zero_stage);
-        printf("  compute: %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, reset %.2f, convert %.2f, "
-               "optimizer %.2f", rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,
+        printf("  compute (matrix products %s): %s;\n           per parameter (ns): zero %.2f, fp64 accumulate %.2f, "
+               "reset %.2f, convert %.2f, optimizer %.2f", cfg->train.precision, rates_note, rt->sec_zero * 1e9, rt->sec_accumulate * 1e9, rt->sec_reset * 1e9,
                rt->sec_convert * 1e9, rt->sec_optimizer * 1e9);
         if (w.ema_params) printf(", EMA %.2f", rt->sec_ema * 1e9);
-        printf("\n  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
+        printf("\n  peak per rank (%s): FP32 FMA %.0f GFLOP/s, bf16 dot products %.0f GFLOP/s; MFU against the %s one\n",
+               measure ? "measured here" : "dev machine defaults", peaks[0], peaks[1], job.bf16 ? "bf16" : "FP32");
+        printf("  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory * 1e-9);
         printf("  (assumptions: dreamstate plan --help)\n");
         char per_s[32];
         snprintf(per_s, sizeof per_s, "%s/s", unit);
-        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
-               "comm s", "exposed s", "step s", per_s, "comm%", "GB/rank", "fits");
+        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
+               "comm s", "exposed s", "step s", per_s, "comm%", "MFU", "GB/rank", "fits");
     }
     for (int i = 0; i < n_nodes; i++) {
         job.nodes = nodes[i];
@@ -436,9 +457,9 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         }
         char ma[32];
         snprintf(ma, sizeof ma, "%d x %d", r.micro, r.accum);
-        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma, r.compute_s,
-               r.comm_s, r.exposed_s, r.step_s, r.units_per_s, 100 * r.comm_share, r.memory_bytes * 1e-9,
-               r.fits ? "yes" : "NO");
+        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma,
+               r.compute_s, r.comm_s, r.exposed_s, r.step_s, r.units_per_s, 100 * r.comm_share, 100 * r.mfu,
+               r.memory_bytes * 1e-9, r.fits ? "yes" : "NO");
     }
     if (json) printf("\n  ]\n}\n");
     return DS_EXIT_OK;

@@ -199,6 +199,8 @@ void ds_state_diffusion_workload(const ds_task_shape *s, int micro, ds_task_work
                             .activation_bytes = 4.0 * ds_dit_activation_floats(d, micro) +
                                                 micro * (4.0 * (3 * X + 2 * V) + 14.0),
                             .held_bytes = 4.0 * n + 4.0 * G * G * d->hidden + 8.0 * s->n_stats + 8.0 * s->n_records,
+                            /* widest products: the MLP's [micro G^2, 4 hidden] and adaLN's [6 hidden, hidden] */
+                            .bf16_operand_bytes = 2.0 * ((double)micro * G * G * 4 * d->hidden + 6.0 * d->hidden * d->hidden),
                             .ema_params = n, .head_begin = n, .layer_begin = n, .probe_depth = d->depth};
 }
 

@@ -111,6 +111,7 @@ void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
     *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = ds_plan_n_params(d),
                             .flops_per_unit = flops,
                             .activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T) + 16.0 * micro * T,
+                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(d, micro, T),
                             .head_begin = ds_plan_layer_begin(d, d->n_layer), .layer_begin = ds_plan_layer_begin(d, 0),
                             .n_layer = d->n_layer, .head_share = 6.0 * d->vocab_size * d->n_embd / flops,
                             .probe_depth = d->n_layer};

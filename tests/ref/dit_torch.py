@@ -1,6 +1,7 @@
 """Independent PyTorch reference of the conditional DiT with adaLN-Zero, written from
 the published DiT (summarised in src/dit/README.md §1; the condition in §1.2) with plain tensor ops and autograd
-(no code shared with the C implementation). The tests run it in float64 (the dtype of x); the bench
+(no code shared with the C implementation). The tests run it in float64 (the dtype of x), with
+exact products or with the products train.precision bf16 makes (bf16_emulation.py); the bench
 (tests/ref/bench_torch.py) in float32.
 
 P maps the DiT state-dict names (plus c_embedder.* for the condition vector) to tensors."""
@@ -8,6 +9,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+import bf16_emulation
+from bf16_emulation import matmul
 
 FREQ_DIM = 256
 LN_EPS = 1e-6
@@ -37,6 +41,8 @@ def pos_embed_2d(D, G):
 
 
 def linear(x, P, name):
+    if bf16_emulation.ENABLED:
+        return matmul(x, P[name + '.weight'].T) + P[name + '.bias']
     return F.linear(x, P[name + '.weight'], P[name + '.bias'])
 
 
@@ -49,8 +55,8 @@ def attention(u, P, name, heads):
     dh = D // heads
     qkv = linear(u, P, name + '.qkv').reshape(B, T, 3, heads, dh).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]                       # [B, heads, T, dh]
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
-    o = (a @ v).transpose(1, 2).reshape(B, T, D)
+    a = torch.softmax(matmul(q, k.transpose(-1, -2)) / math.sqrt(dh), dim=-1)
+    o = matmul(a, v).transpose(1, 2).reshape(B, T, D)
     return linear(o, P, name + '.proj')
 
 

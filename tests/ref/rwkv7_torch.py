@@ -1,10 +1,15 @@
 """Independent PyTorch reference of RWKV-7 (x070), written from the published equations (summarised in src/rwkv7/README.md §2) with
-plain tensor ops and autograd (no code shared with the C implementation). Runs in float64."""
+plain tensor ops and autograd (no code shared with the C implementation). Runs in float64; the matrix
+products can emulate train.precision bf16 (bf16_emulation.py)."""
 import torch
 import torch.nn.functional as F
 
+from bf16_emulation import matmul
+
 N = 64
 DECAY_SCALE = 0.6065306597126334  # e^{-1/2}
+
+
 
 
 def wkv7(r, decay, k, v, alpha, beta, state=None):
@@ -49,18 +54,18 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=
         d = shift(a, att_prev) - a
         mix = lambda key: a + d * vec(f'blocks.{l}.att.{key}')
         xr, xw, xk, xv, xa, xg = (mix(k) for k in ('x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g'))
-        r = xr @ p('att.receptance.weight').T
-        k0 = xk @ p('att.key.weight').T
-        vraw = xv @ p('att.value.weight').T
-        z = vec(f'blocks.{l}.att.w0') + torch.tanh(xw @ p('att.w1')) @ p('att.w2')
+        r = matmul(xr, p('att.receptance.weight').T)
+        k0 = matmul(xk, p('att.key.weight').T)
+        vraw = matmul(xv, p('att.value.weight').T)
+        z = vec(f'blocks.{l}.att.w0') + matmul(torch.tanh(matmul(xw, p('att.w1'))), p('att.w2'))
         decay = torch.exp(-DECAY_SCALE * torch.sigmoid(z))
-        aic = torch.sigmoid(vec(f'blocks.{l}.att.a0') + (xa @ p('att.a1')) @ p('att.a2'))
+        aic = torch.sigmoid(vec(f'blocks.{l}.att.a0') + matmul(matmul(xa, p('att.a1')), p('att.a2')))
         if l == 0:
             v = v_first = vraw
         else:
-            nu = torch.sigmoid(vec(f'blocks.{l}.att.v0') + (xv @ p('att.v1')) @ p('att.v2'))
+            nu = torch.sigmoid(vec(f'blocks.{l}.att.v0') + matmul(matmul(xv, p('att.v1')), p('att.v2')))
             v = vraw + (v_first - vraw) * nu
-        g = torch.sigmoid(xg @ p('att.g1')) @ p('att.g2')
+        g = matmul(torch.sigmoid(matmul(xg, p('att.g1'))), p('att.g2'))
         kap = (k0 * vec(f'blocks.{l}.att.k_k')).view(B, T, H, N)
         kk = (kap / kap.norm(dim=-1, keepdim=True).clamp_min(1e-12)).view(B, T, C)
         kr = k0 * (1 + (aic - 1) * vec(f'blocks.{l}.att.k_a'))
@@ -69,11 +74,11 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=
         gn = F.group_norm(y.reshape(B * T, C), H, p('att.ln_x.weight'), p('att.ln_x.bias'), eps=64e-5).view(B, T, C)
         u = (r * kr * p('att.r_k').reshape(C)).view(B, T, H, N).sum(-1, keepdim=True)
         out = gn + (u * v.view(B, T, H, N)).view(B, T, C)
-        x = x + (out * g) @ p('att.output.weight').T
+        x = x + matmul(out * g, p('att.output.weight').T)
         b2 = ln(x, f'blocks.{l}.ln2')
         xk2 = b2 + (shift(b2, ffn_prev) - b2) * vec(f'blocks.{l}.ffn.x_k')
-        x = x + torch.relu(xk2 @ p('ffn.key.weight').T) ** 2 @ p('ffn.value.weight').T
-    logits = ln(x, 'ln_out') @ P['head.weight'].T
+        x = x + matmul(torch.relu(matmul(xk2, p('ffn.key.weight').T)) ** 2, p('ffn.value.weight').T)
+    logits = matmul(ln(x, 'ln_out'), P['head.weight'].T)
     return (logits, finals) if return_states else logits
 
 
