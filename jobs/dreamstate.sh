@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job (`make run`): a small end-to-end DREAMSTATE run over MPI on this machine's data.
+# The README's main job (`make run`): a small end-to-end DREAMSTATE run over MPI on pinned Debian text.
 #   part A: jobs/part-a.sh --size ci      RWKV-7 -> labelled states -> state DiT -> sampled states,
 #                                         eval-states numbers, state-manifold analysis and report
 #   part B: jobs/hybrid-ablation.sh --size small   the hybrid RWKV-7 (parameter DiT -> W_r, W_k, W_v)

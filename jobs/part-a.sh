@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# DREAMSTATE part A end to end on this machine's data, over MPI:
-#   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages), split by
-#      document into train / held-out                                   -> OUT/contexts
+# DREAMSTATE part A end to end on pinned Debian text, over MPI:
+#   1. labelled contexts from Debian text (C headers, Python, shell, licences, man pages: the files
+#      configs/text-manifest.tsv pins), split by document into train / held-out -> OUT/contexts
 #   2. a tiny RWKV-7 (configs/tiny.yaml) trained on the train documents of those domains -> OUT/lm;
 #      or, with --model FILE, the user's RWKV-7 (official .pth or .safetensors, World tokenizer, shape
 #      read from the file; configs/from-weights.yaml) instead
 #   3. the final state of every context (extract-states)               -> OUT/states-{train,held}
-#   4. the state DiT (run.task state_diffusion, configs/tiny-states.yaml) -> OUT/dit
-#   5. one sampled state per label (sample-state)                      -> OUT/samples
-#   6. the part-A numbers (eval-states): held-out denoising loss, nearest-neighbour label accuracy
-#      of generated states, continuation loss from zero / class-mean / generated / true states
-#   7. the state manifold (analyze-states: PCA, t-SNE, kNN and silhouette vs shuffled labels) and a
+#   4. tuned states: RWKV-PEFT state tuning of the frozen RWKV-7, one set per label, on the same train
+#      contexts (run.task state_tuning, configs/tiny-state-tuning.yaml) -> OUT/tuned/states
+#   5. the state DiT (run.task state_diffusion, configs/tiny-states.yaml) -> OUT/dit
+#   6. one sampled state per label (sample-state)                      -> OUT/samples
+#   7. the part-A numbers (eval-states): held-out denoising loss, nearest-neighbour label accuracy
+#      of generated states, continuation loss from zero / class-mean / generated / true / tuned states
+#   8. the state manifold (analyze-states: PCA, t-SNE, kNN and silhouette vs shuffled labels) and a
 #      report with plots                                               -> OUT/report.md
 # usage: jobs/part-a.sh [--size smoke|ci|default] [--ranks R] [--out DIR] [--model FILE]
 # (smoke: every stage at a minimal size, numbers meaningless; ci: what `make run` does)
@@ -20,11 +22,12 @@ cd "$(dirname "$0")/.."
 . jobs/lib.sh part-a.sh default "$@"
 case "$SIZE" in
   ci)      PER_LABEL=40; LM_PER_LABEL=300; LM=(--set train.steps=600 --set train.ctx_len=128)
-           DIT=(); SAMPLES=6 ;;
+           TUNE=(--set train.steps=200); DIT=(); SAMPLES=6 ;;
   smoke)   PER_LABEL=16; LM_PER_LABEL=100; LM=(--set train.steps=100 --set train.ctx_len=128)
-           DIT=(--set train.steps=100 --set train.eval_every=50); SAMPLES=2 ;;
+           TUNE=(--set train.steps=20 --set train.eval_every=10); DIT=(--set train.steps=100 --set train.eval_every=50)
+           SAMPLES=2 ;;
   default) PER_LABEL=120; LM_PER_LABEL=1000; LM=(--set train.steps=2000 --set train.ctx_len=128)
-           DIT=(--set train.steps=5000); SAMPLES=16 ;;
+           TUNE=(--set train.steps=600); DIT=(--set train.steps=5000); SAMPLES=16 ;;
   *) echo "part-a.sh: --size must be smoke, ci or default" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/part-a-$SIZE}
@@ -42,7 +45,7 @@ wc -l "$OUT"/contexts/*.jsonl
 if [ -n "$WEIGHTS" ]; then
   stage "2. RWKV-7 language model: $WEIGHTS (shape from the file, World tokenizer)"
   use_weights "$OUT"
-  LM_CONFIG=configs/from-weights.yaml; LM_CKPT=$WEIGHTS
+  LM_CONFIG=configs/from-weights.yaml; LM_CKPT=$WEIGHTS; TUNE+=(--set data.tokenizer=world)
 else
   stage "2. RWKV-7 language model on the train documents of the same domains ($RANKS ranks)"
   # The same builder with the same seed puts every document on the same side of the split, so the
@@ -67,22 +70,30 @@ for part in train held; do
     --contexts "$OUT/contexts/$part.jsonl" --out "$OUT/states-$part" --max-tokens 128 "${extra[@]}"
 done
 
-stage "4. state DiT (run.task state_diffusion, $RANKS ranks)"
+stage "4. tuned states (run.task state_tuning, $RANKS ranks): one set per label, trained on the tokens after the
+   first 128 of each train context (what eval-states scores after a state)"
+"${MPI[@]}" $BIN train configs/tiny-state-tuning.yaml "${THREADS[@]}" "${TUNE[@]}" --set run.out_dir="$OUT/tuned" \
+  --set state_tuning.init="$LM_CKPT" --set state_tuning.contexts="$OUT/contexts/train.jsonl" \
+  --set state_tuning.contexts_valid="$OUT/contexts/held.jsonl" 2>&1 \
+  | grep -E '^(dreamstate|  contexts|  held-out|done|nothing|tuned|step [0-9]+/[0-9]+ .*val)' || true
+[ -s "$OUT/tuned/states/index.txt" ] || { echo "part-a.sh: state tuning wrote no $OUT/tuned/states/index.txt" >&2; exit 1; }
+
+stage "5. state DiT (run.task state_diffusion, $RANKS ranks)"
 "${MPI[@]}" $BIN train configs/tiny-states.yaml "${THREADS[@]}" ${DIT[@]+"${DIT[@]}"} --set run.out_dir="$OUT/dit" \
   --set diffusion.states="$OUT/states-train/index.txt" --set diffusion.states_valid="$OUT/states-held/index.txt"
 MODEL=$(ls "$OUT"/dit/checkpoints/*.ckpt | tail -1)
 
-stage "5. one sampled state per label (DDIM-50)"
+stage "6. one sampled state per label (DDIM-50)"
 mkdir -p "$OUT/samples"
 for label in $(awk '$1=="label"{print $2}' "$OUT/states-train/index.txt"); do
   $BIN sample-state "$MODEL" --label "$label" --out "$OUT/samples/$label.state"
 done
 
-stage "6. part-A numbers (eval-states, $RANKS ranks)"
+stage "7. part-A numbers (eval-states, $RANKS ranks)"
 "${MPI[@]}" $BIN eval-states "$MODEL" --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" \
-  --samples-per-label "$SAMPLES" --out "$OUT/eval-states.json"
+  --tuned "$OUT/tuned/states/index.txt" --samples-per-label "$SAMPLES" --out "$OUT/eval-states.json"
 
-stage "7. state manifold (analyze-states, $RANKS ranks) and report"
+stage "8. state manifold (analyze-states, $RANKS ranks) and report"
 "${MPI[@]}" $BIN analyze-states "$OUT/states-train/index.txt" --test "$OUT/states-held/index.txt" \
   --out "$OUT/analysis" --threads 1
 /usr/bin/python3 src/tools/report.py "$OUT/dit" --analysis "$OUT/analysis" >/dev/null

@@ -1,39 +1,98 @@
 #!/usr/bin/env bash
 # `make bench`: throughput side by side in one run, on this machine, with the same threads:
-#  - training-step tokens/s and MFU of the C trainer (tiny shape and the 0.1B shape L12 C768 V65536
-#    T512), MFU against the FP32 FMA peak the benchmark measures itself;
+#  - the FP32 FMA peak and the bf16 peak (VDPBF16PS dot-product chains; the FP32 peak on CPUs without
+#    AVX512_BF16) the benchmark measures itself;
+#  - training-step tokens/s and MFU of the C trainer (tiny shape, the mid shape of jobs/bf16-quality.sh
+#    L4 C256 V256 T128 B4 and the 0.1B shape L12 C768 V65536 T512), in fp32 and in bf16 matrix products
+#    (train.precision; steps alternating on one model), MFU against the peak of the precision in use,
+#    the bf16/fp32 ratio, and the shares of the step in matrix products and bf16 conversions;
 #  - the same training step of the PyTorch reference (tests/ref/rwkv7_torch.py, Debian torch) and
-#    the ratio;
+#    the ratio to the C fp32 step;
+#  - the DiT training step (forward + backward + clipping + AdamW, tests/bench_dit.c) at the state
+#    shape of DREAMSTATE part A (one layer's 12 heads of 64 x 64 = 256 tokens of patch 4, batch 8) for
+#    DiT-B/4 (d 768, depth 12, 12 heads) and DiT-S/4 (d 384, depth 12, 6 heads): tokens/s, GFLOP/s, MFU
+#    and where the best step's time goes, beside the same step of tests/ref/dit_torch.py in PyTorch;
+#  - a state-tuning step (frozen weights, src/rwkv7/README.md §3.4) against a training step of one shape;
 #  - the WKV-7 AVX-512 kernels against their scalar twins;
 #  - distributed (about 2-3 minutes more; DIST=0 skips it): MPI allreduce bus bandwidth on 2 and 4 ranks
 #    (4 oversubscribed), with glibc's default malloc and with its mmap/trim thresholds fixed; how much
 #    of the gradient allreduce a real 2-rank run hides behind backward; tokens/s of 1 rank x 2 threads
 #    against 2 ranks x 1 thread with `dreamstate plan --measure`'s prediction beside each; and
 #    `dreamstate plan` for 1..64 nodes of the 0.1B and 1.5B configs.
-# THREADS (default: all cores), STEPS_BIG (default 3) and B_BIG (default 1; the PyTorch reference keeps every per-step WKV state for autograd: ~8 GB at B=1) can be set.
+# Every PyTorch peer runs with the BLIS configuration of its C side: Debian's torch does its matrix
+# products through the system BLAS (BLIS), which without BLIS_ARCH_TYPE runs generic kernels on CPUs
+# it does not know (Zen 5); ds_blas_init sets BLIS_ARCH_TYPE=skx on AVX-512 CPUs, and each peer gets
+# the value its C run reports (printed, with the peer's own sgemm GFLOP/s as evidence).
+# THREADS (default: all cores), STEPS_BIG (default 3), B_BIG (default 1; the PyTorch reference keeps
+# every per-step WKV state for autograd: ~8 GB at B=1) and STEPS_DIT (default 3) can be set.
 set -eu
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
 STEPS_BIG=${STEPS_BIG:-3}
 B_BIG=${B_BIG:-1}
+STEPS_DIT=${STEPS_DIT:-3}
 PY=/usr/bin/python3
 export OMP_NUM_THREADS=$THREADS
 field() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
-compare() {  # label, L C V T B, C steps, torch steps
+pct() { /usr/bin/python3 -c "print(f'{100 * $1:.1f}')"; }
+ratio() { /usr/bin/python3 -c "print(f'{$1 / $2:.2f}')"; }
+# the PyTorch peer of a C run, with the C run's BLIS_ARCH_TYPE (unset if it had none)
+peer() {  # C JSON, bench_torch.py arguments...
+  local arch; arch=$(field "$1" blis_arch_type); shift
+  if [ -n "$arch" ]; then BLIS_ARCH_TYPE=$arch $PY tests/ref/bench_torch.py "$@"; else (unset BLIS_ARCH_TYPE; $PY tests/ref/bench_torch.py "$@"); fi
+}
+peer_note() { echo "  PyTorch peer: BLIS_ARCH_TYPE='$(field "$1" blis_arch_type)', its 1024^3 sgemm $(field "$1" sgemm_gflops) GFLOP/s"; }
+compare() {  # label, L C V T B, C steps (per precision), torch steps (0: no PyTorch run)
   local label=$1 shape=$2 cs=$3 ts=$4
-  local c t
-  c=$(build/tests/bench_train $shape "$cs" "$THREADS")
-  t=$($PY tests/ref/bench_torch.py $shape "$ts" "$THREADS")
-  printf '%-6s %-24s C: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f GFLOP/s peak | PyTorch: %8.1f tok/s | C/PyTorch %6.1fx\n' \
-    "$label" "$(field "$c" shape)" "$(field "$c" tokens_per_s)" "$(field "$c" gflops)" \
-    "$(/usr/bin/python3 -c "print(100*$(field "$c" mfu))")" "$(field "$c" peak_gflops)" "$(field "$t" tokens_per_s)" \
+  local both c b t="" mfu
+  both=$(build/tests/bench_train $shape "$cs" "$THREADS" both)
+  c=$(sed -n 1p <<<"$both"); b=$(sed -n 2p <<<"$both")
+  [ "$ts" -gt 0 ] && t=$(peer "$c" $shape "$ts" "$THREADS")
+  for j in "$c" "$b"; do
+    mfu=$(/usr/bin/python3 -c "print(100*$(field "$j" mfu))")
+    printf '%-5s %-24s %s: %9.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% of %5.0f (%s peak) | products %4.1f%%, bf16 conversions %4.1f%% of the step\n' \
+      "$label" "$(field "$j" shape)" "$(field "$j" precision)" "$(field "$j" tokens_per_s)" "$(field "$j" gflops)" "$mfu" \
+      "$(field "$j" peak_gflops)" "$(field "$j" precision)" "$(/usr/bin/python3 -c "print(100*$(field "$j" products_share))")" \
+      "$(/usr/bin/python3 -c "print(100*$(field "$j" conversions_share))")"
+  done
+  printf '      bf16/fp32 tokens/s: %.2fx' "$(/usr/bin/python3 -c "print($(field "$b" tokens_per_s)/$(field "$c" tokens_per_s))")"
+  [ -n "$t" ] && printf ' | PyTorch fp32: %.1f tok/s, C fp32/PyTorch %.1fx' "$(field "$t" tokens_per_s)" \
     "$(/usr/bin/python3 -c "print($(field "$c" tokens_per_s)/$(field "$t" tokens_per_s))")"
+  echo
+  echo "  C fp32:  $c"
+  echo "  C bf16:  $b"
+  [ -n "$t" ] && peer_note "$t" && echo "  PyTorch: $t"
+  LAST=$c  # its peaks for the summary line
+}
+compare_dit() {  # label, C I p d depth heads B
+  local label=$1 shape=$2
+  local c t
+  c=$(build/tests/bench_dit $shape "$STEPS_DIT" "$THREADS")
+  t=$(peer "$c" dit $shape "$STEPS_DIT" "$THREADS")
+  local flops_per_tok; flops_per_tok=$(/usr/bin/python3 -c "print($(field "$c" gflops) / $(field "$c" tokens_per_s))")
+  printf '%-8s %-36s C: %7.1f tok/s  %6.1f GFLOP/s  MFU %5.1f%% (best step %5.1f%%) of %5.0f GFLOP/s peak | PyTorch: %7.1f tok/s  %6.1f GFLOP/s | C/PyTorch %5.2fx\n' \
+    "$label" "$(field "$c" shape)" "$(field "$c" tokens_per_s)" "$(field "$c" gflops)" "$(pct "$(field "$c" mfu)")" \
+    "$(pct "$(field "$c" best_mfu)")" "$(field "$c" peak_gflops)" "$(field "$t" tokens_per_s)" \
+    "$(/usr/bin/python3 -c "print($flops_per_tok * $(field "$t" tokens_per_s))")" \
+    "$(ratio "$(field "$c" tokens_per_s)" "$(field "$t" tokens_per_s)")"
+  printf '  C best step %.2f s: forward %.2f, backward %.2f, clip + AdamW %.2f; of which Linear layers alone %.2f, attention alone %.2f, the rest %.2f\n' \
+    "$(field "$c" best_step_s)" "$(field "$c" forward_s)" "$(field "$c" backward_s)" "$(field "$c" optim_s)" \
+    "$(field "$c" linear_s)" "$(field "$c" attention_s)" "$(field "$c" other_s)"
+  peer_note "$t"
   echo "  C:       $c"
   echo "  PyTorch: $t"
 }
 echo "dreamstate bench: $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 compare tiny "2 128 256 64 8" 50 5
+compare mid "4 256 256 128 4" 10 0
 compare 0.1B "12 768 65536 512 $B_BIG" "$STEPS_BIG" 1
+compare_dit DiT-B/4 "12 64 4 768 12 12 8"
+compare_dit DiT-S/4 "12 64 4 384 12 6 8"
+t=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS")
+f=$(build/tests/bench_train 4 512 256 128 8 5 "$THREADS" frozen)
+echo "state tuning (frozen backward to the state gradient) L4 C512 V256 T128 B8: $(field "$f" tokens_per_s) tok/s vs a training step $(field "$t" tokens_per_s) ($($PY -c "print(round($(field "$f" tokens_per_s)/$(field "$t" tokens_per_s), 2))")x)"
+echo "peaks measured with the 0.1B run ($THREADS threads): FP32 FMA $(field "$LAST" fp32_peak_gflops) GFLOP/s," \
+  "bf16 $(field "$LAST" bf16_peak_gflops) GFLOP/s (VDPBF16PS chains: ds_measure_bf16_peak)"
 w=$(build/tests/bench_wkv7 1 512 12)
 echo "WKV-7 B1 T512 H12: forward $(field "$w" avx512_fwd_tok_s) tok/s vs scalar $(field "$w" ref_fwd_tok_s) ($(field "$w" fwd_speedup)x), backward $(field "$w" avx512_bwd_tok_s) vs $(field "$w" ref_bwd_tok_s) ($(field "$w" bwd_speedup)x)"
 

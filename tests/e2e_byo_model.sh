@@ -22,7 +22,7 @@ grep -q '^model rwkv7 L=2 C=128 V=65536 Dw=32 Da=32 Dv=32 Dg=64$' "$OUT/states-t
 import json, math, sys
 e = json.load(open(f'{sys.argv[1]}/eval-states.json'))
 cont = e['continuation']['pooled']
-for key in ('zero', 'class_mean', 'generated', 'true_full'):
+for key in ('zero', 'class_mean', 'generated', 'true_full', 'tuned'):
     assert math.isfinite(cont[key]['ce']), key
 print(f"  continuation CE (random weights): zero {cont['zero']['ce']:.3f}, generated {cont['generated']['ce']:.3f}")
 PY

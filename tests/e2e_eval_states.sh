@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `dreamstate eval-states` end to end: a tiny RWKV-7 (150 steps), labelled
 # contexts with a held-out split, train / held-out states of the first 128 tokens, a small state DiT
-# on layer 1, then eval-states on 1 and on 2 MPI ranks:
+# on layer 1, states tuned per label on the same train contexts (run.task state_tuning, 20 steps), then
+# eval-states --tuned on 1 and on 2 MPI ranks:
 #  - the JSON has every field; 1 and 2 ranks give the same numbers (the epsilon-MSE to 1e-9, the rest
 #    exactly); the pooled and per-label CEs are the token-weighted means of the per-context ones;
 #  - (1) the held-out epsilon-MSE equals the trainer's val_eps_mse_t* (same seed, same noise);
@@ -9,7 +10,8 @@
 #    shards (normalisation, cosine 1-NN / 5-NN vote);
 #  - (3) one context's zero-state CE and full-true-state CE equal `dreamstate eval` on the raw tokens
 #    (the continuation alone, and prompt + continuation minus prompt); prompting (the full true state)
-#    gives a lower pooled CE than the zero state;
+#    gives a lower pooled CE than the zero state; the tuned row's and the zero row's pooled CE equal
+#    the tuning run's held-out losses (the same windows: 128 tokens after the first 128);
 #  - bad input (missing file, weights or states of another RWKV-7, another label list, a checkpoint
 #    that is not a state DiT, a bad flag value) exits 2 with one line and writes nothing.
 cd "$(dirname "$0")/.."
@@ -33,12 +35,16 @@ $BIN train configs/tiny-states.yaml --set run.threads=1 --set run.out_dir="$TMP/
   --set train.eval_every=0 --set checkpoint.every=150 --set optim.warmup_steps=10 --set diffusion.ema=0.99 \
   >/dev/null 2>"$TMP/dit.log" || bad "state DiT: $(tail -2 "$TMP/dit.log")"
 MODEL=$(ls "$TMP"/dit/checkpoints/*.ckpt 2>/dev/null | tail -1)
+$BIN train configs/tiny-state-tuning.yaml --set run.threads=1 --set run.out_dir="$TMP/tune" --set state_tuning.init="$CKPT" \
+  --set state_tuning.contexts="$TMP/train.jsonl" --set state_tuning.contexts_valid="$TMP/held.jsonl" \
+  --set train.steps=20 --set train.batch_size=8 --set train.eval_every=0 --set train.eval_batches=100 \
+  >/dev/null 2>"$TMP/tune.log" || bad "state tuning: $(tail -2 "$TMP/tune.log")"
 [ -n "$CKPT" ] && [ -n "$MODEL" ] && ok "pipeline: $(basename "$CKPT"), $(wc -l <"$TMP/train.jsonl") + $(wc -l <"$TMP/held.jsonl") contexts, DiT $(basename "$MODEL")" \
   || { bad "pipeline"; finish; exit 1; }
 
 # ---- eval-states on 1 and 2 ranks ----
 EVAL=(eval-states "$MODEL" --states "$TMP/st/index.txt" --held-out "$TMP/sh/index.txt" --samples-per-label 4 --steps 10
-      --threads 1)
+      --threads 1 --tuned "$TMP/tune/states/index.txt")
 $BIN "${EVAL[@]}" --out "$TMP/e1.json" >"$TMP/e1.txt" 2>"$TMP/e1.log" && ok "1 rank: $(tail -1 "$TMP/e1.log")" \
   || bad "1 rank: $(tail -2 "$TMP/e1.log")"
 mpirun --oversubscribe -np 2 $BIN "${EVAL[@]}" --out "$TMP/e2.json" >"$TMP/e2.txt" 2>"$TMP/e2.log" \
@@ -47,13 +53,13 @@ cat "$TMP/e1.txt"
 grep -q "eval-states generation: .*ETA" "$TMP/e1.log" && grep -q "eval-states continuation: .*ETA" "$TMP/e1.log" \
   && ok "progress lines for generation and continuation" || bad "no progress lines"
 
-$PY - "$TMP" <<'PY' && ok "JSON fields; 1 vs 2 ranks; reductions; (1) = trainer's val_eps_mse; (2) held-out kNN = numpy" \
+$PY - "$TMP" <<'PY' && ok "JSON fields; 1 vs 2 ranks; reductions; (1) = trainer's val_eps_mse; (2) held-out kNN = numpy; tuned = tuning's val_loss" \
   || bad "JSON / numbers"
 import json, struct, sys
 import numpy as np
 tmp = sys.argv[1]
 e1, e2 = json.load(open(f'{tmp}/e1.json')), json.load(open(f'{tmp}/e2.json'))
-inits = ['zero', 'class_mean', 'generated', 'generated_wrong_label', 'true_modelled', 'true_full']
+inits = ['zero', 'class_mean', 'generated', 'generated_wrong_label', 'true_modelled', 'true_full', 'tuned']
 def need(d, path):
     for k in path.split('.'):
         assert k in d, f'missing {path}'
@@ -66,8 +72,9 @@ for p in ['version', 'model', 'signature', 'rwkv_model', 'rwkv_weights', 'tokeni
           'knn.held_out.nearest_train_distance', 'knn.generated.accuracy', 'knn.generated.n', 'knn.per_label',
           'knn.memorisation.generated_nearest_train_distance', 'knn.memorisation.held_out_nearest_train_distance',
           'knn.memorisation.ratio', 'continuation.pooled', 'continuation.per_label', 'continuation.per_context',
-          'continuation.skipped', 'seconds.total']:
+          'continuation.skipped', 'seconds.total', 'tuned_states']:
     need(e1, p)
+assert e1['continuation']['initial_states'] == inits, e1['continuation']['initial_states']
 K, N = len(e1['labels']), e1['sampler']['samples_per_label']
 assert e1['denoising']['t'] == [49, 249, 499, 749, 949] and len(e1['denoising']['held_out']['eps_mse']) == 5
 assert e1['knn']['generated']['n'] == K * N and len(e1['knn']['per_label']) == K
@@ -111,6 +118,12 @@ for lab, g in [(None, c['pooled'])] + [(i, p['ce']) for i, p in enumerate(c['per
         ce = sum(p['ce'][s] * p['tokens'] for p in rows) / tok
         assert abs(ce - g[name]['ce']) < 1e-12, (lab, name, ce, g[name]['ce'])
 assert c['pooled']['true_full']['ce'] < c['pooled']['zero']['ce'], 'prompting does not help'
+# the tuning run scored the same windows of the same held-out contexts from its states and the zero state
+tune = json.loads(open(f'{tmp}/tune/train.jsonl').read().splitlines()[-1])
+assert c['skipped'] == 0
+for row, key in (('tuned', 'val_loss'), ('zero', 'zero_state_val_loss')):
+    assert abs(c['pooled'][row]['ce'] - tune[key]) < 2e-6, (row, c['pooled'][row]['ce'], key, tune[key])
+assert c['pooled']['tuned']['ce'] < c['pooled']['zero']['ce'], 'the tuned states do not help'
 # the paired bootstrap CI against numpy's own (20000 resamples, another RNG): within 15% of its width
 rng = np.random.default_rng(0)
 tok = np.array([p['tokens'] for p in pc], dtype=float)
@@ -155,7 +168,7 @@ kn = e1['knn']['held_out']
 assert abs(kn['accuracy'][0] - acc1) < 1e-12 and abs(kn['accuracy'][1] - acc5) < 1e-12, (kn['accuracy'], acc1, acc5)
 assert abs(kn['nearest_train_distance'] - cos.min(axis=1).mean()) < 1e-5, (kn['nearest_train_distance'], cos.min(axis=1).mean())
 print(f'  eps-MSE held-out {e1["denoising"]["held_out"]["mean"]:.5f}, kNN held-out {acc1:.3f}/{acc5:.3f}, '
-      f'CE zero {c["pooled"]["zero"]["ce"]:.4f} full {c["pooled"]["true_full"]["ce"]:.4f}')
+      f'CE zero {c["pooled"]["zero"]["ce"]:.4f} full {c["pooled"]["true_full"]["ce"]:.4f} tuned {c["pooled"]["tuned"]["ce"]:.4f}')
 PY
 
 # (3) one context recomputed with `dreamstate eval` on plain token shards (byte tokenizer: id = byte)
@@ -205,6 +218,10 @@ expect_bad_input "missing held-out index" "nope/index.txt" $BIN eval-states "$MO
 expect_bad_input "weights of another RWKV-7" "checkpoint is for 'rwkv7 L=1" $BIN eval-states "$MODEL" "${BAD[@]}" --checkpoint "$CKPT1"
 expect_bad_input "states of another RWKV-7" "other/index.txt: states of 'rwkv7 L=1 C=128" \
   $BIN eval-states "$MODEL" "${BAD[@]}" --held-out "$TMP/other/index.txt"
+expect_bad_input "tuned states of another RWKV-7" "other/index.txt: tuned states of 'rwkv7 L=1 C=128" \
+  $BIN eval-states "$MODEL" "${BAD[@]}" --tuned "$TMP/other/index.txt"
+expect_bad_input "tuned states missing a label" "one/index.txt: no tuned state of label 'c-header'" \
+  $BIN eval-states "$MODEL" "${BAD[@]}" --tuned "$TMP/one/index.txt"
 expect_bad_input "held-out set with another label list" "1 labels, the model has 3" \
   $BIN eval-states "$MODEL" "${BAD[@]}" --held-out "$TMP/one/index.txt"
 expect_bad_input "an RWKV-7 checkpoint as the model" "a checkpoint of task 'lm', not state_diffusion" $BIN eval-states "$CKPT" "${BAD[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DREAMSTATE part A data end to end: a tiny checkpoint (5 training steps), labelled contexts
-# from this system's text (build-contexts), extract-states on 1 and on 2 MPI ranks:
+# from the pinned Debian text (build-contexts), extract-states on 1 and on 2 MPI ranks:
 #  - the index lists 1 vs 2 shards, their record counts sum to the number of contexts;
 #  - every context's record (label, condition, state) is byte-identical between 1 and 2 ranks, read
 #    with an independent numpy reader of the documented shard format; rank r holds contexts r, r+2, ...;

@@ -4,7 +4,8 @@
 #  - 2 ranks, static weights trainable: the step means of loss_lm and loss_pd over the last 10 steps are
 #    below those of the first 10, and the held-out L_LM ends below that of the base it started from;
 #  - 1 vs 2 ranks (train.micro_batch 2): every step's loss, loss_lm, loss_pd agree to 1e-5 (relative)
-#    and the checkpoints are the same bytes;
+#    and the checkpoints are the same bytes; the same with train.precision bf16 (30 steps), and with
+#    train.grad_checkpoint the 1-rank bf16 run ends with the same checkpoint bytes;
 #  - the static baseline (matrices none, train_static 1) trains without DiT or alpha and improves on the base;
 #  - frozen static weights (not stored in checkpoints): stopped by SIGUSR1 at a random step on 2 ranks and
 #    rerun, the run ends with the uninterrupted run's losses and alphas, step for step, exactly;
@@ -53,6 +54,28 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 cmp -s "$TMP/r1/checkpoints/step-00000100.ckpt" "$TMP/r2/checkpoints/step-00000100.ckpt" \
   && ok "1 vs 2 ranks: the same checkpoint, byte for byte" || bad "1 and 2 ranks write different checkpoints"
+
+# 2b. 1 vs 2 ranks in bf16 (matrix products of the DiT, the generated weights and the RWKV-7)
+B16=(--set hybrid.train_static=1 --set train.steps=30 --set train.eval_every=0 --set train.precision=bf16)
+for n in 1 2; do
+  "${MPI[@]}" $n $BIN train "${H[@]}" "${B16[@]}" --set run.out_dir="$TMP/b$n" 2>"$TMP/b$n.log" || bad "bf16, $n rank(s): exit $? ($(tail -1 "$TMP/b$n.log"))"
+done
+/usr/bin/python3 - "$TMP" <<'PY' && ok "bf16, 1 vs 2 ranks: the same loss, loss_lm and loss_pd at every step" || bad "bf16: 1 vs 2 ranks differ"
+import json, sys
+runs = [[json.loads(l) for l in open(f'{sys.argv[1]}/{r}/train.jsonl')] for r in ('b1', 'b2')]
+assert len(runs[0]) == len(runs[1]) == 30
+worst = max(abs(a[k] - b[k]) / abs(a[k]) for a, b in zip(*runs) for k in ('loss', 'loss_lm', 'loss_pd'))
+print(f'  max relative difference over 30 steps x 3 terms: {worst:.3g}')
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/b2/checkpoints/step-00000030.ckpt" \
+  && ok "bf16, 1 vs 2 ranks: the same checkpoint, byte for byte" || bad "bf16: 1 and 2 ranks write different checkpoints"
+# 2c. train.grad_checkpoint: the RWKV-7 recomputes its blocks in the backward (src/rwkv7/README.md §3.5)
+"${MPI[@]}" 1 $BIN train "${H[@]}" "${B16[@]}" --set train.grad_checkpoint=true --set run.out_dir="$TMP/bcp" \
+  2>"$TMP/bcp.log" || bad "bf16 with train.grad_checkpoint: exit $? ($(tail -1 "$TMP/bcp.log"))"
+cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/bcp/checkpoints/step-00000030.ckpt" \
+  && ok "train.grad_checkpoint (bf16, 30 steps): the same checkpoint, byte for byte" \
+  || bad "train.grad_checkpoint changes the hybrid's checkpoint"
 
 # 3. the static baseline: no DiT, the RWKV-7 alone fine-tuned on the same windows and positions
 $BIN train "${H[@]}" --set hybrid.matrices=none --set hybrid.train_static=1 --set train.steps=40 \

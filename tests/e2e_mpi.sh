@@ -4,6 +4,8 @@
 #    per step <= 1e-5 over 50 steps; with train.micro_batch fixed and fp64 gradient reduction it is 0);
 #  - SIGKILL of one rank: the job ends non-zero within 30 s, the last checkpoint verifies, a restart
 #    resumes; a run checkpointed on 4 ranks resumes on 2 and ends exactly where an uninterrupted run does;
+#  - SIGSTOP of one rank: the other's collective watchdog (train.comm_timeout 2 s) ends the job within
+#    10 s with one line naming the collective;
 #  - SIGUSR1 to the job: a checkpoint of the current step appears and all ranks exit within 10 s;
 #    rerunning continues from that step.
 cd "$(dirname "$0")/.."
@@ -12,6 +14,21 @@ MPI=(mpirun --oversubscribe -np)
 trap 'pkill -9 -f "$TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
 steps_in() { local n; n=$(grep -c '"step"' "$1" 2>/dev/null); echo "${n:-0}"; }
 COMMON=(--set train.micro_batch=2 --set run.threads=1 --set train.log_every=10 --set train.eval_every=0)
+# signal_one_rank SIGNAL STEPS DIR [--set ...]...: a 2-rank run into DIR (log DIR.log); once it has
+# logged STEPS steps, SIGNAL goes to one of its ranks; waits for the job and sets rc and dt (seconds
+# from the signal to the job's end)
+signal_one_rank() {
+  local sig=$1 after=$2 dir=$3 job victim t0
+  shift 3
+  "${MPI[@]}" 2 $BIN train configs/tiny.yaml "${COMMON[@]}" "$@" --set run.out_dir="$dir" 2>"$dir.log" &
+  job=$!
+  while [ "$(steps_in "$dir/train.jsonl")" -lt "$after" ] && kill -0 $job 2>/dev/null; do sleep 0.05; done
+  victim=$(pgrep -f "run.out_dir=$dir" | while read p; do [ "$(cat /proc/$p/comm)" = dreamstate ] && echo $p; done | tail -1)
+  t0=$(date +%s.%N)
+  kill -"$sig" "$victim"
+  wait $job; rc=$?
+  dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+}
 
 # 1. the same curve on 1, 2 and 4 ranks
 for n in 1 2 4; do
@@ -38,15 +55,7 @@ sys.exit(0 if ok else 1)
 PY
 
 # 2a. SIGKILL one rank mid-run
-"${MPI[@]}" 2 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=400 --set checkpoint.every=10 \
-  --set run.out_dir="$TMP/k" 2>"$TMP/k.log" &
-job=$!
-while [ "$(steps_in "$TMP/k/train.jsonl")" -lt 25 ] && kill -0 $job 2>/dev/null; do sleep 0.05; done
-victim=$(pgrep -f "run.out_dir=$TMP/k" | while read p; do [ "$(cat /proc/$p/comm)" = dreamstate ] && echo $p; done | tail -1)
-t0=$(date +%s.%N)
-kill -9 "$victim"
-wait $job; rc=$?
-dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+signal_one_rank KILL 25 "$TMP/k" --set train.steps=400 --set checkpoint.every=10
 if [ $rc -ne 0 ] && awk -v d="$dt" 'BEGIN{exit !(d < 30)}'; then ok "killed one rank: job exited $rc after ${dt}s"; else bad "kill: rc=$rc after ${dt}s"; fi
 last=$(ls "$TMP/k/checkpoints"/*.ckpt | tail -1)
 $BIN eval configs/tiny.yaml --checkpoint "$last" >/dev/null 2>"$TMP/eval.log" && ok "last checkpoint $(basename "$last") verifies and evaluates" \
@@ -55,7 +64,14 @@ $BIN eval configs/tiny.yaml --checkpoint "$last" >/dev/null 2>"$TMP/eval.log" &&
   && grep -q "resumed from" "$TMP/k2.log" && ok "restart resumed: $(grep -o 'resumed from.*' "$TMP/k2.log" | sed "s|$TMP/||")" \
   || bad "restart after kill failed: $(tail -2 "$TMP/k2.log")"
 
-# 2b. stopped (SIGUSR1) on 4 ranks with ZeRO-1, resumed on 2 without: ends exactly where the
+# 2b. a rank that stops answering (SIGSTOP: to the others, a dead node or a cut link looks the same):
+#     the collective watchdog (train.comm_timeout) ends the job with one line naming the collective
+signal_one_rank STOP 10 "$TMP/w" --set train.steps=2000 --set train.comm_timeout=2
+why=$(grep -m1 '^dreamstate\[rank [01]\]: .* did not complete within 2 s (train.comm_timeout)' "$TMP/w.log")
+if [ $rc -ne 0 ] && [ -n "$why" ] && awk -v d="$dt" 'BEGIN{exit !(d < 10)}'; then ok "stopped rank: job exited $rc after ${dt}s: ${why%%;*}"
+else bad "stopped rank: rc=$rc after ${dt}s, message '$why'"; tail -3 "$TMP/w.log"; fi
+
+# 2c. stopped (SIGUSR1) on 4 ranks with ZeRO-1, resumed on 2 without: ends exactly where the
 #     uninterrupted 1-rank run ends
 "${MPI[@]}" 4 $BIN train configs/tiny.yaml "${COMMON[@]}" --set train.steps=50 --set train.zero_stage=1 \
   --set run.out_dir="$TMP/x" 2>"$TMP/x1.log" &

@@ -2,9 +2,10 @@
 # The part-A job (jobs/part-a.sh --size ci) end to end on 2 MPI ranks: every stage runs, and its
 # outputs hold what the issue asks to print: the held-out denoising loss, the nearest-neighbour label
 # accuracy of generated states, and the continuation loss from the zero / class-mean / generated /
-# true states; the state-manifold analysis (real vs shuffled labels, t-SNE PNG) and the report.
-# Checked as facts: prompting works (the full true state beats the zero state), the analysis separates
-# real labels better than shuffled ones. Printed, not asserted: the generated-vs-zero margin (about
+# true / tuned states; the state-manifold analysis (real vs shuffled labels, t-SNE PNG) and the report.
+# Checked as facts: prompting works (the full true state beats the zero state), the states tuned per
+# label (run.task state_tuning) beat the zero state, the analysis separates real labels better than
+# shuffled ones. Printed, not asserted: the generated-vs-zero margin (about
 # 0.001 nats/token at this size, inside its bootstrap CI; see README).
 cd "$(dirname "$0")/.."
 . tests/lib.sh part-a
@@ -12,7 +13,7 @@ OUT="$TMP/pa"
 bash jobs/part-a.sh --size ci --out "$OUT" >"$TMP/job.log" 2>&1 && ok "jobs/part-a.sh --size ci ran every stage" \
   || bad "jobs/part-a.sh: $(tail -5 "$TMP/job.log")"
 sed -n '/^(1) denoising/,/^eval-states: wrote/p' "$TMP/job.log"
-/usr/bin/python3 - "$OUT" <<'PY' && ok "eval-states.json: all numbers present; full true state beats zero" \
+/usr/bin/python3 - "$OUT" <<'PY' && ok "eval-states.json: all numbers present; full true state and tuned states beat zero" \
   || bad "eval-states.json"
 import json, math, sys
 e = json.load(open(f'{sys.argv[1]}/eval-states.json'))
@@ -28,11 +29,13 @@ def walk(x, path='', out=None):
 bad = walk(e)
 assert not bad, f'non-finite numbers at {bad[:5]}'
 text = json.dumps(e)
-for key in ('zero', 'class_mean', 'generated', 'true_modelled', 'true_full'):
+for key in ('zero', 'class_mean', 'generated', 'true_modelled', 'true_full', 'tuned'):
     assert f'"{key}"' in text, key
 cont = e['continuation']['pooled']
 assert cont['true_full']['ce'] < cont['zero']['ce'], 'prompting (the full true state) must beat the zero state'
-print(f"  generated vs zero: {cont['generated']['ce']:.4f} vs {cont['zero']['ce']:.4f} nats/token")
+assert cont['tuned']['ce'] < cont['zero']['ce'], 'the states tuned for their label must beat the zero state'
+print(f"  generated vs zero vs tuned: {cont['generated']['ce']:.4f} vs {cont['zero']['ce']:.4f} vs "
+      f"{cont['tuned']['ce']:.4f} nats/token")
 PY
 /usr/bin/python3 - "$OUT" <<'PY' && ok "analysis.json: every layer's kNN accuracy is above its shuffled-label control" \
   || bad "analysis.json"

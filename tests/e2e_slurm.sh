@@ -13,39 +13,9 @@
 #  5. local-cluster.sh is idempotent and `stop` leaves no daemon running.
 cd "$(dirname "$0")/.." || exit 1
 . tests/lib.sh slurm
-REPO=$(pwd)
-NAME=ds-e2e-$$                      # job name: output files $REPO/$NAME-<id>.out
-CLUSTER=$TMP/cluster
-cleanup() {
-  slurm/local-cluster.sh stop "$CLUSTER" >/dev/null 2>&1
-  rm -f "$REPO/$NAME"-*.out
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-finish() { echo "$pass passed, $fail failed"; [ $fail -eq 0 ]; exit; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
-# wait_for SECONDS COMMAND...: poll every 0.1 s until COMMAND succeeds
-wait_for() {
-  local end; end=$(awk -v t="$1" -v n="$(now)" 'BEGIN {printf "%.3f", n + t}'); shift
-  until "$@"; do
-    awk -v e="$end" -v n="$(now)" 'BEGIN {exit !(n > e)}' && return 1
-    sleep 0.1
-  done
-}
-jsonl_steps() { grep -o '"step":[0-9]*' "$1" 2>/dev/null | cut -d: -f2; }
-losses() { grep -o '"step":[0-9]*,"loss":[0-9.e+-]*' "$1"; }
-# the job completion log keeps a line per finished (or requeued) job
-final_state() { grep "^JobId=$1 " "$CLUSTER/log/jobcomp.log" 2>/dev/null | tail -n1 | grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' | sed 's/ .*ExitCode=/ ExitCode=/'; }
-job_done() { final_state "$1" | grep -qv PENDING; }
-show_out() { echo "  --- $1"; tail -n "${2:-15}" "$1" 2>/dev/null | sed 's/^/  | /'; }
-
-for v in $(compgen -e SLURM_); do unset "$v"; done   # in case this runs inside a Slurm job
-[ -x "$BIN" ] || { bad "$BIN missing: run make first"; finish; }
+. tests/slurm_lib.sh
 
 # 0. the cluster
-export SLURM_CONF=$CLUSTER/slurm.conf DS_RUN_ROOT=$TMP/runs
 t0=$(now)
 if slurm/local-cluster.sh start "$CLUSTER" >"$TMP/start.out" 2>"$TMP/start.err" \
    && grep -q "^export SLURM_CONF=$CLUSTER/slurm.conf$" "$TMP/start.out"; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DREAMSTATE part A, the state DiT end to end: tiny RWKV-7 -> labelled contexts -> states ->
 # `train` with run.task state_diffusion, then the commands that use the model:
-#  - 1 rank and 2 ranks (train.micro_batch fixed, fp64 reduce) log the same loss at every step;
+#  - 1 rank and 2 ranks (train.micro_batch fixed, fp64 reduce) log the same loss at every step, in fp32
+#    and in train.precision bf16;
 #  - a run resumed from an earlier checkpoint ends byte-identical to an uninterrupted one;
 #  - sample-state writes state files that generate --state accepts; the same seed gives the same file;
 #  - interpolate-state in state space: lambda = 0 and 1 give back the endpoints' modelled WKV states;
@@ -38,6 +39,13 @@ losses() { grep -o '"loss":[0-9.e+-]*\|"val_loss":[0-9.e+-]*' "$1/train.jsonl" |
 [ -n "$(losses "$TMP/r1")" ] && [ "$(losses "$TMP/r1")" = "$(losses "$TMP/r2")" ] \
   && ok "1 vs 2 ranks: every step's loss and the held-out loss identical ($(losses "$TMP/r1" | cut -c1-60)...)" \
   || bad "1 vs 2 ranks differ: $(losses "$TMP/r1") vs $(losses "$TMP/r2")"
+for n in 1 2; do
+  mpirun --oversubscribe -np $n $BIN train "${SD[@]}" --set train.precision=bf16 --set run.out_dir="$TMP/b$n" >/dev/null \
+    2>"$TMP/b$n.log" || bad "state DiT, bf16, $n rank(s): $(tail -2 "$TMP/b$n.log")"
+done
+[ -n "$(losses "$TMP/b1")" ] && [ "$(losses "$TMP/b1")" = "$(losses "$TMP/b2")" ] && [ "$(losses "$TMP/b1")" != "$(losses "$TMP/r1")" ] \
+  && ok "bf16, 1 vs 2 ranks: every step's loss and the held-out loss identical, and not fp32's ($(losses "$TMP/b1" | cut -c1-60)...)" \
+  || bad "bf16, 1 vs 2 ranks differ (or equal fp32): $(losses "$TMP/b1") vs $(losses "$TMP/b2")"
 grep -q '"val_eps_mse_t49"' "$TMP/r1/train.jsonl" && grep -q '"train_eps_mse"' "$TMP/r1/train.jsonl" \
   && ok "held-out eps-MSE per eval step and the train-set eps-MSE are logged" || bad "eval fields missing"
 

@@ -96,6 +96,7 @@ static void test_defaults(void) {
           "train sizes");
     CHECK(c.train.eval_batches == 8 && c.train.log_every == 1 && c.train.eval_every == 50, "train cadence");
     CHECK(c.train.skip_nonfinite == 0, "skip_nonfinite default %d (stop at the first NaN)", c.train.skip_nonfinite);
+    CHECK(c.train.comm_timeout == 600, "comm_timeout default %g (collective watchdog on)", c.train.comm_timeout);
     CHECK(c.optim.lr == 6e-4 && c.optim.lr_final == 6e-5 && c.optim.warmup_steps == 10, "lr schedule");
     CHECK(c.optim.beta1 == 0.9 && c.optim.beta2 == 0.99 && c.optim.eps == 1e-18, "Adam constants");
     CHECK(c.optim.weight_decay == 0.001 && c.optim.grad_clip == 1.0 && c.optim.l2wrap == 1e-4, "regularisers");
@@ -243,7 +244,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, True, 9, 73)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, True, 10, 80)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -285,6 +286,14 @@ static void test_round_trip(void) {
     ds_config_load(&b, out, 0, NULL);
     copy_origins(&b, &a);
     CHECK(memcmp(&a, &b, sizeof a) == 0, "full.yaml round-trips");
+    /* what a YAML reader folds as a line break (U+0085, U+2028, U+2029) or refuses unescaped (U+0080,
+     * U+FEFF) is written escaped, so it reads back the same; other UTF-8 (the euro sign) is kept */
+    char *breaks[] = {"data.valid=a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc2\x80" "e\xef\xbb\xbf" "f \xe2\x82\xac"};
+    ds_config_load(&a, NULL, 1, breaks);
+    CHECK(ds_config_write(&a, out) == 0, "write line breaks");
+    ds_config_load(&b, out, 0, NULL);
+    copy_origins(&b, &a);
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "line-break code points round-trip: '%s'", b.data.valid);
 
     /* a write that cannot happen reports it and leaves nothing behind */
     char bad[300];
@@ -329,7 +338,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 73, "dump has %d keys, want 73 (every ds_config field)", keys);
+    CHECK(keys == 80, "dump has %d keys, want 80 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -418,13 +427,15 @@ static void test_errors(void) {
     expect_error("range.yaml", "model:\n  n_layer: 0\n", 0, NULL, "%s:2: model.n_layer: must be >= 1, got 0\n");
     expect_error("skip_range.yaml", "train:\n  skip_nonfinite: -1\n", 0, NULL,
                  "%s:2: train.skip_nonfinite: must be >= 0, got -1\n");
+    expect_error("timeout_range.yaml", "train:\n  comm_timeout: -5\n", 0, NULL,
+                 "%s:2: train.comm_timeout: must be >= 0, got -5\n");
     expect_error("range_open.yaml", "optim:\n  eps: 0\n", 0, NULL, "%s:2: optim.eps: must be > 0, got 0\n");
     expect_error("range_high.yaml", "optim:\n  beta2: 1.0\n", 0, NULL, "%s:2: optim.beta2: must be < 1, got 1.0\n");
     expect_error("head.yaml", "model:\n  head_size: 32\n", 0, NULL, "%s:2: model.head_size: must be 64, got 32\n");
     expect_error("bool.yaml", "train:\n  grad_checkpoint: yes\n", 0, NULL,
                  "%s:2: train.grad_checkpoint: expected true or false, got 'yes'\n");
     expect_error("enum.yaml", "run:\n  task: pretrain\n", 0, NULL,
-                 "%s:2: run.task: expected one of 'lm', 'state_diffusion', 'hybrid', got 'pretrain'\n");
+                 "%s:2: run.task: expected one of 'lm', 'state_diffusion', 'hybrid', 'state_tuning', got 'pretrain'\n");
     expect_error("empty_name.yaml", "run:\n  name: \"\"\n", 0, NULL, "%s:2: run.name: must not be empty\n");
     char long_name[300] = "run:\n  name: ";
     memset(long_name + strlen(long_name), 'x', 200);

@@ -418,6 +418,14 @@ static void test_shards(void) {
     snprintf(want, sizeof want, "%s: unsupported shard version 2 (this build reads version 1)", tmp);
     expect_death(child_open_dataset, tmp, DS_EXIT_BAD_INPUT, want, "future version");
     free(data);
+
+    /* Ids are read as int32: a vocabulary above 2^31 - 1 is refused, its large ids would read back negative. */
+    snprintf(tmp, sizeof tmp, "%s/huge_vocab.bin", tmp_root);
+    ds_shard_writer *wh = ds_shard_writer_open(tmp, 0x80000001u, 0);
+    ds_shard_writer_add_document(wh, NULL, 0);
+    ds_shard_writer_commit(wh);
+    snprintf(want, sizeof want, "%s: vocab_size 2147483649 exceeds 2147483647", tmp);
+    expect_death(child_open_dataset, tmp, DS_EXIT_BAD_INPUT, want, "vocabulary above 2^31 - 1");
 }
 
 /* ---------------------------------------------------------------- JSONL documents */

@@ -3,9 +3,9 @@
  * independence, determinism, per-tensor directional finite differences of the loss, bad input, and
  * the overfit test: 8 random states with 8 labels, trained with
  * AdamW, then regenerated from noise by DDIM-50 at guidance 1 to under 5% relative error each.
- * With `--dump FILE C I P D DEPTH HEADS K COND B SEED` it instead writes weights, inputs, loss,
- * output, dL/dx_t and every gradient for tests/ref/test_dit_torch.py, which compares them against an
- * independent PyTorch implementation. */
+ * With `--dump FILE C I P D DEPTH HEADS K COND B SEED [fp32|bf16]` it instead writes weights, inputs,
+ * loss, output, dL/dx_t and every gradient, with fp32 or bf16 matrix products (blas.h), for
+ * tests/ref/test_dit_torch.py, which compares them against an independent PyTorch implementation. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/diffusion.h"
@@ -65,10 +65,11 @@ static void free_batch(batch *bt) {
 /* ---------------------------------------------------------------- dump for the PyTorch reference */
 
 static int dump_mode(int argc, char **argv) {
-    if (argc != 13) {
-        fprintf(stderr, "usage: test_dit --dump FILE C I P D DEPTH HEADS K COND B SEED\n");
+    if (argc != 13 && argc != 14) {
+        fprintf(stderr, "usage: test_dit --dump FILE C I P D DEPTH HEADS K COND B SEED [fp32|bf16]\n");
         return 2;
     }
+    ds_blas_set_precision(argc == 14 && strcmp(argv[13], "bf16") == 0 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     ds_dit_dims d = {.in_channels = atoi(argv[3]), .input_size = atoi(argv[4]), .patch_size = atoi(argv[5]),
                      .hidden = atoi(argv[6]), .depth = atoi(argv[7]), .heads = atoi(argv[8]), .mlp_ratio = 4,
                      .num_classes = atoi(argv[9]), .cond_dim = atoi(argv[10])};

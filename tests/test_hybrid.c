@@ -290,7 +290,7 @@ static void test_causality(void) {
 }
 
 /* One call on B sequences equals B calls on one sequence each (samples first_sample + b, loss scale
- * 1/B), bit for bit; a repeated call gives the same bits. */
+ * 1/B), gradients bit for bit; a repeated call gives the same bits. */
 static void test_split_and_determinism(void) {
     ds_hybrid_dims d = small_dims(&cases[1]);
     ds_hybrid h;
@@ -308,8 +308,10 @@ static void test_split_and_determinism(void) {
         ds_hybrid_forward_backward(&h, 1, T, tok + b * T, tgt + b * T, 7, 100 + b, 1.0f / B, &part);
         lm_sum += part.lm_sum, pd_sum += part.pd_sum;
     }
+    /* the loss sums add the same per-sample terms grouped differently: equal up to double rounding */
     CHECK(!memcmp(g, h.grads, sizeof(float) * h.n_params) && fabs(lm_sum - whole.lm_sum) < 1e-9 * whole.lm_sum &&
-          pd_sum == whole.pd_sum, "one call on 2 sequences equals 2 calls on one each (gradients bit-identical)");
+          fabs(pd_sum - whole.pd_sum) < 1e-12 * whole.pd_sum,
+          "one call on 2 sequences equals 2 calls on one each (gradients bit-identical)");
     ds_hybrid_zero_grad(&h);
     ds_hybrid_losses again;
     ds_hybrid_forward_backward(&h, B, T, tok, tgt, 7, 100, 1.0f, &again);

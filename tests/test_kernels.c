@@ -1,10 +1,11 @@
 /* Tests of the compute kernels other than WKV-7 (norm, shift_mix, act, softmax_xent, softmax,
- * adamw, sum_squares, scale, axpy). For each kernel:
+ * modulate, gated_residual, attention, adamw, sum_squares, scale, axpy, fp32 <-> bf16). For each kernel:
  *  (a) the scalar reference against an independent float64 computation written here,
  *  (b) backward kernels against central finite differences of the float64 forward,
  *  (c) the AVX-512 twin against the reference (odd sizes, so the masked tails run),
  *  (d) accumulation into pre-filled gradient buffers, and thread-count independence of reductions,
- *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input.
+ *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input;
+ *      bf16 rounding bit for bit on every edge (ties, denormals, overflow, NaN payloads).
  * Also prints ref vs AVX-512 timings (not asserted). */
 #include "../src/kernels/impl.h"
 #include "dreamstate/common.h"
@@ -940,6 +941,406 @@ static void test_blas1(void) {
     ds_free(x), ds_free(y), ds_free(sx), ds_free(ay), ds_free(ws), ds_free(wa);
 }
 
+/* ---------------------------------------------------------------- adaLN modulation */
+
+/* y = LN(x) (1 + scale_b) + shift_b in float64 via norm_f64, sample by sample. */
+static void modulate_f64(int B, int T, int C, double eps, const double *x, const double *shift, const double *scale,
+                         int64_t stride, double *y, double *mean, double *rstd) {
+    double *gamma = ds_alloc((size_t)C * 8);
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < C; c++) gamma[c] = 1 + scale[b * stride + c];
+        int64_t r = (int64_t)b * T;
+        norm_f64(T, C, C, eps, x + r * C, gamma, shift + b * stride, y + r * C, mean ? mean + r : NULL,
+                 rstd ? rstd + r : NULL);
+    }
+    ds_free(gamma);
+}
+
+static double modulate_loss_f64(int B, int T, int C, double eps, const double *x, const double *shift,
+                                const double *scale, int64_t stride, const float *w) {
+    double *y = ds_alloc((size_t)B * T * C * 8), L = 0;
+    modulate_f64(B, T, C, eps, x, shift, scale, stride, y, NULL, NULL);
+    for (int64_t i = 0; i < (int64_t)B * T * C; i++) L += w[i] * y[i];
+    ds_free(y);
+    return L;
+}
+
+/* B samples of T rows of C channels; shift and scale are chunks 0 and 1 of rows of 3 C (stride 3 C),
+ * as a model's modulation vectors would be. */
+static void test_modulate_case(int B, int T, int C) {
+    const float eps = 1e-6f;
+    int64_t n = (int64_t)B * T * C, stride = 3 * C, nm = B * stride;
+    float *x = randn(n, 301, 1.5f, 0.7f), *mod = randn(nm, 302, 0.3f, 0), *w = randn(n, 303, 1, 0);
+    float *y = ds_alloc(n * 4), *mean = ds_alloc(B * T * 4), *rstd = ds_alloc(B * T * 4);
+    double *xd = to_f64(x, n), *modd = to_f64(mod, nm), *yd = ds_alloc(n * 8), *md = ds_alloc(B * T * 8),
+           *rd = ds_alloc(B * T * 8);
+    modulate_forward_ref(B, T, C, eps, x, mod, mod + C, stride, y, mean, rstd);
+    modulate_f64(B, T, C, eps, xd, modd, modd + C, stride, yd, md, rd);
+    double e = rel_err_f64(y, yd, n), em = rel_err_f64(mean, md, B * T), er = rel_err_f64(rstd, rd, B * T);
+    CHECK(e < 1e-5 && em < 1e-5 && er < 1e-5, "modulate_forward_ref B=%d T=%d C=%d vs float64: y %.2e mean %.2e rstd %.2e",
+          B, T, C, e, em, er);
+    /* backward vs central differences of L = sum w y, accumulating into pre-filled gradients */
+    float *pre_dx = randn(n, 304, 1, 0), *pre_dmod = randn(nm, 305, 1, 0);
+    float *dx = copy_of(pre_dx, n), *dmod = copy_of(pre_dmod, nm);
+    modulate_backward_ref(B, T, C, w, x, mean, rstd, mod + C, stride, dx, dmod, dmod + C);
+    double *fdx = ds_alloc(n * 8), *fdm = ds_alloc(nm * 8);
+    float *gx = ds_alloc(n * 4), *gm = ds_alloc(nm * 4);
+    for (int64_t i = 0; i < n; i++) {
+        fdx[i] = FD(xd, i, modulate_loss_f64(B, T, C, eps, xd, modd, modd + C, stride, w));
+        gx[i] = dx[i] - pre_dx[i];
+    }
+    for (int64_t i = 0; i < nm; i++) {
+        fdm[i] = i % stride < 2 * C ? FD(modd, i, modulate_loss_f64(B, T, C, eps, xd, modd, modd + C, stride, w)) : 0;
+        gm[i] = dmod[i] - pre_dmod[i];
+    }
+    double ex = rel_err_f64(gx, fdx, n), ed = rel_err_f64(gm, fdm, nm);
+    CHECK(ex < 1e-4 && ed < 1e-4, "modulate_backward_ref B=%d T=%d C=%d vs finite differences: dx %.2e dshift/dscale %.2e "
+          "(the gate chunk untouched)", B, T, C, ex, ed);
+    if (have_avx512) {
+        float *y2 = ds_alloc(n * 4), *mean2 = ds_alloc(B * T * 4), *rstd2 = ds_alloc(B * T * 4);
+        float *dx2 = copy_of(pre_dx, n), *dmod2 = copy_of(pre_dmod, nm);
+        modulate_forward_avx512(B, T, C, eps, x, mod, mod + C, stride, y2, mean2, rstd2);
+        modulate_backward_avx512(B, T, C, w, x, mean, rstd, mod + C, stride, dx2, dmod2, dmod2 + C);
+        double e1 = test_rel_err(y2, y, n), e2 = test_rel_err(rstd2, rstd, B * T), e3 = test_rel_err(dx2, dx, n),
+               e4 = test_rel_err(dmod2, dmod, nm);
+        CHECK(e1 < 1e-6 && e2 < 1e-6 && e3 < 1e-5 && e4 < 1e-5,
+              "modulate_avx512 B=%d T=%d C=%d vs ref: y %.2e rstd %.2e dx %.2e dmod %.2e", B, T, C, e1, e2, e3, e4);
+        ds_free(y2), ds_free(mean2), ds_free(rstd2), ds_free(dx2), ds_free(dmod2);
+    }
+    float *bufs[] = {x, mod, w, y, mean, rstd, pre_dx, pre_dmod, dx, dmod, gx, gm};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+    ds_free(xd), ds_free(modd), ds_free(yd), ds_free(md), ds_free(rd), ds_free(fdx), ds_free(fdm);
+}
+
+/* ---------------------------------------------------------------- gated residual */
+
+static void test_gated_residual_case(int B, int T, int C) {
+    int64_t n = (int64_t)B * T * C, stride = 2 * C, nm = B * stride;
+    float *x = randn(n, 311, 1, 0), *f = randn(n, 312, 1, 0), *mod = randn(nm, 313, 1, 0), *dout = randn(n, 314, 1, 0);
+    float *out = ds_alloc(n * 4), *pre_df = randn(n, 315, 1, 0), *pre_dmod = randn(nm, 316, 1, 0);
+    float *df = copy_of(pre_df, n), *dmod = copy_of(pre_dmod, nm);
+    const float *gate = mod + C;
+    double *want = ds_alloc(n * 8), *want_df = ds_alloc(n * 8), *want_dmod = to_f64(pre_dmod, nm);
+    for (int64_t r = 0; r < (int64_t)B * T; r++)
+        for (int c = 0; c < C; c++) {
+            int64_t i = r * C + c, g = r / T * stride + C + c;
+            want[i] = x[i] + (double)gate[r / T * stride + c] * f[i];
+            want_df[i] = pre_df[i] + (double)dout[i] * mod[g];
+            want_dmod[g] += (double)dout[i] * f[i];
+        }
+    gated_residual_forward_ref(B, T, C, x, f, gate, stride, out);
+    gated_residual_backward_ref(B, T, C, dout, f, gate, stride, df, dmod + C);
+    double e1 = rel_err_f64(out, want, n), e2 = rel_err_f64(df, want_df, n), e3 = rel_err_f64(dmod, want_dmod, nm);
+    CHECK(e1 < 1e-6 && e2 < 1e-6 && e3 < 1e-5,
+          "gated_residual_ref B=%d T=%d C=%d vs float64: out %.2e df %.2e dgate %.2e (accumulating)", B, T, C, e1, e2, e3);
+    if (have_avx512) {
+        float *out2 = ds_alloc(n * 4), *df2 = copy_of(pre_df, n), *dmod2 = copy_of(pre_dmod, nm);
+        gated_residual_forward_avx512(B, T, C, x, f, gate, stride, out2);
+        gated_residual_backward_avx512(B, T, C, dout, f, gate, stride, df2, dmod2 + C);
+        e1 = test_rel_err(out2, out, n), e2 = test_rel_err(df2, df, n), e3 = test_rel_err(dmod2, dmod, nm);
+        CHECK(e1 < 1e-6 && e2 < 1e-6 && e3 < 1e-6, "gated_residual_avx512 B=%d T=%d C=%d vs ref: out %.2e df %.2e dgate %.2e",
+              B, T, C, e1, e2, e3);
+        ds_free(out2), ds_free(df2), ds_free(dmod2);
+    }
+    float *bufs[] = {x, f, mod, dout, out, pre_df, pre_dmod, df, dmod};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) ds_free(bufs[i]);
+    ds_free(want), ds_free(want_df), ds_free(want_dmod);
+}
+
+static void test_adaln(void) {
+    test_modulate_case(2, 5, 24);
+    test_modulate_case(3, 70, 37);  /* two row blocks per sample, masked channel tail */
+    test_gated_residual_case(2, 5, 24);
+    test_gated_residual_case(3, 130, 37);
+    /* per-sample sums do not depend on the thread count */
+    for (int avx = 0; avx <= have_avx512; avx++) {
+        int B = 3, T = 200, C = 40;
+        int64_t n = (int64_t)B * T * C;
+        float *x = randn(n, 321, 1, 0), *mod = randn(B * 3 * C, 322, 0.3f, 0), *dy = randn(n, 323, 1, 0);
+        float *mean = ds_alloc(B * T * 4), *rstd = ds_alloc(B * T * 4), *y = ds_alloc(n * 4);
+        float *dx[2], *dm[2];
+        for (int k = 0; k < 2; k++) {
+            dx[k] = ds_alloc(n * 4), dm[k] = ds_alloc(B * 3 * C * 4);
+            omp_set_num_threads(k ? 3 : 1);
+            (avx ? modulate_forward_avx512 : modulate_forward_ref)(B, T, C, 1e-6f, x, mod, mod + C, 3 * C, y, mean, rstd);
+            (avx ? modulate_backward_avx512 : modulate_backward_ref)(B, T, C, dy, x, mean, rstd, mod + C, 3 * C, dx[k],
+                                                                     dm[k], dm[k] + C);
+            (avx ? gated_residual_backward_avx512 : gated_residual_backward_ref)(B, T, C, dy, x, mod + 2 * C, 3 * C,
+                                                                                 dx[k], dm[k] + 2 * C);
+        }
+        omp_set_num_threads(default_threads);
+        CHECK(!memcmp(dx[0], dx[1], n * 4) && !memcmp(dm[0], dm[1], B * 3 * C * 4),
+              "modulate / gated_residual backward_%s: bitwise equal with 1 and 3 threads", avx ? "avx512" : "ref");
+        ds_free(x), ds_free(mod), ds_free(dy), ds_free(mean), ds_free(rstd), ds_free(y);
+        for (int k = 0; k < 2; k++) ds_free(dx[k]), ds_free(dm[k]);
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* One head in float64: q, k, v, dout [T, D] contiguous. Forward: o [T, D], lse [T]. Backward (when dq
+ * is given) from the full probability matrix: dV = P^T dO, dS = P (dO V^T - rowsum(P dO V^T)),
+ * dQ = dS K / sqrt(D), dK = dS^T Q / sqrt(D). */
+static void attention_head_f64(int T, int D, const double *q, const double *k, const double *v, double *o,
+                               double *lse, const double *dout, double *dq, double *dk, double *dv) {
+    double scale = 1 / sqrt((double)D), *P = ds_alloc((size_t)T * T * 8), *dP = ds_alloc((size_t)T * T * 8);
+    for (int i = 0; i < T; i++) {
+        double m = -INFINITY, s = 0;
+        for (int j = 0; j < T; j++) {
+            double a = 0;
+            for (int d = 0; d < D; d++) a += q[i * D + d] * k[j * D + d];
+            P[i * T + j] = a * scale;
+            m = fmax(m, P[i * T + j]);
+        }
+        for (int j = 0; j < T; j++) s += (P[i * T + j] = exp(P[i * T + j] - m));
+        for (int j = 0; j < T; j++) P[i * T + j] /= s;
+        lse[i] = m + log(s);
+        for (int d = 0; d < D; d++) {
+            double a = 0;
+            for (int j = 0; j < T; j++) a += P[i * T + j] * v[j * D + d];
+            o[i * D + d] = a;
+        }
+    }
+    if (dq) {
+        memset(dq, 0, (size_t)T * D * 8), memset(dk, 0, (size_t)T * D * 8), memset(dv, 0, (size_t)T * D * 8);
+        for (int i = 0; i < T; i++) {
+            double row = 0;
+            for (int j = 0; j < T; j++) {
+                double a = 0;
+                for (int d = 0; d < D; d++) a += dout[i * D + d] * v[j * D + d];
+                dP[i * T + j] = a;
+                row += a * P[i * T + j];
+            }
+            for (int j = 0; j < T; j++) {
+                double ds = P[i * T + j] * (dP[i * T + j] - row) * scale;
+                for (int d = 0; d < D; d++) {
+                    dv[j * D + d] += P[i * T + j] * dout[i * D + d];
+                    dq[i * D + d] += ds * k[j * D + d];
+                    dk[j * D + d] += ds * q[i * D + d];
+                }
+            }
+        }
+    }
+    ds_free(P), ds_free(dP);
+}
+
+/* L = sum w o of one head in float64 (for finite differences). */
+static double attention_loss_f64(int T, int D, const double *q, const double *k, const double *v, const double *w) {
+    double *o = ds_alloc((size_t)T * D * 8), *lse = ds_alloc((size_t)T * 8), L = 0;
+    attention_head_f64(T, D, q, k, v, o, lse, NULL, NULL, NULL, NULL);
+    for (int64_t i = 0; i < (int64_t)T * D; i++) L += w[i] * o[i];
+    ds_free(o), ds_free(lse);
+    return L;
+}
+
+/* The float64 backward above against central differences of its own forward. */
+static void test_attention_f64_gradient(void) {
+    int T = 6, D = 5;
+    int64_t n = T * D;
+    double *x[4], *g[3], *o = ds_alloc(n * 8), *lse = ds_alloc(T * 8), worst = 0;
+    for (int a = 0; a < 4; a++) {
+        float *r = randn(n, 330 + a, 1, 0);
+        x[a] = to_f64(r, n);
+        ds_free(r);
+    }
+    for (int a = 0; a < 3; a++) g[a] = ds_alloc(n * 8);
+    attention_head_f64(T, D, x[0], x[1], x[2], o, lse, x[3], g[0], g[1], g[2]);
+    for (int a = 0; a < 3; a++)
+        for (int64_t i = 0; i < n; i++) {
+            double fd = FD(x[a], i, attention_loss_f64(T, D, x[0], x[1], x[2], x[3]));
+            worst = fmax(worst, fabs(fd - g[a][i]));
+        }
+    CHECK(worst < 1e-6, "float64 attention backward of this test vs central differences: %.2e", worst);
+    for (int a = 0; a < 4; a++) ds_free(x[a]);
+    for (int a = 0; a < 3; a++) ds_free(g[a]);
+    ds_free(o), ds_free(lse);
+}
+
+typedef void (*attn_fwd_fn)(int, int, int, int, const float *, const float *, const float *, ds_attn_layout, float *,
+                            ds_attn_layout, float *);
+typedef void (*attn_bwd_fn)(int, int, int, int, const float *, const float *, const float *, ds_attn_layout,
+                            const float *, const float *, ds_attn_layout, const float *, float *, float *, float *);
+
+/* B H heads of T tokens of D channels with q, k, v interleaved per token ([B, T, 3, H, D], as a qkv
+ * Linear writes them) and o, dout [B, T, H, D]. q is scaled by q_scale (peaked rows), and key j gets
+ * ramp j added to every channel, so the row maximum keeps growing from key block to key block for
+ * queries with a positive channel sum (the online softmax rescales). */
+static void test_attention_case(int B, int H, int T, int D, float q_scale, float ramp) {
+    int64_t HD = (int64_t)H * D, nqkv = (int64_t)B * T * 3 * HD, no = (int64_t)B * T * HD, nl = (int64_t)B * H * T;
+    ds_attn_layout in = {T * 3 * HD, D, 3 * HD}, out = {T * HD, D, HD};
+    float *qkv = randn(nqkv, 341, 1, 0), *dout = randn(no, 342, 1, 0), *pre = randn(nqkv, 343, 1, 0);
+    for (int64_t bt = 0; bt < (int64_t)B * T; bt++)
+        for (int64_t c = 0; c < HD; c++) {
+            qkv[bt * 3 * HD + c] *= q_scale;
+            qkv[bt * 3 * HD + HD + c] += ramp * (float)(bt % T);
+        }
+    /* float64 reference head by head */
+    float *want_o = ds_alloc(no * 4), *want_lse = ds_alloc(nl * 4), *want_g = copy_of(pre, nqkv);
+    double *h64 = ds_alloc((size_t)T * D * 8 * 11);
+    double *hq = h64, *hk = hq + T * D, *hv = hk + T * D, *hdo = hv + T * D, *ho = hdo + T * D, *hl = ho + T * D;
+    double *hdq = hl + T * D, *hdk = hdq + T * D, *hdv = hdk + T * D;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < D; d++) {
+                    int64_t i = b * in.batch + h * in.head + t * in.token + d;
+                    hq[t * D + d] = qkv[i], hk[t * D + d] = qkv[i + HD], hv[t * D + d] = qkv[i + 2 * HD];
+                    hdo[t * D + d] = dout[b * out.batch + h * out.head + t * out.token + d];
+                }
+            attention_head_f64(T, D, hq, hk, hv, ho, hl, hdo, hdq, hdk, hdv);
+            for (int t = 0; t < T; t++) {
+                want_lse[((int64_t)b * H + h) * T + t] = (float)hl[t];
+                for (int d = 0; d < D; d++) {
+                    int64_t i = b * in.batch + h * in.head + t * in.token + d;
+                    want_o[b * out.batch + h * out.head + t * out.token + d] = (float)ho[t * D + d];
+                    want_g[i] += (float)hdq[t * D + d], want_g[i + HD] += (float)hdk[t * D + d];
+                    want_g[i + 2 * HD] += (float)hdv[t * D + d];
+                }
+            }
+        }
+    for (int avx = 0; avx <= have_avx512; avx++) {
+        attn_fwd_fn fwd = avx ? attention_forward_avx512 : attention_forward_ref;
+        attn_bwd_fn bwd = avx ? attention_backward_avx512 : attention_backward_ref;
+        float *o = ds_alloc(no * 4), *lse = ds_alloc(nl * 4), *g = copy_of(pre, nqkv);
+        fwd(B, H, T, D, qkv, qkv + HD, qkv + 2 * HD, in, o, out, lse);
+        bwd(B, H, T, D, qkv, qkv + HD, qkv + 2 * HD, in, o, dout, out, lse, g, g + HD, g + 2 * HD);
+        double eo = test_rel_err(o, want_o, no), el = test_rel_err(lse, want_lse, nl);
+        /* the accumulated gradients against pre + the float64 gradient, relative to the gradient part */
+        double num = 0, den = 1e-30;
+        for (int64_t i = 0; i < nqkv; i++) {
+            num = fmax(num, fabs(g[i] - want_g[i]));
+            den = fmax(den, fabs(want_g[i] - pre[i]));
+        }
+        CHECK(eo < 5e-6 && el < 5e-6 && num / den < 2e-5,
+              "attention_%s B=%d H=%d T=%d D=%d (q x%g, ramp %g) vs float64: o %.2e lse %.2e dq/dk/dv %.2e (accumulating)",
+              avx ? "avx512" : "ref", B, H, T, D, q_scale, ramp, eo, el, num / den);
+        /* thread-count independence */
+        float *o1 = ds_alloc(no * 4), *lse1 = ds_alloc(nl * 4), *g1 = copy_of(pre, nqkv);
+        omp_set_num_threads(1);
+        fwd(B, H, T, D, qkv, qkv + HD, qkv + 2 * HD, in, o1, out, lse1);
+        bwd(B, H, T, D, qkv, qkv + HD, qkv + 2 * HD, in, o1, dout, out, lse1, g1, g1 + HD, g1 + 2 * HD);
+        omp_set_num_threads(default_threads);
+        CHECK(!memcmp(o, o1, no * 4) && !memcmp(lse, lse1, nl * 4) && !memcmp(g, g1, nqkv * 4),
+              "attention_%s B=%d H=%d T=%d D=%d: bitwise equal with 1 and %d threads", avx ? "avx512" : "ref", B, H, T, D,
+              default_threads);
+        ds_free(o), ds_free(lse), ds_free(g), ds_free(o1), ds_free(lse1), ds_free(g1);
+    }
+    ds_free(qkv), ds_free(dout), ds_free(pre), ds_free(want_o), ds_free(want_lse), ds_free(want_g), ds_free(h64);
+}
+
+static void test_attention(void) {
+    test_attention_f64_gradient();
+    test_attention_case(1, 1, 1, 16, 1, 0);      /* one token: o = v, gradients of q and k zero */
+    test_attention_case(2, 3, 37, 24, 1, 0);     /* masked channel and key tails */
+    test_attention_case(1, 2, 150, 64, 1, 0.05f); /* several query and key blocks, growing row maxima */
+    test_attention_case(1, 1, 70, 80, 4, 0);     /* D over one 64-wide tile; peaked rows */
+    test_attention_case(2, 1, 65, 8, 1, -0.3f);  /* one key past a block; maxima in the first block */
+    if (have_avx512) {
+        int B = 1, H = 4, T = 256, D = 64;
+        int64_t n = (int64_t)B * T * 3 * H * D;
+        float *qkv = randn(n, 351, 1, 0), *g = ds_alloc(n * 4), *o = ds_alloc(n / 3 * 4), *lse = ds_alloc(B * H * T * 4);
+        ds_attn_layout in = {T * 3 * H * D, D, 3 * H * D}, out = {T * H * D, D, H * D};
+        double tr, ta;
+        BEST_TIME(tr, attention_forward_ref(B, H, T, D, qkv, qkv + H * D, qkv + 2 * H * D, in, o, out, lse));
+        BEST_TIME(ta, attention_forward_avx512(B, H, T, D, qkv, qkv + H * D, qkv + 2 * H * D, in, o, out, lse));
+        print_timing("attention_forward H4 T256 D64", tr, ta);
+        BEST_TIME(tr, attention_backward_ref(B, H, T, D, qkv, qkv + H * D, qkv + 2 * H * D, in, o, o, out, lse, g,
+                                             g + H * D, g + 2 * H * D));
+        BEST_TIME(ta, attention_backward_avx512(B, H, T, D, qkv, qkv + H * D, qkv + 2 * H * D, in, o, o, out, lse, g,
+                                                g + H * D, g + 2 * H * D));
+        print_timing("attention_backward H4 T256 D64", tr, ta);
+        ds_free(qkv), ds_free(g), ds_free(o), ds_free(lse);
+    }
+}
+
+/* ---------------------------------------------------------------- fp32 <-> bf16 */
+
+static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* The bf16 nearest to x, found by comparing the two bf16 neighbours of x in double (ties: the even
+ * one), not by the bit trick the kernels use; NaN -> quiet NaN, denormal -> signed zero (kernels.h). */
+static uint16_t bf16_nearest(float x) {
+    uint32_t u = bits_of(x), sign = u & 0x80000000u;
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x40);
+    if (fpclassify(x) == FP_SUBNORMAL || x == 0) return (uint16_t)(sign >> 16);
+    if (isinf(x)) return (uint16_t)(u >> 16);
+    uint32_t down = u & 0xffff0000u, up = down + 0x10000u;  /* |down| <= |x| < |up| */
+    double ax = fabs((double)x), dd = ax - fabs((double)float_of(down));
+    double du = ((up & 0x7fffffffu) == 0x7f800000u ? ldexp(1.0, 128) : fabs((double)float_of(up))) - ax;
+    if (dd < du || (dd == du && ((down >> 16) & 1) == 0)) return (uint16_t)(down >> 16);
+    return (uint16_t)(up >> 16);
+}
+
+static void test_bf16(void) {
+    static const uint32_t edges[] = {
+        0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x00400000, 0x00800000, 0x80800000, /* 0, denormals, FLT_MIN */
+        0x3f808000, 0x3f818000, 0xbf808000, 0xbf818000, 0x3f808001, 0x3f817fff,             /* ties, near-ties */
+        0x3f800000, 0x4b7fffff, 0x7f7f7fff, 0x7f7f8000, 0x7f7fffff, 0xff7fffff,             /* overflow to Inf */
+        0x7f800000, 0xff800000, 0x7f800001, 0x7fa00000, 0x7fc00000, 0xffc12345, 0x7f80ffff, /* Inf, NaN payloads */
+        0x007fffff, 0x00808000, 0x00818000};
+    const int n_edges = sizeof edges / sizeof edges[0];
+    const int64_t n = 200003;  /* odd: the masked tails run; > DS_PARALLEL_MIN: the threaded path too */
+    float *x = ds_alloc(n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t r = ds_rng_u64(42, 91, (uint64_t)i);
+        x[i] = i < n_edges ? float_of(edges[i])
+               : i % 3 == 0 ? float_of((uint32_t)r)                                     /* any bit pattern */
+               : i % 3 == 1 ? float_of((uint32_t)(r & 0xffff8000u) | 0x8000u)           /* exact ties */
+                            : (float)ds_rng_normal(42, 92, (uint64_t)i) * ldexpf(1, (int)(r % 60) - 30);
+    }
+    uint16_t *want = ds_alloc(n * 2), *got = ds_alloc(n * 2);
+    for (int64_t i = 0; i < n; i++) want[i] = bf16_nearest(x[i]);
+    int64_t bad = 0, first = -1;
+    f32_to_bf16_ref(n, x, got);
+    for (int64_t i = 0; i < n; i++) if (got[i] != want[i] && bad++ == 0) first = i;
+    CHECK(bad == 0, "f32_to_bf16_ref: %lld of %lld differ from the nearest bf16 (first: %08x -> %04x, want %04x)",
+          (long long)bad, (long long)n, first >= 0 ? bits_of(x[first]) : 0, first >= 0 ? got[first] : 0,
+          first >= 0 ? want[first] : 0);
+    /* bf16 -> fp32: every one of the 65536 patterns, against its value from sign, exponent, mantissa */
+    uint16_t all[65536];
+    float back[65536];
+    for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    bf16_to_f32_ref(65536, all, back);
+    int wrong = 0;
+    for (int i = 0; i < 65536; i++) {
+        int e = (i >> 7) & 0xff, m = i & 0x7f;
+        double v = e == 0 ? ldexp(m, -133) : e == 255 ? (m ? NAN : INFINITY) : ldexp(128 + m, e - 134);
+        if (i & 0x8000) v = -v;
+        if (isnan(v) ? !isnan(back[i]) || (bits_of(back[i]) >> 16) != (uint32_t)i : (double)back[i] != v ||
+                                                                                     !signbit(back[i]) != !signbit(v))
+            wrong++;
+    }
+    CHECK(wrong == 0, "bf16_to_f32_ref: %d of 65536 patterns wrong", wrong);
+
+    if (ds_cpu_has_avx512_bf16()) {
+        uint16_t *twin = ds_alloc(n * 2);
+        float *wide = ds_alloc(n * sizeof(float)), *wide_ref = ds_alloc(n * sizeof(float));
+        for (int64_t len = 0; len <= 70; len += 7) {  /* every tail length class of the 32-wide loop */
+            memset(twin, 0xab, 2 * 80);
+            f32_to_bf16_avx512(len, x, twin);
+            int same = memcmp(twin, want, 2 * len) == 0 && twin[len] == 0xabab;
+            CHECK(same, "f32_to_bf16_avx512 n=%lld: bit-exact, nothing written past n", (long long)len);
+        }
+        f32_to_bf16_avx512(n, x, twin);
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += twin[i] != want[i];
+        CHECK(bad == 0, "f32_to_bf16_avx512 = reference bit for bit on %lld values: %lld differ", (long long)n,
+              (long long)bad);
+        bf16_to_f32_avx512(n, want, wide);
+        bf16_to_f32_ref(n, want, wide_ref);
+        CHECK(memcmp(wide, wide_ref, n * sizeof(float)) == 0, "bf16_to_f32_avx512 = reference bit for bit");
+        double tr, ta;
+        BEST_TIME(tr, f32_to_bf16_ref(n, x, got));
+        BEST_TIME(ta, f32_to_bf16_avx512(n, x, twin));
+        print_timing("f32_to_bf16 200K", tr, ta);
+        ds_free(twin), ds_free(wide), ds_free(wide_ref);
+    } else {
+        printf("note: no AVX512_BF16 on this CPU; the bf16 conversion twins are not compared\n");
+    }
+    ds_free(x), ds_free(want), ds_free(got);
+}
+
 int main(void) {
     have_avx512 = ds_cpu_has_avx512();
     if (!have_avx512)
@@ -950,7 +1351,10 @@ int main(void) {
     test_act();
     test_xent();
     test_softmax();
+    test_adaln();
+    test_attention();
     test_adamw();
     test_blas1();
+    test_bf16();
     return test_summary("test_kernels");
 }

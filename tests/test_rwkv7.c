@@ -1,7 +1,10 @@
 /* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
- * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism. With `--dump FILE L C T B V SEED` it instead writes
- * weights, inputs, loss, logits and every gradient for tests/ref/test_rwkv7_torch.py, which compares
- * them against an independent PyTorch implementation. */
+ * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism, and the frozen
+ * backward's state gradient (§9.11). With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
+ * writes weights, inputs, loss, logits and every gradient (the initial state's included), computed with
+ * fp32 or bf16 matrix products (blas.h), for tests/ref/test_rwkv7_torch.py, and with `--dump-tuner ...` a
+ * state-tuning batch for tests/ref/test_state_tuning_torch.py; both compare them against an independent
+ * PyTorch implementation. */
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
@@ -24,10 +27,58 @@ static void random_tokens(int32_t *x, int64_t n, int V, uint64_t seed, uint64_t 
     for (int64_t i = 0; i < n; i++) x[i] = (int32_t)(ds_rng_u64(seed, stream, i) % V);
 }
 
+static void random_state(ds_rwkv7_state *s, uint64_t seed, float scale) {
+    for (int64_t i = 0; i < s->numel; i++) s->data[i] = scale * (float)ds_rng_normal(seed, 77, i);
+}
+
+static FILE *dump_open(const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) { perror(path); exit(1); }
+    fwrite("DSDUMP01", 1, 8, f);
+    return f;
+}
+
+static void dump_close(FILE *f) {
+    uint32_t end = 0;
+    fwrite(&end, 4, 1, f);
+    fclose(f);
+}
+
+/* dims, then every weight under its official name */
+static void dump_model(FILE *f, const ds_rwkv7 *m) {
+    int32_t dims[7] = {m->d.n_layer, m->d.n_embd, m->d.vocab_size, m->d.dim_w, m->d.dim_a, m->d.dim_v, m->d.dim_g};
+    int64_t s7[1] = {7};
+    test_dump_tensor(f, "dims", 1, s7, 1, dims);
+    for (int i = 0; i < m->n_tensors; i++)
+        test_dump_tensor(f, m->tensors[i].name, m->tensors[i].ndim, m->tensors[i].shape, 0, m->params + m->tensors[i].offset);
+}
+
+/* The three parts of a state [L, B, ...] as PREFIX.att_x, PREFIX.wkv, PREFIX.ffn_x. */
+static void dump_state(FILE *f, const char *prefix, const ds_rwkv7_state *s, const ds_rwkv7_dims *d) {
+    int64_t L = d->n_layer, C = d->n_embd, x_shape[3] = {L, s->B, C}, wkv_shape[5] = {L, s->B, C / 64, 64, 64};
+    char name[64];
+    snprintf(name, sizeof name, "%s.att_x", prefix), test_dump_tensor(f, name, 3, x_shape, 0, s->att_x);
+    snprintf(name, sizeof name, "%s.wkv", prefix), test_dump_tensor(f, name, 5, wkv_shape, 0, s->wkv);
+    snprintf(name, sizeof name, "%s.ffn_x", prefix), test_dump_tensor(f, name, 3, x_shape, 0, s->ffn_x);
+}
+
+/* --dump FILE L C T B V SEED [fp32|bf16] [state]: weights, inputs, loss, logits and every gradient, with
+ * fp32 or bf16 matrix products; with `state`, the forward starts from a random state (every part) and its
+ * gradient is dumped too. */
 static int dump_mode(int argc, char **argv) {
-    if (argc != 9) { fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED\n"); return 2; }
+    int with_state = 0, bf16 = 0, bad = argc < 9;
+    for (int i = 9; i < argc; i++) {
+        if (strcmp(argv[i], "state") == 0) with_state = 1;
+        else if (strcmp(argv[i], "bf16") == 0) bf16 = 1;
+        else if (strcmp(argv[i], "fp32") != 0) bad = 1;
+    }
+    if (bad || argc > 11) {
+        fprintf(stderr, "usage: test_rwkv7 --dump FILE L C T B V SEED [fp32|bf16] [state]\n");
+        return 2;
+    }
     int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
     uint64_t seed = strtoull(argv[8], NULL, 10);
+    ds_blas_set_precision(bf16 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
     ds_rwkv7 m;
     make_model(&m, L, C, V, seed, 0.05f);
     int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T);
@@ -35,17 +86,16 @@ static int dump_mode(int argc, char **argv) {
     random_tokens(tgt, (int64_t)B * T, V, seed, 2);
     tgt[3] = -1; /* an ignored position */
     float *logits = malloc(sizeof(float) * B * T * V);
+    ds_rwkv7_state s0, ds0;
+    ds_rwkv7_state_create(&s0, &m.d, B);
+    ds_rwkv7_state_create(&ds0, &m.d, B);
+    random_state(&s0, seed, 0.5f);
     ds_rwkv7_zero_grad(&m);
-    float loss = (float)ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, logits);
-    ds_rwkv7_backward(&m);
-    FILE *f = fopen(argv[2], "wb");
-    if (!f) { perror(argv[2]); return 1; }
-    fwrite("DSDUMP01", 1, 8, f);
-    int64_t dims[8] = {L, C, V, m.d.dim_w, m.d.dim_a, m.d.dim_v, m.d.dim_g, 0};
-    int32_t dims32[7];
-    for (int i = 0; i < 7; i++) dims32[i] = (int32_t)dims[i];
-    int64_t s7[1] = {7}, sBT[2] = {B, T}, sL[3] = {B, T, V}, s1[1] = {1};
-    test_dump_tensor(f, "dims", 1, s7, 1, dims32);
+    float loss = (float)ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, with_state ? &s0 : NULL, NULL, logits);
+    ds_rwkv7_backward_state(&m, &ds0);
+    FILE *f = dump_open(argv[2]);
+    int64_t sBT[2] = {B, T}, sL[3] = {B, T, V}, s1[1] = {1};
+    dump_model(f, &m);
     test_dump_tensor(f, "tokens", 2, sBT, 1, tok);
     test_dump_tensor(f, "targets", 2, sBT, 1, tgt);
     test_dump_tensor(f, "loss", 1, s1, 0, &loss);
@@ -53,13 +103,55 @@ static int dump_mode(int argc, char **argv) {
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
         const ds_param_tensor *t = &m.tensors[i];
-        test_dump_tensor(f, t->name, t->ndim, t->shape, 0, m.params + t->offset);
         snprintf(name, sizeof name, "grad.%s", t->name);
         test_dump_tensor(f, name, t->ndim, t->shape, 0, m.grads + t->offset);
     }
-    uint32_t end = 0;
-    fwrite(&end, 4, 1, f);
-    fclose(f);
+    if (with_state) dump_state(f, "state", &s0, &m.d);
+    dump_state(f, "grad.state", &ds0, &m.d);
+    dump_close(f);
+    ds_rwkv7_state_destroy(&s0); ds_rwkv7_state_destroy(&ds0);
+    free(tok); free(tgt); free(logits);
+    ds_rwkv7_destroy(&m);
+    return 0;
+}
+
+/* --dump-tuner FILE L C T B V SEED SETS: state tuning of a frozen model (ds_rwkv7_tuner_run): B sequences
+ * over SETS random sets of initial WKV states, sequence b from set b mod SETS; the last sequence is a
+ * short text padded with ignored targets. Dumps the weights, sets, inputs, the summed CE and the
+ * gradient of (summed CE) x scale with respect to every set. */
+static int dump_tuner_mode(int argc, char **argv) {
+    if (argc != 10) { fprintf(stderr, "usage: test_rwkv7 --dump-tuner FILE L C T B V SEED SETS\n"); return 2; }
+    int L = atoi(argv[3]), C = atoi(argv[4]), T = atoi(argv[5]), B = atoi(argv[6]), V = atoi(argv[7]);
+    uint64_t seed = strtoull(argv[8], NULL, 10);
+    int sets = atoi(argv[9]);
+    ds_rwkv7 m;
+    make_model(&m, L, C, V, seed, 0.05f);
+    ds_rwkv7_tuner tuner;
+    ds_rwkv7_tuner_init(&tuner, &m);
+    int64_t F = tuner.set_floats;
+    float *states = malloc(sizeof(float) * sets * F), *grads = calloc((size_t)(sets * F), sizeof(float));
+    for (int64_t i = 0; i < sets * F; i++) states[i] = 0.5f * (float)ds_rng_normal(seed, 78, i);
+    int32_t *tok = malloc(sizeof(int32_t) * B * T), *tgt = malloc(sizeof(int32_t) * B * T), *set = malloc(sizeof(int32_t) * B);
+    random_tokens(tok, (int64_t)B * T, V, seed, 1);
+    random_tokens(tgt, (int64_t)B * T, V, seed, 2);
+    for (int t = T / 2; t < T; t++) tgt[(int64_t)(B - 1) * T + t] = -1;  /* padding of a short text */
+    for (int b = 0; b < B; b++) set[b] = b % sets;
+    float scale = 1.0f / ((float)B * T), l2wrap = 1e-4f;
+    float ce = (float)ds_rwkv7_tuner_run(&tuner, B, T, tok, tgt, set, states, grads, scale, l2wrap);
+    FILE *f = dump_open(argv[2]);
+    int64_t sBT[2] = {B, T}, sB[1] = {B}, s1[1] = {1}, sS[5] = {sets, L, C / 64, 64, 64};
+    dump_model(f, &m);
+    test_dump_tensor(f, "tokens", 2, sBT, 1, tok);
+    test_dump_tensor(f, "targets", 2, sBT, 1, tgt);
+    test_dump_tensor(f, "set", 1, sB, 1, set);
+    test_dump_tensor(f, "scale", 1, s1, 0, &scale);
+    test_dump_tensor(f, "l2wrap", 1, s1, 0, &l2wrap);
+    test_dump_tensor(f, "ce_sum", 1, s1, 0, &ce);
+    test_dump_tensor(f, "states", 5, sS, 0, states);
+    test_dump_tensor(f, "grad.states", 5, sS, 0, grads);
+    dump_close(f);
+    free(states); free(grads); free(tok); free(tgt); free(set);
+    ds_rwkv7_tuner_destroy(&tuner);
     ds_rwkv7_destroy(&m);
     return 0;
 }
@@ -189,9 +281,10 @@ static void test_determinism(void) {
     ds_rwkv7_destroy(&m);
 }
 
-/* Activation checkpointing (src/rwkv7/README.md §3.4) recomputes each block with the same kernels on
+/* Activation checkpointing (src/rwkv7/README.md §3.5) recomputes each block with the same kernels on
  * the same input: loss, logits and every gradient equal the run without it bit for bit, with fewer
- * activations; a forward from a state (state_in == state_out) gives the same logits and final state. */
+ * activations; a forward from a state (state_in == state_out) gives the same logits and final state,
+ * and a backward from a state the same initial-state gradient, with frozen weights too (§3.4). */
 static void test_grad_checkpoint(void) {
     ds_rwkv7 m;
     make_model(&m, 3, 128, 61, 9, 0.05f);
@@ -229,8 +322,72 @@ static void test_grad_checkpoint(void) {
     }
     CHECK(memcmp(logits[0], logits[1], sizeof(float) * B * 17 * V) == 0 && memcmp(st[0].data, st[1].data, sbytes) == 0,
           "checkpointing: the same logits and final state from an initial state");
+
+    /* the backward from a random initial state */
+    random_state(&st[0], 9, 0.5f);
+    ds_rwkv7_state d_state[2];
+    for (int frozen = 0; frozen < 2; frozen++) {
+        m.frozen = frozen;
+        for (int cp = 0; cp < 2; cp++) {
+            m.grad_checkpoint = cp;
+            ds_rwkv7_state_create(&d_state[cp], &m.d, B);
+            ds_rwkv7_zero_grad(&m);
+            loss[cp] = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, &st[0], NULL, NULL);
+            ds_rwkv7_backward_state(&m, &d_state[cp]);
+            memcpy(grads[cp], m.grads, gbytes);
+        }
+        CHECK(loss[0] == loss[1] && memcmp(d_state[0].data, d_state[1].data, sbytes) == 0 &&
+              (frozen || memcmp(grads[0], grads[1], gbytes) == 0),
+              "checkpointing: the same loss, initial-state gradient%s from a random state%s", frozen ? "" : " and weight "
+              "gradients", frozen ? " with frozen weights" : "");
+        for (int cp = 0; cp < 2; cp++) ds_rwkv7_state_destroy(&d_state[cp]);
+    }
+    m.frozen = 0;
     for (int cp = 0; cp < 2; cp++) ds_rwkv7_state_destroy(&st[cp]);
     for (int i = 0; i < 2; i++) { free(grads[i]); free(logits[i]); }
+    ds_rwkv7_destroy(&m);
+}
+
+static int64_t count_nonzero(const float *x, int64_t n) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) k += x[i] != 0;
+    return k;
+}
+
+/* Frozen weights (state tuning) skip the weight-gradient products but give the same initial-state
+ * gradient, bit for bit, from the zero state and from a given one. */
+static void test_frozen_state_gradient(void) {
+    ds_rwkv7 m;
+    make_model(&m, 2, 128, 61, 9, 0.05f);
+    int B = 2, T = 23;
+    int32_t tok[46], tgt[46];
+    random_tokens(tok, B * T, 61, 9, 1);
+    random_tokens(tgt, B * T, 61, 9, 2);
+    ds_rwkv7_state s0, full, frozen;
+    ds_rwkv7_state_create(&s0, &m.d, B);
+    ds_rwkv7_state_create(&full, &m.d, B);
+    ds_rwkv7_state_create(&frozen, &m.d, B);
+    random_state(&s0, 9, 0.5f);
+    for (int from_state = 0; from_state < 2; from_state++) {
+        const ds_rwkv7_state *in = from_state ? &s0 : NULL;
+        m.frozen = 0;
+        ds_rwkv7_zero_grad(&m);
+        ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, in, NULL, NULL);
+        ds_rwkv7_backward_state(&m, &full);
+        int64_t head_full = count_nonzero(m.g.head, (int64_t)m.d.vocab_size * m.d.n_embd);
+        m.frozen = 1;
+        ds_rwkv7_zero_grad(&m);
+        ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, in, NULL, NULL);
+        ds_rwkv7_backward_state(&m, &frozen);
+        int64_t nonzero = count_nonzero(frozen.data, frozen.numel);
+        CHECK(memcmp(full.data, frozen.data, sizeof(float) * full.numel) == 0 && nonzero > frozen.numel / 2,
+              "frozen backward: the same state gradient (%s initial state; %lld of %lld non-zero)",
+              from_state ? "a random" : "the zero", (long long)nonzero, (long long)frozen.numel);
+        int64_t head_frozen = count_nonzero(m.g.head, (int64_t)m.d.vocab_size * m.d.n_embd);
+        CHECK(head_full > 0 && head_frozen == 0, "frozen backward leaves the head's weight gradient unwritten (%lld "
+              "non-zero when not frozen)", (long long)head_full);
+    }
+    ds_rwkv7_state_destroy(&s0); ds_rwkv7_state_destroy(&full); ds_rwkv7_state_destroy(&frozen);
     ds_rwkv7_destroy(&m);
 }
 
@@ -238,9 +395,11 @@ int main(int argc, char **argv) {
     ds_blas_init(0);
     ds_kernels_init();
     if (argc > 1 && strcmp(argv[1], "--dump") == 0) return dump_mode(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--dump-tuner") == 0) return dump_tuner_mode(argc, argv);
     test_init();
     test_state_passing();
     test_determinism();
     test_grad_checkpoint();
+    test_frozen_state_gradient();
     return test_summary("test_rwkv7");
 }

@@ -111,6 +111,9 @@ static void test_contexts_errors(void) {
         {"{\"label\":\"a\",\"text\":\"\xc0\xaf\"}", "invalid UTF-8"},
         {"{\"label\":\"a\",\"text\":\"tab\there\"}", "control character 0x09"},
         {"{\"label\":\"a\",\"text\":\"unterminated}", "unterminated string"},
+        /* what a message quotes cannot break it over lines (control characters are shown escaped) */
+        {"{\"label\":\"a\\nb\",\"text\":\"x\"}", "label 'a\\nb' must be 1-63 characters"},
+        {"{\"label\":\"a\",\"text\":\"x\",\"k\\r\\u001b[31m\":\"y\"}", "unknown key \"k\\r\\x1b[31m\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char path[256], file[512], want[512];
@@ -121,8 +124,10 @@ static void test_contexts_errors(void) {
         snprintf(want, sizeof want, "%s:2: ", path);
         char err[2048];
         int rc = test_run_in_child(child_load_contexts, path, err, sizeof err);
-        CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, want) && strstr(err, cases[i].reason),
-              "case %zu: want exit 2 with '%s%s', got %d: %s", i, want, cases[i].reason, rc, err);
+        size_t len = strlen(err);
+        int one_line = len > 0 && err[len - 1] == '\n' && memchr(err, '\n', len - 1) == NULL;
+        CHECK(rc == DS_EXIT_BAD_INPUT && strstr(err, want) && strstr(err, cases[i].reason) && one_line,
+              "case %zu: want exit 2 with one line '%s%s', got %d: %s", i, want, cases[i].reason, rc, err);
     }
     char path[256];
     tmp_path(path, sizeof path, "empty.jsonl");
@@ -229,7 +234,7 @@ static void test_builder(void) {
     CHECK(shared_docs == 0, "%d documents in both train and held-out", shared_docs);
     for (int l = 0; l < 7 && l < tr->n_labels; l++) {
         int fortune = strncmp(tr->labels[l], "fortunes/", 9) == 0;
-        /* 20 per label: 16 train + 4 held out; the 14 licences (few documents) may fall short */
+        /* 20 per label: 16 train + 4 held out; the 23 licences (few documents) may fall short */
         CHECK(per_label[0][l] <= 16 && per_label[1][l] <= 4 && (!fortune || (per_label[0][l] == 16 && per_label[1][l] == 4)),
               "label %s: %d train, %d held-out", tr->labels[l], per_label[0][l], per_label[1][l]);
         CHECK(per_label[0][l] > 0 && per_label[1][l] > 0, "label %s has contexts in both files", tr->labels[l]);
@@ -247,6 +252,157 @@ static void test_builder(void) {
     bad_bytes.min_bytes = 100;
     bad_bytes.max_bytes = 50;
     test_expect_bad_input(child_builder, &bad_bytes, "--max-bytes 50 is below --min-bytes 100", "max < min");
+}
+
+/* ---------------------------------------------------------------- the manifest of source documents */
+
+static void hex(const uint8_t *b, int n, char *out) {
+    for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* ds_sha256 against FIPS 180-2's examples and against coreutils' sha256sum on every length that
+ * crosses the padding boundaries (0-200 bytes). */
+static void test_sha256(void) {
+    static const struct { const char *text; const char *digest; } fips[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"}};
+    uint8_t d[32];
+    char h[65];
+    for (int i = 0; i < 3; i++) {
+        ds_sha256(fips[i].text, strlen(fips[i].text), d);
+        hex(d, 32, h);
+        CHECK(strcmp(h, fips[i].digest) == 0, "sha256('%s') = %s", fips[i].text, h);
+    }
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    ds_sha256(million, 1000000, d);
+    hex(d, 32, h);
+    free(million);
+    CHECK(strcmp(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0, "sha256(a x 1e6) = %s", h);
+    uint8_t data[200];
+    for (int i = 0; i < 200; i++) data[i] = (uint8_t)(ds_rng_u64(5, 0, (uint64_t)i) & 0xff);
+    char path[256], cmd[512], want[80];
+    tmp_path(path, sizeof path, "sha.bin");
+    int differ = 0, ran = 0;
+    for (int n = 0; n <= 200; n++) {
+        test_write_file(path, data, (size_t)n);
+        snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+        FILE *p = popen(cmd, "r");
+        if (!p) break;
+        ran += fgets(want, sizeof want, p) != NULL;
+        pclose(p);
+        ds_sha256(data, (size_t)n, d);
+        hex(d, 32, h);
+        differ += strncmp(want, h, 64) != 0;
+    }
+    CHECK(ran == 201 && differ == 0, "sha256 = sha256sum on lengths 0-200: %d of %d differ", differ, ran);
+}
+
+/* A manifest line for `path` (its sha256 computed here). */
+static void manifest_line(FILE *f, const char *source, const char *label, const char *split, const char *path) {
+    size_t len;
+    uint8_t *data = test_read_file(path, &len), d[32];
+    char h[65];
+    ds_sha256(data, len, d);
+    free(data);
+    hex(d, 32, h);
+    fprintf(f, "%s\t%s\t%s\tzz-test\t%s\t%s\n", source, label, split, path, h);
+}
+
+static void build_quietly(ds_build_contexts_options *o) {
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    ds_build_contexts(o);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved); close(devnull);
+}
+
+/* The manifest's splits ('%' entries, blank-line paragraphs, whole files) and sources sharing a label;
+ * malformed lines refused as FILE:LINE. */
+static void test_manifest(void) {
+    char entries[256], paragraphs[256], whole[256], manifest[256], out[256];
+    tmp_path(entries, sizeof entries, "m_entries.txt");
+    tmp_path(paragraphs, sizeof paragraphs, "m_paragraphs.txt");
+    tmp_path(whole, sizeof whole, "m_whole.txt");
+    tmp_path(manifest, sizeof manifest, "m.tsv");
+    tmp_path(out, sizeof out, "m_out.jsonl");
+    const char *e = "entry zero is about the first thing\n%\nentry one is about the second thing\n%\n"
+                    "entry two is about the third thing\n";
+    const char *p = "paragraph zero: the first of three blocks\n\nparagraph one: the second of three blocks\n\n"
+                    "paragraph two: the third of three blocks\n";
+    const char *w = "a whole file is one document, however many lines\nit has\n\nor blank lines.\n";
+    test_write_file(entries, e, strlen(e));
+    test_write_file(paragraphs, p, strlen(p));
+    test_write_file(whole, w, strlen(w));
+    FILE *f = fopen(manifest, "w");
+    fprintf(f, "# a comment\n\n");
+    manifest_line(f, "first", "notes", "%", entries);
+    manifest_line(f, "second", "notes", "blank", paragraphs);
+    manifest_line(f, "third", "whole", "file", whole);
+    manifest_line(f, "corpus", "-", "file", whole);
+    fclose(f);
+    ds_build_contexts_options o = ds_build_contexts_defaults();
+    o.out = out;
+    o.manifest = manifest;
+    o.max_per_label = 100;
+    o.min_bytes = 10;
+    o.max_bytes = 400;
+    build_quietly(&o);
+    ds_contexts *c = ds_contexts_load(out, 0, NULL);
+    int notes = 0, whole_docs = 0, from_doc = 0;
+    for (int64_t i = 0; i < c->n; i++) {
+        const ds_context *x = &c->items[i];
+        from_doc += text_from_doc(x);
+        if (strcmp(c->labels[x->label], "notes") == 0) {
+            char want[300];
+            const char *kind = strstr(x->text, "entry") ? entries : paragraphs;
+            snprintf(want, sizeof want, "%s#%d", kind, strstr(x->text, "zero") ? 0 : strstr(x->text, "one") ? 1 : 2);
+            notes += strcmp(x->doc, want) == 0;
+        } else {
+            whole_docs += strcmp(x->doc, whole) == 0 && x->len == strlen(w) - 1;
+        }
+    }
+    CHECK(c->n == 7 && c->n_labels == 2 && notes == 6 && whole_docs == 1 && from_doc == 7,
+          "3 entries + 3 paragraphs under one label 'notes' (ids PATH#k), the whole file as one: %lld contexts, "
+          "%d labels, %d notes, %d whole, %d verbatim", (long long)c->n, c->n_labels, notes, whole_docs, from_doc);
+    ds_contexts_free(c);
+
+    /* %s: a valid sha256; each manifest is "# header" and then these lines */
+    static const struct { const char *lines, *reason; } bad[] = {
+        {"s\tl\tlines\tp\t/x\t%s", "2: split must be file, % or blank"},
+        {"s\tl a\tfile\tp\t/x\t%s", "2: label must be 1-63 characters"},
+        {"corpus\tl\tfile\tp\t/x\t%s", "2: the corpus's label must be '-'"},
+        {"s\tl\tfile\t\t/x\t%s", "2: empty package"},
+        {"s\tl\tfile\tp\tx\t%s", "2: the path must be absolute"},
+        {"s\tl\tfile\tp\t/x\t%s0", "2: sha256 must be 64 lower-case hex digits"},
+        {"s\tl\tfile\tp\t/x\tE%.63s", "2: sha256 must be 64 lower-case hex digits"},
+        {"s\tl\tfile\tp\t/x\t%s\textra", "2: more tab-separated fields, not 6"},
+        {"s\tl\tfile\tp\t/x", "2: fewer tab-separated fields, not 6"},
+        {"s\tl\tfile\tp\t/x\t%s\ns\tm\tfile\tp\t/x\t%s", "3: /x is already listed for source 's' (line 2)"},
+    };
+    const char *sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char name[32], bad_path[256], want[512];
+        snprintf(name, sizeof name, "m_bad%zu.tsv", i);
+        tmp_path(bad_path, sizeof bad_path, name);
+        f = fopen(bad_path, "w");
+        fprintf(f, "# header\n");
+        fprintf(f, bad[i].lines, sha, sha);
+        fprintf(f, "\n");
+        fclose(f);
+        ds_build_contexts_options b = o;
+        b.manifest = bad_path;
+        snprintf(want, sizeof want, "build-contexts: %s:%s", bad_path, bad[i].reason);
+        test_expect_bad_input(child_builder, &b, want, bad[i].lines);
+    }
+    ds_build_contexts_options corpus = o;
+    corpus.sources = "corpus";
+    test_expect_bad_input(child_builder, &corpus, "unknown source 'corpus' (known: first, second, third)",
+                          "the corpus is not a source of contexts");
 }
 
 /* ---------------------------------------------------------------- shards, indexes, state files */
@@ -655,6 +811,48 @@ static void test_extract(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* An index whose labels are `labels` (n names); its shard does not exist. */
+static void write_index_with_labels(const char *path, int n, const char *const *labels) {
+    FILE *f = fopen(path, "w");
+    fprintf(f, "dreamstate-states 1\nmodel m\nshape L=1 C=64 H=1 N=64 cond_dim=0 flags=0\ncheckpoint c\ncontexts x\n"
+               "tokenizer byte\nmax_tokens 64\nrecords 0\nlabels %d\n", n);
+    for (int i = 0; i < n; i++) fprintf(f, "label %s\n", labels[i]);
+    fprintf(f, "shards 1\nshard missing.bin 0\n");
+    fclose(f);
+}
+
+/* A label listed twice is refused at its second line (the first repeat in file order), and an index
+ * of 2^18 labels is read in well under a second (a pairwise check took minutes; at the 2^20 an index
+ * may list, hours). Labels start at line 10. */
+static void test_index_labels(void) {
+    char path[300], want[400];
+    tmp_path(path, sizeof path, "labels.txt");
+    const char *repeats[] = {"a", "b", "c", "b", "a"};
+    write_index_with_labels(path, 5, repeats);
+    snprintf(want, sizeof want, "%s:13: label 'b' listed twice", path);
+    test_expect_bad_input(child_open_states, path, want, "label listed twice");
+
+    enum { N = 1 << 18 };
+    char (*names)[16] = malloc(sizeof *names * N);
+    const char **labels = malloc(sizeof *labels * N);
+    for (int i = 0; i < N; i++) {  /* l0 .. l(N-1), shuffled */
+        snprintf(names[i], sizeof names[i], "l%d", (int)((int64_t)i * 7919 % N));
+        labels[i] = names[i];
+    }
+    write_index_with_labels(path, N, labels);
+    snprintf(want, sizeof want, "%s/missing.bin: cannot open", tmp_root);
+    double t0 = ds_now_seconds();
+    test_expect_bad_input(child_open_states, path, want, "2^18 labels");
+    double dt = ds_now_seconds() - t0;
+    CHECK(dt < 5.0, "an index of %d labels read in %.2f s", N, dt);
+    labels[N - 1] = labels[0];
+    write_index_with_labels(path, N, labels);
+    snprintf(want, sizeof want, "%s:%d: label 'l0' listed twice", path, 10 + N - 1);
+    test_expect_bad_input(child_open_states, path, want, "the last of 2^18 labels repeats the first");
+    free(labels);
+    free(names);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/ds_test_states_XXXXXX");
     if (!mkdtemp(tmp_root)) { perror("mkdtemp"); return 1; }
@@ -664,7 +862,10 @@ int main(void) {
     test_contexts_errors();
     test_unknown_label();
     test_builder();
+    test_sha256();
+    test_manifest();
     test_states_format();
+    test_index_labels();
     test_extract();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

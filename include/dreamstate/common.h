@@ -23,6 +23,13 @@ void ds_die(int code, const char *fmt, ...) __attribute__((noreturn, format(prin
 /* ds_die for a mistake in what every rank reads from the same source, the command line and the config
  * file: rank 0 prints it and the other ranks exit with the same code silently, so it prints once. */
 void ds_die_replicated(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* A hook for code that must survive a ds_die: the fuzzing harnesses (tests/fuzz/README.md) longjmp
+ * back to the next input instead of ending the process. When set, ds_die and ds_die_replicated call
+ * it with the exit code and the line they would print (without its newline; NULL on a rank that
+ * prints nothing) before printing; a handler that returns gets the usual print and exit. NULL (the
+ * default) restores that behaviour. */
+typedef void (*ds_die_handler)(int code, const char *line);
+void ds_set_die_handler(ds_die_handler handler);
 /* Informational line to stderr, rank 0 only. */
 void ds_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -32,6 +39,8 @@ void ds_free(void *p);
 
 /* CRC-32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n);
+/* SHA-256 of a buffer (the pinned source documents of src/data/manifest.c are checked with it). */
+void ds_sha256(const void *data, size_t n, uint8_t digest[32]);
 
 /* Opening an input file (data, checkpoint, weights, config, ...) for reading: only a regular file is
  * accepted, and a FIFO, device or socket is refused without blocking in open() (which waits for a
@@ -59,6 +68,9 @@ double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
 /* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
+/* x[i] in [-scale/2, scale/2), a fixed pattern: weights for timing a model, where only NaN and
+ * infinities must be avoided (far cheaper than ds_fill_normal). */
+void ds_fill_pattern(float *x, int64_t n, float scale);
 
 /* a * b mod m exactly (m > 0), through a 128-bit product. */
 uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);
@@ -76,6 +88,8 @@ double ds_now_seconds(void);  /* monotonic clock */
  * negative number where that is unknown. */
 double ds_process_seconds(void);
 
+/* The absolute form of an existing path (realpath), else the path as given: what indexes and metadata record. */
+void ds_absolute_path(const char *path, char *out, size_t len);
 /* mkdir -p; dies (exit 2: the path is not one that can be made a directory) naming the path. */
 void ds_mkdir_p(const char *path);
 /* Whether ds_mkdir_p(path) would succeed and leave a directory this process can write in, without

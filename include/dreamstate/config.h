@@ -16,7 +16,7 @@ typedef struct ds_run_config {
     char out_dir[DS_PATH_MAX]; /* run.out_dir, default "runs/<name>" (resolved after parsing) */
     int64_t seed;              /* run.seed, default 1234 */
     int threads;               /* run.threads: BLIS/OpenMP threads per rank, 0 = all cores */
-    char task[32];             /* run.task: "lm", "state_diffusion" or "hybrid" */
+    char task[32];             /* run.task: "lm", "state_diffusion", "hybrid" or "state_tuning" */
 } ds_run_config;
 
 typedef struct ds_model_config {
@@ -48,9 +48,12 @@ typedef struct ds_train_config {
     int log_every;             /* default 1 */
     char grad_reduce[8];       /* "fp64" (default: rank-count independent) or "fp32"; see dist.h */
     int zero_stage;            /* 0: replicated AdamW; 1: moments sharded over ranks (ZeRO-1) */
+    char precision[8];         /* matrix products: "fp32" (default) or "bf16" (blas.h, ds_blas_set_precision) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
     int grad_checkpoint;       /* 1 (true): activation checkpointing per block (src/rwkv7/README.md §3.5) */
+    double comm_timeout;       /* seconds a rank waits in one collective during training before it exits
+                                * 1 with a message (a dead rank or network); 0 = forever; default 600 */
 } ds_train_config;
 
 typedef struct ds_optim_config {
@@ -111,6 +114,16 @@ typedef struct ds_hybrid_config {
     int64_t lm_warmup_steps;         /* first steps with lambda_lm = 0 (diffusion only), default 0 */
 } ds_hybrid_config;
 
+/* RWKV-PEFT state tuning (src/rwkv7/README.md §3.4): trainable initial WKV states of a frozen RWKV-7,
+ * trained on labelled contexts (include/dreamstate/states.h). */
+typedef struct ds_state_tuning_config {
+    char init[DS_PATH_MAX];            /* the frozen RWKV-7 weights (.ckpt or .safetensors), required */
+    char contexts[DS_PATH_MAX];        /* train contexts (JSONL), required */
+    char contexts_valid[DS_PATH_MAX];  /* held-out contexts for val_loss; "" = the train contexts */
+    int per_label;                     /* 1 (true): one set of states per label; 0 (false, default): one set */
+    int skip_tokens;                   /* tokens at the start of each context that are not read, default 0 */
+} ds_state_tuning_config;
+
 #define DS_CONFIG_MAX_KEYS 128
 
 typedef struct ds_config {
@@ -128,6 +141,7 @@ typedef struct ds_config {
     ds_dit_config dit;
     ds_diffusion_config diffusion;
     ds_hybrid_config hybrid;
+    ds_state_tuning_config state_tuning;
 } ds_config;
 
 /* Parses a layer list ("last", "all", or comma-separated indices "0,3") for a model of n_layer layers:

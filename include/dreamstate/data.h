@@ -10,7 +10,7 @@
  *        0    8  magic "DSTOKENS"
  *        8    4  u32 version = 1
  *       12    4  u32 dtype: 1 = uint16 ids (only when vocab_size <= 65536), 2 = uint32 ids
- *       16    4  u32 vocab_size: every id in the payload is < vocab_size
+ *       16    4  u32 vocab_size (at most 2^31 - 1): every id in the payload is < vocab_size
  *       20    4  u32 tokenizer fingerprint: 0 = byte tokenizer, else CRC-32C of the vocab file
  *       24    8  u64 token count N (separators included)
  *       32    8  u64 document count D
@@ -19,9 +19,9 @@
  *       60    4  u32 CRC-32C of header bytes 0..59
  *       64  N*w  payload: N ids of w = 2 (dtype 1) or 4 (dtype 2) bytes; the file ends there
  *
- * Readers check all of it (magic, header CRC, version, dtype vs vocab_size, reserved bytes, file
- * size vs N, payload CRC, ids < vocab_size, payload ends with 0 when N > 0, at least D separators)
- * and refuse a bad file with one line, "dreamstate: PATH: reason", exit code 2.
+ * Readers check all of it (magic, header CRC, version, dtype and range of vocab_size, reserved
+ * bytes, file size vs N, payload CRC, ids < vocab_size, payload ends with 0 when N > 0, at least D
+ * separators) and refuse a bad file with one line, "dreamstate: PATH: reason", exit code 2.
  * Writers write a temporary file and rename it into place, so a shard is never seen half-written.
  *
  * A dataset is one shard file or a directory of "*.bin" shards (sorted by name, not recursive),
@@ -197,14 +197,17 @@ ds_prepare_options ds_prepare_defaults(void);
 /* Returns 0; bad options or inputs exit with code 2 and leave no files. */
 int ds_prepare_data(const ds_prepare_options *o);
 
-/* The default corpus: real English text from Debian packages, ~4.2 MB.
- *   /usr/share/games/fortunes/<file> (package fortunes; regular files only, not *.dat / *.u8 /
- *       symlinks / subdirectories): each '%'-separated entry is one document;
+/* The default corpus: real English text from Debian packages, ~4.2 MB: the files the manifest of
+ * source documents (configs/text-manifest.tsv, built in; src/data/manifest.h) lists for source
+ * "corpus", in its order, each checked against its sha256 first:
+ *   /usr/share/games/fortunes/<file> (packages fortunes, fortunes-min): each '%'-separated entry is
+ *       one document;
  *   /usr/share/doc/jargon-text/jargon.txt.gz (package jargon-text): each blank-line-separated
  *       paragraph is one document.
- * Split as prepare-data does with seed DS_CORPUS_SEED and 5% held out. Builds out_dir/train.bin
- * and out_dir/valid.bin unless both are already valid shards of the same tokenizer. Dies with
- * exit code 1 if the packages are missing. */
+ * Split as prepare-data does with seed DS_CORPUS_SEED and 5% held out. Builds out_dir/train.bin,
+ * out_dir/valid.bin and out_dir/sources.sha256 (a digest of those manifest lines) unless all three
+ * are there, the shards valid and of the same tokenizer, and the digest that of the built-in manifest.
+ * A missing or changed file exits 2 naming it and its package. */
 #define DS_CORPUS_SEED 1234
 #define DS_CORPUS_VALID_FRACTION 0.05
 void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file);

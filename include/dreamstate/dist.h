@@ -25,6 +25,11 @@ double ds_dist_sum_double(double x);     /* allreduce sum over ranks */
 int ds_dist_max_int(int x);              /* allreduce max over ranks */
 /* In-place elementwise sum over ranks of n doubles. */
 void ds_dist_sum_doubles(double *x, int n);
+/* Watchdog over every blocking collective of this module (the ones above and the gradient sync
+ * below): one that has not completed after `seconds` prints one line on this rank (which collective,
+ * the rank, the node) and exits 1, instead of waiting forever for a rank that died or sits behind a
+ * failed link. 0 turns it off (the default); a no-op on one rank. Uses SIGALRM. */
+void ds_dist_set_comm_timeout(double seconds);
 
 /* Gradient synchronisation with communication hidden behind backward. The flat gradient array is
  * split into buckets of about bucket_bytes; as backward finishes a region of parameters it calls

@@ -87,6 +87,10 @@ void ds_dit_destroy(ds_dit *m);
  * (so every block starts as the identity and the output as exactly 0). */
 void ds_dit_init_weights(ds_dit *m, uint64_t seed);
 void ds_dit_reserve(ds_dit *m, int B);
+/* Floats that ds_dit_reserve(B) allocates for activations and gradient scratch (acts_numel), and the
+ * parameter floats of a DiT of dims d (n_params), without allocating the model (dims complete). */
+int64_t ds_dit_activation_floats(const ds_dit_dims *d, int B);
+int64_t ds_dit_n_params(const ds_dit_dims *d);
 void ds_dit_zero_grad(ds_dit *m);
 
 /* Forward of x_t [B, C, I, I] at network timesteps t[B] (the integer index, src/dit/README.md §1.2) under cond.

@@ -45,13 +45,15 @@ void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_recor
  * RWKV-7, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone): (1) epsilon-MSE at the
  * fixed steps on the held-out records and as many train records; (2) cosine kNN label accuracy of the
  * held-out states and of generated ones, and the memorisation check; (3) teacher-forced CE of each
- * held-out context's continuation from six initial states, with bootstrap CIs. Rank 0 prints a table
+ * held-out context's continuation from six initial states (seven with tuned ones), with bootstrap CIs. Rank 0 prints a table
  * and writes every number as JSON. Returns the exit code; bad input exits 2 with one line. */
 #define DS_EVAL_STATES_MIN_CONTINUATION 16   /* tokens after the extracted part that make a context scorable */
 typedef struct ds_eval_states_options {
     const char *model;            /* the state-diffusion checkpoint */
     const char *states, *held_out;  /* train and held-out state-dataset indexes */
     const char *checkpoint;       /* RWKV-7 weights; NULL (default): the model's rwkv_checkpoint= */
+    const char *tuned;            /* tuned states (run.task state_tuning's OUT/states/index.txt): a seventh
+                                   * initial state, its label's; NULL (default): none */
     const char *vocab;            /* the world tokenizer's vocab file */
     const char *out;              /* NULL (default): MODEL without .ckpt + .eval-states.json */
     int samples_per_label;        /* generated states per label (default 8) */

@@ -101,6 +101,21 @@ typedef struct ds_hybrid {
     void *work;                   /* internal buffers */
 } ds_hybrid;
 
+/* What ds_hybrid_create allocates and a training call computes per sequence of T tokens, from the dims
+ * alone (validated as by create; nothing allocated): `dreamstate plan` and the hybrid task size a run
+ * by it. */
+typedef struct ds_hybrid_sizes {
+    int64_t n_params;              /* the trainable set */
+    int64_t model_floats;          /* a frozen RWKV-7's parameters and gradient slots (0 with train_static) */
+    double work_floats;            /* create's buffers of one sequence (DiT batch, fused matrices and their
+                                    * gradient, U0, ...) and the DiT's position table */
+    int64_t dit_activation_floats; /* ds_dit_reserve of the DiT's 2 n_targets samples per sequence */
+    int rwkv7_batch;               /* sequences per RWKV-7 forward in a training call (one at a time) */
+    double flops_per_sequence;     /* training: the RWKV-7's ds_rwkv7_flops_per_token x T + about 3x the DiT's
+                                    * forward of its 2 n_targets samples */
+} ds_hybrid_sizes;
+ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int T);
+
 /* Validates the dims (exit 2 with a reason) and allocates. The RWKV-7 starts zero: load or initialise
  * h->model's weights before use. */
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);

@@ -23,6 +23,13 @@
  * PyTorch, both give NaN at x = -inf. */
 typedef enum { DS_ACT_SIGMOID, DS_ACT_TANH, DS_ACT_RELU_SQ, DS_ACT_SILU, DS_ACT_GELU_TANH } ds_activation;
 
+/* Strides, in floats, of a [B, H, T, D] view whose last dimension is contiguous: element (b, h, t, i)
+ * sits at base + b * batch + h * head + t * token + i. E.g. q of a [B, T, 3, H, D] qkv buffer:
+ * {T * 3 H D, D, 3 H D}. */
+typedef struct ds_attn_layout {
+    int64_t batch, head, token;
+} ds_attn_layout;
+
 typedef struct ds_kernel_table {
     const char *name;  /* "avx512" or "reference" */
 
@@ -50,6 +57,25 @@ typedef struct ds_kernel_table {
     void (*norm_backward)(int rows, int C, int G, const float *dy, const float *x, const float *mean,
                           const float *rstd, const float *gamma, float *dx, float *dgamma, float *dbeta);
 
+    /* ---- adaLN modulation (LayerNorm without affine, then a per-sample scale and shift): rows come in B
+     * groups of T (samples of T tokens) of C channels; group b uses scale + b * stride and shift +
+     * b * stride ([C] each): y = xhat (1 + scale_b) + shift_b, xhat = (x - mean) rstd over the row.
+     * x, y [B T, C]; mean, rstd [B T]. backward accumulates dx, and dscale, dshift (the layout of
+     * scale, shift; each sample's sum over its rows in a fixed order). */
+    void (*modulate_forward)(int B, int T, int C, float eps, const float *x, const float *shift,
+                             const float *scale, int64_t stride, float *y, float *mean, float *rstd);
+    void (*modulate_backward)(int B, int T, int C, const float *dy, const float *x, const float *mean,
+                              const float *rstd, const float *scale, int64_t stride, float *dx,
+                              float *dshift, float *dscale);
+
+    /* ---- Gated residual with a per-sample gate (rows and gate + b * stride as for modulate):
+     * out = x + gate_b f. backward accumulates df += dout gate_b and dgate_b += sum over the sample's
+     * rows of dout f (the residual's dx = dout is the caller's). */
+    void (*gated_residual_forward)(int B, int T, int C, const float *x, const float *f, const float *gate,
+                                   int64_t stride, float *out);
+    void (*gated_residual_backward)(int B, int T, int C, const float *dout, const float *f,
+                                    const float *gate, int64_t stride, float *df, float *dgate);
+
     /* ---- Token shift with a per-channel lerp: out[b,t] = x[b,t] + (x[b,t-1] - x[b,t]) * mu, where
      * x[b,-1] = prev[b] (prev [B, C], NULL = zeros). x, out [B, T, C], mu [C].
      * backward accumulates dx, dmu, and dprev (if non-NULL). */
@@ -76,6 +102,17 @@ typedef struct ds_kernel_table {
     void (*softmax_forward)(int64_t rows, int n, const float *x, float *y);
     void (*softmax_backward)(int64_t rows, int n, const float *y, const float *dy, float *dx);
 
+    /* ---- Full (non-causal) multi-head attention, O = softmax(Q K^T / sqrt(D)) V per (b, h), B batches
+     * of H heads of T tokens of D channels. q, k, v share the layout `in`; o and dout the layout `out`;
+     * lse [B, H, T] (contiguous) receives the log-sum-exp of each query's scaled scores, from which
+     * the backward recomputes the probabilities (no T x T matrix is kept). backward accumulates dq,
+     * dk, dv (layout `in`) from dout = dL/dO and the forward's o and lse. */
+    void (*attention_forward)(int B, int H, int T, int D, const float *q, const float *k, const float *v,
+                              ds_attn_layout in, float *o, ds_attn_layout out, float *lse);
+    void (*attention_backward)(int B, int H, int T, int D, const float *q, const float *k, const float *v,
+                               ds_attn_layout in, const float *o, const float *dout, ds_attn_layout out,
+                               const float *lse, float *dq, float *dk, float *dv);
+
     /* ---- AdamW with bias correction (src/rwkv7/README.md §4.2): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
      * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p.  step t >= 1. */
     void (*adamw)(int64_t n, float *param, const float *grad, float *m, float *v, float lr,
@@ -85,6 +122,13 @@ typedef struct ds_kernel_table {
     double (*sum_squares)(int64_t n, const float *x);        /* in double, fixed order */
     void (*scale)(int64_t n, float *x, float s);             /* x *= s */
     void (*axpy)(int64_t n, float a, const float *x, float *y); /* y += a x */
+
+    /* ---- bf16 (the top 16 bits of an fp32, stored as uint16_t) for the bf16 matrix products (blas.h).
+     * f32_to_bf16 rounds to nearest, ties to even, as AVX512_BF16's VCVTNE2PS2BF16 does: a NaN stays a
+     * (quiet) NaN, a denormal input becomes a zero of its sign. bf16_to_f32 is exact. The AVX-512
+     * twins need AVX512_BF16: on AVX-512 CPUs without it the table holds the references here. */
+    void (*f32_to_bf16)(int64_t n, const float *x, uint16_t *y);
+    void (*bf16_to_f32)(int64_t n, const uint16_t *x, float *y);
 } ds_kernel_table;
 
 extern ds_kernel_table ds_k;
@@ -94,8 +138,14 @@ extern const ds_kernel_table ds_kernels_avx512;
 /* Chooses the table (see above) and returns its name. Safe to call more than once. */
 const char *ds_kernels_init(void);
 int ds_cpu_has_avx512(void);
+/* AVX-512 with its bf16 extension (VCVTNE2PS2BF16, VDPBF16PS): Cooper Lake, Sapphire Rapids, Zen 4/5. */
+int ds_cpu_has_avx512_bf16(void);
 
 /* Measured FP32 FMA peak of this machine in GFLOP/s over `threads` OpenMP threads (independent FMA
  * chains for `seconds`), with the widest SIMD the CPU has: MFU's denominator. */
 double ds_measure_fma_peak(int threads, double seconds);
+/* The same for bf16 products with fp32 accumulation: VDPBF16PS chains (2 products per fp32 lane) where
+ * the CPU has AVX512_BF16, else the FP32 FMA peak (bf16 products then run on fp32 FMAs, blas.h). AMX
+ * tiles are not probed: on AMX CPUs oneDNN can exceed this figure. */
+double ds_measure_bf16_peak(int threads, double seconds);
 #endif

@@ -63,6 +63,10 @@ typedef struct ds_rwkv7 {
      * for bit, about one more forward of time, activations of one block instead of L). Set it before
      * ds_rwkv7_reserve or a forward. */
     int grad_checkpoint;
+    /* 1: the weights are frozen (state tuning). The backward then skips the matrix products of the weight
+     * gradients and the embedding part, so `grads` holds no meaningful values and grads_ready is not
+     * called; what flows to the initial state is computed as usual. */
+    int frozen;
     /* activations (allocated by ds_rwkv7_reserve for at most B x T) */
     int act_B, act_T;
     float *acts;
@@ -86,6 +90,9 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
 /* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel) with
  * m->grad_checkpoint == grad_checkpoint, without allocating them: for memory planning. */
 int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint);
+/* Bytes of the converted operands the bf16 products keep (train.precision bf16, src/blas/bf16.c): the
+ * widest activation [B T, F] and weight [F, C] in bf16, F = max(vocab, 4 C) (the head or the FFN). */
+double ds_rwkv7_bf16_operand_bytes(const ds_rwkv7_dims *d, int B, int T);
 
 void ds_rwkv7_state_create(ds_rwkv7_state *s, const ds_rwkv7_dims *d, int B);
 void ds_rwkv7_state_destroy(ds_rwkv7_state *s);
@@ -98,14 +105,44 @@ void ds_rwkv7_state_destroy(ds_rwkv7_state *s);
 double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
                         float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
                         ds_rwkv7_state *state_out, float *logits_out);
-/* Backward of the last forward (which must have had targets and state_in == NULL); accumulates into
- * m->grads. */
+/* Backward of the last forward (which must have had targets; it may have started from a state_in);
+ * accumulates into m->grads. */
 void ds_rwkv7_backward(ds_rwkv7 *m);
+/* The same, and the gradient of the loss with respect to the forward's initial state (state_in, or the
+ * zero state when it was NULL) written into d_state, a state for the forward's B sequences (every part:
+ * att x_prev, WKV, ffn x_prev; src/rwkv7/README.md §3.4). */
+void ds_rwkv7_backward_state(ds_rwkv7 *m, ds_rwkv7_state *d_state);
 void ds_rwkv7_zero_grad(ds_rwkv7 *m);
+
+/* ---- state tuning (src/rwkv7/state_tuning.c, src/rwkv7/README.md §3.4) ----
+ * RWKV-PEFT's method: trainable initial WKV states of a frozen model. A set of states is one [H, N, N]
+ * matrix per layer, [L][H][N][N] floats ([head][value][key], as RWKV state files store them); a batch
+ * starts each sequence from one of several sets (e.g. one set per label), with zero token-shift states. */
+typedef struct ds_rwkv7_tuner {
+    ds_rwkv7 *model;
+    int64_t set_floats;        /* L H N N */
+    ds_rwkv7_state in, d_in;   /* the batch's initial state and its gradient */
+} ds_rwkv7_tuner;
+
+/* Binds a tuner to m and marks m frozen (m->frozen = 1). */
+void ds_rwkv7_tuner_init(ds_rwkv7_tuner *t, ds_rwkv7 *m);
+void ds_rwkv7_tuner_destroy(ds_rwkv7_tuner *t);
+/* Forward over n sequences tokens/targets [n, T] (target -1: not scored, e.g. padding after a short
+ * text); sequence b starts from the set states + set[b] * set_floats. Returns the summed cross-entropy
+ * of the scored tokens. With grads != NULL also the backward of (summed CE) x scale, with L2Wrap
+ * (src/rwkv7/README.md §4.4) at l2wrap x scale per scored token: its gradient with respect to the
+ * states of set s is added to grads + s * set_floats. */
+double ds_rwkv7_tuner_run(ds_rwkv7_tuner *t, int n, int T, const int32_t *tokens, const int32_t *targets,
+                          const int32_t *set, const float *states, float *grads, float scale, float l2wrap);
 
 /* FLOPs of one training step (forward + backward) per token, matrix products only (6 x matmul
  * parameters incl. head; the WKV recurrence is counted separately), for MFU. */
 double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
+/* The same for a step with frozen weights (state tuning): forward and the dx products, no dW (4x). */
+double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d);
+/* What m->grad_checkpoint adds per token, not counted in the two above (MFU counts the model's FLOPs):
+ * the blocks' forward once more, 2 per block matrix parameter and the WKV forward. */
+double ds_rwkv7_recompute_flops_per_token(const ds_rwkv7_dims *d);
 
 /* ---- token sampling (src/rwkv7/sampling.c) ---- */
 

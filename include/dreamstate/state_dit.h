@@ -48,6 +48,10 @@ void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int
                          ds_state_cond_kind kind, int n_labels, char *const *labels, const ds_dit_dims *arch,
                          ds_schedule schedule);
 void ds_state_dit_destroy(ds_state_dit *s);
+/* The DiT that ds_state_dit_create builds for these inputs (arch completed: channels, 64 x 64 input,
+ * label table or condition vector), with the same checks, without allocating anything. */
+ds_dit_dims ds_state_dit_dims(const ds_state_shape *shape, const int *layers, int n_layers, ds_state_cond_kind kind,
+                              int n_labels, const ds_dit_dims *arch);
 ds_state_cond_kind ds_state_cond_kind_parse(const char *name);  /* "label", "first_token", "mean_token" */
 const char *ds_state_cond_kind_name(ds_state_cond_kind kind);
 

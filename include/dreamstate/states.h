@@ -36,7 +36,7 @@
  *       60    4  u32 CRC-32C of header bytes 0..59
  *       64       records, each:
  *                  i32 label      (index into the dataset's label list; -1 = none)
- *                  i32 context    (line index in the contexts file)
+ *                  i32 context    (line index in the contexts file; -1: none, e.g. a tuned state)
  *                  f32 cond[cond_dim]
  *                  f32 state[L][2C + H*N*N]: per layer, in src/rwkv7/README.md §6 order,
  *                      att x_prev [C], WKV [H][N][N] as S[h][i = value][j = key], ffn x_prev [C]
@@ -88,6 +88,9 @@ int ds_label_valid(const char *name);
  * (where NULL: no prefix). */
 int ds_label_lookup(const char *where, const char *name, int n, char *const *names);
 
+/* A label as part of a file name: '/' becomes '_'. */
+void ds_label_file_name(const char *label, char *out, size_t len);
+
 /* ---- labelled contexts ---- */
 
 typedef struct ds_context {
@@ -118,10 +121,12 @@ void ds_contexts_writer_add(ds_contexts_writer *w, const char *label, const char
 void ds_contexts_writer_commit(ds_contexts_writer *w);  /* fsync + rename; frees w */
 void ds_contexts_writer_abort(ds_contexts_writer *w);   /* removes the temporary file; frees w */
 
-/* `dreamstate build-contexts`: labelled contexts from text a Debian system has (src/data/harvest.c).
- * Each document gives up to chunks_per_doc chunks spread over it, each min_bytes to max_bytes long and
- * ending at a line end where possible; documents are used in a seeded order, and with held_out each
- * document goes wholly to one file (seeded hash of its path). Prints a table per label to stdout. */
+/* `dreamstate build-contexts`: labelled contexts from the text files the manifest of source documents
+ * lists (configs/text-manifest.tsv, built in; src/data/manifest.h), each checked against its sha256
+ * first, so that the same contexts come out on every machine (src/data/harvest.c). Each document gives
+ * up to chunks_per_doc chunks spread over it, each min_bytes to max_bytes long and ending at a line end
+ * where possible; documents are used in a seeded order, and with held_out each document goes wholly to
+ * one file (seeded hash of its path). Prints a table per label to stdout. */
 typedef struct ds_build_contexts_options {
     const char *out;             /* train contexts */
     const char *held_out;        /* held-out contexts; NULL: everything goes to out */
@@ -129,12 +134,14 @@ typedef struct ds_build_contexts_options {
     int max_per_label;           /* contexts per label over both files (default 100) */
     int chunks_per_doc;          /* default 4; a label with D < N/K documents takes up to ceil(N/D) of each */
     size_t min_bytes, max_bytes; /* default 64, 512 */
-    const char *sources;         /* comma-separated: fortunes,c-headers,python,shell,licenses,man (default all) */
+    const char *sources;         /* comma-separated sources of the manifest (default NULL: all but "corpus") */
+    const char *manifest;        /* another manifest file (default NULL: the built-in one) */
     uint64_t seed;               /* default 1234 */
 } ds_build_contexts_options;
 
 ds_build_contexts_options ds_build_contexts_defaults(void);
-/* Returns 0; bad options (an unknown source, max_bytes < min_bytes, a source without files) exit 2. */
+/* Returns 0; bad options (an unknown source, max_bytes < min_bytes) and a missing or changed file of the
+ * manifest exit 2, before anything is written. */
 int ds_build_contexts(const ds_build_contexts_options *o);
 
 /* ---- state shards and files (records: state_record.h) ---- */
@@ -203,6 +210,10 @@ typedef struct ds_states ds_states;
 /* Opens an index and maps and validates every shard; dies (exit 2) with "PATH: reason". */
 ds_states *ds_states_open(const char *index_path);
 void ds_states_close(ds_states *s);
+/* The index's header alone (shape, labels, record count; the shards are neither opened nor checked),
+ * e.g. to size a run; dies (exit 2) on a bad index. Free with ds_states_info_free. */
+void ds_states_read_info(const char *index_path, ds_states_info *info);
+void ds_states_info_free(ds_states_info *info);
 const ds_states_info *ds_states_get_info(const ds_states *s);
 /* Record i (0 <= i < n_records); pointers stay valid until close. */
 ds_state_record ds_states_record(const ds_states *s, int64_t i);

@@ -1,7 +1,8 @@
 /* Training: the loop every task shares (src/train/loop.c, the rank-0 coordinator) and the tasks: `lm`
  * (RWKV-7 language model on token shards, src/train/train.c), `state_diffusion` (the state DiT of
- * part A on a state dataset, src/train/state_diffusion.c) and `hybrid` (the part-B hybrid on the lm
- * task's data, src/train/hybrid_task.c). */
+ * part A on a state dataset, src/train/state_diffusion.c), `hybrid` (the part-B hybrid on the lm
+ * task's data, src/train/hybrid_task.c) and `state_tuning` (initial WKV states of a frozen RWKV-7 on
+ * labelled contexts, src/train/state_tuning.c). */
 #ifndef DREAMSTATE_TRAIN_H
 #define DREAMSTATE_TRAIN_H
 
@@ -9,6 +10,8 @@
 #include "dreamstate/config.h"
 #include "dreamstate/data.h"
 #include "dreamstate/dist.h"
+#include "dreamstate/dit.h"
+#include "dreamstate/hybrid.h"
 #include "dreamstate/optim.h"
 #include "dreamstate/rwkv7.h"
 
@@ -19,7 +22,7 @@
  * adds the AdamW moments), and callbacks. Every rank holds a full replica; global sample numbers
  * make every step a function of (seed, step) whatever the rank count. */
 typedef struct ds_task {
-    const char *name;              /* "lm", "state_diffusion", "hybrid" */
+    const char *name;              /* "lm", "state_diffusion", "hybrid", "state_tuning" */
     float *params, *grads;
     int64_t n_params;              /* trainable floats: allreduced, updated, checkpointed with moments */
     int n_groups;
@@ -62,11 +65,103 @@ void ds_train_catch_signals(void);
  * table; before any model work. */
 void ds_train_init_compute(const ds_config *cfg);
 
+/* ---- what a task costs, without running it (`dreamstate plan`, src/train/plan.c) ---- */
+
+typedef enum { DS_TASK_LM, DS_TASK_STATE_DIFFUSION, DS_TASK_HYBRID } ds_task_kind;
+
+/* The model a task trains, as far as its cost goes, from the config and the headers of the task's
+ * inputs alone (ds_plan_task_shape reads it). */
+typedef struct ds_task_shape {
+    ds_task_kind kind;
+    const ds_config *cfg;        /* state_diffusion, hybrid: where their probes find the inputs' headers */
+    int ctx_len;                 /* tokens per sample (lm, hybrid) */
+    int grad_checkpoint;         /* train.grad_checkpoint: the RWKV-7 recomputes its blocks (lm, hybrid) */
+    ds_rwkv7_dims rwkv7;         /* lm */
+    ds_dit_dims dit;             /* state_diffusion: the state DiT (ds_state_dit_dims) */
+    int64_t n_stats, n_records;  /* state_diffusion: normalisation statistics, train records */
+    ds_hybrid_dims hybrid;       /* hybrid */
+} ds_task_shape;
+
+/* What a task holds and computes per rank with micro-batches of `micro` samples: the part of a run
+ * that differs between tasks (the loop's own buffers, gradient reduction and optimiser are the same
+ * for all). The tasks report these numbers too, so a plan and the run it sizes cannot drift apart. */
+typedef struct ds_task_workload {
+    const char *unit;            /* throughput unit: "tokens" or "samples" */
+    double units_per_sample;
+    int64_t n_params;            /* trainable floats: allreduced, AdamW moments */
+    double flops_per_unit;       /* training (forward + backward) FLOPs */
+    double recompute_flops_per_unit;  /* train.grad_checkpoint: FLOPs its second forward of the blocks adds (time,
+                                       * not in MFU) */
+    double activation_bytes;     /* of one micro-batch: the models' activations and the task's batch buffers */
+    double held_bytes;           /* besides the trainable parameters, their gradients and the optimiser: frozen
+                                  * weights, an EMA, work buffers */
+    int64_t ema_params;          /* parameters averaged into an EMA after every step (state_diffusion) */
+    double bf16_operand_bytes;   /* train.precision bf16: the converted product operands the bf16 backend keeps
+                                  * (2 bytes x the largest activation and weight operands; src/blas/bf16.c) */
+    /* When backward hands the gradient to ds_grad_sync_ready (the plan's overlap of communication):
+     * [head_begin, n_params) after head_share of the backward, then n_layer equal ranges that end at
+     * head_begin from layer_begin, the last first; [0, layer_begin) when backward ends. A task that
+     * hands over everything at the end: head_begin = layer_begin = n_params, n_layer = 0. */
+    int64_t head_begin, layer_begin;
+    int n_layer;
+    double head_share;
+    int probe_depth;             /* layers (lm) or DiT blocks its cost is linear in (-1: none, probe it whole) */
+} ds_task_workload;
+
+/* A task's model built from a shape with patterned weights, and one micro-batch of random inputs of
+ * the right shape (no data read beyond headers), so that `plan --measure` times the task's own
+ * micro-step: forward + backward and what the task does around them, except reading the data. */
+typedef struct ds_task_probe {
+    void *ctx;
+    int64_t n_params;            /* trainable floats of the probed model */
+    const float *grads;          /* their gradient, accumulated by step */
+    void (*step)(void *ctx);     /* one micro-step */
+    void (*after_update)(void *ctx);  /* the task's work after each optimiser update (its EMA); may be NULL */
+    void (*destroy)(void *ctx);
+} ds_task_probe;
+
+/* A probe's micro-batch of B sequences of T random token ids and targets below vocab_size. */
+typedef struct ds_probe_batch {
+    int B, T;
+    int32_t *tokens, *targets;   /* [B, T] each */
+} ds_probe_batch;
+ds_probe_batch ds_probe_batch_random(int B, int T, int vocab_size);
+void ds_probe_batch_free(ds_probe_batch *b);
+
+/* Per task: the workload at micro-batch `micro`, and a probe of that micro-batch size. */
+void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+void ds_state_diffusion_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_state_diffusion_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w);
+void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *p);
+/* The shapes of the state_diffusion task (from the state dataset's index header) and of the hybrid
+ * task (from hybrid.init's header); exit 2 on bad input, with train's messages. */
+void ds_state_diffusion_shape(const ds_config *cfg, ds_task_shape *s);
+void ds_hybrid_shape(const ds_config *cfg, ds_task_shape *s);
+
 /* Tasks. Each runs the whole job described by cfg and returns the process exit code. */
 int ds_train_lm(const ds_config *cfg);
 int ds_train_state_diffusion(const ds_config *cfg);
 /* run.task hybrid (src/train/hybrid_task.c): the Part-B hybrid fine-tuned from hybrid.init. */
 int ds_train_hybrid(const ds_config *cfg);
+/* run.task state_tuning (src/train/state_tuning.c): RWKV-PEFT state tuning of the frozen RWKV-7 of
+ * state_tuning.init on labelled contexts; writes the tuned states to OUT/states/ at the end. */
+int ds_train_state_tuning(const ds_config *cfg);
+
+/* The item that global sample g reads from a set of n items (state records, contexts): position g mod n
+ * of a permutation of the items drawn for epoch g / n from (seed, epoch), so every epoch visits each
+ * item once, whatever the rank count. *perm (n entries) caches the permutation of epoch *perm_epoch
+ * (-1: none yet). */
+typedef struct ds_epoch_order {
+    uint64_t seed;
+    int64_t n, perm_epoch;
+    int64_t *perm;
+} ds_epoch_order;
+
+void ds_epoch_order_init(ds_epoch_order *o, uint64_t seed, int64_t n);
+void ds_epoch_order_free(ds_epoch_order *o);
+int64_t ds_epoch_order_item(ds_epoch_order *o, uint64_t g);
 
 /* Rank count, micro-batch and accumulation of cfg.train (dies with a reason if they do not fit). */
 void ds_train_batching(const ds_config *cfg, int *micro, int *accum);

@@ -41,8 +41,9 @@ int ds_import_safetensors(const ds_config *cfg, const char *st_path);
 
 /* The RWKV-7 of cfg->model (LoRA ranks resolved). */
 ds_rwkv7_dims ds_rwkv7_dims_from_config(const ds_config *cfg);
-/* The hybrid of cfg->model, hybrid, dit, diffusion.schedule and p_uncond, optim.l2wrap (layer list
- * parsed and checked; exit 2 with a reason on bad input). */
+/* The hybrid of cfg->model (the shape of hybrid.init's weights when set, from their header), hybrid,
+ * dit, diffusion.schedule and p_uncond, optim.l2wrap (layer list parsed and checked; exit 2 with a
+ * reason on bad input); hybrid.matrices none (the static baseline) targets no layer. */
 void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg);
 
 #endif

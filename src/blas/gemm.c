@@ -1,4 +1,5 @@
-#include "dreamstate/blas.h"
+#include "bf16.h"
+
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
 
@@ -28,11 +29,37 @@ const char *ds_blas_init(int threads) {
 
 int ds_blas_threads(void) { return blas_threads; }
 
-void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-             const float *B, int ldb, float beta, float *C, int ldc) {
+static ds_precision precision = DS_PRECISION_FP32;
+
+const char *ds_blas_set_precision(ds_precision p) {
+    precision = p;
+    return p == DS_PRECISION_BF16 ? bf16_backend_init() : "fp32, BLIS sgemm";
+}
+
+ds_precision ds_blas_precision(void) { return precision; }
+
+ds_blas_seconds blas_seconds;
+
+ds_blas_seconds ds_blas_time(void) { return blas_seconds; }
+
+void blis_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc) {
     /* BLIS takes general strides, so row-major needs no copies: row stride = ld, column stride = 1. */
+    double t0 = ds_now_seconds();
     bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
               M, N, K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+    blas_seconds.products += ds_now_seconds() - t0;
+}
+
+void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    if (precision == DS_PRECISION_FP32) {
+        blis_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const void *a = bf16_prepare(0, transA ? K : M, transA ? M : K, A, lda);
+    const void *b = bf16_prepare(1, transB ? N : K, transB ? K : N, B, ldb);
+    bf16_product(transA, transB, M, N, K, alpha, a, b, beta, C, ldc);
 }
 
 void ds_dgram_upper(int M, int N, const double *W, double *G) {

@@ -1,4 +1,6 @@
 /* Linear layers on ds_gemm, as torch.nn.Linear: y = x W^T + b with W [out, in]; rows are tokens. */
+#include "bf16.h"
+
 #include "dreamstate/blas.h"
 
 #include <string.h>
@@ -11,7 +13,15 @@ void ds_linear(int64_t rows, int in, int out, const float *x, const float *W, co
 
 void ds_linear_backward(int64_t rows, int in, int out, const float *x, const float *W, const float *dy, float *dW,
                         float *db, float *dx, int accumulate) {
-    ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (ds_blas_precision() == DS_PRECISION_BF16) {  /* dy converted once for both products */
+        const void *dy16 = bf16_prepare(0, (int)rows, out, dy, out);
+        if (dW) bf16_product(1, 0, out, in, (int)rows, 1.0f, dy16, bf16_prepare(1, (int)rows, in, x, in), 1.0f, dW, in);
+        if (db) ds_sum_rows(rows, out, dy, db);
+        if (dx) bf16_product(0, 0, (int)rows, in, out, 1.0f, dy16, bf16_prepare(1, out, in, W, in), accumulate ? 1.0f : 0.0f,
+                             dx, in);
+        return;
+    }
+    if (dW) ds_gemm(1, 0, out, in, (int)rows, 1.0f, dy, out, x, in, 1.0f, dW, in);
     if (db) ds_sum_rows(rows, out, dy, db);
     if (dx) ds_gemm(0, 0, (int)rows, in, out, 1.0f, dy, out, W, in, accumulate ? 1.0f : 0.0f, dx, in);
 }

@@ -263,7 +263,8 @@ static int parse_index(ckpt_reader *r, const char *path, uint64_t index_len, uin
         if (end - p < 4) return ckpt_fail(err, path, "corrupt tensor index (entry %u cut short)", i);
         uint32_t len = get_u32(p);
         p += 4;
-        if (len == 0 || len > NAME_MAX_LEN || (uint64_t)(end - p) < len + 4)
+        /* a NUL would cut the name short: the checkpoint would verify but no table could load it */
+        if (len == 0 || len > NAME_MAX_LEN || (uint64_t)(end - p) < len + 4 || memchr(p, 0, len))
             return ckpt_fail(err, path, "corrupt tensor index (entry %u name)", i);
         memcpy(names, p, len);
         names[len] = 0;

@@ -16,6 +16,9 @@ ds_rwkv7_dims ds_rwkv7_dims_from_config(const ds_config *cfg) {
 void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
     const ds_hybrid_config *hc = &cfg->hybrid;
     memset(d, 0, sizeof *d);
+    if (strcmp(hc->matrices, "none") == 0 && !hc->train_static)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.matrices none (the static fine-tuning baseline) needs hybrid.train_static 1",
+               cfg->source);
     d->model = hc->init[0] ? ds_model_dims_for_weights(cfg, hc->init) : ds_rwkv7_dims_from_config(cfg);
     char why[256];
     int *layers = ds_alloc(sizeof(int) * d->model.n_layer);
@@ -23,8 +26,8 @@ void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
     if (n < 0) ds_die(DS_EXIT_BAD_INPUT, "hybrid.layers: %s", why);
     if (n > DS_HYBRID_MAX_TARGETS)
         ds_die(DS_EXIT_BAD_INPUT, "hybrid.layers: %d layers targeted, at most %d", n, DS_HYBRID_MAX_TARGETS);
-    d->n_targets = n;
-    memcpy(d->targets, layers, sizeof(int) * n);
+    d->n_targets = strcmp(hc->matrices, "none") == 0 ? 0 : n;  /* none: the static fine-tuning baseline */
+    memcpy(d->targets, layers, sizeof(int) * d->n_targets);
     ds_free(layers);
     for (const char *c = hc->matrices; *c; c++)
         d->matrices |= *c == 'r' ? DS_HYBRID_R : *c == 'k' ? DS_HYBRID_K : *c == 'v' ? DS_HYBRID_V : 0;

@@ -1,4 +1,4 @@
-/* `dreamstate build-contexts --out FILE.jsonl [options]`: labelled contexts from this system's text. */
+/* `dreamstate build-contexts --out FILE.jsonl [options]`: labelled contexts from the pinned Debian text files. */
 #include "args.h"
 #include "commands.h"
 
@@ -11,13 +11,21 @@ static const cli_spec spec = {
     .cmd = "build-contexts",
     .usage =
         "usage: dreamstate build-contexts --out FILE.jsonl [options]\n"
-        "Labelled contexts (JSONL, format: include/dreamstate/states.h) cut from text this system has:\n"
+        "Labelled contexts (JSONL, format: include/dreamstate/states.h) cut from the text files that the\n"
+        "manifest of source documents lists (configs/text-manifest.tsv, built in: Debian package, path and\n"
+        "sha256 of each file; `make deps` installs the packages). Nothing else is read, and a missing or\n"
+        "changed file is refused (exit 2, nothing written), so every machine builds the same contexts.\n"
+        "Its sources (label: files):\n"
         "  fortunes   fortunes/<category>: computers, definitions, people, politics, science, songs-poems\n"
         "             (/usr/share/games/fortunes; each entry is a document)\n"
-        "  c-headers  c-header: /usr/include/*.h          python    python: /usr/lib/python3.*/*.py\n"
-        "  shell      shell: sh/bash/dash scripts in /usr/bin, /usr/sbin, /etc/init.d\n"
-        "  licenses   license: /usr/share/common-licenses/*\n"
-        "  man        man: /usr/share/man/man1/*.gz (roff source)\n"
+        "  c-headers  c-header: Open MPI, GCC and libyaml headers\n"
+        "  python     python: numpy, scikit-learn, matplotlib and PyTorch modules\n"
+        "  shell      shell: bash-completion scripts, sh/bash scripts of automake, autoconf, gzip, ...\n"
+        "  licenses   license: /usr/share/common-licenses/*, LICENSE files\n"
+        "  man        man: the Linux man-pages (manpages, manpages-dev; roff source)\n"
+        "  javascript javascript: jQuery, jQuery UI, underscore, Sphinx (not minified)\n"
+        "  perl       perl: debconf, automake and autoconf modules\n"
+        "  changelogs changelog: Debian changelogs of the packages above and of `make deps`\n"
         "Each document gives up to --chunks-per-doc chunks spread over it; each chunk is --min-bytes to\n"
         "--max-bytes long and ends at a line end where possible. Documents are used in a seeded order, and\n"
         "with --held-out each document goes wholly to one file (seeded hash of its path).\n"
@@ -29,10 +37,11 @@ static const cli_spec spec = {
         "                         documents takes up to ceil(N/D) of each)\n"
         "  --min-bytes N          (default 64)\n"
         "  --max-bytes N          (default 512)\n"
-        "  --sources LIST         comma-separated (default fortunes,c-headers,python,shell,licenses,man)\n"
+        "  --sources LIST         comma-separated (default: all of them)\n"
+        "  --manifest FILE        another manifest of the same format (default: the built-in one)\n"
         "  --seed N               (default 1234)\n",
     .options = {{"--out"}, {"--held-out"}, {"--held-out-fraction"}, {"--max-per-label"}, {"--chunks-per-doc"},
-                {"--min-bytes"}, {"--max-bytes"}, {"--sources"}, {"--seed"}},
+                {"--min-bytes"}, {"--max-bytes"}, {"--sources"}, {"--manifest"}, {"--seed"}},
 };
 
 int cmd_build_contexts(int argc, char **argv) {
@@ -49,7 +58,8 @@ int cmd_build_contexts(int argc, char **argv) {
     o.chunks_per_doc = (int)cli_int(&a, "--chunks-per-doc", 1, 1 << 16, o.chunks_per_doc);
     o.min_bytes = (size_t)cli_int(&a, "--min-bytes", 1, 1 << 20, (int64_t)o.min_bytes);
     o.max_bytes = (size_t)cli_int(&a, "--max-bytes", 1, 1 << 20, (int64_t)o.max_bytes);
-    o.sources = cli_string(&a, "--sources", o.sources);
+    o.sources = cli_value(&a, "--sources");
+    o.manifest = cli_value(&a, "--manifest");
     o.seed = cli_seed(&a, "--seed", o.seed);
     if (!o.out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --out FILE is required (see --help)");
     if (fraction && !o.held_out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --held-out-fraction needs --held-out FILE");

@@ -12,7 +12,7 @@ static const cli_spec spec = {
     .cmd = "eval-states",
     .usage =
         "usage: dreamstate eval-states MODEL.ckpt --states TRAIN_INDEX --held-out HELD_INDEX\n"
-        "                              [--checkpoint RWKV_WEIGHTS] [--vocab FILE] [--samples-per-label N]\n"
+        "                              [--checkpoint RWKV_WEIGHTS] [--tuned INDEX] [--vocab FILE] [--samples-per-label N]\n"
         "                              [--steps K] [--guidance W] [--seed S] [--continuation-tokens N]\n"
         "                              [--threads N] [--out FILE.json]\n"
         "The numbers of DREAMSTATE part A (A2, A3 of src/eval/README.md) for a state-diffusion checkpoint (EMA\n"
@@ -26,8 +26,10 @@ static const cli_spec spec = {
         "     tokens (the part its state came from; contexts with at least 16 more tokens) from the zero\n"
         "     state, the class-mean state, a generated state of its label and of label + 1, the true state\n"
         "     (modelled WKV only, as injected) and the full true state (= prompting), per label and pooled,\n"
-        "     with 95% bootstrap CIs (1000 resamples over contexts) of the paired difference to zero.\n"
+        "     with 95% bootstrap CIs (1000 resamples over contexts) of the paired difference to zero; with\n"
+        "     --tuned also from the state tuned for its label (the upper bar for generated states).\n"
         "  --checkpoint FILE         RWKV-7 weights (default: the model's rwkv_checkpoint=)\n"
+        "  --tuned INDEX             tuned states of run.task state_tuning (its OUT/states/index.txt)\n"
         "  --vocab FILE              vocabulary file of the world tokenizer\n"
         "  --samples-per-label N     generated states per label (default 8)\n"
         "  --steps K                 DDIM steps (default 50)\n"
@@ -41,7 +43,7 @@ static const cli_spec spec = {
         "  --out FILE.json           every number (default: MODEL without .ckpt + .eval-states.json)\n",
     .mpi = 1,
     .positional = "MODEL.ckpt",
-    .options = {{"--states"}, {"--held-out"}, {"--checkpoint"}, {"--vocab"}, {"--samples-per-label"}, {"--steps"},
+    .options = {{"--states"}, {"--held-out"}, {"--checkpoint"}, {"--tuned"}, {"--vocab"}, {"--samples-per-label"}, {"--steps"},
                 {"--guidance"}, {"--seed"}, {"--continuation-tokens"}, {"--threads"}, {"--out"}, {"--clip"},
                 {"--temperature"}},
 };
@@ -57,6 +59,7 @@ int cmd_eval_states(int argc, char **argv) {
         ds_die(DS_EXIT_BAD_INPUT, "%s: needs MODEL.ckpt, --states and --held-out (see --help)", cmd);
     o.model = a.positional[0];
     o.checkpoint = cli_value(&a, "--checkpoint");
+    o.tuned = cli_value(&a, "--tuned");
     o.vocab = cli_value(&a, "--vocab");
     o.out = cli_value(&a, "--out");
     o.samples_per_label = (int)cli_int(&a, "--samples-per-label", 1, 4096, o.samples_per_label);

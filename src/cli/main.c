@@ -16,7 +16,7 @@ static const char *usage =
     "  prepare-data [OPTIONS] --out DIR INPUT...      text files -> token shards (see prepare-data --help)\n"
     "  export CONFIG --checkpoint FILE --out F.safetensors    weights with official RWKV-LM key names\n"
     "  import CONFIG --safetensors FILE [--set k=v]...        start a run from external weights\n"
-    "  build-contexts --out FILE.jsonl [OPTIONS]      labelled contexts from this system's text (see --help)\n"
+    "  build-contexts --out FILE.jsonl [OPTIONS]      labelled contexts from pinned Debian text (see --help)\n"
     "  extract-states CONFIG --checkpoint FILE --contexts FILE.jsonl --out DIR [OPTIONS]\n"
     "                                                 final RWKV-7 state of every context (see --help)\n"
     "  analyze-states INDEX [--test INDEX] [--out DIR] [OPTIONS]\n"

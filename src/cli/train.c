@@ -33,7 +33,8 @@ int cmd_train(int argc, char **argv) {
     int rc;
     if (strcmp(cfg.run.task, "lm") == 0) rc = ds_train_lm(&cfg);
     else if (strcmp(cfg.run.task, "state_diffusion") == 0) rc = ds_train_state_diffusion(&cfg);
-    else rc = ds_train_hybrid(&cfg);  /* the config accepts no other run.task */
+    else if (strcmp(cfg.run.task, "hybrid") == 0) rc = ds_train_hybrid(&cfg);
+    else rc = ds_train_state_tuning(&cfg);  /* the config accepts no other run.task */
     ds_dist_finalize();
     return rc;
 }

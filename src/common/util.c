@@ -23,12 +23,32 @@ void ds_set_rank(int rank, int ranks) {
     process_ranks = ranks;
 }
 
+static ds_die_handler die_handler;
+
+void ds_set_die_handler(ds_die_handler handler) { die_handler = handler; }
+
+/* A message quotes what it refuses (a tensor name, a YAML key, a label), and that may hold a line
+ * break or a terminal escape: control characters are shown as \n, \r, \t or \xNN, so that the
+ * message stays one line. */
+static void show_controls(const char *text, char *out, size_t len) {
+    static const char named[] = {['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'};
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)text; *c && n + 5 < len; c++) {
+        if (*c >= 0x20 && *c != 0x7f) out[n++] = (char)*c;
+        else if (*c < sizeof named && named[*c]) n += (size_t)sprintf(out + n, "\\%c", named[*c]);
+        else n += (size_t)sprintf(out + n, "\\x%02x", *c);
+    }
+    out[n] = 0;
+}
+
 static void __attribute__((noreturn)) die(int code, const char *fmt, va_list ap) {
     /* One write of the whole line, so that lines of ranks dying at once do not interleave. */
-    char line[8192];
+    char message[8192], line[8192];
     int n = process_ranks > 1 ? snprintf(line, sizeof line, "dreamstate[rank %d]: ", process_rank)
                               : snprintf(line, sizeof line, "dreamstate: ");
-    vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(message, sizeof message, fmt, ap);
+    show_controls(message, line + n, sizeof line - (size_t)n - 1);
+    if (die_handler) die_handler(code, line);
     strcat(line, "\n");
     fputs(line, stderr);
     fflush(stderr);
@@ -42,7 +62,10 @@ void ds_die(int code, const char *fmt, ...) {
 }
 
 void ds_die_replicated(int code, const char *fmt, ...) {
-    if (process_rank != 0) exit(code);
+    if (process_rank != 0) {
+        if (die_handler) die_handler(code, NULL);
+        exit(code);
+    }
     va_list ap;
     va_start(ap, fmt);
     die(code, fmt, ap);
@@ -60,8 +83,20 @@ void ds_log(const char *fmt, ...) {
 /* Large arrays (weights, gradients, moments, activations) are mappings of their own: the kernel hands
  * them out zero-filled as they are first touched, so they are written once, not zeroed twice, and on
  * 2 MiB pages where it gives transparent huge pages on request (its "madvise" mode): 512 times fewer
- * page faults (which a virtual machine can make very slow) and TLB misses. ds_free finds them here. */
+ * page faults (which a virtual machine can make very slow) and TLB misses. ds_free finds them here.
+ * Under AddressSanitizer (the fuzz build) every array comes from the allocator instead: its red zones
+ * catch overflows that a mapping of our own would hide, and the harnesses release what a refused input
+ * left allocated through its hooks (tests/fuzz/fuzz.c), which this table and its mappings would escape. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LARGE_ALLOC SIZE_MAX
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LARGE_ALLOC SIZE_MAX
+#endif
+#endif
+#ifndef LARGE_ALLOC
 #define LARGE_ALLOC ((size_t)32 << 20)
+#endif
 #define HUGE_PAGE ((size_t)2 << 20)
 static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mapping { void *p; size_t len; } *mappings;
@@ -197,6 +232,52 @@ uint32_t ds_crc32c(uint32_t crc, const void *data, size_t n) {
 }
 #endif
 
+/* SHA-256 as FIPS 180-4 defines it. */
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static uint32_t rotr32(uint32_t x, int k) { return (x >> k) | (x << (32 - k)); }
+
+static void sha256_block(uint32_t h[8], const uint8_t *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr32(w[i - 15], 7) ^ rotr32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr32(w[i - 2], 17) ^ rotr32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[i] + w[i];
+        uint32_t t2 = (rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
+}
+
+void ds_sha256(const void *data, size_t n, uint8_t digest[32]) {
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    const uint8_t *p = data;
+    size_t full = n / 64 * 64;
+    for (size_t i = 0; i < full; i += 64) sha256_block(h, p + i);
+    uint8_t tail[128] = {0};  /* the rest, 0x80, zeros, and the length in bits, big-endian */
+    size_t rest = n - full, tail_len = rest < 56 ? 64 : 128;
+    memcpy(tail, p + full, rest);
+    tail[rest] = 0x80;
+    uint64_t bits = (uint64_t)n * 8;
+    for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
+    for (size_t i = 0; i < tail_len; i += 64) sha256_block(h, tail + i);
+    for (int i = 0; i < 32; i++) digest[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
 int ds_atomic_open(ds_atomic_file *af, const char *path) {
     if (strlen(path) >= sizeof af->path) { errno = ENAMETOOLONG; return -1; }
     strcpy(af->path, path);
@@ -256,6 +337,11 @@ double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = (float)(sd * ds_rng_normal(seed, stream, (uint64_t)i));
+}
+
+void ds_fill_pattern(float *x, int64_t n, float scale) {
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = scale * ((float)(((uint64_t)i * 2654435761u) & 1023) / 1024.0f - 0.5f);
 }
 
 uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m) {
@@ -366,6 +452,12 @@ static int walk_dirs(const char *path, int make, char *why, size_t why_len) {
         return -1;
     }
     return 0;
+}
+
+void ds_absolute_path(const char *path, char *out, size_t len) {
+    char *real = realpath(path, NULL);
+    snprintf(out, len, "%s", real ? real : path);
+    free(real);
 }
 
 void ds_mkdir_p(const char *path) {

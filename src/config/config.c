@@ -48,8 +48,8 @@ static const config_key config_keys[] = {
      .help = "seed of every random stream (initialisation, data order)"},
     {KEY(run, threads), .type = KEY_INT, .def = "0", .min = 0, .max = 4096,
      .help = "BLIS/OpenMP threads per rank; 0 = all cores"},
-    {KEY(run, task), .type = KEY_ENUM, .def = "lm", .choices = "lm|state_diffusion|hybrid",
-     .help = "what to train: a language model, state diffusion, or both"},
+    {KEY(run, task), .type = KEY_ENUM, .def = "lm", .choices = "lm|state_diffusion|hybrid|state_tuning",
+     .help = "what to train: a language model, state diffusion, the hybrid, or initial states (state tuning)"},
 
     {KEY(model, n_layer), .type = KEY_INT, .def = "2", .min = 1, .max = 1024, .help = "number of RWKV-7 blocks"},
     {KEY(model, n_embd), .type = KEY_INT, .def = "128", .min = 1, .max = 65536,
@@ -99,6 +99,9 @@ static const config_key config_keys[] = {
     {KEY(train, log_every), .type = KEY_INT, .def = "1", .min = 1, .max = INT_MAX, .help = "steps between log lines"},
     {KEY(train, grad_reduce), .type = KEY_ENUM, .def = "fp64", .choices = "fp64|fp32",
      .help = "gradient accumulation and allreduce precision: fp64 trains identically on any rank count; fp32 halves traffic"},
+    {KEY(train, precision), .type = KEY_ENUM, .def = "fp32", .choices = "fp32|bf16",
+     .help = "matrix products: fp32, or bf16 operands with fp32 accumulation (oneDNN on CPUs with AVX512_BF16/AMX, "
+             "else a reference path); weights, AdamW moments, norms, WKV state, loss and checkpoints stay fp32"},
     {KEY(train, zero_stage), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
      .help = "1 = ZeRO-1: AdamW moments sharded over ranks (reduce to owner, update shard, share parameters)"},
     {KEY(train, skip_nonfinite), .type = KEY_INT, .def = "0", .min = 0, .max = INT_MAX,
@@ -108,6 +111,9 @@ static const config_key config_keys[] = {
      .help = "activation checkpointing per block (as RWKV-LM's --grad_cp 1): keep each block's input and "
              "recompute the block in the backward; activations of one block instead of all, identical results, "
              "about a third more compute"},
+    {KEY(train, comm_timeout), .type = KEY_DOUBLE, .def = "600", .min = 0, .max = 1e9,
+     .help = "seconds a rank waits in one collective (gradient allreduce, broadcast, barrier) during training "
+             "before it exits 1 naming it: another rank died or the network between nodes failed; 0 = wait forever"},
 
     {KEY(optim, lr), .type = KEY_DOUBLE, .def = "6e-4", .min = 0, .max = HUGE_VAL, .flags = MIN_EXCLUSIVE,
      .help = "peak learning rate, reached after the warm-up"},
@@ -194,12 +200,23 @@ static const config_key config_keys[] = {
      .help = "1: the static RWKV-7 weights train too; 0: frozen"},
     {KEY(hybrid, lm_warmup_steps), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
      .help = "first steps trained on the diffusion loss only (lambda_lm = 0)"},
+
+    {KEY(state_tuning, init), .type = KEY_STRING, .def = "",
+     .help = "the frozen RWKV-7 weights whose initial states are tuned (.ckpt or .safetensors)"},
+    {KEY(state_tuning, contexts), .type = KEY_STRING, .def = "",
+     .help = "labelled train contexts (JSONL, as build-contexts writes them)"},
+    {KEY(state_tuning, contexts_valid), .type = KEY_STRING, .def = "",
+     .help = "labelled held-out contexts for val_loss; empty = the train contexts"},
+    {KEY(state_tuning, per_label), .type = KEY_BOOL, .def = "false",
+     .help = "true: one set of initial states per label, trained on that label's contexts; false: one set"},
+    {KEY(state_tuning, skip_tokens), .type = KEY_INT, .def = "0", .min = 0, .max = 1 << 30,
+     .help = "tokens at the start of each context that are not read: the window is the next ctx_len + 1"},
 };
 enum { N_KEYS = sizeof config_keys / sizeof config_keys[0] };
 _Static_assert(N_KEYS <= DS_CONFIG_MAX_KEYS, "raise DS_CONFIG_MAX_KEYS in config.h");
 
 static const char *const sections[] = {"run", "model", "data", "train", "optim", "checkpoint",
-                                       "dit", "diffusion", "hybrid"};
+                                       "dit", "diffusion", "hybrid", "state_tuning"};
 enum { N_SECTIONS = sizeof sections / sizeof sections[0] };
 
 /* Where each key's current value came from, for error messages: a file line, a --set argument
@@ -766,13 +783,32 @@ void ds_config_check_run_dirs(const ds_config *cfg) {
     }
 }
 
-/* YAML double-quoted string: always safe, whatever the path contains. */
+/* Whether a YAML reader would not give code point cp back from a double-quoted scalar: controls, the
+ * line breaks it folds (U+0085, U+2028, U+2029), and what it refuses unescaped (C1 controls, U+FEFF,
+ * U+FFFE, U+FFFF). */
+static int yaml_needs_escape(uint32_t cp) {
+    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
+           cp == 0xfffe || cp == 0xffff;
+}
+
+/* YAML double-quoted string: always safe, whatever the path contains, and read back to the same bytes
+ * when they are UTF-8 (a byte that is not, from --set, is written as \xNN, which reads back as U+00NN). */
 static void write_quoted(FILE *fp, const char *s) {
     fputc('"', fp);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        unsigned n = 1;  /* bytes of the UTF-8 sequence at c */
+        int utf8 = *c < 0x80;
+        if (*c >= 0xc2 && *c <= 0xf4) n = *c < 0xe0 ? 2 : *c < 0xf0 ? 3 : 4, utf8 = 1;
+        uint32_t cp = n == 1 ? *c : *c & (0x7fu >> n);
+        for (unsigned i = 1; i < n; i++) {
+            if ((c[i] & 0xc0) != 0x80) { n = 1, utf8 = 0; break; }
+            cp = cp << 6 | (c[i] & 0x3f);
+        }
         if (*c == '"' || *c == '\\') fprintf(fp, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f) fprintf(fp, "\\x%02x", *c);
-        else fputc(*c, fp);
+        else if (!utf8) fprintf(fp, "\\x%02x", *c);  /* not UTF-8: the byte */
+        else if (yaml_needs_escape(cp)) fprintf(fp, cp < 0x100 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
+        else fwrite(c, 1, n, fp);
+        c += n;
     }
     fputc('"', fp);
 }

@@ -35,6 +35,12 @@ int ds_label_lookup(const char *where, const char *name, int n, char *const *nam
            n ? known : "none");
 }
 
+void ds_label_file_name(const char *label, char *out, size_t len) {
+    snprintf(out, len, "%s", label);
+    for (char *p = out; *p; p++)
+        if (*p == '/') *p = '_';
+}
+
 /* ---------------------------------------------------------------- reader */
 
 enum { KEY_LABEL, KEY_TEXT, KEY_DOC, N_KEYS };

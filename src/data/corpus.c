@@ -4,6 +4,7 @@
 #include "dreamstate/data.h"
 #include "dreamstate/common.h"
 #include "jsonl.h"
+#include "manifest.h"
 #include "text_files.h"
 
 #include <errno.h>
@@ -12,9 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define FORTUNES_DIR "/usr/share/games/fortunes"
-#define JARGON_FILE "/usr/share/doc/jargon-text/jargon.txt.gz"
 
 /* ---------------------------------------------------------------- the splitter */
 
@@ -122,23 +120,7 @@ static void splitter_add_document(splitter *sp, const uint8_t *text, size_t n) {
     sp->tokens[s] += n_ids + 1;  /* + separator */
 }
 
-/* split_on NULL: the whole text is one document. Otherwise documents end at lines equal to
- * split_on (compared without the line's "\n" or "\r\n"); each keeps its lines' newlines. */
-static void splitter_add_text(splitter *sp, const uint8_t *text, size_t n, const char *split_on) {
-    if (!split_on) { splitter_add_document(sp, text, n); return; }
-    size_t sep_len = strlen(split_on), doc_start = 0, line = 0;
-    while (line < n) {
-        const uint8_t *nl = memchr(text + line, '\n', n - line);
-        size_t line_end = nl ? (size_t)(nl - text) : n, next = nl ? line_end + 1 : n;
-        size_t content_end = line_end > line && text[line_end - 1] == '\r' ? line_end - 1 : line_end;
-        if (content_end - line == sep_len && memcmp(text + line, split_on, sep_len) == 0) {
-            splitter_add_document(sp, text + doc_start, line - doc_start);
-            doc_start = next;
-        }
-        line = next;
-    }
-    splitter_add_document(sp, text + doc_start, n - doc_start);
-}
+static void emit_document(void *sp, const uint8_t *text, size_t n) { splitter_add_document(sp, text, n); }
 
 /* RWKV-LM's make_data.py input: one {"text": ...} object per line, other keys ignored. */
 static const char *const text_key[] = {"text"};
@@ -181,7 +163,7 @@ static void splitter_add_file(splitter *sp, const char *path, const char *split_
     char why[256];
     if (ds_read_input(path, &data, &len, why, sizeof why) != 0) splitter_fail(sp, "%s: %s", path, why);
     if (is_jsonl(path)) splitter_add_jsonl(sp, path, data, len);
-    else splitter_add_text(sp, data, len, split_on);
+    else ds_split_text(data, len, split_on, emit_document, sp);
     free(data);
 }
 
@@ -238,13 +220,38 @@ int ds_prepare_data(const ds_prepare_options *o) {
 
 /* ---------------------------------------------------------------- default corpus */
 
-static int is_fortune_text(const char *name) {
-    return !ds_has_suffix(name, ".dat") && !ds_has_suffix(name, ".u8");  /* index files; .u8 are links anyway */
+/* Names the corpus's sources: the sha256 of their manifest lines' split, path and sha256, as hex. */
+static void corpus_sources_digest(const ds_manifest *m, char hex[65]) {
+    size_t cap = 1 << 16, n = 0;
+    char *all = malloc(cap);
+    for (size_t i = 0; i < m->n; i++) {
+        const ds_manifest_entry *e = &m->items[i];
+        if (strcmp(e->source, "corpus") != 0) continue;
+        size_t need = strlen(e->split) + strlen(e->path) + 32 + 2;
+        if (n + need > cap) all = realloc(all, cap = 2 * (n + need));
+        if (!all) ds_die(DS_EXIT_FAIL, "out of memory listing the corpus's sources");
+        n += (size_t)sprintf(all + n, "%s\t%s\t", e->split, e->path);
+        memcpy(all + n, e->sha256, 32);
+        n += 32;
+    }
+    uint8_t sha[32];
+    ds_sha256(all, n, sha);
+    free(all);
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", sha[i]);
 }
 
-/* Both shards present, valid, and made with this tokenizer. */
-static int corpus_ready(const char *out_dir, const ds_tokenizer *tok) {
+/* Both shards present, valid, made with this tokenizer, and from these sources (out_dir/SOURCES_STAMP
+ * holds their digest: a corpus built from other files is rebuilt). */
+#define SOURCES_STAMP "sources.sha256"
+static int corpus_ready(const char *out_dir, const ds_tokenizer *tok, const char *digest) {
     char path[4096], why[256];
+    snprintf(path, sizeof path, "%s/%s", out_dir, SOURCES_STAMP);
+    uint8_t *stamp;
+    size_t len;
+    if (ds_read_file(path, &stamp, &len, why, sizeof why) != 0) return 0;
+    int same_sources = len == 65 && memcmp(stamp, digest, 64) == 0 && stamp[64] == '\n';
+    free(stamp);
+    if (!same_sources) return 0;
     for (int s = 0; s < 2; s++) {
         snprintf(path, sizeof path, "%s/%s.bin", out_dir, split_name[s]);
         if (access(path, F_OK) != 0) return 0;
@@ -262,26 +269,30 @@ static int corpus_ready(const char *out_dir, const ds_tokenizer *tok) {
 }
 
 void ds_corpus_default(const char *out_dir, const char *tokenizer_kind, const char *vocab_file) {
+    ds_manifest *m = ds_manifest_load(NULL, "default corpus");
+    char digest[65];
+    corpus_sources_digest(m, digest);
     ds_tokenizer *tok = ds_tokenizer_open(tokenizer_kind, vocab_file);
-    if (corpus_ready(out_dir, tok)) { ds_tokenizer_free(tok); return; }
+    if (corpus_ready(out_dir, tok, digest)) { ds_tokenizer_free(tok); ds_manifest_free(m); return; }
 
-    struct stat st;
-    if (stat(FORTUNES_DIR, &st) != 0 || !S_ISDIR(st.st_mode))
-        ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
-    if (stat(JARGON_FILE, &st) != 0)
-        ds_die(DS_EXIT_FAIL, "default corpus: %s not found; run 'make deps' (installs fortunes, jargon-text)", JARGON_FILE);
-    ds_path_list fortunes = {0};
-    ds_walk_dir(FORTUNES_DIR, 0, is_fortune_text, &fortunes);
-    if (fortunes.n == 0)
-        ds_die(DS_EXIT_FAIL, "default corpus: no fortune files in %s; run 'make deps' (installs fortunes, jargon-text)", FORTUNES_DIR);
-
-    ds_log("default corpus: building %s from %s (%zu files) and %s, %s tokenizer", out_dir, FORTUNES_DIR,
-           fortunes.n, JARGON_FILE, tokenizer_kind);
+    size_t n_files = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->items[i].source, "corpus") == 0) { ds_manifest_verify(m, &m->items[i], "default corpus"); n_files++; }
+    if (n_files == 0) ds_die(DS_EXIT_BAD_INPUT, "default corpus: %s lists no file for source 'corpus'", m->name);
+    ds_log("default corpus: building %s from the %zu files %s lists for it, %s tokenizer", out_dir, n_files, m->name,
+           tokenizer_kind);
     splitter sp;
     splitter_open(&sp, out_dir, tok, DS_CORPUS_VALID_FRACTION, DS_CORPUS_SEED, 0);
-    for (size_t i = 0; i < fortunes.n; i++) splitter_add_file(&sp, fortunes.items[i], "%");
-    splitter_add_file(&sp, JARGON_FILE, "");
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->items[i].source, "corpus") == 0)
+            splitter_add_file(&sp, m->items[i].path, ds_manifest_separator(&m->items[i]));
     splitter_commit(&sp, stderr);
-    ds_path_list_free(&fortunes);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, SOURCES_STAMP);
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, path) != 0) ds_die(DS_EXIT_FAIL, "%s: cannot create: %s", path, strerror(errno));
+    fprintf(af.fp, "%s\n", digest);
+    if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "%s: write failed: %s", path, strerror(errno));
     ds_tokenizer_free(tok);
+    ds_manifest_free(m);
 }

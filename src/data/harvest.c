@@ -1,82 +1,30 @@
-/* `build-contexts`: labelled contexts (format: include/dreamstate/states.h) cut out of text a Debian
- * system has: fortunes by category, C headers, Python modules, shell scripts, licences, man pages. */
+/* `build-contexts`: labelled contexts (format: include/dreamstate/states.h) cut out of the text files the
+ * manifest of source documents lists (manifest.h: fortunes by category, C headers, Python modules,
+ * shell scripts, licences, man pages, ...), each checked against its sha256 before anything is read,
+ * so the same contexts come out on every machine. */
 #include "dreamstate/states.h"
 #include "dreamstate/common.h"
 #include "jsonl.h"
+#include "manifest.h"
 #include "text_files.h"
 
-#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-/* ---------------------------------------------------------------- sources */
-
-#define FORTUNES_DIR "/usr/share/games/fortunes"
-/* Large fortune files of distinct character (each has 600-1250 entries). */
-static const char *const fortune_categories[] = {"computers", "definitions", "people", "politics", "science",
-                                                 "songs-poems"};
-enum { N_FORTUNE_CATEGORIES = sizeof fortune_categories / sizeof *fortune_categories };
-
-static int keep_h(const char *name) { return ds_has_suffix(name, ".h"); }
-static int keep_py(const char *name) { return ds_has_suffix(name, ".py"); }
-static int keep_gz(const char *name) { return ds_has_suffix(name, ".gz"); }
-
-/* A script whose "#!" line runs sh, bash or dash (directly or through env). */
-static int is_shell_script(const char *path) {
-    char head[256];
-    int fd = ds_open_input(path, head, sizeof head);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, head, sizeof head - 1);
-    close(fd);
-    if (n < 3 || head[0] != '#' || head[1] != '!') return 0;
-    head[n] = 0;
-    head[strcspn(head, "\n")] = 0;
-    char *cmd = head + 2 + strspn(head + 2, " \t");
-    char *end = cmd + strcspn(cmd, " \t");
-    char *base = end;
-    while (base > cmd && base[-1] != '/') base--;
-    if ((size_t)(end - base) == 3 && strncmp(base, "env", 3) == 0) {
-        base = end + strspn(end, " \t");
-        end = base + strcspn(base, " \t");
-    }
-    size_t k = (size_t)(end - base);
-    return (k == 2 && !strncmp(base, "sh", 2)) || (k == 4 && !strncmp(base, "bash", 4)) ||
-           (k == 4 && !strncmp(base, "dash", 4));
-}
-
-typedef struct source {
-    const char *name;                  /* for --sources */
-    const char *label;                 /* NULL: fortunes, one label per category */
-    const char *dirs[3];               /* glob patterns of directories, listed without recursion */
-    int (*keep)(const char *name);     /* by file name; NULL = all */
-    int (*probe)(const char *path);    /* by content; NULL = all */
-    const char *package;               /* what provides it on Debian */
-} source;
-
-static const source sources[] = {
-    {"fortunes", NULL, {FORTUNES_DIR}, NULL, NULL, "fortunes"},
-    {"c-headers", "c-header", {"/usr/include"}, keep_h, NULL, "libc6-dev"},
-    {"python", "python", {"/usr/lib/python3.*"}, keep_py, NULL, "libpython3-stdlib"},
-    {"shell", "shell", {"/usr/bin", "/usr/sbin", "/etc/init.d"}, NULL, is_shell_script, "(any: /usr/bin scripts)"},
-    {"licenses", "license", {"/usr/share/common-licenses"}, NULL, NULL, "base-files"},
-    {"man", "man", {"/usr/share/man/man1"}, keep_gz, NULL, "man pages (dpkg must not exclude /usr/share/man)"},
-};
-enum { N_SOURCES = sizeof sources / sizeof *sources };
+#define WHAT "build-contexts"
 
 /* ---------------------------------------------------------------- documents */
 
 typedef struct doc {
-    char *id;              /* file path, or "PATH#k" for the k-th fortune of a file */
-    char *text;            /* fortunes: the entry; files: NULL until read */
+    char *id;              /* file path, or "PATH#k" for the k-th entry (fortune, paragraph) of a file */
+    char *text;            /* entries: the entry; files: NULL until read */
     size_t len;
     uint64_t hash, order;  /* hash of id; seeded position in the order of use */
 } doc;
 
 typedef struct label_docs {
     char label[DS_LABEL_MAX];
-    const source *src;
     doc *docs;
     size_t n, cap;
 } label_docs;
@@ -100,44 +48,30 @@ static void add_doc(label_docs *ld, const char *id, const char *text, size_t len
     d->hash = fnv1a64(id);
 }
 
-/* Each '%'-line separated entry of a fortune file is one document. */
-static void list_fortunes(label_docs *ld, const char *category) {
-    char path[512], id[600], why[256];
-    snprintf(path, sizeof path, "%s/%s", FORTUNES_DIR, category);
-    uint8_t *data;
-    size_t len;
-    if (ds_read_input(path, &data, &len, why, sizeof why) != 0)
-        ds_die(DS_EXIT_BAD_INPUT, "build-contexts: source 'fortunes': %s: %s (install package fortunes)", path, why);
-    size_t start = 0, line = 0;
-    int k = 0;
-    while (line < len) {
-        const uint8_t *nl = memchr(data + line, '\n', len - line);
-        size_t next = nl ? (size_t)(nl - data) + 1 : len;
-        if (next - line == 2 && data[line] == '%') {
-            snprintf(id, sizeof id, "%s#%d", path, k++);
-            add_doc(ld, id, (const char *)data + start, line - start);
-            start = next;
-        }
-        line = next;
-    }
-    snprintf(id, sizeof id, "%s#%d", path, k);
-    add_doc(ld, id, (const char *)data + start, len - start);
-    free(data);
+typedef struct entry_list {
+    label_docs *ld;
+    const char *path;
+    int k;
+} entry_list;
+
+static void add_entry(void *ctx, const uint8_t *text, size_t len) {
+    entry_list *el = ctx;
+    char id[4200];
+    snprintf(id, sizeof id, "%s#%d", el->path, el->k++);
+    add_doc(el->ld, id, (const char *)text, len);
 }
 
-static void list_files(label_docs *ld) {
-    const source *s = ld->src;
-    for (int i = 0; i < 3 && s->dirs[i]; i++) {
-        glob_t g;
-        if (glob(s->dirs[i], GLOB_ONLYDIR, NULL, &g) != 0) continue;
-        for (size_t j = 0; j < g.gl_pathc; j++) {
-            ds_path_list files = {0};
-            ds_walk_dir(g.gl_pathv[j], 0, s->keep, &files);
-            for (size_t f = 0; f < files.n; f++) add_doc(ld, files.items[f], NULL, 0);
-            ds_path_list_free(&files);
-        }
-        globfree(&g);
-    }
+/* A manifest file's documents: the file (read when used), or each of its entries, "PATH#k". */
+static void list_documents(label_docs *ld, const ds_manifest_entry *e) {
+    const char *separator = ds_manifest_separator(e);
+    if (!separator) { add_doc(ld, e->path, NULL, 0); return; }
+    uint8_t *data;
+    size_t len;
+    char why[256];
+    if (ds_read_input(e->path, &data, &len, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, WHAT ": %s: %s", e->path, why);
+    entry_list el = {ld, e->path, 0};
+    ds_split_text(data, len, separator, add_entry, &el);
+    free(data);
 }
 
 /* ---------------------------------------------------------------- chunks */
@@ -205,7 +139,6 @@ typedef struct selection {
     size_t n, cap;
     int count[2];
     int docs[2];
-    int unreadable;
 } selection;
 
 static int compare_doc_order(const void *x, const void *y) {
@@ -231,10 +164,9 @@ static void select_label(label_docs *ld, uint64_t seed, double held_fraction, co
         int split = held_fraction > 0 && ds_rng_uniform(seed, SPLIT_STREAM, d->hash) < held_fraction ? HELD : TRAIN;
         if (sel->count[split] >= quota[split]) continue;
         if (!d->text) {
-            if (ld->src->probe && !ld->src->probe(d->id)) continue;
             uint8_t *data;
             char why[256];
-            if (ds_read_input(d->id, &data, &d->len, why, sizeof why) != 0) { sel->unreadable++; continue; }
+            if (ds_read_input(d->id, &data, &d->len, why, sizeof why) != 0) ds_die(DS_EXIT_BAD_INPUT, WHAT ": %s: %s", d->id, why);
             d->text = (char *)data;
         }
         size_t n = memchr(d->text, 0, d->len) ? 0 : cut_chunks(d->text, d->len, co, chunks, cap);  /* NUL: binary */
@@ -267,7 +199,7 @@ static void select_label(label_docs *ld, uint64_t seed, double held_fraction, co
 ds_build_contexts_options ds_build_contexts_defaults(void) {
     return (ds_build_contexts_options){.held_out_fraction = 0.2, .max_per_label = 100, .chunks_per_doc = 4,
                                        .min_bytes = 64, .max_bytes = 512,
-                                       .sources = "fortunes,c-headers,python,shell,licenses,man", .seed = 1234};
+                                       .seed = 1234};
 }
 
 int ds_build_contexts(const ds_build_contexts_options *o) {
@@ -277,45 +209,61 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
     int max_per_label = o->max_per_label;
     uint64_t seed = o->seed;
     if (co.max_bytes < co.min_bytes)
-        ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --max-bytes %zu is below --min-bytes %zu", co.max_bytes, co.min_bytes);
+        ds_die(DS_EXIT_BAD_INPUT, WHAT ": --max-bytes %zu is below --min-bytes %zu", co.max_bytes, co.min_bytes);
     int quota[2] = {max_per_label - (int)(max_per_label * fraction + 0.5), (int)(max_per_label * fraction + 0.5)};
 
-    /* The labels, in --sources order. */
-    label_docs *labels = calloc(N_SOURCES + N_FORTUNE_CATEGORIES, sizeof *labels);
-    int n_labels = 0, used[N_SOURCES] = {0};
-    char *list = strdup(o->sources), *save = NULL;
-    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        int s = 0;
-        while (s < N_SOURCES && strcmp(sources[s].name, name) != 0) s++;
-        if (s == N_SOURCES)
-            ds_die(DS_EXIT_BAD_INPUT, "build-contexts: unknown source '%s' (known: fortunes, c-headers, python, shell, "
-                   "licenses, man)", name);
-        if (used[s]++) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: source '%s' given twice", name);
-        if (!sources[s].label) {
-            for (int c = 0; c < N_FORTUNE_CATEGORIES; c++) {
-                label_docs *ld = &labels[n_labels++];
-                ld->src = &sources[s];
-                snprintf(ld->label, sizeof ld->label, "fortunes/%s", fortune_categories[c]);
-                list_fortunes(ld, fortune_categories[c]);
-            }
-        } else {
-            label_docs *ld = &labels[n_labels++];
-            ld->src = &sources[s];
-            snprintf(ld->label, sizeof ld->label, "%s", sources[s].label);
-            list_files(ld);
-            if (ld->n == 0)
-                ds_die(DS_EXIT_BAD_INPUT, "build-contexts: source '%s': no files in %s (provided by %s)", name,
-                       sources[s].dirs[0], sources[s].package);
+    /* The manifest's sources (but the corpus's), in its order; those asked for, in --sources order. */
+    ds_manifest *m = ds_manifest_load(o->manifest, WHAT);
+    const char **known = calloc(m->n + 1, sizeof *known), **wanted = calloc(m->n + 1, sizeof *wanted);
+    int n_known = 0, n_wanted = 0;
+    char known_list[1024] = "";
+    for (size_t i = 0; i < m->n; i++) {
+        const char *source = m->items[i].source;
+        int k = 0;
+        while (k < n_known && strcmp(known[k], source) != 0) k++;
+        if (k == n_known && strcmp(source, "corpus") != 0) {
+            known[n_known++] = source;
+            size_t used = strlen(known_list);
+            if (used < sizeof known_list - 80) snprintf(known_list + used, sizeof known_list - used, "%s%s", used ? ", " : "", source);
         }
     }
+    char *list = strdup(o->sources ? o->sources : ""), *save = NULL;
+    if (!o->sources) memcpy(wanted, known, (size_t)n_known * sizeof *known), n_wanted = n_known;
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int k = 0;
+        while (k < n_known && strcmp(known[k], name) != 0) k++;
+        if (k == n_known) ds_die(DS_EXIT_BAD_INPUT, WHAT ": unknown source '%s' (known: %s)", name, known_list);
+        for (int j = 0; j < n_wanted; j++)
+            if (wanted[j] == known[k]) ds_die(DS_EXIT_BAD_INPUT, WHAT ": source '%s' given twice", name);
+        wanted[n_wanted++] = known[k];
+    }
+    if (n_wanted == 0) ds_die(DS_EXIT_BAD_INPUT, WHAT ": --sources is empty");
+
+    /* Every file is checked before any is used; then the labels, in order of first appearance. */
+    for (int j = 0; j < n_wanted; j++)
+        for (size_t i = 0; i < m->n; i++)
+            if (strcmp(m->items[i].source, wanted[j]) == 0)
+                ds_manifest_verify(m, &m->items[i], WHAT);
+    label_docs *labels = calloc(m->n, sizeof *labels);
+    int n_labels = 0;
+    for (int j = 0; j < n_wanted; j++)
+        for (size_t i = 0; i < m->n; i++) {
+            const ds_manifest_entry *e = &m->items[i];
+            if (strcmp(e->source, wanted[j]) != 0) continue;
+            int l = 0;
+            while (l < n_labels && strcmp(labels[l].label, e->label) != 0) l++;
+            if (l == n_labels) snprintf(labels[n_labels++].label, DS_LABEL_MAX, "%s", e->label);
+            list_documents(&labels[l], e);
+        }
     free(list);
-    if (n_labels == 0) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --sources is empty");
+    free(known);
+    free(wanted);
 
     selection *sel = calloc((size_t)n_labels, sizeof *sel);
     for (int l = 0; l < n_labels; l++) {
         select_label(&labels[l], seed, fraction, quota, &co, &sel[l]);
         if (sel[l].count[TRAIN] == 0)
-            ds_die(DS_EXIT_BAD_INPUT, "build-contexts: label '%s': no chunk of at least %zu bytes in %zu documents",
+            ds_die(DS_EXIT_BAD_INPUT, WHAT ": label '%s': no chunk of at least %zu bytes in %zu documents",
                    labels[l].label, co.min_bytes, labels[l].n);
     }
 
@@ -328,7 +276,7 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
     ds_contexts_writer_commit(w[TRAIN]);
     if (w[HELD]) ds_contexts_writer_commit(w[HELD]);
 
-    printf("build-contexts: %d labels, seed %llu, chunks %zu-%zu bytes, <= %d per document\n", n_labels,
+    printf(WHAT ": %d labels, seed %llu, chunks %zu-%zu bytes, <= %d per document\n", n_labels,
            (unsigned long long)seed, co.min_bytes, co.max_bytes, co.per_doc);
     printf("  %-22s %8s %8s %10s %10s\n", "label", "train", "held-out", "docs", "docs used");
     int total[2] = {0, 0};
@@ -336,7 +284,6 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
         printf("  %-22s %8d %8d %10zu %10d%s\n", labels[l].label, sel[l].count[TRAIN], sel[l].count[HELD],
                labels[l].n, sel[l].docs[TRAIN] + sel[l].docs[HELD],
                sel[l].count[TRAIN] < quota[TRAIN] || sel[l].count[HELD] < quota[HELD] ? "  (short of its quota)" : "");
-        if (sel[l].unreadable) printf("  %-22s %d unreadable documents skipped\n", "", sel[l].unreadable);
         total[TRAIN] += sel[l].count[TRAIN];
         total[HELD] += sel[l].count[HELD];
     }
@@ -351,5 +298,6 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
     }
     free(sel);
     free(labels);
+    ds_manifest_free(m);
     return 0;
 }

@@ -151,6 +151,9 @@ static int check_header(const shard_header *h, size_t file_len, char *why, size_
         return ds_data_fail(why, why_len, "unknown token dtype %u (expected 1 = uint16 or 2 = uint32)", h->dtype);
     if (h->vocab_size == 0 || (h->dtype == DTYPE_U16 && h->vocab_size > 65536))
         return ds_data_fail(why, why_len, "vocab_size %u does not fit token dtype %u", h->vocab_size, h->dtype);
+    if (h->vocab_size > (uint32_t)INT32_MAX)  /* ids are read as int32_t, as binidx ids are */
+        return ds_data_fail(why, why_len, "vocab_size %u exceeds %d, the most this build reads (token ids are 32-bit "
+                            "signed)", h->vocab_size, INT32_MAX);
     for (size_t i = 0; i < sizeof h->reserved; i++)
         if (h->reserved[i]) return ds_data_fail(why, why_len, "reserved header bytes are not zero");
     uint64_t width = dtype_width(h->dtype);

@@ -92,6 +92,31 @@ static void index_copy(index_reader *r, char *dst, size_t cap, const char *key) 
     strcpy(dst, v);
 }
 
+typedef struct numbered_label {
+    const char *name;
+    int i;
+} numbered_label;
+
+static int compare_labels(const void *a, const void *b) {
+    const numbered_label *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* The number of the first label that repeats an earlier one, or -1. By sorting: an index may list
+ * 2^20 labels, which a pairwise check would compare for hours. */
+static int first_repeated_label(char *const *labels, int n) {
+    numbered_label *sorted = malloc((size_t)n * sizeof *sorted);
+    if (!sorted) ds_die(DS_EXIT_FAIL, "out of memory");
+    for (int i = 0; i < n; i++) sorted[i] = (numbered_label){labels[i], i};
+    qsort(sorted, (size_t)n, sizeof *sorted, compare_labels);
+    int first = -1;
+    for (int k = 1; k < n; k++)
+        if (strcmp(sorted[k - 1].name, sorted[k].name) == 0 && (first < 0 || sorted[k].i < first)) first = sorted[k].i;
+    free(sorted);
+    return first;
+}
+
 static void parse_index(ds_states *s) {
     index_reader r = {s->path, NULL, NULL, 0};
     char why[256];
@@ -122,12 +147,16 @@ static void parse_index(ds_states *s) {
     in->n_records = index_int(&r, "records", 0, INT64_MAX);
     in->n_labels = (int)index_int(&r, "labels", 1, 1 << 20);
     in->labels = calloc((size_t)in->n_labels, sizeof(char *));
+    int first_label_line = r.line + 1;
     for (int i = 0; i < in->n_labels; i++) {
         const char *name = index_line(&r, "label");
         if (!ds_label_valid(name)) index_fail(&r, "label '%s' must be 1-63 characters of [A-Za-z0-9._/+-]", name);
-        for (int j = 0; j < i; j++)
-            if (strcmp(in->labels[j], name) == 0) index_fail(&r, "label '%s' listed twice", name);
         in->labels[i] = strdup(name);
+    }
+    int twice = first_repeated_label(in->labels, in->n_labels);
+    if (twice >= 0) {
+        r.line = first_label_line + twice;
+        index_fail(&r, "label '%s' listed twice", in->labels[twice]);
     }
     in->n_shards = (int)index_int(&r, "shards", 1, 1 << 20);
     s->listed = calloc((size_t)in->n_shards, sizeof *s->listed);
@@ -155,11 +184,30 @@ static void parse_index(ds_states *s) {
     free(r.text);
 }
 
-ds_states *ds_states_open(const char *index_path) {
+static ds_states *read_index(const char *index_path) {
     ds_states *s = calloc(1, sizeof *s);
     if (snprintf(s->path, sizeof s->path, "%s", index_path) >= (int)sizeof s->path)
         ds_die(DS_EXIT_BAD_INPUT, "%s: path too long", index_path);
     parse_index(s);
+    return s;
+}
+
+void ds_states_read_info(const char *index_path, ds_states_info *info) {
+    ds_states *s = read_index(index_path);
+    *info = s->info;
+    free(s->listed);
+    free(s);
+}
+
+void ds_states_info_free(ds_states_info *info) {
+    for (int i = 0; i < info->n_labels; i++) free(info->labels[i]);
+    free(info->labels);
+    info->labels = NULL;
+    info->n_labels = 0;
+}
+
+ds_states *ds_states_open(const char *index_path) {
+    ds_states *s = read_index(index_path);
     ds_states_info *in = &s->info;
     char copy[DS_PATH_MAX], dir[DS_PATH_MAX], path[2 * DS_PATH_MAX], why[512], model[256];
     snprintf(copy, sizeof copy, "%s", index_path);
@@ -183,7 +231,7 @@ ds_states *ds_states_open(const char *index_path) {
             ds_die(DS_EXIT_BAD_INPUT, "%s: made by model '%s', the index says '%s'", path, model, in->model);
         for (int64_t k = 0; k < m->n; k++) {
             ds_state_record rec = state_shard_record(m, k);
-            if (rec.label < 0 || rec.label >= in->n_labels || rec.context < 0)
+            if (rec.label < 0 || rec.label >= in->n_labels || rec.context < -1)
                 ds_die(DS_EXIT_BAD_INPUT, "%s: record %" PRId64 " has label %d (of %d) and context %d", path, k,
                        rec.label, in->n_labels, rec.context);
         }
@@ -195,8 +243,7 @@ ds_states *ds_states_open(const char *index_path) {
 void ds_states_close(ds_states *s) {
     if (!s) return;
     for (int i = 0; i < s->info.n_shards; i++) state_shard_close(&s->shards[i]);
-    for (int i = 0; i < s->info.n_labels; i++) free(s->info.labels[i]);
-    free(s->info.labels);
+    ds_states_info_free(&s->info);
     free(s->shards);
     free(s->listed);
     free(s->first);

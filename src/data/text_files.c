@@ -100,12 +100,37 @@ static int read_gzip(int fd, uint8_t **data, size_t *len, char *why, size_t why_
     return -1;
 }
 
-int ds_read_input(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+static int read_input(const char *path, int decompress, uint8_t **data, size_t *len, char *why, size_t why_len) {
     int fd = ds_open_input(path, why, why_len);
     if (fd < 0) return -1;
     int rc = 0;
-    if (ds_has_suffix(path, ".gz")) rc = read_gzip(fd, data, len, why, why_len);
+    if (decompress && ds_has_suffix(path, ".gz")) rc = read_gzip(fd, data, len, why, why_len);
     else if (read_fd(fd, data, len) != 0) rc = -1, snprintf(why, why_len, "cannot read: %s", strerror(errno));
     close(fd);
     return rc;
+}
+
+int ds_read_input(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+    return read_input(path, 1, data, len, why, why_len);
+}
+
+int ds_read_file(const char *path, uint8_t **data, size_t *len, char *why, size_t why_len) {
+    return read_input(path, 0, data, len, why, why_len);
+}
+
+void ds_split_text(const uint8_t *text, size_t n, const char *separator,
+                   void (*emit)(void *ctx, const uint8_t *doc, size_t len), void *ctx) {
+    if (!separator) { emit(ctx, text, n); return; }
+    size_t sep_len = strlen(separator), doc_start = 0, line = 0;
+    while (line < n) {
+        const uint8_t *nl = memchr(text + line, '\n', n - line);
+        size_t line_end = nl ? (size_t)(nl - text) : n, next = nl ? line_end + 1 : n;
+        size_t content_end = line_end > line && text[line_end - 1] == '\r' ? line_end - 1 : line_end;
+        if (content_end - line == sep_len && memcmp(text + line, separator, sep_len) == 0) {
+            emit(ctx, text + doc_start, line - doc_start);
+            doc_start = next;
+        }
+        line = next;
+    }
+    emit(ctx, text + doc_start, n - doc_start);
 }

@@ -3,11 +3,60 @@
 
 #include <malloc.h>
 #include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static int rank, size = 1, active;
+
+/* ---- collective watchdog (train.comm_timeout, src/dist/README.md §8) ----
+ * Open MPI's TCP transport waits forever for a peer that died with its node or sits behind a link
+ * that went down. While the watchdog is on, every blocking collective below runs under a timer; when
+ * it expires the rank prints one line naming the collective and exits 1, so the launcher (srun
+ * --kill-on-bad-exit, mpirun) ends the job instead of it hanging until its time limit. The line is
+ * formatted before the wait, because the signal handler may only write() and _exit(). */
+static double watch_seconds;
+static char watch_host[128] = "?", watch_line[512];
+static size_t watch_len;
+
+static void on_watch_expired(int sig) {
+    (void)sig;
+    ssize_t ignored = write(STDERR_FILENO, watch_line, watch_len);
+    (void)ignored;
+    _exit(DS_EXIT_FAIL);
+}
+
+void ds_dist_set_comm_timeout(double seconds) {
+    watch_seconds = active && size > 1 ? seconds : 0;
+    if (watch_seconds <= 0) return;
+    const char *node = getenv("SLURMD_NODENAME");  /* Slurm's name of this node, else the host's */
+    if (node) snprintf(watch_host, sizeof watch_host, "%s", node);
+    else gethostname(watch_host, sizeof watch_host - 1);
+    signal(SIGALRM, on_watch_expired);
+}
+
+static void watch_begin(const char *what) {
+    if (watch_seconds <= 0) return;
+    int n = snprintf(watch_line, sizeof watch_line,
+                     "dreamstate[rank %d]: %s did not complete within %g s (train.comm_timeout) on %s: another rank "
+                     "died or hangs, or the network between the nodes is down; exit 1. The newest checkpoint is "
+                     "intact and the same command resumes from it (raise train.comm_timeout if a step or a "
+                     "checkpoint write takes longer)\n", rank, what, watch_seconds, watch_host);
+    watch_len = n < (int)sizeof watch_line ? (size_t)n : sizeof watch_line - 1;
+    struct itimerval t = {.it_value = {.tv_sec = (time_t)watch_seconds,
+                                       .tv_usec = (suseconds_t)((watch_seconds - (time_t)watch_seconds) * 1e6)}};
+    if (t.it_value.tv_sec == 0 && t.it_value.tv_usec == 0) t.it_value.tv_usec = 1;
+    setitimer(ITIMER_REAL, &t, NULL);
+}
+
+static void watch_end(void) {
+    if (watch_seconds <= 0) return;
+    struct itimerval off = {0};
+    setitimer(ITIMER_REAL, &off, NULL);
+}
 
 void ds_dist_init(void) {
     /* Open MPI's nonblocking allreduce allocates a temporary per bucket; with glibc's default
@@ -35,7 +84,12 @@ void ds_dist_finalize(void) {
 
 int ds_dist_rank(void) { return rank; }
 int ds_dist_size(void) { return size; }
-void ds_dist_barrier(void) { if (active) MPI_Barrier(MPI_COMM_WORLD); }
+void ds_dist_barrier(void) {
+    if (!active) return;
+    watch_begin("a barrier");
+    MPI_Barrier(MPI_COMM_WORLD);
+    watch_end();
+}
 
 int ds_dist_cores_per_local_rank(void) {
     /* A rank the launcher bound to some cores (mpirun's default, Slurm's task affinity) uses exactly
@@ -59,24 +113,32 @@ int ds_dist_threads(int requested, const char *what) {
 
 void ds_dist_bcast(void *buf, size_t bytes, int root) {
     if (!active || size == 1) return;
+    watch_begin("a broadcast");
     /* MPI counts are int: send in chunks of at most 1 GiB */
     for (size_t off = 0; off < bytes; off += (size_t)1 << 30) {
         size_t n = bytes - off < ((size_t)1 << 30) ? bytes - off : ((size_t)1 << 30);
         MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
     }
-}
-
-double ds_dist_sum_double(double x) {
-    if (active && size > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    return x;
+    watch_end();
 }
 
 void ds_dist_sum_doubles(double *x, int n) {
-    if (active && size > 1) MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (!active || size == 1) return;
+    watch_begin("an allreduce (sum)");
+    MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    watch_end();
+}
+
+double ds_dist_sum_double(double x) {
+    ds_dist_sum_doubles(&x, 1);
+    return x;
 }
 
 int ds_dist_max_int(int x) {
-    if (active && size > 1) MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (!active || size == 1) return x;
+    watch_begin("an allreduce (max)");
+    MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    watch_end();
     return x;
 }
 
@@ -170,7 +232,9 @@ double ds_grad_sync_finish(ds_grad_sync *gs) {
                 ds_die(DS_EXIT_FAIL, "gradient bucket %d: %lld of %lld elements were marked ready", b,
                        (long long)gs->ready[b], (long long)bucket_size(gs, b));
         double t0 = MPI_Wtime();
+        watch_begin("the gradient allreduce");
         MPI_Waitall(gs->n_buckets, gs->requests, MPI_STATUSES_IGNORE);
+        watch_end();
         wait = MPI_Wtime() - t0;
     }
     if (gs->acc && !gs->passthrough) {
@@ -208,7 +272,9 @@ void ds_grad_sync_share_params(ds_grad_sync *gs, float *params) {
     for (int b = 0; b < gs->n_buckets; b++)
         MPI_Ibcast(params + (int64_t)b * gs->bucket_len, (int)bucket_size(gs, b), MPI_FLOAT, b % size, MPI_COMM_WORLD,
                    &gs->requests[b]);
+    watch_begin("the parameter broadcast (ZeRO-1)");
     MPI_Waitall(gs->n_buckets, gs->requests, MPI_STATUSES_IGNORE);
+    watch_end();
 }
 
 /* Moves one bucket between its owner's compact array (at compact_off) and rank 0's full array. */
@@ -238,11 +304,13 @@ static void move_all(ds_grad_sync *gs, const float *src_compact, float *dst_full
         return;
     }
     int64_t *off = ds_alloc(sizeof(int64_t) * size);  /* next compact offset of each owner */
+    watch_begin(src_compact ? "the AdamW moment gather (ZeRO-1)" : "the AdamW moment scatter (ZeRO-1)");
     for (int b = 0; b < gs->n_buckets; b++) {
         int owner = b % size;
         move_bucket(gs, b, off[owner], src_compact, dst_full, src_full, dst_compact);
         off[owner] += bucket_size(gs, b);
     }
+    watch_end();
     ds_free(off);
 }
 

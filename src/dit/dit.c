@@ -1,14 +1,17 @@
 /* Conditional DiT with adaLN-Zero (src/dit/README.md §1, §2): parameter table, initialisation, forward and
- * backward. Matrix products go through BLIS (ds_gemm), standard ops through the kernel table (ds_k):
- * LayerNorm without affine followed by the adaLN modulation is one norm kernel call per sample with
- * gamma = 1 + scale and beta = shift, whose backward then yields d(scale) and d(shift) directly.
+ * backward. Matrix products go through ds_gemm / ds_linear (fp32 BLIS, or bf16 operands with
+ * train.precision bf16: src/dit/README.md §2), everything else through the kernel table (ds_k,
+ * src/dit/README.md §2.1, §2.2): the tiled attention, the adaLN modulation (LayerNorm without affine,
+ * then each sample's scale and shift, whose backward yields d(scale) and d(shift) directly), the gated
+ * residuals and the activations, each over the whole batch in one call.
  * Rows are the B*T tokens of a batch, row-major [B, T, d].
  *
  * Shapes: B batch (samples), an image [C, I, I] (C channels, I input size, n = C I I floats), p patch
  * size, G = I / p patch grid, T = G^2 tokens, BT = B T rows, P = C p p floats of a patch vector,
  * D hidden (d), H heads, dh = D / H head size, R = mlp_ratio D MLP width, K classes (label table of
- * K + 1 rows), 256 timestep features. Weights are [out, in] as in torch.nn.Linear; attention scores
- * [B, H, T, T]; adaLN modulations [B, 6 D] per block (shift, scale, gate for attention, then MLP). */
+ * K + 1 rows), 256 timestep features. Weights are [out, in] as in torch.nn.Linear; attention keeps
+ * only the log-sum-exp of each query [B, H, T] (the tiled kernels never form the T x T scores); adaLN
+ * modulations [B, 6 D] per block (shift, scale, gate for attention, then MLP). */
 #include "dreamstate/dit.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -21,6 +24,10 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- parameter table */
+
+/* The chunks of a block's modulation row [6 D] (src/dit/README.md §1.3), in units of D; the final
+ * layer's [2 D] row holds shift, scale. The adaLN kernels read them per sample at stride 6 D (2 D). */
+enum { SHIFT_MSA, SCALE_MSA, GATE_MSA, SHIFT_MLP, SCALE_MLP, GATE_MLP, N_MOD };
 
 #define GLOBAL(field) -1, offsetof(ds_dit_weights, field)
 #define BLOCK(field) l, offsetof(ds_dit_block, field)
@@ -60,7 +67,7 @@ void ds_dit_param_table(ds_param_table *t, const ds_dit_dims *d) {
         MAT(proj_w, "attn.proj.weight", D, D); VEC(proj_b, "attn.proj.bias", D);
         MAT(fc1_w, "mlp.fc1.weight", R, D); VEC(fc1_b, "mlp.fc1.bias", R);
         MAT(fc2_w, "mlp.fc2.weight", D, R); VEC(fc2_b, "mlp.fc2.bias", D);
-        MAT(ada_w, "adaLN_modulation.1.weight", 6 * D, D); VEC(ada_b, "adaLN_modulation.1.bias", 6 * D);
+        MAT(ada_w, "adaLN_modulation.1.weight", N_MOD * D, D); VEC(ada_b, "adaLN_modulation.1.bias", N_MOD * D);
 #undef MAT
 #undef VEC
     }
@@ -141,7 +148,7 @@ void ds_dit_init_weights(ds_dit *m, uint64_t seed) {
 /* ---------------------------------------------------------------- activations */
 
 typedef struct {
-    float *x_in, *ln1_mean, *ln1_rstd, *u1, *qkv, *att, *o, *att_out;
+    float *x_in, *ln1_mean, *ln1_rstd, *u1, *qkv, *lse, *o, *att_out;
     float *x1, *ln2_mean, *ln2_rstd, *u2, *z, *act, *mlp_out, *mod;
 } block_acts;
 
@@ -151,7 +158,7 @@ typedef struct {
     float *x_final, *lnf_mean, *lnf_rstd, *uf, *mod_f, *out;      /* final layer */
     float *eps_hat, *d_eps;                                       /* [B, C, I, I] */
     /* scratch, forward and backward */
-    float *onep, *y_vec, *dx, *du, *dqkv, *d_o, *dF, *dz, *dact, *dA, *dS;
+    float *y_vec, *dx, *du, *dqkv, *d_o, *dF, *dz, *dact;
     float *dmod, *dsc, *dc, *dt_hid, *dt_pre, *d_out, *d_patches;
     int32_t *labels;
     float *vec;
@@ -160,26 +167,26 @@ typedef struct {
 } acts_table;
 
 /* Lays out every activation in one block: called with base == NULL to count, then to assign. */
-static int64_t layout(const ds_dit *m, int B, float *base, acts_table *at) {
-    const ds_dit_dims *d = &m->d;
-    int64_t T = m->tokens, BT = (int64_t)B * T, D = d->hidden, R = (int64_t)d->mlp_ratio * D, P = m->patch_dim;
+static int64_t layout(const ds_dit_dims *d, int B, float *base, acts_table *at) {
+    int64_t G = d->input_size / d->patch_size, T = G * G, BT = (int64_t)B * T, D = d->hidden;
+    int64_t R = (int64_t)d->mlp_ratio * D, P = (int64_t)d->in_channels * d->patch_size * d->patch_size;
     int64_t H = d->heads, off = 0;
 #define TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += ((n) + 15) & ~(int64_t)15; } while (0)
     for (int l = 0; l < d->depth; l++) {
         block_acts *ba = &at->blocks[l];
         TAKE(ba->x_in, BT * D); TAKE(ba->ln1_mean, BT); TAKE(ba->ln1_rstd, BT); TAKE(ba->u1, BT * D);
-        TAKE(ba->qkv, BT * 3 * D); TAKE(ba->att, B * H * T * T); TAKE(ba->o, BT * D); TAKE(ba->att_out, BT * D);
+        TAKE(ba->qkv, BT * 3 * D); TAKE(ba->lse, B * H * T); TAKE(ba->o, BT * D); TAKE(ba->att_out, BT * D);
         TAKE(ba->x1, BT * D); TAKE(ba->ln2_mean, BT); TAKE(ba->ln2_rstd, BT); TAKE(ba->u2, BT * D);
-        TAKE(ba->z, BT * R); TAKE(ba->act, BT * R); TAKE(ba->mlp_out, BT * D); TAKE(ba->mod, B * 6 * D);
+        TAKE(ba->z, BT * R); TAKE(ba->act, BT * R); TAKE(ba->mlp_out, BT * D); TAKE(ba->mod, B * N_MOD * D);
     }
     TAKE(at->patches, BT * P); TAKE(at->freq, B * DS_DIT_FREQ_DIM); TAKE(at->t_pre, B * D);
     TAKE(at->t_hid, B * D); TAKE(at->c, B * D); TAKE(at->sc, B * D);
     TAKE(at->x_final, BT * D); TAKE(at->lnf_mean, BT); TAKE(at->lnf_rstd, BT); TAKE(at->uf, BT * D);
     TAKE(at->mod_f, B * 2 * D); TAKE(at->out, BT * P);
     TAKE(at->eps_hat, BT * P); TAKE(at->d_eps, BT * P);
-    TAKE(at->onep, B * D); TAKE(at->y_vec, B * D); TAKE(at->dx, BT * D); TAKE(at->du, BT * D);
+    TAKE(at->y_vec, B * D); TAKE(at->dx, BT * D); TAKE(at->du, BT * D);
     TAKE(at->dqkv, BT * 3 * D); TAKE(at->d_o, BT * D); TAKE(at->dF, BT * D); TAKE(at->dz, BT * R);
-    TAKE(at->dact, BT * R); TAKE(at->dA, T * T); TAKE(at->dS, T * T); TAKE(at->dmod, B * 6 * D);
+    TAKE(at->dact, BT * R); TAKE(at->dmod, B * N_MOD * D);
     TAKE(at->dsc, B * D); TAKE(at->dc, B * D); TAKE(at->dt_hid, B * D); TAKE(at->dt_pre, B * D);
     TAKE(at->d_out, BT * P); TAKE(at->d_patches, BT * P);
 #undef TAKE
@@ -201,13 +208,28 @@ void ds_dit_reserve(ds_dit *m, int B) {
     free_acts(m);
     acts_table *at = ds_alloc(sizeof *at);
     at->blocks = ds_alloc(sizeof(block_acts) * (m->d.depth > 0 ? m->d.depth : 1));
-    m->acts_numel = layout(m, B, NULL, at);
+    m->acts_numel = layout(&m->d, B, NULL, at);
     m->acts = ds_alloc(sizeof(float) * m->acts_numel);
     at->labels = ds_alloc(sizeof(int32_t) * B);
     at->vec = ds_alloc(sizeof(float) * B * (m->d.cond_dim > 0 ? m->d.cond_dim : 1));
     at->vec_null = ds_alloc((size_t)B);
     m->act = at;
     m->act_B = B;
+}
+
+int64_t ds_dit_activation_floats(const ds_dit_dims *d, int B) {
+    acts_table at = {.blocks = ds_alloc(sizeof(block_acts) * (d->depth > 0 ? d->depth : 1))};
+    int64_t n = layout(d, B, NULL, &at);
+    ds_free(at.blocks);
+    return n;
+}
+
+int64_t ds_dit_n_params(const ds_dit_dims *d) {
+    ds_param_table t = {0};
+    ds_dit_param_table(&t, d);
+    int64_t n = t.n_floats;
+    ds_param_table_free(&t);
+    return n;
 }
 
 void ds_dit_destroy(ds_dit *m) {
@@ -245,83 +267,21 @@ void ds_dit_patches_to_image(int C, int I, int p, int channels_last, const float
 
 /* ---------------------------------------------------------------- building blocks */
 
-/* u = LN(x) (1 + scale) + shift per sample, with scale and shift rows of mod [B, stride]. */
-static void ln_modulate(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
-                        int scale_at, float *onep, float *u, float *mean, float *rstd) {
-    for (int b = 0; b < B; b++) {
-        const float *m = mod + (int64_t)b * stride;
-        float *g = onep + (int64_t)b * D;
-        for (int k = 0; k < D; k++) g[k] = 1.0f + m[scale_at + k];
-        int64_t off = (int64_t)b * T;
-        ds_k.norm_forward(T, D, D, DS_DIT_LN_EPS, x + off * D, g, m + shift_at, u + off * D, mean + off, rstd + off);
-    }
-}
-
-/* Backward of ln_modulate: dx += LN backward of du with gamma = 1 + scale; d(shift), d(scale) +=
- * token sums into the matching chunks of dmod [B, stride]. */
-static void ln_modulate_backward(int B, int T, int D, const float *x, const float *mod, int stride, int shift_at,
-                                 int scale_at, float *onep, const float *du, const float *mean, const float *rstd,
-                                 float *dx, float *dmod) {
-    for (int b = 0; b < B; b++) {
-        const float *m = mod + (int64_t)b * stride;
-        float *g = onep + (int64_t)b * D, *dm = dmod + (int64_t)b * stride;
-        for (int k = 0; k < D; k++) g[k] = 1.0f + m[scale_at + k];
-        int64_t off = (int64_t)b * T;
-        ds_k.norm_backward(T, D, D, du + off * D, x + off * D, mean + off, rstd + off, g, dx + off * D,
-                           dm + scale_at, dm + shift_at);
-    }
-}
-
-/* out = x + gate f per sample (gate at mod[b * stride + gate_at ...]). */
-static void gated_residual(int B, int T, int D, const float *x, const float *f, const float *mod, int stride,
-                           int gate_at, float *out) {
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)B * T * D >= 32768)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const float *g = mod + (int64_t)b * stride + gate_at;
-            int64_t off = ((int64_t)b * T + t) * D;
-            for (int k = 0; k < D; k++) out[off + k] = x[off + k] + g[k] * f[off + k];
-        }
-}
-
-/* Backward of gated_residual for the branch: df = dout gate, d(gate) += token sums of dout f. The
- * residual part (dx += dout) is the caller's: it keeps dout in place as dx. */
-static void gated_residual_backward(int B, int T, int D, const float *dout, const float *f, const float *mod,
-                                    int stride, int gate_at, float *df, float *dmod) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        const float *g = mod + (int64_t)b * stride + gate_at;
-        float *dg = dmod + (int64_t)b * stride + gate_at;
-        double *s = ds_alloc(sizeof(double) * D);
-        for (int t = 0; t < T; t++) {
-            int64_t off = ((int64_t)b * T + t) * D;
-            for (int k = 0; k < D; k++) {
-                df[off + k] = dout[off + k] * g[k];
-                s[k] += (double)dout[off + k] * f[off + k];
-            }
-        }
-        for (int k = 0; k < D; k++) dg[k] += (float)s[k];
-        ds_free(s);
-    }
-}
-
 /* ---------------------------------------------------------------- forward */
 
+/* q, k, v interleaved per token as the qkv Linear writes them ([B, T, 3, H, dh]); o [B, T, H, dh]. */
+static void attention_layouts(const ds_dit *m, ds_attn_layout *qkv, ds_attn_layout *o) {
+    int T = m->tokens, D = m->d.hidden, dh = D / m->d.heads;
+    *qkv = (ds_attn_layout){(int64_t)T * 3 * D, dh, 3 * D};
+    *o = (ds_attn_layout){(int64_t)T * D, dh, D};
+}
+
 static void attention_forward(const ds_dit *m, int B, block_acts *ba) {
-    int T = m->tokens, D = m->d.hidden, H = m->d.heads, dh = D / H;
-    float scale = 1.0f / sqrtf((float)dh);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *q = ba->qkv + (int64_t)b * T * 3 * D + h * dh, *k = q + D;
-            ds_gemm(0, 1, T, T, dh, scale, q, 3 * D, k, 3 * D, 0.0f, ba->att + ((int64_t)b * H + h) * T * T, T);
-        }
-    ds_k.softmax_forward((int64_t)B * H * T, T, ba->att, ba->att);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *v = ba->qkv + (int64_t)b * T * 3 * D + 2 * D + h * dh;
-            ds_gemm(0, 0, T, dh, T, 1.0f, ba->att + ((int64_t)b * H + h) * T * T, T, v, 3 * D, 0.0f,
-                    ba->o + (int64_t)b * T * D + h * dh, D);
-        }
+    int D = m->d.hidden;
+    ds_attn_layout in, out;
+    attention_layouts(m, &in, &out);
+    ds_k.attention_forward(B, m->d.heads, m->tokens, D / m->d.heads, ba->qkv, ba->qkv + D, ba->qkv + 2 * D, in,
+                           ba->o, out, ba->lse);
 }
 
 static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_acts *ba, acts_table *at,
@@ -329,17 +289,19 @@ static void block_forward(const ds_dit *m, int B, const ds_dit_block *p, block_a
     int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
     int64_t BT = (int64_t)B * T;
     /* modulation (shift, scale, gate) x (msa, mlp) from SiLU(c) */
-    ds_linear(B, D, 6 * D, at->sc, p->ada_w, p->ada_b, ba->mod);
-    ln_modulate(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, ba->u1, ba->ln1_mean, ba->ln1_rstd);
+    ds_linear(B, D, N_MOD * D, at->sc, p->ada_w, p->ada_b, ba->mod);
+    ds_k.modulate_forward(B, T, D, DS_DIT_LN_EPS, ba->x_in, ba->mod + SHIFT_MSA * D, ba->mod + SCALE_MSA * D, N_MOD * D,
+                          ba->u1, ba->ln1_mean, ba->ln1_rstd);
     ds_linear(BT, D, 3 * D, ba->u1, p->qkv_w, p->qkv_b, ba->qkv);
     attention_forward(m, B, ba);
     ds_linear(BT, D, D, ba->o, p->proj_w, p->proj_b, ba->att_out);
-    gated_residual(B, T, D, ba->x_in, ba->att_out, ba->mod, 6 * D, 2 * D, ba->x1);
-    ln_modulate(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, ba->u2, ba->ln2_mean, ba->ln2_rstd);
+    ds_k.gated_residual_forward(B, T, D, ba->x_in, ba->att_out, ba->mod + GATE_MSA * D, N_MOD * D, ba->x1);
+    ds_k.modulate_forward(B, T, D, DS_DIT_LN_EPS, ba->x1, ba->mod + SHIFT_MLP * D, ba->mod + SCALE_MLP * D, N_MOD * D,
+                          ba->u2, ba->ln2_mean, ba->ln2_rstd);
     ds_linear(BT, D, R, ba->u2, p->fc1_w, p->fc1_b, ba->z);
     ds_k.act_forward(DS_ACT_GELU_TANH, BT * R, ba->z, ba->act);
     ds_linear(BT, R, D, ba->act, p->fc2_w, p->fc2_b, ba->mlp_out);
-    gated_residual(B, T, D, ba->x1, ba->mlp_out, ba->mod, 6 * D, 5 * D, x_out);
+    ds_k.gated_residual_forward(B, T, D, ba->x1, ba->mlp_out, ba->mod + GATE_MLP * D, N_MOD * D, x_out);
 }
 
 /* 256 sinusoidal features of the integer timestep (src/dit/README.md §1.2): cos block first, f_k = 10000^(-k/128). */
@@ -400,7 +362,7 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
     check_inputs(d, B, t, cond);
     ds_dit_reserve(m, B);
     acts_table *at = m->act;
-    layout(m, B, m->acts, at);
+    layout(&m->d, B, m->acts, at);
     at->B = B;
     int T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size, p = d->patch_size;
     int64_t BT = (int64_t)B * T, n = (int64_t)C * I * I;
@@ -414,7 +376,8 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
         block_forward(m, B, &m->w.blocks[l], &at->blocks[l], at, l + 1 < d->depth ? at->blocks[l + 1].x_in : at->x_final);
     /* final layer: adaLN (shift, scale), Linear to p p C per token, unpatchify */
     ds_linear(B, D, 2 * D, at->sc, m->w.final_ada_w, m->w.final_ada_b, at->mod_f);
-    ln_modulate(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->uf, at->lnf_mean, at->lnf_rstd);
+    ds_k.modulate_forward(B, T, D, DS_DIT_LN_EPS, at->x_final, at->mod_f, at->mod_f + D, 2 * D, at->uf, at->lnf_mean,
+                          at->lnf_rstd);
     ds_linear(BT, D, P, at->uf, m->w.final_w, m->w.final_b, at->out);
     for (int b = 0; b < B; b++) ds_dit_patches_to_image(C, I, p, 1, at->out + b * T * P, at->eps_hat + b * n);
     if (eps_out) memcpy(eps_out, at->eps_hat, sizeof(float) * B * n);
@@ -426,21 +389,12 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
 
 /* at->d_o holds dL/dO; writes the q, k, v gradients into at->dqkv. */
 static void attention_backward(const ds_dit *m, int B, const block_acts *ba, acts_table *at) {
-    int T = m->tokens, D = m->d.hidden, H = m->d.heads, dh = D / H;
-    float scale = 1.0f / sqrtf((float)dh);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int64_t qoff = (int64_t)b * T * 3 * D + h * dh;
-            const float *q = ba->qkv + qoff, *k = q + D, *v = q + 2 * D;
-            const float *A = ba->att + ((int64_t)b * H + h) * T * T, *dO = at->d_o + (int64_t)b * T * D + h * dh;
-            float *dq = at->dqkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
-            ds_gemm(1, 0, T, dh, T, 1.0f, A, T, dO, D, 0.0f, dv, 3 * D);        /* dV = A^T dO */
-            ds_gemm(0, 1, T, T, dh, 1.0f, dO, D, v, 3 * D, 0.0f, at->dA, T);    /* dA = dO V^T */
-            memset(at->dS, 0, sizeof(float) * T * T);
-            ds_k.softmax_backward(T, T, A, at->dA, at->dS);
-            ds_gemm(0, 0, T, dh, T, scale, at->dS, T, k, 3 * D, 0.0f, dq, 3 * D); /* dQ = dS K / sqrt(dh) */
-            ds_gemm(1, 0, T, dh, T, scale, at->dS, T, q, 3 * D, 0.0f, dk, 3 * D); /* dK = dS^T Q / sqrt(dh) */
-        }
+    int D = m->d.hidden;
+    ds_attn_layout in, out;
+    attention_layouts(m, &in, &out);
+    memset(at->dqkv, 0, sizeof(float) * B * m->tokens * 3 * D);  /* the kernel accumulates */
+    ds_k.attention_backward(B, m->d.heads, m->tokens, D / m->d.heads, ba->qkv, ba->qkv + D, ba->qkv + 2 * D, in,
+                            ba->o, at->d_o, out, ba->lse, at->dqkv, at->dqkv + D, at->dqkv + 2 * D);
 }
 
 /* at->dx holds dL/d(block output) on entry and dL/d(block input) on exit; dsc accumulates. */
@@ -448,24 +402,29 @@ static void block_backward(const ds_dit *m, int B, const ds_dit_block *p, ds_dit
                            acts_table *at) {
     int T = m->tokens, D = m->d.hidden, R = m->d.mlp_ratio * D;
     int64_t BT = (int64_t)B * T;
-    memset(at->dmod, 0, sizeof(float) * B * 6 * D);
+    float *dmod = at->dmod;
+    memset(dmod, 0, sizeof(float) * B * N_MOD * D);
     /* MLP branch: x2 = x1 + g2 M, M = fc2(GELU(fc1(u2))), u2 = LN(x1)(1 + scale2) + shift2 */
-    gated_residual_backward(B, T, D, at->dx, ba->mlp_out, ba->mod, 6 * D, 5 * D, at->dF, at->dmod);
+    memset(at->dF, 0, sizeof(float) * BT * D);
+    ds_k.gated_residual_backward(B, T, D, at->dx, ba->mlp_out, ba->mod + GATE_MLP * D, N_MOD * D, at->dF,
+                                 dmod + GATE_MLP * D);
     ds_linear_backward(BT, R, D, ba->act, p->fc2_w, at->dF, g->fc2_w, g->fc2_b, at->dact, 0);
     memset(at->dz, 0, sizeof(float) * BT * R);
     ds_k.act_backward(DS_ACT_GELU_TANH, BT * R, ba->z, at->dact, at->dz);
     ds_linear_backward(BT, D, R, ba->u2, p->fc1_w, at->dz, g->fc1_w, g->fc1_b, at->du, 0);
-    ln_modulate_backward(B, T, D, ba->x1, ba->mod, 6 * D, 3 * D, 4 * D, at->onep, at->du, ba->ln2_mean,
-                         ba->ln2_rstd, at->dx, at->dmod);
+    ds_k.modulate_backward(B, T, D, at->du, ba->x1, ba->ln2_mean, ba->ln2_rstd, ba->mod + SCALE_MLP * D, N_MOD * D,
+                           at->dx, dmod + SHIFT_MLP * D, dmod + SCALE_MLP * D);
     /* attention branch: x1 = x + g1 Att, Att = proj(attention(qkv(u1))) */
-    gated_residual_backward(B, T, D, at->dx, ba->att_out, ba->mod, 6 * D, 2 * D, at->dF, at->dmod);
+    memset(at->dF, 0, sizeof(float) * BT * D);
+    ds_k.gated_residual_backward(B, T, D, at->dx, ba->att_out, ba->mod + GATE_MSA * D, N_MOD * D, at->dF,
+                                 dmod + GATE_MSA * D);
     ds_linear_backward(BT, D, D, ba->o, p->proj_w, at->dF, g->proj_w, g->proj_b, at->d_o, 0);
     attention_backward(m, B, ba, at);
     ds_linear_backward(BT, D, 3 * D, ba->u1, p->qkv_w, at->dqkv, g->qkv_w, g->qkv_b, at->du, 0);
-    ln_modulate_backward(B, T, D, ba->x_in, ba->mod, 6 * D, 0, D, at->onep, at->du, ba->ln1_mean, ba->ln1_rstd,
-                         at->dx, at->dmod);
+    ds_k.modulate_backward(B, T, D, at->du, ba->x_in, ba->ln1_mean, ba->ln1_rstd, ba->mod + SCALE_MSA * D, N_MOD * D,
+                           at->dx, dmod + SHIFT_MSA * D, dmod + SCALE_MSA * D);
     /* adaLN head: dmod -> weights and SiLU(c) */
-    ds_linear_backward(B, D, 6 * D, at->sc, p->ada_w, at->dmod, g->ada_w, g->ada_b, at->dsc, 1);
+    ds_linear_backward(B, D, N_MOD * D, at->sc, p->ada_w, dmod, g->ada_w, g->ada_b, at->dsc, 1);
 }
 
 /* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection. */
@@ -513,8 +472,8 @@ static void backward(ds_dit *m, float *dx_out) {
     ds_linear_backward(BT, D, P, at->uf, m->w.final_w, at->d_out, m->g.final_w, m->g.final_b, at->du, 0);
     memset(at->dx, 0, sizeof(float) * BT * D);
     memset(at->dmod, 0, sizeof(float) * B * 2 * D);
-    ln_modulate_backward(B, T, D, at->x_final, at->mod_f, 2 * D, 0, D, at->onep, at->du, at->lnf_mean,
-                         at->lnf_rstd, at->dx, at->dmod);
+    ds_k.modulate_backward(B, T, D, at->du, at->x_final, at->lnf_mean, at->lnf_rstd, at->mod_f + D, 2 * D, at->dx,
+                           at->dmod, at->dmod + D);
     memset(at->dsc, 0, sizeof(float) * B * D);
     ds_linear_backward(B, D, 2 * D, at->sc, m->w.final_ada_w, at->dmod, m->g.final_ada_w, m->g.final_ada_b, at->dsc, 1);
     for (int l = d->depth - 1; l >= 0; l--) block_backward(m, B, &m->w.blocks[l], &m->g.blocks[l], &at->blocks[l], at);

@@ -28,32 +28,43 @@ const char *ds_state_cond_kind_name(ds_state_cond_kind kind) {
     return kind == DS_STATE_COND_FIRST_TOKEN ? "first_token" : kind == DS_STATE_COND_MEAN_TOKEN ? "mean_token" : "label";
 }
 
-void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int *layers, int n_layers,
-                         ds_state_cond_kind kind, int n_labels, char *const *labels, const ds_dit_dims *arch,
-                         ds_schedule schedule) {
-    memset(s, 0, sizeof *s);
+ds_dit_dims ds_state_dit_dims(const ds_state_shape *shape, const int *layers, int n_layers, ds_state_cond_kind kind,
+                              int n_labels, const ds_dit_dims *arch) {
     if (shape->head_size != STATE_SIZE) ds_die(DS_EXIT_BAD_INPUT, "state DiT: head size %d, need 64", shape->head_size);
     if (n_layers < 1 || n_layers > DS_STATE_DIT_MAX_LAYERS)
         ds_die(DS_EXIT_BAD_INPUT, "state DiT: %d layers chosen (1..%d)", n_layers, DS_STATE_DIT_MAX_LAYERS);
     for (int i = 0; i < n_layers; i++)
         if (layers[i] < 0 || layers[i] >= shape->n_layer)
             ds_die(DS_EXIT_BAD_INPUT, "state DiT: layer %d outside the state's %d layers", layers[i], shape->n_layer);
-    s->shape = *shape;
-    s->n_layers = n_layers;
-    memcpy(s->layers, layers, sizeof(int) * n_layers);
-    s->channels = n_layers * shape->n_head;
-    s->x_floats = (int64_t)s->channels * STATE_SIZE * STATE_SIZE;
-    s->cond_kind = kind;
     if (kind != DS_STATE_COND_LABEL) {
-        /* the record's condition holds the parts of shape->flags in bit order, C floats each */
         uint32_t bit = kind == DS_STATE_COND_FIRST_TOKEN ? DS_COND_FIRST_TOKEN : DS_COND_MEAN_TOKEN;
         if (!(shape->flags & bit))
             ds_die(DS_EXIT_BAD_INPUT, "state DiT: condition %s is not stored in the state dataset (flags %u)",
                    ds_state_cond_kind_name(kind), shape->flags);
-        s->cond_offset = (bit == DS_COND_MEAN_TOKEN && (shape->flags & DS_COND_FIRST_TOKEN)) ? shape->n_embd : 0;
     } else if (n_labels < 1) {
         ds_die(DS_EXIT_BAD_INPUT, "state DiT: a label condition needs at least one label");
     }
+    ds_dit_dims d = *arch;
+    d.in_channels = n_layers * shape->n_head;
+    d.input_size = STATE_SIZE;
+    d.num_classes = kind == DS_STATE_COND_LABEL ? n_labels : 0;
+    d.cond_dim = kind == DS_STATE_COND_LABEL ? 0 : shape->n_embd;
+    return d;
+}
+
+void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int *layers, int n_layers,
+                         ds_state_cond_kind kind, int n_labels, char *const *labels, const ds_dit_dims *arch,
+                         ds_schedule schedule) {
+    memset(s, 0, sizeof *s);
+    ds_dit_dims d = ds_state_dit_dims(shape, layers, n_layers, kind, n_labels, arch);
+    s->shape = *shape;
+    s->n_layers = n_layers;
+    memcpy(s->layers, layers, sizeof(int) * n_layers);
+    s->channels = d.in_channels;
+    s->x_floats = (int64_t)s->channels * STATE_SIZE * STATE_SIZE;
+    s->cond_kind = kind;
+    /* the record's condition holds the parts of shape->flags in bit order, C floats each */
+    if (kind == DS_STATE_COND_MEAN_TOKEN && (shape->flags & DS_COND_FIRST_TOKEN)) s->cond_offset = shape->n_embd;
     s->n_labels = n_labels;
     s->labels = ds_alloc(sizeof(char *) * (n_labels > 0 ? n_labels : 1));
     for (int i = 0; i < n_labels; i++) {
@@ -62,11 +73,6 @@ void ds_state_dit_create(ds_state_dit *s, const ds_state_shape *shape, const int
     }
     s->schedule = schedule;
     ds_diffusion_create(&s->process, schedule, DS_DIFFUSION_STEPS);
-    ds_dit_dims d = *arch;
-    d.in_channels = s->channels;
-    d.input_size = STATE_SIZE;
-    d.num_classes = kind == DS_STATE_COND_LABEL ? n_labels : 0;
-    d.cond_dim = kind == DS_STATE_COND_LABEL ? 0 : shape->n_embd;
     ds_dit_create(&s->dit, &d);
     s->ema = ds_alloc(sizeof(float) * s->dit.n_params);
     ds_state_dit_set_normalisation(s, 0);

@@ -8,8 +8,9 @@
  *      check: mean distance of generated and of held-out states to their nearest train state;
  *  (3) continuation loss: teacher-forced CE of the tokens after the part of each held-out context its
  *      state was extracted from, from six initial states (zero; class mean; generated of its label and
- *      of a wrong label; the true state reduced to the modelled WKV, as src/dit/README.md §3.7 injects; the full true
- *      state, i.e. prompting), per label and pooled (token-weighted), with 95% bootstrap CIs of the
+ *      of a wrong label; the true state reduced to the modelled WKV, as src/dit/README.md §3.7 injects; the
+ *      full true state, i.e. prompting) and, with --tuned, a seventh: the state tuned for its label
+ *      (run.task state_tuning), per label and pooled (token-weighted), with 95% bootstrap CIs of the
  *      paired difference to the zero state.
  * Work split: generated samples, kNN queries and continuation contexts are dealt out over the ranks;
  * every per-item result lands in an array that is zero elsewhere and is summed over ranks (exact), and
@@ -56,6 +57,28 @@ static void check_dataset(const char *path, const ds_states_info *info, const ds
         if (strcmp(info->labels[i], sd->labels[i]) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "%s: label %d is '%s', the model's is '%s' (extract held-out states with "
                    "--labels-from)", path, i, info->labels[i], sd->labels[i]);
+}
+
+/* The tuned state of every label of the model (a state dataset of run.task state_tuning: one record per
+ * label, matched by name) into r->tuned. */
+static void load_tuned(eval_run *r) {
+    const char *path = r->o.tuned;
+    ds_states *t = ds_states_open(path);
+    const ds_states_info *info = ds_states_get_info(t);
+    if (strcmp(info->model, r->rwkv_model) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: tuned states of '%s', but %s was trained on states of '%s'", path, info->model,
+               r->o.model, r->rwkv_model);
+    int64_t SF = ds_state_floats(&r->sd.shape);
+    r->tuned = ds_alloc(sizeof(float) * r->K * SF);
+    for (int k = 0; k < r->K; k++) {
+        int64_t i = 0;
+        while (i < info->n_records && strcmp(info->labels[ds_states_record(t, i).label], r->sd.labels[k]) != 0) i++;
+        if (i == info->n_records)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: no tuned state of label '%s' (tune on contexts of the same labels)", path,
+                   r->sd.labels[k]);
+        memcpy(r->tuned + k * SF, ds_states_record(t, i).state, sizeof(float) * SF);
+    }
+    ds_states_close(t);
 }
 
 /* A record state reduced to the modelled layers' WKV, everything else zero (the injection of src/dit/README.md §3.7). */
@@ -193,7 +216,7 @@ static void knn(eval_run *r) {
 }
 
 /* Per held-out record (rank r's share: records r, r + R, ...): the CE sums of the continuation from
- * each initial state, one forward of the N_INITS states as a batch over the same tokens. */
+ * each initial state, one forward of the n_inits states as a batch over the same tokens. */
 static void continuation(eval_run *r, ds_rwkv7 *m, const ds_tokenizer *tok, const ds_contexts *ctx) {
     double t0 = ds_now_seconds();
     int max_tokens = r->hi->max_tokens, T = r->o.continuation_tokens - 1, V = m->d.vocab_size;
@@ -203,12 +226,13 @@ static void continuation(eval_run *r, ds_rwkv7 *m, const ds_tokenizer *tok, cons
         size_t len = ctx->items[ds_states_record(r->held, i).context].len;
         longest = len > longest ? len : longest;
     }
+    int I = r->n_inits;
     int32_t *ids = ds_alloc(sizeof(int32_t) * longest), *tokens = ds_alloc(sizeof(int32_t) * N_INITS * T);
     int32_t *targets = ds_alloc(sizeof(int32_t) * N_INITS * T);
     float *logits = ds_alloc(sizeof(float) * N_INITS * T * V), *losses = ds_alloc(sizeof(float) * N_INITS * T);
     float *state = ds_alloc(sizeof(float) * SF);
     ds_rwkv7_state st;
-    ds_rwkv7_state_create(&st, &m->d, N_INITS);
+    ds_rwkv7_state_create(&st, &m->d, I);
     r->ce = ds_alloc(sizeof(double) * r->n_held * CE_STRIDE);
     ds_progress prog;
     ds_progress_begin(&prog, "eval-states continuation", "contexts (rank 0's share)",
@@ -221,13 +245,13 @@ static void continuation(eval_run *r, ds_rwkv7 *m, const ds_tokenizer *tok, cons
         if (n_ids < DS_EVAL_STATES_MIN_CONTINUATION) continue;
         int n = (int)(n_ids < r->o.continuation_tokens ? n_ids : r->o.continuation_tokens) - 1;  /* inputs = targets */
         const int32_t *cont = ids + max_tokens;
-        for (int b = 0; b < N_INITS; b++)
+        for (int b = 0; b < I; b++)
             for (int t = 0; t < n; t++) {
                 tokens[b * n + t] = cont[t];
                 targets[b * n + t] = cont[t + 1];
             }
         int label = rec.label, wrong = (label + 1) % r->K;
-        for (int b = 0; b < N_INITS; b++) {
+        for (int b = 0; b < I; b++) {
             const float *src = state;
             switch (b) {
             case INIT_ZERO: memset(state, 0, sizeof(float) * SF); break;
@@ -235,14 +259,15 @@ static void continuation(eval_run *r, ds_rwkv7 *m, const ds_tokenizer *tok, cons
             case INIT_GEN: ds_state_dit_decode(&r->sd, r->gen_x + (label * N + i % N) * X, state); break;
             case INIT_GEN_WRONG: ds_state_dit_decode(&r->sd, r->gen_x + (wrong * N + i % N) * X, state); break;
             case INIT_TRUE: modelled_only(&r->sd, rec.state, state); break;
-            default: src = rec.state; break;  /* INIT_FULL */
+            case INIT_FULL: src = rec.state; break;
+            default: src = r->tuned + label * SF; break;  /* INIT_TUNED */
             }
             ds_state_unpack(&r->sd.shape, src, &st, b);
         }
-        ds_rwkv7_forward(m, N_INITS, n, tokens, NULL, 1.0f, 0.0f, &st, NULL, logits);
-        ds_k.softmax_xent(N_INITS * n, V, logits, targets, 1.0f, 0.0f, losses);
+        ds_rwkv7_forward(m, I, n, tokens, NULL, 1.0f, 0.0f, &st, NULL, logits);
+        ds_k.softmax_xent(I * n, V, logits, targets, 1.0f, 0.0f, losses);
         double *row = r->ce + i * CE_STRIDE;
-        for (int b = 0; b < N_INITS; b++)
+        for (int b = 0; b < I; b++)
             for (int t = 0; t < n; t++) row[b] += losses[b * n + t];
         row[N_INITS] = n;
     }
@@ -300,6 +325,8 @@ int ds_eval_states(const ds_eval_states_options *options) {
     r.ti = ds_states_get_info(r.train), r.hi = ds_states_get_info(r.held);
     check_dataset(r.o.states, r.ti, &r.sd, r.rwkv_model, r.o.model);
     check_dataset(r.o.held_out, r.hi, &r.sd, r.rwkv_model, r.o.model);
+    r.n_inits = r.o.tuned ? N_INITS : N_INITS - 1;
+    if (r.o.tuned) load_tuned(&r);
     r.n_train = r.ti->n_records, r.n_held = r.hi->n_records, r.n_gen = (int64_t)r.K * r.o.samples_per_label;
     if (r.n_train < eval_states_knn_ks[N_KS - 1])
         ds_die(DS_EXIT_BAD_INPUT, "%s: %lld records, the kNN needs at least %d", r.o.states, (long long)r.n_train,
@@ -341,7 +368,7 @@ int ds_eval_states(const ds_eval_states_options *options) {
         eval_states_report(&r, ds_now_seconds() - start);
         ds_log("eval-states: wrote %s in %.1fs", r.out, ds_now_seconds() - start);
     }
-    ds_free(r.train_x); ds_free(r.train_labels); ds_free(r.held_labels); ds_free(r.gen_x); ds_free(r.class_mean);
+    ds_free(r.train_x); ds_free(r.train_labels); ds_free(r.held_labels); ds_free(r.gen_x); ds_free(r.class_mean); ds_free(r.tuned);
     ds_free(r.knn); ds_free(r.ce);
     ds_rwkv7_destroy(&m);
     ds_tokenizer_free(tok);

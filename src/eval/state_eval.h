@@ -9,8 +9,8 @@
 enum { N_KS = 2 };
 extern const int eval_states_knn_ks[N_KS];   /* 1, 5 */
 
-/* The initial states of the continuation loss, in their batch order. */
-enum { INIT_ZERO, INIT_MEAN, INIT_GEN, INIT_GEN_WRONG, INIT_TRUE, INIT_FULL, N_INITS };
+/* The initial states of the continuation loss, in their batch order; INIT_TUNED only with --tuned. */
+enum { INIT_ZERO, INIT_MEAN, INIT_GEN, INIT_GEN_WRONG, INIT_TRUE, INIT_FULL, INIT_TUNED, N_INITS };
 enum { CE_STRIDE = N_INITS + 1 };  /* per context: CE sums of each initial state, then the token count */
 
 typedef struct eval_run {
@@ -22,14 +22,16 @@ typedef struct eval_run {
     ds_states *train, *held;
     const ds_states_info *ti, *hi;
     int K, rank, ranks;
+    int n_inits;         /* initial states scored: N_INITS with tuned states, else N_INITS - 1 */
     int64_t n_train, n_held, n_gen, n_eps_train;
     float *train_x;      /* [n_train][x_floats] kNN features */
     int *train_labels, *held_labels;
     float *gen_x;        /* [n_gen][x_floats] generated samples (normalised), on every rank */
     float *class_mean;   /* [K][state floats] mean train state of each label, modelled WKV only */
+    float *tuned;        /* [K][state floats] the tuned state of each label (--tuned), or NULL */
     double eps_held[DS_STATE_DIT_EVAL_STEPS + 1], eps_train[DS_STATE_DIT_EVAL_STEPS + 1];  /* per step, mean */
     double *knn;         /* [n_held + n_gen][N_KS + 1]: the k-votes, distance to the nearest train state */
-    double *ce;          /* [n_held][CE_STRIDE] */
+    double *ce;          /* [n_held][CE_STRIDE]; the INIT_TUNED column stays 0 without tuned states */
     double seconds[5];   /* denoising, features, generation, kNN, continuation */
 } eval_run;
 

@@ -13,7 +13,7 @@
 #define RNG_STREAM_BOOTSTRAP 0x424f4f54  /* "BOOT" + group: the resampled contexts */
 
 static const char *const init_names[N_INITS] = {"zero", "class_mean", "generated", "generated_wrong_label",
-                                                "true_modelled", "true_full"};
+                                                "true_modelled", "true_full", "tuned"};
 
 /* ---- kNN ---- */
 
@@ -118,9 +118,9 @@ static void json_knn(FILE *f, const knn_group *g) {
     fputc('}', f);
 }
 
-static void json_ce(FILE *f, const ce_group *g) {
+static void json_ce(FILE *f, const ce_group *g, int n_inits) {
     fprintf(f, "{\"contexts\": %lld, \"tokens\": %.0f", (long long)g->contexts, g->tokens);
-    for (int s = 0; s < N_INITS; s++) {
+    for (int s = 0; s < n_inits; s++) {
         fprintf(f, ",\n        \"%s\": {\"ce\": ", init_names[s]), ds_json_number(f, g->ce[s]);
         fputs(", \"delta_vs_zero\": ", f), ds_json_number(f, g->delta[s]);
         fputs(", \"ci95\": [", f), ds_json_number(f, g->lo[s]), fputs(", ", f), ds_json_number(f, g->hi[s]), fputs("]}", f);
@@ -139,6 +139,9 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     fputs(", \"signature\": ", f), ds_json_string(f, sig);
     fputs(",\n  \"rwkv_model\": ", f), ds_json_string(f, r->rwkv_model);
     fputs(", \"rwkv_weights\": ", f), ds_json_string(f, r->weights);
+    fputs(",\n  \"tuned_states\": ", f);
+    if (r->o.tuned) ds_json_string(f, r->o.tuned);
+    else fputs("null", f);
     fputs(", \"tokenizer\": ", f), ds_json_string(f, r->tokenizer);
     fputs(",\n  \"train\": {\"index\": ", f), ds_json_string(f, r->o.states);
     fprintf(f, ", \"records\": %lld, \"max_tokens\": %d},\n  \"held_out\": {\"index\": ", (long long)r->n_train,
@@ -189,13 +192,13 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     fprintf(f, "  \"continuation\": {\"max_tokens\": %d, \"min_tokens\": %d, \"after_tokens\": %d, "
                "\"bootstrap_resamples\": %d, \"initial_states\": [", r->o.continuation_tokens, DS_EVAL_STATES_MIN_CONTINUATION,
             r->hi->max_tokens, BOOTSTRAP_RESAMPLES);
-    for (int s = 0; s < N_INITS; s++) fprintf(f, "%s\"%s\"", s ? ", " : "", init_names[s]);
+    for (int s = 0; s < r->n_inits; s++) fprintf(f, "%s\"%s\"", s ? ", " : "", init_names[s]);
     fprintf(f, "],\n    \"skipped\": %lld,\n    \"pooled\": ", (long long)(r->n_held - cg[0].contexts));
-    json_ce(f, &cg[0]);
+    json_ce(f, &cg[0], r->n_inits);
     fputs(",\n    \"per_label\": [", f);
     for (int k = 0; k < r->K; k++) {
         fputs(k ? ",\n      {\"label\": " : "\n      {\"label\": ", f), ds_json_string(f, r->sd.labels[k]);
-        fputs(", \"ce\": ", f), json_ce(f, &cg[1 + k]), fputc('}', f);
+        fputs(", \"ce\": ", f), json_ce(f, &cg[1 + k], r->n_inits), fputc('}', f);
     }
     fputs("],\n    \"per_context\": [", f);
     int first = 1;
@@ -205,7 +208,7 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
         fprintf(f, "%s\n      {\"record\": %lld, \"context\": %d, \"label\": %d, \"tokens\": %.0f, \"ce\": [",
                 first ? "" : ",", (long long)i, ds_states_record(r->held, i).context, r->held_labels[i], row[N_INITS]);
         first = 0;
-        for (int s = 0; s < N_INITS; s++) fputs(s ? ", " : "", f), ds_json_number(f, row[s] / row[N_INITS]);
+        for (int s = 0; s < r->n_inits; s++) fputs(s ? ", " : "", f), ds_json_number(f, row[s] / row[N_INITS]);
         fputs("]}", f);
     }
     fputs("]},\n  \"seconds\": {\"denoising\": ", f);
@@ -250,7 +253,7 @@ static void print_table(const eval_run *r, const knn_group *kn, const ce_group *
     printf("    %-22s  pooled   dCE vs zero [95%% CI]      ", "initial state");
     for (int k = 0; k < r->K; k++) printf("  %10.10s", r->sd.labels[k]);
     printf("\n");
-    for (int s = 0; s < N_INITS; s++) {
+    for (int s = 0; s < r->n_inits; s++) {
         printf("    %-22s  %-7.4f  %+.4f [%+.4f, %+.4f]", init_names[s], cg[0].ce[s], cg[0].delta[s], cg[0].lo[s],
                cg[0].hi[s]);
         for (int k = 0; k < r->K; k++) printf("  %10.4f", cg[1 + k].ce[s]);

@@ -150,40 +150,110 @@ static void make_u0(ds_hybrid *h) {
 
 #define GLOBAL(field) -1, offsetof(ds_hybrid_weights, field)
 
+/* The generated matrices of d as 0 = r, 1 = k, 2 = v into mats; returns their number. */
+static int generated_matrices(const ds_hybrid_dims *d, int *mats) {
+    int n = 0;
+    for (int mat = 0; mat < 3; mat++)
+        if (d->matrices & (1 << mat)) mats[n++] = mat;
+    return n;
+}
+
+/* Floats of one DiT sample: n_mat C^2 (A1) or n_mat C r (A2). */
+static int64_t image_floats(const ds_hybrid_dims *d, int n_mat) {
+    return (int64_t)n_mat * d->model.n_embd * (d->param == DS_HYBRID_FULL ? d->model.n_embd : d->rank);
+}
+
+/* The DiT of d: the hybrid's hidden, depth, heads, patch size and MLP ratio over n_img / 4096 channels
+ * of 64 x 64, the targeted layer as its label and the condition vector of width C. */
+static ds_dit_dims dit_dims(const ds_hybrid_dims *d, int64_t n_img) {
+    ds_dit_dims dd = d->dit;
+    dd.in_channels = (int)(n_img / TILE_FLOATS);
+    dd.input_size = TILE;
+    dd.num_classes = d->n_targets;
+    dd.cond_dim = d->model.n_embd;
+    return dd;
+}
+
+/* The trainable set's table: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)];
+ * *at_model: where the RWKV-7 starts. */
+static void trainable_table(const ds_hybrid_dims *d, int n_mat, const ds_dit_dims *dd, ds_param_table *t,
+                            int64_t *at_model) {
+    int C = d->model.n_embd, nT = d->n_targets;
+    ds_param_table sub = {0};
+    if (nT > 0) {
+        ds_dit_param_table(&sub, dd);
+        ds_param_append(t, "dit.", sub.n, sub.tensors);
+        ds_param_table_free(&sub);
+        ds_param_tensor *alpha = ds_param_add(t, GLOBAL(alpha_logit), 2, (int64_t[]){nT, n_mat}, "alpha.logit");
+        alpha->lr_scale = d->learn_alpha ? (float)d->alpha_lr_scale : 0.0f;
+    }
+    if (nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX) {
+        ds_param_add(t, GLOBAL(attn_q), 1, (int64_t[]){C}, "cond.attn.q");
+        ds_param_add(t, GLOBAL(attn_k), 2, (int64_t[]){C, C}, "cond.attn.key.weight");
+        ds_param_add(t, GLOBAL(attn_v), 2, (int64_t[]){C, C}, "cond.attn.value.weight");
+    }
+    *at_model = t->n_floats;
+    if (d->train_static) {
+        ds_rwkv7_param_table(&sub, &d->model);
+        ds_param_append(t, "rwkv7.", sub.n, sub.tensors);
+        ds_param_table_free(&sub);
+    }
+}
+
+/* Floats of create's buffers for one sequence besides the models (work_buffers; the + 1s keep empty
+ * ones allocatable). */
+static double work_floats(const ds_hybrid_dims *d, int n_mat, int64_t n_img) {
+    int64_t C = d->model.n_embd, nT = d->n_targets, nm = nT * n_mat, img = nT * n_img, mats = nm * C * C;
+    double f = 2.0 * (img + 1)         /* x0, eval_eps */
+             + 4.0 * (2 * img + 1)     /* noise, x_in, eps_hat, d_eps */
+             + (img + 1)               /* x0_hat */
+             + 3.0 * (mats + 1)        /* gen, fused, G */
+             + (2 * nT + 1) * (C + 3)  /* vec, t, labels, vec_null */
+             + 3.0 * C;                /* e, row_dot (double) */
+    if (nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX) f += (double)d->prefix * (C + 3) + 5.0 * C + d->dit.hidden;
+    if (nT > 0 && d->param == DS_HYBRID_LOWRANK) f += (double)(nm + 1) * C * d->rank;  /* U0, lowrank */
+    return f;
+}
+
+ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int T) {
+    check_dims(d);
+    int mats[3], n_mat = generated_matrices(d, mats), C = d->model.n_embd;
+    int64_t n_img = image_floats(d, n_mat), at_model;
+    ds_dit_dims dd = dit_dims(d, n_img);
+    ds_param_table t = {0};
+    trainable_table(d, n_mat, &dd, &t, &at_model);
+    ds_hybrid_sizes z = {.n_params = t.n_floats, .rwkv7_batch = 1,
+                         .flops_per_sequence = ds_rwkv7_flops_per_token(&d->model, T) * T};
+    ds_param_table_free(&t);
+    if (!d->train_static) {
+        ds_rwkv7_param_table(&t, &d->model);
+        z.model_floats = 2 * t.n_floats;  /* parameters and their gradient slots */
+        ds_param_table_free(&t);
+    }
+    z.work_floats = work_floats(d, n_mat, n_img);
+    if (d->n_targets > 0) {
+        int G = dd.input_size / dd.patch_size;
+        /* the DiT's position table and its copy of the batch's condition */
+        z.work_floats += (double)G * G * dd.hidden + 2.0 * d->n_targets * C;
+        z.dit_activation_floats = ds_dit_activation_floats(&dd, 2 * d->n_targets);
+        /* about 3x the forward of its 2 samples per targeted layer */
+        z.flops_per_sequence += 3.0 * 2 * d->n_targets * ds_dit_forward_flops(&dd);
+    }
+    return z;
+}
+
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     check_dims(d);
     memset(h, 0, sizeof *h);
     h->d = *d;
     int C = d->model.n_embd, nT = d->n_targets;
-    for (int mat = 0; mat < 3; mat++)
-        if (d->matrices & (1 << mat)) h->mats[h->n_mat++] = mat;
-    h->n_img = (int64_t)h->n_mat * C * (d->param == DS_HYBRID_FULL ? C : d->rank);
-    ds_dit_dims dd = d->dit;
-    dd.in_channels = (int)(h->n_img / TILE_FLOATS);
-    dd.input_size = TILE;
-    dd.num_classes = nT;
-    dd.cond_dim = C;
-    /* the trainable set: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)] */
-    ds_param_table t = {0}, sub = {0};
-    if (nT > 0) {
-        ds_dit_param_table(&sub, &dd);
-        ds_param_append(&t, "dit.", sub.n, sub.tensors);
-        ds_param_table_free(&sub);
-        ds_param_tensor *alpha = ds_param_add(&t, GLOBAL(alpha_logit), 2, (int64_t[]){nT, h->n_mat}, "alpha.logit");
-        alpha->lr_scale = d->learn_alpha ? (float)d->alpha_lr_scale : 0.0f;
-    }
+    h->n_mat = generated_matrices(d, h->mats);
+    h->n_img = image_floats(d, h->n_mat);
+    ds_dit_dims dd = dit_dims(d, h->n_img);
+    ds_param_table t = {0};
+    int64_t at_model;
+    trainable_table(d, h->n_mat, &dd, &t, &at_model);
     int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX;
-    if (attn) {
-        ds_param_add(&t, GLOBAL(attn_q), 1, (int64_t[]){C}, "cond.attn.q");
-        ds_param_add(&t, GLOBAL(attn_k), 2, (int64_t[]){C, C}, "cond.attn.key.weight");
-        ds_param_add(&t, GLOBAL(attn_v), 2, (int64_t[]){C, C}, "cond.attn.value.weight");
-    }
-    int64_t at_model = t.n_floats;
-    if (d->train_static) {
-        ds_rwkv7_param_table(&sub, &d->model);
-        ds_param_append(&t, "rwkv7.", sub.n, sub.tensors);
-        ds_param_table_free(&sub);
-    }
     ds_param_arrays(&t, NULL, NULL, &h->params, &h->grads);
     ds_param_bind(&t, h->params, &h->w, 0, 0);
     ds_param_bind(&t, h->grads, &h->g, 0, 0);

@@ -42,6 +42,26 @@ static inline void ds_sum_block_partials(int nblocks, int width, float *part) {
         for (int c = 0; c < width; c++) part[c] += part[(int64_t)b * width + c];
 }
 
+/* Per-sample reductions (adaLN modulation, gated residual): B groups of T rows, each cut into
+ * ds_reduce_blocks(T) blocks of DS_REDUCE_ROWS rows; rows [*r0, *r1) are block blk of group b. */
+static inline void ds_group_block(int T, int b, int blk, int64_t *r0, int64_t *r1) {
+    int lo = blk * DS_REDUCE_ROWS, hi = lo + DS_REDUCE_ROWS < T ? lo + DS_REDUCE_ROWS : T;
+    *r0 = (int64_t)b * T + lo;
+    *r1 = (int64_t)b * T + hi;
+}
+
+/* Adds to out + b * stride (width floats) the sum, in block order, of group b's block partials at
+ * part + (b * nblocks + blk) * pitch. */
+static inline void ds_add_group_partials(int B, int nblocks, int width, int64_t pitch, const float *part, float *out,
+                                         int64_t stride) {
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < width; c++) {
+            float s = 0;
+            for (int blk = 0; blk < nblocks; blk++) s += part[((int64_t)b * nblocks + blk) * pitch + c];
+            out[b * stride + c] += s;
+        }
+}
+
 /* softmax_xent: a target must be < V (negative = ignored row). */
 static inline void ds_check_targets(int rows, int V, const int32_t *targets) {
     for (int r = 0; r < rows; r++)

@@ -1,6 +1,7 @@
-/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through BLIS
- * (ds_gemm), every standard op through the kernel table (ds_k); the model-specific element-wise
- * glue (decay, keys, value residual, bonus) is here. Rows are the B*T tokens of a batch.
+/* RWKV-7 forward and backward (src/rwkv7/README.md §2 and §3). Every matrix product goes through
+ * ds_gemm / ds_linear (fp32 or bf16 operands, src/rwkv7/README.md §4.6), every standard op through the
+ * kernel table (ds_k, fp32); the model-specific element-wise glue (decay, keys, value residual, bonus)
+ * is here, in fp32. Rows are the B*T tokens of a batch.
  *
  * Shapes: B batch (sequences), T time (tokens per sequence), BT = B T rows, C channels (n_embd),
  * H heads = C / N, N head size (64), V vocabulary, L layers; Dw, Da, Dv, Dg the ranks of the decay,
@@ -49,7 +50,10 @@ typedef struct {
     int32_t *tokens, *targets;
     float *emb_rows, *ln0_mean, *ln0_rstd, *v_first, *x_final, *lnout_mean, *lnout_rstd, *lnout;
     float *logits, *losses;
-    ds_rwkv7_state state_in;  /* with grad_checkpoint: a copy of the forward's initial state */
+    /* the forward's initial state, kept for the backward (state_out may overwrite the caller's): its
+     * token-shift parts [L, B, C] always, its WKV part only with grad_checkpoint (the recomputation
+     * starts from it; otherwise each layer's ckpt holds it) */
+    ds_rwkv7_state state_in;
     int B, T, has_targets, has_state_in, grad_checkpoint;
 } acts_table;
 
@@ -86,15 +90,10 @@ static int64_t layout(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint,
     TAKE(at->emb_rows, BT * C); TAKE(at->ln0_mean, BT); TAKE(at->ln0_rstd, BT); TAKE(at->v_first, BT * C);
     TAKE(at->x_final, BT * C); TAKE(at->lnout_mean, BT); TAKE(at->lnout_rstd, BT); TAKE(at->lnout, BT * C);
     TAKE(at->logits, BT * V); TAKE(at->losses, BT);
+    int64_t L = d->n_layer;
     at->state_in = (ds_rwkv7_state){.B = B};
-    if (grad_checkpoint) {  /* the layout of ds_rwkv7_state_create */
-        int64_t L = d->n_layer;
-        at->state_in.numel = L * B * (2 * C + C * N);
-        TAKE(at->state_in.data, at->state_in.numel);
-        at->state_in.att_x = at->state_in.data;
-        at->state_in.ffn_x = base ? at->state_in.att_x + L * B * C : NULL;
-        at->state_in.wkv = base ? at->state_in.ffn_x + L * B * C : NULL;
-    }
+    TAKE(at->state_in.att_x, L * B * C); TAKE(at->state_in.ffn_x, L * B * C);
+    if (grad_checkpoint) TAKE(at->state_in.wkv, L * B * C * N);  /* [L,B,H,N,N]: H N = C */
     int64_t Dmax = d->dim_w > d->dim_a ? d->dim_w : d->dim_a;
     if (d->dim_v > Dmax) Dmax = d->dim_v;
     if (d->dim_g > Dmax) Dmax = d->dim_g;
@@ -142,6 +141,11 @@ int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T, int gra
     return n;
 }
 
+double ds_rwkv7_bf16_operand_bytes(const ds_rwkv7_dims *d, int B, int T) {
+    double F = d->vocab_size > 4 * d->n_embd ? d->vocab_size : 4.0 * d->n_embd;
+    return 2.0 * ((double)B * T * F + F * d->n_embd);
+}
+
 void ds_rwkv7_destroy(ds_rwkv7 *m) {
     free_acts(m);
     ds_free(m->tensors);
@@ -169,7 +173,7 @@ static void lora(int64_t rows, int in, int out, const float *x, const float *A, 
 }
 static void lora_backward(int64_t rows, int in, int out, const float *x, const float *A, const float *dy,
                           float *dx, float *dA) {
-    ds_gemm(1, 0, in, out, rows, 1.0f, x, in, dy, out, 1.0f, dA, out);
+    if (dA) ds_gemm(1, 0, in, out, rows, 1.0f, x, in, dy, out, 1.0f, dA, out);
     ds_gemm(0, 1, rows, in, out, 1.0f, dy, out, A, out, 1.0f, dx, in);
 }
 
@@ -326,12 +330,11 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     }
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->emb_rows, m->w.ln0_w, m->w.ln0_b, at->layers[0].x_in,
                       at->ln0_mean, at->ln0_rstd);
-    if (state_in && at->grad_checkpoint) {  /* the backward's recomputation starts from it again */
-        size_t row_bytes = sizeof(float) * L * B * C;
-        memcpy(at->state_in.att_x, state_in->att_x, row_bytes);
-        memcpy(at->state_in.ffn_x, state_in->ffn_x, row_bytes);
-        memcpy(at->state_in.wkv, state_in->wkv, row_bytes * N);
-        state_in = &at->state_in;
+    if (state_in) {  /* kept for the backward, and with grad_checkpoint for its recomputation */
+        size_t part = sizeof(float) * L * B * C;
+        memcpy(at->state_in.att_x, state_in->att_x, part);
+        memcpy(at->state_in.ffn_x, state_in->ffn_x, part);
+        if (at->grad_checkpoint) memcpy(at->state_in.wkv, state_in->wkv, part * N);
     }
     for (int l = 0; l < L; l++) block_forward(m, at, l, state_in, state_out);
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->x_final, m->w.ln_out_w, m->w.ln_out_b, at->lnout,
@@ -354,7 +357,14 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     return loss / (double)count;
 }
 
-static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T) {
+/* A weight's gradient array, or NULL when the weights are frozen: the matrix products that would fill it
+ * are skipped. */
+static float *weight_grad(const ds_rwkv7 *m, float *g) { return m->frozen ? NULL : g; }
+
+/* att_prev [B,C]: the token-shift state the forward started from (NULL = zero); d_att [B,C] and d_wkv
+ * [B,H,N,N] (NULL = not wanted) receive (+=) the gradient of this layer's part of the initial state. */
+static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T,
+                              const float *att_prev, float *d_att, float *d_wkv) {
     const ds_rwkv7_dims *d = &m->d;
     const ds_rwkv7_layer *p = &m->w.layers[l];
     ds_rwkv7_layer *g = &m->g.layers[l];
@@ -362,7 +372,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     int C = d->n_embd, H = C / N;
     int64_t BT = (int64_t)B * T, n = BT * C;
     /* s->dxm holds dL/dx_mid; output projection and gate */
-    ds_linear_backward(BT, C, C, la->pg, p->Wo, s->dxm, g->Wo, NULL, s->dpg, 0);
+    ds_linear_backward(BT, C, C, la->pg, p->Wo, s->dxm, weight_grad(m, g->Wo), NULL, s->dpg, 0);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         s->dp[i] = s->dpg[i] * la->gate[i];
@@ -372,9 +382,9 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     for (int i = 0; i < 6; i++) zero(dxs[i], n);
     zero(s->dg_hid, BT * d->dim_g);
     zero(s->dg_lo, BT * d->dim_g);
-    lora_backward(BT, d->dim_g, C, la->g_hid, p->g2, s->dgate, s->dg_hid, g->g2);
+    lora_backward(BT, d->dim_g, C, la->g_hid, p->g2, s->dgate, s->dg_hid, weight_grad(m, g->g2));
     ds_k.act_backward(DS_ACT_SIGMOID, BT * d->dim_g, la->g_lo, s->dg_hid, s->dg_lo);
-    lora_backward(BT, C, d->dim_g, la->xg, p->g1, s->dg_lo, s->dxg, g->g1);
+    lora_backward(BT, C, d->dim_g, la->xg, p->g1, s->dg_lo, s->dxg, weight_grad(m, g->g1));
     /* bonus: p = GN(y) + u_h v, u_h = sum r k r_k */
     zero(s->dr, n); zero(s->dkr, n); zero(s->ddecay, n); zero(s->dalpha, n); zero(s->dbeta, n); zero(s->dy, n);
 #pragma omp parallel for schedule(static)
@@ -394,7 +404,7 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     ds_sum_rows(BT, C, s->dnu, g->r_k);  /* r_k [H,N] is one value per channel */
     ds_k.norm_backward((int)BT, C, N, s->dp, la->y, la->gn_mean, la->gn_rstd, p->lnx_w, s->dy, g->lnx_w, g->lnx_b);
     ds_k.wkv7_backward(B, T, H, la->r, la->decay, la->kr, la->v, la->alpha, la->beta, la->ckpt, s->dy, NULL,
-                       s->dr, s->ddecay, s->dkr, s->dv, s->dalpha, s->dbeta, NULL);
+                       s->dr, s->ddecay, s->dkr, s->dv, s->dalpha, s->dbeta, d_wkv);
     /* keys: kk = normalise(k0 k_k), kr = k0 (1 + (a-1) k_a), alpha = -kk, beta = kk a */
 #pragma omp parallel for schedule(static)
     for (int64_t rh = 0; rh < BT * H; rh++) {
@@ -432,8 +442,8 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     ds_k.act_backward(DS_ACT_SIGMOID, n, la->a_pre, s->daic, s->dz);
     ds_sum_rows(BT, C, s->dz, g->a0);
     zero(s->da_lo, BT * d->dim_a);
-    lora_backward(BT, d->dim_a, C, la->a_lo, p->a2, s->dz, s->da_lo, g->a2);
-    lora_backward(BT, C, d->dim_a, la->xa, p->a1, s->da_lo, s->dxa, g->a1);
+    lora_backward(BT, d->dim_a, C, la->a_lo, p->a2, s->dz, s->da_lo, weight_grad(m, g->a2));
+    lora_backward(BT, C, d->dim_a, la->xa, p->a1, s->da_lo, s->dxa, weight_grad(m, g->a1));
     /* value residual */
     if (l == 0) {
 #pragma omp parallel for schedule(static)
@@ -450,8 +460,8 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
         ds_k.act_backward(DS_ACT_SIGMOID, n, la->nu_pre, s->dnu, s->dz);
         ds_sum_rows(BT, C, s->dz, g->v0);
         zero(s->dv_lo, BT * d->dim_v);
-        lora_backward(BT, d->dim_v, C, la->v_lo, p->v2, s->dz, s->dv_lo, g->v2);
-        lora_backward(BT, C, d->dim_v, la->xv, p->v1, s->dv_lo, s->dxv, g->v1);
+        lora_backward(BT, d->dim_v, C, la->v_lo, p->v2, s->dz, s->dv_lo, weight_grad(m, g->v2));
+        lora_backward(BT, C, d->dim_v, la->xv, p->v1, s->dv_lo, s->dxv, weight_grad(m, g->v1));
     }
     /* decay = exp(-c sigmoid(z)): dz = ddecay * decay * (-c) * sigmoid'(z) */
 #pragma omp parallel for schedule(static)
@@ -461,54 +471,61 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     ds_sum_rows(BT, C, s->dz, g->w0);
     zero(s->dw_hid, BT * d->dim_w);
     zero(s->dw_lo, BT * d->dim_w);
-    lora_backward(BT, d->dim_w, C, la->w_hid, p->w2, s->dz, s->dw_hid, g->w2);
+    lora_backward(BT, d->dim_w, C, la->w_hid, p->w2, s->dz, s->dw_hid, weight_grad(m, g->w2));
     ds_k.act_backward(DS_ACT_TANH, BT * d->dim_w, la->w_lo, s->dw_hid, s->dw_lo);
-    lora_backward(BT, C, d->dim_w, la->xw, p->w1, s->dw_lo, s->dxw, g->w1);
+    lora_backward(BT, C, d->dim_w, la->xw, p->w1, s->dw_lo, s->dxw, weight_grad(m, g->w1));
     /* projections */
-    ds_linear_backward(BT, C, C, la->xr, p->Wr, s->dr, g->Wr, NULL, s->dxr, 1);
-    ds_linear_backward(BT, C, C, la->xk, p->Wk, s->dk0, g->Wk, NULL, s->dxk, 1);
-    ds_linear_backward(BT, C, C, la->xv, p->Wv, s->dvraw, g->Wv, NULL, s->dxv, 1);
+    ds_linear_backward(BT, C, C, la->xr, p->Wr, s->dr, weight_grad(m, g->Wr), NULL, s->dxr, 1);
+    ds_linear_backward(BT, C, C, la->xk, p->Wk, s->dk0, weight_grad(m, g->Wk), NULL, s->dxk, 1);
+    ds_linear_backward(BT, C, C, la->xv, p->Wv, s->dvraw, weight_grad(m, g->Wv), NULL, s->dxv, 1);
     /* six token shifts into d(ln1 output), then ln1 into the residual gradient */
     zero(s->d_a, n);
     const float *mus[6] = {p->x_r, p->x_w, p->x_k, p->x_v, p->x_a, p->x_g};
     float *dmus[6] = {g->x_r, g->x_w, g->x_k, g->x_v, g->x_a, g->x_g};
-    for (int i = 0; i < 6; i++) ds_k.shift_mix_backward(B, T, C, la->a, NULL, mus[i], dxs[i], s->d_a, NULL, dmus[i]);
+    for (int i = 0; i < 6; i++) ds_k.shift_mix_backward(B, T, C, la->a, att_prev, mus[i], dxs[i], s->d_a, d_att, dmus[i]);
     memcpy(s->dx, s->dxm, sizeof(float) * n);
     ds_k.norm_backward((int)BT, C, C, s->d_a, la->x_in, la->ln1_mean, la->ln1_rstd, p->ln1_w, s->dx, g->ln1_w, g->ln1_b);
 }
 
-static void channel_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T) {
+/* ffn_prev [B,C]: the forward's initial ffn token-shift state (NULL = zero); d_ffn [B,C] (NULL = not
+ * wanted) receives (+=) its gradient. */
+static void channel_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T,
+                                 const float *ffn_prev, float *d_ffn) {
     const ds_rwkv7_layer *p = &m->w.layers[l];
     ds_rwkv7_layer *g = &m->g.layers[l];
     grad_scratch *s = &at->gs;
     int C = m->d.n_embd;
     int64_t BT = (int64_t)B * T, n = BT * C;
     /* s->dx holds dL/d(layer output) */
-    ds_linear_backward(BT, 4 * C, C, la->hact, p->Vf, s->dx, g->Vf, NULL, s->dhact, 0);
+    ds_linear_backward(BT, 4 * C, C, la->hact, p->Vf, s->dx, weight_grad(m, g->Vf), NULL, s->dhact, 0);
     zero(s->dhpre, BT * 4 * C);
     ds_k.act_backward(DS_ACT_RELU_SQ, BT * 4 * C, la->hpre, s->dhact, s->dhpre);
     zero(s->dxkf, n);
-    ds_linear_backward(BT, C, 4 * C, la->xkf, p->Kf, s->dhpre, g->Kf, NULL, s->dxkf, 1);
+    ds_linear_backward(BT, C, 4 * C, la->xkf, p->Kf, s->dhpre, weight_grad(m, g->Kf), NULL, s->dxkf, 1);
     zero(s->d_b2, n);
-    ds_k.shift_mix_backward(B, T, C, la->b2, NULL, p->ffn_x_k, s->dxkf, s->d_b2, NULL, g->ffn_x_k);
+    ds_k.shift_mix_backward(B, T, C, la->b2, ffn_prev, p->ffn_x_k, s->dxkf, s->d_b2, d_ffn, g->ffn_x_k);
     memcpy(s->dxm, s->dx, sizeof(float) * n);
     ds_k.norm_backward((int)BT, C, C, s->d_b2, la->x_mid, la->ln2_mean, la->ln2_rstd, p->ln2_w, s->dxm, g->ln2_w, g->ln2_b);
 }
 
 static void grads_ready(ds_rwkv7 *m, int64_t begin, int64_t end) {
-    if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, begin, end - begin);
+    if (m->grads_ready && !m->frozen) m->grads_ready(m->grads_ready_ctx, begin, end - begin);
 }
 
-void ds_rwkv7_backward(ds_rwkv7 *m) {
+static void backward(ds_rwkv7 *m, ds_rwkv7_state *d_state) {
     acts_table *at = m->act;
     if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "rwkv7 backward: the last forward had no targets");
-    if (at->has_state_in) ds_die(DS_EXIT_FAIL, "rwkv7 backward: forward with an initial state is not differentiable yet");
     const ds_rwkv7_dims *d = &m->d;
     grad_scratch *s = &at->gs;
     int B = at->B, T = at->T, C = d->n_embd, V = d->vocab_size;
     int64_t BT = (int64_t)B * T, n = BT * C;
+    if (d_state) {
+        if (d_state->B != B) ds_die(DS_EXIT_FAIL, "rwkv7 backward: a state gradient for %d sequences, the forward had %d",
+                                    d_state->B, B);
+        memset(d_state->data, 0, sizeof(float) * d_state->numel);
+    }
     /* head and ln_out; at->logits holds dlogits after the fused softmax-xent */
-    ds_linear_backward(BT, C, V, at->lnout, m->w.head, at->logits, m->g.head, NULL, s->d_lnout, 0);
+    ds_linear_backward(BT, C, V, at->lnout, m->w.head, at->logits, weight_grad(m, m->g.head), NULL, s->d_lnout, 0);
     zero(s->dx, n);
     ds_k.norm_backward((int)BT, C, C, s->d_lnout, at->x_final, at->lnout_mean, at->lnout_rstd, m->w.ln_out_w,
                        s->dx, m->g.ln_out_w, m->g.ln_out_b);
@@ -516,12 +533,17 @@ void ds_rwkv7_backward(ds_rwkv7 *m) {
     zero(s->dv_first, n);
     for (int l = d->n_layer - 1; l >= 0; l--) {
         layer_acts *la = &at->layers[l];
+        int64_t row = (int64_t)l * B * C;
+        const ds_rwkv7_state *in = at->has_state_in ? &at->state_in : NULL;
         /* the same kernels on the same input: the internals equal the forward's bit for bit */
-        if (at->grad_checkpoint) block_forward(m, at, l, at->has_state_in ? &at->state_in : NULL, NULL);
-        channel_mix_backward(m, l, la, at, B, T);
-        time_mix_backward(m, l, la, at, B, T);
+        if (at->grad_checkpoint) block_forward(m, at, l, in, NULL);
+        const float *att_prev = in ? in->att_x + row : NULL, *ffn_prev = in ? in->ffn_x + row : NULL;
+        channel_mix_backward(m, l, la, at, B, T, ffn_prev, d_state ? d_state->ffn_x + row : NULL);
+        time_mix_backward(m, l, la, at, B, T, att_prev, d_state ? d_state->att_x + row : NULL,
+                          d_state ? d_state->wkv + row * N : NULL);  /* [L,B,H,N,N]: H N = C */
         grads_ready(m, m->layer_begin[l], m->layer_begin[l + 1]);
     }
+    if (m->frozen) return;  /* what is left reaches the embedding and ln0 only */
     zero(s->d_emb_rows, n);
     ds_k.norm_backward((int)BT, C, C, s->dx, at->emb_rows, at->ln0_mean, at->ln0_rstd, m->w.ln0_w, s->d_emb_rows,
                        m->g.ln0_w, m->g.ln0_b);
@@ -534,11 +556,27 @@ void ds_rwkv7_backward(ds_rwkv7 *m) {
     grads_ready(m, 0, m->layer_begin[0]);
 }
 
-double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {
+void ds_rwkv7_backward(ds_rwkv7 *m) { backward(m, NULL); }
+
+void ds_rwkv7_backward_state(ds_rwkv7 *m, ds_rwkv7_state *d_state) { backward(m, d_state); }
+
+/* Matrix-product FLOPs per token of one forward are 2x this. */
+static double matmul_params(const ds_rwkv7_dims *d) {
     double C = d->n_embd, L = d->n_layer, V = d->vocab_size;
-    double matmul_params = L * (12.0 * C * C + 2.0 * C * (d->dim_w + d->dim_a + d->dim_v + d->dim_g)) + V * C;
-    /* WKV: ~9 N^2 flops per head per token forward; backward with replay ~3x that */
-    double wkv = L * 4.0 * 9.0 * N * C;
+    return L * (12.0 * C * C + 2.0 * C * (d->dim_w + d->dim_a + d->dim_v + d->dim_g)) + V * C;
+}
+
+/* WKV: ~9 N^2 flops per head per token forward; backward with replay ~3x that */
+static double wkv_flops(const ds_rwkv7_dims *d) { return d->n_layer * 4.0 * 9.0 * N * d->n_embd; }
+
+double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {
     (void)T;
-    return 6.0 * matmul_params + wkv;
+    return 6.0 * matmul_params(d) + wkv_flops(d);
+}
+
+double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d) { return 4.0 * matmul_params(d) + wkv_flops(d); }
+
+double ds_rwkv7_recompute_flops_per_token(const ds_rwkv7_dims *d) {
+    double head = (double)d->vocab_size * d->n_embd;
+    return 2.0 * (matmul_params(d) - head) + wkv_flops(d) / 4.0;
 }

@@ -17,16 +17,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot_run  # noqa: E402  (needs the path above)
 
 # config.yaml keys worth a line in the report, by section; the task-specific sections only for their task
-TASK_SECTIONS = {"state_diffusion": ("dit", "diffusion"), "hybrid": ("dit", "hybrid")}
+TASK_SECTIONS = {"state_diffusion": ("dit", "diffusion"), "hybrid": ("dit", "hybrid"), "state_tuning": ("state_tuning",)}
 CONFIG_FACTS = {
     "run": ["name", "task", "seed", "threads"],
     "model": ["n_layer", "n_embd", "head_size", "vocab_size"],
     "data": ["tokenizer", "train", "valid"],
-    "train": ["steps", "batch_size", "micro_batch", "ctx_len", "eval_every", "grad_reduce"],
+    "train": ["steps", "batch_size", "micro_batch", "ctx_len", "eval_every", "grad_reduce", "precision"],
     "optim": ["lr", "lr_final", "warmup_steps", "weight_decay", "grad_clip"],
     "dit": ["hidden", "depth", "heads", "patch_size"],
     "diffusion": ["states", "layers", "condition", "schedule"],
     "hybrid": ["init", "layers", "matrices", "param", "condition", "alpha", "lambda_lm", "lambda_pd"],
+    "state_tuning": ["init", "contexts", "contexts_valid", "per_label", "skip_tokens"],
 }
 
 

@@ -37,21 +37,12 @@ static void shard_name(char *buf, size_t len, int rank, int ranks) {
     snprintf(buf, len, "states-r%05d-of-%05d.bin", rank, ranks);
 }
 
-/* The index's record of a path: absolute when it can be resolved. */
-static void absolute(const char *path, char *out, size_t len) {
-    char *real = realpath(path, NULL);
-    snprintf(out, len, "%s", real ? real : path);
-    free(real);
-}
-
 /* Context i's state as out_dir/rwkv-states/<i>-<label>.safetensors: an RWKV-PEFT state file for tools
  * outside dreamstate; '/' in a label becomes '_' (the context index alone makes the name unique). */
 static void save_rwkv_state(const char *out_dir, int64_t i, const char *label, const char *checkpoint,
                             const char *contexts, const ds_rwkv7_dims *d, const ds_rwkv7_state *st) {
     char name[DS_LABEL_MAX], path[DS_PATH_MAX + 128], meta[2 * DS_PATH_MAX + 256];
-    snprintf(name, sizeof name, "%s", label);
-    for (char *p = name; *p; p++)
-        if (*p == '/') *p = '_';
+    ds_label_file_name(label, name, sizeof name);
     snprintf(path, sizeof path, "%s/rwkv-states/%lld-%s.safetensors", out_dir, (long long)i, name);
     snprintf(meta, sizeof meta, "label=%s\ncheckpoint=%s\ncontexts=%s\ncontext=%lld\n", label, checkpoint, contexts,
              (long long)i);
@@ -97,8 +88,8 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     ds_rwkv7_reserve(&m, 1, (int)(longest < (size_t)opt->max_tokens ? longest : (size_t)opt->max_tokens));
 
     char checkpoint[DS_PATH_MAX], contexts[DS_PATH_MAX], meta[3 * DS_PATH_MAX + 512];
-    absolute(opt->checkpoint, checkpoint, sizeof checkpoint);
-    absolute(opt->contexts, contexts, sizeof contexts);
+    ds_absolute_path(opt->checkpoint, checkpoint, sizeof checkpoint);
+    ds_absolute_path(opt->contexts, contexts, sizeof contexts);
     if (opt->rwkv_state_files) {
         snprintf(path, sizeof path, "%s/rwkv-states", opt->out_dir);
         ds_mkdir_p(path);

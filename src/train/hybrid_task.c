@@ -194,27 +194,81 @@ static void hybrid_meta(const ds_config *cfg, const ds_hybrid *h, char *buf, siz
     if (n < 0 || (size_t)n >= len) ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.init path too long for the checkpoint metadata", hc->init);
 }
 
+void ds_hybrid_shape(const ds_config *cfg, ds_task_shape *s) {
+    if (!cfg->hybrid.init[0])
+        ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.init: run.task hybrid starts from RWKV-7 weights (a .ckpt of `dreamstate "
+               "train` or a .safetensors)", cfg->source);
+    *s = (ds_task_shape){.kind = DS_TASK_HYBRID, .cfg = cfg, .ctx_len = cfg->train.ctx_len,
+                         .grad_checkpoint = cfg->train.grad_checkpoint};
+    ds_hybrid_dims_from_config(&s->hybrid, cfg);
+}
+
+void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
+    const ds_hybrid_dims *d = &s->hybrid;
+    int T = s->ctx_len;
+    ds_hybrid_sizes z = ds_hybrid_sizes_of(d, T);
+    /* the held-out score of hybrid.init alone (eval_sums) runs the RWKV-7 on up to micro sequences at once,
+     * so its activations and its tokens / targets are sized for the larger of that and a training call;
+     * beside them the task's batch; the gradient is handed over when the micro-batch is done */
+    int rb = micro > z.rwkv7_batch ? micro : z.rwkv7_batch;
+    *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = z.n_params,
+                            .flops_per_unit = z.flops_per_sequence / T,
+                            .recompute_flops_per_unit =
+                                s->grad_checkpoint ? ds_rwkv7_recompute_flops_per_token(&d->model) : 0,
+                            .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, rb, T,
+                                                                                          s->grad_checkpoint) +
+                                                       (double)z.dit_activation_floats) +
+                                                8.0 * rb * T + 8.0 * micro * T,
+                            .held_bytes = 4.0 * ((double)z.model_floats + z.work_floats),
+                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(&d->model, rb, T), .head_begin = z.n_params,
+                            .layer_begin = z.n_params, .probe_depth = d->n_targets > 0 ? d->dit.depth : -1};
+}
+
+typedef struct {
+    ds_hybrid h;
+    ds_probe_batch in;
+} hybrid_probe;
+
+static void probe_step(void *ctx) {
+    hybrid_probe *p = ctx;
+    ds_hybrid_forward_backward(&p->h, p->in.B, p->in.T, p->in.tokens, p->in.targets, 2, 0, 1.0f / (float)p->in.B, NULL);
+}
+
+static void probe_destroy(void *ctx) {
+    hybrid_probe *p = ctx;
+    ds_probe_batch_free(&p->in);
+    ds_hybrid_destroy(&p->h);
+    ds_free(p);
+}
+
+void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
+    hybrid_probe *p = ds_alloc(sizeof *p);
+    ds_hybrid_create(&p->h, &s->hybrid);
+    p->h.model.grad_checkpoint = s->grad_checkpoint;
+    ds_fill_pattern(p->h.params, p->h.n_params, 0.1f);
+    if (!s->hybrid.train_static) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
+    p->in = ds_probe_batch_random(micro, s->ctx_len, s->hybrid.model.vocab_size);
+    *out = (ds_task_probe){.ctx = p, .n_params = p->h.n_params, .grads = p->h.grads, .step = probe_step,
+                           .destroy = probe_destroy};
+}
+
 int ds_train_hybrid(const ds_config *cfg) {
     ds_train_catch_signals();
     ds_train_init_compute(cfg);
     const ds_hybrid_config *hc = &cfg->hybrid;
-    if (!hc->init[0])
-        ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.init: run.task hybrid starts from RWKV-7 weights (a .ckpt of `dreamstate "
-               "train` or a .safetensors)", cfg->source);
-    int baseline = strcmp(hc->matrices, "none") == 0;
-    if (baseline && !hc->train_static)
-        ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.matrices none (the static fine-tuning baseline) needs hybrid.train_static 1",
-               cfg->source);
+    ds_task_shape shape;
+    ds_hybrid_shape(cfg, &shape);
     hybrid_task k = {.cfg = cfg, .T = cfg->train.ctx_len};
     int accum, T = k.T;
     ds_train_batching(cfg, &k.micro, &accum);
     char train_path[DS_PATH_MAX + 64];
     ds_train_open_data(cfg, &k.train, &k.valid, &k.order, train_path, sizeof train_path);
 
-    ds_hybrid_dims d;
-    ds_hybrid_dims_from_config(&d, cfg);
-    if (baseline) d.n_targets = 0;
+    const ds_hybrid_dims d = shape.hybrid;
+    ds_task_workload work;
+    ds_hybrid_workload(&shape, k.micro, &work);
     ds_hybrid_create(&k.h, &d);
+    k.h.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_weights_load(&k.h.model, hc->init);
     ds_hybrid_init_weights(&k.h, (uint64_t)cfg->run.seed);
     k.draw_seed = ds_rng_u64((uint64_t)cfg->run.seed, RNG_STREAM_HYBRID, 0);
@@ -231,16 +285,12 @@ int ds_train_hybrid(const ds_config *cfg) {
         groups[i] = (ds_optim_group){t->offset, t->numel, t->lr_scale, t->weight_decay};
     }
     ds_param_views(h->n_tensors, h->tensors, h->params, tensors);
-    int64_t CC = (int64_t)d.model.n_embd * d.model.n_embd, nm = (int64_t)d.n_targets * h->n_mat;
-    double dit_flops = d.n_targets > 0 ? 3.0 * 2 * d.n_targets * ds_dit_forward_flops(&h->dit.d) / T : 0.0;
-    double act_floats = (double)ds_rwkv7_activation_floats(&d.model, 1, T, 0) +
-                        (d.n_targets > 0 ? (double)h->dit.acts_numel + 3.0 * nm * CC + 8.0 * d.n_targets * h->n_img : 0.0);
+    int64_t nm = (int64_t)d.n_targets * h->n_mat;
     ds_task task = {.name = "hybrid", .params = h->params, .grads = h->grads, .n_params = h->n_params,
                     .n_groups = h->n_tensors, .groups = groups, .n_tensors = h->n_tensors, .tensors = tensors,
-                    .unit = "tokens", .units_per_sample = T,
-                    .flops_per_unit = ds_rwkv7_flops_per_token(&d.model, T) + dit_flops,
-                    .activation_bytes = 4.0 * act_floats, .ctx = &k, .micro_step = hy_micro_step, .eval = hy_eval,
-                    .step_fields = hy_step_fields};
+                    .unit = work.unit, .units_per_sample = work.units_per_sample,
+                    .flops_per_unit = work.flops_per_unit, .activation_bytes = work.activation_bytes, .ctx = &k,
+                    .micro_step = hy_micro_step, .eval = hy_eval, .step_fields = hy_step_fields};
     k.flops_per_token = task.flops_per_unit;
     hybrid_signature(h, init_crc, task.signature, sizeof task.signature);
     hybrid_meta(cfg, h, task.meta, sizeof task.meta);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
-static const char *blas_arch = "?", *kernels_name = "?";
+static const char *blas_arch = "?", *kernels_name = "?", *products = "?";
 static char interrupted_line[160];
 static size_t interrupted_len;
 
@@ -54,6 +55,7 @@ void ds_train_catch_signals(void) {
 void ds_train_init_compute(const ds_config *cfg) {
     blas_arch = ds_blas_init(ds_dist_threads(cfg->run.threads, "run.threads"));
     kernels_name = ds_kernels_init();
+    products = ds_blas_set_precision(strcmp(cfg->train.precision, "bf16") == 0 ? DS_PRECISION_BF16 : DS_PRECISION_FP32);
 }
 
 void ds_train_batching(const ds_config *cfg, int *micro_out, int *accum_out) {
@@ -213,7 +215,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     int B = cfg->train.batch_size, micro, accum;
     ds_train_batching(cfg, &micro, &accum);
     /* start-up phases, for the "ready in" line: what the task did before, optimizer state, weights
-     * (read or initialised), the FMA peak probe */
+     * (read or initialised), the peak probe */
     double t_setup = ds_now_seconds(), t_optim, t_weights, t_probe;
 
     ds_grad_sync *sync = ds_grad_sync_create(task->grads, task->n_params, 8 << 20,
@@ -243,6 +245,9 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     } else if (task->init_params) {
         task->init_params(task->ctx);
     }
+    /* the weights' scratch, freed (the init's double-precision matrices, allocated after the run's own
+     * arrays), would otherwise stay resident at the top of the heap through the whole run */
+    malloc_trim(0);
     t_weights = ds_now_seconds();
     /* inputs are all validated: only now touch the run directory */
     run_log log = {.fd = -1};
@@ -263,12 +268,15 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         run_log_open(&log, path);
     }
 
-    /* every rank measures its share of the machine at once; the job's peak is the sum */
+    /* every rank measures its share of the machine at once; the job's peak is the sum. MFU divides by the
+     * peak of the precision of the matrix products. */
+    int bf16 = ds_blas_precision() == DS_PRECISION_BF16;
     t_probe = ds_now_seconds();
-    double peak = ds_dist_sum_double(ds_measure_fma_peak(threads, 0.3));
+    double peak = ds_dist_sum_double(bf16 ? ds_measure_bf16_peak(threads, 0.3) : ds_measure_fma_peak(threads, 0.3));
     t_probe = ds_now_seconds() - t_probe;
-    ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured FP32 peak "
-           "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, peak);
+    ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured %s peak "
+           "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, bf16 ? "bf16" : "FP32", peak);
+    ds_log("  matrix products: %s", products);
     double bytes_per_param = 8.0 + (ds_grad_sync_is_fp64(sync) ? 8.0 : 0.0) + 8.0 * opt.owned_len / task->n_params;
     ds_log("  per rank: %.1f bytes/trainable parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
            bytes_per_param, ds_grad_sync_is_fp64(sync) ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / task->n_params,
@@ -279,10 +287,12 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     char weights[64] = "";
     if (resumed || task->init_params)
         snprintf(weights, sizeof weights, ", weights %s %.1f s", resumed ? "read" : "initialised", t_weights - t_optim);
-    ds_log("  ready in %.1f s%s: task setup (data, model) %.1f s, optimizer state %.1f s%s, FMA peak probe %.1f s",
+    ds_log("  ready in %.1f s%s: task setup (data, model) %.1f s, optimizer state %.1f s%s, %s peak probe %.1f s",
            age >= 0 ? age : in_loop, age >= 0 ? " since the program started" : "", age >= 0 ? age - in_loop : 0.0,
-           t_optim - t_setup, weights, t_probe);
+           t_optim - t_setup, weights, bf16 ? "bf16" : "FMA", t_probe);
 
+    /* from here on a dead rank or network ends the run with a message instead of a hang */
+    ds_dist_set_comm_timeout(cfg->train.comm_timeout);
     double t_begin = ds_now_seconds(), last_loss = NAN, last_gnorm = NAN, last_eval = NAN, comm_wait = 0;
     char json[2048], step_json[1024], line[4096], clean[4096];
     int64_t step = start, newest_ckpt = resumed ? start : -1;
@@ -377,6 +387,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         ds_log("nothing to do: checkpoint already at step %lld of %lld", (long long)start, (long long)cfg->train.steps);
     }
     ds_dist_barrier();  /* the checkpoint is on disk before any rank exits */
+    ds_dist_set_comm_timeout(0);
     ds_grad_sync_free(sync);
     ds_free(ct.t);
     ds_free(full_moments);

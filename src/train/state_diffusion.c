@@ -24,7 +24,6 @@
 #include <string.h>
 
 enum {
-    RNG_STREAM_PERM = 0x5045524d,  /* "PERM" + epoch */
     RNG_STREAM_T = 0x54494d45,     /* "TIME" */
     RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
@@ -35,8 +34,7 @@ typedef struct {
     ds_state_dit sd;
     ds_states *train, *valid;
     int64_t n_train;
-    int64_t perm_epoch;          /* epoch whose permutation is in perm, -1: none */
-    int64_t *perm;
+    ds_epoch_order order;        /* global sample -> train record */
     float *x0, *xt, *noise, *vec;
     int32_t *t, *labels;
     uint8_t *vec_null;
@@ -58,23 +56,6 @@ static void reserve(sd_task *k, int n) {
     k->cap = n;
 }
 
-/* Record of global sample g: position g mod N of the permutation of epoch g / N. */
-static int64_t record_of(sd_task *k, uint64_t g) {
-    int64_t N = k->n_train, epoch = (int64_t)(g / (uint64_t)N);
-    if (epoch != k->perm_epoch) {
-        for (int64_t i = 0; i < N; i++) k->perm[i] = i;
-        for (int64_t i = N - 1; i > 0; i--) {  /* Fisher-Yates from (seed, epoch) */
-            int64_t j = (int64_t)(ds_rng_u64((uint64_t)k->cfg->run.seed, RNG_STREAM_PERM + ((uint64_t)epoch << 32),
-                                             (uint64_t)i) % (uint64_t)(i + 1));
-            int64_t tmp = k->perm[i];
-            k->perm[i] = k->perm[j];
-            k->perm[j] = tmp;
-        }
-        k->perm_epoch = epoch;
-    }
-    return k->perm[g % (uint64_t)N];
-}
-
 /* Sample b of a batch: record r's normalised state and condition. */
 static void load_sample(sd_task *k, const ds_states *set, int64_t r, int b) {
     ds_state_record rec = ds_states_record(set, r);
@@ -93,15 +74,13 @@ static ds_dit_cond batch_cond(sd_task *k) {
                          .vec = k->sd.dit.d.cond_dim ? k->vec : NULL, .vec_null = k->vec_null};
 }
 
-static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
-    (void)step;
-    sd_task *k = ctx;
+/* The micro-step on samples 0..n-1 loaded into x0, labels, vec: the timestep, condition drop and noise
+ * of global sample first + b, the noised input and the target, forward and backward. */
+static double train_batch(sd_task *k, uint64_t first, int n, float weight) {
     uint64_t seed = (uint64_t)k->cfg->run.seed;
     int64_t X = k->sd.x_floats;
-    reserve(k, n);
     for (int b = 0; b < n; b++) {
         uint64_t g = first + (uint64_t)b;
-        load_sample(k, k->train, record_of(k, g), b);
         k->t[b] = (int32_t)(ds_rng_u64(seed, RNG_STREAM_T, g) % DS_DIFFUSION_STEPS);
         if (ds_rng_uniform(seed, RNG_STREAM_DROP, g) < k->cfg->diffusion.p_uncond) {
             k->labels[b] = k->sd.n_labels;  /* the null label; vector models use vec_null */
@@ -115,6 +94,15 @@ static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
     double loss = ds_dit_forward(&k->sd.dit, n, k->xt, k->t, &cond, k->noise, NULL);
     ds_dit_scale_loss(&k->sd.dit, weight);
     ds_dit_backward(&k->sd.dit, NULL);
+    return loss;
+}
+
+static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
+    (void)step;
+    sd_task *k = ctx;
+    reserve(k, n);
+    for (int b = 0; b < n; b++) load_sample(k, k->train, ds_epoch_order_item(&k->order, first + (uint64_t)b), b);
+    double loss = train_batch(k, first, n, weight);
     ds_grad_sync_ready(sync, 0, k->sd.dit.n_params);
     return loss;
 }
@@ -167,13 +155,118 @@ static void check_same_dataset(const char *path, const ds_states_info *a, const 
                    path, i, b->labels[i], a->labels[i]);
 }
 
-int ds_train_state_diffusion(const ds_config *cfg) {
-    ds_train_catch_signals();
-    ds_train_init_compute(cfg);
+/* The layers and DiT architecture that cfg chooses for a dataset of this header. */
+static int model_choice(const ds_config *cfg, const ds_states_info *info, int *layers, ds_dit_dims *arch) {
+    char why[256];
+    int n_layers = ds_config_parse_layers(cfg->diffusion.layers, info->shape.n_layer, layers, why, sizeof why);
+    if (n_layers < 0) ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.layers: %s", cfg->source, why);
+    *arch = (ds_dit_dims){.hidden = cfg->dit.hidden, .depth = cfg->dit.depth, .heads = cfg->dit.heads,
+                          .patch_size = cfg->dit.patch_size, .mlp_ratio = cfg->dit.mlp_ratio};
+    return n_layers;
+}
+
+/* The header of the state dataset's index. */
+static void read_header(const ds_config *cfg, ds_states_info *info) {
     if (!cfg->diffusion.states[0])
         ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.states: run.task state_diffusion needs a state dataset (extract-states)",
                cfg->source);
-    sd_task k = {.cfg = cfg, .perm_epoch = -1};
+    ds_states_read_info(cfg->diffusion.states, info);
+}
+
+void ds_state_diffusion_shape(const ds_config *cfg, ds_task_shape *s) {
+    if (cfg->train.grad_checkpoint)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: train.grad_checkpoint: activation checkpointing is the RWKV-7's (run.task lm, "
+               "hybrid, state_tuning); the state DiT keeps all its activations: set it false", cfg->source);
+    ds_states_info info;
+    read_header(cfg, &info);
+    int layers[DS_STATE_DIT_MAX_LAYERS];
+    ds_dit_dims arch;
+    int n_layers = model_choice(cfg, &info, layers, &arch);
+    *s = (ds_task_shape){.kind = DS_TASK_STATE_DIFFUSION, .cfg = cfg, .n_records = info.n_records,
+                         .dit = ds_state_dit_dims(&info.shape, layers, n_layers,
+                                                  ds_state_cond_kind_parse(cfg->diffusion.condition), info.n_labels,
+                                                  &arch)};
+    int64_t channels = s->dit.in_channels;
+    s->n_stats = strcmp(cfg->diffusion.normalize, "element") == 0 ? channels * 64 * 64 : channels;
+    ds_states_info_free(&info);
+}
+
+void ds_state_diffusion_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
+    const ds_dit_dims *d = &s->dit;
+    int64_t n = ds_dit_n_params(d), I = d->input_size, G = I / d->patch_size, X = d->in_channels * I * I;
+    int64_t V = d->cond_dim ? d->cond_dim : 1;
+    /* per sample: reserve's x0, xt, noise, vec, t, labels, vec_null and the DiT's copy of the condition;
+     * held: the EMA, the position table, mean and std, the epoch's permutation */
+    *w = (ds_task_workload){.unit = "samples", .units_per_sample = 1, .n_params = n,
+                            .flops_per_unit = 3 * ds_dit_forward_flops(d),
+                            .activation_bytes = 4.0 * ds_dit_activation_floats(d, micro) +
+                                                micro * (4.0 * (3 * X + 2 * V) + 14.0),
+                            .held_bytes = 4.0 * n + 4.0 * G * G * d->hidden + 8.0 * s->n_stats + 8.0 * s->n_records,
+                            /* widest products: the MLP's [micro G^2, 4 hidden] and adaLN's [6 hidden, hidden] */
+                            .bf16_operand_bytes = 2.0 * ((double)micro * G * G * 4 * d->hidden + 6.0 * d->hidden * d->hidden),
+                            .ema_params = n, .head_begin = n, .layer_begin = n, .probe_depth = d->depth};
+}
+
+/* The task's state DiT for cfg and a dataset of this header, with `depth` blocks (< 0: dit.depth),
+ * normalisation and prediction as configured (weights and statistics not yet set). */
+static void create_model(const ds_config *cfg, const ds_states_info *info, int depth, ds_state_dit *sd) {
+    int layers[DS_STATE_DIT_MAX_LAYERS];
+    ds_dit_dims arch;
+    int n_layers = model_choice(cfg, info, layers, &arch);
+    if (depth >= 0) arch.depth = depth;
+    ds_state_dit_create(sd, &info->shape, layers, n_layers, ds_state_cond_kind_parse(cfg->diffusion.condition),
+                        info->n_labels, info->labels, &arch,
+                        strcmp(cfg->diffusion.schedule, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
+    ds_state_dit_set_normalisation(sd, strcmp(cfg->diffusion.normalize, "element") == 0);
+    sd->v_prediction = strcmp(cfg->diffusion.prediction, "v") == 0;
+}
+
+static void probe_step(void *ctx) {
+    sd_task *k = ctx;
+    train_batch(k, 0, k->cap, 1.0f / (float)k->cap);
+}
+
+static void probe_after_update(void *ctx) {
+    sd_task *k = ctx;
+    ds_state_dit_update_ema(&k->sd, k->cfg->diffusion.ema);
+}
+
+static void free_buffers(sd_task *k) {
+    ds_epoch_order_free(&k->order);
+    ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec);
+    ds_free(k->t); ds_free(k->labels); ds_free(k->vec_null);
+    ds_state_dit_destroy(&k->sd);
+}
+
+static void probe_destroy(void *ctx) {
+    free_buffers(ctx);
+    ds_free(ctx);
+}
+
+void ds_state_diffusion_probe(const ds_task_shape *s, int micro, ds_task_probe *p) {
+    const ds_config *cfg = s->cfg;
+    ds_states_info info;
+    read_header(cfg, &info);
+    sd_task *k = ds_alloc(sizeof *k);
+    *k = (sd_task){.cfg = cfg};
+    create_model(cfg, &info, s->dit.depth, &k->sd);
+    ds_states_info_free(&info);
+    ds_fill_pattern(k->sd.dit.params, k->sd.dit.n_params, 0.1f);
+    reserve(k, micro);
+    ds_fill_normal(k->x0, micro * k->sd.x_floats, 1.0, 2, 0);  /* normalised states; label 0 */
+    ds_fill_normal(k->vec, (int64_t)micro * k->sd.dit.d.cond_dim, 1.0, 2, 1);
+    ds_dit_reserve(&k->sd.dit, micro);
+    *p = (ds_task_probe){.ctx = k, .n_params = k->sd.dit.n_params, .grads = k->sd.dit.grads,
+                         .step = probe_step,
+                         .after_update = probe_after_update, .destroy = probe_destroy};
+}
+
+int ds_train_state_diffusion(const ds_config *cfg) {
+    ds_train_catch_signals();
+    ds_train_init_compute(cfg);
+    ds_task_shape shape;
+    ds_state_diffusion_shape(cfg, &shape);  /* checks cfg against the dataset's header */
+    sd_task k = {.cfg = cfg};
     k.train = ds_states_open(cfg->diffusion.states);
     const ds_states_info *info = ds_states_get_info(k.train);
     if (cfg->diffusion.states_valid[0]) {
@@ -182,29 +275,21 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     }
     k.n_train = info->n_records;
     if (k.n_train < 1) ds_die(DS_EXIT_BAD_INPUT, "%s: no records", cfg->diffusion.states);
-    int layers[DS_STATE_DIT_MAX_LAYERS];
-    char why[256];
-    int n_layers = ds_config_parse_layers(cfg->diffusion.layers, info->shape.n_layer, layers, why, sizeof why);
-    if (n_layers < 0) ds_die(DS_EXIT_BAD_INPUT, "%s: diffusion.layers: %s", cfg->source, why);
-    ds_dit_dims arch = {.hidden = cfg->dit.hidden, .depth = cfg->dit.depth, .heads = cfg->dit.heads,
-                        .patch_size = cfg->dit.patch_size, .mlp_ratio = cfg->dit.mlp_ratio};
-    ds_state_dit_create(&k.sd, &info->shape, layers, n_layers, ds_state_cond_kind_parse(cfg->diffusion.condition),
-                        info->n_labels, info->labels, &arch,
-                        strcmp(cfg->diffusion.schedule, "cosine") == 0 ? DS_SCHEDULE_COSINE : DS_SCHEDULE_LINEAR);
+    create_model(cfg, info, -1, &k.sd);
     ds_dit_init_weights(&k.sd.dit, (uint64_t)cfg->run.seed);
     memcpy(k.sd.ema, k.sd.dit.params, sizeof(float) * k.sd.dit.n_params);
     /* normalisation statistics: rank 0 over the whole train split in a fixed order */
-    ds_state_dit_set_normalisation(&k.sd, strcmp(cfg->diffusion.normalize, "element") == 0);
-    k.sd.v_prediction = strcmp(cfg->diffusion.prediction, "v") == 0;
     double *sums = ds_alloc(sizeof(double) * 2 * k.sd.n_stats);
     if (ds_dist_rank() == 0)
         for (int64_t i = 0; i < k.n_train; i++) ds_state_dit_norm_accumulate(&k.sd, ds_states_record(k.train, i).state, sums);
     ds_dist_bcast(sums, sizeof(double) * 2 * k.sd.n_stats, 0);
     ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
     ds_free(sums);
-    k.perm = ds_alloc(sizeof(int64_t) * k.n_train);
+    ds_epoch_order_init(&k.order, (uint64_t)cfg->run.seed, k.n_train);
     int micro, accum;
     ds_train_batching(cfg, &micro, &accum);
+    ds_task_workload work;
+    ds_state_diffusion_workload(&shape, micro, &work);
     reserve(&k, micro);
     ds_dit_reserve(&k.sd.dit, micro);
 
@@ -218,9 +303,9 @@ int ds_train_state_diffusion(const ds_config *cfg) {
                                      k.sd.dit.tensors[i].weight_decay};
     ds_task task = {.name = "state_diffusion", .params = k.sd.dit.params, .grads = k.sd.dit.grads,
                     .n_params = k.sd.dit.n_params, .n_groups = k.sd.dit.n_tensors, .groups = groups,
-                    .n_tensors = n_tensors, .tensors = tensors, .unit = "samples", .units_per_sample = 1,
-                    .flops_per_unit = 3 * ds_dit_forward_flops(&k.sd.dit.d),
-                    .activation_bytes = k.sd.dit.acts_numel * 4.0, .ctx = &k, .micro_step = sd_micro_step,
+                    .n_tensors = n_tensors, .tensors = tensors, .unit = work.unit,
+                    .units_per_sample = work.units_per_sample, .flops_per_unit = work.flops_per_unit,
+                    .activation_bytes = work.activation_bytes, .ctx = &k, .micro_step = sd_micro_step,
                     .after_update = sd_after_update, .eval = sd_eval};
     ds_state_dit_signature(&k.sd, task.signature, sizeof task.signature);
     ds_state_dit_ckpt_meta(&k.sd, info->model, info->checkpoint, info->tokenizer, task.meta, sizeof task.meta);
@@ -240,9 +325,8 @@ int ds_train_state_diffusion(const ds_config *cfg) {
         ds_log("  held-out %s: %lld records", cfg->diffusion.states_valid,
                (long long)ds_states_get_info(k.valid)->n_records);
     int rc = ds_train_run(cfg, &task);
-    ds_free(tensors); ds_free(names); ds_free(groups); ds_free(k.perm);
-    ds_free(k.x0); ds_free(k.xt); ds_free(k.noise); ds_free(k.vec); ds_free(k.t); ds_free(k.labels); ds_free(k.vec_null);
-    ds_state_dit_destroy(&k.sd);
+    ds_free(tensors); ds_free(names); ds_free(groups);
+    free_buffers(&k);
     ds_states_close(k.train);
     if (k.valid) ds_states_close(k.valid);
     return rc;

@@ -8,6 +8,7 @@
 #include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
 #include "dreamstate/optim.h"
+#include "dreamstate/plan.h"
 #include "dreamstate/weights.h"
 
 #include <stdlib.h>
@@ -106,6 +107,67 @@ static double lm_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
     return loss;
 }
 
+void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
+    const ds_rwkv7_dims *d = &s->rwkv7;
+    int T = s->ctx_len;
+    double flops = ds_rwkv7_flops_per_token(d, T);
+    /* the model's activations (with train.grad_checkpoint each block's input and one block's internals) and
+     * its tokens / targets, and the task's batch buffers; the head's gradient is ready first (its share of
+     * the FLOPs), then the layers' from the last, the embedding's last */
+    *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = ds_plan_n_params(d),
+                            .flops_per_unit = flops,
+                            .recompute_flops_per_unit = s->grad_checkpoint ? ds_rwkv7_recompute_flops_per_token(d) : 0,
+                            .activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T, s->grad_checkpoint) +
+                                                16.0 * micro * T,
+                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(d, micro, T),
+                            .head_begin = ds_plan_layer_begin(d, d->n_layer), .layer_begin = ds_plan_layer_begin(d, 0),
+                            .n_layer = d->n_layer, .head_share = 6.0 * d->vocab_size * d->n_embd / flops,
+                            .probe_depth = d->n_layer};
+}
+
+ds_probe_batch ds_probe_batch_random(int B, int T, int vocab_size) {
+    ds_probe_batch b = {B, T, ds_alloc(sizeof(int32_t) * B * T), ds_alloc(sizeof(int32_t) * B * T)};
+    for (int64_t i = 0; i < (int64_t)B * T; i++) {
+        b.tokens[i] = (int32_t)(ds_rng_u64(2, 0, (uint64_t)i) % (uint64_t)vocab_size);
+        b.targets[i] = (int32_t)(ds_rng_u64(2, 1, (uint64_t)i) % (uint64_t)vocab_size);
+    }
+    return b;
+}
+
+void ds_probe_batch_free(ds_probe_batch *b) {
+    ds_free(b->tokens);
+    ds_free(b->targets);
+}
+
+typedef struct {
+    ds_rwkv7 model;
+    ds_probe_batch in;
+} lm_probe;
+
+static void lm_probe_step(void *ctx) {
+    lm_probe *p = ctx;
+    ds_rwkv7_forward(&p->model, p->in.B, p->in.T, p->in.tokens, p->in.targets, 1.0f / ((float)p->in.B * p->in.T),
+                     1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&p->model);
+}
+
+static void lm_probe_destroy(void *ctx) {
+    lm_probe *p = ctx;
+    ds_probe_batch_free(&p->in);
+    ds_rwkv7_destroy(&p->model);
+    ds_free(p);
+}
+
+void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
+    lm_probe *p = ds_alloc(sizeof *p);
+    ds_rwkv7_create(&p->model, &s->rwkv7);
+    p->model.grad_checkpoint = s->grad_checkpoint;
+    ds_fill_pattern(p->model.params, p->model.n_params, 0.1f);
+    p->in = ds_probe_batch_random(micro, s->ctx_len, s->rwkv7.vocab_size);
+    *out = (ds_task_probe){.ctx = p, .n_params = p->model.n_params, .grads = p->model.grads, .step = lm_probe_step,
+                           .destroy = lm_probe_destroy};
+}
+
 static double lm_eval(void *ctx, char *json, size_t len) {
     (void)json; (void)len;
     lm_task *t = ctx;
@@ -132,6 +194,10 @@ int ds_train_lm(const ds_config *cfg) {
     int resumes = strcmp(cfg->checkpoint.resume, "auto") == 0 &&
                   ds_ckpt_latest_complete(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
     ds_rwkv7_dims d = resumes ? ds_model_dims_for_weights(cfg, resume_path) : ds_rwkv7_dims_from_config(cfg);
+    ds_task_shape shape = {.kind = DS_TASK_LM, .cfg = cfg, .ctx_len = T, .grad_checkpoint = cfg->train.grad_checkpoint,
+                           .rwkv7 = d};
+    ds_task_workload work;
+    ds_lm_workload(&shape, t.micro, &work);
     ds_rwkv7_create(&t.model, &d);
     t.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_rwkv7_reserve(&t.model, t.micro, T);
@@ -141,8 +207,8 @@ int ds_train_lm(const ds_config *cfg) {
     ds_weights_ckpt_tensors(&t.model, NULL, NULL, tensors);  /* the loop adds the moments itself */
     ds_task task = {.name = "lm", .params = t.model.params, .grads = t.model.grads, .n_params = t.model.n_params,
                     .n_groups = t.model.n_tensors, .groups = groups, .n_tensors = t.model.n_tensors,
-                    .tensors = tensors, .unit = "tokens", .units_per_sample = T,
-                    .flops_per_unit = ds_rwkv7_flops_per_token(&d, T), .activation_bytes = t.model.acts_numel * 4.0,
+                    .tensors = tensors, .unit = work.unit, .units_per_sample = work.units_per_sample,
+                    .flops_per_unit = work.flops_per_unit, .activation_bytes = work.activation_bytes,
                     .ctx = &t, .init_params = lm_init_params, .micro_step = lm_micro_step, .eval = lm_eval};
     ds_weights_signature(&d, task.signature, sizeof task.signature);
     int64_t n_weights = 0;

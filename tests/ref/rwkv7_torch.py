@@ -1,10 +1,15 @@
 """Independent PyTorch reference of RWKV-7 (x070), written from the published equations (summarised in src/rwkv7/README.md §2) with
-plain tensor ops and autograd (no code shared with the C implementation). Runs in float64."""
+plain tensor ops and autograd (no code shared with the C implementation). Runs in float64; the matrix
+products can emulate train.precision bf16 (bf16_emulation.py)."""
 import torch
 import torch.nn.functional as F
 
+from bf16_emulation import matmul
+
 N = 64
 DECAY_SCALE = 0.6065306597126334  # e^{-1/2}
+
+
 
 
 def wkv7(r, decay, k, v, alpha, beta, state=None):
@@ -23,15 +28,18 @@ def wkv7(r, decay, k, v, alpha, beta, state=None):
     return torch.stack(ys, 1).reshape(B, T, C), S
 
 
-def shift(x):
-    """x[t-1] with zeros at t = 0 (training: every sample starts from the zero state)."""
-    return F.pad(x, (0, 0, 1, -1))
+def shift(x, prev=None):
+    """x[t-1], with prev [B, C] at t = 0 (None: zeros, the zero state)."""
+    if prev is None:
+        return F.pad(x, (0, 0, 1, -1))
+    return torch.cat([prev[:, None, :], x[:, :-1]], 1)
 
 
-def forward(P, tokens, L, C, wkv_states=None, return_states=False):
+def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=None):
     """Logits [B, T, V]. wkv_states: None (zero), or per layer the initial WKV state [B, H, N, N] as
-    S[b, h, value, key] (the token-shift states start at zero either way). With return_states, also
-    the final WKV state of every layer, in the same layout."""
+    S[b, h, value, key]. shift_states: None (zero), or per layer the initial token-shift states
+    (att x_prev [B, C], ffn x_prev [B, C]). With return_states, also the final WKV state of every layer,
+    in the same layout."""
     B, T = tokens.shape
     H = C // N
     vec = lambda name: P[name].reshape(C)
@@ -41,22 +49,23 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False):
     finals = []
     for l in range(L):
         p = lambda key: P[f'blocks.{l}.{key}']
+        att_prev, ffn_prev = (None, None) if shift_states is None else shift_states[l]
         a = ln(x, f'blocks.{l}.ln1')
-        d = shift(a) - a
+        d = shift(a, att_prev) - a
         mix = lambda key: a + d * vec(f'blocks.{l}.att.{key}')
         xr, xw, xk, xv, xa, xg = (mix(k) for k in ('x_r', 'x_w', 'x_k', 'x_v', 'x_a', 'x_g'))
-        r = xr @ p('att.receptance.weight').T
-        k0 = xk @ p('att.key.weight').T
-        vraw = xv @ p('att.value.weight').T
-        z = vec(f'blocks.{l}.att.w0') + torch.tanh(xw @ p('att.w1')) @ p('att.w2')
+        r = matmul(xr, p('att.receptance.weight').T)
+        k0 = matmul(xk, p('att.key.weight').T)
+        vraw = matmul(xv, p('att.value.weight').T)
+        z = vec(f'blocks.{l}.att.w0') + matmul(torch.tanh(matmul(xw, p('att.w1'))), p('att.w2'))
         decay = torch.exp(-DECAY_SCALE * torch.sigmoid(z))
-        aic = torch.sigmoid(vec(f'blocks.{l}.att.a0') + (xa @ p('att.a1')) @ p('att.a2'))
+        aic = torch.sigmoid(vec(f'blocks.{l}.att.a0') + matmul(matmul(xa, p('att.a1')), p('att.a2')))
         if l == 0:
             v = v_first = vraw
         else:
-            nu = torch.sigmoid(vec(f'blocks.{l}.att.v0') + (xv @ p('att.v1')) @ p('att.v2'))
+            nu = torch.sigmoid(vec(f'blocks.{l}.att.v0') + matmul(matmul(xv, p('att.v1')), p('att.v2')))
             v = vraw + (v_first - vraw) * nu
-        g = torch.sigmoid(xg @ p('att.g1')) @ p('att.g2')
+        g = matmul(torch.sigmoid(matmul(xg, p('att.g1'))), p('att.g2'))
         kap = (k0 * vec(f'blocks.{l}.att.k_k')).view(B, T, H, N)
         kk = (kap / kap.norm(dim=-1, keepdim=True).clamp_min(1e-12)).view(B, T, C)
         kr = k0 * (1 + (aic - 1) * vec(f'blocks.{l}.att.k_a'))
@@ -65,11 +74,11 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False):
         gn = F.group_norm(y.reshape(B * T, C), H, p('att.ln_x.weight'), p('att.ln_x.bias'), eps=64e-5).view(B, T, C)
         u = (r * kr * p('att.r_k').reshape(C)).view(B, T, H, N).sum(-1, keepdim=True)
         out = gn + (u * v.view(B, T, H, N)).view(B, T, C)
-        x = x + (out * g) @ p('att.output.weight').T
+        x = x + matmul(out * g, p('att.output.weight').T)
         b2 = ln(x, f'blocks.{l}.ln2')
-        xk2 = b2 + (shift(b2) - b2) * vec(f'blocks.{l}.ffn.x_k')
-        x = x + torch.relu(xk2 @ p('ffn.key.weight').T) ** 2 @ p('ffn.value.weight').T
-    logits = ln(x, 'ln_out') @ P['head.weight'].T
+        xk2 = b2 + (shift(b2, ffn_prev) - b2) * vec(f'blocks.{l}.ffn.x_k')
+        x = x + matmul(torch.relu(matmul(xk2, p('ffn.key.weight').T)) ** 2, p('ffn.value.weight').T)
+    logits = matmul(ln(x, 'ln_out'), P['head.weight'].T)
     return (logits, finals) if return_states else logits
 
 
