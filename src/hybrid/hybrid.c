@@ -453,14 +453,14 @@ static void condition_vector(ds_hybrid *h, int T, const int32_t *tokens, float *
 static void dit_backward(ds_hybrid *h) {
     work_buffers *w = h->work;
     if (h->d.condition != DS_HYBRID_ATTN_PREFIX) {
-        ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+        ds_dit_backward_from(&h->dit, w->d_eps, NULL, NULL);
         return;
     }
     int D = h->dit.d.hidden, C = h->d.model.n_embd;
     float *db = h->dit.g.cond_b;
     memcpy(w->cond_b_keep, db, sizeof(float) * D);
     memset(db, 0, sizeof(float) * D);
-    ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+    ds_dit_backward_from(&h->dit, w->d_eps, NULL, NULL);
     ds_gemm(0, 0, 1, C, D, 1.0f, db, D, h->dit.w.cond_w, C, 0.0f, w->de, C);
     ds_k.axpy(D, 1.0f, w->cond_b_keep, db);
     attention_pool_backward(h);
