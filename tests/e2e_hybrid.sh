@@ -70,7 +70,7 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/b2/checkpoints/step-00000030.ckpt" \
   && ok "bf16, 1 vs 2 ranks: the same checkpoint, byte for byte" || bad "bf16: 1 and 2 ranks write different checkpoints"
-# 2c. train.grad_checkpoint: the RWKV-7 recomputes its blocks in the backward (src/rwkv7/README.md §3.5)
+# 2c. train.grad_checkpoint: the RWKV-7 recomputes its blocks in the backward (src/rwkv7/README.md §3.6)
 "${MPI[@]}" 1 $BIN train "${H[@]}" "${B16[@]}" --set train.grad_checkpoint=true --set run.out_dir="$TMP/bcp" \
   2>"$TMP/bcp.log" || bad "bf16 with train.grad_checkpoint: exit $? ($(tail -1 "$TMP/bcp.log"))"
 cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/bcp/checkpoints/step-00000030.ckpt" \

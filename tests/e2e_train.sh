@@ -74,7 +74,7 @@ printf '\x41' | dd of="$TMP/data/flipped.bin" bs=1 seek=100000 conv=notrunc stat
 expect_bad "flipped byte in a shard" "flipped.bin: payload checksum mismatch" \
   $BIN train configs/tiny.yaml --set run.out_dir="$TMP/a" --set data.train="$TMP/data/flipped.bin"
 
-# Activation checkpointing (src/rwkv7/README.md §3.5) recomputes blocks with the same kernels: 20 steps
+# Activation checkpointing (src/rwkv7/README.md §3.6) recomputes blocks with the same kernels: 20 steps
 # with and without it log the same loss, gradient norm and held-out loss, to the last digit.
 fields() { grep -o '"loss":[^,]*,"lr":[^,]*,"grad_norm":[^,]*\|"val_loss":[^,}]*' "$1"; }
 CP=(--set model.n_layer=3 --set train.ctx_len=40 --set train.steps=20 --set train.eval_every=10 --set train.log_every=10)

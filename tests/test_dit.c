@@ -81,9 +81,15 @@ static int dump_mode(int argc, char **argv) {
     make_batch(&bt, &d, B, seed);
     int64_t n = (int64_t)d.in_channels * d.input_size * d.input_size;
     float *eps = ds_alloc(sizeof(float) * B * n), *dx = ds_alloc(sizeof(float) * B * n);
+    float *d_eps = ds_alloc(sizeof(float) * B * n), *dvec = ds_alloc(sizeof(float) * B * (d.cond_dim + 1));
     ds_dit_zero_grad(&m);
     float loss = (float)ds_dit_forward(&m, B, bt.x, bt.t, &bt.cond, bt.noise, eps);
-    ds_dit_backward(&m, dx);
+    if (d.cond_dim > 0) {  /* the MSE's own gradient, through the entry point that gives the vectors' gradient */
+        ds_eps_mse(B * n, eps, bt.noise, d_eps);
+        ds_dit_backward_from(&m, d_eps, dx, dvec);
+    } else {
+        ds_dit_backward(&m, dx);
+    }
     ds_atomic_file af;
     if (ds_atomic_open(&af, argv[2]) != 0) ds_die(DS_EXIT_BAD_INPUT, "cannot write %s", argv[2]);
     FILE *f = af.fp;
@@ -104,6 +110,7 @@ static int dump_mode(int argc, char **argv) {
     test_dump_tensor(f, "loss", 1, s1, 0, &loss);
     test_dump_tensor(f, "eps", 4, sX, 0, eps);
     test_dump_tensor(f, "dx", 4, sX, 0, dx);
+    if (d.cond_dim > 0) test_dump_tensor(f, "dvec", 2, sV, 0, dvec);
     char name[96];
     for (int i = 0; i < m.n_tensors; i++) {
         const ds_param_tensor *t = &m.tensors[i];
@@ -114,7 +121,7 @@ static int dump_mode(int argc, char **argv) {
     uint32_t end = 0;
     fwrite(&end, 4, 1, f);
     if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "cannot write %s", argv[2]);
-    ds_free(eps), ds_free(dx), ds_free(vec_null);
+    ds_free(eps), ds_free(dx), ds_free(d_eps), ds_free(dvec), ds_free(vec_null);
     free_batch(&bt);
     ds_dit_destroy(&m);
     return 0;

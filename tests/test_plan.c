@@ -5,6 +5,7 @@
  * workloads against the models they describe (parameters, DiT activations, a frozen RWKV-7), their
  * memory and compute in closed form (EMA, held buffers), their allreduce never hidden (the gradient
  * is handed over when the micro-batch is done), and their probes doing real work. */
+#include "dreamstate/common.h"
 #include "dreamstate/plan.h"
 #include "dreamstate/rwkv7.h"
 #include "dreamstate/state_dit.h"
@@ -96,15 +97,22 @@ static void check_hybrid(void) {
         ds_hybrid_dims d = hybrid_dims(train_static, n_targets);
         ds_hybrid h;
         ds_hybrid_create(&h, &d);
-        ds_hybrid_sizes z = ds_hybrid_sizes_of(&d, 32);
+        ds_fill_pattern(h.params, h.n_params, 0.1f);
+        ds_fill_pattern(h.model.params, h.model.n_params, 0.1f);
+        ds_probe_batch in = ds_probe_batch_random(2, 32, d.model.vocab_size);
+        ds_hybrid_forward_backward(&h, 2, 32, in.tokens, in.targets, 1, 0, 0.5f, NULL);
+        ds_probe_batch_free(&in);
+        ds_hybrid_sizes z = ds_hybrid_sizes_of(&d, 2, 32);
         CHECK(z.n_params == h.n_params, "hybrid %d: n_params %lld, model %lld", k, (long long)z.n_params,
               (long long)h.n_params);
         CHECK(z.model_floats == (train_static ? 0 : 2 * h.model.n_params), "hybrid %d: frozen RWKV-7 floats %lld", k,
               (long long)z.model_floats);
-        CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0),
-              "hybrid %d: DiT activations %lld, reserve %lld", k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
-        /* the whole work buffer block is at least the per-sequence DiT batch and the fused matrices */
-        CHECK(z.work_floats >= n_targets * (8.0 * h.n_img + 3.0 * h.n_mat * 128 * 128), "hybrid %d: work %.0f", k,
+        CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0) &&
+              h.model.acts_numel == ds_rwkv7_activation_floats(&d.model, 2, 32, 0),
+              "hybrid %d, 2 sequences: DiT activations %lld, reserved %lld; the RWKV-7's reserved for the micro-batch",
+              k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
+        /* the whole work buffer block is at least the micro-batch's DiT batch and fused matrices */
+        CHECK(z.work_floats >= n_targets * 2 * (8.0 * h.n_img + 3.0 * h.n_mat * 128 * 128), "hybrid %d: work %.0f", k,
               z.work_floats);
         ds_hybrid_destroy(&h);
 

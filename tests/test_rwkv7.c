@@ -1,6 +1,7 @@
 /* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
  * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism, and the frozen
- * backward's state gradient (§9.11). With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
+ * backward's state gradient (§9.11), per-sequence projections (§9.12), activation checkpointing (§9.13).
+ * With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
  * writes weights, inputs, loss, logits and every gradient (the initial state's included), computed with
  * fp32 or bf16 matrix products (blas.h), for tests/ref/test_rwkv7_torch.py, and with `--dump-tuner ...` a
  * state-tuning batch for tests/ref/test_state_tuning_torch.py; both compare them against an independent
@@ -281,7 +282,7 @@ static void test_determinism(void) {
     ds_rwkv7_destroy(&m);
 }
 
-/* Activation checkpointing (src/rwkv7/README.md §3.5) recomputes each block with the same kernels on
+/* Activation checkpointing (src/rwkv7/README.md §3.6) recomputes each block with the same kernels on
  * the same input: loss, logits and every gradient equal the run without it bit for bit, with fewer
  * activations; a forward from a state (state_in == state_out) gives the same logits and final state,
  * and a backward from a state the same initial-state gradient, with frozen weights too (§3.4). */
@@ -391,6 +392,93 @@ static void test_frozen_state_gradient(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* Per-sequence projections (seq_weights, src/rwkv7/README.md §3.5) on a batch equal one forward and
+ * backward per sequence with that sequence's matrices swapped into the model: loss, each sequence's
+ * matrix gradient and every model gradient, to fp32 rounding; nothing reaches the model's own gradient
+ * of a replaced matrix; frozen, the per-sequence gradients are the same bits and the head's is unwritten. */
+static void test_seq_weights(void) {
+    enum { B = 3, T = 19, L = 2, C = 128, V = 61 };
+    const int layer[2] = {1, 0}, mat[2] = {0, 2};  /* W_r of layer 1, W_v of layer 0 */
+    int64_t CC = C * C;
+    ds_rwkv7 m;
+    make_model(&m, L, C, V, 13, 0.05f);
+    int32_t tok[B * T], tgt[B * T];
+    random_tokens(tok, B * T, V, 13, 1);
+    random_tokens(tgt, B * T, V, 13, 2);
+    tgt[T + 4] = -1;  /* an unscored position: sequences count differently */
+    float *W[2], *G[2], *Gref[2];
+    ds_rwkv7_seq_weight table[L * 3] = {{0}};
+    for (int i = 0; i < 2; i++) {
+        ds_rwkv7_layer *p = &m.w.layers[layer[i]];
+        const float *own = mat[i] == 0 ? p->Wr : p->Wv;
+        W[i] = ds_alloc(sizeof(float) * B * CC);
+        G[i] = ds_alloc(sizeof(float) * B * CC);
+        Gref[i] = ds_alloc(sizeof(float) * B * CC);
+        for (int64_t j = 0; j < B * CC; j++) W[i][j] = own[j % CC] + 0.05f * (float)ds_rng_normal(13, 50 + i, j);
+        table[3 * layer[i] + mat[i]] = (ds_rwkv7_seq_weight){W[i], G[i]};
+    }
+    /* one sequence at a time, the matrices swapped in: each scored token weighs 1 / (the batch's count) */
+    float *gref = ds_alloc(sizeof(float) * m.n_params);
+    float *keep_w[2] = {m.w.layers[1].Wr, m.w.layers[0].Wv}, *keep_g[2] = {m.g.layers[1].Wr, m.g.layers[0].Wv};
+    int count = 0;
+    for (int i = 0; i < B * T; i++) count += tgt[i] >= 0;
+    double nats = 0;
+    ds_rwkv7_zero_grad(&m);
+    for (int b = 0; b < B; b++) {
+        int count_b = 0;
+        for (int t = 0; t < T; t++) count_b += tgt[b * T + t] >= 0;
+        m.w.layers[1].Wr = W[0] + b * CC, m.g.layers[1].Wr = Gref[0] + b * CC;
+        m.w.layers[0].Wv = W[1] + b * CC, m.g.layers[0].Wv = Gref[1] + b * CC;
+        memset(Gref[0] + b * CC, 0, sizeof(float) * CC), memset(Gref[1] + b * CC, 0, sizeof(float) * CC);
+        nats += ds_rwkv7_forward(&m, 1, T, tok + b * T, tgt + b * T, (float)count_b / count, 1e-4f, NULL, NULL, NULL) * count_b;
+        ds_rwkv7_backward(&m);
+    }
+    for (int i = 0; i < 2; i++) {
+        float **wp = i == 0 ? &m.w.layers[1].Wr : &m.w.layers[0].Wv, **gp = i == 0 ? &m.g.layers[1].Wr : &m.g.layers[0].Wv;
+        *wp = keep_w[i], *gp = keep_g[i];
+    }
+    memcpy(gref, m.grads, sizeof(float) * m.n_params);
+    /* the batch at once */
+    m.seq_weights = table;
+    ds_rwkv7_zero_grad(&m);
+    for (int i = 0; i < 2; i++) memset(G[i], 0, sizeof(float) * B * CC);
+    double loss = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    double eg = test_rel_err(m.grads, gref, m.n_params), e0 = test_rel_err(G[0], Gref[0], B * CC),
+           e1 = test_rel_err(G[1], Gref[1], B * CC);
+    int64_t own = count_nonzero(m.g.layers[1].Wr, CC) + count_nonzero(m.g.layers[0].Wv, CC);
+    CHECK(fabs(loss - nats / count) < 1e-6 * loss && eg < 1e-5 && e0 < 1e-5 && e1 < 1e-5 && own == 0 &&
+          count_nonzero(G[0], B * CC) > B * CC / 2,
+          "per-sequence W_r, W_v on %d sequences = one call per sequence: loss %.7f vs %.7f, gradients rel err %.1e, "
+          "per-sequence matrices %.1e, %.1e; their own gradient slots untouched", B, loss, nats / count, eg, e0, e1);
+    /* frozen: the same per-sequence gradients, no weight gradient */
+    float *g0 = ds_alloc(sizeof(float) * B * CC), *gbatch = ds_alloc(sizeof(float) * m.n_params);
+    memcpy(g0, G[0], sizeof(float) * B * CC);
+    memcpy(gbatch, m.grads, sizeof(float) * m.n_params);
+    m.frozen = 1;
+    ds_rwkv7_zero_grad(&m);
+    for (int i = 0; i < 2; i++) memset(G[i], 0, sizeof(float) * B * CC);
+    ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    CHECK(memcmp(g0, G[0], sizeof(float) * B * CC) == 0 && count_nonzero(m.g.head, (int64_t)V * C) == 0,
+          "frozen: the same per-sequence gradients bit for bit, no head weight gradient");
+    /* activation checkpointing (§3.6) recomputes the blocks with the per-sequence matrices */
+    m.frozen = 0;
+    m.grad_checkpoint = 1;
+    ds_rwkv7_zero_grad(&m);
+    for (int i = 0; i < 2; i++) memset(G[i], 0, sizeof(float) * B * CC);
+    double loss_cp = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    CHECK(loss_cp == loss && memcmp(g0, G[0], sizeof(float) * B * CC) == 0 &&
+          memcmp(gbatch, m.grads, sizeof(float) * m.n_params) == 0,
+          "grad_checkpoint: the same loss, per-sequence and model gradients bit for bit");
+    m.grad_checkpoint = 0;
+    m.seq_weights = NULL;
+    for (int i = 0; i < 2; i++) ds_free(W[i]), ds_free(G[i]), ds_free(Gref[i]);
+    ds_free(gref), ds_free(g0), ds_free(gbatch);
+    ds_rwkv7_destroy(&m);
+}
+
 int main(int argc, char **argv) {
     ds_blas_init(0);
     ds_kernels_init();
@@ -401,5 +489,6 @@ int main(int argc, char **argv) {
     test_determinism();
     test_grad_checkpoint();
     test_frozen_state_gradient();
+    test_seq_weights();
     return test_summary("test_rwkv7");
 }

@@ -51,7 +51,7 @@ typedef struct ds_train_config {
     char precision[8];         /* matrix products: "fp32" (default) or "bf16" (blas.h, ds_blas_set_precision) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
-    int grad_checkpoint;       /* 1 (true): activation checkpointing per block (src/rwkv7/README.md §3.5) */
+    int grad_checkpoint;       /* 1 (true): activation checkpointing per block (src/rwkv7/README.md §3.6) */
     double comm_timeout;       /* seconds a rank waits in one collective during training before it exits
                                 * 1 with a message (a dead rank or network); 0 = forever; default 600 */
 } ds_train_config;

@@ -102,8 +102,9 @@ double ds_dit_forward(ds_dit *m, int B, const float *x_t, const int32_t *t, cons
  * into m->grads; dx (may be NULL) receives (=) dL/dx_t [B, C, I, I]. */
 void ds_dit_backward(ds_dit *m, float *dx);
 /* The same from a caller-given output gradient d_eps = dL/d(eps_hat) [B, C, I, I], for losses other
- * than the epsilon MSE (the forward may have been run without noise). */
-void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx);
+ * than the epsilon MSE (the forward may have been run without noise). d_vec (may be NULL; cond_dim > 0)
+ * receives (=) dL/d(cond->vec) [B, cond_dim], zero rows for the samples that used the null vector. */
+void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx, float *d_vec);
 /* Multiplies the loss of the last forward by `scale` as far as the next backward is concerned (e.g.
  * a micro-batch's share of a larger batch). */
 void ds_dit_scale_loss(ds_dit *m, float scale);

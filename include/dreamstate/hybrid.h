@@ -101,23 +101,24 @@ typedef struct ds_hybrid {
     void *work;                   /* internal buffers */
 } ds_hybrid;
 
-/* What ds_hybrid_create allocates and a training call computes per sequence of T tokens, from the dims
- * alone (validated as by create; nothing allocated): `dreamstate plan` and the hybrid task size a run
- * by it. */
+/* What a hybrid allocates and a training call computes for micro-batches of B sequences of T tokens,
+ * from the dims alone (validated as by create; nothing allocated): `dreamstate plan` and the hybrid task
+ * size a run by it. */
 typedef struct ds_hybrid_sizes {
     int64_t n_params;              /* the trainable set */
     int64_t model_floats;          /* a frozen RWKV-7's parameters and gradient slots (0 with train_static) */
-    double work_floats;            /* create's buffers of one sequence (DiT batch, fused matrices and their
+    double work_floats;            /* the hybrid's own buffers for B sequences (DiT batch, fused matrices and their
                                     * gradient, U0, ...) and the DiT's position table */
-    int64_t dit_activation_floats; /* ds_dit_reserve of the DiT's 2 n_targets samples per sequence */
-    int rwkv7_batch;               /* sequences per RWKV-7 forward in a training call (one at a time) */
-    double flops_per_sequence;     /* training: the RWKV-7's ds_rwkv7_flops_per_token x T + about 3x the DiT's
-                                    * forward of its 2 n_targets samples */
+    int64_t dit_activation_floats; /* ds_dit_reserve of the DiT's 2 n_targets B samples */
+    double flops_per_sequence;     /* training: the RWKV-7's ds_rwkv7_flops_per_token x T (frozen static weights:
+                                    * its frozen FLOPs plus the generated matrices' weight gradients) + about 3x
+                                    * the DiT's forward of its 2 n_targets samples */
 } ds_hybrid_sizes;
-ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int T);
+ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int B, int T);
 
-/* Validates the dims (exit 2 with a reason) and allocates. The RWKV-7 starts zero: load or initialise
- * h->model's weights before use. */
+/* Validates the dims (exit 2 with a reason) and allocates (the buffers of a micro-batch at its first
+ * call). The RWKV-7 starts zero: load or initialise h->model's weights before use. With frozen static
+ * weights (train_static 0) h->model is marked frozen (its backward skips the weight gradients). */
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);
 void ds_hybrid_destroy(ds_hybrid *h);
 /* DiT initialisation (src/dit/README.md §1.5), alpha logits = logit(alpha_init) and, with attn_prefix,
@@ -128,7 +129,9 @@ void ds_hybrid_zero_grad(ds_hybrid *h);
 
 /* One micro-batch: tokens, targets [B, T] (targets -1 = ignored; positions < prefix are never scored),
  * sequence b is global sample first_sample + b of the step's randomness `seed`. Accumulates the
- * gradient of loss_scale x total into h->grads and returns total (unscaled). out may be NULL. */
+ * gradient of loss_scale x total into h->grads and returns total (unscaled). out may be NULL. The B
+ * sequences run at once (one DiT call, one RWKV-7 call), so a batch split otherwise agrees to fp32
+ * rounding; the same split gives the same bits. */
 double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
                                   uint64_t seed, uint64_t first_sample, float loss_scale, ds_hybrid_losses *out);
 /* Evaluation without gradients: the generation path with the fixed eval noise; L_pd is the eps-MSE of

@@ -4,7 +4,8 @@
  * the references otherwise (or when DS_KERNELS=ref is set in the environment).
  *
  * Conventions
- *  - All arrays fp32, row-major, contiguous; "rows" are independent vectors of length C.
+ *  - All arrays fp32, row-major, contiguous (attention: strided views, ds_attn_layout); "rows" are
+ *    independent vectors of length C.
  *  - Forward kernels overwrite their outputs.
  *  - Backward kernels ACCUMULATE (+=) into every gradient output; the caller zeroes them first.
  *  - Kernels may parallelise internally with OpenMP; results must not depend on the thread count

@@ -52,12 +52,12 @@
  *    AdamW moments 8 bytes per owned trainable parameter + under ZeRO-1 the full moments rank 0
  *    gathers for checkpoints (8 bytes per parameter) + the task's activations of one micro-batch (lm:
  *    ds_rwkv7_activation_floats, with train.grad_checkpoint each block's input and one block's
- *    internals; state_diffusion: ds_dit_activation_floats; hybrid: the RWKV-7's for
- *    the micro-batch (the score of hybrid.init runs it whole) and the DiT's for one sequence) and
- *    batch buffers + what the task holds besides (state_diffusion: the EMA, 4 bytes per parameter;
- *    hybrid: a frozen RWKV-7's parameters and gradient slots, 8 bytes per its parameter, and its
- *    per-sequence buffers) + in train.precision bf16 the operands converted for the products (the
- *    task's bf16_operand_bytes) + a fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
+ *    internals; state_diffusion: ds_dit_activation_floats; hybrid: the RWKV-7's and the DiT's for the
+ *    micro-batch, which they run at once) and batch buffers + what the task holds besides
+ *    (state_diffusion: the EMA, 4 bytes per parameter; hybrid: a frozen RWKV-7's parameters and
+ *    gradient slots, 8 bytes per its parameter, and its buffers of the micro-batch's sequences) + in
+ *    train.precision bf16 the operands converted for the products (the task's bf16_operand_bytes) + a
+ *    fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
  *    shards, state shards) are page cache and not counted. Fits: the ranks of one node together
  *    within the node's memory.
  *  - train.grad_checkpoint (lm, hybrid): the backward runs every RWKV-7 block's forward again, which adds

@@ -44,6 +44,12 @@ typedef struct ds_rwkv7_state {
     int64_t numel;
 } ds_rwkv7_state;
 
+/* Per-sequence matrices of one time-mix projection (ds_rwkv7.seq_weights). */
+typedef struct ds_rwkv7_seq_weight {
+    const float *w;  /* [B, C, C]: sequence b's matrix at w + b C C, applied as x W^T (NULL: the model's own) */
+    float *g;        /* [B, C, C]: the backward adds sequence b's gradient into g + b C C */
+} ds_rwkv7_seq_weight;
+
 typedef struct ds_rwkv7 {
     ds_rwkv7_dims d;
     int n_tensors;
@@ -58,7 +64,7 @@ typedef struct ds_rwkv7 {
      * caller can start communicating it while backward goes on. */
     void (*grads_ready)(void *ctx, int64_t offset, int64_t numel);
     void *grads_ready_ctx;
-    /* 1: activation checkpointing per block (src/rwkv7/README.md §3.5): the forward keeps each block's
+    /* 1: activation checkpointing per block (src/rwkv7/README.md §3.6): the forward keeps each block's
      * input, the backward recomputes the block's internals just before its backward (same results bit
      * for bit, about one more forward of time, activations of one block instead of L). Set it before
      * ds_rwkv7_reserve or a forward. */
@@ -67,6 +73,11 @@ typedef struct ds_rwkv7 {
      * gradients and the embedding part, so `grads` holds no meaningful values and grads_ready is not
      * called; what flows to the initial state is computed as usual. */
     int frozen;
+    /* Optional per-sequence W_r, W_k, W_v (src/rwkv7/README.md §3.5): NULL, or [L][3] (r, k, v). Where
+     * seq_weights[3 l + m].w is set, the forward multiplies each sequence's T rows by that sequence's own
+     * matrix instead of the model's, and the backward adds each sequence's gradient into .g (also when
+     * frozen) and nothing into grads for that matrix. The arrays hold at least the forward's B matrices. */
+    ds_rwkv7_seq_weight *seq_weights;
     /* activations (allocated by ds_rwkv7_reserve for at most B x T) */
     int act_B, act_T;
     float *acts;

@@ -427,8 +427,9 @@ static void block_backward(const ds_dit *m, int B, const ds_dit_block *p, ds_dit
     ds_linear_backward(B, D, N_MOD * D, at->sc, p->ada_w, dmod, g->ada_w, g->ada_b, at->dsc, 1);
 }
 
-/* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection. */
-static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
+/* dc (gradient of c = t_emb + y) into the timestep MLP, the label table and the condition projection;
+ * d_vec (NULL: not wanted) receives dL/dvec [B, cond_dim], 0 for dropped samples. */
+static void embed_condition_backward(ds_dit *m, int B, acts_table *at, float *d_vec) {
     const ds_dit_dims *d = &m->d;
     int D = d->hidden;
     ds_linear_backward(B, D, D, at->t_hid, m->w.t_w2, at->dc, m->g.t_w2, m->g.t_b2, at->dt_hid, 0);
@@ -450,7 +451,7 @@ static void embed_condition_backward(ds_dit *m, int B, acts_table *at) {
                 memcpy(row, at->dc + (int64_t)b * D, sizeof(float) * D);
             }
         }
-        ds_linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, NULL, 0);
+        ds_linear_backward(B, d->cond_dim, D, at->vec, m->w.cond_w, dy_vec, m->g.cond_w, m->g.cond_b, d_vec, 0);
     }
 }
 
@@ -461,7 +462,7 @@ void ds_dit_scale_loss(ds_dit *m, float scale) {
 }
 
 /* The backward proper: at->d_eps holds dL/d(eps_hat). */
-static void backward(ds_dit *m, float *dx_out) {
+static void backward(ds_dit *m, float *dx_out, float *d_vec) {
     acts_table *at = m->act;
     const ds_dit_dims *d = &m->d;
     int B = at->B, T = m->tokens, D = d->hidden, P = m->patch_dim, C = d->in_channels, I = d->input_size,
@@ -480,7 +481,7 @@ static void backward(ds_dit *m, float *dx_out) {
     /* SiLU(c) gathered from every block and the final layer, then the embeddings */
     memset(at->dc, 0, sizeof(float) * B * D);
     ds_k.act_backward(DS_ACT_SILU, (int64_t)B * D, at->c, at->dsc, at->dc);
-    embed_condition_backward(m, B, at);
+    embed_condition_backward(m, B, at, d_vec);
     /* patch embed (the position table is constant) */
     ds_linear_backward(BT, P, D, at->patches, m->w.patch_w, at->dx, m->g.patch_w, m->g.patch_b,
                     dx_out ? at->d_patches : NULL, 0);
@@ -491,14 +492,15 @@ static void backward(ds_dit *m, float *dx_out) {
 void ds_dit_backward(ds_dit *m, float *dx_out) {
     acts_table *at = m->act;
     if (!at || !at->has_targets) ds_die(DS_EXIT_FAIL, "dit backward: the last forward had no noise target");
-    backward(m, dx_out);
+    backward(m, dx_out, NULL);
 }
 
-void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx_out) {
+void ds_dit_backward_from(ds_dit *m, const float *d_eps, float *dx_out, float *d_vec) {
     acts_table *at = m->act;
     if (!at || at->B < 1) ds_die(DS_EXIT_FAIL, "dit backward: no forward to differentiate");
+    if (d_vec && m->d.cond_dim < 1) ds_die(DS_EXIT_FAIL, "dit backward: a condition-vector gradient of a DiT without one");
     memcpy(at->d_eps, d_eps, sizeof(float) * at->B * m->d.in_channels * m->d.input_size * m->d.input_size);
-    backward(m, dx_out);
+    backward(m, dx_out, d_vec);
 }
 
 double ds_dit_forward_flops(const ds_dit_dims *d) {

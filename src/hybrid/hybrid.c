@@ -1,18 +1,20 @@
 /* The Part-B hybrid (src/hybrid/README.md): parameter DiT + RWKV-7 with per-sequence fused time-mix
  * weights, forward and backward of a micro-batch. See include/dreamstate/hybrid.h for the model.
  *
- * Work is done one sequence at a time: one DiT call on the 2 x |targets| samples of the sequence
- * (generation path first, then the diffusion-loss path), then the RWKV-7 on that sequence with the
- * fused matrices, then one DiT backward. The RWKV-7 runs with its weight pointers of the targeted
- * matrices swapped to the sequence's fused matrices, and its gradient pointers to per-sequence
- * buffers G (the static weights and their gradient slots stay where they are and are restored after
- * every call), so its forward and backward are used unchanged.
+ * A micro-batch of B sequences is done at once: one DiT call on the B x 2 |targets| samples (per
+ * sequence its generation rows first, then its diffusion-loss rows), the fusion per sequence, then one
+ * RWKV-7 forward and backward on the B sequences with the fused matrices as its per-sequence W_r, W_k,
+ * W_v (ds_rwkv7.seq_weights, src/rwkv7/README.md §3.5: each sequence's T rows times its own matrix,
+ * the gradient into that sequence's slice of G; every other product over the B T rows), then one DiT
+ * backward. With frozen static weights the RWKV-7 runs frozen (no weight-gradient products).
  *
  * Shapes: B sequences of T tokens, C RWKV-7 channels (n_embd), nT targeted layers, n_mat generated
  * matrices per layer (of r, k, v), CC = C C floats of one matrix, r the rank of A2, n_img = n_mat CC
  * (A1) or n_mat C r (A2) floats of one DiT sample, viewed as n_img / 4096 channels of 64 x 64 (TILE);
- * a DiT batch [S, n_img] holds the nT generation rows, then in training the nT diffusion-loss rows;
- * P the prefix, D the DiT's hidden width; k = j n_mat + mi indexes (targeted layer j, matrix mi). */
+ * a DiT batch [B, S1, n_img] holds per sequence its nT generation rows, then in training its nT
+ * diffusion-loss rows (S1 = 2 nT, else nT); P the prefix; k = j n_mat + mi indexes (targeted layer j,
+ * matrix mi); the fused matrices and their gradients are [n_targets n_mat, B, C, C], so that matrix k
+ * of every sequence is one [B, C, C] block as the RWKV-7 takes it. */
 #include "dreamstate/hybrid.h"
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
@@ -35,27 +37,30 @@ typedef struct {
     float *x0;                    /* [n_targets, n_img]: normalise(theta_static) (A1), zeros (A2) */
     float *eval_eps;              /* [n_targets, n_img]: eps* of evaluation (drawn once) */
     int have_eval_eps;
-    /* one sequence */
-    float *e;                     /* [C] condition vector */
-    /* attn_prefix, kept from the condition's forward for its backward */
-    float *attn_h;                /* [P, C] the prefix's embedding rows h_t */
-    float *attn_p;                /* [P] scores, then their softmax */
-    float *attn_u;                /* [C] K^T q: score_t = <u, h_t> / sqrt(C) */
-    float *attn_hbar;             /* [C] sum_t p_t h_t, so e = V hbar */
-    float *attn_dp, *attn_ds;     /* [P] dL/dp, dL/dscore */
-    float *attn_dh, *attn_du;     /* [C] dL/dhbar, dL/du */
-    float *de, *cond_b_keep;      /* [C] dL/de; [DiT hidden] the DiT's c_embedder bias gradient so far */
-    float *noise;                 /* [2 n_targets, n_img]: eps* (generation rows), then eps */
-    float *x_in, *eps_hat, *d_eps;/* [2 n_targets, n_img] DiT batch */
-    float *x0_hat;                /* [n_targets, n_img] */
-    int32_t *t, *labels;          /* [2 n_targets] */
-    float *vec;                   /* [2 n_targets, C] */
-    uint8_t *vec_null;            /* [2 n_targets] */
-    float *gen, *fused, *G;       /* [n_targets, n_mat, C, C] */
+    ds_rwkv7_seq_weight *seq;     /* [L, 3]: the RWKV-7's per-sequence matrices, attached during a call */
+    float *x0_hat;                /* [n_targets, n_img] of one sequence */
     float *lowrank;               /* A2: [C, r] scratch for V */
     double *row_dot;              /* [C] partial sums of the alpha gradient */
-    int32_t *targets;             /* [T] targets with positions < prefix unscored */
-    int cap_T;
+    /* attn_prefix: u = K^T q (score_t = <u, h_t> / sqrt(C), the same for every sequence), and the
+     * backward's scratch of one sequence */
+    float *attn_u;                /* [C] */
+    float *attn_dp, *attn_ds;     /* [P] dL/dp, dL/dscore */
+    float *attn_dh, *attn_du;     /* [C] dL/dhbar, dL/du */
+    float *de;                    /* [C] dL/de */
+    /* a micro-batch of up to cap_B sequences (reserve_batch) */
+    int cap_B;
+    float *e;                     /* [B, C] condition vectors */
+    float *attn_h;                /* [B, P, C] the prefixes' embedding rows h_t */
+    float *attn_p;                /* [B, P] scores, then their softmax */
+    float *attn_hbar;             /* [B, C] sum_t p_t h_t, so e = V hbar */
+    float *noise;                 /* [B, S1, n_img]: eps* (generation rows), then eps */
+    float *x_in, *eps_hat, *d_eps;/* [B, S1, n_img] the DiT batch */
+    int32_t *t, *labels;          /* [B S1] */
+    float *vec, *d_vec;           /* [B S1, C]: the samples' condition vectors; their gradient (attn_prefix) */
+    uint8_t *vec_null;            /* [B S1] */
+    float *gen, *fused, *G;       /* [n_targets n_mat, B, C, C] */
+    int32_t *targets;             /* [cap_BT] targets with positions < prefix unscored */
+    int64_t cap_BT;
 } work_buffers;
 
 /* Where the model's pointer to matrix mat (0 r, 1 k, 2 v) of layer l lives in a pointer table. */
@@ -200,42 +205,48 @@ static void trainable_table(const ds_hybrid_dims *d, int n_mat, const ds_dit_dim
     }
 }
 
-/* Floats of create's buffers for one sequence besides the models (work_buffers; the + 1s keep empty
- * ones allocatable). */
-static double work_floats(const ds_hybrid_dims *d, int n_mat, int64_t n_img) {
+/* Floats of the hybrid's buffers besides the models (work_buffers) for micro-batches of B sequences of T
+ * tokens (the + 1s keep empty ones allocatable). */
+static double work_floats(const ds_hybrid_dims *d, int n_mat, int64_t n_img, int B, int T) {
     int64_t C = d->model.n_embd, nT = d->n_targets, nm = nT * n_mat, img = nT * n_img, mats = nm * C * C;
-    double f = 2.0 * (img + 1)         /* x0, eval_eps */
-             + 4.0 * (2 * img + 1)     /* noise, x_in, eps_hat, d_eps */
-             + (img + 1)               /* x0_hat */
-             + 3.0 * (mats + 1)        /* gen, fused, G */
-             + (2 * nT + 1) * (C + 3)  /* vec, t, labels, vec_null */
-             + 3.0 * C;                /* e, row_dot (double) */
-    if (nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX) f += (double)d->prefix * (C + 3) + 5.0 * C + d->dit.hidden;
+    int64_t S = 2 * nT * B, P = d->prefix;
+    double f = 3.0 * (img + 1)                    /* x0, eval_eps, x0_hat */
+             + 4.0 * (nm + 1)                     /* mu, sd (double) */
+             + 2.0 * C                            /* row_dot (double) */
+             + (double)B * C                      /* e */
+             + 4.0 * ((double)B * 2 * img + 1)    /* noise, x_in, eps_hat, d_eps */
+             + (double)(S + 1) * (C + 3)          /* vec, t, labels, vec_null */
+             + 3.0 * ((double)B * mats + 1)       /* gen, fused, G */
+             + (double)B * T;                     /* targets */
+    if (nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX)
+        f += 4.0 * C + 2.0 * P + (double)B * (P * C + P + C) + (double)(S + 1) * C;
     if (nT > 0 && d->param == DS_HYBRID_LOWRANK) f += (double)(nm + 1) * C * d->rank;  /* U0, lowrank */
     return f;
 }
 
-ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int T) {
+ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int B, int T) {
     check_dims(d);
     int mats[3], n_mat = generated_matrices(d, mats), C = d->model.n_embd;
     int64_t n_img = image_floats(d, n_mat), at_model;
     ds_dit_dims dd = dit_dims(d, n_img);
     ds_param_table t = {0};
     trainable_table(d, n_mat, &dd, &t, &at_model);
-    ds_hybrid_sizes z = {.n_params = t.n_floats, .rwkv7_batch = 1,
-                         .flops_per_sequence = ds_rwkv7_flops_per_token(&d->model, T) * T};
+    /* frozen: the forward and the input-gradient products, plus the generated matrices' weight gradients */
+    double rwkv7_flops = d->train_static ? ds_rwkv7_flops_per_token(&d->model, T)
+                                         : ds_rwkv7_frozen_flops_per_token(&d->model) + 2.0 * d->n_targets * n_mat * C * C;
+    ds_hybrid_sizes z = {.n_params = t.n_floats, .flops_per_sequence = rwkv7_flops * T};
     ds_param_table_free(&t);
     if (!d->train_static) {
         ds_rwkv7_param_table(&t, &d->model);
         z.model_floats = 2 * t.n_floats;  /* parameters and their gradient slots */
         ds_param_table_free(&t);
     }
-    z.work_floats = work_floats(d, n_mat, n_img);
+    z.work_floats = work_floats(d, n_mat, n_img, B, T);
     if (d->n_targets > 0) {
         int G = dd.input_size / dd.patch_size;
         /* the DiT's position table and its copy of the batch's condition */
-        z.work_floats += (double)G * G * dd.hidden + 2.0 * d->n_targets * C;
-        z.dit_activation_floats = ds_dit_activation_floats(&dd, 2 * d->n_targets);
+        z.work_floats += (double)G * G * dd.hidden + 2.0 * B * d->n_targets * C;
+        z.dit_activation_floats = ds_dit_activation_floats(&dd, 2 * B * d->n_targets);
         /* about 3x the forward of its 2 samples per targeted layer */
         z.flops_per_sequence += 3.0 * 2 * d->n_targets * ds_dit_forward_flops(&dd);
     }
@@ -263,9 +274,11 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     else ds_rwkv7_create(&h->model, &d->model);
     ds_diffusion_create(&h->sched, d->schedule, DS_DIFFUSION_STEPS);
 
+    h->model.frozen = !d->train_static;  /* no weight-gradient products for weights nobody trains */
+
     work_buffers *w = ds_alloc(sizeof *w);
     h->work = w;
-    int64_t nm = (int64_t)nT * h->n_mat, mats = nm * C * C, img = (int64_t)nT * h->n_img;
+    int64_t nm = (int64_t)nT * h->n_mat, img = (int64_t)nT * h->n_img;
     w->static_w = ds_alloc(sizeof(float *) * (nm + 1));
     w->static_g = ds_alloc(sizeof(float *) * (nm + 1));
     for (int j = 0; j < nT; j++)
@@ -277,50 +290,71 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     w->sd = ds_alloc(sizeof(double) * (nm + 1));
     w->x0 = ds_alloc(sizeof(float) * (img + 1));
     w->eval_eps = ds_alloc(sizeof(float) * (img + 1));
-    w->e = ds_alloc(sizeof(float) * C);
+    w->x0_hat = ds_alloc(sizeof(float) * (img + 1));
+    w->seq = ds_alloc(sizeof(ds_rwkv7_seq_weight) * 3 * d->model.n_layer);
+    w->row_dot = ds_alloc(sizeof(double) * C);
     if (attn) {
         int P = d->prefix;
-        w->attn_h = ds_alloc(sizeof(float) * P * C);
-        w->attn_p = ds_alloc(sizeof(float) * P);
+        w->attn_u = ds_alloc(sizeof(float) * C);
         w->attn_dp = ds_alloc(sizeof(float) * P);
         w->attn_ds = ds_alloc(sizeof(float) * P);
-        w->attn_u = ds_alloc(sizeof(float) * C);
-        w->attn_hbar = ds_alloc(sizeof(float) * C);
         w->attn_dh = ds_alloc(sizeof(float) * C);
         w->attn_du = ds_alloc(sizeof(float) * C);
         w->de = ds_alloc(sizeof(float) * C);
-        w->cond_b_keep = ds_alloc(sizeof(float) * d->dit.hidden);
     }
-    w->row_dot = ds_alloc(sizeof(double) * C);
-    w->noise = ds_alloc(sizeof(float) * (2 * img + 1));
-    w->x_in = ds_alloc(sizeof(float) * (2 * img + 1));
-    w->eps_hat = ds_alloc(sizeof(float) * (2 * img + 1));
-    w->d_eps = ds_alloc(sizeof(float) * (2 * img + 1));
-    w->x0_hat = ds_alloc(sizeof(float) * (img + 1));
-    w->t = ds_alloc(sizeof(int32_t) * (2 * nT + 1));
-    w->labels = ds_alloc(sizeof(int32_t) * (2 * nT + 1));
-    w->vec = ds_alloc(sizeof(float) * (2 * nT + 1) * C);
-    w->vec_null = ds_alloc((size_t)(2 * nT + 1));
-    w->gen = ds_alloc(sizeof(float) * (mats + 1));
-    w->fused = ds_alloc(sizeof(float) * (mats + 1));
-    w->G = ds_alloc(sizeof(float) * (mats + 1));
     if (nT > 0 && d->param == DS_HYBRID_LOWRANK) {
         w->lowrank = ds_alloc(sizeof(float) * C * d->rank);
         h->u0 = ds_alloc(sizeof(float) * nm * C * d->rank);
         make_u0(h);
     }
-    if (nT > 0) ds_dit_reserve(&h->dit, 2 * nT);
+}
+
+static void free_batch_buffers(work_buffers *w) {
+    ds_free(w->e); ds_free(w->attn_h); ds_free(w->attn_p); ds_free(w->attn_hbar); ds_free(w->noise); ds_free(w->x_in);
+    ds_free(w->eps_hat); ds_free(w->d_eps); ds_free(w->t); ds_free(w->labels); ds_free(w->vec); ds_free(w->d_vec);
+    ds_free(w->vec_null); ds_free(w->gen); ds_free(w->fused); ds_free(w->G);
+}
+
+/* The micro-batch buffers for B sequences of T tokens (they only grow). */
+static void reserve_batch(ds_hybrid *h, int B, int T) {
+    work_buffers *w = h->work;
+    if ((int64_t)B * T > w->cap_BT) {
+        ds_free(w->targets);
+        w->cap_BT = (int64_t)B * T;
+        w->targets = ds_alloc(sizeof(int32_t) * w->cap_BT);
+    }
+    if (B <= w->cap_B) return;
+    free_batch_buffers(w);
+    int64_t C = h->d.model.n_embd, nT = h->d.n_targets, P = h->d.prefix, S = 2 * nT * B;
+    int64_t rows = S * h->n_img + 1, mats = nT * h->n_mat * B * C * C + 1;
+    w->e = ds_alloc(sizeof(float) * B * C);
+    if (nT > 0 && h->d.condition == DS_HYBRID_ATTN_PREFIX) {
+        w->attn_h = ds_alloc(sizeof(float) * B * P * C);
+        w->attn_p = ds_alloc(sizeof(float) * B * P);
+        w->attn_hbar = ds_alloc(sizeof(float) * B * C);
+        w->d_vec = ds_alloc(sizeof(float) * (S + 1) * C);
+    }
+    w->noise = ds_alloc(sizeof(float) * rows);
+    w->x_in = ds_alloc(sizeof(float) * rows);
+    w->eps_hat = ds_alloc(sizeof(float) * rows);
+    w->d_eps = ds_alloc(sizeof(float) * rows);
+    w->t = ds_alloc(sizeof(int32_t) * (S + 1));
+    w->labels = ds_alloc(sizeof(int32_t) * (S + 1));
+    w->vec = ds_alloc(sizeof(float) * (S + 1) * C);
+    w->vec_null = ds_alloc((size_t)(S + 1));
+    w->gen = ds_alloc(sizeof(float) * mats);
+    w->fused = ds_alloc(sizeof(float) * mats);
+    w->G = ds_alloc(sizeof(float) * mats);
+    w->cap_B = B;
 }
 
 void ds_hybrid_destroy(ds_hybrid *h) {
     work_buffers *w = h->work;
-    ds_free(w->static_w); ds_free(w->static_g); ds_free(w->mu); ds_free(w->sd); ds_free(w->x0);
-    ds_free(w->eval_eps); ds_free(w->e); ds_free(w->row_dot); ds_free(w->noise); ds_free(w->x_in); ds_free(w->eps_hat);
-    ds_free(w->d_eps); ds_free(w->x0_hat); ds_free(w->t); ds_free(w->labels); ds_free(w->vec);
-    ds_free(w->vec_null); ds_free(w->gen); ds_free(w->fused); ds_free(w->G); ds_free(w->lowrank);
-    ds_free(w->targets); ds_free(w->attn_h); ds_free(w->attn_p); ds_free(w->attn_dp); ds_free(w->attn_ds);
-    ds_free(w->attn_u); ds_free(w->attn_hbar); ds_free(w->attn_dh); ds_free(w->attn_du); ds_free(w->de);
-    ds_free(w->cond_b_keep); ds_free(w);
+    free_batch_buffers(w);
+    ds_free(w->static_w); ds_free(w->static_g); ds_free(w->mu); ds_free(w->sd); ds_free(w->x0); ds_free(w->eval_eps);
+    ds_free(w->x0_hat); ds_free(w->seq); ds_free(w->row_dot); ds_free(w->lowrank); ds_free(w->targets);
+    ds_free(w->attn_u); ds_free(w->attn_dp); ds_free(w->attn_ds); ds_free(w->attn_dh); ds_free(w->attn_du);
+    ds_free(w->de); ds_free(w);
     if (h->d.n_targets > 0) ds_dit_destroy(&h->dit);
     ds_rwkv7_destroy(&h->model);
     ds_diffusion_destroy(&h->sched);
@@ -398,193 +432,209 @@ static void prepare_static(ds_hybrid *h) {
         }
 }
 
-/* Attention pool over the prefix rows H [P, C]: u = K^T q, p = softmax(H u / sqrt(C)), hbar = H^T p,
- * e = V hbar (= sum_t p_t V h_t, without forming the P values V h_t). Keeps H, p, u, hbar. */
-static void attention_pool(ds_hybrid *h, const int32_t *tokens, float *e) {
+/* Attention pool over the prefix rows H [P, C] of sequence b: p = softmax(H u / sqrt(C)) with u = K^T q
+ * (w->attn_u, set by conditions), hbar = H^T p, e = V hbar (= sum_t p_t V h_t, without forming the P
+ * values V h_t). Keeps H, p, hbar of the sequence. */
+static void attention_pool(ds_hybrid *h, int b, const int32_t *tokens, float *e) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, P = h->d.prefix;
-    for (int t = 0; t < P; t++)
-        memcpy(w->attn_h + (int64_t)t * C, h->model.w.emb + (int64_t)tokens[t] * C, sizeof(float) * C);
-    ds_gemm(0, 0, 1, C, C, 1.0f, h->w.attn_q, C, h->w.attn_k, C, 0.0f, w->attn_u, C);
-    ds_gemm(0, 1, 1, P, C, (float)(1.0 / sqrt((double)C)), w->attn_u, C, w->attn_h, C, 0.0f, w->attn_p, P);
-    ds_k.softmax_forward(1, P, w->attn_p, w->attn_p);
-    ds_gemm(0, 0, 1, C, P, 1.0f, w->attn_p, P, w->attn_h, C, 0.0f, w->attn_hbar, C);
-    ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_hbar, C, h->w.attn_v, C, 0.0f, e, C);
+    float *H = w->attn_h + (int64_t)b * P * C, *p = w->attn_p + (int64_t)b * P, *hbar = w->attn_hbar + (int64_t)b * C;
+    for (int t = 0; t < P; t++) memcpy(H + (int64_t)t * C, h->model.w.emb + (int64_t)tokens[t] * C, sizeof(float) * C);
+    ds_gemm(0, 1, 1, P, C, (float)(1.0 / sqrt((double)C)), w->attn_u, C, H, C, 0.0f, p, P);
+    ds_k.softmax_forward(1, P, p, p);
+    ds_gemm(0, 0, 1, C, P, 1.0f, p, P, H, C, 0.0f, hbar, C);
+    ds_gemm(0, 1, 1, C, C, 1.0f, hbar, C, h->w.attn_v, C, 0.0f, e, C);
 }
 
-/* Backward of attention_pool from w->de = dL/de: dV += de hbar^T, dhbar = V^T de, dp = H dhbar,
- * dscore = softmax backward, du = H^T dscore / sqrt(C), dK += q du^T, dq += K du. */
-static void attention_pool_backward(ds_hybrid *h) {
+/* Backward of attention_pool of sequence b from w->de = dL/de_b: dV += de hbar^T, dhbar = V^T de,
+ * dp = H dhbar, dscore = softmax backward, du = H^T dscore / sqrt(C), dK += q du^T, dq += K du. */
+static void attention_pool_backward(ds_hybrid *h, int b) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, P = h->d.prefix;
-    ds_gemm(1, 0, C, C, 1, 1.0f, w->de, C, w->attn_hbar, C, 1.0f, h->g.attn_v, C);
+    const float *H = w->attn_h + (int64_t)b * P * C, *p = w->attn_p + (int64_t)b * P;
+    const float *hbar = w->attn_hbar + (int64_t)b * C;
+    ds_gemm(1, 0, C, C, 1, 1.0f, w->de, C, hbar, C, 1.0f, h->g.attn_v, C);
     ds_gemm(0, 0, 1, C, C, 1.0f, w->de, C, h->w.attn_v, C, 0.0f, w->attn_dh, C);
-    ds_gemm(0, 1, 1, P, C, 1.0f, w->attn_dh, C, w->attn_h, C, 0.0f, w->attn_dp, P);
+    ds_gemm(0, 1, 1, P, C, 1.0f, w->attn_dh, C, H, C, 0.0f, w->attn_dp, P);
     memset(w->attn_ds, 0, sizeof(float) * P);  /* softmax_backward accumulates */
-    ds_k.softmax_backward(1, P, w->attn_p, w->attn_dp, w->attn_ds);
-    ds_gemm(0, 0, 1, C, P, (float)(1.0 / sqrt((double)C)), w->attn_ds, P, w->attn_h, C, 0.0f, w->attn_du, C);
+    ds_k.softmax_backward(1, P, p, w->attn_dp, w->attn_ds);
+    ds_gemm(0, 0, 1, C, P, (float)(1.0 / sqrt((double)C)), w->attn_ds, P, H, C, 0.0f, w->attn_du, C);
     ds_gemm(1, 0, C, C, 1, 1.0f, h->w.attn_q, C, w->attn_du, C, 1.0f, h->g.attn_k, C);
     ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_du, C, h->w.attn_k, C, 1.0f, h->g.attn_q, C);
 }
 
-/* e = emb[tok_0] (first_token), the mean of emb[tok_t], t < prefix (mean_prefix), or their attention
- * pool (attn_prefix). */
-static void condition_vector(ds_hybrid *h, int T, const int32_t *tokens, float *e) {
+/* The condition vectors e [B, C] of the sequences tokens [B, T]: emb[tok_0] (first_token), the mean of
+ * emb[tok_t], t < prefix (mean_prefix), or their attention pool (attn_prefix). */
+static void conditions(ds_hybrid *h, int B, int T, const int32_t *tokens) {
+    work_buffers *w = h->work;
     int C = h->d.model.n_embd, V = h->d.model.vocab_size;
     int n = h->d.condition == DS_HYBRID_FIRST_TOKEN ? 1 : h->d.prefix;
     if (n > T) ds_die(DS_EXIT_BAD_INPUT, "hybrid: the condition pools %d tokens of a sequence of %d", n, T);
-    for (int t = 0; t < n; t++)
-        if (tokens[t] < 0 || tokens[t] >= V) ds_die(DS_EXIT_BAD_INPUT, "token id %d out of range [0, %d)", tokens[t], V);
-    if (h->d.condition == DS_HYBRID_ATTN_PREFIX) {
-        attention_pool(h, tokens, e);
-        return;
-    }
-    for (int c = 0; c < C; c++) {
-        double s = 0;
-        for (int t = 0; t < n; t++) s += h->model.w.emb[(int64_t)tokens[t] * C + c];
-        e[c] = (float)(s / n);
+    if (h->d.condition == DS_HYBRID_ATTN_PREFIX) ds_gemm(0, 0, 1, C, C, 1.0f, h->w.attn_q, C, h->w.attn_k, C, 0.0f, w->attn_u, C);
+    for (int b = 0; b < B; b++) {
+        const int32_t *tok = tokens + (int64_t)b * T;
+        float *e = w->e + (int64_t)b * C;
+        for (int t = 0; t < n; t++)
+            if (tok[t] < 0 || tok[t] >= V) ds_die(DS_EXIT_BAD_INPUT, "token id %d out of range [0, %d)", tok[t], V);
+        if (h->d.condition == DS_HYBRID_ATTN_PREFIX) {
+            attention_pool(h, b, tok, e);
+            continue;
+        }
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int t = 0; t < n; t++) s += h->model.w.emb[(int64_t)tok[t] * C + c];
+            e[c] = (float)(s / n);
+        }
     }
 }
 
-/* DiT backward of one sequence; with attn_prefix also dL/de into the pool. The DiT does not return
- * the gradient of its condition vector, but every undropped sample of the call carries the same e,
- * so dL/de = W_c^T sum(dL/dy over those samples) = W_c^T (the c_embedder bias gradient of this call):
- * that gradient is collected alone (the running one set aside and added back). */
-static void dit_backward(ds_hybrid *h) {
+/* DiT backward of the batch of the last dit_forward (S1 rows per sequence); with attn_prefix also
+ * dL/de_b = the sum of sequence b's rows of the DiT's condition-vector gradient (0 for dropped ones),
+ * into each sequence's pool. */
+static void dit_backward(ds_hybrid *h, int B, int S1) {
     work_buffers *w = h->work;
     if (h->d.condition != DS_HYBRID_ATTN_PREFIX) {
-        ds_dit_backward_from(&h->dit, w->d_eps, NULL);
+        ds_dit_backward_from(&h->dit, w->d_eps, NULL, NULL);
         return;
     }
-    int D = h->dit.d.hidden, C = h->d.model.n_embd;
-    float *db = h->dit.g.cond_b;
-    memcpy(w->cond_b_keep, db, sizeof(float) * D);
-    memset(db, 0, sizeof(float) * D);
-    ds_dit_backward_from(&h->dit, w->d_eps, NULL);
-    ds_gemm(0, 0, 1, C, D, 1.0f, db, D, h->dit.w.cond_w, C, 0.0f, w->de, C);
-    ds_k.axpy(D, 1.0f, w->cond_b_keep, db);
-    attention_pool_backward(h);
-}
-
-/* ---------------------------------------------------------------- one sequence */
-
-/* DiT forward of one sequence: samples 0..nT-1 are the generation path at t* with eps_star [nT, n_img];
- * with_diffusion adds samples nT..2nT-1, the diffusion-loss path with the draws of (seed, sample),
- * whose eps go to noise rows nT.. . */
-static void dit_forward(ds_hybrid *h, const float *e, const float *eps_star, int with_diffusion, uint64_t seed,
-                       uint64_t sample) {
-    work_buffers *w = h->work;
-    int nT = h->d.n_targets, C = h->d.model.n_embd, S = with_diffusion ? 2 * nT : nT;
-    int64_t n = h->n_img;
-    for (int s = 0; s < S; s++) {
-        int j = s % nT, drop = 0;
-        w->t[s] = h->d.t_star;
-        if (s >= nT) ds_hybrid_draw(h, seed, sample, j, &w->t[s], &drop, w->noise + s * n, NULL);
-        w->labels[s] = j;
-        w->vec_null[s] = (uint8_t)drop;
-        memcpy(w->vec + (int64_t)s * C, e, sizeof(float) * C);
-        ds_q_sample(&h->sched, 1, n, &w->t[s], w->x0 + j * n, s < nT ? eps_star + j * n : w->noise + s * n,
-                    w->x_in + s * n);
+    int C = h->d.model.n_embd;
+    ds_dit_backward_from(&h->dit, w->d_eps, NULL, w->d_vec);
+    for (int b = 0; b < B; b++) {
+        memset(w->de, 0, sizeof(float) * C);
+        for (int i = 0; i < S1; i++) ds_k.axpy(C, 1.0f, w->d_vec + ((int64_t)b * S1 + i) * C, w->de);
+        attention_pool_backward(h, b);
     }
-    ds_dit_cond cond = {w->labels, w->vec, w->vec_null};
-    ds_dit_forward(&h->dit, S, w->x_in, w->t, &cond, NULL, w->eps_hat);
 }
 
-/* theta_gen of every targeted matrix from the generation rows of the last DiT forward, and the fused
- * theta = alpha theta_static + (1 - alpha) theta_gen. */
-static void generate_and_fuse(ds_hybrid *h) {
+/* ---------------------------------------------------------------- the micro-batch */
+
+/* DiT forward of B sequences with conditions w->e, S1 = nT (generation path) or 2 nT (with_diffusion)
+ * rows each. Generation row j of sequence b is at t* with eps* of (seed, first_sample + b, j), or
+ * shared_eps_star + j n_img for every sequence when given; with_diffusion adds the diffusion-loss rows
+ * with the draws of (seed, first_sample + b). The noise goes to the same rows of w->noise. */
+static void dit_forward(ds_hybrid *h, int B, const float *shared_eps_star, int with_diffusion, uint64_t seed,
+                        uint64_t first_sample) {
+    work_buffers *w = h->work;
+    int nT = h->d.n_targets, C = h->d.model.n_embd, S1 = with_diffusion ? 2 * nT : nT;
+    int64_t n = h->n_img;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < S1; i++) {
+            int64_t s = (int64_t)b * S1 + i;
+            int j = i % nT, drop = 0;
+            float *noise = w->noise + s * n;
+            const float *eps = noise;
+            w->t[s] = h->d.t_star;
+            if (i >= nT) ds_hybrid_draw(h, seed, first_sample + b, j, &w->t[s], &drop, noise, NULL);
+            else if (shared_eps_star) eps = shared_eps_star + j * n;
+            else ds_hybrid_draw(h, seed, first_sample + b, j, NULL, NULL, NULL, noise);
+            w->labels[s] = j;
+            w->vec_null[s] = (uint8_t)drop;
+            memcpy(w->vec + s * C, w->e + (int64_t)b * C, sizeof(float) * C);
+            ds_q_sample(&h->sched, 1, n, &w->t[s], w->x0 + j * n, eps, w->x_in + s * n);
+        }
+    ds_dit_cond cond = {w->labels, w->vec, w->vec_null};
+    ds_dit_forward(&h->dit, B * S1, w->x_in, w->t, &cond, NULL, w->eps_hat);
+}
+
+/* theta_gen of every targeted matrix of every sequence from the generation rows of the last DiT forward
+ * (S1 rows per sequence), and the fused theta = alpha theta_static + (1 - alpha) theta_gen. */
+static void generate_and_fuse(ds_hybrid *h, int B, int S1) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, r = h->d.rank;
     int64_t n = h->n_img, CC = (int64_t)C * C;
-    ds_predict_x0(&h->sched, h->d.t_star, h->d.n_targets * n, w->x_in, w->eps_hat, w->x0_hat);
-    for (int j = 0; j < h->d.n_targets; j++)
-        for (int mi = 0; mi < h->n_mat; mi++) {
-            int k = j * h->n_mat + mi;
-            const float *W = w->static_w[k];
-            float *gen = w->gen + k * CC, *fused = w->fused + k * CC;
-            if (h->d.param == DS_HYBRID_FULL) {
-                const float *img = w->x0_hat + j * n + mi * CC;
-                float mu = (float)w->mu[k], sd = (float)w->sd[k];
+    for (int b = 0; b < B; b++) {
+        int64_t first = (int64_t)b * S1 * n;  /* the sequence's generation rows */
+        ds_predict_x0(&h->sched, h->d.t_star, h->d.n_targets * n, w->x_in + first, w->eps_hat + first, w->x0_hat);
+        for (int j = 0; j < h->d.n_targets; j++)
+            for (int mi = 0; mi < h->n_mat; mi++) {
+                int k = j * h->n_mat + mi;
+                const float *W = w->static_w[k];
+                float *gen = w->gen + ((int64_t)k * B + b) * CC, *fused = w->fused + ((int64_t)k * B + b) * CC;
+                if (h->d.param == DS_HYBRID_FULL) {
+                    const float *img = w->x0_hat + j * n + mi * CC;
+                    float mu = (float)w->mu[k], sd = (float)w->sd[k];
 #pragma omp parallel for schedule(static) if (CC >= PARALLEL_MIN)
-                for (int row = 0; row < C; row++)
-                    for (int col = 0; col < C; col++) gen[(int64_t)row * C + col] = sd * img[tile_index(C, row, col)] + mu;
-            } else {
-                /* V = sigma_V x0_hat as [C, r]; theta_gen = theta_static + U0 V^T */
-                const float *x = w->x0_hat + j * n + (int64_t)mi * C * r;
-                for (int64_t i = 0; i < (int64_t)C * r; i++) w->lowrank[i] = (float)w->sd[k] * x[i];
-                memcpy(gen, W, sizeof(float) * CC);
-                ds_gemm(0, 1, C, C, r, 1.0f, h->u0 + (int64_t)k * C * r, r, w->lowrank, r, 1.0f, gen, C);
+                    for (int row = 0; row < C; row++)
+                        for (int col = 0; col < C; col++) gen[(int64_t)row * C + col] = sd * img[tile_index(C, row, col)] + mu;
+                } else {
+                    /* V = sigma_V x0_hat as [C, r]; theta_gen = theta_static + U0 V^T */
+                    const float *x = w->x0_hat + j * n + (int64_t)mi * C * r;
+                    for (int64_t i = 0; i < (int64_t)C * r; i++) w->lowrank[i] = (float)w->sd[k] * x[i];
+                    memcpy(gen, W, sizeof(float) * CC);
+                    ds_gemm(0, 1, C, C, r, 1.0f, h->u0 + (int64_t)k * C * r, r, w->lowrank, r, 1.0f, gen, C);
+                }
+                float a = (float)alpha_of(h, k), c = 1.0f - a;
+#pragma omp parallel for schedule(static) if (CC >= PARALLEL_MIN)
+                for (int64_t i = 0; i < CC; i++) fused[i] = a * W[i] + c * gen[i];
             }
-            float a = (float)alpha_of(h, k), b = 1.0f - a;
-#pragma omp parallel for schedule(static) if (CC >= PARALLEL_MIN)
-            for (int64_t i = 0; i < CC; i++) fused[i] = a * W[i] + b * gen[i];
-        }
+    }
 }
 
-/* Points the model's targeted matrices at the fused ones and their gradients at G (swap = 1), or back
- * at the static weights and their gradient slots (swap = 0). */
-static void swap_matrices(ds_hybrid *h, int swap) {
+/* Hands the fused matrices of B sequences to the RWKV-7 as its per-sequence W_r, W_k, W_v of the
+ * targeted layers, their gradients going to G (src/rwkv7/README.md §3.5); detach_matrices takes them back. */
+static void attach_matrices(ds_hybrid *h, int B) {
     work_buffers *w = h->work;
     int64_t CC = (int64_t)h->d.model.n_embd * h->d.model.n_embd;
+    memset(w->seq, 0, sizeof(ds_rwkv7_seq_weight) * 3 * h->d.model.n_layer);
     for (int j = 0; j < h->d.n_targets; j++)
         for (int mi = 0; mi < h->n_mat; mi++) {
-            int k = j * h->n_mat + mi, l = h->d.targets[j], mat = h->mats[mi];
-            *matrix_slot(&h->model.w, l, mat) = swap ? w->fused + k * CC : w->static_w[k];
-            *matrix_slot(&h->model.g, l, mat) = swap ? w->G + k * CC : w->static_g[k];
+            int64_t k = j * h->n_mat + mi;
+            w->seq[3 * h->d.targets[j] + h->mats[mi]] = (ds_rwkv7_seq_weight){w->fused + k * B * CC, w->G + k * B * CC};
         }
+    h->model.seq_weights = w->seq;
 }
 
-/* From G = dL/d(theta) of every targeted matrix: the alpha-logit gradient, the static weights' share
- * (train_static) and dL/d(eps_hat) of the generation rows of the DiT batch (into d_eps). */
-static void generation_backward(ds_hybrid *h) {
+static void detach_matrices(ds_hybrid *h) { h->model.seq_weights = NULL; }
+
+/* From G = dL/d(theta) of every targeted matrix of every sequence: the alpha-logit gradient, the static
+ * weights' share (train_static) and dL/d(eps_hat) of the generation rows of the DiT batch (into d_eps;
+ * S1 rows per sequence). Sequences in order, so that the sums do not depend on how a batch is split. */
+static void generation_backward(ds_hybrid *h, int B, int S1) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, r = h->d.rank;
     int64_t n = h->n_img, CC = (int64_t)C * C;
     double ab = h->sched.alphas_cumprod[h->d.t_star];
     float ce = (float)-sqrt((1.0 - ab) / ab);  /* d x0_hat / d eps_hat */
-    for (int j = 0; j < h->d.n_targets; j++)
-        for (int mi = 0; mi < h->n_mat; mi++) {
-            int k = j * h->n_mat + mi;
-            const float *W = w->static_w[k], *gen = w->gen + k * CC, *G = w->G + k * CC;
-            /* <G, theta_static - theta_gen> by rows, then over rows in order (thread-count independent) */
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < h->d.n_targets; j++)
+            for (int mi = 0; mi < h->n_mat; mi++) {
+                int k = j * h->n_mat + mi;
+                const float *W = w->static_w[k], *gen = w->gen + ((int64_t)k * B + b) * CC;
+                const float *G = w->G + ((int64_t)k * B + b) * CC;
+                /* <G, theta_static - theta_gen> by rows, then over rows in order (thread-count independent) */
 #pragma omp parallel for schedule(static) if (CC >= PARALLEL_MIN)
-            for (int row = 0; row < C; row++) {
-                double s = 0;
-                for (int64_t i = (int64_t)row * C; i < (int64_t)(row + 1) * C; i++) s += (double)G[i] * (W[i] - gen[i]);
-                w->row_dot[row] = s;
-            }
-            double a = alpha_of(h, k), dot = 0;
-            for (int row = 0; row < C; row++) dot += w->row_dot[row];
-            if (h->d.learn_alpha) h->g.alpha_logit[k] += (float)(a * (1 - a) * dot);
-            /* A1: theta = alpha theta_static + ...; A2: theta_gen = theta_static + U0 V^T as well */
-            if (h->d.train_static) ds_k.axpy(CC, h->d.param == DS_HYBRID_FULL ? (float)a : 1.0f, G, w->static_g[k]);
-            float *d = w->d_eps + j * n;
-            if (h->d.param == DS_HYBRID_FULL) {
-                float s = (float)(w->sd[k] * (1 - a)) * ce;
-                float *img = d + mi * CC;
+                for (int row = 0; row < C; row++) {
+                    double s = 0;
+                    for (int64_t i = (int64_t)row * C; i < (int64_t)(row + 1) * C; i++) s += (double)G[i] * (W[i] - gen[i]);
+                    w->row_dot[row] = s;
+                }
+                double a = alpha_of(h, k), dot = 0;
+                for (int row = 0; row < C; row++) dot += w->row_dot[row];
+                if (h->d.learn_alpha) h->g.alpha_logit[k] += (float)(a * (1 - a) * dot);
+                /* A1: theta = alpha theta_static + ...; A2: theta_gen = theta_static + U0 V^T as well */
+                if (h->d.train_static) ds_k.axpy(CC, h->d.param == DS_HYBRID_FULL ? (float)a : 1.0f, G, w->static_g[k]);
+                float *d = w->d_eps + ((int64_t)b * S1 + j) * n;
+                if (h->d.param == DS_HYBRID_FULL) {
+                    float s = (float)(w->sd[k] * (1 - a)) * ce;
+                    float *img = d + mi * CC;
 #pragma omp parallel for schedule(static) if (CC >= PARALLEL_MIN)
-                for (int row = 0; row < C; row++)
-                    for (int col = 0; col < C; col++) img[tile_index(C, row, col)] = s * G[(int64_t)row * C + col];
-            } else {
-                /* dV = (1 - alpha) G^T U0; V = sigma_V x0_hat */
-                ds_gemm(1, 0, C, r, C, (float)((1 - a) * w->sd[k]) * ce, G, C, h->u0 + (int64_t)k * C * r, r, 0.0f,
-                        d + (int64_t)mi * C * r, r);
+                    for (int row = 0; row < C; row++)
+                        for (int col = 0; col < C; col++) img[tile_index(C, row, col)] = s * G[(int64_t)row * C + col];
+                } else {
+                    /* dV = (1 - alpha) G^T U0; V = sigma_V x0_hat */
+                    ds_gemm(1, 0, C, r, C, (float)((1 - a) * w->sd[k]) * ce, G, C, h->u0 + (int64_t)k * C * r, r, 0.0f,
+                            d + (int64_t)mi * C * r, r);
+                }
             }
-        }
 }
 
-/* targets of one sequence with positions < prefix unscored, into w->targets; returns the count. */
-static int64_t scored_targets(ds_hybrid *h, int T, const int32_t *targets) {
+/* targets [B, T] with positions < prefix unscored, into w->targets; returns the scored count. */
+static int64_t scored_targets(ds_hybrid *h, int B, int T, const int32_t *targets) {
     work_buffers *w = h->work;
-    if (T > w->cap_T) {
-        ds_free(w->targets);
-        w->targets = ds_alloc(sizeof(int32_t) * T);
-        w->cap_T = T;
-    }
     int64_t count = 0;
-    for (int t = 0; t < T; t++) {
-        w->targets[t] = t < h->d.prefix ? -1 : targets[t];
-        count += w->targets[t] >= 0;
+    for (int64_t i = 0; i < (int64_t)B * T; i++) {
+        w->targets[i] = i % T < h->d.prefix ? -1 : targets[i];
+        count += w->targets[i] >= 0;
     }
     return count;
 }
@@ -606,42 +656,38 @@ static void finish_losses(const ds_hybrid *h, ds_hybrid_losses *L) {
 double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
                                   uint64_t seed, uint64_t first_sample, float loss_scale, ds_hybrid_losses *out) {
     check_batch(h, B, T);
+    reserve_batch(h, B, T);
     work_buffers *w = h->work;
-    int nT = h->d.n_targets;
-    int64_t n = h->n_img, mats = (int64_t)nT * h->n_mat * h->d.model.n_embd * h->d.model.n_embd;
+    int nT = h->d.n_targets, S1 = 2 * nT;
+    int64_t n = h->n_img, CC = (int64_t)h->d.model.n_embd * h->d.model.n_embd;
     ds_hybrid_losses L = {0};
-    int64_t count = 0;
-    for (int b = 0; b < B; b++) count += scored_targets(h, T, targets + (int64_t)b * T);
-    if (nT > 0) prepare_static(h);
-    /* scales in double: a batch split into micro-batches gives the same per-sequence factors */
-    double pd_scale = (double)loss_scale * h->d.lambda_pd / ((double)B * nT);
-    for (int b = 0; b < B; b++) {
-        const int32_t *tok = tokens + (int64_t)b * T;
-        uint64_t sample = first_sample + (uint64_t)b;
-        int64_t count_b = scored_targets(h, T, targets + (int64_t)b * T);
-        double lm_scale = count > 0 ? (double)loss_scale * h->d.lambda_lm * count_b / count : 0.0;
-        if (nT > 0) {
-            condition_vector(h, T, tok, w->e);
-            for (int j = 0; j < nT; j++) ds_hybrid_draw(h, seed, sample, j, NULL, NULL, NULL, w->noise + j * n);
-            dit_forward(h, w->e, w->noise, 1, seed, sample);
+    int64_t count = scored_targets(h, B, T, targets);
+    if (nT > 0) {
+        prepare_static(h);
+        conditions(h, B, T, tokens);
+        dit_forward(h, B, NULL, 1, seed, first_sample);
+        /* in double: a batch split into micro-batches gives the same per-sample factor */
+        double pd_scale = (double)loss_scale * h->d.lambda_pd / ((double)B * nT);
+        for (int b = 0; b < B; b++)
             for (int j = 0; j < nT; j++) {
-                int64_t s = (int64_t)(nT + j) * n;
+                int64_t s = ((int64_t)b * S1 + nT + j) * n;
                 L.pd_sum += ds_eps_mse(n, w->eps_hat + s, w->noise + s, w->d_eps + s);
                 ds_k.scale(n, w->d_eps + s, (float)pd_scale);
             }
-            L.pd_count += nT;
-            generate_and_fuse(h);
-            swap_matrices(h, 1);
-            memset(w->G, 0, sizeof(float) * mats);
-        }
-        double lm = ds_rwkv7_forward(&h->model, 1, T, tok, w->targets, (float)lm_scale, h->d.l2wrap, NULL, NULL, NULL);
-        L.lm_sum += lm * (double)count_b;
-        if (lm_scale != 0) ds_rwkv7_backward(&h->model);
-        if (nT > 0) {
-            swap_matrices(h, 0);
-            generation_backward(h);  /* G = 0 without an LM gradient: the generation rows get 0 */
-            dit_backward(h);
-        }
+        L.pd_count = (double)B * nT;
+        generate_and_fuse(h, B, S1);
+        memset(w->G, 0, sizeof(float) * nT * h->n_mat * B * CC);
+        attach_matrices(h, B);
+    }
+    /* every scored token of the batch weighs loss_scale lambda_lm / count */
+    float lm_scale = count > 0 ? (float)((double)loss_scale * h->d.lambda_lm) : 0.0f;
+    double lm = ds_rwkv7_forward(&h->model, B, T, tokens, w->targets, lm_scale, h->d.l2wrap, NULL, NULL, NULL);
+    L.lm_sum = lm * (double)count;
+    if (lm_scale != 0) ds_rwkv7_backward(&h->model);
+    if (nT > 0) {
+        detach_matrices(h);
+        generation_backward(h, B, S1);  /* G = 0 without an LM gradient: the generation rows get 0 */
+        dit_backward(h, B, S1);
     }
     L.lm_count = (double)count;
     finish_losses(h, &L);
@@ -652,32 +698,30 @@ double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tok
 double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
                       ds_hybrid_losses *out) {
     check_batch(h, B, T);
+    reserve_batch(h, B, T);
     work_buffers *w = h->work;
     int nT = h->d.n_targets;
     int64_t n = h->n_img;
     ds_hybrid_losses L = {0};
+    int64_t count = scored_targets(h, B, T, targets);
     if (nT > 0) {
         prepare_static(h);
         if (!w->have_eval_eps)
             for (int j = 0; j < nT; j++) ds_hybrid_draw(h, DS_HYBRID_EVAL_SEED, 0, j, NULL, NULL, NULL, w->eval_eps + j * n);
         w->have_eval_eps = 1;
+        conditions(h, B, T, tokens);
+        dit_forward(h, B, w->eval_eps, 0, 0, 0);
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < nT; j++)
+                L.pd_sum += ds_eps_mse(n, w->eps_hat + ((int64_t)b * nT + j) * n, w->eval_eps + j * n, NULL);
+        L.pd_count = (double)B * nT;
+        generate_and_fuse(h, B, nT);
+        attach_matrices(h, B);
     }
-    for (int b = 0; b < B; b++) {
-        const int32_t *tok = tokens + (int64_t)b * T;
-        int64_t count_b = scored_targets(h, T, targets + (int64_t)b * T);
-        if (nT > 0) {
-            condition_vector(h, T, tok, w->e);
-            dit_forward(h, w->e, w->eval_eps, 0, 0, 0);
-            for (int j = 0; j < nT; j++) L.pd_sum += ds_eps_mse(n, w->eps_hat + j * n, w->eval_eps + j * n, NULL);
-            L.pd_count += nT;
-            generate_and_fuse(h);
-            swap_matrices(h, 1);
-        }
-        double lm = ds_rwkv7_forward(&h->model, 1, T, tok, w->targets, 1.0f, 0.0f, NULL, NULL, NULL);
-        if (nT > 0) swap_matrices(h, 0);
-        L.lm_sum += lm * (double)count_b;
-        L.lm_count += (double)count_b;
-    }
+    double lm = ds_rwkv7_forward(&h->model, B, T, tokens, w->targets, 1.0f, 0.0f, NULL, NULL, NULL);
+    detach_matrices(h);
+    L.lm_sum = lm * (double)count;
+    L.lm_count = (double)count;
     finish_losses(h, &L);
     if (out) *out = L;
     return L.lm;
@@ -686,12 +730,11 @@ double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const i
 void ds_hybrid_generate(ds_hybrid *h, int T, const int32_t *tokens, uint64_t seed, uint64_t sample,
                         float *theta_gen) {
     if (h->d.n_targets == 0) return;
+    reserve_batch(h, 1, T);
     work_buffers *w = h->work;
-    int64_t n = h->n_img;
     prepare_static(h);
-    condition_vector(h, T, tokens, w->e);
-    for (int j = 0; j < h->d.n_targets; j++) ds_hybrid_draw(h, seed, sample, j, NULL, NULL, NULL, w->noise + j * n);
-    dit_forward(h, w->e, w->noise, 0, 0, 0);
-    generate_and_fuse(h);
+    conditions(h, 1, T, tokens);
+    dit_forward(h, 1, NULL, 0, seed, sample);
+    generate_and_fuse(h, 1, h->d.n_targets);
     memcpy(theta_gen, w->gen, sizeof(float) * h->d.n_targets * h->n_mat * h->d.model.n_embd * h->d.model.n_embd);
 }

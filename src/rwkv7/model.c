@@ -59,7 +59,7 @@ typedef struct {
 
 /* Lays out every activation in one block: called with base == NULL to count, then to assign. With
  * grad_checkpoint every layer keeps its own input x_in but all share layer 0's internals, which the
- * backward recomputes layer by layer (src/rwkv7/README.md §3.5). */
+ * backward recomputes layer by layer (src/rwkv7/README.md §3.6). */
 static int64_t layout(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint, float *base, acts_table *at) {
     int64_t BT = (int64_t)B * T, C = d->n_embd, H = C / N, V = d->vocab_size, off = 0;
     int64_t nchunk = (T + DS_WKV_CHUNK - 1) / DS_WKV_CHUNK;
@@ -186,6 +186,25 @@ static void add_bias(int64_t rows, int C, const float *bias, const float *in, fl
 
 static void zero(float *p, int64_t n) { memset(p, 0, sizeof(float) * n); }
 
+/* The caller's per-sequence matrices of projection mat (0 r, 1 k, 2 v) of layer l, or NULL: the model's own. */
+static const ds_rwkv7_seq_weight *seq_weight(const ds_rwkv7 *m, int l, int mat) {
+    const ds_rwkv7_seq_weight *s = m->seq_weights ? &m->seq_weights[3 * l + mat] : NULL;
+    return s && s->w ? s : NULL;
+}
+
+/* y = x W^T for projection mat of layer l over the B T rows, or sequence by sequence (T rows each) with
+ * the caller's matrices (seq_weights, src/rwkv7/README.md §3.5). */
+static void projection(const ds_rwkv7 *m, int l, int mat, int B, int T, const float *x, const float *W, float *y) {
+    const ds_rwkv7_seq_weight *sw = seq_weight(m, l, mat);
+    int C = m->d.n_embd;
+    int64_t TC = (int64_t)T * C, CC = (int64_t)C * C;
+    if (!sw) {
+        ds_linear((int64_t)B * T, C, C, x, W, NULL, y);
+        return;
+    }
+    for (int b = 0; b < B; b++) ds_linear(T, C, C, x + b * TC, sw->w + b * CC, NULL, y + b * TC);
+}
+
 static void time_mix_forward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T,
                              const float *att_prev, const float *wkv_in, float *wkv_out) {
     const ds_rwkv7_dims *d = &m->d;
@@ -198,9 +217,9 @@ static void time_mix_forward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at,
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_v, la->xv);
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_a, la->xa);
     ds_k.shift_mix_forward(B, T, C, la->a, att_prev, p->x_g, la->xg);
-    ds_linear(BT, C, C, la->xr, p->Wr, NULL, la->r);
-    ds_linear(BT, C, C, la->xk, p->Wk, NULL, la->k0);
-    ds_linear(BT, C, C, la->xv, p->Wv, NULL, la->vraw);
+    projection(m, l, 0, B, T, la->xr, p->Wr, la->r);
+    projection(m, l, 1, B, T, la->xk, p->Wk, la->k0);
+    projection(m, l, 2, B, T, la->xv, p->Wv, la->vraw);
     /* decay = exp(-e^{-1/2} sigmoid(w0 + tanh(xw w1) w2)) */
     lora(BT, C, d->dim_w, la->xw, p->w1, la->w_lo);
     ds_k.act_forward(DS_ACT_TANH, BT * d->dim_w, la->w_lo, la->w_hid);
@@ -361,6 +380,21 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
  * are skipped. */
 static float *weight_grad(const ds_rwkv7 *m, float *g) { return m->frozen ? NULL : g; }
 
+/* Backward of projection: dx += dy W and the weight gradient: the model's dW += dy^T x (skipped when
+ * frozen), or each sequence's into the caller's g + b C C (also when frozen: it is what the caller asked for). */
+static void projection_backward(const ds_rwkv7 *m, int l, int mat, int B, int T, const float *x, const float *W,
+                                const float *dy, float *dW, float *dx) {
+    const ds_rwkv7_seq_weight *sw = seq_weight(m, l, mat);
+    int C = m->d.n_embd;
+    int64_t TC = (int64_t)T * C, CC = (int64_t)C * C;
+    if (!sw) {
+        ds_linear_backward((int64_t)B * T, C, C, x, W, dy, weight_grad(m, dW), NULL, dx, 1);
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        ds_linear_backward(T, C, C, x + b * TC, sw->w + b * CC, dy + b * TC, sw->g + b * CC, NULL, dx + b * TC, 1);
+}
+
 /* att_prev [B,C]: the token-shift state the forward started from (NULL = zero); d_att [B,C] and d_wkv
  * [B,H,N,N] (NULL = not wanted) receive (+=) the gradient of this layer's part of the initial state. */
 static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at, int B, int T,
@@ -475,9 +509,9 @@ static void time_mix_backward(ds_rwkv7 *m, int l, layer_acts *la, acts_table *at
     ds_k.act_backward(DS_ACT_TANH, BT * d->dim_w, la->w_lo, s->dw_hid, s->dw_lo);
     lora_backward(BT, C, d->dim_w, la->xw, p->w1, s->dw_lo, s->dxw, weight_grad(m, g->w1));
     /* projections */
-    ds_linear_backward(BT, C, C, la->xr, p->Wr, s->dr, weight_grad(m, g->Wr), NULL, s->dxr, 1);
-    ds_linear_backward(BT, C, C, la->xk, p->Wk, s->dk0, weight_grad(m, g->Wk), NULL, s->dxk, 1);
-    ds_linear_backward(BT, C, C, la->xv, p->Wv, s->dvraw, weight_grad(m, g->Wv), NULL, s->dxv, 1);
+    projection_backward(m, l, 0, B, T, la->xr, p->Wr, s->dr, g->Wr, s->dxr);
+    projection_backward(m, l, 1, B, T, la->xk, p->Wk, s->dk0, g->Wk, s->dxk);
+    projection_backward(m, l, 2, B, T, la->xv, p->Wv, s->dvraw, g->Wv, s->dxv);
     /* six token shifts into d(ln1 output), then ln1 into the residual gradient */
     zero(s->d_a, n);
     const float *mus[6] = {p->x_r, p->x_w, p->x_k, p->x_v, p->x_a, p->x_g};

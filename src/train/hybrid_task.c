@@ -14,8 +14,10 @@
  * other init weights or another layout is refused.
  *
  * Throughput unit: tokens read, ctx_len per window (the LM loss scores the ctx_len - prefix of them
- * at positions >= prefix). FLOPs per token: the RWKV-7's training matmuls plus the DiT's, about 3x the
- * forward of its 2 samples per (sequence, targeted layer), spread over the window's tokens.
+ * at positions >= prefix). FLOPs per token: the RWKV-7's training matmuls (with frozen static weights
+ * without their weight gradients, src/rwkv7/README.md §3.4, but with the generated matrices') plus the
+ * DiT's, about 3x the forward of its 2 samples per (sequence, targeted layer), spread over the window's
+ * tokens.
  *
  * Held-out evaluation: train.eval_batches x batch_size windows spread evenly over the held-out stream
  * (as `dreamstate eval` places them), dealt out over ranks, sums allreduced: L_LM on positions >=
@@ -206,21 +208,20 @@ void ds_hybrid_shape(const ds_config *cfg, ds_task_shape *s) {
 void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
     const ds_hybrid_dims *d = &s->hybrid;
     int T = s->ctx_len;
-    ds_hybrid_sizes z = ds_hybrid_sizes_of(d, T);
-    /* the held-out score of hybrid.init alone (eval_sums) runs the RWKV-7 on up to micro sequences at once,
-     * so its activations and its tokens / targets are sized for the larger of that and a training call;
-     * beside them the task's batch; the gradient is handed over when the micro-batch is done */
-    int rb = micro > z.rwkv7_batch ? micro : z.rwkv7_batch;
+    ds_hybrid_sizes z = ds_hybrid_sizes_of(d, micro, T);
+    /* the RWKV-7 runs a micro-batch at once, in training and in the held-out scores (eval_sums: the hybrid
+     * and hybrid.init alone), with its copies of tokens and targets; beside them the task's batch; the
+     * gradient is handed over when the micro-batch is done */
     *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = z.n_params,
                             .flops_per_unit = z.flops_per_sequence / T,
                             .recompute_flops_per_unit =
                                 s->grad_checkpoint ? ds_rwkv7_recompute_flops_per_token(&d->model) : 0,
-                            .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, rb, T,
+                            .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, micro, T,
                                                                                           s->grad_checkpoint) +
                                                        (double)z.dit_activation_floats) +
-                                                8.0 * rb * T + 8.0 * micro * T,
+                                                8.0 * micro * T + 8.0 * micro * T,
                             .held_bytes = 4.0 * ((double)z.model_floats + z.work_floats),
-                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(&d->model, rb, T), .head_begin = z.n_params,
+                            .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(&d->model, micro, T), .head_begin = z.n_params,
                             .layer_begin = z.n_params, .probe_depth = d->n_targets > 0 ? d->dit.depth : -1};
 }
 

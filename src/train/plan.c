@@ -419,7 +419,8 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         ds_json_string(stdout, model);
         printf(",\"unit\":\"%s\",\"units_per_sample\":%g,\"ctx_len\":%d,\"batch_size\":%d,"
                "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"precision\":\"%s\",\"params\":%lld,"
-               "\"grad_checkpoint\":%s,\"recompute_flops_per_unit\":%.6g,\"flops_per_unit\":%.6g,\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
+               "\"grad_checkpoint\":%s,\"recompute_flops_per_unit\":%.6g,\"flops_per_unit\":%.6g,"
+               "\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_unit\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g,\"ema\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",

@@ -1,4 +1,5 @@
-"""Acceptance test: the C DiT's loss, epsilon prediction, dL/dx_t and every parameter gradient match
+"""Acceptance test: the C DiT's loss, epsilon prediction, dL/dx_t, the condition vectors' gradient (from
+ds_dit_backward_from) and every parameter gradient match
 the PyTorch reference (tests/ref/dit_torch.py, float64), on configurations with labels (including the null
 label), a condition vector (one sample using the null vector), patch sizes 4, 2 and 8, and DiT-B/4 width
 (d 768, 12 heads, patch 4) at depth 2:
@@ -22,20 +23,20 @@ from bf16_emulation import bf16_bound, norm_rel  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 TOL = 1e-4
-INPUTS = ('dims', 'x_t', 't', 'labels', 'vec', 'vec_null', 'noise', 'loss', 'eps', 'dx')
+INPUTS = ('dims', 'x_t', 't', 'labels', 'vec', 'vec_null', 'noise', 'loss', 'eps', 'dx', 'dvec')
 
 
 
 
 def reference(d, C, I, p, D, depth, heads, K, E, bf16):
-    """Loss, epsilon, dL/dx_t and parameter gradients of the float64 reference on the dumped inputs."""
+    """Loss, epsilon, dL/dx_t, dL/dvec and parameter gradients of the float64 reference on the dumped inputs."""
     bf16_emulation.ENABLED = bf16
     P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in d.items()
          if k not in INPUTS and not k.startswith('grad.')}
     x = torch.tensor(d['x_t'], dtype=torch.float64, requires_grad=True)
     t = torch.tensor(d['t'].astype(np.int64))
     labels = torch.tensor(d['labels'].astype(np.int64))
-    vec = torch.tensor(d['vec'], dtype=torch.float64)
+    vec = torch.tensor(d['vec'], dtype=torch.float64, requires_grad=E > 0)
     vec_null = torch.tensor(d['vec_null'] != 0)
     noise = torch.tensor(d['noise'], dtype=torch.float64)
     eps = dit_torch.forward(P, x, t, labels, vec, vec_null, C, I, p, D, depth, heads, K, E)
@@ -43,6 +44,9 @@ def reference(d, C, I, p, D, depth, heads, K, E, bf16):
     loss.backward()
     bf16_emulation.ENABLED = False
     out = {'eps': eps.detach().numpy(), 'dx': x.grad.numpy()}
+    if E > 0:
+        assert np.any(vec.grad.numpy()), 'dvec: reference gradient is zero (the test would be vacuous)'
+        out['dvec'] = vec.grad.numpy()
     for name, tensor in P.items():
         assert np.any(tensor.grad.numpy()), f'{name}: reference gradient is zero (the test would be vacuous)'
         out['grad.' + name] = tensor.grad.numpy()
