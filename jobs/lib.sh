@@ -11,9 +11,9 @@
 # (default 2, allowed as root) with one thread per rank.
 #
 # Stopping early: USR1 or TERM to the job script (slurm/part-a.sbatch passes Slurm's on) reaches the
-# training stage that runs, which checkpoints and exits 0 short of train.steps; train_stage() sees that and
-# the job exits with status 75 (STOPPED_EXIT), as it does at the next stage() when the signal came
-# during another stage. Every stage skips what it finished, so rerunning the same command continues.
+# training stage in flight, which checkpoints and exits 0 short of train.steps; train_stage() sees
+# that and the job exits with status 75 (STOPPED_EXIT), as it does at the next stage() when the signal
+# came during another stage. Every stage skips what it finished, so rerunning the same command continues.
 JOB=$1; SIZE=$2; shift 2
 . slurm/lib.sh "$JOB"
 # without -n/--ntasks Slurm sets no SLURM_NTASKS, and srun starts one task per node
@@ -50,11 +50,12 @@ stop_if_signalled() {
   exit "$STOPPED_EXIT"
 }
 stage() { stop_if_signalled; echo; echo "=== $* ==="; }
-# train_stage DIR FILTER CONFIG ARGS...: `dreamstate train CONFIG ARGS... --set run.out_dir=DIR` on RANKS
-# ranks, printing only the lines of its log that match the extended regex FILTER (all when empty) and
-# those of a stop and a resume. Stops the job with its status when it fails; with STOPPED_EXIT when it ended short of
-# train.steps (a stop signal: the trainer checkpointed; the rerun resumes there) or died of a signal
-# it had no handler for yet (the rerun resumes from its last periodic checkpoint).
+# train_stage DIR FILTER CONFIG ARGS...: `dreamstate train CONFIG ARGS... --set run.out_dir=DIR` on
+# RANKS ranks, printing only the lines of its log that match the extended regex FILTER (all when
+# empty) and those of a stop and a resume. When it ends short of train.steps (a stop signal: the trainer
+# checkpointed, or died of a signal that came before it set its handlers), the job stops with
+# STOPPED_EXIT, whatever the launcher's status (mpirun exits 1 after TERM): the rerun resumes from the
+# newest checkpoint. When it fails without a signal, the job stops with its status.
 train_stage() {
   local dir=$1 filter=$2 fd="" filter_pid=""; shift 2
   stop_if_signalled
@@ -67,7 +68,7 @@ train_stage() {
     run_forwarding "${MPI[@]}" $BIN train "$@" "${THREADS[@]}" --set run.out_dir="$dir"
   if [ -n "$fd" ]; then exec {fd}>&-; wait "$filter_pid" || true; fi
   run_progress "$dir"
-  if [ "$step_rc" -ne 0 ] && { [ -z "$signalled" ] || [ "$step_rc" -le 128 ]; }; then
+  if [ "$step_rc" -ne 0 ] && [ -z "$signalled" ]; then
     echo "$JOB: the training in $dir failed (exit $step_rc)" >&2
     exit "$step_rc"
   fi

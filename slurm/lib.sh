@@ -44,9 +44,10 @@ catch_stop_signals() {
   trap 'forward_signal TERM' TERM
 }
 
-# A trapped signal cuts the first `wait` short: then poll until the work ends, passing the signal on
-# again every 5 s (srun drops a signal that comes while it is still launching the ranks). Bash keeps
-# the work's exit status for the last `wait`. Written to run under `set -e` too.
+# A trapped signal cuts the first `wait` short: then poll until the work ends, passing USR1 on again
+# every 5 s (srun drops a signal that comes while it is still launching the ranks). Not TERM: a second
+# TERM ends the trainer at once, without the checkpoint it is writing. Bash keeps the work's exit status
+# for the last `wait`. Written to run under `set -e` too.
 run_forwarding() {
   local polls=0 kept
   if [ -n "${STEP_OUT:-}" ]; then "$@" >"$STEP_OUT" 2>&1 & else "$@" & fi
@@ -55,7 +56,7 @@ run_forwarding() {
   while kill -0 "$step_pid" 2>/dev/null; do
     sleep 0.2
     polls=$((polls + 1))
-    if [ $((polls % 25)) -eq 0 ] && [ -n "$signalled" ]; then kill -s "$signalled" "$step_pid" 2>/dev/null || true; fi
+    if [ $((polls % 25)) -eq 0 ] && [ "$signalled" = USR1 ]; then kill -s USR1 "$step_pid" 2>/dev/null || true; fi
   done
   wait "$step_pid" 2>/dev/null && kept=0 || kept=$?
   if [ "$kept" -ne 127 ]; then step_rc=$kept; fi
