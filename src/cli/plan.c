@@ -73,8 +73,9 @@ static const cli_spec spec = {
         "    trainable param (+ 8 per param under ZeRO-1: rank 0 gathers the full moments for checkpoints)\n"
         "    + the task's activations of one micro-batch and what it holds besides (state_diffusion: the\n"
         "    EMA; hybrid: a frozen RWKV-7 with its gradient slots, 8 bytes per its param, and per-sequence\n"
-        "    buffers) + in bf16 the converted product operands + 0.1 GB runtime; mapped input files not\n"
-        "    counted; fits = the node's ranks within\n"
+        "    buffers) + in bf16 the converted product operands + with several ranks MPI's buffers of the\n"
+        "    buckets in flight (params x 8 or x 4 bytes) + 0.1 GB runtime; mapped input files not counted;\n"
+        "    fits = the node's ranks within\n"
         "    --node-memory.\n",
     .config = 1,
     .options = {{"--nodes", CLI_REQUIRED}, {"--ranks-per-node"}, {"--threads"}, {"--measure", CLI_SWITCH},
