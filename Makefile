@@ -25,7 +25,7 @@ BENCH_SRCS:= $(wildcard tests/bench_*.c)
 BENCH_BINS:= $(patsubst tests/%.c,build/tests/%,$(BENCH_SRCS))
 LIB       := build/libdreamstate.a
 
-.PHONY: all test bench deps run clean fuzz fuzz-build fuzz-corpus
+.PHONY: all test bench bench-paper deps run clean fuzz fuzz-build fuzz-corpus
 all: bin/dreamstate $(TEST_BINS) $(BENCH_BINS)
 
 # AVX512_BF16 (VCVTNE2PS2BF16, VDPBF16PS) is not part of x86-64-v4: this file alone gets it, and
@@ -62,6 +62,10 @@ test: all
 
 bench: all
 	tests/bench.sh
+
+# the paper-scale configs for a few steps (tests/bench_paper_scale.sh; 10-20 minutes)
+bench-paper: all
+	bash tests/bench_paper_scale.sh
 
 # The README's main job: a small end-to-end DREAMSTATE run (part A and part B) over MPI, 2 ranks.
 RANKS ?= 2

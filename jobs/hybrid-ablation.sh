@@ -13,15 +13,20 @@
 #        attn_prefix   learned alpha, condition = learned attention pooling of the first P tokens
 #   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P, final
 #      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
-# usage: jobs/hybrid-ablation.sh [--size small|large] [--ranks R] [--out DIR] [--model FILE]
-# small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine).
-# Finished runs are not redone (a rerun resumes each one from its last checkpoint), so a killed job
-# continues.
+# usage: jobs/hybrid-ablation.sh [--size smoke|small|large] [--ranks R] [--out DIR] [--model FILE]
+# small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine); smoke
+# runs every stage for a few steps (numbers meaningless: tests/e2e_slurm_jobs.sh).
+# Finished runs are not redone (a rerun resumes each one from its last checkpoint), so a killed or
+# signalled job continues (USR1 or TERM: the training in flight checkpoints and the job exits 75;
+# slurm/part-b.sbatch runs it under Slurm and requeues it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . jobs/lib.sh hybrid-ablation.sh small "$@"
 # MODEL: both the base and the hybrid; BASE / HYBRID: training of each
 case "$SIZE" in
+  smoke) MODEL=()
+         BASE=(--set train.steps=100)
+         HYBRID=(--set train.steps=6 --set train.eval_every=3 --set train.eval_batches=1) ;;
   small) MODEL=()
          BASE=(--set train.steps=300)
          HYBRID=(--set train.steps=150 --set train.eval_every=75) ;;
@@ -29,21 +34,21 @@ case "$SIZE" in
          BASE=(--set train.steps=1000 --set checkpoint.every=500)
          HYBRID=(--set train.steps=400 --set train.eval_every=200 --set checkpoint.every=200 --set hybrid.prefix=32
                  --set dit.hidden=128) ;;
-  *) echo "hybrid-ablation.sh: --size must be small or large" >&2; exit 2 ;;
+  *) echo "hybrid-ablation.sh: --size must be smoke, small or large" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/hybrid-ablation-$SIZE}
 mkdir -p "$OUT"
-quiet() { grep -E '^(dreamstate|  (init|generates|static|held-out)|done|nothing|step [0-9]+/[0-9]+ .*val)' || true; }
+QUIET='^(dreamstate|  (init|generates|static|held-out)|done|nothing|step [0-9]+/[0-9]+ .*val)'  # the log lines shown
 
 if [ -n "$WEIGHTS" ]; then
-  echo "=== 1. RWKV-7 base: $WEIGHTS (shape from the file, World tokenizer) ==="
+  stage "1. RWKV-7 base: $WEIGHTS (shape from the file, World tokenizer)"
   use_weights "$OUT"
   INIT=$WEIGHTS
   MODEL=(--set data.tokenizer=world); [ "$SIZE" = large ] && MODEL+=(--set train.ctx_len=128)
 else
-  echo "=== 1. RWKV-7 base ($SIZE, $RANKS ranks) ==="
-  "${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${MODEL[@]}" "${BASE[@]}" --set train.eval_every=0 \
-    --set train.log_every=100 --set run.out_dir="$OUT/base" 2>&1 | quiet
+  stage "1. RWKV-7 base ($SIZE, $RANKS ranks)"
+  train_stage "$OUT/base" "$QUIET" configs/tiny.yaml "${MODEL[@]}" "${BASE[@]}" --set train.eval_every=0 \
+    --set train.log_every=100
   INIT=$(ls "$OUT"/base/checkpoints/*.ckpt | tail -1)
 fi
 
@@ -58,7 +63,7 @@ VARIANTS=(
   "mean_prefix=hybrid, W_rkv, alpha learned, condition mean_prefix|--set hybrid.condition=mean_prefix"
   "attn_prefix=hybrid, W_rkv, alpha learned, condition attn_prefix|--set hybrid.condition=attn_prefix"
 )
-H=(configs/tiny-hybrid.yaml "${THREADS[@]}" "${MODEL[@]}" "${HYBRID[@]}" --set hybrid.init="$INIT" --set train.log_every=50)
+H=(configs/tiny-hybrid.yaml "${MODEL[@]}" "${HYBRID[@]}" --set hybrid.init="$INIT" --set train.log_every=50)
 steps=$(awk '/^train:/{t=1} t && /^  steps:/{print $2; exit}' configs/tiny-hybrid.yaml)
 for a in "${HYBRID[@]}"; do case "$a" in train.steps=*) steps=${a#train.steps=} ;; esac; done
 ctx=64; prefix=$(awk '/^  prefix:/{print $2; exit}' configs/tiny-hybrid.yaml)
@@ -85,9 +90,8 @@ for v in "${VARIANTS[@]}"; do
   names+=("$head")
   echo "--- $name: ${head#*=}"
   # shellcheck disable=SC2086
-  "${MPI[@]}" $BIN train "${H[@]}" $extra --set run.name="$name" --set run.out_dir="$OUT/$name" 2>&1 | quiet
+  train_stage "$OUT/$name" "$QUIET" "${H[@]}" $extra --set run.name="$name"
 done
 
-echo
-echo "=== 3. Table ($OUT/table.md, $OUT/table.json) ==="
+stage "3. Table ($OUT/table.md, $OUT/table.json)"
 /usr/bin/python3 src/tools/hybrid_table.py "$OUT" "${names[@]}"

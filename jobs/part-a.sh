@@ -16,7 +16,9 @@
 #      report with plots                                               -> OUT/report.md
 # usage: jobs/part-a.sh [--size smoke|ci|default] [--ranks R] [--out DIR] [--model FILE]
 # (smoke: every stage at a minimal size, numbers meaningless; ci: what `make run` does)
-# Steps whose output exists are skipped, so a rerun continues where a killed one stopped.
+# Steps whose output exists are skipped and training resumes from its checkpoint, so a rerun continues
+# where a killed or signalled one stopped (USR1 or TERM: the training in flight checkpoints and the job
+# exits 75; slurm/part-a.sbatch runs it under Slurm and requeues it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . jobs/lib.sh part-a.sh default "$@"
@@ -56,9 +58,8 @@ else
     /usr/bin/python3 src/tools/contexts_text.py "$OUT/contexts/lm-train.jsonl" "$OUT/contexts/lm-train.txt"
     $BIN prepare-data --split-on '%%%' --out "$OUT/lm-data" "$OUT/contexts/lm-train.txt"
   fi
-  "${MPI[@]}" $BIN train configs/tiny.yaml "${THREADS[@]}" "${LM[@]}" --set run.out_dir="$OUT/lm" \
-    --set data.train="$OUT/lm-data/train.bin" --set data.valid="$OUT/lm-data/valid.bin" --set train.log_every=100 2>&1 \
-    | grep -E '^(dreamstate|  data|done|nothing|step [0-9]+/[0-9]+ .*val)' || true
+  train_stage "$OUT/lm" '^(dreamstate|  data|done|nothing|step [0-9]+/[0-9]+ .*val)' configs/tiny.yaml "${LM[@]}" \
+    --set data.train="$OUT/lm-data/train.bin" --set data.valid="$OUT/lm-data/valid.bin" --set train.log_every=100
   LM_CONFIG=configs/tiny.yaml; LM_CKPT=$(ls "$OUT"/lm/checkpoints/*.ckpt | tail -1)
 fi
 
@@ -72,29 +73,29 @@ done
 
 stage "4. tuned states (run.task state_tuning, $RANKS ranks): one set per label, trained on the tokens after the
    first 128 of each train context (what eval-states scores after a state)"
-"${MPI[@]}" $BIN train configs/tiny-state-tuning.yaml "${THREADS[@]}" "${TUNE[@]}" --set run.out_dir="$OUT/tuned" \
-  --set state_tuning.init="$LM_CKPT" --set state_tuning.contexts="$OUT/contexts/train.jsonl" \
-  --set state_tuning.contexts_valid="$OUT/contexts/held.jsonl" 2>&1 \
-  | grep -E '^(dreamstate|  contexts|  held-out|done|nothing|tuned|step [0-9]+/[0-9]+ .*val)' || true
+train_stage "$OUT/tuned" '^(dreamstate|  contexts|  held-out|done|nothing|tuned|step [0-9]+/[0-9]+ .*val)' \
+  configs/tiny-state-tuning.yaml "${TUNE[@]}" --set state_tuning.init="$LM_CKPT" \
+  --set state_tuning.contexts="$OUT/contexts/train.jsonl" --set state_tuning.contexts_valid="$OUT/contexts/held.jsonl"
 [ -s "$OUT/tuned/states/index.txt" ] || { echo "part-a.sh: state tuning wrote no $OUT/tuned/states/index.txt" >&2; exit 1; }
 
 stage "5. state DiT (run.task state_diffusion, $RANKS ranks)"
-"${MPI[@]}" $BIN train configs/tiny-states.yaml "${THREADS[@]}" ${DIT[@]+"${DIT[@]}"} --set run.out_dir="$OUT/dit" \
+train_stage "$OUT/dit" "" configs/tiny-states.yaml ${DIT[@]+"${DIT[@]}"} \
   --set diffusion.states="$OUT/states-train/index.txt" --set diffusion.states_valid="$OUT/states-held/index.txt"
 MODEL=$(ls "$OUT"/dit/checkpoints/*.ckpt | tail -1)
 
 stage "6. one sampled state per label (DDIM-50)"
 mkdir -p "$OUT/samples"
 for label in $(awk '$1=="label"{print $2}' "$OUT/states-train/index.txt"); do
+  [ -s "$OUT/samples/$label.state" ] && continue
   $BIN sample-state "$MODEL" --label "$label" --out "$OUT/samples/$label.state"
 done
 
 stage "7. part-A numbers (eval-states, $RANKS ranks)"
-"${MPI[@]}" $BIN eval-states "$MODEL" --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" \
+[ -s "$OUT/eval-states.json" ] || "${MPI[@]}" $BIN eval-states "$MODEL" --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" \
   --tuned "$OUT/tuned/states/index.txt" --samples-per-label "$SAMPLES" --out "$OUT/eval-states.json"
 
 stage "8. state manifold (analyze-states, $RANKS ranks) and report"
 "${MPI[@]}" $BIN analyze-states "$OUT/states-train/index.txt" --test "$OUT/states-held/index.txt" \
-  --out "$OUT/analysis" --threads 1
+  --out "$OUT/analysis" --threads "$NTHREADS"
 /usr/bin/python3 src/tools/report.py "$OUT/dit" --analysis "$OUT/analysis" >/dev/null
 echo "report: $OUT/dit/report.md (plots in $OUT/dit/plots, t-SNE in $OUT/analysis)"

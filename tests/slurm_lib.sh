@@ -1,8 +1,9 @@
-# Shared by the Slurm end-to-end scripts (tests/e2e_slurm.sh, tests/e2e_two_nodes.sh). After
-# `. tests/lib.sh NAME`, `. tests/slurm_lib.sh` sets REPO, a job name NAME (output files
-# $REPO/$NAME-<id>.out), a cluster directory CLUSTER=$TMP/cluster for slurm/local-cluster.sh, SLURM_CONF
-# and DS_RUN_ROOT=$TMP/runs, clears any SLURM_* variables of an enclosing job, and stops the cluster
-# (its daemons, jobs and network namespaces) and removes the output files on any exit. Then:
+# Shared by the Slurm end-to-end scripts (tests/e2e_slurm.sh, tests/e2e_slurm_jobs.sh,
+# tests/e2e_two_nodes.sh). After `. tests/lib.sh NAME`, `. tests/slurm_lib.sh` sets REPO, a job name
+# NAME (output files $REPO/$NAME-<id>.out), a cluster directory CLUSTER=$TMP/cluster for
+# slurm/local-cluster.sh, SLURM_CONF and DS_RUN_ROOT=$TMP/runs, clears any SLURM_* variables of an
+# enclosing job, and stops the cluster (its daemons, jobs and network namespaces) and removes the
+# output files on any exit. Then:
 #   sl CMD...                          a Slurm client command, run where the controller is reachable
 #   now; since T0                      wall-clock seconds; seconds since T0 (one decimal)
 #   wait_for SECONDS CMD...            poll every 0.1 s until CMD succeeds; status 1 after SECONDS

@@ -56,8 +56,9 @@
  *    micro-batch, which they run at once) and batch buffers + what the task holds besides
  *    (state_diffusion: the EMA, 4 bytes per parameter; hybrid: a frozen RWKV-7's parameters and
  *    gradient slots, 8 bytes per its parameter, and its buffers of the micro-batch's sequences) + in
- *    train.precision bf16 the operands converted for the products (the task's bf16_operand_bytes) + a
- *    fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
+ *    train.precision bf16 the operands converted for the products (the task's bf16_operand_bytes) + with
+ *    more than one rank, MPI's temporary buffers of the buckets in flight (all of them at once: n_params
+ *    x 8 or x 4 bytes) + a fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
  *    shards, state shards) are page cache and not counted. Fits: the ranks of one node together
  *    within the node's memory.
  *  - train.grad_checkpoint (lm, hybrid): the backward runs every RWKV-7 block's forward again, which adds

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Proof at the paper's scale, on this machine (`make bench-paper`; README.md "Benchmarks"): the two
+# DREAMSTATE configs as shipped, configs/dreamstate-0.1b-states.yaml (DiT-B/4 over the last layer's WKV
+# state of an RWKV-7 0.1B) and configs/dreamstate-0.1b-hybrid.yaml (the hybrid on that 0.1B), on random
+# weights in the official 0.1B layout (tests/ref/official_weights.py: a bf16 .pth as released, then
+# converted), for a few steps with only the batch, the step count and the inputs overridden:
+#   - 1 rank x 2 threads and 2 ranks x 1 thread, micro-batch set: every step's loss identical;
+#   - peak memory (RSS) of rank 0 of the 2-rank run within 20% of `dreamstate plan`'s memory per rank
+#     for the same job;
+#   - a run stopped after its checkpoint at step STEPS/2 resumes to a final checkpoint byte-identical to
+#     the uninterrupted run's.
+# About 10-20 minutes on the 2-core dev machine. STEPS (default 4, even), KEEP=1 (keep the work
+# directory) and WEIGHTS_DIR (where the random 0.1B weights are made, or reused if already there;
+# default: the work directory) can be set.
+cd "$(dirname "$0")/.."
+. tests/lib.sh paper-scale
+STEPS=${STEPS:-4}
+PY=/usr/bin/python3
+WEIGHTS_DIR=${WEIGHTS_DIR:-$TMP}
+PTH="$WEIGHTS_DIR/rwkv7-0.1b-random.pth" ST="$WEIGHTS_DIR/rwkv7-0.1b-random.safetensors"
+{ [ -s "$ST" ] || { $PY tests/ref/official_weights.py "$PTH" --shape 0.1b --seed 11 >/dev/null &&
+                    $PY src/tools/pth_to_safetensors.py "$PTH" "$ST" >/dev/null; }; } \
+  && ok "random RWKV-7 0.1B in the official layout (L12 C768 V65536), converted" || { bad "weights"; finish; exit 1; }
+
+# labelled contexts (4 labels x 8) and the final WKV states of the 0.1B over them (World tokenizer)
+$BIN build-contexts --out "$TMP/train.jsonl" --held-out "$TMP/held.jsonl" --sources c-headers,licenses,python,man \
+  --max-per-label 8 --max-bytes 512 >/dev/null 2>&1 || bad "build-contexts"
+for part in train held; do
+  extra=(); [ $part = held ] && extra=(--labels-from "$TMP/st-train/index.txt")
+  $BIN extract-states configs/from-weights.yaml --checkpoint "$ST" --contexts "$TMP/$part.jsonl" --out "$TMP/st-$part" \
+    --max-tokens 128 "${extra[@]}" >/dev/null 2>"$TMP/x.log" || bad "extract-states $part: $(tail -1 "$TMP/x.log")"
+done
+[ -s "$TMP/st-train/index.txt" ] && ok "states of the 0.1B: $(grep -c . "$TMP/train.jsonl") train contexts" || { finish; exit 1; }
+
+losses() { grep -o '"loss":[0-9.e+-]*' "$1/train.jsonl" | tr '\n' ' '; }
+# run NAME RANKS CONFIG ARGS...: trains with /usr/bin/time around every rank (RSS of rank r in NAME.rss.r)
+run() {
+  local name=$1 ranks=$2; shift 2
+  local t0; t0=$(date +%s)
+  mpirun --oversubscribe --bind-to none -np "$ranks" sh -c 'exec /usr/bin/time -f "%M" -o "$0.rss.$OMPI_COMM_WORLD_RANK" "$@"' \
+    "$TMP/$name" $BIN train "$@" --set run.threads=$((2 / ranks)) --set run.out_dir="$TMP/$name" \
+    >/dev/null 2>"$TMP/$name.log"
+  local rc=$?
+  echo "  $name: $ranks rank(s), $(( $(date +%s) - t0 )) s, exit $rc"
+  return $rc
+}
+# check TASK CONFIG ARGS...: the three checks above for one config
+check() {
+  local task=$1; shift
+  local args=("$@" --set train.steps="$STEPS" --set train.eval_every=0 --set checkpoint.every=$((STEPS / 2))
+              --set checkpoint.keep=5 --set optim.warmup_steps=1 --set train.log_every=1)
+  run "$task-1" 1 "${args[@]}" || bad "$task, 1 rank: $(tail -2 "$TMP/$task-1.log")"
+  run "$task-2" 2 "${args[@]}" || bad "$task, 2 ranks: $(tail -2 "$TMP/$task-2.log")"
+  [ -n "$(losses "$TMP/$task-1")" ] && [ "$(losses "$TMP/$task-1")" = "$(losses "$TMP/$task-2")" ] \
+    && ok "$task: 1 vs 2 ranks, every step's loss identical ($(losses "$TMP/$task-1"))" \
+    || bad "$task: 1 vs 2 ranks differ: $(losses "$TMP/$task-1") vs $(losses "$TMP/$task-2")"
+  local plan_bytes rss_kb
+  plan_bytes=$($BIN plan "$@" --set train.steps="$STEPS" --nodes 1 --ranks-per-node 2 --threads 1 --json 2>/dev/null \
+    | $PY -c "import json,sys; print(json.load(sys.stdin)['rows'][0]['memory_per_rank_bytes'])")
+  rss_kb=$(cat "$TMP/$task-2.rss.0" 2>/dev/null)
+  local msg
+  msg=$($PY - "${plan_bytes:-0}" "${rss_kb:-0}" <<'PY'
+import sys
+plan, rss = float(sys.argv[1]), float(sys.argv[2]) * 1024
+ratio = rss / plan if plan > 0 else float('nan')
+print(f"{'ok' if 0.8 <= ratio <= 1.2 else 'out'} rank 0 of 2: peak RSS {rss / 1e9:.3f} GB vs plan {plan / 1e9:.3f} GB "
+      f"per rank, {ratio:.2f}x (bound 0.8-1.2)")
+PY
+)
+  case "$msg" in ok*) ok "$task: ${msg#ok }" ;; *) bad "$task: ${msg#out }" ;; esac
+  # resume: the 1-rank run again, its checkpoints after STEPS/2 removed
+  mkdir -p "$TMP/$task-r"
+  cp -r "$TMP/$task-1/checkpoints" "$TMP/$task-r/"
+  for c in "$TMP/$task-r"/checkpoints/step-*.ckpt; do
+    [ "$((10#$(basename "$c" .ckpt | sed 's/step-//')))" -gt $((STEPS / 2)) ] && rm -f "$c"
+  done
+  run "$task-r" 1 "${args[@]}" || bad "$task, resumed: $(tail -2 "$TMP/$task-r.log")"
+  local final; final=$(printf 'step-%08d.ckpt' "$STEPS")
+  grep -q "resumed from .*$(printf 'step-%08d' $((STEPS / 2)))" "$TMP/$task-r.log" \
+    && cmp -s "$TMP/$task-1/checkpoints/$final" "$TMP/$task-r/checkpoints/$final" \
+    && ok "$task: resumed at step $((STEPS / 2)), final checkpoint byte-identical" \
+    || bad "$task: resumed run differs: $(grep -m1 resumed "$TMP/$task-r.log")"
+}
+check states configs/dreamstate-0.1b-states.yaml --set diffusion.states="$TMP/st-train/index.txt" \
+  --set diffusion.states_valid="$TMP/st-held/index.txt" --set train.batch_size=4 --set train.micro_batch=2
+$BIN prepare-data --tokenizer world --valid-fraction 0.2 --out "$TMP/data" README.md src/*/README.md >/dev/null 2>&1 \
+  || bad "prepare-data"
+check hybrid configs/dreamstate-0.1b-hybrid.yaml --set hybrid.init="$ST" --set data.train="$TMP/data/train.bin" \
+  --set data.valid="$TMP/data/valid.bin" --set train.ctx_len=128 --set train.batch_size=2 --set train.micro_batch=1 --set hybrid.prefix=16
+finish
