@@ -30,7 +30,7 @@ all: bin/dreamstate $(TEST_BINS) $(BENCH_BINS)
 
 # AVX512_BF16 (VCVTNE2PS2BF16, VDPBF16PS) is not part of x86-64-v4: this file alone gets it, and
 # dispatch.c calls it only on CPUs that have it.
-build/kernels/bf16_avx512.o: SIMD_ARCH += -mavx512bf16
+build/kernels/bf16_avx512.o build/fuzz/obj/kernels/bf16_avx512.o: SIMD_ARCH += -mavx512bf16
 
 build/%_avx512.o: src/%_avx512.c
 	@mkdir -p $(dir $@)
@@ -83,7 +83,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=gnu11 -O1 -g -fopenmp $(WARN) -Wno-unknown-pragmas $(FUZZ_SAN) -Iinclude -isystem $(BLIS_INC) \
                 $(shell pkg-config --cflags yaml-0.1 2>/dev/null)
-FUZZ_LDLIBS  := -fopenmp $(shell pkg-config --libs yaml-0.1 2>/dev/null) -lblis -lm
+FUZZ_LDLIBS  := -fopenmp $(shell pkg-config --libs yaml-0.1 2>/dev/null) -lblis -ldnnl -lm
 FUZZ_SRCS    := $(shell find $(addprefix src/,common config kernels blas tensor rwkv7 diffusion dit hybrid optim data \
                   checkpoint) -name '*.c' | sort)
 FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(FUZZ_SRCS))

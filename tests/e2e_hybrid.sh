@@ -4,7 +4,8 @@
 #  - 2 ranks, static weights trainable: the step means of loss_lm and loss_pd over the last 10 steps are
 #    below those of the first 10, and the held-out L_LM ends below that of the base it started from;
 #  - 1 vs 2 ranks (train.micro_batch 2): every step's loss, loss_lm, loss_pd agree to 1e-5 (relative)
-#    and the checkpoints are the same bytes; the same with train.precision bf16 (30 steps);
+#    and the checkpoints are the same bytes; the same with train.precision bf16 (30 steps), and with
+#    train.grad_checkpoint the 1-rank bf16 run ends with the same checkpoint bytes;
 #  - the static baseline (matrices none, train_static 1) trains without DiT or alpha and improves on the base;
 #  - frozen static weights (not stored in checkpoints): stopped by SIGUSR1 at a random step on 2 ranks and
 #    rerun, the run ends with the uninterrupted run's losses and alphas, step for step, exactly;
@@ -69,6 +70,12 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/b2/checkpoints/step-00000030.ckpt" \
   && ok "bf16, 1 vs 2 ranks: the same checkpoint, byte for byte" || bad "bf16: 1 and 2 ranks write different checkpoints"
+# 2c. train.grad_checkpoint: the RWKV-7 recomputes its blocks in the backward (src/rwkv7/README.md §3.6)
+"${MPI[@]}" 1 $BIN train "${H[@]}" "${B16[@]}" --set train.grad_checkpoint=true --set run.out_dir="$TMP/bcp" \
+  2>"$TMP/bcp.log" || bad "bf16 with train.grad_checkpoint: exit $? ($(tail -1 "$TMP/bcp.log"))"
+cmp -s "$TMP/b1/checkpoints/step-00000030.ckpt" "$TMP/bcp/checkpoints/step-00000030.ckpt" \
+  && ok "train.grad_checkpoint (bf16, 30 steps): the same checkpoint, byte for byte" \
+  || bad "train.grad_checkpoint changes the hybrid's checkpoint"
 
 # 3. the static baseline: no DiT, the RWKV-7 alone fine-tuned on the same windows and positions
 $BIN train "${H[@]}" --set hybrid.matrices=none --set hybrid.train_static=1 --set train.steps=40 \

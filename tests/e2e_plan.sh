@@ -48,6 +48,7 @@ bad_args=(
   "configs/tiny-states.yaml --nodes 1 --set diffusion.states=$TMP/missing/index.txt"
   "configs/tiny-hybrid.yaml --nodes 1 --set hybrid.init=$TMP/missing.ckpt"
   "configs/tiny-hybrid.yaml --nodes 1 --set hybrid.init="
+  "configs/tiny-states.yaml --nodes 1 --set train.grad_checkpoint=true"
 )
 for args in "${bad_args[@]}"; do
   # shellcheck disable=SC2086
@@ -81,6 +82,24 @@ for r in (r for r in p['rows'] if r['valid']):
     rest = r['memory_per_rank_bytes'] - 24 * p['params'] - r['activation_bytes']
     assert 0 < rest < 1e9, rest
 PY
+
+# train.grad_checkpoint: fewer activations in the JSON; a node too small without it but large enough
+# with it gets the note that the rows marked NO fit with checkpointing
+CPJ=(configs/tiny.yaml --nodes 1 --threads 1 --set model.n_layer=4 --set train.ctx_len=512)
+$BIN plan "${CPJ[@]}" --json >"$TMP/cp0.json" && $BIN plan "${CPJ[@]}" --json --set train.grad_checkpoint=true >"$TMP/cp1.json" \
+  && mid=$(/usr/bin/python3 - "$TMP" <<'PY'
+import json, sys
+p0, p1 = (json.load(open(f'{sys.argv[1]}/cp{i}.json')) for i in (0, 1))
+r0, r1 = p0['rows'][0], p1['rows'][0]
+assert not p0['grad_checkpoint'] and p1['grad_checkpoint'] and p1['recompute_flops_per_unit'] > 0.15 * p1['flops_per_unit']
+assert r1['activation_bytes'] < 0.6 * r0['activation_bytes'], (r1['activation_bytes'], r0['activation_bytes'])
+assert r0['memory_per_rank_bytes'] - r1['memory_per_rank_bytes'] == r0['activation_bytes'] - r1['activation_bytes']
+assert r1['step_s'] > r0['step_s']  # default rates: the recomputation takes time
+print((r0['memory_per_rank_bytes'] + r1['memory_per_rank_bytes']) / 2e9)
+PY
+) && $BIN plan "${CPJ[@]}" --node-memory "$mid" | grep -q "rows marked NO fit with train.grad_checkpoint: true" \
+  && ok "train.grad_checkpoint: fewer activations, more time, and a too-small node is told it fits with it" \
+  || bad "plan with train.grad_checkpoint"
 
 # ---- plan against real runs ----
 # fixtures: a tiny RWKV-7 (the hybrid's init and the states' model), labelled contexts, their states

@@ -5,6 +5,7 @@
 #  - 1 and 2 MPI ranks give the same train.jsonl (losses, gradient norms, held-out losses) byte for
 #    byte, the same final checkpoint and the same tuned states;
 #  - resumed from the step-10 checkpoint, a run logs the same steps 11-30 and ends with the same states;
+#  - with train.grad_checkpoint (blocks recomputed in the frozen backward) the same log and states;
 #  - the tuned states beat the zero state on the held-out contexts, and differ between labels;
 #  - OUT/states/: a state dataset of one record per label (WKV = the label's set, token shifts zero,
 #    context -1) and RWKV-PEFT state files with the same WKV states; with per_label false every label's
@@ -48,6 +49,12 @@ for f in checkpoints/step-00000030.ckpt states/index.txt states/states-r00000-of
 done
 [ $same = 1 ] && ok "1 rank, 2 ranks and the resumed run: the same final checkpoint, state dataset and state files" \
   || bad "final checkpoints or tuned states differ"
+$BIN "${TUNE[@]}" --set train.grad_checkpoint=true --set run.out_dir="$TMP/cp" 2>"$TMP/cp.log" \
+  || bad "train.grad_checkpoint: $(tail -2 "$TMP/cp.log")"
+[ "$(strip "$TMP/r1/train.jsonl")" = "$(strip "$TMP/cp/train.jsonl")" ] \
+  && cmp -s "$TMP/r1/states/states-r00000-of-00001.bin" "$TMP/cp/states/states-r00000-of-00001.bin" \
+  && ok "train.grad_checkpoint: the same 30 log lines and tuned states byte for byte" \
+  || bad "train.grad_checkpoint changes state tuning"
 
 $PY - "$TMP/r1" <<'PY' && ok "tuned states beat the zero state on held-out contexts; OUT/states/ holds them (dataset = state files)" \
   || bad "tuned states"
@@ -101,6 +108,6 @@ expect_bad_input "no state_tuning.init" "state_tuning.init: run.task state_tunin
   $BIN train configs/tiny-state-tuning.yaml --set run.out_dir="$TMP/bad1" --set state_tuning.contexts="$TMP/train.jsonl"
 expect_bad_input "a held-out label the train contexts lack" "unknown label 'python'" \
   $BIN "${TUNE[@]}" --set run.out_dir="$TMP/bad2" --set state_tuning.contexts="$TMP/two-labels.jsonl"
-expect_bad_input "per_label not a boolean" "expected one of 'false', 'true', got 'yes'" \
+expect_bad_input "per_label not a boolean" "expected true or false, got 'yes'" \
   $BIN "${TUNE[@]}" --set run.out_dir="$TMP/bad3" --set state_tuning.per_label=yes
 finish

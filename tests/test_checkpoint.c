@@ -10,6 +10,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -110,7 +112,7 @@ static void test_roundtrip(void) {
     CHECK(meta && strcmp(meta, META) == 0, "metadata round trip: '%s'", meta ? meta : "(null)");
     free(meta);
     meta = NULL;
-    CHECK(ds_ckpt_verify(path, &meta, err) == 0 && meta && strcmp(meta, META) == 0, "verify: %s", err);
+    CHECK(ds_ckpt_check(path, &meta, err) == 0 && meta && strcmp(meta, META) == 0, "check: %s", err);
     free(meta);
 
     /* Independent layout checks: the header's file_len (bytes 32..39) equals the real size, and every
@@ -136,17 +138,22 @@ static void test_roundtrip(void) {
 }
 
 /* Writes `len` bytes of `orig` (after an optional edit) to a scratch file and loads it. Returns the
- * error text of ds_ckpt_load (and checks that ds_ckpt_verify reports the same). */
+ * error text of ds_ckpt_load, and checks that ds_ckpt_check reports the same, unless the damage is in a
+ * payload: then load says DS_CKPT_DAMAGED and check (which reads no payload) passes. */
 static const char *load_variant(const uint8_t *bytes, size_t len, model *m) {
     static char err[DS_ERR_LEN];
     char path[4096], verr[DS_ERR_LEN];
     tmp_path(path, "variant.ckpt");
     write_all(path, bytes, len);
     char *meta = (char *)1;
-    if (ds_ckpt_load(path, &meta, NT, m->t, err) == 0) return "(loaded)";
+    int rc = ds_ckpt_load(path, &meta, NT, m->t, err);
+    if (rc == 0) return "(loaded)";
     CHECK(meta == NULL, "meta_out not cleared on failure");
-    int vrc = ds_ckpt_verify(path, NULL, verr);
-    CHECK(vrc != 0 && strcmp(verr, err) == 0, "verify disagrees with load: '%s' vs '%s'", verr, err);
+    int vrc = ds_ckpt_check(path, NULL, verr);
+    if (rc == DS_CKPT_DAMAGED)
+        CHECK(vrc == 0 && contains(err, "checksum mismatch in tensor '"), "a damaged payload (%s): check %d", err, vrc);
+    else
+        CHECK(rc == -1 && vrc != 0 && strcmp(verr, err) == 0, "check disagrees with load: '%s' vs '%s'", verr, err);
     CHECK(strncmp(err, path, strlen(path)) == 0, "message does not start with the file name: %s", err);
     return err;
 }
@@ -238,7 +245,7 @@ static void test_directory(void) {
     int64_t *steps;
     CHECK(ds_ckpt_list(dir, &steps) == 0, "missing dir lists as empty");
     free(steps);
-    CHECK(ds_ckpt_latest_valid(dir, path, sizeof path, NULL) == 0, "missing dir has no latest");
+    CHECK(ds_ckpt_latest_complete(dir, path, sizeof path, NULL) == 0, "missing dir has no latest");
     mkdir(dir, 0755);
 
     ds_ckpt_path(path, sizeof path, dir, 123);
@@ -278,23 +285,29 @@ static void test_directory(void) {
     CHECK(n == 2 && steps[0] == 50 && steps[1] == 123456789, "protected step kept (n=%d)", n);
     free(steps);
 
-    /* latest_valid: newest intact file wins */
+    /* latest_complete: the newest whole file wins; a damaged payload is for ds_ckpt_load to find (the
+     * trainer then falls back to the next older file: tests/e2e_train.sh) */
     int64_t step = -1;
-    CHECK(ds_ckpt_latest_valid(dir, path, sizeof path, &step) == 1 && step == 123456789, "latest = %lld",
+    CHECK(ds_ckpt_latest_complete(dir, path, sizeof path, &step) == 1 && step == 123456789, "latest = %lld",
           (long long)step);
-    /* corrupt the newest: it is skipped with a logged reason, and not deleted */
     char newest[4096];
     ds_ckpt_path(newest, sizeof newest, dir, 123456789);
     size_t len;
     uint8_t *f = read_all(newest, &len);
     f[find_bytes(f, len, a.t[1].data, 256) + 9] ^= 1;
     write_all(newest, f, len);
+    CHECK(ds_ckpt_latest_complete(dir, path, sizeof path, &step) == 1 && step == 123456789, "a damaged payload: "
+          "still complete");
+    CHECK(ds_ckpt_load(newest, NULL, NT, a.t, err) == DS_CKPT_DAMAGED && contains(err, "checksum mismatch in tensor"),
+          "damaged payload: %s", err);
+    /* cut the newest short: it is skipped with a logged reason, and not deleted */
+    write_all(newest, f, len - 1);
     char logpath[4096];
     tmp_path(logpath, "stderr.log");
     fflush(stderr);
     int saved = dup(2), fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 2);
-    int found = ds_ckpt_latest_valid(dir, path, sizeof path, &step);
+    int found = ds_ckpt_latest_complete(dir, path, sizeof path, &step);
     fflush(stderr);
     dup2(saved, 2);
     close(fd);
@@ -304,8 +317,7 @@ static void test_directory(void) {
     size_t loglen;
     char *log = (char *)read_all(logpath, &loglen);
     log[loglen] = 0;
-    CHECK(contains(log, newest) && contains(log, "checksum mismatch in tensor"), "warning names file and reason: %s",
-          log);
+    CHECK(contains(log, newest) && contains(log, "truncated"), "warning names file and reason: %s", log);
     free(log);
     CHECK(access(newest, F_OK) == 0, "corrupt checkpoint must not be deleted");
     free(f);
@@ -382,7 +394,7 @@ static void test_run_dir(void) {
         CHECK(access(path, F_OK) != 0, "%s gone from the run directory", old_files[i]);
     }
     snprintf(path, sizeof path, "%s.old-1/checkpoints/step-00000003.ckpt", run_out);
-    CHECK(ds_ckpt_verify(path, NULL, err) == 0, "the moved checkpoint verifies: %s", err);
+    CHECK(ds_ckpt_check(path, NULL, err) == 0, "the moved checkpoint is whole: %s", err);
     CHECK(ds_run_dir_check_fresh(run_out, run_ckpts, 0, "") == 0, "after the move: a fresh start");
     ds_ckpt_path(path, sizeof path, run_ckpts, 8);
     CHECK(ds_ckpt_save(path, META, NT, a.t, err) == 0, "save: %s", err);
@@ -756,9 +768,74 @@ static void test_clean_stale(void) {
     CHECK(ds_ckpt_clean_stale(missing) == 0, "missing directory: nothing to clean");
 }
 
+/* CRC-32C against the published check value and the iSCSI test vectors (RFC 3720, B.4), and a
+ * checksum continued over pieces at odd offsets equals the whole buffer's. */
+static void test_crc32c(void) {
+    uint8_t zeros[32] = {0}, ones[32], up[32], down[32], buf[1003];
+    for (int i = 0; i < 32; i++) { ones[i] = 0xff; up[i] = (uint8_t)i; down[i] = (uint8_t)(31 - i); }
+    CHECK(ds_crc32c(0, "123456789", 9) == 0xE3069283u, "check value: %08x", ds_crc32c(0, "123456789", 9));
+    CHECK(ds_crc32c(0, zeros, 32) == 0x8A9136AAu && ds_crc32c(0, ones, 32) == 0x62A8AB43u &&
+          ds_crc32c(0, up, 32) == 0x46DD794Eu && ds_crc32c(0, down, 32) == 0x113FDB5Cu, "iSCSI vectors");
+    for (int i = 0; i < 1003; i++) buf[i] = (uint8_t)ds_rng_u64(5, 0, i);
+    uint32_t whole = ds_crc32c(0, buf + 1, 1002);
+    uint32_t pieces = ds_crc32c(ds_crc32c(ds_crc32c(0, buf + 1, 13), buf + 14, 500), buf + 514, 489);
+    CHECK(whole == pieces && ds_crc32c(whole, buf, 0) == whole, "continued over pieces: %08x vs %08x", pieces, whole);
+}
+
+/* ds_alloc: large arrays come zero-filled and 64-byte aligned (mappings of their own, on 2 MiB
+ * boundaries), also after ones written and freed, and ds_free takes them and small ones in any order. */
+static void test_alloc(void) {
+    enum { N = 12 };
+    size_t sizes[N];
+    uint8_t *p[N];
+    int zero = 1, aligned = 1;
+    for (int i = 0; i < N; i++) {
+        sizes[i] = i % 3 == 0 ? (size_t)100 + i : ((size_t)32 << 20) + (size_t)i * 4097;
+        p[i] = ds_alloc(sizes[i]);
+        aligned &= (uintptr_t)p[i] % 64 == 0 && (sizes[i] < ((size_t)32 << 20) || (uintptr_t)p[i] % (2 << 20) == 0);
+        for (size_t k = 0; k < sizes[i]; k += 4093) zero &= p[i][k] == 0;
+        zero &= p[i][sizes[i] - 1] == 0;
+        memset(p[i], 0xab, sizes[i]);
+    }
+    for (int i = 0; i < N; i += 2) ds_free(p[i]);
+    for (int i = 0; i < N; i += 2) {
+        p[i] = ds_alloc(sizes[i]);
+        for (size_t k = 0; k < sizes[i]; k += 4093) zero &= p[i][k] == 0;
+    }
+    for (int i = N - 1; i >= 0; i--) ds_free(p[i]);
+    ds_free(NULL);
+    CHECK(zero && aligned, "ds_alloc: zero-filled %d, aligned %d", zero, aligned);
+}
+
+/* ds_tensors_find_nonfinite: the first tensor holding a NaN or an infinity, wherever it sits in a
+ * large tensor (the threaded scan); FLT_MAX, subnormals and -0 are finite. */
+static void test_find_nonfinite(void) {
+    int64_t big = (1 << 21) + 3;
+    float *a = calloc(big, sizeof(float)), *b = calloc(5, sizeof(float));
+    a[0] = FLT_MAX; a[1] = -FLT_MAX; a[2] = 1e-45f; a[3] = -0.0f;
+    ds_tensor t[2] = {{.name = "a", .ndim = 1, .shape = {big}, .data = a}, {.name = "b", .ndim = 1, .shape = {5}, .data = b}};
+    CHECK(ds_tensors_find_nonfinite(2, t) == -1, "finite extremes are finite");
+    float bad[4] = {INFINITY, -INFINITY, NAN, -NAN};
+    int64_t where[3] = {0, big / 2 + 7, big - 1};
+    for (int v = 0; v < 4; v++)
+        for (int w = 0; w < 3; w++) {
+            a[where[w]] = bad[v];
+            CHECK(ds_tensors_find_nonfinite(2, t) == 0, "value %d at %lld found", v, (long long)where[w]);
+            a[where[w]] = 0;
+            b[4] = bad[v];
+            CHECK(ds_tensors_find_nonfinite(2, t) == 1, "value %d in the second tensor found", v);
+            b[4] = 0;
+        }
+    free(a);
+    free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--roundtrip-safetensors") == 0) return roundtrip_safetensors(argv[2], argv[3]);
     if (!mkdtemp(tmpdir)) ds_die(DS_EXIT_FAIL, "mkdtemp failed");
+    test_crc32c();
+    test_alloc();
+    test_find_nonfinite();
     test_roundtrip();
     test_corruption();
     test_directory();

@@ -235,7 +235,8 @@ static void check_with_pyyaml(const char *path) {
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 -c \"import yaml,sys; c=yaml.safe_load(open(sys.argv[1])); "
              "print(repr((c['run']['name'], c['optim']['lr'], c['optim']['eps'], c['optim']['grad_clip'], "
-             "c['model']['n_embd'], c['run']['seed'], len(c), sum(len(s) for s in c.values()))))\" '%s' 2>&1",
+             "c['model']['n_embd'], c['run']['seed'], c['train']['grad_checkpoint'], len(c), "
+             "sum(len(s) for s in c.values()))))\" '%s' 2>&1",
              path);
     FILE *p = popen(cmd, "r");
     char out[512] = "";
@@ -243,7 +244,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, 10, 79)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, True, 10, 80)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -258,9 +259,10 @@ static void test_round_trip(void) {
     ds_config a, b;
     char *sets[] = {"run.name=q\"uo\\te\\\\ é\tx", "optim.lr=0.30000000000000004", "optim.lr_final=0.1",
                     "optim.grad_clip=2", "model.n_embd=256", "run.seed=42", "data.valid=a # b: c",
-                    "optim.beta2=0.99999999999999989"};
-    ds_config_load(&a, NULL, 8, sets);
+                    "optim.beta2=0.99999999999999989", "train.grad_checkpoint=true"};
+    ds_config_load(&a, NULL, 9, sets);
     CHECK(a.optim.lr == 0.1 + 0.2, "lr parsed exactly");
+    CHECK(a.train.grad_checkpoint == 1, "a boolean key set to true");
     char out[256];
     snprintf(out, sizeof out, "%s/resolved.yaml", tmpdir);
     CHECK(ds_config_write(&a, out) == 0, "write");
@@ -336,7 +338,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 79, "dump has %d keys, want 79 (every ds_config field)", keys);
+    CHECK(keys == 80, "dump has %d keys, want 80 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -430,6 +432,8 @@ static void test_errors(void) {
     expect_error("range_open.yaml", "optim:\n  eps: 0\n", 0, NULL, "%s:2: optim.eps: must be > 0, got 0\n");
     expect_error("range_high.yaml", "optim:\n  beta2: 1.0\n", 0, NULL, "%s:2: optim.beta2: must be < 1, got 1.0\n");
     expect_error("head.yaml", "model:\n  head_size: 32\n", 0, NULL, "%s:2: model.head_size: must be 64, got 32\n");
+    expect_error("bool.yaml", "train:\n  grad_checkpoint: yes\n", 0, NULL,
+                 "%s:2: train.grad_checkpoint: expected true or false, got 'yes'\n");
     expect_error("enum.yaml", "run:\n  task: pretrain\n", 0, NULL,
                  "%s:2: run.task: expected one of 'lm', 'state_diffusion', 'hybrid', 'state_tuning', got 'pretrain'\n");
     expect_error("empty_name.yaml", "run:\n  name: \"\"\n", 0, NULL, "%s:2: run.name: must not be empty\n");

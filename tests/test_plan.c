@@ -34,14 +34,17 @@ static void check_layout(ds_rwkv7_dims d) {
         CHECK(ds_plan_layer_begin(&d, l) == m.layer_begin[l], "layer_begin[%d]: %lld, model %lld", l,
               (long long)ds_plan_layer_begin(&d, l), (long long)m.layer_begin[l]);
     int shapes[][2] = {{1, 16}, {3, 17}, {2, 64}};
-    for (int s = 0; s < 3; s++) {
-        int B = shapes[s][0], T = shapes[s][1];
-        ds_rwkv7_reserve(&m, B, T);
-        CHECK(ds_rwkv7_activation_floats(&d, B, T) == m.acts_numel, "activation floats B%d T%d: %lld, reserve %lld", B,
-              T, (long long)ds_rwkv7_activation_floats(&d, B, T), (long long)m.acts_numel);
-        ds_rwkv7_destroy(&m);
-        ds_rwkv7_create(&m, &d);
-    }
+    for (int s = 0; s < 3; s++)
+        for (int cp = 0; cp < 2; cp++) {
+            int B = shapes[s][0], T = shapes[s][1];
+            m.grad_checkpoint = cp;
+            ds_rwkv7_reserve(&m, B, T);
+            CHECK(ds_rwkv7_activation_floats(&d, B, T, cp) == m.acts_numel,
+                  "activation floats B%d T%d grad_checkpoint %d: %lld, reserve %lld", B, T, cp,
+                  (long long)ds_rwkv7_activation_floats(&d, B, T, cp), (long long)m.acts_numel);
+            ds_rwkv7_destroy(&m);
+            ds_rwkv7_create(&m, &d);
+        }
     ds_rwkv7_destroy(&m);
 }
 
@@ -105,7 +108,7 @@ static void check_hybrid(void) {
         CHECK(z.model_floats == (train_static ? 0 : 2 * h.model.n_params), "hybrid %d: frozen RWKV-7 floats %lld", k,
               (long long)z.model_floats);
         CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0) &&
-              h.model.acts_numel == ds_rwkv7_activation_floats(&d.model, 2, 32),
+              h.model.acts_numel == ds_rwkv7_activation_floats(&d.model, 2, 32, 0),
               "hybrid %d, 2 sequences: DiT activations %lld, reserved %lld; the RWKV-7's reserved for the micro-batch",
               k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
         /* the whole work buffer block is at least the micro-batch's DiT batch and fused matrices */
@@ -119,7 +122,7 @@ static void check_hybrid(void) {
                            .rates = {.sec_per_unit = 1.0}, .intra = {2.0, 3.0}, .inter = {10.0, 5.0}};
         ds_plan_result r;
         ds_plan_predict(&job, &r);
-        double act = 4.0 * ((double)ds_rwkv7_activation_floats(&d.model, 2, 32) + z.dit_activation_floats) +
+        double act = 4.0 * ((double)ds_rwkv7_activation_floats(&d.model, 2, 32, 0) + z.dit_activation_floats) +
                      16.0 * 2 * 32;
         double want = ds_plan_allreduce_seconds(8.0 * z.n_params, 2, &job.inter, (double)job.bucket_bytes);
         CHECK(r.valid && r.n_params == z.n_params && close_rel(r.activation_bytes, act, 1e-12) &&
@@ -228,7 +231,7 @@ int main(void) {
     ds_plan_result r;
     ds_plan_predict(&job, &r);
     int64_t n = ds_plan_n_params(&job.shape.rwkv7);
-    double act = 4.0 * ds_rwkv7_activation_floats(&job.shape.rwkv7, 2, 128) + 16.0 * 2 * 128;
+    double act = 4.0 * ds_rwkv7_activation_floats(&job.shape.rwkv7, 2, 128, 0) + 16.0 * 2 * 128;
     double compute = 16 * (2 * 128 * 1e-4 + n * 5e-9) + n * 23e-9;
     CHECK(r.valid && r.micro == 2 && r.accum == 16, "1 rank: micro %d accum %d", r.micro, r.accum);
     CHECK(close_rel(r.compute_s, compute, 1e-12) && r.exposed_s == 0 && r.comm_s == 0 && r.step_s == r.compute_s,
@@ -333,6 +336,29 @@ int main(void) {
     ds_plan_predict(&job, &r);
     CHECK(r.valid && r.micro == 4 && r.accum == 1, "micro_batch 0 = batch / ranks: %d x %d", r.micro, r.accum);
 
+    /* train.grad_checkpoint: its own (smaller) activations, and the blocks' forward once more in the
+     * workload's recomputation FLOPs (what the rates are applied to; MFU's FLOPs stay the model's) */
+    job = base_job();
+    ds_plan_result full;
+    ds_plan_predict(&job, &full);
+    job.shape.grad_checkpoint = 1;
+    ds_plan_predict(&job, &r);
+    const ds_rwkv7_dims *jd = &job.shape.rwkv7;
+    double act_cp = 4.0 * ds_rwkv7_activation_floats(jd, 2, 128, 1) + 16.0 * 2 * 128;
+    CHECK(act_cp < 0.6 * act && close_rel(r.activation_bytes, act_cp, 1e-12) &&
+          close_rel(r.memory_bytes, full.memory_bytes - act + act_cp, 1e-12),
+          "grad_checkpoint activations %.6g (without %.6g), memory %.6g", r.activation_bytes, act, r.memory_bytes);
+    ds_task_workload w0, w1;
+    ds_task_shape without = job.shape;
+    without.grad_checkpoint = 0;
+    ds_plan_workload(&without, 2, &w0);
+    ds_plan_workload(&job.shape, 2, &w1);
+    double C = jd->n_embd, block_fwd = jd->n_layer * (2 * (12 * C * C + 2 * C * (jd->dim_w + jd->dim_a + jd->dim_v +
+                                                                                 jd->dim_g)) + 9 * 64 * C);
+    CHECK(w0.recompute_flops_per_unit == 0 && close_rel(w1.recompute_flops_per_unit, block_fwd, 1e-12) &&
+          w1.flops_per_unit == w0.flops_per_unit && block_fwd > 0.15 * w0.flops_per_unit,
+          "grad_checkpoint recomputes %.6g FLOPs per token (%.6g in the step)", w1.recompute_flops_per_unit,
+          w1.flops_per_unit);
     /* measured rates: the model's real forward + backward runs and gives usable numbers */
     ds_rwkv7_dims tiny = {.n_layer = 2, .n_embd = 64, .vocab_size = 64};
     ds_rwkv7_default_ranks(&tiny, "released");

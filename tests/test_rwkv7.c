@@ -1,6 +1,7 @@
 /* RWKV-7 model tests in C: state-passing identities (src/rwkv7/README.md §9.7), init statistics
  * (src/rwkv7/README.md §9.8), parameter count (src/rwkv7/README.md §1), determinism, and the frozen
- * backward's state gradient (§9.11), per-sequence projections (§9.12). With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
+ * backward's state gradient (§9.11), per-sequence projections (§9.12), activation checkpointing (§9.13).
+ * With `--dump FILE L C T B V SEED [fp32|bf16] [state]` it instead
  * writes weights, inputs, loss, logits and every gradient (the initial state's included), computed with
  * fp32 or bf16 matrix products (blas.h), for tests/ref/test_rwkv7_torch.py, and with `--dump-tuner ...` a
  * state-tuning batch for tests/ref/test_state_tuning_torch.py; both compare them against an independent
@@ -281,6 +282,73 @@ static void test_determinism(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* Activation checkpointing (src/rwkv7/README.md §3.6) recomputes each block with the same kernels on
+ * the same input: loss, logits and every gradient equal the run without it bit for bit, with fewer
+ * activations; a forward from a state (state_in == state_out) gives the same logits and final state,
+ * and a backward from a state the same initial-state gradient, with frozen weights too (§3.4). */
+static void test_grad_checkpoint(void) {
+    ds_rwkv7 m;
+    make_model(&m, 3, 128, 61, 9, 0.05f);
+    int B = 2, T = 37, V = 61;  /* T: two whole WKV chunks and a partial one */
+    int32_t tok[74], tgt[74];
+    random_tokens(tok, B * T, V, 9, 1);
+    random_tokens(tgt, B * T, V, 9, 2);
+    tgt[5] = -1;
+    size_t gbytes = sizeof(float) * m.n_params, lbytes = sizeof(float) * B * T * V;
+    float *grads[2] = {malloc(gbytes), malloc(gbytes)}, *logits[2] = {malloc(lbytes), malloc(lbytes)};
+    double loss[2];
+    int64_t numel[2];
+    for (int cp = 0; cp < 2; cp++) {
+        m.grad_checkpoint = cp;
+        ds_rwkv7_zero_grad(&m);
+        loss[cp] = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, NULL, NULL, logits[cp]);
+        ds_rwkv7_backward(&m);
+        memcpy(grads[cp], m.grads, gbytes);
+        numel[cp] = m.acts_numel;
+    }
+    CHECK(loss[0] == loss[1] && memcmp(logits[0], logits[1], lbytes) == 0, "checkpointing: same loss and logits");
+    CHECK(memcmp(grads[0], grads[1], gbytes) == 0, "checkpointing: every gradient bit-identical");
+    CHECK(numel[1] == ds_rwkv7_activation_floats(&m.d, B, T, 1) && numel[1] < 0.6 * numel[0],
+          "checkpointing keeps fewer activations: %lld of %lld floats", (long long)numel[1], (long long)numel[0]);
+
+    /* from a state, written back in place */
+    ds_rwkv7_state st[2];
+    size_t sbytes = 0;
+    for (int cp = 0; cp < 2; cp++) {
+        m.grad_checkpoint = cp;
+        ds_rwkv7_state_create(&st[cp], &m.d, B);
+        sbytes = sizeof(float) * st[cp].numel;
+        ds_rwkv7_forward(&m, B, 20, tok, NULL, 1, 0, NULL, &st[cp], NULL);
+        ds_rwkv7_forward(&m, B, 17, tok + 20, NULL, 1, 0, &st[cp], &st[cp], logits[cp]);
+    }
+    CHECK(memcmp(logits[0], logits[1], sizeof(float) * B * 17 * V) == 0 && memcmp(st[0].data, st[1].data, sbytes) == 0,
+          "checkpointing: the same logits and final state from an initial state");
+
+    /* the backward from a random initial state */
+    random_state(&st[0], 9, 0.5f);
+    ds_rwkv7_state d_state[2];
+    for (int frozen = 0; frozen < 2; frozen++) {
+        m.frozen = frozen;
+        for (int cp = 0; cp < 2; cp++) {
+            m.grad_checkpoint = cp;
+            ds_rwkv7_state_create(&d_state[cp], &m.d, B);
+            ds_rwkv7_zero_grad(&m);
+            loss[cp] = ds_rwkv7_forward(&m, B, T, tok, tgt, 1, 1e-4f, &st[0], NULL, NULL);
+            ds_rwkv7_backward_state(&m, &d_state[cp]);
+            memcpy(grads[cp], m.grads, gbytes);
+        }
+        CHECK(loss[0] == loss[1] && memcmp(d_state[0].data, d_state[1].data, sbytes) == 0 &&
+              (frozen || memcmp(grads[0], grads[1], gbytes) == 0),
+              "checkpointing: the same loss, initial-state gradient%s from a random state%s", frozen ? "" : " and weight "
+              "gradients", frozen ? " with frozen weights" : "");
+        for (int cp = 0; cp < 2; cp++) ds_rwkv7_state_destroy(&d_state[cp]);
+    }
+    m.frozen = 0;
+    for (int cp = 0; cp < 2; cp++) ds_rwkv7_state_destroy(&st[cp]);
+    for (int i = 0; i < 2; i++) { free(grads[i]); free(logits[i]); }
+    ds_rwkv7_destroy(&m);
+}
+
 static int64_t count_nonzero(const float *x, int64_t n) {
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++) k += x[i] != 0;
@@ -384,8 +452,9 @@ static void test_seq_weights(void) {
           "per-sequence W_r, W_v on %d sequences = one call per sequence: loss %.7f vs %.7f, gradients rel err %.1e, "
           "per-sequence matrices %.1e, %.1e; their own gradient slots untouched", B, loss, nats / count, eg, e0, e1);
     /* frozen: the same per-sequence gradients, no weight gradient */
-    float *g0 = ds_alloc(sizeof(float) * B * CC);
+    float *g0 = ds_alloc(sizeof(float) * B * CC), *gbatch = ds_alloc(sizeof(float) * m.n_params);
     memcpy(g0, G[0], sizeof(float) * B * CC);
+    memcpy(gbatch, m.grads, sizeof(float) * m.n_params);
     m.frozen = 1;
     ds_rwkv7_zero_grad(&m);
     for (int i = 0; i < 2; i++) memset(G[i], 0, sizeof(float) * B * CC);
@@ -393,9 +462,20 @@ static void test_seq_weights(void) {
     ds_rwkv7_backward(&m);
     CHECK(memcmp(g0, G[0], sizeof(float) * B * CC) == 0 && count_nonzero(m.g.head, (int64_t)V * C) == 0,
           "frozen: the same per-sequence gradients bit for bit, no head weight gradient");
+    /* activation checkpointing (§3.6) recomputes the blocks with the per-sequence matrices */
+    m.frozen = 0;
+    m.grad_checkpoint = 1;
+    ds_rwkv7_zero_grad(&m);
+    for (int i = 0; i < 2; i++) memset(G[i], 0, sizeof(float) * B * CC);
+    double loss_cp = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    CHECK(loss_cp == loss && memcmp(g0, G[0], sizeof(float) * B * CC) == 0 &&
+          memcmp(gbatch, m.grads, sizeof(float) * m.n_params) == 0,
+          "grad_checkpoint: the same loss, per-sequence and model gradients bit for bit");
+    m.grad_checkpoint = 0;
     m.seq_weights = NULL;
     for (int i = 0; i < 2; i++) ds_free(W[i]), ds_free(G[i]), ds_free(Gref[i]);
-    ds_free(gref), ds_free(g0);
+    ds_free(gref), ds_free(g0), ds_free(gbatch);
     ds_rwkv7_destroy(&m);
 }
 
@@ -407,6 +487,7 @@ int main(int argc, char **argv) {
     test_init();
     test_state_passing();
     test_determinism();
+    test_grad_checkpoint();
     test_frozen_state_gradient();
     test_seq_weights();
     return test_summary("test_rwkv7");

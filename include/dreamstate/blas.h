@@ -39,11 +39,15 @@ ds_blas_seconds ds_blas_time(void);
 void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
 
-/* The same in double precision (used where fp32 would lose too much, e.g. orthogonal init). */
-void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
-              const double *B, int ldb, double beta, double *C, int ldc);
-
-/* In place B[M,N] <- B R^-1 for an upper-triangular R[N,N] (row-major), double precision. */
+/* Double precision, where fp32 would lose too much (the orthogonal init's CholeskyQR), row-major:
+ * the upper triangle of G[N,N] = W^T W for W[M,N] (BLIS dsyrk, half a GEMM's work; the strict lower
+ * triangle is left as it was); */
+void ds_dgram_upper(int M, int N, const double *W, double *G);
+/* in place, A = R^T R for a symmetric positive-definite A[N,N] with R upper triangular (blocked on
+ * BLIS): R overwrites the upper triangle, the strict lower one is zeroed. Returns 0, or k > 0 when the
+ * leading minor of order k is not positive definite; */
+int ds_dcholesky_upper(int N, double *A);
+/* in place B[M,N] <- B R^-1 for an upper-triangular R[N,N]. */
 void ds_dtrsm_right_upper(int M, int N, const double *R, double *B);
 
 /* Linear layer y[rows, out] = x W^T + b, W [out, in] as in torch.nn.Linear; b NULL: no bias. */

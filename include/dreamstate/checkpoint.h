@@ -38,13 +38,19 @@ int ds_tensors_find_nonfinite(int n, const ds_tensor *t);
 int ds_ckpt_save(const char *path, const char *meta, int n, const ds_tensor *t, char *err);
 
 /* Reads into the caller's tensors by name. The file must hold exactly the names in `t`, each with the
- * same shape; every checksum is verified. On success *meta_out (if meta_out != NULL) receives a
- * malloc'd copy of the metadata text (free with free()). On failure the tensors' contents are
- * unspecified (partially overwritten) and *meta_out is NULL. */
+ * same shape; every checksum is verified, each payload's as it is read (one pass over the file). On
+ * success *meta_out (if meta_out != NULL) receives a malloc'd copy of the metadata text (free with
+ * free()). Returns 0; DS_CKPT_DAMAGED when the file is complete and matches the names and shapes but a
+ * payload fails its checksum or cannot be read (a caller may fall back to an older checkpoint); -1 on
+ * any other error. On failure the tensors' contents are unspecified (partially overwritten) and
+ * *meta_out is NULL. */
+#define DS_CKPT_DAMAGED (-2)
 int ds_ckpt_load(const char *path, char **meta_out, int n, const ds_tensor *t, char *err);
 
-/* Checks structure and all checksums without a model; optionally returns the metadata as above. */
-int ds_ckpt_verify(const char *path, char **meta_out, char *err);
+/* Checks everything but the payloads' checksums without reading the payloads: header, metadata,
+ * tensor index and trailer (the file is complete and its index consistent; ds_ckpt_load checks the
+ * payloads as it reads them). Optionally returns the metadata as above. */
+int ds_ckpt_check(const char *path, char **meta_out, char *err);
 
 /* Value of "key=value" in metadata text of "key=value\n" lines (checkpoints, state files) into out
  * (cut to len - 1 bytes); returns out, or NULL when the key is absent. */
@@ -72,10 +78,10 @@ int ds_ckpt_clean_stale(const char *dir);
  * deleted even if it is not among the newest. Returns the number removed, -1 with errno on error. */
 int ds_ckpt_prune(const char *dir, int keep, int64_t protect_step);
 
-/* Finds the newest checkpoint in `dir` that passes ds_ckpt_verify; newer files that fail are skipped
- * with a logged warning giving the reason (they are not deleted). Returns 1 and fills path (and *step
- * if step != NULL) when one is found, 0 when none is. */
-int ds_ckpt_latest_valid(const char *dir, char *path, size_t len, int64_t *step);
+/* Finds the newest checkpoint in `dir` that passes ds_ckpt_check (complete, without reading the
+ * payloads); newer files that fail are skipped with a logged warning giving the reason (they are not
+ * deleted). Returns 1 and fills path (and *step if step != NULL) when one is found, 0 when none is. */
+int ds_ckpt_latest_complete(const char *dir, char *path, size_t len, int64_t *step);
 
 /* ---- the run directory: one run per directory --------------------------------------------------
  * A run's files are OUT/config.yaml, OUT/train.jsonl and the checkpoints of its checkpoint directory.

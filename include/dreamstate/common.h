@@ -84,6 +84,9 @@ int ds_affinity_cores(void);
  * core(s) this process may run on ...". `what` names the setting ("run.threads"). */
 int ds_check_threads(int threads, const char *what);
 double ds_now_seconds(void);  /* monotonic clock */
+/* Seconds since this process started (from the kernel's record of its start, 10 ms resolution), or a
+ * negative number where that is unknown. */
+double ds_process_seconds(void);
 
 /* The absolute form of an existing path (realpath), else the path as given: what indexes and metadata record. */
 void ds_absolute_path(const char *path, char *out, size_t len);

@@ -51,6 +51,7 @@ typedef struct ds_train_config {
     char precision[8];         /* matrix products: "fp32" (default) or "bf16" (blas.h, ds_blas_set_precision) */
     int skip_nonfinite;        /* steps with a NaN/Inf loss or gradient norm skipped in a row before the
                                 * run stops (exit 1); default 0: stop at the first */
+    int grad_checkpoint;       /* 1 (true): activation checkpointing per block (src/rwkv7/README.md §3.6) */
     double comm_timeout;       /* seconds a rank waits in one collective during training before it exits
                                 * 1 with a message (a dead rank or network); 0 = forever; default 600 */
 } ds_train_config;
@@ -119,7 +120,7 @@ typedef struct ds_state_tuning_config {
     char init[DS_PATH_MAX];            /* the frozen RWKV-7 weights (.ckpt or .safetensors), required */
     char contexts[DS_PATH_MAX];        /* train contexts (JSONL), required */
     char contexts_valid[DS_PATH_MAX];  /* held-out contexts for val_loss; "" = the train contexts */
-    char per_label[8];                 /* "true": one set of states per label; "false" (default): one set */
+    int per_label;                     /* 1 (true): one set of states per label; 0 (false, default): one set */
     int skip_tokens;                   /* tokens at the start of each context that are not read, default 0 */
 } ds_state_tuning_config;
 

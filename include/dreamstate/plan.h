@@ -51,15 +51,20 @@
  *  - Memory of rank 0 (the largest): parameters 4 + gradients 4 + fp64 accumulator 8 (fp64 only) +
  *    AdamW moments 8 bytes per owned trainable parameter + under ZeRO-1 the full moments rank 0
  *    gathers for checkpoints (8 bytes per parameter) + the task's activations of one micro-batch (lm:
- *    ds_rwkv7_activation_floats; state_diffusion: ds_dit_activation_floats; hybrid: the RWKV-7's and
- *    the DiT's for the micro-batch, which they run at once) and batch buffers + what the task holds
- *    besides (state_diffusion: the EMA, 4 bytes per parameter; hybrid: a frozen RWKV-7's parameters and
- *    gradient slots, 8 bytes per its parameter, and its buffers of the micro-batch's sequences) + in train.precision bf16 the operands converted for the products (the
- *    task's bf16_operand_bytes) + with more than one rank, MPI's temporary buffers of the buckets in
- *    flight (all of them at once: n_params x 8 or x 4 bytes) + a fixed runtime overhead (MPI, BLIS,
- *    program). Mapped input files (token
+ *    ds_rwkv7_activation_floats, with train.grad_checkpoint each block's input and one block's
+ *    internals; state_diffusion: ds_dit_activation_floats; hybrid: the RWKV-7's and the DiT's for the
+ *    micro-batch, which they run at once) and batch buffers + what the task holds besides
+ *    (state_diffusion: the EMA, 4 bytes per parameter; hybrid: a frozen RWKV-7's parameters and
+ *    gradient slots, 8 bytes per its parameter, and its buffers of the micro-batch's sequences) + in
+ *    train.precision bf16 the operands converted for the products (the task's bf16_operand_bytes) + with
+ *    more than one rank, MPI's temporary buffers of the buckets in flight (all of them at once: n_params
+ *    x 8 or x 4 bytes) + a fixed runtime overhead (MPI, BLIS, program). Mapped input files (token
  *    shards, state shards) are page cache and not counted. Fits: the ranks of one node together
- *    within the node's memory. */
+ *    within the node's memory.
+ *  - train.grad_checkpoint (lm, hybrid): the backward runs every RWKV-7 block's forward again, which adds
+ *    the blocks' forward FLOPs (ds_rwkv7_recompute_flops_per_token: 2 per block matrix parameter and
+ *    token, and the WKV forward) to the time of a step, not to its MFU: the default rates apply to both,
+ *    --measure times the probe with the recomputation; rows that fit only with it are pointed out. */
 #ifndef DREAMSTATE_PLAN_H
 #define DREAMSTATE_PLAN_H
 

@@ -64,6 +64,11 @@ typedef struct ds_rwkv7 {
      * caller can start communicating it while backward goes on. */
     void (*grads_ready)(void *ctx, int64_t offset, int64_t numel);
     void *grads_ready_ctx;
+    /* 1: activation checkpointing per block (src/rwkv7/README.md §3.6): the forward keeps each block's
+     * input, the backward recomputes the block's internals just before its backward (same results bit
+     * for bit, about one more forward of time, activations of one block instead of L). Set it before
+     * ds_rwkv7_reserve or a forward. */
+    int grad_checkpoint;
     /* 1: the weights are frozen (state tuning). The backward then skips the matrix products of the weight
      * gradients and the embedding part, so `grads` holds no meaningful values and grads_ready is not
      * called; what flows to the initial state is computed as usual. */
@@ -93,9 +98,9 @@ void ds_rwkv7_destroy(ds_rwkv7 *m);
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
 /* Makes activation storage available for batches up to B x T (reallocates if needed). */
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);
-/* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel),
- * without allocating them: for memory planning. */
-int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T);
+/* Floats that ds_rwkv7_reserve(B, T) allocates for activations and gradient scratch (acts_numel) with
+ * m->grad_checkpoint == grad_checkpoint, without allocating them: for memory planning. */
+int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint);
 /* Bytes of the converted operands the bf16 products keep (train.precision bf16, src/blas/bf16.c): the
  * widest activation [B T, F] and weight [F, C] in bf16, F = max(vocab, 4 C) (the head or the FFN). */
 double ds_rwkv7_bf16_operand_bytes(const ds_rwkv7_dims *d, int B, int T);
@@ -146,6 +151,9 @@ double ds_rwkv7_tuner_run(ds_rwkv7_tuner *t, int n, int T, const int32_t *tokens
 double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
 /* The same for a step with frozen weights (state tuning): forward and the dx products, no dW (4x). */
 double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d);
+/* What m->grad_checkpoint adds per token, not counted in the two above (MFU counts the model's FLOPs):
+ * the blocks' forward once more, 2 per block matrix parameter and the WKV forward. */
+double ds_rwkv7_recompute_flops_per_token(const ds_rwkv7_dims *d);
 
 /* ---- token sampling (src/rwkv7/sampling.c) ---- */
 

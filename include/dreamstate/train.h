@@ -36,6 +36,9 @@ typedef struct ds_task {
     double flops_per_unit;         /* training FLOPs per unit for MFU; 0 = not reported */
     double activation_bytes;
     void *ctx;
+    /* Fills the parameters of a fresh run, on every rank; not called when a checkpoint is loaded (its
+     * weights would overwrite them). May be NULL (the task initialised them itself). */
+    void (*init_params)(void *ctx);
     /* Forward and backward of global samples first .. first + n - 1 of `step`; gradients accumulate
      * with the loss scaled by `weight` and each finished range is passed to ds_grad_sync_ready.
      * Returns the mean loss of these samples. */
@@ -72,6 +75,7 @@ typedef struct ds_task_shape {
     ds_task_kind kind;
     const ds_config *cfg;        /* state_diffusion, hybrid: where their probes find the inputs' headers */
     int ctx_len;                 /* tokens per sample (lm, hybrid) */
+    int grad_checkpoint;         /* train.grad_checkpoint: the RWKV-7 recomputes its blocks (lm, hybrid) */
     ds_rwkv7_dims rwkv7;         /* lm */
     ds_dit_dims dit;             /* state_diffusion: the state DiT (ds_state_dit_dims) */
     int64_t n_stats, n_records;  /* state_diffusion: normalisation statistics, train records */
@@ -86,6 +90,8 @@ typedef struct ds_task_workload {
     double units_per_sample;
     int64_t n_params;            /* trainable floats: allreduced, AdamW moments */
     double flops_per_unit;       /* training (forward + backward) FLOPs */
+    double recompute_flops_per_unit;  /* train.grad_checkpoint: FLOPs its second forward of the blocks adds (time,
+                                       * not in MFU) */
     double activation_bytes;     /* of one micro-batch: the models' activations and the task's batch buffers */
     double held_bytes;           /* besides the trainable parameters, their gradients and the optimiser: frozen
                                   * weights, an EMA, work buffers */

@@ -12,6 +12,7 @@
 #include "dreamstate/common.h"
 #include "dreamstate/kernels.h"
 
+#include <cpuid.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,9 +107,14 @@ static void onednn_product(int transA, int transB, int M, int N, int K, float al
 
 /* ---------------------------------------------------------------- backend choice */
 
+/* CPUID leaf 7 EDX bit 22, with the tile state enabled by the OS (XCR0 bits 17 and 18), read directly:
+ * not every compiler's __builtin_cpu_supports knows "amx-bf16" (clang 14, the fuzz build's, does not). */
 static int cpu_has_amx_bf16(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("amx-bf16") != 0;
+    unsigned a, b, c, d, xcr0_low, xcr0_high;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & 1u << 22)) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & 1u << 27)) return 0;  /* OSXSAVE: xgetbv is available */
+    __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    return (xcr0_low & 3u << 17) == 3u << 17;
 }
 
 const char *bf16_backend_init(void) {

@@ -4,8 +4,10 @@
 #include "dreamstate/kernels.h"
 
 #include <blis.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static int blas_threads = 1;
@@ -60,10 +62,38 @@ void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const flo
     bf16_product(transA, transB, M, N, K, alpha, a, b, beta, C, ldc);
 }
 
-void ds_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda,
-              const double *B, int ldb, double beta, double *C, int ldc) {
-    bli_dgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-              M, N, K, &alpha, (double *)A, lda, 1, (double *)B, ldb, 1, &beta, C, ldc, 1);
+void ds_dgram_upper(int M, int N, const double *W, double *G) {
+    double one = 1.0, zero = 0.0;
+    bli_dsyrk(BLIS_UPPER, BLIS_TRANSPOSE, N, M, &one, (double *)W, N, 1, &zero, G, N, 1);
+}
+
+#define CHOLESKY_BLOCK 96
+
+/* Right-looking blocked Cholesky: per block of rows, the diagonal block by the scalar algorithm, the
+ * block row to its right by a triangular solve, the trailing upper triangle by a rank-k update (BLIS
+ * does nearly all the work). */
+int ds_dcholesky_upper(int N, double *A) {
+    for (int k0 = 0; k0 < N; k0 += CHOLESKY_BLOCK) {
+        int kb = N - k0 < CHOLESKY_BLOCK ? N - k0 : CHOLESKY_BLOCK, rest = N - k0 - kb;
+        double *D = A + (int64_t)k0 * N + k0;
+        for (int k = 0; k < kb; k++) {
+            double *rk = D + (int64_t)k * N;
+            if (!(rk[k] > 0)) return k0 + k + 1;
+            double d = sqrt(rk[k]);
+            for (int j = k; j < kb; j++) rk[j] /= d;
+            for (int i = k + 1; i < kb; i++) {
+                double *ri = D + (int64_t)i * N, f = rk[i];
+                for (int j = i; j < kb; j++) ri[j] -= f * rk[j];
+            }
+        }
+        if (rest == 0) break;
+        double one = 1.0, minus_one = -1.0;
+        double *P = D + kb, *S = D + (int64_t)kb * N + kb;  /* block row right of D, trailing block */
+        bli_dtrsm(BLIS_LEFT, BLIS_UPPER, BLIS_TRANSPOSE, BLIS_NONUNIT_DIAG, kb, rest, &one, D, N, 1, P, N, 1);
+        bli_dsyrk(BLIS_UPPER, BLIS_TRANSPOSE, rest, kb, &minus_one, P, N, 1, &one, S, N, 1);
+    }
+    for (int64_t i = 1; i < N; i++) memset(A + i * N, 0, sizeof(double) * i);
+    return 0;
 }
 
 void ds_dtrsm_right_upper(int M, int N, const double *R, double *B) {

@@ -86,7 +86,7 @@ done:
 
 static int dims_of_ckpt(const char *path, ds_rwkv7_dims *d, char *err) {
     char *meta = NULL, sig[256];
-    if (ds_ckpt_verify(path, &meta, err) != 0) return -1;
+    if (ds_ckpt_check(path, &meta, err) != 0) return -1;
     int ok = ds_ckpt_meta_value(meta, "model", sig, sizeof sig) &&
              sscanf(sig, "rwkv7 L=%d C=%d V=%d Dw=%d Da=%d Dv=%d Dg=%d", &d->n_layer, &d->n_embd, &d->vocab_size,
                     &d->dim_w, &d->dim_a, &d->dim_v, &d->dim_g) == 7;

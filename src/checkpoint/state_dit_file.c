@@ -68,7 +68,7 @@ void ds_state_dit_rwkv_dims(const char *path, const char *meta, ds_rwkv7_dims *d
 void ds_state_dit_load(ds_state_dit *s, const char *path, char **meta_out) {
     char err[DS_ERR_LEN], v[4096];
     char *meta = NULL;
-    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+    if (ds_ckpt_check(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
     meta_required(path, meta, "task", v, sizeof v);
     if (strcmp(v, "state_diffusion") != 0)
         ds_die(DS_EXIT_BAD_INPUT, "%s: a checkpoint of task '%s', not state_diffusion", path, v);

@@ -62,7 +62,7 @@ void ds_weights_load(ds_rwkv7 *m, const char *path) {
         float *scratch = ds_alloc(sizeof(float) * 2 * m->n_params);
         int n = ds_weights_ckpt_tensors(m, scratch, scratch + m->n_params, t);
         char *meta = NULL, sig[256], got[256];
-        if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        if (ds_ckpt_check(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
         ds_weights_signature(&m->d, sig, sizeof sig);
         if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, sig) != 0)
             ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path,

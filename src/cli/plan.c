@@ -76,7 +76,10 @@ static const cli_spec spec = {
         "    buffers) + in bf16 the converted product operands + with several ranks MPI's buffers of the\n"
         "    buckets in flight (params x 8 or x 4 bytes) + 0.1 GB runtime; mapped input files not counted;\n"
         "    fits = the node's ranks within\n"
-        "    --node-memory.\n",
+        "    --node-memory.\n"
+        "  - train.grad_checkpoint true (lm, hybrid): RWKV-7 activations = each block's input + one\n"
+        "    block's internals, and the compute adds the blocks' second forward (~25-30%, not in MFU);\n"
+        "    act GB is the config's setting; rows that fit only with checkpointing are pointed out.\n",
     .config = 1,
     .options = {{"--nodes", CLI_REQUIRED}, {"--ranks-per-node"}, {"--threads"}, {"--measure", CLI_SWITCH},
                 {"--bandwidth"}, {"--latency"}, {"--intra-bandwidth"}, {"--intra-latency"}, {"--node-memory"},

@@ -50,17 +50,27 @@ typedef struct {
     int32_t *tokens, *targets;
     float *emb_rows, *ln0_mean, *ln0_rstd, *v_first, *x_final, *lnout_mean, *lnout_rstd, *lnout;
     float *logits, *losses;
-    float *att_prev, *ffn_prev;  /* [L, B, C]: the token-shift parts of the forward's initial state */
-    int B, T, has_targets, has_state_in;
+    /* the forward's initial state, kept for the backward (state_out may overwrite the caller's): its
+     * token-shift parts [L, B, C] always, its WKV part only with grad_checkpoint (the recomputation
+     * starts from it; otherwise each layer's ckpt holds it) */
+    ds_rwkv7_state state_in;
+    int B, T, has_targets, has_state_in, grad_checkpoint;
 } acts_table;
 
-/* Lays out every activation in one block: called with base == NULL to count, then to assign. */
-static int64_t layout(const ds_rwkv7_dims *d, int B, int T, float *base, acts_table *at) {
+/* Lays out every activation in one block: called with base == NULL to count, then to assign. With
+ * grad_checkpoint every layer keeps its own input x_in but all share layer 0's internals, which the
+ * backward recomputes layer by layer (src/rwkv7/README.md §3.6). */
+static int64_t layout(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint, float *base, acts_table *at) {
     int64_t BT = (int64_t)B * T, C = d->n_embd, H = C / N, V = d->vocab_size, off = 0;
     int64_t nchunk = (T + DS_WKV_CHUNK - 1) / DS_WKV_CHUNK;
 #define TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += ((n) + 15) & ~(int64_t)15; } while (0)
     for (int l = 0; l < d->n_layer; l++) {
         layer_acts *la = &at->layers[l];
+        if (grad_checkpoint && l > 0) {
+            *la = at->layers[0];
+            TAKE(la->x_in, BT * C);
+            continue;
+        }
         TAKE(la->x_in, BT * C); TAKE(la->ln1_mean, BT); TAKE(la->ln1_rstd, BT); TAKE(la->a, BT * C);
         TAKE(la->xr, BT * C); TAKE(la->xw, BT * C); TAKE(la->xk, BT * C);
         TAKE(la->xv, BT * C); TAKE(la->xa, BT * C); TAKE(la->xg, BT * C);
@@ -80,7 +90,10 @@ static int64_t layout(const ds_rwkv7_dims *d, int B, int T, float *base, acts_ta
     TAKE(at->emb_rows, BT * C); TAKE(at->ln0_mean, BT); TAKE(at->ln0_rstd, BT); TAKE(at->v_first, BT * C);
     TAKE(at->x_final, BT * C); TAKE(at->lnout_mean, BT); TAKE(at->lnout_rstd, BT); TAKE(at->lnout, BT * C);
     TAKE(at->logits, BT * V); TAKE(at->losses, BT);
-    TAKE(at->att_prev, d->n_layer * B * C); TAKE(at->ffn_prev, d->n_layer * B * C);
+    int64_t L = d->n_layer;
+    at->state_in = (ds_rwkv7_state){.B = B};
+    TAKE(at->state_in.att_x, L * B * C); TAKE(at->state_in.ffn_x, L * B * C);
+    if (grad_checkpoint) TAKE(at->state_in.wkv, L * B * C * N);  /* [L,B,H,N,N]: H N = C */
     int64_t Dmax = d->dim_w > d->dim_a ? d->dim_w : d->dim_a;
     if (d->dim_v > Dmax) Dmax = d->dim_v;
     if (d->dim_g > Dmax) Dmax = d->dim_g;
@@ -106,11 +119,13 @@ static void free_acts(ds_rwkv7 *m) {
 }
 
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T) {
-    if (m->acts && B <= m->act_B && T <= m->act_T) return;
+    int cp = m->grad_checkpoint != 0;
+    if (m->acts && B <= m->act_B && T <= m->act_T && cp == ((acts_table *)m->act)->grad_checkpoint) return;
     free_acts(m);
     acts_table *at = ds_alloc(sizeof *at);
     at->layers = ds_alloc(sizeof(layer_acts) * m->d.n_layer);
-    m->acts_numel = layout(&m->d, B, T, NULL, at);
+    at->grad_checkpoint = cp;
+    m->acts_numel = layout(&m->d, B, T, cp, NULL, at);
     m->acts = ds_alloc(sizeof(float) * m->acts_numel);
     at->tokens = ds_alloc(sizeof(int32_t) * B * T);
     at->targets = ds_alloc(sizeof(int32_t) * B * T);
@@ -119,9 +134,9 @@ void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T) {
     m->act_T = T;
 }
 
-int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T) {
+int64_t ds_rwkv7_activation_floats(const ds_rwkv7_dims *d, int B, int T, int grad_checkpoint) {
     acts_table at = {.layers = ds_alloc(sizeof(layer_acts) * d->n_layer)};
-    int64_t n = layout(d, B, T, NULL, &at);
+    int64_t n = layout(d, B, T, grad_checkpoint != 0, NULL, &at);
     ds_free(at.layers);
     return n;
 }
@@ -294,16 +309,38 @@ static void last_rows(int B, int T, int C, const float *x, float *out) {
     for (int b = 0; b < B; b++) memcpy(out + (int64_t)b * C, x + ((int64_t)b * T + T - 1) * C, sizeof(float) * C);
 }
 
+/* Block l from its input at->layers[l].x_in: ln1, time mix, channel mix, its output written to the next
+ * block's input (or x_final). state_in (NULL = zero) is read, state_out (NULL = not wanted) written. */
+static void block_forward(ds_rwkv7 *m, acts_table *at, int l, const ds_rwkv7_state *state_in,
+                          ds_rwkv7_state *state_out) {
+    int B = at->B, T = at->T, C = m->d.n_embd;
+    int64_t BT = (int64_t)B * T, row = (int64_t)l * B * C;
+    layer_acts *la = &at->layers[l];
+    const ds_rwkv7_layer *p = &m->w.layers[l];
+    ds_k.norm_forward((int)BT, C, C, LN_EPS, la->x_in, p->ln1_w, p->ln1_b, la->a, la->ln1_mean, la->ln1_rstd);
+    const float *att_prev = state_in ? state_in->att_x + row : NULL;
+    const float *ffn_prev = state_in ? state_in->ffn_x + row : NULL;
+    const float *wkv_in = state_in ? state_in->wkv + row * N : NULL;  /* [L,B,H,N,N]: H N = C */
+    float *wkv_out = state_out ? state_out->wkv + row * N : NULL;
+    time_mix_forward(m, l, la, at, B, T, att_prev, wkv_in, wkv_out);
+    float *x_out = l + 1 < m->d.n_layer ? at->layers[l + 1].x_in : at->x_final;
+    channel_mix_forward(m, l, la, B, T, ffn_prev, x_out);
+    if (state_out) {  /* written after all reads of state_in, so in == out is allowed */
+        last_rows(B, T, C, la->a, state_out->att_x + row);
+        last_rows(B, T, C, la->b2, state_out->ffn_x + row);
+    }
+}
+
 double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
                         float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
                         ds_rwkv7_state *state_out, float *logits_out) {
     const ds_rwkv7_dims *d = &m->d;
     ds_rwkv7_reserve(m, B, T);
     acts_table *at = m->act;
-    layout(d, B, T, m->acts, at);
+    layout(d, B, T, at->grad_checkpoint, m->acts, at);
     at->B = B;
     at->T = T;
-    int C = d->n_embd, H = C / N, V = d->vocab_size, L = d->n_layer;
+    int C = d->n_embd, V = d->vocab_size, L = d->n_layer;
     int64_t BT = (int64_t)B * T;
     memcpy(at->tokens, tokens, sizeof(int32_t) * BT);
     for (int64_t i = 0; i < BT; i++) {
@@ -312,27 +349,13 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     }
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->emb_rows, m->w.ln0_w, m->w.ln0_b, at->layers[0].x_in,
                       at->ln0_mean, at->ln0_rstd);
-    int64_t sB = (int64_t)B;
-    if (state_in) {  /* kept for the backward (state_out may overwrite state_in); the WKV part is in ckpt */
-        memcpy(at->att_prev, state_in->att_x, sizeof(float) * L * sB * C);
-        memcpy(at->ffn_prev, state_in->ffn_x, sizeof(float) * L * sB * C);
+    if (state_in) {  /* kept for the backward, and with grad_checkpoint for its recomputation */
+        size_t part = sizeof(float) * L * B * C;
+        memcpy(at->state_in.att_x, state_in->att_x, part);
+        memcpy(at->state_in.ffn_x, state_in->ffn_x, part);
+        if (at->grad_checkpoint) memcpy(at->state_in.wkv, state_in->wkv, part * N);
     }
-    for (int l = 0; l < L; l++) {
-        layer_acts *la = &at->layers[l];
-        const ds_rwkv7_layer *p = &m->w.layers[l];
-        ds_k.norm_forward((int)BT, C, C, LN_EPS, la->x_in, p->ln1_w, p->ln1_b, la->a, la->ln1_mean, la->ln1_rstd);
-        const float *att_prev = state_in ? state_in->att_x + l * sB * C : NULL;
-        const float *ffn_prev = state_in ? state_in->ffn_x + l * sB * C : NULL;
-        const float *wkv_in = state_in ? state_in->wkv + l * sB * H * N * N : NULL;
-        float *wkv_out = state_out ? state_out->wkv + l * sB * H * N * N : NULL;
-        time_mix_forward(m, l, la, at, B, T, att_prev, wkv_in, wkv_out);
-        float *x_out = l + 1 < L ? at->layers[l + 1].x_in : at->x_final;
-        channel_mix_forward(m, l, la, B, T, ffn_prev, x_out);
-        if (state_out) {  /* written after all reads of state_in, so in == out is allowed */
-            last_rows(B, T, C, la->a, state_out->att_x + l * sB * C);
-            last_rows(B, T, C, la->b2, state_out->ffn_x + l * sB * C);
-        }
-    }
+    for (int l = 0; l < L; l++) block_forward(m, at, l, state_in, state_out);
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->x_final, m->w.ln_out_w, m->w.ln_out_b, at->lnout,
                       at->lnout_mean, at->lnout_rstd);
     ds_linear(BT, C, V, at->lnout, m->w.head, NULL, at->logits);
@@ -545,8 +568,10 @@ static void backward(ds_rwkv7 *m, ds_rwkv7_state *d_state) {
     for (int l = d->n_layer - 1; l >= 0; l--) {
         layer_acts *la = &at->layers[l];
         int64_t row = (int64_t)l * B * C;
-        const float *att_prev = at->has_state_in ? at->att_prev + row : NULL;
-        const float *ffn_prev = at->has_state_in ? at->ffn_prev + row : NULL;
+        const ds_rwkv7_state *in = at->has_state_in ? &at->state_in : NULL;
+        /* the same kernels on the same input: the internals equal the forward's bit for bit */
+        if (at->grad_checkpoint) block_forward(m, at, l, in, NULL);
+        const float *att_prev = in ? in->att_x + row : NULL, *ffn_prev = in ? in->ffn_x + row : NULL;
         channel_mix_backward(m, l, la, at, B, T, ffn_prev, d_state ? d_state->ffn_x + row : NULL);
         time_mix_backward(m, l, la, at, B, T, att_prev, d_state ? d_state->att_x + row : NULL,
                           d_state ? d_state->wkv + row * N : NULL);  /* [L,B,H,N,N]: H N = C */
@@ -584,3 +609,8 @@ double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T) {
 }
 
 double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d) { return 4.0 * matmul_params(d) + wkv_flops(d); }
+
+double ds_rwkv7_recompute_flops_per_token(const ds_rwkv7_dims *d) {
+    double head = (double)d->vocab_size * d->n_embd;
+    return 2.0 * (matmul_params(d) - head) + wkv_flops(d) / 4.0;
+}

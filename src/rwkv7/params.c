@@ -88,36 +88,35 @@ void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_
 /* ---- initialisation ---- */
 
 /* Orthogonal init with PyTorch orthogonal_ semantics up to the random draw: the smaller dimension is
- * orthonormal, times gain. Gaussian fill, then CholeskyQR2 in double precision (two rounds of
- * W <- W R^-1 with W^T W = R^T R; a square Gaussian matrix can have condition number ~1e4, whose
- * square fp32 cannot hold), the heavy work in BLIS (GEMM, TRSM) so the 65536 x 768 head stays fast. */
+ * orthonormal, times gain. Gaussian fill, then CholeskyQR in double precision: W <- W R^-1 with
+ * W^T W = R^T R, which leaves |W^T W - I| ~ cond(W)^2 x 1e-16. A square Gaussian matrix can have
+ * condition number ~1e4, so it takes a second round (CholeskyQR2; fp32 could not hold its square); one
+ * with at least 4x more rows than columns has cond <= ~3 (Marchenko-Pastur), so one round is already
+ * orthonormal far below fp32's resolution (the same Q, the QR factor with positive diagonal R, to
+ * double rounding). All of it is blocked on BLIS (Gram by SYRK, Cholesky, TRSM), so the 65536 x 1024
+ * head and the 0.4B model's 96 large matrices take seconds, not minutes. */
 static void orthonormalise_columns(double *W, int rows, int cols) {
     double *R = ds_alloc(sizeof(double) * cols * cols);
-    for (int round = 0; round < 2; round++) {
-        ds_dgemm(1, 0, cols, cols, rows, 1.0, W, cols, W, cols, 0.0, R, cols);
-        /* right-looking Cholesky W^T W = R^T R on the upper triangle, rows contiguous */
-        for (int k = 0; k < cols; k++) {
-            double *rk = R + (int64_t)k * cols;
-            if (!(rk[k] > 0)) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
-            double d = sqrt(rk[k]);
-            for (int j = k; j < cols; j++) rk[j] /= d;
-            for (int i = k + 1; i < cols; i++) {
-                double *ri = R + (int64_t)i * cols, f = rk[i];
-                for (int j = i; j < cols; j++) ri[j] -= f * rk[j];
-            }
-            for (int j = 0; j < k; j++) rk[j] = 0.0;  /* strictly lower part: R is upper triangular */
-        }
+    for (int round = 0; round < (rows >= 4 * cols ? 1 : 2); round++) {
+        ds_dgram_upper(rows, cols, W, R);
+        if (ds_dcholesky_upper(cols, R) != 0) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
         ds_dtrsm_right_upper(rows, cols, R, W);
     }
     ds_free(R);
 }
 
+/* Element loops start OpenMP threads only above this size. */
+#define PARALLEL_MIN ((int64_t)1 << 15)
+
 static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t seed, uint64_t stream) {
     int tall = rows >= cols;
     int r = tall ? rows : cols, c = tall ? cols : rows;   /* Q is r x c with orthonormal columns */
-    double *Q = ds_alloc(sizeof(double) * r * c);
-    for (int64_t i = 0; i < (int64_t)r * c; i++) Q[i] = ds_rng_normal(seed, stream, i);
+    int64_t n = (int64_t)r * c;
+    double *Q = ds_alloc(sizeof(double) * n);
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)  /* counter-based draws: any thread count */
+    for (int64_t i = 0; i < n; i++) Q[i] = ds_rng_normal(seed, stream, i);
     orthonormalise_columns(Q, r, c);
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int i = 0; i < r; i++)
         for (int j = 0; j < c; j++) {
             float q = (float)(gain * Q[(int64_t)i * c + j]);
@@ -130,8 +129,10 @@ static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t s
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
     const ds_rwkv7_dims *d = &m->d;
     int C = d->n_embd, L = d->n_layer, V = d->vocab_size, H = C / DS_HEAD_SIZE;
-    memset(m->params, 0, sizeof(float) * m->n_params);
+#pragma omp parallel for schedule(static) if (m->n_params >= PARALLEL_MIN)  /* the first touch: page faults */
+    for (int64_t i = 0; i < m->n_params; i++) m->params[i] = 0.0f;
     uint64_t stream = 0;
+#pragma omp parallel for schedule(static) if ((int64_t)V * C >= PARALLEL_MIN)
     for (int64_t i = 0; i < (int64_t)V * C; i++)
         m->w.emb[i] = (float)(2e-4 * ds_rng_uniform(seed, stream, i) - 1e-4);
     for (int c = 0; c < C; c++) m->w.ln0_w[c] = m->w.ln_out_w[c] = 1.0f;

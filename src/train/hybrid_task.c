@@ -200,7 +200,8 @@ void ds_hybrid_shape(const ds_config *cfg, ds_task_shape *s) {
     if (!cfg->hybrid.init[0])
         ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.init: run.task hybrid starts from RWKV-7 weights (a .ckpt of `dreamstate "
                "train` or a .safetensors)", cfg->source);
-    *s = (ds_task_shape){.kind = DS_TASK_HYBRID, .cfg = cfg, .ctx_len = cfg->train.ctx_len};
+    *s = (ds_task_shape){.kind = DS_TASK_HYBRID, .cfg = cfg, .ctx_len = cfg->train.ctx_len,
+                         .grad_checkpoint = cfg->train.grad_checkpoint};
     ds_hybrid_dims_from_config(&s->hybrid, cfg);
 }
 
@@ -213,7 +214,10 @@ void ds_hybrid_workload(const ds_task_shape *s, int micro, ds_task_workload *w) 
      * gradient is handed over when the micro-batch is done */
     *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = z.n_params,
                             .flops_per_unit = z.flops_per_sequence / T,
-                            .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, micro, T) +
+                            .recompute_flops_per_unit =
+                                s->grad_checkpoint ? ds_rwkv7_recompute_flops_per_token(&d->model) : 0,
+                            .activation_bytes = 4.0 * ((double)ds_rwkv7_activation_floats(&d->model, micro, T,
+                                                                                          s->grad_checkpoint) +
                                                        (double)z.dit_activation_floats) +
                                                 8.0 * micro * T + 8.0 * micro * T,
                             .held_bytes = 4.0 * ((double)z.model_floats + z.work_floats),
@@ -241,6 +245,7 @@ static void probe_destroy(void *ctx) {
 void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
     hybrid_probe *p = ds_alloc(sizeof *p);
     ds_hybrid_create(&p->h, &s->hybrid);
+    p->h.model.grad_checkpoint = s->grad_checkpoint;
     ds_fill_pattern(p->h.params, p->h.n_params, 0.1f);
     if (!s->hybrid.train_static) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
     p->in = ds_probe_batch_random(micro, s->ctx_len, s->hybrid.model.vocab_size);
@@ -264,6 +269,7 @@ int ds_train_hybrid(const ds_config *cfg) {
     ds_task_workload work;
     ds_hybrid_workload(&shape, k.micro, &work);
     ds_hybrid_create(&k.h, &d);
+    k.h.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_weights_load(&k.h.model, hc->init);
     ds_hybrid_init_weights(&k.h, (uint64_t)cfg->run.seed);
     k.draw_seed = ds_rng_u64((uint64_t)cfg->run.seed, RNG_STREAM_HYBRID, 0);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -88,8 +89,46 @@ static void save_checkpoint(const ds_config *cfg, const ds_task *task, const ckp
         ds_log("warning: pruning %s: %s", cfg->checkpoint.dir, strerror(errno));
 }
 
+/* Loads the newest checkpoint of checkpoint.dir that is whole into ct and returns 1 with its step in
+ * *step, or returns 0 when there is none. A damaged file (incomplete, or a payload failing its
+ * checksum) is skipped with a warning for the next older one; one of another model, with an invalid
+ * step or holding NaN/Inf stops the run. Each file is read once: its payloads are checked as they load. */
+static int load_newest(const ds_config *cfg, const ds_task *task, const ckpt_table *ct, int64_t *step) {
+    char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256];
+    int64_t *steps;
+    int n = ds_ckpt_list(cfg->checkpoint.dir, &steps);
+    if (n < 0) ds_log("warning: cannot list checkpoint directory %s: %s", cfg->checkpoint.dir, strerror(errno));
+    int loaded = 0;
+    for (int i = n - 1; i >= 0 && !loaded; i--) {
+        ds_ckpt_path(path, sizeof path, cfg->checkpoint.dir, steps[i]);
+        char *meta = NULL;
+        if (ds_ckpt_check(path, &meta, err) != 0) {
+            ds_log("warning: skipping checkpoint %s", err);
+            continue;
+        }
+        if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got, task->signature);
+        if (ds_ckpt_meta_step(path, meta, steps[i], step, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        free(meta);
+        int rc = ds_ckpt_load(path, NULL, ct->n, ct->t, err);
+        if (rc == DS_CKPT_DAMAGED) {
+            ds_log("warning: skipping checkpoint %s", err);
+            continue;
+        }
+        if (rc != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
+        int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
+        if (bad >= 0)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; move this checkpoint away to "
+                   "resume from an earlier one", path, ct->t[bad].name);
+        ds_log("resumed from %s (step %lld)", path, (long long)*step);
+        loaded = 1;
+    }
+    free(steps);
+    return loaded;
+}
+
 /* Returns the step to continue from (0 for a fresh run) and sets *resumed when a checkpoint was read.
- * Rank 0 reads the newest valid checkpoint and broadcasts step and tensors, whatever the step (an
+ * Rank 0 reads the newest whole checkpoint and broadcasts step and tensors, whatever the step (an
  * imported step-0 checkpoint holds weights too); the caller scatters the moments (the last two). A
  * fresh start refuses a run directory holding an earlier run, or (checkpoint.resume restart) sets
  * *move_aside on rank 0. */
@@ -98,24 +137,9 @@ static int64_t maybe_resume(const ds_config *cfg, const ds_task *task, const ckp
     int64_t head[2] = {0, 0};  /* step, resumed */
     *move_aside = 0;
     if (ds_dist_rank() == 0) {
-        char path[DS_PATH_MAX + 64], err[DS_ERR_LEN], got[256];
-        int64_t name_step;
         const char *mode = cfg->checkpoint.resume;
-        if (strcmp(mode, "auto") == 0 && ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &name_step)) {
-            char *meta = NULL;
-            if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            if (!ds_ckpt_meta_value(meta, "model", got, sizeof got) || strcmp(got, task->signature) != 0)
-                ds_die(DS_EXIT_BAD_INPUT, "%s: checkpoint is for '%s', config describes '%s'", path, got,
-                       task->signature);
-            if (ds_ckpt_meta_step(path, meta, name_step, &head[0], err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            free(meta);
-            if (ds_ckpt_load(path, NULL, ct->n, ct->t, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);
-            int bad = ds_tensors_find_nonfinite(ct->n, ct->t);
-            if (bad >= 0)
-                ds_die(DS_EXIT_BAD_INPUT, "%s: tensor '%s' holds NaN or Inf values; move this checkpoint away to "
-                       "resume from an earlier one", path, ct->t[bad].name);
+        if (strcmp(mode, "auto") == 0 && load_newest(cfg, task, ct, &head[0])) {
             head[1] = 1;
-            ds_log("resumed from %s (step %lld)", path, (long long)head[0]);
         } else {
             const char *hint = strcmp(mode, "never") == 0 ? "continue it with checkpoint.resume: auto, " : "";
             *move_aside = ds_run_dir_check_fresh(cfg->run.out_dir, cfg->checkpoint.dir, strcmp(mode, "restart") == 0,
@@ -190,6 +214,9 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     char path[DS_PATH_MAX + 64];
     int B = cfg->train.batch_size, micro, accum;
     ds_train_batching(cfg, &micro, &accum);
+    /* start-up phases, for the "ready in" line: what the task did before, optimizer state, weights
+     * (read or initialised), the peak probe */
+    double t_setup = ds_now_seconds(), t_optim, t_weights, t_probe;
 
     ds_grad_sync *sync = ds_grad_sync_create(task->grads, task->n_params, 8 << 20,
                                              strcmp(cfg->train.grad_reduce, "fp64") == 0, cfg->train.zero_stage == 1);
@@ -209,12 +236,19 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     memcpy(ct.t, task->tensors, sizeof(ds_tensor) * task->n_tensors);
     ct.t[task->n_tensors] = (ds_tensor){.name = "optim.adamw.m", .ndim = 1, .shape = {task->n_params}, .data = full_m};
     ct.t[task->n_tensors + 1] = (ds_tensor){.name = "optim.adamw.v", .ndim = 1, .shape = {task->n_params}, .data = full_v};
+    t_optim = ds_now_seconds();
     int resumed, move_aside;
     int64_t start = maybe_resume(cfg, task, &ct, &resumed, &move_aside);
     if (resumed) {
         ds_grad_sync_scatter(sync, full_m, opt.m);
         ds_grad_sync_scatter(sync, full_v, opt.v);
+    } else if (task->init_params) {
+        task->init_params(task->ctx);
     }
+    /* the weights' scratch, freed (the init's double-precision matrices, allocated after the run's own
+     * arrays), would otherwise stay resident at the top of the heap through the whole run */
+    malloc_trim(0);
+    t_weights = ds_now_seconds();
     /* inputs are all validated: only now touch the run directory */
     run_log log = {.fd = -1};
     if (rank == 0) {
@@ -237,7 +271,9 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     /* every rank measures its share of the machine at once; the job's peak is the sum. MFU divides by the
      * peak of the precision of the matrix products. */
     int bf16 = ds_blas_precision() == DS_PRECISION_BF16;
+    t_probe = ds_now_seconds();
     double peak = ds_dist_sum_double(bf16 ? ds_measure_bf16_peak(threads, 0.3) : ds_measure_fma_peak(threads, 0.3));
+    t_probe = ds_now_seconds() - t_probe;
     ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured %s peak "
            "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, bf16 ? "bf16" : "FP32", peak);
     ds_log("  matrix products: %s", products);
@@ -247,6 +283,13 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
            sharded ? " sharded: ZeRO-1" : "", task->activation_bytes * 1e-9);
     ds_log("  batch %d samples per step (%d per rank per micro-step, %d micro-steps), %lld steps, out %s", B, micro, accum,
            (long long)cfg->train.steps, cfg->run.out_dir);
+    double age = ds_process_seconds(), in_loop = ds_now_seconds() - t_setup;
+    char weights[64] = "";
+    if (resumed || task->init_params)
+        snprintf(weights, sizeof weights, ", weights %s %.1f s", resumed ? "read" : "initialised", t_weights - t_optim);
+    ds_log("  ready in %.1f s%s: task setup (data, model) %.1f s, optimizer state %.1f s%s, %s peak probe %.1f s",
+           age >= 0 ? age : in_loop, age >= 0 ? " since the program started" : "", age >= 0 ? age - in_loop : 0.0,
+           t_optim - t_setup, weights, bf16 ? "bf16" : "FMA", t_probe);
 
     /* from here on a dead rank or network ends the run with a message instead of a hang */
     ds_dist_set_comm_timeout(cfg->train.comm_timeout);

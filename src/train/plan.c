@@ -72,7 +72,7 @@ void ds_plan_task_shape(const ds_config *cfg, ds_task_shape *s) {
     const char *task = cfg->run.task;
     if (strcmp(task, "lm") == 0)
         *s = (ds_task_shape){.kind = DS_TASK_LM, .cfg = cfg, .ctx_len = cfg->train.ctx_len,
-                             .rwkv7 = ds_rwkv7_dims_from_config(cfg)};
+                             .grad_checkpoint = cfg->train.grad_checkpoint, .rwkv7 = ds_rwkv7_dims_from_config(cfg)};
     else if (strcmp(task, "state_diffusion") == 0) ds_state_diffusion_shape(cfg, s);
     else if (strcmp(task, "hybrid") == 0) ds_hybrid_shape(cfg, s);
     else ds_die(DS_EXIT_BAD_INPUT, "%s: run.task '%s': plan knows lm, state_diffusion, hybrid", cfg->source, task);
@@ -257,10 +257,13 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
 
     if (p > 1) {
         ds_plan_link link = ring_link(job);
-        /* backward of the last micro-step: about 2/3 of forward + backward, split by FLOPs over the ranges
-         * the task hands over (ds_task_workload); in fp64 mode each range is also added into the
-         * accumulator before its buckets go out */
-        double bwd = 2.0 / 3.0 * fwd_bwd, acc = accumulates ? r->sec_accumulate : 0.0;
+        /* backward of the last micro-step: about 2/3 of the model's forward + backward FLOPs, and with
+         * train.grad_checkpoint the blocks' second forward, split by FLOPs over the ranges the task hands
+         * over (ds_task_workload); in fp64 mode each range is also added into the accumulator before its
+         * buckets go out */
+        double flops = w.flops_per_unit + w.recompute_flops_per_unit;
+        double bwd = (2.0 / 3.0 * w.flops_per_unit + w.recompute_flops_per_unit) / flops * fwd_bwd;
+        double acc = accumulates ? r->sec_accumulate : 0.0;
         int64_t lb0 = w.layer_begin, lbL = w.head_begin, per_layer = L > 0 ? (lbL - lb0) / L : 1;
         double head_done = bwd * w.head_share + (double)(n - lbL) * acc;
         double layer_time = L > 0 ? bwd * (1.0 - w.head_share) / L + (double)per_layer * acc : 0.0;
@@ -364,6 +367,7 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
                        .intra = intra, .inter = inter};
     ds_plan_task_shape(cfg, &job.shape);
     const ds_task_shape *shape = &job.shape;
+    int checkpointable = shape->kind != DS_TASK_STATE_DIFFUSION;  /* runs the RWKV-7 (train.grad_checkpoint) */
     /* the smallest valid micro-batch of the rows (per-unit cost rises as micro-batches shrink) */
     int micro = 0;
     for (int i = 0; i < n_nodes; i++) {
@@ -378,6 +382,8 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
     char model[256];
     describe_model(shape, model, sizeof model);
 
+    /* the measured probe runs the recomputation of train.grad_checkpoint; the default rates are per FLOP */
+    double hw_flops = w.flops_per_unit + w.recompute_flops_per_unit;
     char rates_note[256];
     double peaks[2];  /* per rank: FP32 FMA, bf16 dot products */
     if (measure) {
@@ -396,9 +402,10 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         peaks[0] = ds_measure_fma_peak(threads, 0.5);
         peaks[1] = ds_measure_bf16_peak(threads, 0.5);
         snprintf(rates_note, sizeof rates_note,
-                 "measured here at micro-batch %d, %d thread(s)/rank: %.3g ms/%s (%.1f GFLOP/s)", micro, threads, job.rates.sec_per_unit * 1e3, per, w.flops_per_unit / job.rates.sec_per_unit * 1e-9);
+                 "measured here at micro-batch %d, %d thread(s)/rank: %.3g ms/%s (%.1f GFLOP/s)", micro, threads,
+                 job.rates.sec_per_unit * 1e3, per, hw_flops / job.rates.sec_per_unit * 1e-9);
     } else {
-        job.rates = ds_plan_default_rates(w.flops_per_unit, threads, job.bf16);
+        job.rates = ds_plan_default_rates(hw_flops, threads, job.bf16);
         peaks[0] = ds_plan_default_peak(threads, 0);
         peaks[1] = ds_plan_default_peak(threads, 1);
         snprintf(rates_note, sizeof rates_note,
@@ -416,12 +423,14 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         ds_json_string(stdout, model);
         printf(",\"unit\":\"%s\",\"units_per_sample\":%g,\"ctx_len\":%d,\"batch_size\":%d,"
                "\"micro_batch\":%d,\"grad_reduce\":\"%s\",\"zero_stage\":%d,\"precision\":\"%s\",\"params\":%lld,"
-               "\"flops_per_unit\":%.6g,\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
+               "\"grad_checkpoint\":%s,\"recompute_flops_per_unit\":%.6g,\"flops_per_unit\":%.6g,"
+               "\"fp32_peak_gflops_per_rank\":%.6g,\"bf16_peak_gflops_per_rank\":%.6g,"
                "\"threads_per_rank\":%d,\"measured\":%s,\"sec_per_unit\":%.6g,\"sec_per_param\":{\"zero\":%.6g,"
                "\"accumulate\":%.6g,\"reset\":%.6g,\"convert\":%.6g,\"optimizer\":%.6g,\"ema\":%.6g},\"intra_gbps\":%g,"
                "\"intra_latency_us\":%g,\"inter_gbps\":%g,\"inter_latency_us\":%g,\"node_memory_bytes\":%.0f,\"rows\":[",
                unit, w.units_per_sample, cfg->train.ctx_len, job.batch_size, job.micro_batch, cfg->train.grad_reduce,
-               job.zero_stage, cfg->train.precision, (long long)n, w.flops_per_unit, peaks[0], peaks[1], threads,
+               job.zero_stage, cfg->train.precision, (long long)n, shape->grad_checkpoint ? "true" : "false",
+               w.recompute_flops_per_unit, w.flops_per_unit, peaks[0], peaks[1], threads,
                measure ? "true" : "false", rt->sec_per_unit,
                rt->sec_zero, rt->sec_accumulate, rt->sec_reset, rt->sec_convert, rt->sec_optimizer, rt->sec_ema,
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory);
@@ -441,12 +450,18 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
                measure ? "measured here" : "dev machine defaults", peaks[0], peaks[1], job.bf16 ? "bf16" : "FP32");
         printf("  ring allreduce: intra-node %g GB/s %g us, inter-node %g GB/s %g us; node memory %.1f GB\n",
                intra.gbps, intra.latency_us, inter.gbps, inter.latency_us, node_memory * 1e-9);
+        if (checkpointable)
+            printf("  train.grad_checkpoint %s: %s\n", shape->grad_checkpoint ? "true" : "false",
+                   shape->grad_checkpoint ? "RWKV-7 activations: each block's input and one block's internals; compute "
+                                            "includes the blocks' second forward"
+                                          : "RWKV-7 activations of every block kept (true keeps each block's input only)");
         printf("  (assumptions: dreamstate plan --help)\n");
         char per_s[32];
         snprintf(per_s, sizeof per_s, "%s/s", unit);
-        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %6s %8s %5s\n", "nodes", "ranks", "micro x acc", "compute s",
-               "comm s", "exposed s", "step s", per_s, "comm%", "MFU", "GB/rank", "fits");
+        printf("%6s %6s %13s %10s %9s %10s %9s %10s %6s %6s %7s %8s %5s\n", "nodes", "ranks", "micro x acc",
+               "compute s", "comm s", "exposed s", "step s", per_s, "comm%", "MFU", "act GB", "GB/rank", "fits");
     }
+    ds_plan_result cp_row = {0}, full_row = {0};  /* a row that fits only with train.grad_checkpoint */
     for (int i = 0; i < n_nodes; i++) {
         job.nodes = nodes[i];
         ds_plan_result r;
@@ -461,9 +476,25 @@ int ds_plan(const ds_config *cfg, const ds_plan_options *o) {
         }
         char ma[32];
         snprintf(ma, sizeof ma, "%d x %d", r.micro, r.accum);
-        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %5.1f%% %8.2f %5s\n", job.nodes, r.ranks, ma,
-               r.compute_s, r.comm_s, r.exposed_s, r.step_s, r.units_per_s, 100 * r.comm_share, 100 * r.mfu,
-               r.memory_bytes * 1e-9, r.fits ? "yes" : "NO");
+        printf("%6d %6d %13s %10.4g %9.3g %10.3g %9.4g %10.4g %5.1f%% %5.1f%% %7.2f %8.2f %5s\n", job.nodes, r.ranks,
+               ma, r.compute_s, r.comm_s, r.exposed_s, r.step_s, r.units_per_s, 100 * r.comm_share, 100 * r.mfu,
+               r.activation_bytes * 1e-9, r.memory_bytes * 1e-9, r.fits ? "yes" : "NO");
+        if (!r.fits && checkpointable && !shape->grad_checkpoint) {
+            ds_plan_job with = job;
+            with.shape.grad_checkpoint = 1;
+            ds_plan_result c;
+            ds_plan_predict(&with, &c);
+            if (c.fits) { cp_row = c; full_row = r; }
+        }
+    }
+    if (cp_row.fits) {
+        ds_task_workload cw;
+        ds_task_shape with = *shape;
+        with.grad_checkpoint = 1;
+        ds_plan_workload(&with, cp_row.micro, &cw);
+        printf("  rows marked NO fit with train.grad_checkpoint: true (activations %.2f GB per rank instead of %.2f GB, "
+               "%.0f%% more compute)\n", cp_row.activation_bytes * 1e-9, full_row.activation_bytes * 1e-9,
+               100 * cw.recompute_flops_per_unit / cw.flops_per_unit);
     }
     if (json) printf("\n  ]\n}\n");
     return DS_EXIT_OK;

@@ -174,6 +174,9 @@ static void read_header(const ds_config *cfg, ds_states_info *info) {
 }
 
 void ds_state_diffusion_shape(const ds_config *cfg, ds_task_shape *s) {
+    if (cfg->train.grad_checkpoint)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: train.grad_checkpoint: activation checkpointing is the RWKV-7's (run.task lm, "
+               "hybrid, state_tuning); the state DiT keeps all its activations: set it false", cfg->source);
     ds_states_info info;
     read_header(cfg, &info);
     int layers[DS_STATE_DIT_MAX_LAYERS];

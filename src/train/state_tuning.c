@@ -187,7 +187,7 @@ int ds_train_state_tuning(const ds_config *cfg) {
     if (!sc->contexts[0])
         ds_die(DS_EXIT_BAD_INPUT, "%s: state_tuning.contexts: run.task state_tuning needs labelled contexts "
                "(build-contexts)", cfg->source);
-    tuning_task k = {.cfg = cfg, .T = cfg->train.ctx_len, .per_label = strcmp(sc->per_label, "true") == 0};
+    tuning_task k = {.cfg = cfg, .T = cfg->train.ctx_len, .per_label = sc->per_label};
     int accum;
     ds_train_batching(cfg, &k.micro, &accum);
 
@@ -215,6 +215,7 @@ int ds_train_state_tuning(const ds_config *cfg) {
     ds_weights_load(&k.model, sc->init);
     uint32_t init_crc = ds_crc32c(0, k.model.params, sizeof(float) * (size_t)k.model.n_params);
     ds_rwkv7_tuner_init(&k.tuner, &k.model);
+    k.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_rwkv7_reserve(&k.model, k.micro, k.T);
     k.n_sets = k.per_label ? k.contexts->n_labels : 1;
     int64_t n_params = k.tuner.set_floats * k.n_sets;
@@ -251,8 +252,8 @@ int ds_train_state_tuning(const ds_config *cfg) {
     ds_absolute_path(sc->init, init_abs, sizeof init_abs);
     ds_absolute_path(sc->contexts, contexts_abs, sizeof contexts_abs);
     int n = snprintf(task.meta, sizeof task.meta, "rwkv_model=%s\nrwkv_checkpoint=%s\ncontexts=%s\ntokenizer=%s\n"
-                     "per_label=%s\nskip_tokens=%d\n", rwkv, init_abs, contexts_abs, cfg->data.tokenizer, sc->per_label,
-                     sc->skip_tokens);
+                     "per_label=%s\nskip_tokens=%d\n", rwkv, init_abs, contexts_abs, cfg->data.tokenizer,
+                     sc->per_label ? "true" : "false", sc->skip_tokens);
     if (n < 0 || (size_t)n >= sizeof task.meta)
         ds_die(DS_EXIT_BAD_INPUT, "%s, %s: paths too long for the checkpoint metadata", sc->init, sc->contexts);
 
@@ -273,7 +274,7 @@ int ds_train_state_tuning(const ds_config *cfg) {
 
     char path[DS_PATH_MAX + 64];
     int64_t last = -1;
-    if (rc == DS_EXIT_OK && ds_dist_rank() == 0 && ds_ckpt_latest_valid(cfg->checkpoint.dir, path, sizeof path, &last) &&
+    if (rc == DS_EXIT_OK && ds_dist_rank() == 0 && ds_ckpt_latest_complete(cfg->checkpoint.dir, path, sizeof path, &last) &&
         last == cfg->train.steps)
         write_states(&k, rwkv);
     ds_dist_barrier();  /* the states are on disk before any rank exits */

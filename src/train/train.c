@@ -91,6 +91,11 @@ typedef struct {
     int32_t *tokens, *targets, *window;
 } lm_task;
 
+static void lm_init_params(void *ctx) {
+    lm_task *t = ctx;
+    ds_rwkv7_init_weights(&t->model, (uint64_t)t->cfg->run.seed);
+}
+
 static double lm_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     (void)step;
     lm_task *t = ctx;
@@ -106,11 +111,14 @@ void ds_lm_workload(const ds_task_shape *s, int micro, ds_task_workload *w) {
     const ds_rwkv7_dims *d = &s->rwkv7;
     int T = s->ctx_len;
     double flops = ds_rwkv7_flops_per_token(d, T);
-    /* the model's activations and its tokens / targets, and the task's batch buffers; the head's gradient
-     * is ready first (its share of the FLOPs), then the layers' from the last, the embedding's last */
+    /* the model's activations (with train.grad_checkpoint each block's input and one block's internals) and
+     * its tokens / targets, and the task's batch buffers; the head's gradient is ready first (its share of
+     * the FLOPs), then the layers' from the last, the embedding's last */
     *w = (ds_task_workload){.unit = "tokens", .units_per_sample = T, .n_params = ds_plan_n_params(d),
                             .flops_per_unit = flops,
-                            .activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T) + 16.0 * micro * T,
+                            .recompute_flops_per_unit = s->grad_checkpoint ? ds_rwkv7_recompute_flops_per_token(d) : 0,
+                            .activation_bytes = 4.0 * ds_rwkv7_activation_floats(d, micro, T, s->grad_checkpoint) +
+                                                16.0 * micro * T,
                             .bf16_operand_bytes = ds_rwkv7_bf16_operand_bytes(d, micro, T),
                             .head_begin = ds_plan_layer_begin(d, d->n_layer), .layer_begin = ds_plan_layer_begin(d, 0),
                             .n_layer = d->n_layer, .head_share = 6.0 * d->vocab_size * d->n_embd / flops,
@@ -153,6 +161,7 @@ static void lm_probe_destroy(void *ctx) {
 void ds_lm_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
     lm_probe *p = ds_alloc(sizeof *p);
     ds_rwkv7_create(&p->model, &s->rwkv7);
+    p->model.grad_checkpoint = s->grad_checkpoint;
     ds_fill_pattern(p->model.params, p->model.n_params, 0.1f);
     p->in = ds_probe_batch_random(micro, s->ctx_len, s->rwkv7.vocab_size);
     *out = (ds_task_probe){.ctx = p, .n_params = p->model.n_params, .grads = p->model.grads, .step = lm_probe_step,
@@ -183,13 +192,14 @@ int ds_train_lm(const ds_config *cfg) {
     /* A run that resumes (e.g. from weights brought in by `import`) has the shape of its checkpoint. */
     char resume_path[DS_PATH_MAX + 64];
     int resumes = strcmp(cfg->checkpoint.resume, "auto") == 0 &&
-                  ds_ckpt_latest_valid(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
+                  ds_ckpt_latest_complete(cfg->checkpoint.dir, resume_path, sizeof resume_path, NULL);
     ds_rwkv7_dims d = resumes ? ds_model_dims_for_weights(cfg, resume_path) : ds_rwkv7_dims_from_config(cfg);
-    ds_task_shape shape = {.kind = DS_TASK_LM, .cfg = cfg, .ctx_len = T, .rwkv7 = d};
+    ds_task_shape shape = {.kind = DS_TASK_LM, .cfg = cfg, .ctx_len = T, .grad_checkpoint = cfg->train.grad_checkpoint,
+                           .rwkv7 = d};
     ds_task_workload work;
     ds_lm_workload(&shape, t.micro, &work);
     ds_rwkv7_create(&t.model, &d);
-    ds_rwkv7_init_weights(&t.model, (uint64_t)cfg->run.seed);
+    t.model.grad_checkpoint = cfg->train.grad_checkpoint;
     ds_rwkv7_reserve(&t.model, t.micro, T);
     t.model.grads_ready = on_grads_ready;
     ds_optim_group *groups = ds_train_optim_groups(&t.model);
@@ -199,7 +209,7 @@ int ds_train_lm(const ds_config *cfg) {
                     .n_groups = t.model.n_tensors, .groups = groups, .n_tensors = t.model.n_tensors,
                     .tensors = tensors, .unit = work.unit, .units_per_sample = work.units_per_sample,
                     .flops_per_unit = work.flops_per_unit, .activation_bytes = work.activation_bytes,
-                    .ctx = &t, .micro_step = lm_micro_step, .eval = lm_eval};
+                    .ctx = &t, .init_params = lm_init_params, .micro_step = lm_micro_step, .eval = lm_eval};
     ds_weights_signature(&d, task.signature, sizeof task.signature);
     int64_t n_weights = 0;
     for (int i = 0; i < t.model.n_tensors; i++) n_weights += t.model.tensors[i].numel;

@@ -1,7 +1,8 @@
-/* dreamstate checkpoints (.ckpt, src/checkpoint/checkpoint.c): ds_ckpt_verify, the metadata readers
+/* dreamstate checkpoints (.ckpt, src/checkpoint/checkpoint.c): ds_ckpt_check, the metadata readers
  * (ds_ckpt_meta_value, ds_ckpt_meta_step, the model shape of ds_rwkv7_dims_of_file), and ds_ckpt_load
- * into the table the file itself lists (must succeed when verify did) and into a fixed table of two
- * tensors (missing, unexpected and misshapen tensors).
+ * into the table the file itself lists (when the check passed, it must succeed or find a damaged
+ * payload, DS_CKPT_DAMAGED) and into a fixed table of two tensors (missing, unexpected and misshapen
+ * tensors).
  *
  * Input: a flag byte, then the file. Bit 0 sets the header's and trailer's file length and the data
  * offset to what the file's size and lengths make them, bit 1 recomputes every checksum (tensors,
@@ -109,15 +110,15 @@ static void body(const uint8_t *data, size_t size) {
     ds_rwkv7_dims d;
     ds_rwkv7_dims_of_file(path, &d, err);
     char *meta = NULL;
-    if (ds_ckpt_verify(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);  /* as its callers do */
+    if (ds_ckpt_check(path, &meta, err) != 0) ds_die(DS_EXIT_BAD_INPUT, "%s", err);  /* as its callers do */
     ds_ckpt_meta_value(meta, "model", value, sizeof value);
     int64_t step;
     ds_ckpt_meta_step(path, meta, 7, &step, err);
     free(meta);
     listed own[64];
     int n = walk_index(file, size - 1, 0, own, 64);
-    if (n == (int)fuzz_get_u32(file + 12) && load_as(path, own, n, err) < 0)
-        fuzz_fail("a checkpoint that verifies does not load into its own tensors: %s", err);
+    if (n == (int)fuzz_get_u32(file + 12) && load_as(path, own, n, err) == -1)
+        fuzz_fail("a checkpoint that passes the check does not load into its own tensors: %s", err);
     free(file);
 }
 
