@@ -31,21 +31,27 @@ SD=(configs/tiny-states.yaml --set run.threads=1 --set diffusion.states="$TMP/st
     --set diffusion.states_valid="$TMP/st-held/index.txt" --set diffusion.layers=all --set dit.hidden=64 --set dit.depth=1 --set dit.heads=2
     --set train.batch_size=8 --set train.micro_batch=2 --set train.steps=12 --set train.eval_every=6
     --set train.eval_batches=1 --set checkpoint.every=4 --set optim.warmup_steps=2)
-$BIN train "${SD[@]}" --set run.out_dir="$TMP/r1" >/dev/null 2>"$TMP/r1.log" && ok "state DiT, 1 rank" \
-  || bad "state DiT, 1 rank: $(tail -2 "$TMP/r1.log")"
-mpirun --oversubscribe -np 2 $BIN train "${SD[@]}" --set run.out_dir="$TMP/r2" >/dev/null 2>"$TMP/r2.log" \
-  && ok "state DiT, 2 ranks" || bad "state DiT, 2 ranks: $(tail -2 "$TMP/r2.log")"
 losses() { grep -o '"loss":[0-9.e+-]*\|"val_loss":[0-9.e+-]*' "$1/train.jsonl" | tr '\n' ' '; }
-[ -n "$(losses "$TMP/r1")" ] && [ "$(losses "$TMP/r1")" = "$(losses "$TMP/r2")" ] \
-  && ok "1 vs 2 ranks: every step's loss and the held-out loss identical ($(losses "$TMP/r1" | cut -c1-60)...)" \
-  || bad "1 vs 2 ranks differ: $(losses "$TMP/r1") vs $(losses "$TMP/r2")"
-for n in 1 2; do
-  mpirun --oversubscribe -np $n $BIN train "${SD[@]}" --set train.precision=bf16 --set run.out_dir="$TMP/b$n" >/dev/null \
-    2>"$TMP/b$n.log" || bad "state DiT, bf16, $n rank(s): $(tail -2 "$TMP/b$n.log")"
-done
-[ -n "$(losses "$TMP/b1")" ] && [ "$(losses "$TMP/b1")" = "$(losses "$TMP/b2")" ] && [ "$(losses "$TMP/b1")" != "$(losses "$TMP/r1")" ] \
+# 1 and 2 ranks of SD plus the given settings, into $TMP/<tag>1 and $TMP/<tag>2; passes if both log the
+# same losses at every step
+ranks_agree() {  # tag, what it is, --set arguments...
+  local tag=$1 what=$2 n; shift 2
+  for n in 1 2; do
+    mpirun --oversubscribe -np $n $BIN train "${SD[@]}" "$@" --set run.out_dir="$TMP/$tag$n" >/dev/null 2>"$TMP/$tag$n.log" \
+      || { bad "state DiT, $what, $n rank(s): $(tail -2 "$TMP/$tag$n.log")"; return 1; }
+  done
+  [ -n "$(losses "$TMP/${tag}1")" ] && [ "$(losses "$TMP/${tag}1")" = "$(losses "$TMP/${tag}2")" ] \
+    || { bad "$what: 1 vs 2 ranks differ: $(losses "$TMP/${tag}1") vs $(losses "$TMP/${tag}2")"; return 1; }
+}
+ranks_agree r fp32 && ok "fp32, 1 vs 2 ranks: every step's loss and the held-out loss identical ($(losses "$TMP/r1" | cut -c1-60)...)"
+ranks_agree b bf16 --set train.precision=bf16 && { [ "$(losses "$TMP/b1")" != "$(losses "$TMP/r1")" ] \
   && ok "bf16, 1 vs 2 ranks: every step's loss and the held-out loss identical, and not fp32's ($(losses "$TMP/b1" | cut -c1-60)...)" \
-  || bad "bf16, 1 vs 2 ranks differ (or equal fp32): $(losses "$TMP/b1") vs $(losses "$TMP/b2")"
+  || bad "bf16 logs fp32's losses"; }
+ranks_agree s "shuffled conditions" --set diffusion.shuffle_condition=true --set diffusion.p_uncond=0 && \
+  ranks_agree u "true conditions, no dropout" --set diffusion.p_uncond=0 && { \
+  [ "$(losses "$TMP/s1")" != "$(losses "$TMP/u1")" ] && grep -q 'control: shuffled conditions' "$TMP/s1.log" \
+  && ok "diffusion.shuffle_condition: 1 vs 2 ranks identical, and not the true conditions' losses" \
+  || bad "diffusion.shuffle_condition trains on the true conditions"; }
 grep -q '"val_eps_mse_t49"' "$TMP/r1/train.jsonl" && grep -q '"train_eps_mse"' "$TMP/r1/train.jsonl" \
   && ok "held-out eps-MSE per eval step and the train-set eps-MSE are logged" || bad "eval fields missing"
 

@@ -93,6 +93,7 @@ typedef struct ds_diffusion_config {
     char prediction[4];              /* the DiT predicts "eps" (default, the paper) or "v" */
     double p_uncond;                 /* condition dropout for classifier-free guidance, 0.1 */
     double ema;                      /* EMA decay of the weights used for sampling/eval, 0.999 */
+    int shuffle_condition;           /* 1: the shuffled-condition control (src/dit/README.md §3.4) */
 } ds_diffusion_config;
 
 /* Part B: the hybrid task (src/hybrid/README.md). */

@@ -168,6 +168,9 @@ static const config_key config_keys[] = {
      .help = "the state DiT predicts the noise eps (the paper) or v = sqrt(ab) eps - sqrt(1-ab) x0"},
     {KEY(diffusion, p_uncond), .type = KEY_DOUBLE, .def = "0.1", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
      .help = "probability of the null condition in training (classifier-free guidance)"},
+    {KEY(diffusion, shuffle_condition), .type = KEY_BOOL, .def = "false",
+     .help = "control: train on the conditions of a seeded permutation of the train records (labels kept in "
+             "proportion, tied to other states), so a DiT that beats it uses its condition"},
     {KEY(diffusion, ema), .type = KEY_DOUBLE, .def = "0.999", .min = 0, .max = 1, .flags = MAX_EXCLUSIVE,
      .help = "EMA decay of the weights used for sampling and evaluation"},
 

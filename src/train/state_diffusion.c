@@ -27,6 +27,7 @@ enum {
     RNG_STREAM_T = 0x54494d45,     /* "TIME" */
     RNG_STREAM_DROP = 0x44524f50,  /* "DROP" */
     RNG_STREAM_NOISE = 0x4e4f4953, /* "NOIS" */
+    SEED_SHUFFLE = 0x53484643,     /* "SHFC": the shuffled-condition control's permutation */
 };
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     ds_states *train, *valid;
     int64_t n_train;
     ds_epoch_order order;        /* global sample -> train record */
+    ds_epoch_order shuffle;      /* diffusion.shuffle_condition: train record -> the record whose condition it takes */
     float *x0, *xt, *noise, *vec;
     int32_t *t, *labels;
     uint8_t *vec_null;
@@ -56,12 +58,16 @@ static void reserve(sd_task *k, int n) {
     k->cap = n;
 }
 
-/* Sample b of a batch: record r's normalised state and condition. */
-static void load_sample(sd_task *k, const ds_states *set, int64_t r, int b) {
-    ds_state_record rec = ds_states_record(set, r);
+/* Sample b of a batch: train record r's normalised state and condition (with the shuffled-condition
+ * control, the condition of the record the permutation assigns to r). */
+static void load_sample(sd_task *k, int64_t r, int b) {
+    ds_state_record rec = ds_states_record(k->train, r);
+    ds_state_record cond = k->cfg->diffusion.shuffle_condition
+                               ? ds_states_record(k->train, ds_epoch_order_item(&k->shuffle, (uint64_t)r))
+                               : rec;
     int64_t X = k->sd.x_floats;
     ds_state_dit_encode(&k->sd, rec.state, k->x0 + b * X);
-    ds_state_dit_record_cond(&k->sd, &rec, &k->labels[b], k->vec + (int64_t)b * k->sd.dit.d.cond_dim);
+    ds_state_dit_record_cond(&k->sd, &cond, &k->labels[b], k->vec + (int64_t)b * k->sd.dit.d.cond_dim);
     k->vec_null[b] = 0;
 }
 
@@ -101,7 +107,7 @@ static double sd_micro_step(void *ctx, int64_t step, uint64_t first, int n, floa
     (void)step;
     sd_task *k = ctx;
     reserve(k, n);
-    for (int b = 0; b < n; b++) load_sample(k, k->train, ds_epoch_order_item(&k->order, first + (uint64_t)b), b);
+    for (int b = 0; b < n; b++) load_sample(k, ds_epoch_order_item(&k->order, first + (uint64_t)b), b);
     double loss = train_batch(k, first, n, weight);
     ds_grad_sync_ready(sync, 0, k->sd.dit.n_params);
     return loss;
@@ -233,6 +239,7 @@ static void probe_after_update(void *ctx) {
 
 static void free_buffers(sd_task *k) {
     ds_epoch_order_free(&k->order);
+    ds_epoch_order_free(&k->shuffle);
     ds_free(k->x0); ds_free(k->xt); ds_free(k->noise); ds_free(k->vec);
     ds_free(k->t); ds_free(k->labels); ds_free(k->vec_null);
     ds_state_dit_destroy(&k->sd);
@@ -286,6 +293,7 @@ int ds_train_state_diffusion(const ds_config *cfg) {
     ds_state_dit_norm_finish(&k.sd, sums, k.n_train);
     ds_free(sums);
     ds_epoch_order_init(&k.order, (uint64_t)cfg->run.seed, k.n_train);
+    ds_epoch_order_init(&k.shuffle, (uint64_t)cfg->run.seed ^ SEED_SHUFFLE, k.n_train);  /* its epoch 0 */
     int micro, accum;
     ds_train_batching(cfg, &micro, &accum);
     ds_task_workload work;
@@ -321,6 +329,8 @@ int ds_train_state_diffusion(const ds_config *cfg) {
         ds_log("  warning: patch vectors of %d floats are wider than dit.hidden (%d): the DiT cannot pass a noisy state "
                "through, and the loss at large t stays high; use a smaller dit.patch_size or a wider DiT",
                k.sd.dit.patch_dim, cfg->dit.hidden);
+    if (cfg->diffusion.shuffle_condition)
+        ds_log("  control: shuffled conditions (each train state paired with the condition of another record)");
     if (k.valid)
         ds_log("  held-out %s: %lld records", cfg->diffusion.states_valid,
                (long long)ds_states_get_info(k.valid)->n_records);
