@@ -137,6 +137,11 @@ typedef struct ds_build_contexts_options {
     const char *sources;         /* comma-separated sources of the manifest (default NULL: all but "corpus") */
     const char *manifest;        /* another manifest file (default NULL: the built-in one) */
     uint64_t seed;               /* default 1234 */
+    const char *extra_contexts;  /* NULL, or a contexts file (e.g. configs/personas.jsonl) whose records are all
+                                  * appended after the manifest's: per label, its distinct documents ("doc"; a
+                                  * record without one is its own) in a seeded order, the first
+                                  * round(D * held_out_fraction) of them held out. sources "none" then means no
+                                  * manifest source. */
 } ds_build_contexts_options;
 
 ds_build_contexts_options ds_build_contexts_defaults(void);
