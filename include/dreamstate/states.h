@@ -28,6 +28,8 @@
  *       32    4  u32 flags: the parts of the condition, in this order, each C floats:
  *                  bit 0 DS_COND_FIRST_TOKEN: emb[token_0], the input-embedding row (before ln0)
  *                  bit 1 DS_COND_MEAN_TOKEN:  mean over t of emb[token_t]
+ *                  bit 2 DS_COND_LAST_HIDDEN: ln_out(x) of the last token, the head's input
+ *                        (extract-states --ln-out; a control of analyze-states, src/eval/README.md §1)
  *                cond_dim = C * (number of bits set); other bits must be 0
  *       36    4  u32 meta_bytes: length of the metadata text after the records
  *       40    8  u64 n_records
