@@ -130,11 +130,29 @@ void ds_label_metrics_compute(const float *train, const int *train_labels, int64
                               const int *test_labels, int64_t n_test, int dim, ds_metric metric, const int *ks,
                               int n_ks, double probe_l2, int shuffled, uint64_t seed, ds_label_metrics *out);
 
+/* Trustworthiness of a 2-D embedding y [n][2] of x (sklearn.manifold.trustworthiness(x, y, n_neighbors=k,
+ * metric)): 1 - 2 / (n k (2n - 3k - 1)) sum_i sum_{j in N_k^y(i)} max(0, r(i, j) - k), where N_k^y(i) are
+ * i's k nearest neighbours in the embedding (Euclidean) and r(i, j) the rank of j among i's neighbours
+ * in the input space under `metric` (1 = nearest; exact ties ranked by index, where sklearn's unstable
+ * argsort may order them otherwise). 1: every embedded neighbourhood is an input neighbourhood.
+ * Needs 1 <= k < n / 2. O(n^2 dim). */
+double ds_trustworthiness(const float *x, int64_t n, int dim, ds_metric metric, const double *y, int k);
+
+/* Mean [dim] and covariance [dim][dim] (divisor n - 1, as numpy.cov) of n >= 2 rows, in float64. */
+void ds_mean_covariance(const float *x, int64_t n, int dim, double *mean, double *cov);
+/* Fréchet distance between N(mu1, S1) and N(mu2, S2) (symmetric positive semi-definite dim x dim):
+ *     |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2)
+ * in float64 by two symmetric eigendecompositions (LAPACK dsyev): S1^1/2 from S1's, the trace of the
+ * square root from the eigenvalues of S1^1/2 S2 S1^1/2; eigenvalues below zero (rounding) count as 0.
+ * ds_frechet_rows: the same between the Gaussians fitted (ds_mean_covariance) to two sets of rows. */
+double ds_frechet_distance(const double *mu1, const double *S1, const double *mu2, const double *S2, int dim);
+double ds_frechet_rows(const float *a, int64_t na, const float *b, int64_t nb, int dim);
+
 /* ------------------------------------------------------------------------------------------------
  * t-SNE to 2-D (src/eval/tsne.c), as van der Maaten (2008, 2014) and sklearn.manifold.TSNE 1.2:
- * conditional P by a binary search on each row's precision to the target perplexity (squared
- * distances for EUCLIDEAN, plain distances for COSINE, as sklearn's exact method; its Barnes-Hut
- * squares cosine distances too, ours does not), P = (P + P^T) / sum; Student-t
+ * conditional P by a binary search on each row's precision to the target perplexity over squared
+ * distances (squared Euclidean, or squared cosine distances for COSINE: sklearn 1.2's metric="cosine",
+ * both methods), P = (P + P^T) / sum; Student-t
  * (1 dof) Q; gradient descent with momentum 0.5 -> 0.8, per-coordinate gains (+0.2 / x0.8, min 0.01),
  * early exaggeration for the first iterations; stops early when |grad| <= 1e-7 at a 50-iteration check.
  * EXACT: all pairs, O(n^2) per iteration. BARNES_HUT: P over the floor(3 perplexity + 1) nearest
