@@ -203,9 +203,20 @@ double ds_tsne_kl_divergence(const float *x, int64_t n, int dim, const ds_tsne_o
  * dataset, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone). Per chosen layer, and
  * for all layers concatenated: WKV state normalised per head (train statistics) -> PCA to K
  * components -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with
- * shuffled labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.
- * Writes OUT/analysis.json (the scatter schema's "panels" included) and OUT/tsne-layer<L>.png, prints
- * a table; returns the exit code (bad input exits 2 with one line). */
+ * shuffled labels; the same on the condition vectors (bag-of-tokens, first-token and, where stored,
+ * last-hidden controls) and, per layer set, on the states of other datasets of the same records
+ * (--control, e.g. a randomly initialised network's); t-SNE maps per layer and seed, each with its
+ * trustworthiness. Writes OUT/analysis.json (the scatter schema's "panels" included) and
+ * OUT/tsne-layer<L>[-seed<S>].png, prints a table; returns the exit code (bad input exits 2 with one
+ * line). */
+#define DS_MAX_TSNE_SEEDS 8
+#define DS_MAX_STATE_CONTROLS 8
+#define DS_TRUST_K 5          /* neighbours of the maps' trustworthiness (sklearn's default) */
+typedef struct ds_state_control {
+    const char *name;          /* row name: 1-31 characters of [A-Za-z0-9._+-] */
+    const char *train, *test;  /* state-dataset indexes of the same records as the train (and test) set:
+                                * the same contexts file, contexts and labels, in any order */
+} ds_state_control;
 typedef struct ds_analyze_options {
     const char *train;         /* state-dataset index */
     const char *test;          /* NULL, or held-out states of the same shape and label list: kNN train ->
@@ -217,8 +228,13 @@ typedef struct ds_analyze_options {
     const char *layers;        /* "all" (default: every layer and their concatenation), "last", "0,2" */
     int components;            /* PCA components; 0 (default): min(50, records - 1, features) */
     ds_tsne_method tsne_method;
+    ds_metric tsne_metric;     /* t-SNE input distances (default EUCLIDEAN) */
     double perplexity;         /* t-SNE, default 30 (capped at (points - 1) / 3) */
-    uint64_t seed;             /* t-SNE initialisation and label shuffle (default 0) */
+    uint64_t seed;             /* label shuffle, and t-SNE initialisation without tsne_seeds (default 0) */
+    uint64_t tsne_seeds[DS_MAX_TSNE_SEEDS];
+    int n_tsne_seeds;          /* 0 (default): one map, seeded with `seed` */
+    ds_state_control controls[DS_MAX_STATE_CONTROLS];
+    int n_controls;
     int ks[DS_MAX_KNN_K], n_ks;  /* kNN neighbour counts (default 1, 5, 10) */
     double probe_l2;           /* default 1 */
     int threads;               /* per rank; 0 (default): cores / ranks on the node */
