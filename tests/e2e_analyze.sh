@@ -3,12 +3,17 @@
 # steps), labelled contexts from 3 sources, train and held-out state sets, then
 #  - analyze-states train -> test (held-out set also as --extra) on 1 rank: the numbers are recomputed
 #    independently from the shard files with numpy and scikit-learn (per-head normalisation, PCA
-#    eigenvalues, kNN accuracy, silhouette, probe, the bag-of-tokens control), extra kNN = test kNN
-#    (same rows), the JSON holds real and shuffled metrics per layer, the t-SNE PNGs are valid PNGs;
-#  - the same on 2 ranks: eigenvalues equal to 1e-6 relative, kNN accuracies (real and shuffled) equal;
+#    eigenvalues, kNN accuracy, silhouette, probe, the bag-of-tokens and last-hidden (extract-states
+#    --ln-out) controls, and the random-init control rows (extract-states --random-init, --control) from
+#    their own shards), extra kNN = test kNN (same rows), the JSON holds real and shuffled metrics per
+#    layer, cosine t-SNE maps for 2 seeds with their trustworthiness (= sklearn's on the printed map and
+#    the numpy PCA coordinates, to 5e-3), the t-SNE PNGs are valid PNGs;
+#  - the same on 2 ranks: eigenvalues equal to 1e-6 relative, kNN accuracies (real and shuffled, controls
+#    included) equal;
 #  - leave-one-out mode (no --test) against scikit-learn's leave-one-out vote;
 #  - plot_run.py and report.py on the tiny run (and on a log with alpha_* and loss_* fields);
-#  - bad input exits 2 with one line and writes nothing.
+#  - bad input (--control of other records, of another --max-tokens, without its held-out set, a bad
+#    NAME; a bad --tsne-metric) exits 2 with one line and writes nothing.
 cd "$(dirname "$0")/.."
 . tests/lib.sh analyze
 PY=/usr/bin/python3
@@ -21,20 +26,25 @@ CKPT=$(ls "$TMP"/run/checkpoints/*.ckpt 2>/dev/null | tail -1)
 $BIN build-contexts --out "$TMP/train.jsonl" --held-out "$TMP/held.jsonl" --sources c-headers,python,licenses \
   --max-per-label 30 --max-bytes 256 >"$TMP/build.log" 2>&1 && ok "build-contexts: $(grep total "$TMP/build.log" | xargs)" \
   || bad "build-contexts: $(tail -2 "$TMP/build.log")"
-EXTRACT=(extract-states configs/tiny.yaml --checkpoint "$CKPT" --set run.threads=2 --max-tokens 200)
+EXTRACT=(extract-states configs/tiny.yaml --checkpoint "$CKPT" --set run.threads=2 --max-tokens 200 --ln-out)
+RANDOM_INIT=(extract-states configs/tiny.yaml --random-init --set run.threads=2 --max-tokens 200)
 $BIN "${EXTRACT[@]}" --contexts "$TMP/train.jsonl" --out "$TMP/s" >/dev/null 2>"$TMP/s.log" \
   && $BIN "${EXTRACT[@]}" --contexts "$TMP/held.jsonl" --out "$TMP/h" --labels-from "$TMP/s/index.txt" >/dev/null 2>"$TMP/h.log" \
   && ok "train and held-out state sets" || bad "extract-states: $(tail -2 "$TMP/s.log" "$TMP/h.log")"
 grep -q "extract-states: 72/72 contexts (rank 0) (100%) | .* | ETA" "$TMP/s.log" && ok "extract-states progress line" \
   || bad "extract-states progress line missing: $(tail -3 "$TMP/s.log")"
+$BIN "${RANDOM_INIT[@]}" --contexts "$TMP/train.jsonl" --out "$TMP/rs" >/dev/null 2>"$TMP/rs.log" \
+  && $BIN "${RANDOM_INIT[@]}" --contexts "$TMP/held.jsonl" --out "$TMP/rh" --labels-from "$TMP/s/index.txt" >/dev/null 2>&1 \
+  && ok "random-init train and held-out state sets" || bad "extract-states --random-init: $(tail -2 "$TMP/rs.log")"
 
-ANALYZE=(analyze-states "$TMP/s/index.txt" --test "$TMP/h/index.txt" --extra "$TMP/h/index.txt" --extra-name held-out)
+ANALYZE=(analyze-states "$TMP/s/index.txt" --test "$TMP/h/index.txt" --extra "$TMP/h/index.txt" --extra-name held-out
+         --control "random-init=$TMP/rs/index.txt,$TMP/rh/index.txt" --tsne-metric cosine --tsne-seeds 0,1)
 $BIN "${ANALYZE[@]}" --out "$TMP/a1" >"$TMP/a1.txt" 2>"$TMP/a1.log" && ok "analyze-states, 1 rank" \
   || bad "analyze-states, 1 rank: $(tail -3 "$TMP/a1.log")"
 sed 's/^/     /' "$TMP/a1.txt"
 mpirun --oversubscribe -np 2 $BIN "${ANALYZE[@]}" --out "$TMP/a2" --no-plots >"$TMP/a2.txt" 2>"$TMP/a2.log" \
   && ok "analyze-states, 2 ranks" || bad "analyze-states, 2 ranks: $(tail -3 "$TMP/a2.log")"
-grep -q "analyze-states PCA: 3/3 layer sets (100%) | .* | ETA" "$TMP/a1.log" && ok "analyze-states progress lines" \
+grep -q "analyze-states PCA: 6/6 layer sets (100%) | .* | ETA" "$TMP/a1.log" && ok "analyze-states progress lines" \
   || bad "analyze-states progress lines missing: $(cat "$TMP/a1.log")"
 $BIN analyze-states "$TMP/s/index.txt" --layers last --out "$TMP/loo" --no-plots --k 1,3 >"$TMP/loo.txt" 2>"$TMP/loo.log" \
   && ok "analyze-states, leave-one-out" || bad "analyze-states, leave-one-out: $(tail -3 "$TMP/loo.log")"
@@ -44,6 +54,7 @@ $PY - "$TMP" <<'PY' && ok "analysis.json matches numpy/scikit-learn; 1 vs 2 rank
 import json, os, struct, sys
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
@@ -68,10 +79,13 @@ def read(index):
 
 ytr, ctr, wtr, C = read(f"{tmp}/s/index.txt")
 yte, cte, wte, _ = read(f"{tmp}/h/index.txt")
-mu = wtr.mean(axis=(0, 3), keepdims=True)
-sd = np.sqrt(((wtr - mu) ** 2).mean(axis=(0, 3), keepdims=True))
-def features(w, layers):
-    return ((w - mu) / sd)[:, layers].reshape(len(w), -1)
+def normaliser(w):   # per-head statistics over a set's train records
+    mu = w.mean(axis=(0, 3), keepdims=True)
+    return mu, np.sqrt(((w - mu) ** 2).mean(axis=(0, 3), keepdims=True))
+mu, sd = normaliser(wtr)
+def features(w, layers, stats=None):
+    m, s = stats or (mu, sd)
+    return ((w - m) / s)[:, layers].reshape(len(w), -1)
 
 a1, a2 = (json.load(open(f"{tmp}/{d}/analysis.json")) for d in ("a1", "a2"))
 K, ks = a1["components"], [str(k) for k in a1["knn_k"]]
@@ -85,22 +99,34 @@ def probe(x, y, q, yq):
     m = LogisticRegression(C=1.0, multi_class="multinomial", tol=1e-10, max_iter=100000).fit(s.transform(x), y)
     return m.score(s.transform(q), yq)
 report = []
-for e1, e2 in zip(a1["layers"], a2["layers"]):
+# the random-init control's rows: the same pipeline on its own shards (same records, in the same order here)
+rytr, _, rwtr, _ = read(f"{tmp}/rs/index.txt")
+ryte, _, rwte, _ = read(f"{tmp}/rh/index.txt")
+expect(np.array_equal(rytr, ytr) and np.array_equal(ryte, yte), "random-init records carry the same labels")
+rstats = normaliser(rwtr)
+ctl1 = [c for c in a1["controls"] if c["name"] == "random-init"]
+ctl2 = [c for c in a2["controls"] if c["name"] == "random-init"]
+expect([c["layer"] for c in ctl1] == ["0", "1", "all"] and len(ctl2) == 3, "random-init control rows per layer set")
+pairs = [(e1, e2, wtr, wte, None, "") for e1, e2 in zip(a1["layers"], a2["layers"])]
+pairs += [(e1, e2, rwtr, rwte, rstats, "random-init ") for e1, e2 in zip(ctl1, ctl2)]
+coords = {}
+for e1, e2, Wtr, Wte, stats, what in pairs:
     layers = [0, 1] if e1["layer"] == "all" else [int(e1["layer"])]
-    x, q = features(wtr, layers), features(wte, layers)
+    x, q = features(Wtr, layers, stats), features(Wte, layers, stats)
     mean = x.mean(0)
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     eig = s[:K] ** 2 / (n - 1)
     got = np.array(e1["eigenvalues"])
     rel = np.max(np.abs(got - eig) / eig)
-    expect(rel < 1e-5, f"layer {e1['layer']}: eigenvalues vs numpy rel err {rel:.1e}")
+    expect(rel < 1e-5, f"{what}layer {e1['layer']}: eigenvalues vs numpy rel err {rel:.1e}")
     evr = np.array(e1["explained_variance_ratio"])
     expect(np.allclose(evr, eig / np.sum((x - mean) ** 2) * (n - 1), rtol=1e-5), f"layer {e1['layer']}: EVR")
     px, pq = (x - mean) @ vt[:K].T, (q - mean) @ vt[:K].T
+    if not what: coords[e1["layer"]] = np.vstack([px, pq])
     for k in ks:
         ref = knn(px, ytr, pq, yte, int(k))
-        expect(abs(e1["knn"][k] - ref) < 1e-9, f"layer {e1['layer']}: kNN@{k} {e1['knn'][k]} vs sklearn {ref}")
-        expect(e1["extra_knn_accuracy"][k] == e1["knn"][k], f"layer {e1['layer']}: extra kNN@{k} != test kNN")
+        expect(abs(e1["knn"][k] - ref) < 1e-9, f"{what}layer {e1['layer']}: kNN@{k} {e1['knn'][k]} vs sklearn {ref}")
+        expect(what or e1["extra_knn_accuracy"][k] == e1["knn"][k], f"layer {e1['layer']}: extra kNN@{k} != test kNN")
     sil = silhouette_score(pq, yte, metric="cosine")
     expect(abs(e1["silhouette"] - sil) < 1e-4, f"layer {e1['layer']}: silhouette {e1['silhouette']} vs {sil}")
     pr = probe(px, ytr, pq, yte)
@@ -113,14 +139,26 @@ for e1, e2 in zip(a1["layers"], a2["layers"]):
     expect(rel2 < 1e-6, f"layer {e1['layer']}: 1 vs 2 ranks eigenvalues rel diff {rel2:.1e}")
     expect(e1["knn"] == e2["knn"] and sh["knn"] == e2["shuffled"]["knn"], f"layer {e1['layer']}: 1 vs 2 ranks kNN")
     expect(e1["probe"] == e2["probe"], f"layer {e1['layer']}: 1 vs 2 ranks probe")
-    report.append(f"layer {e1['layer']}: eig err {rel:.1e} (2 ranks {rel2:.1e}), kNN@5 {e1['knn']['5']:.3f} "
+    report.append(f"{what}layer {e1['layer']}: eig err {rel:.1e} (2 ranks {rel2:.1e}), kNN@5 {e1['knn']['5']:.3f} "
                   f"(shuffled {sh['knn']['5']:.3f}), silhouette {e1['silhouette']:.3f} (shuffled {sh['silhouette']:.3f})")
-bag = {c["name"]: c for c in a1["controls"]}["bag-of-tokens"]
-for k in ks:   # cond = [first-token embedding | mean token embedding]
-    ref = knn(ctr[:, C:], ytr, cte[:, C:], yte, int(k))
-    expect(abs(bag["knn"][k] - ref) < 1e-9, f"bag-of-tokens kNN@{k} {bag['knn'][k]} vs sklearn {ref}")
+named = {c["name"]: c for c in a1["controls"]}
+for name, part in (("bag-of-tokens", 1), ("last-hidden", 2)):   # cond = [first token | mean token | ln_out(x) of the last]
+    for k in ks:
+        ref = knn(ctr[:, part * C:(part + 1) * C], ytr, cte[:, part * C:(part + 1) * C], yte, int(k))
+        expect(abs(named[name]["knn"][k] - ref) < 1e-9, f"{name} kNN@{k} {named[name]['knn'][k]} vs sklearn {ref}")
+    report.append(f"{name} (control): kNN@5 {named[name]['knn']['5']:.3f}")
+# t-SNE: cosine, seeds 0 and 1, each map's trustworthiness against sklearn on the printed map
 p = a1["panels"]
-expect(len(p) == 3 and all(len(q["x"]) == n + nt and sum(q["kind"]) == nt for q in p), "panels: train + extra points")
+expect(a1["tsne"]["metric"] == "cosine" and a1["tsne"]["seeds"] == [0, 1], f"t-SNE settings {a1['tsne']}")
+expect(len(p) == 6 and all(len(q["x"]) == n + nt and sum(q["kind"]) == nt for q in p), "panels: 3 layer sets x 2 seeds, train + extra points")
+for q in p:
+    layer = q["file"].split("-")[0]
+    lay = [l for l in a1["layers"] if l["layer"] == layer][0]
+    got = lay["tsne_seeds"][q["seed"]]["trustworthiness"]
+    ref = trustworthiness(coords[layer], np.column_stack([q["x"], q["y"]]), n_neighbors=5, metric="cosine")
+    expect(abs(got - ref) < 5e-3 and got == q["metrics"]["trustworthiness@5"],
+           f"{q['title']}: trustworthiness {got:.4f} vs sklearn {ref:.4f}")
+    if q["seed"] == 1: report.append(f"{q['title']}: trustworthiness {got:.4f} (sklearn {ref:.4f})")
 # leave-one-out: sklearn's vote over kneighbors(X=None), cosine, on the last layer
 loo = json.load(open(f"{tmp}/loo/analysis.json"))["layers"]
 x = features(wtr, [1])
@@ -139,9 +177,9 @@ sys.exit(1 if problems else 0)
 PY
 
 # the t-SNE PNGs: PNG magic, and matplotlib reads an image of sensible size
-$PY - "$TMP/a1" <<'PY' && ok "t-SNE PNGs: tsne-layer0/1/all.png are valid PNGs" || bad "t-SNE PNGs"
+$PY - "$TMP/a1" <<'PY' && ok "t-SNE PNGs: tsne-layer{0,1,all}{,-seed1}.png are valid PNGs" || bad "t-SNE PNGs"
 import sys, matplotlib.image as im
-for name in ("0", "1", "all"):
+for name in ("0", "1", "all", "0-seed1", "1-seed1", "all-seed1"):
     path = f"{sys.argv[1]}/tsne-layer{name}.png"
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
     h, w = im.imread(path).shape[:2]
@@ -196,6 +234,19 @@ expect_bad_input "test set of another shape" "the test states have L=1 C=128 H=2
 expect_bad_input "test set of another label list" "the test set's label 1 is 'python', the train set's 'license'" \
   $BIN "${A[@]}" --test "$TMP/two/index.txt" --out "$TMP/x5"
 expect_bad_input "k too large" "--k 72 exceeds the 71 train records" $BIN "${A[@]}" --k 1,72 --out "$TMP/x6"
+CTL=(--test "$TMP/h/index.txt")
+expect_bad_input "--control of other records" "control 'held' holds states of the contexts in" \
+  $BIN "${A[@]}" "${CTL[@]}" --control "held=$TMP/rh/index.txt,$TMP/rh/index.txt" --out "$TMP/x7"
+expect_bad_input "--control without its held-out set" "--control r needs a held-out set too" \
+  $BIN "${A[@]}" "${CTL[@]}" --control "r=$TMP/rs/index.txt" --out "$TMP/x8"
+expect_bad_input "--control with a bad name" "--control 'a b=x' is not NAME=TRAIN_INDEX[,TEST_INDEX]" \
+  $BIN "${A[@]}" --control "a b=x" --out "$TMP/x9"
+$BIN extract-states configs/tiny.yaml --random-init --set run.threads=2 --max-tokens 100 --contexts "$TMP/train.jsonl" \
+  --out "$TMP/r100" >/dev/null 2>&1
+expect_bad_input "--control of another --max-tokens" "of up to 100 tokens" \
+  $BIN "${A[@]}" --control "short=$TMP/r100/index.txt" --out "$TMP/xa"
+expect_bad_input "--tsne-metric unknown" "--tsne-metric 'manhattan' is not euclidean or cosine" \
+  $BIN "${A[@]}" --tsne-metric manhattan --out "$TMP/xb"
 ls -d "$TMP"/x? >/dev/null 2>&1 && bad "refused runs left output: $(ls -d "$TMP"/x?)" || ok "refused runs left no output"
 
 finish

@@ -11,6 +11,8 @@
 #  2. a listed file that is missing or changed is refused: exit 2, one line naming the file and its
 #     package, nothing written. Through --manifest (anywhere): an entry for an absent file, an entry
 #     whose sha256 is not its file's; in the overlay: a listed file deleted, one with a byte appended.
+#  3. --extra-contexts configs/personas.jsonl: every record once, split by "doc" (2 of each label's 8
+#     documents held out), deterministic, appended without changing the sources' records.
 cd "$(dirname "$0")/.."
 . tests/lib.sh contexts-pinned
 MANIFEST=configs/text-manifest.tsv
@@ -118,4 +120,35 @@ expect_bad_input "--manifest: a changed file" \
 printf 'notes\tnote\tfile\tzz-notes\t%s\n' "$TMP/doc.txt" >"$TMP/short.tsv"
 expect_bad_input "--manifest: a line of 5 fields" "build-contexts: $TMP/short.tsv:1: fewer tab-separated fields, not 6" \
   $BIN build-contexts --manifest "$TMP/short.tsv" --out "$TMP/short.jsonl"
+
+# --extra-contexts: configs/personas.jsonl appended (alone, and after a source), split by "doc", deterministic
+P=(--extra-contexts configs/personas.jsonl)
+$BIN build-contexts --out "$TMP/p1.jsonl" --held-out "$TMP/p1h.jsonl" --sources none "${P[@]}" >"$TMP/p1.log" \
+  && $BIN build-contexts --out "$TMP/p2.jsonl" --held-out "$TMP/p2h.jsonl" --sources none "${P[@]}" >/dev/null \
+  && $BIN build-contexts --out "$TMP/p3.jsonl" --held-out "$TMP/p3h.jsonl" --sources licenses --max-per-label 10 "${P[@]}" >/dev/null \
+  && $BIN build-contexts --out "$TMP/p4.jsonl" --held-out "$TMP/p4h.jsonl" --sources licenses --max-per-label 10 >/dev/null \
+  || bad "--extra-contexts: $(tail -2 "$TMP/p1.log")"
+/usr/bin/python3 - "$TMP" configs/personas.jsonl <<'PY' && ok "--extra-contexts: every persona record once, 2 of 8 documents per label held out, no document on both sides, deterministic, the source's records unchanged" \
+  || bad "--extra-contexts (above)"
+import json, sys
+from collections import Counter
+tmp, src = sys.argv[1], sys.argv[2]
+rows = lambda f: [json.loads(l) for l in open(f"{tmp}/{f}")]
+want = sorted(json.dumps(json.loads(l), sort_keys=True) for l in open(src))
+tr, he = rows("p1.jsonl"), rows("p1h.jsonl")
+got = sorted(json.dumps(r, sort_keys=True) for r in tr + he)
+assert got == want, "records differ from the file"
+assert not {r["doc"] for r in tr} & {r["doc"] for r in he}, "a document on both sides"
+assert all(v == 2 for v in Counter(r["label"] for r in he).values()) and len(he) == 12, Counter(r["label"] for r in he)
+assert open(f"{tmp}/p1.jsonl").read() == open(f"{tmp}/p2.jsonl").read(), "not deterministic"
+lic = [r for r in rows("p3.jsonl") if r["label"] == "license"]
+assert lic == rows("p4.jsonl") and rows("p3.jsonl")[len(lic):] == tr, "appending changed the source's records or order"
+assert [r for r in rows("p3h.jsonl") if r["label"] == "license"] == rows("p4h.jsonl") and rows("p3h.jsonl")[-len(he):] == he
+PY
+printf '{"label":"solo","doc":"d0","text":"only one document"}\n{"label":"duo","doc":"a","text":"x"}\n{"label":"duo","doc":"b","text":"y"}\n' >"$TMP/solo.jsonl"
+expect_bad_input "--extra-contexts: a label whose one document is held out" "label 'solo' has one document, which is held out" \
+  $BIN build-contexts --out "$TMP/solo-out.jsonl" --held-out "$TMP/solo-held.jsonl" --held-out-fraction 0.6 --sources none \
+  --extra-contexts "$TMP/solo.jsonl"
+expect_bad_input "--sources none without --extra-contexts" "unknown source 'none'" \
+  $BIN build-contexts --out "$TMP/none.jsonl" --sources none
 finish

@@ -7,7 +7,9 @@
 #    exactly); the pooled and per-label CEs are the token-weighted means of the per-context ones;
 #  - (1) the held-out epsilon-MSE equals the trainer's val_eps_mse_t* (same seed, same noise);
 #  - (2) the held-out kNN accuracies and nearest-train distances equal a numpy recomputation from the
-#    shards (normalisation, cosine 1-NN / 5-NN vote);
+#    shards (normalisation, cosine 1-NN / 5-NN vote); the Fréchet floor (train subset vs held-out, pooled
+#    and per label, in the 32-component PCA of the train states) equals numpy's PCA and covariances with
+#    scipy.linalg.sqrtm to 1e-4;
 #  - (3) one context's zero-state CE and full-true-state CE equal `dreamstate eval` on the raw tokens
 #    (the continuation alone, and prompt + continuation minus prompt); prompting (the full true state)
 #    gives a lower pooled CE than the zero state; the tuned row's and the zero row's pooled CE equal
@@ -53,7 +55,7 @@ cat "$TMP/e1.txt"
 grep -q "eval-states generation: .*ETA" "$TMP/e1.log" && grep -q "eval-states continuation: .*ETA" "$TMP/e1.log" \
   && ok "progress lines for generation and continuation" || bad "no progress lines"
 
-$PY - "$TMP" <<'PY' && ok "JSON fields; 1 vs 2 ranks; reductions; (1) = trainer's val_eps_mse; (2) held-out kNN = numpy; tuned = tuning's val_loss" \
+$PY - "$TMP" <<'PY' && ok "JSON fields; 1 vs 2 ranks; reductions; (1) = trainer's val_eps_mse; (2) held-out kNN = numpy, Fréchet floor = numpy/scipy; tuned = tuning's val_loss" \
   || bad "JSON / numbers"
 import json, struct, sys
 import numpy as np
@@ -72,7 +74,8 @@ for p in ['version', 'model', 'signature', 'rwkv_model', 'rwkv_weights', 'tokeni
           'knn.held_out.nearest_train_distance', 'knn.generated.accuracy', 'knn.generated.n', 'knn.per_label',
           'knn.memorisation.generated_nearest_train_distance', 'knn.memorisation.held_out_nearest_train_distance',
           'knn.memorisation.ratio', 'continuation.pooled', 'continuation.per_label', 'continuation.per_context',
-          'continuation.skipped', 'seconds.total', 'tuned_states']:
+          'continuation.skipped', 'seconds.total', 'tuned_states', 'frechet.components', 'frechet.layers',
+          'frechet.train_subset', 'seconds.frechet']:
     need(e1, p)
 assert e1['continuation']['initial_states'] == inits, e1['continuation']['initial_states']
 K, N = len(e1['labels']), e1['sampler']['samples_per_label']
@@ -167,6 +170,35 @@ acc5 = np.mean(np.array(votes5) == yte)
 kn = e1['knn']['held_out']
 assert abs(kn['accuracy'][0] - acc1) < 1e-12 and abs(kn['accuracy'][1] - acc5) < 1e-12, (kn['accuracy'], acc1, acc5)
 assert abs(kn['nearest_train_distance'] - cos.min(axis=1).mean()) < 1e-5, (kn['nearest_train_distance'], cos.min(axis=1).mean())
+
+# (2) the Fréchet floor: PCA of the train features (numpy SVD), the train subset rows i n / m, Gaussians
+# with numpy.cov, the matrix square root by scipy.linalg.sqrtm; pooled and per label
+import warnings
+from scipy import linalg
+fr = e1['frechet']
+Kf = fr['components']
+mean = Xtr.mean(0)
+vt = np.linalg.svd(Xtr - mean, full_matrices=False)[2][:Kf]
+Ptr, Pte = (Xtr - mean) @ vt.T, (Xte - mean) @ vt.T
+def fd(a, b):
+    S1, S2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        root = linalg.sqrtm(S1 @ S2).real
+    return np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(S1 + S2 - 2 * root)
+n, m = len(ytr), fr['train_subset']
+assert Kf == min(32, n - 1) and m == min(K * N, n) and len(fr['layers']) == 1 and fr['layers'][0]['layer'] == 1, fr
+lay = fr['layers'][0]
+ref = fd(Ptr[[i * n // m for i in range(m)]], Pte)
+assert abs(lay['train_floor'] - ref) < 1e-4 * ref, (lay['train_floor'], ref)
+for k, pl in enumerate(lay['per_label']):
+    rows = np.flatnonzero(ytr == k)
+    mk = min(len(rows), N)
+    ref_k = fd(Ptr[rows[[j * len(rows) // mk for j in range(mk)]]], Pte[yte == k])
+    assert pl['train_subset'] == mk and abs(pl['train_floor'] - ref_k) < 1e-4 * ref_k, (k, pl, ref_k)
+    assert pl['generated'] > 0 and np.isfinite(pl['generated']), pl
+assert lay['generated'] > 0 and abs(lay['ratio'] - lay['generated'] / lay['train_floor']) < 1e-12, lay
+print(f'  Fréchet ({Kf} components): generated {lay["generated"]:.4g}, floor {lay["train_floor"]:.6g} (numpy/scipy {ref:.6g})')
 print(f'  eps-MSE held-out {e1["denoising"]["held_out"]["mean"]:.5f}, kNN held-out {acc1:.3f}/{acc5:.3f}, '
       f'CE zero {c["pooled"]["zero"]["ce"]:.4f} full {c["pooled"]["true_full"]["ce"]:.4f} tuned {c["pooled"]["tuned"]["ce"]:.4f}')
 PY
@@ -225,6 +257,8 @@ expect_bad_input "tuned states missing a label" "one/index.txt: no tuned state o
 expect_bad_input "held-out set with another label list" "1 labels, the model has 3" \
   $BIN eval-states "$MODEL" "${BAD[@]}" --held-out "$TMP/one/index.txt"
 expect_bad_input "an RWKV-7 checkpoint as the model" "a checkpoint of task 'lm', not state_diffusion" $BIN eval-states "$CKPT" "${BAD[@]}"
+expect_bad_input "--fd-components above train records - 1" "--fd-components 96 is out of range: at most 95" \
+  $BIN eval-states "$MODEL" "${BAD[@]}" --fd-components 96
 expect_bad_input "continuation shorter than 16" "continuation-tokens 8 must be in" \
   $BIN eval-states "$MODEL" "${BAD[@]}" --continuation-tokens 8
 expect_bad_input "missing --held-out" "needs MODEL.ckpt, --states and --held-out" \

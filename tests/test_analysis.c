@@ -11,8 +11,12 @@
  *                                    rank 1 empty), fits, transforms, fits again (must be identical),
  *                                    rank 0 writes OUT ("-": none)
  *   --metrics IN OUT METRIC L2 KS    kNN / silhouette / probe / control results as JSON
- *   --tsne IN OUT METHOD             t-SNE scatter JSON (the plot_scatter.py schema)
- *   --tsne-kl IN Y OUT METHOD        KL divergence of the given embedding Y (float64 n x 2) */
+ *   --tsne IN OUT METHOD [METRIC [SEED]]  t-SNE scatter JSON (the plot_scatter.py schema), with the
+ *                                    map's trustworthiness (k = 5)
+ *   --tsne-kl IN Y OUT METHOD [METRIC]  KL divergence of the given embedding Y (float64 n x 2)
+ *   --trust IN Y OUT METRIC K        trustworthiness of the given embedding Y
+ *   --frechet IN OUT                 IN: int64 n1, n2, dim; float32 rows A, rows B: the Fréchet distance
+ *                                    of the Gaussians fitted to A and B, and each one's mean and covariance */
 #include "dreamstate/analysis.h"
 
 #include "dreamstate/blas.h"
@@ -633,12 +637,14 @@ static float *read_labelled(const char *in, int64_t *n, int *dim, int **labels) 
 }
 
 static int mode_tsne(int argc, char **argv) {
-    if (argc != 5) ds_die(DS_EXIT_BAD_INPUT, "usage: --tsne IN OUT METHOD(exact|barnes_hut)");
+    if (argc < 5 || argc > 7) ds_die(DS_EXIT_BAD_INPUT, "usage: --tsne IN OUT METHOD(exact|barnes_hut) [METRIC [SEED]]");
     int64_t n;
     int dim, *labels;
     float *x = read_labelled(argv[2], &n, &dim, &labels);
     ds_tsne_opts o = ds_tsne_defaults();
     o.method = parse_method(argv[4]);
+    if (argc > 5) o.metric = parse_metric(argv[5]);
+    if (argc > 6) o.seed = strtoull(argv[6], NULL, 10);
     double *y = ds_alloc((size_t)n * 2 * sizeof(double)), *col = ds_alloc((size_t)n * sizeof(double));
     ds_tsne_info info;
     ds_tsne(x, n, dim, &o, y, &info);
@@ -654,15 +660,15 @@ static int mode_tsne(int argc, char **argv) {
     for (int64_t i = 0; i < n; i++) col[i] = y[2 * i + 1];
     json_doubles(f, col, n);
     fprintf(f, ",\"label\":"), json_ints(f, labels, n, 1);
-    fprintf(f, ",\"metrics\":{\"KL\":%.6g,\"5-NN accuracy\":%.4g}}],\n\"kl\":%.17g,\"iters\":%d}\n", info.kl, acc,
-            info.kl, info.iters_run);
+    fprintf(f, ",\"metrics\":{\"KL\":%.6g,\"5-NN accuracy\":%.4g}}],\n\"kl\":%.17g,\"iters\":%d,\"trustworthiness\":%.17g}\n",
+            info.kl, acc, info.kl, info.iters_run, ds_trustworthiness(x, n, dim, o.metric, y, 5));
     commit_or_die(&af);
     ds_free(x), ds_free(labels), ds_free(y), ds_free(col);
     return 0;
 }
 
 static int mode_tsne_kl(int argc, char **argv) {
-    if (argc != 6) ds_die(DS_EXIT_BAD_INPUT, "usage: --tsne-kl IN Y OUT METHOD(exact|barnes_hut)");
+    if (argc != 6 && argc != 7) ds_die(DS_EXIT_BAD_INPUT, "usage: --tsne-kl IN Y OUT METHOD(exact|barnes_hut) [METRIC]");
     int64_t n;
     int dim, *labels;
     float *x = read_labelled(argv[2], &n, &dim, &labels);
@@ -672,6 +678,7 @@ static int mode_tsne_kl(int argc, char **argv) {
     fclose(fp);
     ds_tsne_opts o = ds_tsne_defaults();
     o.method = parse_method(argv[5]);
+    if (argc > 6) o.metric = parse_metric(argv[6]);
     double kl = ds_tsne_kl_divergence(x, n, dim, &o, y);
     ds_atomic_file af;
     if (ds_atomic_open(&af, argv[4])) ds_die(DS_EXIT_FAIL, "cannot write %s", argv[4]);
@@ -681,12 +688,56 @@ static int mode_tsne_kl(int argc, char **argv) {
     return 0;
 }
 
+static int mode_trust(int argc, char **argv) {
+    if (argc != 7) ds_die(DS_EXIT_BAD_INPUT, "usage: --trust IN Y OUT METRIC K");
+    int64_t n;
+    int dim, *labels;
+    float *x = read_labelled(argv[2], &n, &dim, &labels);
+    double *y = ds_alloc((size_t)n * 2 * sizeof(double));
+    FILE *fp = open_or_die(argv[3], "rb");
+    read_or_die(fp, y, (size_t)n * 2 * sizeof(double), argv[3]);
+    fclose(fp);
+    double t = ds_trustworthiness(x, n, dim, parse_metric(argv[5]), y, atoi(argv[6]));
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, argv[4])) ds_die(DS_EXIT_FAIL, "cannot write %s", argv[4]);
+    fprintf(af.fp, "{\"trustworthiness\":%.17g}\n", t);
+    commit_or_die(&af);
+    ds_free(x), ds_free(labels), ds_free(y);
+    return 0;
+}
+
+static int mode_frechet(int argc, char **argv) {
+    if (argc != 4) ds_die(DS_EXIT_BAD_INPUT, "usage: --frechet IN OUT");
+    FILE *fp = open_or_die(argv[2], "rb");
+    int64_t h[3];
+    read_or_die(fp, h, sizeof h, argv[2]);
+    int dim = (int)h[2];
+    float *a = ds_alloc((size_t)h[0] * dim * 4), *b = ds_alloc((size_t)h[1] * dim * 4);
+    read_or_die(fp, a, (size_t)h[0] * dim * 4, argv[2]), read_or_die(fp, b, (size_t)h[1] * dim * 4, argv[2]);
+    fclose(fp);
+    double *mean = ds_alloc((size_t)dim * sizeof(double)), *cov = ds_alloc((size_t)dim * dim * sizeof(double));
+    ds_atomic_file af;
+    if (ds_atomic_open(&af, argv[3])) ds_die(DS_EXIT_FAIL, "cannot write %s", argv[3]);
+    fprintf(af.fp, "{\"frechet\":%.17g", ds_frechet_rows(a, h[0], b, h[1], dim));
+    for (int set = 0; set < 2; set++) {
+        ds_mean_covariance(set ? b : a, h[set], dim, mean, cov);
+        fprintf(af.fp, ",\n\"mean%d\":", set + 1), json_doubles(af.fp, mean, dim);
+        fprintf(af.fp, ",\n\"cov%d\":", set + 1), json_doubles(af.fp, cov, (int64_t)dim * dim);
+    }
+    fprintf(af.fp, "}\n");
+    commit_or_die(&af);
+    ds_free(a), ds_free(b), ds_free(mean), ds_free(cov);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--pca-mpi")) return mode_pca_mpi(argc, argv);
     ds_blas_init(0);
     if (argc > 1 && !strcmp(argv[1], "--metrics")) return mode_metrics(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--tsne")) return mode_tsne(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--tsne-kl")) return mode_tsne_kl(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--trust")) return mode_trust(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--frechet")) return mode_frechet(argc, argv);
     if (argc > 1) ds_die(DS_EXIT_BAD_INPUT, "unknown mode %s", argv[1]);
 
     test_bad_input();   /* forks: before MPI starts */

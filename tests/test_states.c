@@ -715,7 +715,7 @@ static void test_extract(void) {
     ds_contexts_writer_commit(w);
 
     const int max_tokens = 40;  /* the last context is longer: cut to its first 40 bytes */
-    ds_extract_options opt = {ckpt, contexts, out, NULL, max_tokens, 0};
+    ds_extract_options opt = {.checkpoint = ckpt, .contexts = contexts, .out_dir = out, .max_tokens = max_tokens};
     int rc = quiet_extract(&cfg, &opt);
     CHECK(rc == 0, "extract-states returned %d", rc);
     snprintf(index, sizeof index, "%s/index.txt", out);
@@ -783,7 +783,7 @@ static void test_extract(void) {
     w = ds_contexts_writer_open(held);
     ds_contexts_writer_add(w, "story", "Far away", 8, NULL);
     ds_contexts_writer_commit(w);
-    ds_extract_options opt2 = {ckpt, held, out2, index, 64, 0};
+    ds_extract_options opt2 = {.checkpoint = ckpt, .contexts = held, .out_dir = out2, .labels_from = index, .max_tokens = 64};
     extract_args ea = {cfg, opt2};
     CHECK(quiet_extract(&cfg, &opt2) == 0, "held-out extraction");
     snprintf(index2, sizeof index2, "%s/index.txt", out2);
@@ -809,6 +809,73 @@ static void test_extract(void) {
     test_expect_bad_input(child_extract, &ea, ckpt, "checkpoint of another shape");
     ds_states_close(s);
     ds_rwkv7_destroy(&m);
+}
+
+/* --ln-out: the condition's third part is the last token's ln_out(x), i.e. the row that the head maps to
+ * the last logits; --random-init: the states of the model `train` would start from (run.seed), no
+ * checkpoint; both with a checkpoint or neither are refused. */
+static void test_extract_controls(void) {
+    ds_config cfg = extract_config();
+    cfg.run.seed = 77;
+    ds_rwkv7_dims d = ds_rwkv7_dims_from_config(&cfg);
+    char ckpt[256], contexts[256], out[256], index[300];
+    tmp_path(ckpt, sizeof ckpt, "ctl.ckpt");
+    tmp_path(contexts, sizeof contexts, "ctl.jsonl");
+    ds_rwkv7 m, init;
+    make_checkpoint(&d, ckpt, &m);
+    const char *texts[] = {"Once upon a time there was a fox.", "int main(void) { return 0; }"};
+    ds_contexts_writer *w = ds_contexts_writer_open(contexts);
+    for (int i = 0; i < 2; i++) ds_contexts_writer_add(w, i ? "code" : "story", texts[i], strlen(texts[i]), NULL);
+    ds_contexts_writer_commit(w);
+    ds_rwkv7_create(&init, &d);
+    ds_rwkv7_init_weights(&init, 77);
+    for (int random = 0; random < 2; random++) {
+        ds_rwkv7 *ref = random ? &init : &m;
+        tmp_path(out, sizeof out, random ? "ctl_random" : "ctl_ln_out");
+        ds_extract_options opt = {.checkpoint = random ? NULL : ckpt, .contexts = contexts, .out_dir = out,
+                                  .max_tokens = 64, .random_init = random, .ln_out = 1};
+        CHECK(quiet_extract(&cfg, &opt) == 0, "extract %s", random ? "--random-init --ln-out" : "--ln-out");
+        snprintf(index, sizeof index, "%s/index.txt", out);
+        ds_states *s = ds_states_open(index);
+        const ds_states_info *in = ds_states_get_info(s);
+        CHECK(in->shape.cond_dim == 3 * 128 && in->shape.flags == (DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN | DS_COND_LAST_HIDDEN),
+              "--ln-out: cond_dim %d, flags %u", in->shape.cond_dim, in->shape.flags);
+        CHECK(!random || strcmp(in->checkpoint, "random-init:seed=77") == 0, "--random-init: index checkpoint '%s'",
+              in->checkpoint);
+        ds_rwkv7_state st;
+        ds_rwkv7_state_create(&st, &d, 1);
+        float *packed = malloc(sizeof(float) * ds_state_floats(&in->shape)), logits[64 * 256];
+        for (int i = 0; i < 2; i++) {
+            ds_state_record r = ds_states_record(s, i);
+            int T = (int)strlen(texts[i]);
+            int32_t tok[64];
+            for (int t = 0; t < T; t++) tok[t] = (unsigned char)texts[i][t];
+            ds_rwkv7_forward(ref, 1, T, tok, NULL, 1.0f, 0.0f, NULL, &st, logits);
+            ds_state_pack(&in->shape, &st, 0, packed);
+            const float *h = r.cond + 2 * 128;
+            double err = 0, scale = 0;   /* the head's input: logits[T-1][v] = head[v] . h */
+            for (int v = 0; v < 256; v++) {
+                double z = 0;
+                for (int c = 0; c < 128; c++) z += (double)ref->w.head[(int64_t)v * 128 + c] * h[c];
+                err = fmax(err, fabs(z - logits[(T - 1) * 256 + v])), scale = fmax(scale, fabs(logits[(T - 1) * 256 + v]));
+            }
+            CHECK(memcmp(r.state, packed, sizeof(float) * ds_state_floats(&in->shape)) == 0 &&
+                  memcmp(h, ds_rwkv7_ln_out(ref) + (T - 1) * 128, sizeof(float) * 128) == 0 && err < 1e-5 * scale,
+                  "%s record %d: state and ln_out row equal the model's; head . h = last logits (err %.2g of %.2g)",
+                  random ? "random-init" : "checkpoint", i, err, scale);
+        }
+        free(packed);
+        ds_rwkv7_state_destroy(&st);
+        ds_states_close(s);
+    }
+    extract_args both = {cfg, {.checkpoint = ckpt, .contexts = contexts, .out_dir = out, .max_tokens = 64, .random_init = 1}};
+    test_expect_bad_input(child_extract, &both, "give either --checkpoint FILE or --random-init, not both",
+                          "--random-init with --checkpoint");
+    extract_args neither = {cfg, {.contexts = contexts, .out_dir = out, .max_tokens = 64}};
+    test_expect_bad_input(child_extract, &neither, "give either --checkpoint FILE or --random-init",
+                          "neither --checkpoint nor --random-init");
+    ds_rwkv7_destroy(&m);
+    ds_rwkv7_destroy(&init);
 }
 
 /* An index whose labels are `labels` (n names); its shard does not exist. */
@@ -867,6 +934,7 @@ int main(void) {
     test_states_format();
     test_index_labels();
     test_extract();
+    test_extract_controls();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);

@@ -130,11 +130,29 @@ void ds_label_metrics_compute(const float *train, const int *train_labels, int64
                               const int *test_labels, int64_t n_test, int dim, ds_metric metric, const int *ks,
                               int n_ks, double probe_l2, int shuffled, uint64_t seed, ds_label_metrics *out);
 
+/* Trustworthiness of a 2-D embedding y [n][2] of x (sklearn.manifold.trustworthiness(x, y, n_neighbors=k,
+ * metric)): 1 - 2 / (n k (2n - 3k - 1)) sum_i sum_{j in N_k^y(i)} max(0, r(i, j) - k), where N_k^y(i) are
+ * i's k nearest neighbours in the embedding (Euclidean) and r(i, j) the rank of j among i's neighbours
+ * in the input space under `metric` (1 = nearest; exact ties ranked by index, where sklearn's unstable
+ * argsort may order them otherwise). 1: every embedded neighbourhood is an input neighbourhood.
+ * Needs 1 <= k < n / 2. O(n^2 dim). */
+double ds_trustworthiness(const float *x, int64_t n, int dim, ds_metric metric, const double *y, int k);
+
+/* Mean [dim] and covariance [dim][dim] (divisor n - 1, as numpy.cov) of n >= 2 rows, in float64. */
+void ds_mean_covariance(const float *x, int64_t n, int dim, double *mean, double *cov);
+/* Fréchet distance between N(mu1, S1) and N(mu2, S2) (symmetric positive semi-definite dim x dim):
+ *     |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2)
+ * in float64 by two symmetric eigendecompositions (LAPACK dsyev): S1^1/2 from S1's, the trace of the
+ * square root from the eigenvalues of S1^1/2 S2 S1^1/2; eigenvalues below zero (rounding) count as 0.
+ * ds_frechet_rows: the same between the Gaussians fitted (ds_mean_covariance) to two sets of rows. */
+double ds_frechet_distance(const double *mu1, const double *S1, const double *mu2, const double *S2, int dim);
+double ds_frechet_rows(const float *a, int64_t na, const float *b, int64_t nb, int dim);
+
 /* ------------------------------------------------------------------------------------------------
  * t-SNE to 2-D (src/eval/tsne.c), as van der Maaten (2008, 2014) and sklearn.manifold.TSNE 1.2:
- * conditional P by a binary search on each row's precision to the target perplexity (squared
- * distances for EUCLIDEAN, plain distances for COSINE, as sklearn's exact method; its Barnes-Hut
- * squares cosine distances too, ours does not), P = (P + P^T) / sum; Student-t
+ * conditional P by a binary search on each row's precision to the target perplexity over squared
+ * distances (squared Euclidean, or squared cosine distances for COSINE: sklearn 1.2's metric="cosine",
+ * both methods), P = (P + P^T) / sum; Student-t
  * (1 dof) Q; gradient descent with momentum 0.5 -> 0.8, per-coordinate gains (+0.2 / x0.8, min 0.01),
  * early exaggeration for the first iterations; stops early when |grad| <= 1e-7 at a 50-iteration check.
  * EXACT: all pairs, O(n^2) per iteration. BARNES_HUT: P over the floor(3 perplexity + 1) nearest
@@ -185,9 +203,20 @@ double ds_tsne_kl_divergence(const float *x, int64_t n, int dim, const ds_tsne_o
  * dataset, on every rank of MPI_COMM_WORLD (ds_dist_init first; also alone). Per chosen layer, and
  * for all layers concatenated: WKV state normalised per head (train statistics) -> PCA to K
  * components -> cosine kNN accuracy, silhouette and linear-probe accuracy, with real and with
- * shuffled labels; the same on the condition vectors (bag-of-tokens control); a t-SNE map per layer.
- * Writes OUT/analysis.json (the scatter schema's "panels" included) and OUT/tsne-layer<L>.png, prints
- * a table; returns the exit code (bad input exits 2 with one line). */
+ * shuffled labels; the same on the condition vectors (bag-of-tokens, first-token and, where stored,
+ * last-hidden controls) and, per layer set, on the states of other datasets of the same records
+ * (--control, e.g. a randomly initialised network's); t-SNE maps per layer and seed, each with its
+ * trustworthiness. Writes OUT/analysis.json (the scatter schema's "panels" included) and
+ * OUT/tsne-layer<L>[-seed<S>].png, prints a table; returns the exit code (bad input exits 2 with one
+ * line). */
+#define DS_MAX_TSNE_SEEDS 8
+#define DS_MAX_STATE_CONTROLS 8
+#define DS_TRUST_K 5          /* neighbours of the maps' trustworthiness (sklearn's default) */
+typedef struct ds_state_control {
+    const char *name;          /* row name: 1-31 characters of [A-Za-z0-9._+-] */
+    const char *train, *test;  /* state-dataset indexes of the same records as the train (and test) set:
+                                * the same contexts file, contexts and labels, in any order */
+} ds_state_control;
 typedef struct ds_analyze_options {
     const char *train;         /* state-dataset index */
     const char *test;          /* NULL, or held-out states of the same shape and label list: kNN train ->
@@ -199,8 +228,13 @@ typedef struct ds_analyze_options {
     const char *layers;        /* "all" (default: every layer and their concatenation), "last", "0,2" */
     int components;            /* PCA components; 0 (default): min(50, records - 1, features) */
     ds_tsne_method tsne_method;
+    ds_metric tsne_metric;     /* t-SNE input distances (default EUCLIDEAN) */
     double perplexity;         /* t-SNE, default 30 (capped at (points - 1) / 3) */
-    uint64_t seed;             /* t-SNE initialisation and label shuffle (default 0) */
+    uint64_t seed;             /* label shuffle, and t-SNE initialisation without tsne_seeds (default 0) */
+    uint64_t tsne_seeds[DS_MAX_TSNE_SEEDS];
+    int n_tsne_seeds;          /* 0 (default): one map, seeded with `seed` */
+    ds_state_control controls[DS_MAX_STATE_CONTROLS];
+    int n_controls;
     int ks[DS_MAX_KNN_K], n_ks;  /* kNN neighbour counts (default 1, 5, 10) */
     double probe_l2;           /* default 1 */
     int threads;               /* per rank; 0 (default): cores / ranks on the node */

@@ -63,6 +63,8 @@ typedef struct ds_eval_states_options {
     double temperature;           /* of the sampler's initial noise (default 1) */
     uint64_t seed;                /* noise of (1), the samples, the bootstrap (default 1234) */
     int continuation_tokens;      /* at least DS_EVAL_STATES_MIN_CONTINUATION (default 128) */
+    int fd_components;            /* PCA components of the Fréchet distances; 0 (default): min(32, train
+                                   * records - 1, features of a modelled layer) */
     int threads;                  /* per rank; 0 (default): cores / ranks on the node */
 } ds_eval_states_options;
 

@@ -116,6 +116,9 @@ void ds_rwkv7_state_destroy(ds_rwkv7_state *s);
 double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
                         float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
                         ds_rwkv7_state *state_out, float *logits_out);
+/* The last forward's final hidden states, ln_out(x) before the head: [B, T, C], row b T + t. Valid until
+ * the next forward or reserve. */
+const float *ds_rwkv7_ln_out(const ds_rwkv7 *m);
 /* Backward of the last forward (which must have had targets; it may have started from a state_in);
  * accumulates into m->grads. */
 void ds_rwkv7_backward(ds_rwkv7 *m);

@@ -12,7 +12,8 @@
 #define DS_STATE_HEAD_SIZE 64   /* N: every RWKV-7 head is 64 wide */
 
 /* The parts of a record's condition, in this order, each C floats. */
-enum { DS_COND_FIRST_TOKEN = 1u << 0, DS_COND_MEAN_TOKEN = 1u << 1 };
+enum { DS_COND_FIRST_TOKEN = 1u << 0, DS_COND_MEAN_TOKEN = 1u << 1, DS_COND_LAST_HIDDEN = 1u << 2 };
+#define DS_COND_ALL (DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN | DS_COND_LAST_HIDDEN)
 
 typedef struct ds_state_shape {
     int n_layer, n_embd, n_head, head_size;  /* L, C, H, N */

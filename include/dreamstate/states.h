@@ -28,6 +28,8 @@
  *       32    4  u32 flags: the parts of the condition, in this order, each C floats:
  *                  bit 0 DS_COND_FIRST_TOKEN: emb[token_0], the input-embedding row (before ln0)
  *                  bit 1 DS_COND_MEAN_TOKEN:  mean over t of emb[token_t]
+ *                  bit 2 DS_COND_LAST_HIDDEN: ln_out(x) of the last token, the head's input
+ *                        (extract-states --ln-out; a control of analyze-states, src/eval/README.md §1)
  *                cond_dim = C * (number of bits set); other bits must be 0
  *       36    4  u32 meta_bytes: length of the metadata text after the records
  *       40    8  u64 n_records
@@ -137,6 +139,11 @@ typedef struct ds_build_contexts_options {
     const char *sources;         /* comma-separated sources of the manifest (default NULL: all but "corpus") */
     const char *manifest;        /* another manifest file (default NULL: the built-in one) */
     uint64_t seed;               /* default 1234 */
+    const char *extra_contexts;  /* NULL, or a contexts file (e.g. configs/personas.jsonl) whose records are all
+                                  * appended after the manifest's: per label, its distinct documents ("doc"; a
+                                  * record without one is its own) in a seeded order, the first
+                                  * round(D * held_out_fraction) of them held out. sources "none" then means no
+                                  * manifest source. */
 } ds_build_contexts_options;
 
 ds_build_contexts_options ds_build_contexts_defaults(void);

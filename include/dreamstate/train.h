@@ -197,6 +197,10 @@ typedef struct ds_extract_options {
     int max_tokens;           /* each context is cut to its first max_tokens tokens */
     int rwkv_state_files;     /* also each record as out_dir/rwkv-states/<context>-<label>.safetensors, an
                                * RWKV-PEFT state file ('/' in a label becomes '_') */
+    int random_init;          /* 1: no checkpoint (checkpoint must be NULL): the model of cfg's model.* keys
+                               * with the initialisation of run.seed (ds_rwkv7_init_weights), a control of
+                               * analyze-states; the index's checkpoint reads "random-init:seed=S" */
+    int ln_out;               /* 1: cond also holds DS_COND_LAST_HIDDEN, ln_out(x) of the last token */
 } ds_extract_options;
 
 /* Runs the frozen model over every context from the zero state and writes the state dataset. Under

@@ -37,11 +37,17 @@ static const cli_spec spec = {
         "                         documents takes up to ceil(N/D) of each)\n"
         "  --min-bytes N          (default 64)\n"
         "  --max-bytes N          (default 512)\n"
-        "  --sources LIST         comma-separated (default: all of them)\n"
+        "  --sources LIST         comma-separated (default: all of them; 'none' with --extra-contexts)\n"
+        "  --extra-contexts FILE  also every record of a contexts file (JSONL, e.g. configs/personas.jsonl),\n"
+        "                         after the sources' ones: per label, its distinct documents (\"doc\"; a record\n"
+        "                         without one is its own) in a seeded order, the first round(D x fraction) of\n"
+        "                         them held out; no --max-per-label quota. A label whose only document is\n"
+        "                         held out is refused.\n"
         "  --manifest FILE        another manifest of the same format (default: the built-in one)\n"
         "  --seed N               (default 1234)\n",
     .options = {{"--out"}, {"--held-out"}, {"--held-out-fraction"}, {"--max-per-label"}, {"--chunks-per-doc"},
-                {"--min-bytes"}, {"--max-bytes"}, {"--sources"}, {"--manifest"}, {"--seed"}},
+                {"--min-bytes"}, {"--max-bytes"}, {"--sources"}, {"--manifest"}, {"--seed"},
+                {"--extra-contexts"}},
 };
 
 int cmd_build_contexts(int argc, char **argv) {
@@ -61,6 +67,7 @@ int cmd_build_contexts(int argc, char **argv) {
     o.sources = cli_value(&a, "--sources");
     o.manifest = cli_value(&a, "--manifest");
     o.seed = cli_seed(&a, "--seed", o.seed);
+    o.extra_contexts = cli_value(&a, "--extra-contexts");
     if (!o.out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --out FILE is required (see --help)");
     if (fraction && !o.held_out) ds_die(DS_EXIT_BAD_INPUT, "build-contexts: --held-out-fraction needs --held-out FILE");
     int rc = ds_build_contexts(&o);

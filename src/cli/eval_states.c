@@ -14,14 +14,17 @@ static const cli_spec spec = {
         "usage: dreamstate eval-states MODEL.ckpt --states TRAIN_INDEX --held-out HELD_INDEX\n"
         "                              [--checkpoint RWKV_WEIGHTS] [--tuned INDEX] [--vocab FILE] [--samples-per-label N]\n"
         "                              [--steps K] [--guidance W] [--seed S] [--continuation-tokens N]\n"
-        "                              [--threads N] [--out FILE.json]\n"
+        "                              [--fd-components K] [--threads N] [--out FILE.json]\n"
         "The numbers of DREAMSTATE part A (A2, A3 of src/eval/README.md) for a state-diffusion checkpoint (EMA\n"
         "weights) and the state datasets of its RWKV-7, under mpirun or alone:\n"
         " (1) epsilon-MSE at t = 49, 249, 499, 749, 949 (one fixed noise draw per record) on the held-out\n"
         "     records and on as many train records spread over the train set;\n"
         " (2) cosine kNN (k = 1, 5) fitted on the train states (the model's normalised modelled WKV channels):\n"
         "     accuracy on the held-out states and on N DDIM samples per label (condition = label); the\n"
-        "     memorisation check: mean distance to the nearest train state, generated vs held-out;\n"
+        "     memorisation check: mean distance to the nearest train state, generated vs held-out; the Frechet\n"
+        "     distance to the held-out states per modelled layer, in a K-component PCA of the train states,\n"
+        "     of the generated states and (the floor) of as many train states spread over the train set,\n"
+        "     all labels pooled and per label;\n"
         " (3) teacher-forced CE of the next up to N tokens after each held-out context's first max_tokens\n"
         "     tokens (the part its state came from; contexts with at least 16 more tokens) from the zero\n"
         "     state, the class-mean state, a generated state of its label and of label + 1, the true state\n"
@@ -39,13 +42,14 @@ static const cli_spec spec = {
         "  --seed S                  noise of (1) (the trainer's run.seed reproduces its val_eps_mse), the\n"
         "                            samples and the bootstrap (default 1234)\n"
         "  --continuation-tokens N   default 128 (at least 16)\n"
+        "  --fd-components K         PCA components of the Frechet distances (default min(32, train records - 1))\n"
         "  --threads N               threads per rank (default: cores / ranks on the node)\n"
         "  --out FILE.json           every number (default: MODEL without .ckpt + .eval-states.json)\n",
     .mpi = 1,
     .positional = "MODEL.ckpt",
     .options = {{"--states"}, {"--held-out"}, {"--checkpoint"}, {"--tuned"}, {"--vocab"}, {"--samples-per-label"}, {"--steps"},
                 {"--guidance"}, {"--seed"}, {"--continuation-tokens"}, {"--threads"}, {"--out"}, {"--clip"},
-                {"--temperature"}},
+                {"--temperature"}, {"--fd-components"}},
 };
 
 int cmd_eval_states(int argc, char **argv) {
@@ -71,6 +75,7 @@ int cmd_eval_states(int argc, char **argv) {
     o.continuation_tokens = (int)cli_int(&a, "--continuation-tokens", DS_EVAL_STATES_MIN_CONTINUATION, 1 << 20,
                                          o.continuation_tokens);
     o.threads = (int)cli_int(&a, "--threads", 1, 4096, o.threads);
+    o.fd_components = (int)cli_int(&a, "--fd-components", 1, 1 << 20, o.fd_components);
     int rc = ds_eval_states(&o);
     cli_args_free(&a);
     ds_dist_finalize();

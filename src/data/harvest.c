@@ -194,6 +194,61 @@ static void select_label(label_docs *ld, uint64_t seed, double held_fraction, co
     free(chunks);
 }
 
+/* ---------------------------------------------------------------- extra contexts */
+
+/* The records of a hand-written contexts file (--extra-contexts), every one used. Each label's distinct
+ * documents ("doc"; a record without one is its own document, FILE#LINE) go in a seeded order (by the
+ * hash of the doc), and the first round(D * fraction) of its D documents are held out, so that every
+ * label with at least two documents gets both splits and a document never straddles them. */
+typedef struct extra_label {
+    char label[DS_LABEL_MAX];
+    int count[2], docs[2];
+} extra_label;
+
+typedef struct extra_doc {
+    const char *id;
+    int label;
+    uint64_t order;
+    int split;
+} extra_doc;
+
+static int compare_extra_doc(const void *x, const void *y) {
+    const extra_doc *a = x, *b = y;
+    if (a->label != b->label) return a->label < b->label ? -1 : 1;
+    if (a->order != b->order) return a->order < b->order ? -1 : 1;
+    return strcmp(a->id, b->id);
+}
+
+/* Split (TRAIN or HELD) of each record of ctx into split[]; per-label counts into labels[ctx->n_labels]. */
+static void split_extra(const ds_contexts *ctx, char **ids, uint64_t seed, double fraction, int *split,
+                        extra_label *labels) {
+    extra_doc *docs = calloc((size_t)ctx->n + 1, sizeof *docs);
+    int64_t n_docs = 0;
+    for (int64_t i = 0; i < ctx->n; i++) {   /* distinct (label, doc) pairs; files are small */
+        int64_t j = 0;
+        while (j < n_docs && !(docs[j].label == ctx->items[i].label && strcmp(docs[j].id, ids[i]) == 0)) j++;
+        if (j == n_docs) docs[n_docs++] = (extra_doc){ids[i], ctx->items[i].label, ds_rng_u64(seed, SPLIT_STREAM, fnv1a64(ids[i])), TRAIN};
+    }
+    qsort(docs, (size_t)n_docs, sizeof *docs, compare_extra_doc);
+    for (int64_t a = 0; a < n_docs;) {
+        int64_t b = a;
+        while (b < n_docs && docs[b].label == docs[a].label) b++;
+        int64_t held = (int64_t)((double)(b - a) * fraction + 0.5);
+        for (int64_t j = a; j < b; j++) {
+            docs[j].split = j - a < held ? HELD : TRAIN;
+            labels[docs[j].label].docs[docs[j].split]++;
+        }
+        a = b;
+    }
+    for (int64_t i = 0; i < ctx->n; i++) {
+        int64_t j = 0;
+        while (!(docs[j].label == ctx->items[i].label && strcmp(docs[j].id, ids[i]) == 0)) j++;
+        split[i] = docs[j].split;
+        labels[ctx->items[i].label].count[split[i]]++;
+    }
+    free(docs);
+}
+
 /* ---------------------------------------------------------------- build-contexts */
 
 ds_build_contexts_options ds_build_contexts_defaults(void) {
@@ -227,7 +282,8 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
             if (used < sizeof known_list - 80) snprintf(known_list + used, sizeof known_list - used, "%s%s", used ? ", " : "", source);
         }
     }
-    char *list = strdup(o->sources ? o->sources : ""), *save = NULL;
+    int no_sources = o->extra_contexts && o->sources && strcmp(o->sources, "none") == 0;
+    char *list = strdup(o->sources && !no_sources ? o->sources : ""), *save = NULL;
     if (!o->sources) memcpy(wanted, known, (size_t)n_known * sizeof *known), n_wanted = n_known;
     for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int k = 0;
@@ -237,7 +293,29 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
             if (wanted[j] == known[k]) ds_die(DS_EXIT_BAD_INPUT, WHAT ": source '%s' given twice", name);
         wanted[n_wanted++] = known[k];
     }
-    if (n_wanted == 0) ds_die(DS_EXIT_BAD_INPUT, WHAT ": --sources is empty");
+    if (n_wanted == 0 && !no_sources) ds_die(DS_EXIT_BAD_INPUT, WHAT ": --sources is empty");
+
+    /* --extra-contexts: read and split before anything is written */
+    ds_contexts *extra = o->extra_contexts ? ds_contexts_load(o->extra_contexts, 0, NULL) : NULL;
+    char **extra_ids = NULL;
+    int *extra_split = NULL;
+    extra_label *extra_labels = NULL;
+    if (extra) {
+        extra_ids = calloc((size_t)extra->n, sizeof *extra_ids);
+        extra_split = calloc((size_t)extra->n, sizeof *extra_split);
+        extra_labels = calloc((size_t)extra->n_labels, sizeof *extra_labels);
+        for (int l = 0; l < extra->n_labels; l++) snprintf(extra_labels[l].label, DS_LABEL_MAX, "%s", extra->labels[l]);
+        for (int64_t i = 0; i < extra->n; i++) {
+            char id[DS_PATH_MAX + 32];
+            snprintf(id, sizeof id, "%s#%lld", o->extra_contexts, (long long)i + 1);
+            extra_ids[i] = strdup(extra->items[i].doc[0] ? extra->items[i].doc : id);
+        }
+        split_extra(extra, extra_ids, seed, fraction, extra_split, extra_labels);
+        for (int l = 0; l < extra->n_labels; l++)
+            if (extra_labels[l].count[TRAIN] == 0)
+                ds_die(DS_EXIT_BAD_INPUT, WHAT ": %s: label '%s' has one document, which is held out; give it more "
+                       "documents (\"doc\") or a lower --held-out-fraction", o->extra_contexts, extra->labels[l]);
+    }
 
     /* Every file is checked before any is used; then the labels, in order of first appearance. */
     for (int j = 0; j < n_wanted; j++)
@@ -273,10 +351,14 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
             picked *p = &sel[l].items[i];
             ds_contexts_writer_add(w[p->split], labels[l].label, p->text, p->len, p->doc_id);
         }
+    for (int64_t i = 0; extra && i < extra->n; i++) {
+        const ds_context *c = &extra->items[i];
+        ds_contexts_writer_add(w[extra_split[i]], extra->labels[c->label], c->text, c->len, extra_ids[i]);
+    }
     ds_contexts_writer_commit(w[TRAIN]);
     if (w[HELD]) ds_contexts_writer_commit(w[HELD]);
 
-    printf(WHAT ": %d labels, seed %llu, chunks %zu-%zu bytes, <= %d per document\n", n_labels,
+    printf(WHAT ": %d labels, seed %llu, chunks %zu-%zu bytes, <= %d per document\n", n_labels + (extra ? extra->n_labels : 0),
            (unsigned long long)seed, co.min_bytes, co.max_bytes, co.per_doc);
     printf("  %-22s %8s %8s %10s %10s\n", "label", "train", "held-out", "docs", "docs used");
     int total[2] = {0, 0};
@@ -286,6 +368,13 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
                sel[l].count[TRAIN] < quota[TRAIN] || sel[l].count[HELD] < quota[HELD] ? "  (short of its quota)" : "");
         total[TRAIN] += sel[l].count[TRAIN];
         total[HELD] += sel[l].count[HELD];
+    }
+    for (int l = 0; extra && l < extra->n_labels; l++) {
+        const extra_label *e = &extra_labels[l];
+        printf("  %-22s %8d %8d %10d %10d  (--extra-contexts)\n", e->label, e->count[TRAIN], e->count[HELD],
+               e->docs[TRAIN] + e->docs[HELD], e->docs[TRAIN] + e->docs[HELD]);
+        total[TRAIN] += e->count[TRAIN];
+        total[HELD] += e->count[HELD];
     }
     printf("  %-22s %8d %8d\n", "total", total[TRAIN], total[HELD]);
     printf("  -> %s%s%s\n", out, held_out ? ", " : "", held_out ? held_out : "");
@@ -298,6 +387,9 @@ int ds_build_contexts(const ds_build_contexts_options *o) {
     }
     free(sel);
     free(labels);
+    for (int64_t i = 0; extra && i < extra->n; i++) free(extra_ids[i]);
+    free(extra_ids), free(extra_split), free(extra_labels);
+    ds_contexts_free(extra);
     ds_manifest_free(m);
     return 0;
 }

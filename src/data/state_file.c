@@ -169,7 +169,7 @@ int state_shard_open(const char *path, state_shard *s, char *why, size_t why_len
              h.n_embd != h.n_head * h.head_size)
         reason = (snprintf(buf, sizeof buf, "bad shape L=%u C=%u H=%u N=%u (need N=64, C=H*N)", h.n_layer, h.n_embd,
                            h.n_head, h.head_size), buf);
-    else if (h.flags & ~(uint32_t)(DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN))
+    else if (h.flags & ~(uint32_t)DS_COND_ALL)
         reason = (snprintf(buf, sizeof buf, "unknown condition flags 0x%x", h.flags), buf);
     else if (h.cond_dim != h.n_embd * (uint32_t)__builtin_popcount(h.flags))
         reason = (snprintf(buf, sizeof buf, "cond_dim %u does not match flags 0x%x and C=%u", h.cond_dim, h.flags, h.n_embd), buf);

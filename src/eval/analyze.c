@@ -213,10 +213,11 @@ static float *gather_condition(const view *v, const task *t) {
 
 static void run_task(const run_ctx *c, task *t) {
     const ds_analyze_options *o = c->o;
-    int64_t n = c->train->n, nt = c->test->s ? c->test->n : 0, ne = c->extra->s && !t->control ? c->extra->n : 0;
+    const source *src = &c->sources[t->source];
+    int64_t n = src->train.n, nt = src->test.s ? src->test.n : 0, ne = c->extra->s && !t->control ? c->extra->n : 0;
     double t0 = ds_now_seconds();
     for (int shuffled = 0; shuffled < 2; shuffled++)
-        ds_label_metrics_compute(t->train, c->train->labels, n, t->test, c->test->labels, nt, t->dim, DS_METRIC_COSINE,
+        ds_label_metrics_compute(t->train, src->train.labels, n, t->test, src->test.labels, nt, t->dim, DS_METRIC_COSINE,
                                  o->ks, o->n_ks, o->probe_l2, shuffled, o->seed, shuffled ? &t->r.shuffled : &t->r.real);
     if (ne > 0) {   /* extra rows with a label: does the train set's kNN give them that label? */
         float *x = ds_alloc(sizeof(float) * (size_t)ne * t->dim);
@@ -228,7 +229,7 @@ static void run_task(const run_ctx *c, task *t) {
                 y[m++] = c->extra->labels[i];
             }
         if (m > 0)
-            ds_knn_accuracy(t->train, c->train->labels, n, x, y, m, t->dim, DS_METRIC_COSINE, o->ks, o->n_ks,
+            ds_knn_accuracy(t->train, src->train.labels, n, x, y, m, t->dim, DS_METRIC_COSINE, o->ks, o->n_ks,
                             t->r.extra_knn);
         else
             for (int s = 0; s < o->n_ks; s++) t->r.extra_knn[s] = NAN;   /* nothing to score: null in the JSON */
@@ -237,69 +238,141 @@ static void run_task(const run_ctx *c, task *t) {
     double t1 = ds_now_seconds();
     t->r.metrics_seconds = t1 - t0;
     if (t->control) return;
-    /* t-SNE of train and extra together, so that both live in one map */
+    /* t-SNE of train and extra together, so that both live in one map; one map per seed */
     float *x = ds_alloc(sizeof(float) * (size_t)(n + ne) * t->dim);
     memcpy(x, t->train, sizeof(float) * (size_t)n * t->dim);
     if (ne > 0) memcpy(x + n * t->dim, t->extra, sizeof(float) * (size_t)ne * t->dim);
-    t->y = ds_alloc(sizeof(double) * 2 * (size_t)(n + ne));
-    ds_tsne(x, n + ne, t->dim, &c->tsne, t->y, &t->r.tsne);
+    t->y = ds_alloc(sizeof(double) * 2 * (size_t)(n + ne) * c->n_seeds);
+    for (int s = 0; s < c->n_seeds; s++) {
+        ds_tsne_opts opts = c->tsne;
+        opts.seed = c->seeds[s];
+        double *y = t->y + 2 * (n + ne) * s;
+        ds_tsne(x, n + ne, t->dim, &opts, y, &t->r.tsne[s]);
+        t->r.trustworthiness[s] = n + ne > 2 * DS_TRUST_K ? ds_trustworthiness(x, n + ne, t->dim, opts.metric, y, DS_TRUST_K)
+                                                          : NAN;   /* too few points: null in the JSON */
+    }
     ds_free(x);
     t->r.tsne_seconds = ds_now_seconds() - t1;
 }
 
 /* ---- the command ---- */
 
-/* Feature sets from --layers ("all" adds the concatenation of every layer), then the controls. */
+/* Every record of a state control's set `v` is a record of `ref` (the same contexts file, context and
+ * label; any order, e.g. extracted on another rank count), and there are as many. */
+static void check_same_records(const view *ref, const view *v, const char *name) {
+    if (strcmp(ref->info->contexts, v->info->contexts) != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: control '%s' holds states of the contexts in %s, the %s set those in %s: extract it "
+               "from the same contexts file", v->path, name, v->info->contexts, ref->path, ref->info->contexts);
+    if (v->n != ref->n || v->info->max_tokens != ref->info->max_tokens)
+        ds_die(DS_EXIT_BAD_INPUT, "%s: control '%s' has %lld records of up to %d tokens, %s has %lld of up to %d: extract "
+               "it from the same contexts with the same --max-tokens", v->path, name, (long long)v->n, v->info->max_tokens,
+               ref->path, (long long)ref->n, ref->info->max_tokens);
+    int32_t max_context = 0;
+    for (int64_t i = 0; i < ref->n; i++) {
+        int32_t cx = ds_states_record(ref->s, i).context;
+        max_context = cx > max_context ? cx : max_context;
+    }
+    int *label_of = ds_alloc(sizeof(int) * ((size_t)max_context + 1));
+    for (int32_t cx = 0; cx <= max_context; cx++) label_of[cx] = -2;   /* -2: not a record of ref */
+    for (int64_t i = 0; i < ref->n; i++) label_of[ds_states_record(ref->s, i).context] = ref->labels[i];
+    for (int64_t i = 0; i < v->n; i++) {
+        int32_t cx = ds_states_record(v->s, i).context;
+        if (cx < 0 || cx > max_context || label_of[cx] == -2)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: control '%s': record %lld is context %d, which %s does not hold (or holds twice): "
+                   "extract the control from the same contexts", v->path, name, (long long)i, cx, ref->path);
+        if (label_of[cx] != v->labels[i])
+            ds_die(DS_EXIT_BAD_INPUT, "%s: control '%s': context %d has label '%s', in %s '%s'", v->path, name, cx,
+                   ref->info->labels[v->labels[i]], ref->path, ref->info->labels[label_of[cx]]);
+        label_of[cx] = -2;
+    }
+    ds_free(label_of);
+}
+
+/* A feature set's name ("0", "all"), title and layers. */
+static void name_layer_set(task *t, const char *prefix, int first_layer, int n_layers) {
+    t->first_layer = first_layer, t->n_layers = n_layers;
+    if (n_layers == 1) snprintf(t->layer, sizeof t->layer, "%d", first_layer);
+    else snprintf(t->layer, sizeof t->layer, "all");
+    snprintf(t->name, sizeof t->name, "%s%s%s", prefix, prefix[0] ? ":" : "", t->layer);
+    if (n_layers == 1) snprintf(t->title, sizeof t->title, "%s%slayer %d", prefix, prefix[0] ? " " : "", first_layer);
+    else snprintf(t->title, sizeof t->title, "%s%sall layers", prefix, prefix[0] ? " " : "");
+}
+
+/* The parts of cond that both train and test records carry (the bag-of-tokens control of
+ * src/eval/README.md §1 and its kin), as condition controls. */
+static void add_condition_controls(task *tasks, int *n, const ds_state_shape *sh, const view *te) {
+    static const struct { uint32_t flag; const char *name, *what; } parts[] = {
+        {DS_COND_MEAN_TOKEN, "bag-of-tokens", "mean input-token embedding"},
+        {DS_COND_FIRST_TOKEN, "first-token", "first input-token embedding"},
+        {DS_COND_LAST_HIDDEN, "last-hidden", "ln_out(x) of the last context token"},
+    };
+    for (int p = 0; p < 3; p++) {
+        if (!(sh->flags & parts[p].flag) || (te->s && !(te->info->shape.flags & parts[p].flag))) continue;
+        task *t = &tasks[(*n)++];
+        t->control = t->cond = 1;
+        snprintf(t->name, sizeof t->name, "%s", parts[p].name);
+        snprintf(t->title, sizeof t->title, "%s", parts[p].name);
+        t->about = parts[p].what;
+        t->dim = sh->n_embd;
+        t->d = t->dim;
+        t->cond_offset = sh->n_embd * __builtin_popcount(sh->flags & (parts[p].flag - 1));   /* parts in bit order */
+    }
+}
+
+/* Feature sets from --layers ("all" adds the concatenation of every layer), then the condition
+ * controls, then the same feature sets of each state control. */
 static task *make_tasks(const ds_analyze_options *o, const view *tr, const view *te, int *n_out) {
     const ds_state_shape *sh = &tr->info->shape;
     int L = sh->n_layer, *layers = ds_alloc(sizeof(int) * L);
     char why[256];
     int n_layers = ds_config_parse_layers(o->layers, L, layers, why, sizeof why);
     if (n_layers < 0) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --layers %s", why);
-    int concat = strcmp(o->layers, "all") == 0 && L > 1;
-    task *tasks = calloc((size_t)n_layers + concat + 2, sizeof(task));
+    int concat = strcmp(o->layers, "all") == 0 && L > 1, n_sets = n_layers + concat;
+    task *tasks = calloc((size_t)n_sets * (1 + o->n_controls) + 3, sizeof(task));
     int n = 0;
     int64_t per_layer = (int64_t)sh->n_head * sh->head_size * sh->head_size;
-    for (int i = 0; i < n_layers + concat; i++, n++) {
-        task *t = &tasks[n];
-        t->first_layer = i < n_layers ? layers[i] : 0;
-        t->n_layers = i < n_layers ? 1 : L;
-        if (t->n_layers == 1) {
-            snprintf(t->name, sizeof t->name, "%d", t->first_layer);
-            snprintf(t->title, sizeof t->title, "layer %d", t->first_layer);
-        } else {
-            snprintf(t->name, sizeof t->name, "all");
-            snprintf(t->title, sizeof t->title, "all layers");
+    for (int s = 0; s <= o->n_controls; s++) {
+        for (int i = 0; i < n_sets; i++) {
+            task *t = &tasks[n++];
+            t->source = s;
+            t->control = s > 0;
+            name_layer_set(t, s ? o->controls[s - 1].name : "", i < n_layers ? layers[i] : 0, i < n_layers ? 1 : L);
+            t->d = per_layer * t->n_layers;
+            if (t->d > INT_MAX) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %lld features exceed the PCA's int indexing", (long long)t->d);
         }
-        t->d = per_layer * t->n_layers;
-        if (t->d > INT_MAX) ds_die(DS_EXIT_BAD_INPUT, "analyze-states: %lld features exceed the PCA's int indexing", (long long)t->d);
-    }
-    /* controls: the parts of cond that both train and test records carry (the bag-of-tokens control of src/eval/README.md §1) */
-    static const struct { uint32_t flag; const char *name, *what; } parts[] = {
-        {DS_COND_MEAN_TOKEN, "bag-of-tokens", "mean input-token embedding"},
-        {DS_COND_FIRST_TOKEN, "first-token", "first input-token embedding"},
-    };
-    for (int p = 0; p < 2; p++) {
-        uint32_t flags = tr->info->shape.flags;
-        if (!(flags & parts[p].flag) || (te->s && !(te->info->shape.flags & parts[p].flag))) continue;
-        task *t = &tasks[n++];
-        t->control = 1;
-        snprintf(t->name, sizeof t->name, "%s", parts[p].name);
-        snprintf(t->title, sizeof t->title, "%s", parts[p].name);
-        t->about = parts[p].what;
-        t->dim = sh->n_embd;
-        t->d = t->dim;
-        /* the cond parts come in flag-bit order, C floats each */
-        t->cond_offset = parts[p].flag == DS_COND_MEAN_TOKEN && (flags & DS_COND_FIRST_TOKEN) ? sh->n_embd : 0;
+        if (s == 0) add_condition_controls(tasks, &n, sh, te);
     }
     ds_free(layers);
     *n_out = n;
     return tasks;
 }
-
 ds_analyze_options ds_analyze_defaults(void) {
     return (ds_analyze_options){.extra_name = "extra", .layers = "all", .perplexity = 30, .ks = {1, 5, 10}, .n_ks = 3,
                                 .probe_l2 = 1, .plots = 1};
+}
+
+/* The state controls' datasets, checked against the train (and test) set: sources[1..]. */
+static void open_controls(const ds_analyze_options *o, source *sources) {
+    const view *tr = &sources[0].train, *te = &sources[0].test;
+    for (int s = 0; s < o->n_controls; s++) {
+        const ds_state_control *ctl = &o->controls[s];
+        source *src = &sources[s + 1];
+        src->name = ctl->name;
+        if (te->s && !ctl->test)
+            ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --control %s needs a held-out set too, as --test is given: "
+                   "--control %s=TRAIN_INDEX,TEST_INDEX", ctl->name, ctl->name);
+        if (!te->s && ctl->test)
+            ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --control %s names a held-out set, but there is no --test", ctl->name);
+        for (int r = 0; r < s; r++)
+            if (strcmp(o->controls[r].name, ctl->name) == 0)
+                ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --control %s given twice", ctl->name);
+        src->train = open_view(ctl->train, "control", tr, 0);
+        check_same_records(tr, &src->train, ctl->name);
+        if (ctl->test) {
+            src->test = open_view(ctl->test, "control's held-out", tr, 0);
+            check_same_records(te, &src->test, ctl->name);
+        }
+    }
 }
 
 int ds_analyze_states(const ds_analyze_options *options) {
@@ -311,44 +384,54 @@ int ds_analyze_states(const ds_analyze_options *options) {
     omp_set_num_threads(o.threads);
 
     /* Every check happens on every rank before any work, so that all ranks stop together. */
-    view tr = open_view(o.train, "train", NULL, 0), te = {0}, ex = {0};
-    if (o.test) te = open_view(o.test, "test", &tr, 0);
-    if (o.extra) ex = open_view(o.extra, "extra", &tr, 1);
-    int loo = !te.s, train_labels = count_distinct(tr.labels, tr.n, tr.info->n_labels);
+    int n_sources = 1 + o.n_controls;
+    source *sources = calloc((size_t)n_sources, sizeof *sources);
+    view *trp = &sources[0].train, *tep = &sources[0].test, ex = {0};
+    *trp = open_view(o.train, "train", NULL, 0);
+    const view *tr = trp;
+    if (o.test) *tep = open_view(o.test, "test", tr, 0);
+    const view *te = tep;
+    if (o.extra) ex = open_view(o.extra, "extra", tr, 1);
+    open_controls(&o, sources);
+    int loo = !te->s, train_labels = count_distinct(tr->labels, tr->n, tr->info->n_labels);
     if (train_labels < 2) ds_die(DS_EXIT_BAD_INPUT, "%s: the train records hold fewer than 2 labels", o.train);
     /* the silhouette's condition, 2 <= labels <= rows - 1, on the rows it is computed over */
-    const view *sv = te.s ? &te : &tr;
+    const view *sv = te->s ? te : tr;
     int sv_labels = count_distinct(sv->labels, sv->n, sv->info->n_labels);
     if (sv_labels < 2 || sv_labels > sv->n - 1)
         ds_die(DS_EXIT_BAD_INPUT, "%s: the silhouette needs 2 to records - 1 labels among the %s records (%d labels, "
-               "%lld records)", sv->path, te.s ? "test" : "train", sv_labels, (long long)sv->n);
+               "%lld records)", sv->path, te->s ? "test" : "train", sv_labels, (long long)sv->n);
     for (int s = 0; s < o.n_ks; s++)
-        if (o.ks[s] > tr.n - loo)
+        if (o.ks[s] > tr->n - loo)
             ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --k %d exceeds the %lld train records%s", o.ks[s],
-                   (long long)(tr.n - loo), loo ? " other than the query (leave-one-out)" : "");
+                   (long long)(tr->n - loo), loo ? " other than the query (leave-one-out)" : "");
     int n_tasks;
-    task *tasks = make_tasks(&o, &tr, &te, &n_tasks);
+    task *tasks = make_tasks(&o, tr, te, &n_tasks);
     int64_t d_min = tasks[0].d;
-    for (int i = 0; i < n_tasks; i++) d_min = !tasks[i].control && tasks[i].d < d_min ? tasks[i].d : d_min;
-    int64_t k_max = tr.n - 1 < d_min ? tr.n - 1 : d_min;
+    for (int i = 0; i < n_tasks; i++) d_min = !tasks[i].cond && tasks[i].d < d_min ? tasks[i].d : d_min;
+    int64_t k_max = tr->n - 1 < d_min ? tr->n - 1 : d_min;
     int K = o.components ? o.components : (int)(k_max < DEFAULT_COMPONENTS ? k_max : DEFAULT_COMPONENTS);
     if (K < 1 || K > k_max)
         ds_die(DS_EXIT_BAD_INPUT, "analyze-states: --components %d is out of range: at most %lld (train records - 1 = %lld, "
-               "features per layer = %lld)", K, (long long)k_max, (long long)(tr.n - 1), (long long)d_min);
+               "features per layer = %lld)", K, (long long)k_max, (long long)(tr->n - 1), (long long)d_min);
 
-    run_ctx c = {.o = &o, .train = &tr, .test = &te, .extra = &ex, .components = K};
+    run_ctx c = {.o = &o, .train = tr, .test = te, .extra = &ex, .sources = sources, .components = K};
     c.tsne = ds_tsne_defaults();
-    int64_t n_plot = tr.n + (ex.s ? ex.n : 0);
+    int64_t n_plot = tr->n + (ex.s ? ex.n : 0);
     c.tsne.perplexity = fmin(o.perplexity, (double)(n_plot - 1) / 3);
     c.tsne.method = o.tsne_method;
-    c.tsne.seed = o.seed;
+    c.tsne.metric = o.tsne_metric;
+    c.n_seeds = o.n_tsne_seeds ? o.n_tsne_seeds : 1;
+    if (o.n_tsne_seeds) memcpy(c.seeds, o.tsne_seeds, sizeof(uint64_t) * o.n_tsne_seeds);
+    else c.seeds[0] = o.seed;
+    c.tsne.seed = c.seeds[0];
     if (n_plot < 2) ds_die(DS_EXIT_BAD_INPUT, "%s: t-SNE needs at least 2 records", o.train);
     if (c.tsne.perplexity < o.perplexity)
         ds_log("analyze-states: t-SNE perplexity %g capped at %.3g for %lld points", o.perplexity, c.tsne.perplexity,
                (long long)n_plot);
     for (int i = 0; i < n_tasks; i++) {
         tasks[i].owner = i % ranks;
-        if (!tasks[i].control) tasks[i].dim = K;
+        if (!tasks[i].cond) tasks[i].dim = K;
     }
     char out_dir[DS_PATH_MAX];
     if (o.out_dir) snprintf(out_dir, sizeof out_dir, "%s", o.out_dir);
@@ -358,35 +441,40 @@ int ds_analyze_states(const ds_analyze_options *options) {
         snprintf(out_dir, sizeof out_dir, "%.*s/analysis", len, slash ? o.train : ".");
     }
     if (rank == 0) ds_mkdir_p(out_dir);
-    int n_sets = 0;
-    for (int i = 0; i < n_tasks; i++) n_sets += !tasks[i].control;
-    ds_log("analyze-states: %lld train records%s%s, %d labels, %d feature sets + %d controls, K = %d, %d ranks x %d "
-           "threads", (long long)tr.n, te.s ? " + test" : "", ex.s ? " + extra" : "", tr.info->n_labels, n_sets,
-           n_tasks - n_sets, K, ranks, o.threads);
+    int n_sets = 0, n_pca = 0;
+    for (int i = 0; i < n_tasks; i++) n_sets += !tasks[i].control, n_pca += !tasks[i].cond;
+    ds_log("analyze-states: %lld train records%s%s, %d labels, %d feature sets + %d controls, K = %d, %d t-SNE seed(s), "
+           "%d ranks x %d threads", (long long)tr->n, te->s ? " + test" : "", ex.s ? " + extra" : "", tr->info->n_labels,
+           n_sets, n_tasks - n_sets, K, c.n_seeds, ranks, o.threads);
 
-    /* Normalisation statistics over the train records, for the layers in use. */
-    const ds_state_shape *sh = &tr.info->shape;
+    /* Normalisation statistics over each source's train records, for the layers in use. */
+    const ds_state_shape *sh = &tr->info->shape;
     int *need = ds_alloc(sizeof(int) * sh->n_layer);
-    for (int i = 0; i < n_tasks; i++)
-        for (int j = 0; !tasks[i].control && j < tasks[i].n_layers; j++) need[tasks[i].first_layer + j] = 1;
-    double *mean = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
-    double *stdev = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
-    head_statistics(&tr, need, mean, stdev);
+    for (int s = 0; s < n_sources; s++) {
+        memset(need, 0, sizeof(int) * sh->n_layer);
+        for (int i = 0; i < n_tasks; i++)
+            for (int j = 0; !tasks[i].cond && tasks[i].source == s && j < tasks[i].n_layers; j++)
+                need[tasks[i].first_layer + j] = 1;
+        sources[s].mean = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
+        sources[s].stdev = ds_alloc(sizeof(double) * sh->n_layer * sh->n_head);
+        head_statistics(&sources[s].train, need, sources[s].mean, sources[s].stdev);
+    }
 
     /* PCA of every feature set (collective); coordinates to the set's owner. */
     ds_progress prog;
-    ds_progress_begin(&prog, "analyze-states PCA", "layer sets", n_sets);
-    int64_t nl = tr.hi - tr.lo;
+    ds_progress_begin(&prog, "analyze-states PCA", "layer sets", n_pca);
     for (int i = 0; i < n_tasks; i++) {
         task *t = &tasks[i];
-        if (t->control) {
-            t->train = gather_condition(&tr, t);
-            if (te.s) t->test = gather_condition(&te, t);
+        const source *src = &sources[t->source];
+        if (t->cond) {
+            t->train = gather_condition(tr, t);
+            if (te->s) t->test = gather_condition(te, t);
             continue;
         }
         double t0 = ds_now_seconds();
+        int64_t nl = src->train.hi - src->train.lo;
         float *feat = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * t->d);
-        build_features(&tr, t, mean, stdev, tr.lo, nl, feat);
+        build_features(&src->train, t, src->mean, src->stdev, src->train.lo, nl, feat);
         double t1 = ds_now_seconds();
         ds_pca pca;
         ds_pca_fit(&pca, MPI_COMM_WORLD, nl, (int)t->d, feat, K, DS_PCA_AUTO);
@@ -394,10 +482,10 @@ int ds_analyze_states(const ds_analyze_options *options) {
         float *coords = ds_alloc(sizeof(float) * (size_t)(nl > 0 ? nl : 1) * K);
         ds_pca_transform(&pca, nl, feat, coords);
         ds_free(feat);
-        t->train = gather_rows(coords, tr.n, K, t->owner);
+        t->train = gather_rows(coords, src->train.n, K, t->owner);
         ds_free(coords);
-        if (te.s) t->test = project_view(&te, t, &pca, mean, stdev);
-        if (ex.s) t->extra = project_view(&ex, t, &pca, mean, stdev);
+        if (src->test.s) t->test = project_view(&src->test, t, &pca, src->mean, src->stdev);
+        if (ex.s && !t->control) t->extra = project_view(&ex, t, &pca, src->mean, src->stdev);
         t->feature_seconds = t1 - t0;
         t->transform_seconds = ds_now_seconds() - t2;
         t->route = pca.route;
@@ -408,7 +496,7 @@ int ds_analyze_states(const ds_analyze_options *options) {
         double evr = 0;
         for (int k = 0; k < K; k++) evr += pca.eigenvalues[k] / pca.total_variance;
         ds_log("analyze-states: %s: PCA %lld x %lld -> %d (%s route) explains %.1f%% of the variance, %.2fs",
-               t->title, (long long)tr.n, (long long)t->d, K, pca.route == DS_PCA_GRAM ? "Gram" : "covariance",
+               t->title, (long long)src->train.n, (long long)t->d, K, pca.route == DS_PCA_GRAM ? "Gram" : "covariance",
                100 * evr, t2 - t1);
         ds_pca_free(&pca);
         ds_progress_update(&prog, prog.done + 1);
@@ -428,7 +516,7 @@ int ds_analyze_states(const ds_analyze_options *options) {
     for (int i = 0; i < n_tasks; i++) {   /* results to rank 0 */
         task *t = &tasks[i];
         if (t->owner == 0) continue;
-        int n_y = t->control ? 0 : (int)(2 * n_plot);
+        int n_y = t->control ? 0 : (int)(2 * n_plot * c.n_seeds);
         if (rank == t->owner) {
             MPI_Send(&t->r, (int)sizeof t->r, MPI_BYTE, 0, 2 * i, MPI_COMM_WORLD);
             if (n_y) MPI_Send(t->y, n_y, MPI_DOUBLE, 0, 2 * i + 1, MPI_COMM_WORLD);
@@ -447,7 +535,12 @@ int ds_analyze_states(const ds_analyze_options *options) {
         ds_free(t->eigenvalues), ds_free(t->train), ds_free(t->test), ds_free(t->extra), ds_free(t->y);
     }
     free(tasks);
-    ds_free(need), ds_free(mean), ds_free(stdev);
-    close_view(&tr), close_view(&te), close_view(&ex);
+    ds_free(need);
+    for (int s = 0; s < n_sources; s++) {
+        ds_free(sources[s].mean), ds_free(sources[s].stdev);
+        close_view(&sources[s].train), close_view(&sources[s].test);
+    }
+    free(sources);
+    close_view(&ex);
     return rc;
 }

@@ -537,3 +537,131 @@ void ds_label_metrics_compute(const float *train, const int *train_labels, int64
     }
     ds_free(ytr), ds_free(yte);
 }
+
+/* ---- trustworthiness of an embedding ---- */
+
+double ds_trustworthiness(const float *x, int64_t n, int dim, ds_metric metric, const double *y, int k) {
+    if (k < 1 || !(k < n / 2.0))
+        ds_die(DS_EXIT_BAD_INPUT, "trustworthiness: needs 1 <= k < rows / 2 (k = %d, %lld rows)", k, (long long)n);
+    double *rowsum = ds_alloc((size_t)n * sizeof(double));
+    double *dist = ds_alloc((size_t)ROW_BLOCK * n * sizeof(double));
+    for (int64_t i0 = 0; i0 < n; i0 += ROW_BLOCK) {
+        int nb = (int)(n - i0 < ROW_BLOCK ? n - i0 : ROW_BLOCK);
+        ds_pairwise_distances(x + (size_t)i0 * dim, nb, x, n, dim, metric, dist);
+#pragma omp parallel if ((double)nb * n * k >= PARALLEL_MIN_WORK)
+        {
+            double *hv = ds_alloc((size_t)k * sizeof(double));
+            int64_t *hi = ds_alloc((size_t)k * sizeof(int64_t));
+#pragma omp for schedule(static)
+            for (int r = 0; r < nb; r++) {
+                int64_t i = i0 + r;
+                /* the k nearest in the embedding (Euclidean, i itself excluded) */
+                for (int t = 0; t < k; t++) hv[t] = INFINITY, hi[t] = -1;
+                for (int64_t j = 0; j < n; j++) {
+                    if (j == i) continue;
+                    double dx = y[2 * i] - y[2 * j], dy = y[2 * i + 1] - y[2 * j + 1];
+                    heap_offer(hv, hi, k, dx * dx + dy * dy, j);
+                }
+                /* each one's rank among i's neighbours in the input space (1 = nearest; ties by index) */
+                const double *d = dist + (size_t)r * n;
+                double penalty = 0;
+                for (int t = 0; t < k; t++) {
+                    int64_t j = hi[t], rank = 1;
+                    for (int64_t m = 0; m < n; m++)
+                        if (m != i && m != j && (d[m] < d[j] || (d[m] == d[j] && m < j))) rank++;
+                    if (rank > k) penalty += (double)(rank - k);
+                }
+                rowsum[i] = penalty;
+            }
+            ds_free(hv), ds_free(hi);
+        }
+    }
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) total += rowsum[i];
+    ds_free(rowsum), ds_free(dist);
+    return 1 - total * 2 / ((double)n * k * (2.0 * n - 3.0 * k - 1));
+}
+
+/* ---- Fréchet distance between Gaussians ---- */
+
+void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work,
+            const int *lwork, int *info);
+
+void ds_mean_covariance(const float *x, int64_t n, int dim, double *mean, double *cov) {
+    if (n < 2) ds_die(DS_EXIT_BAD_INPUT, "covariance: needs at least 2 rows (got %lld)", (long long)n);
+    memset(mean, 0, (size_t)dim * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < dim; j++) mean[j] += x[(size_t)i * dim + j];
+    for (int j = 0; j < dim; j++) mean[j] /= (double)n;
+    memset(cov, 0, (size_t)dim * dim * sizeof(double));
+    double *c = ds_alloc((size_t)dim * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        for (int j = 0; j < dim; j++) c[j] = x[(size_t)i * dim + j] - mean[j];
+        for (int a = 0; a < dim; a++)
+            for (int b = 0; b <= a; b++) cov[(size_t)a * dim + b] += c[a] * c[b];
+    }
+    for (int a = 0; a < dim; a++)
+        for (int b = 0; b <= a; b++) cov[(size_t)b * dim + a] = cov[(size_t)a * dim + b] /= (double)(n - 1);
+    ds_free(c);
+}
+
+/* Eigenvalues (ascending) into w and orthonormal eigenvectors into the columns of a (column-major;
+ * a symmetric matrix is its own transpose), by LAPACK dsyev. */
+static void symmetric_eigen(double *a, int dim, double *w) {
+    int lwork = -1, info = 0;
+    double query;
+    dsyev_("V", "L", &dim, a, &dim, w, &query, &lwork, &info);
+    lwork = (int)query;
+    double *work = ds_alloc((size_t)lwork * sizeof(double));
+    dsyev_("V", "L", &dim, a, &dim, w, work, &lwork, &info);
+    ds_free(work);
+    if (info) ds_die(DS_EXIT_FAIL, "Fréchet distance: dsyev failed (info %d)", info);
+}
+
+double ds_frechet_distance(const double *mu1, const double *S1, const double *mu2, const double *S2, int dim) {
+    size_t dd = (size_t)dim * dim;
+    double *V = ds_alloc(dd * sizeof(double)), *w = ds_alloc((size_t)dim * sizeof(double));
+    double *R = ds_alloc(dd * sizeof(double)), *T = ds_alloc(dd * sizeof(double)), *M = ds_alloc(dd * sizeof(double));
+    /* R = S1^1/2 = V diag(sqrt(w)) V^T */
+    memcpy(V, S1, dd * sizeof(double));
+    symmetric_eigen(V, dim, w);
+    for (int a = 0; a < dim; a++)
+        for (int b = 0; b < dim; b++) {
+            double s = 0;
+            for (int e = 0; e < dim; e++) s += V[(size_t)e * dim + a] * sqrt(fmax(w[e], 0)) * V[(size_t)e * dim + b];
+            R[(size_t)a * dim + b] = s;
+        }
+    /* M = R S2 R, symmetrised against rounding */
+    for (int a = 0; a < dim; a++)
+        for (int b = 0; b < dim; b++) {
+            double s = 0;
+            for (int e = 0; e < dim; e++) s += R[(size_t)a * dim + e] * S2[(size_t)e * dim + b];
+            T[(size_t)a * dim + b] = s;
+        }
+    for (int a = 0; a < dim; a++)
+        for (int b = 0; b < dim; b++) {
+            double s = 0;
+            for (int e = 0; e < dim; e++) s += T[(size_t)a * dim + e] * R[(size_t)e * dim + b];
+            M[(size_t)a * dim + b] = s;
+        }
+    for (int a = 0; a < dim; a++)
+        for (int b = 0; b < a; b++) M[(size_t)a * dim + b] = M[(size_t)b * dim + a] = 0.5 * (M[(size_t)a * dim + b] + M[(size_t)b * dim + a]);
+    symmetric_eigen(M, dim, w);
+    double d2 = 0, tr = 0;
+    for (int j = 0; j < dim; j++) {
+        d2 += (mu1[j] - mu2[j]) * (mu1[j] - mu2[j]);
+        tr += S1[(size_t)j * dim + j] + S2[(size_t)j * dim + j] - 2 * sqrt(fmax(w[j], 0));
+    }
+    ds_free(V), ds_free(w), ds_free(R), ds_free(T), ds_free(M);
+    return d2 + tr;
+}
+
+double ds_frechet_rows(const float *a, int64_t na, const float *b, int64_t nb, int dim) {
+    double *m1 = ds_alloc((size_t)dim * sizeof(double)), *m2 = ds_alloc((size_t)dim * sizeof(double));
+    double *S1 = ds_alloc((size_t)dim * dim * sizeof(double)), *S2 = ds_alloc((size_t)dim * dim * sizeof(double));
+    ds_mean_covariance(a, na, dim, m1, S1);
+    ds_mean_covariance(b, nb, dim, m2, S2);
+    double fd = ds_frechet_distance(m1, S1, m2, S2, dim);
+    ds_free(m1), ds_free(m2), ds_free(S1), ds_free(S2);
+    return fd;
+}

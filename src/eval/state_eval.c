@@ -6,6 +6,8 @@
  *      model's feature space (normalised modelled WKV channels, ds_state_dit_encode) labels the real
  *      held-out states (the reference) and N DDIM samples per label (condition = label); memorisation
  *      check: mean distance of generated and of held-out states to their nearest train state;
+ *      Fréchet distance per modelled layer, in the PCA space of the train states: generated vs
+ *      held-out, beside the floor of an equally sized subset of train states vs held-out;
  *  (3) continuation loss: teacher-forced CE of the tokens after the part of each held-out context its
  *      state was extracted from, from six initial states (zero; class mean; generated of its label and
  *      of a wrong label; the true state reduced to the modelled WKV, as src/dit/README.md §3.7 injects; the
@@ -35,6 +37,7 @@
 #include <string.h>
 
 #define EPS_BATCH 8               /* records per DiT forward of the epsilon-MSE */
+#define FD_DEFAULT_COMPONENTS 32  /* PCA components of the Fréchet distances */
 #define RNG_STREAM_GENERATE 0x47454e53  /* "GENS": sampler seed of generated sample g */
 
 const int eval_states_knn_ks[N_KS] = {1, 5};
@@ -215,6 +218,88 @@ static void knn(eval_run *r) {
     r->seconds[3] = ds_now_seconds() - t0;
 }
 
+/* Columns [first, first + d) of rows [n][X] (rows sel[i], or i when sel is NULL) as a contiguous [n][d]. */
+static float *slice_rows(const float *x, int64_t X, const int64_t *sel, int64_t n, int64_t first, int64_t d) {
+    float *out = ds_alloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * d);
+    for (int64_t i = 0; i < n; i++) memcpy(out + i * d, x + (sel ? sel[i] : i) * X + first, sizeof(float) * d);
+    return out;
+}
+
+/* m of n indices (of `from`, or 0..n-1 when from is NULL) spread evenly: from[j n / m]. Deterministic,
+ * no random numbers (the RNG streams of the other measures stay as they are). */
+static int64_t spread_subset(const int64_t *from, int64_t n, int64_t m, int64_t *out) {
+    for (int64_t j = 0; j < m; j++) out[j] = from ? from[j * n / m] : j * n / m;
+    return m;
+}
+
+/* The Fréchet distance of rows a[sel_a] and b[sel_b] (PCA coordinates, K columns), or NaN with fewer
+ * than 2 rows in either. */
+static double frechet_of(const float *a, const int64_t *sel_a, int64_t na, const float *b, const int64_t *sel_b,
+                         int64_t nb, int K) {
+    if (na < 2 || nb < 2) return NAN;
+    float *x = slice_rows(a, K, sel_a, na, 0, K), *y = slice_rows(b, K, sel_b, nb, 0, K);
+    double fd = ds_frechet_rows(x, na, y, nb, K);
+    ds_free(x), ds_free(y);
+    return fd;
+}
+
+/* Rank 0, per modelled layer (src/eval/README.md §2): a PCA of the normalised train states (this layer's
+ * channels of ds_state_dit_encode), the generated, held-out and train rows projected on its K
+ * components, and the Fréchet distances: generated vs held-out and, as the floor that sampling noise
+ * alone gives, an evenly spread subset of as many train rows vs held-out; pooled and per label. */
+static void frechet(eval_run *r) {
+    double t0 = ds_now_seconds();
+    int K = r->fd_components, L = r->sd.n_layers, NL = r->K;
+    int64_t X = r->sd.x_floats, d = X / L, N = r->o.samples_per_label;
+    r->fd = ds_alloc(sizeof(fd_layer) * L);
+    ds_log("eval-states: Fréchet distances in a %d-component PCA per modelled layer (%lld generated, %lld held-out, "
+           "floor: %lld train states)", K, (long long)r->n_gen, (long long)r->n_held, (long long)r->fd_subset);
+    float *held_x = ds_alloc(sizeof(float) * (size_t)r->n_held * X);
+    for (int64_t i = 0; i < r->n_held; i++) ds_state_dit_encode(&r->sd, ds_states_record(r->held, i).state, held_x + i * X);
+    int64_t *sub = ds_alloc(sizeof(int64_t) * (size_t)r->n_train), *lab = ds_alloc(sizeof(int64_t) * (size_t)r->n_train);
+    int64_t *held_lab = ds_alloc(sizeof(int64_t) * (size_t)(r->n_held > 0 ? r->n_held : 1)), *gen_lab = ds_alloc(sizeof(int64_t) * N);
+    float *pt = ds_alloc(sizeof(float) * (size_t)r->n_train * K), *pg = ds_alloc(sizeof(float) * (size_t)r->n_gen * K);
+    float *ph = ds_alloc(sizeof(float) * (size_t)r->n_held * K);
+    for (int l = 0; l < L; l++) {
+        fd_layer *f = &r->fd[l];
+        f->layer = r->sd.layers[l];
+        float *rows = slice_rows(r->train_x, X, NULL, r->n_train, l * d, d);
+        ds_pca pca;
+        ds_pca_fit(&pca, MPI_COMM_SELF, r->n_train, (int)d, rows, K, DS_PCA_AUTO);
+        ds_pca_transform(&pca, r->n_train, rows, pt);
+        ds_free(rows);
+        rows = slice_rows(r->gen_x, X, NULL, r->n_gen, l * d, d);
+        ds_pca_transform(&pca, r->n_gen, rows, pg);
+        ds_free(rows);
+        rows = slice_rows(held_x, X, NULL, r->n_held, l * d, d);
+        ds_pca_transform(&pca, r->n_held, rows, ph);
+        ds_free(rows);
+        f->explained = 0;
+        for (int k = 0; k < K; k++) f->explained += pca.eigenvalues[k] / pca.total_variance;
+        ds_pca_free(&pca);
+        spread_subset(NULL, r->n_train, r->fd_subset, sub);
+        f->generated = frechet_of(pg, NULL, r->n_gen, ph, NULL, r->n_held, K);
+        f->floor = frechet_of(pt, sub, r->fd_subset, ph, NULL, r->n_held, K);
+        f->label_generated = ds_alloc(sizeof(double) * NL);
+        f->label_floor = ds_alloc(sizeof(double) * NL);
+        f->label_subset = ds_alloc(sizeof(int64_t) * NL);
+        for (int k = 0; k < NL; k++) {
+            int64_t nh = 0, nt = 0;
+            for (int64_t i = 0; i < r->n_held; i++)
+                if (r->held_labels[i] == k) held_lab[nh++] = i;
+            for (int64_t i = 0; i < r->n_train; i++)
+                if (r->train_labels[i] == k) lab[nt++] = i;
+            for (int64_t g = 0; g < N; g++) gen_lab[g] = k * N + g;
+            int64_t m = spread_subset(lab, nt, nt < N ? nt : N, sub);
+            f->label_subset[k] = m;
+            f->label_generated[k] = frechet_of(pg, gen_lab, N, ph, held_lab, nh, K);
+            f->label_floor[k] = frechet_of(pt, sub, m, ph, held_lab, nh, K);
+        }
+    }
+    ds_free(held_x), ds_free(sub), ds_free(lab), ds_free(held_lab), ds_free(gen_lab), ds_free(pt), ds_free(pg), ds_free(ph);
+    r->seconds[5] = ds_now_seconds() - t0;
+}
+
 /* Per held-out record (rank r's share: records r, r + R, ...): the CE sums of the continuation from
  * each initial state, one forward of the n_inits states as a batch over the same tokens. */
 static void continuation(eval_run *r, ds_rwkv7 *m, const ds_tokenizer *tok, const ds_contexts *ctx) {
@@ -332,6 +417,12 @@ int ds_eval_states(const ds_eval_states_options *options) {
         ds_die(DS_EXIT_BAD_INPUT, "%s: %lld records, the kNN needs at least %d", r.o.states, (long long)r.n_train,
                eval_states_knn_ks[N_KS - 1]);
     if (r.n_held < 1) ds_die(DS_EXIT_BAD_INPUT, "%s: no records", r.o.held_out);
+    int64_t fd_max = r.sd.x_floats / r.sd.n_layers < r.n_train - 1 ? r.sd.x_floats / r.sd.n_layers : r.n_train - 1;
+    r.fd_components = r.o.fd_components ? r.o.fd_components : (int)(fd_max < FD_DEFAULT_COMPONENTS ? fd_max : FD_DEFAULT_COMPONENTS);
+    if (r.fd_components < 1 || r.fd_components > fd_max)
+        ds_die(DS_EXIT_BAD_INPUT, "eval-states: --fd-components %d is out of range: at most %lld (train records - 1, "
+               "features of a modelled layer)", r.fd_components, (long long)fd_max);
+    r.fd_subset = r.n_gen < r.n_train ? r.n_gen : r.n_train;
     if (strcmp(r.hi->tokenizer, r.tokenizer) != 0)
         ds_die(DS_EXIT_BAD_INPUT, "%s: contexts tokenized with '%s', the model's states with '%s'", r.o.held_out,
                r.hi->tokenizer, r.tokenizer);
@@ -362,6 +453,7 @@ int ds_eval_states(const ds_eval_states_options *options) {
     features(&r);
     generation(&r);
     knn(&r);
+    if (r.rank == 0) frechet(&r);
     continuation(&r, &m, tok, ctx);
 
     if (r.rank == 0) {
@@ -370,6 +462,9 @@ int ds_eval_states(const ds_eval_states_options *options) {
     }
     ds_free(r.train_x); ds_free(r.train_labels); ds_free(r.held_labels); ds_free(r.gen_x); ds_free(r.class_mean); ds_free(r.tuned);
     ds_free(r.knn); ds_free(r.ce);
+    for (int l = 0; r.fd && l < r.sd.n_layers; l++)
+        ds_free(r.fd[l].label_generated), ds_free(r.fd[l].label_floor), ds_free(r.fd[l].label_subset);
+    ds_free(r.fd);
     ds_rwkv7_destroy(&m);
     ds_tokenizer_free(tok);
     ds_contexts_free(ctx);

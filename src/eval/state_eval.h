@@ -13,6 +13,15 @@ extern const int eval_states_knn_ks[N_KS];   /* 1, 5 */
 enum { INIT_ZERO, INIT_MEAN, INIT_GEN, INIT_GEN_WRONG, INIT_TRUE, INIT_FULL, INIT_TUNED, N_INITS };
 enum { CE_STRIDE = N_INITS + 1 };  /* per context: CE sums of each initial state, then the token count */
 
+/* Fréchet distances of one modelled layer (src/eval/README.md §2), in the PCA space of its train states. */
+typedef struct fd_layer {
+    int layer;
+    double explained;               /* share of the train variance the components hold */
+    double generated, floor;        /* generated vs held-out; train subset vs held-out (all labels) */
+    double *label_generated, *label_floor;  /* [K]; NaN where a set has fewer than 2 rows */
+    int64_t *label_subset;          /* [K] train rows in the label's floor */
+} fd_layer;
+
 typedef struct eval_run {
     ds_eval_states_options o;
     char out[DS_PATH_MAX + 32];  /* o.out or its default */
@@ -32,7 +41,10 @@ typedef struct eval_run {
     double eps_held[DS_STATE_DIT_EVAL_STEPS + 1], eps_train[DS_STATE_DIT_EVAL_STEPS + 1];  /* per step, mean */
     double *knn;         /* [n_held + n_gen][N_KS + 1]: the k-votes, distance to the nearest train state */
     double *ce;          /* [n_held][CE_STRIDE]; the INIT_TUNED column stays 0 without tuned states */
-    double seconds[5];   /* denoising, features, generation, kNN, continuation */
+    int fd_components;   /* K of the Fréchet distances' PCA */
+    int64_t fd_subset;   /* train rows of the pooled floor: min(n_gen, n_train) */
+    fd_layer *fd;        /* [sd.n_layers], on rank 0 */
+    double seconds[6];   /* denoising, features, generation, kNN, continuation, Fréchet */
 } eval_run;
 
 /* On rank 0 after the run: the summaries (kNN accuracies, bootstrap CIs of the continuation CE), the

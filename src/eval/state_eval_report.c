@@ -128,6 +128,32 @@ static void json_ce(FILE *f, const ce_group *g, int n_inits) {
     fputc('}', f);
 }
 
+static void json_frechet(FILE *f, const eval_run *r) {
+    fprintf(f, "  \"frechet\": {\"space\": \"PCA of the train states of each modelled layer (normalised modelled WKV "
+               "channels)\", \"components\": %d, \"covariance\": \"divisor n - 1\",\n    \"floor\": \"train rows "
+               "i * n_train / m vs held-out (per label: the label's train rows, m = samples per label)\", "
+               "\"generated\": %lld, \"held_out\": %lld, \"train_subset\": %lld,\n    \"layers\": [",
+            r->fd_components, (long long)r->n_gen, (long long)r->n_held, (long long)r->fd_subset);
+    for (int l = 0; l < r->sd.n_layers; l++) {
+        const fd_layer *d = &r->fd[l];
+        fprintf(f, "%s\n      {\"layer\": %d, \"explained_variance\": ", l ? "," : "", d->layer);
+        ds_json_number(f, d->explained);
+        fputs(", \"generated\": ", f), ds_json_number(f, d->generated);
+        fputs(", \"train_floor\": ", f), ds_json_number(f, d->floor);
+        fputs(", \"ratio\": ", f), ds_json_number(f, d->generated / d->floor);
+        fputs(",\n       \"per_label\": [", f);
+        for (int k = 0; k < r->K; k++) {
+            fputs(k ? ", " : "", f);
+            fputs("{\"label\": ", f), ds_json_string(f, r->sd.labels[k]);
+            fputs(", \"generated\": ", f), ds_json_number(f, d->label_generated[k]);
+            fputs(", \"train_floor\": ", f), ds_json_number(f, d->label_floor[k]);
+            fprintf(f, ", \"train_subset\": %lld}", (long long)d->label_subset[k]);
+        }
+        fputs("]}", f);
+    }
+    fputs("]},\n", f);
+}
+
 static void write_json(const eval_run *r, const knn_group *kn, const ce_group *cg, double seconds) {
     const char *path = r->out;
     ds_atomic_file af;
@@ -188,6 +214,7 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
     fputs(", \"held_out_nearest_train_distance\": ", f), ds_json_number(f, kn[0].nn_distance);
     fputs(", \"ratio\": ", f), ds_json_number(f, kn[1].nn_distance / kn[0].nn_distance);
     fputs("}},\n", f);
+    json_frechet(f, r);
     /* (3) */
     fprintf(f, "  \"continuation\": {\"max_tokens\": %d, \"min_tokens\": %d, \"after_tokens\": %d, "
                "\"bootstrap_resamples\": %d, \"initial_states\": [", r->o.continuation_tokens, DS_EVAL_STATES_MIN_CONTINUATION,
@@ -212,9 +239,9 @@ static void write_json(const eval_run *r, const knn_group *kn, const ce_group *c
         fputs("]}", f);
     }
     fputs("]},\n  \"seconds\": {\"denoising\": ", f);
-    const char *names[] = {"features", "generation", "knn", "continuation"};
+    const char *names[] = {"features", "generation", "knn", "continuation", "frechet"};
     ds_json_number(f, r->seconds[0]);
-    for (int i = 0; i < 4; i++) fprintf(f, ", \"%s\": ", names[i]), ds_json_number(f, r->seconds[i + 1]);
+    for (int i = 0; i < 5; i++) fprintf(f, ", \"%s\": ", names[i]), ds_json_number(f, r->seconds[i + 1]);
     fputs(", \"total\": ", f), ds_json_number(f, seconds);
     fputs("}\n}\n", f);
     if (ds_atomic_commit(&af) != 0) ds_die(DS_EXIT_FAIL, "eval-states: cannot write %s", path);
@@ -247,6 +274,17 @@ static void print_table(const eval_run *r, const knn_group *kn, const ce_group *
                kn[2 + 2 * k].accuracy[0], kn[2 + 2 * k].accuracy[1], kn[3 + 2 * k].accuracy[0], kn[3 + 2 * k].accuracy[1]);
     printf("    memorisation: nearest-train distance generated / held-out = %.5f / %.5f = %.3f\n", kn[1].nn_distance,
            kn[0].nn_distance, kn[1].nn_distance / kn[0].nn_distance);
+    char floor[48];
+    snprintf(floor, sizeof floor, "floor (%lld train)", (long long)r->fd_subset);
+    printf("    Fréchet distance to the held-out states, %d-component PCA of the train states per modelled layer:\n"
+           "      layer  EVR     generated   %-18s  ratio   | per label: generated / floor\n", r->fd_components, floor);
+    for (int l = 0; l < r->sd.n_layers; l++) {
+        const fd_layer *d = &r->fd[l];
+        printf("      %-5d  %-6.3f  %-10.4g  %-18.4g  %-6.3f  |", d->layer, d->explained, d->generated, d->floor,
+               d->generated / d->floor);
+        for (int k = 0; k < r->K; k++) printf(" %s %.4g / %.4g", r->sd.labels[k], d->label_generated[k], d->label_floor[k]);
+        printf("\n");
+    }
     printf("(3) continuation CE (nats/token): %lld contexts (%lld skipped), %.0f tokens, up to %d after the first %d\n",
            (long long)cg[0].contexts, (long long)(r->n_held - cg[0].contexts), cg[0].tokens, r->o.continuation_tokens,
            r->hi->max_tokens);

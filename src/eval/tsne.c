@@ -50,7 +50,7 @@ static void conditional_row(const double *dist, int64_t m, double perplexity, do
 }
 
 /* Conditional P as CSR: row i over its candidates (all other rows for the exact method, the k nearest
- * for Barnes-Hut), columns ascending. t-SNE uses squared Euclidean distances, or cosine distances. */
+ * for Barnes-Hut), columns ascending, from squared distances (Euclidean or cosine, as sklearn 1.2). */
 static csr conditional_p(const float *x, int64_t n, int dim, const ds_tsne_opts *o, int exact) {
     int64_t m = exact ? n - 1 : (int64_t)(3 * o->perplexity + 1);
     if (m > n - 1) m = n - 1;
@@ -72,8 +72,7 @@ static csr conditional_p(const float *x, int64_t n, int dim, const ds_tsne_opts 
     } else {
         ds_nearest_neighbours(x, n, x, n, dim, o->metric, (int)m, 1, c.col, dist);
     }
-    if (o->metric == DS_METRIC_EUCLIDEAN)
-        for (int64_t t = 0; t < n * m; t++) dist[t] *= dist[t];
+    for (int64_t t = 0; t < n * m; t++) dist[t] *= dist[t];
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         int64_t *col = c.col + i * m;

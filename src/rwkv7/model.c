@@ -376,6 +376,10 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     return loss / (double)count;
 }
 
+const float *ds_rwkv7_ln_out(const ds_rwkv7 *m) {
+    return ((const acts_table *)m->act)->lnout;
+}
+
 /* A weight's gradient array, or NULL when the weights are frozen: the matrix products that would fill it
  * are skipped. */
 static float *weight_grad(const ds_rwkv7 *m, float *g) { return m->frozen ? NULL : g; }

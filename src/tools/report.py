@@ -129,7 +129,11 @@ def analysis_section(d, doc, run_dir):
         name = "all layers" if layer.get("layer") == "all" else f"layer {layer.get('layer')}"
         lines.append(row(name, layer, fmt(layer.get("explained_variance"), 3)))
     for control in doc.get("controls", []):
-        lines.append(row(f"{control.get('name')} (control)", control, "-"))
+        if "layer" in control:   # a state control's layer set (analyze-states --control)
+            where = "all layers" if control["layer"] == "all" else f"layer {control['layer']}"
+            lines.append(row(f"{control.get('name')} {where} (control)", control, fmt(control.get("explained_variance"), 3)))
+        else:
+            lines.append(row(f"{control.get('name')} (control)", control, "-"))
     lines.append("")
     for layer in doc["layers"]:
         png = os.path.join(d, f"tsne-layer{layer.get('layer')}.png")

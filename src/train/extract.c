@@ -19,10 +19,12 @@
 
 /* The condition of src/dit/README.md §3.1 before any trainable map: the input-embedding rows (before ln0)
  * of the first token (the paper's text condition) and their mean over the context (pooled text),
- * cond = [emb[tok_0] | mean_t emb[tok_t]]. The mean is summed in float64. */
+ * cond = [emb[tok_0] | mean_t emb[tok_t]]. The mean is summed in float64. With --ln-out a third part,
+ * the last token's ln_out(x) (the head's input: what a linear readout of the model sees), for the
+ * control of src/eval/README.md §1. */
 #define EXTRACT_COND (DS_COND_FIRST_TOKEN | DS_COND_MEAN_TOKEN)
 
-static void condition(const ds_rwkv7 *m, const int32_t *ids, int n, float *cond, double *acc) {
+static void condition(const ds_rwkv7 *m, const int32_t *ids, int n, int ln_out, float *cond, double *acc) {
     int C = m->d.n_embd;
     memcpy(cond, m->w.emb + (int64_t)ids[0] * C, sizeof(float) * C);
     memset(acc, 0, sizeof(double) * C);
@@ -31,6 +33,7 @@ static void condition(const ds_rwkv7 *m, const int32_t *ids, int n, float *cond,
         for (int c = 0; c < C; c++) acc[c] += row[c];
     }
     for (int c = 0; c < C; c++) cond[C + c] = (float)(acc[c] / n);
+    if (ln_out) memcpy(cond + 2 * C, ds_rwkv7_ln_out(m) + (int64_t)(n - 1) * C, sizeof(float) * C);
 }
 
 static void shard_name(char *buf, size_t len, int rank, int ranks) {
@@ -52,6 +55,9 @@ static void save_rwkv_state(const char *out_dir, int64_t i, const char *label, c
 int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     int rank = ds_dist_rank(), ranks = ds_dist_size();
     if (opt->max_tokens < 1) ds_die(DS_EXIT_BAD_INPUT, "extract-states: --max-tokens must be at least 1");
+    if (opt->random_init == (opt->checkpoint != NULL))
+        ds_die(DS_EXIT_BAD_INPUT, "extract-states: give either --checkpoint FILE or --random-init%s",
+               opt->random_init ? ", not both" : "");
     int threads = ds_dist_threads(cfg->run.threads, "run.threads");
     ds_blas_init(threads);
     ds_kernels_init();
@@ -62,20 +68,21 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     const ds_states_info *ref_info = ref ? ds_states_get_info(ref) : NULL;
     ds_contexts *ctx = ds_contexts_load(opt->contexts, ref ? ref_info->n_labels : 0, ref ? ref_info->labels : NULL);
     ds_tokenizer *tok = ds_tokenizer_open(cfg->data.tokenizer, cfg->data.vocab_file);
-    ds_rwkv7_dims d = ds_model_dims_for_weights(cfg, opt->checkpoint);
+    ds_rwkv7_dims d = opt->random_init ? ds_rwkv7_dims_from_config(cfg) : ds_model_dims_for_weights(cfg, opt->checkpoint);
     if (ds_tokenizer_vocab_size(tok) > (uint32_t)d.vocab_size)
         ds_die(DS_EXIT_BAD_INPUT, "extract-states: the %s tokenizer has %u ids, the model only %d (model.vocab_size)",
                cfg->data.tokenizer, ds_tokenizer_vocab_size(tok), d.vocab_size);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
-    ds_weights_load(&m, opt->checkpoint);
+    if (opt->random_init) ds_rwkv7_init_weights(&m, (uint64_t)cfg->run.seed);
+    else ds_weights_load(&m, opt->checkpoint);
 
     char sig[256], shard[64], path[DS_PATH_MAX + 80];
     ds_weights_signature(&d, sig, sizeof sig);
     ds_mkdir_p(opt->out_dir);
     shard_name(shard, sizeof shard, rank, ranks);
     snprintf(path, sizeof path, "%s/%s", opt->out_dir, shard);
-    ds_state_shape shape = ds_state_shape_of(&d, EXTRACT_COND);
+    ds_state_shape shape = ds_state_shape_of(&d, EXTRACT_COND | (opt->ln_out ? DS_COND_LAST_HIDDEN : 0));
     ds_state_writer *w = ds_state_writer_open(path, &shape);
 
     size_t longest = 1;
@@ -88,7 +95,8 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
     ds_rwkv7_reserve(&m, 1, (int)(longest < (size_t)opt->max_tokens ? longest : (size_t)opt->max_tokens));
 
     char checkpoint[DS_PATH_MAX], contexts[DS_PATH_MAX], meta[3 * DS_PATH_MAX + 512];
-    ds_absolute_path(opt->checkpoint, checkpoint, sizeof checkpoint);
+    if (opt->random_init) snprintf(checkpoint, sizeof checkpoint, "random-init:seed=%lld", (long long)cfg->run.seed);
+    else ds_absolute_path(opt->checkpoint, checkpoint, sizeof checkpoint);
     ds_absolute_path(opt->contexts, contexts, sizeof contexts);
     if (opt->rwkv_state_files) {
         snprintf(path, sizeof path, "%s/rwkv-states", opt->out_dir);
@@ -104,7 +112,7 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
         size_t n = ds_tokenizer_encode(tok, c->text, c->len, ids);
         if (n > (size_t)opt->max_tokens) { n = (size_t)opt->max_tokens; stats[2]++; }
         ds_rwkv7_forward(&m, 1, (int)n, ids, NULL, 1.0f, 0.0f, NULL, &st, NULL);
-        condition(&m, ids, (int)n, cond, acc);
+        condition(&m, ids, (int)n, opt->ln_out, cond, acc);
         ds_state_writer_add(w, c->label, (int32_t)i, cond, &st, 0);
         if (opt->rwkv_state_files)
             save_rwkv_state(opt->out_dir, i, ctx->labels[c->label], checkpoint, contexts, &d, &st);

@@ -14,11 +14,15 @@ distance and vote ties, imbalanced classes with a singleton, an overlapping 64-D
     1e-6 (none so far), hence equal accuracy;
   - the bundle and the shuffled-label control equal sklearn's numbers on the same permutation (the
     permutation recomputed here from ds_rng's splitmix64).
-t-SNE: KL(P||Q) of a given embedding equals sklearn's _joint_probabilities + _kl_divergence (exact,
-1e-5 relative: sklearn runs the perplexity search on float32 distances) and _joint_probabilities_nn +
-_kl_divergence_bh (Barnes-Hut, 1e-3: sklearn's tree works in float32); full runs separate 5 clusters
-(5-NN accuracy > 0.95) with a final KL within 15% of sklearn.manifold.TSNE's on the same data.
-(sklearn runs on the same float32 values the C side reads.)
+t-SNE, Euclidean and cosine (sklearn's metric="cosine": squared cosine distances): KL(P||Q) of a given
+embedding equals sklearn's _joint_probabilities + _kl_divergence (exact, 1e-5 relative: sklearn runs the
+perplexity search on float32 distances) and _joint_probabilities_nn + _kl_divergence_bh (Barnes-Hut,
+1e-3: sklearn's tree works in float32); full runs separate 5 clusters (5-NN accuracy > 0.95) with a
+final KL within 15% of sklearn.manifold.TSNE's on the same data, and the map's trustworthiness equals
+sklearn.manifold.trustworthiness of the same map. (sklearn runs on the same float32 values the C side reads.)
+Trustworthiness of fixed embeddings (random, and a PCA projection; k = 5, 12; Euclidean and cosine)
+within 1e-12 of sklearn's. Fréchet distance (ds_frechet_rows) of fixed sets, full-rank and with fewer
+rows than dimensions, against numpy.cov and scipy.linalg.sqrtm: |mu1 - mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)).
 Plot: the scatter JSON renders to a PNG with one colour per label."""
 import json
 import os
@@ -29,9 +33,9 @@ import tempfile
 import warnings
 
 import numpy as np
-from scipy import stats
+from scipy import linalg, stats
 from sklearn.linear_model import LogisticRegression
-from sklearn.manifold import TSNE, _t_sne
+from sklearn.manifold import TSNE, _t_sne, trustworthiness
 from sklearn.metrics import pairwise_distances, silhouette_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
@@ -233,43 +237,100 @@ def loo_knn_accuracy(x, y, k=5):
     return np.mean(stats.mode(y[nbrs], axis=1, keepdims=False).mode == y)
 
 
-def test_tsne(tmp):
+def test_tsne(tmp, metric):
     x, y = clusters(7)
     x64 = x.astype(np.float64)
     n = len(y)
     inp = f"{tmp}/clusters.bin"
     write_labelled(inp, x, y)
-    # KL of a fixed embedding against sklearn's own P and KL
+    # KL of a fixed embedding against sklearn's own P and KL (sklearn 1.2 squares every metric's distances)
     emb = np.random.default_rng(3).standard_normal((n, 2)) * 3
     emb.astype("<f8").tofile(f"{tmp}/emb.bin")
-    run("--tsne-kl", inp, f"{tmp}/emb.bin", f"{tmp}/kl_exact.json", "exact")
-    run("--tsne-kl", inp, f"{tmp}/emb.bin", f"{tmp}/kl_bh.json", "barnes_hut")
-    P = _t_sne._joint_probabilities(pairwise_distances(x64, squared=True), 30.0, 0)
+    run("--tsne-kl", inp, f"{tmp}/emb.bin", f"{tmp}/kl_exact.json", "exact", metric)
+    run("--tsne-kl", inp, f"{tmp}/emb.bin", f"{tmp}/kl_bh.json", "barnes_hut", metric)
+    P = _t_sne._joint_probabilities(pairwise_distances(x64, metric=metric) ** 2, 30.0, 0)
     ref_exact, _ = _t_sne._kl_divergence(emb.ravel(), P, 1, n, 2)
-    graph = NearestNeighbors(n_neighbors=min(n - 1, 91), algorithm="brute").fit(x64).kneighbors_graph(mode="distance")
+    graph = NearestNeighbors(n_neighbors=min(n - 1, 91), algorithm="brute", metric=metric).fit(x64) \
+        .kneighbors_graph(mode="distance")
     graph.data **= 2
     Pnn = _t_sne._joint_probabilities_nn(graph, 30.0, 0)
     ref_bh, _ = _t_sne._kl_divergence_bh(emb.ravel().astype(np.float32), Pnn, 1, n, 2, angle=0.5)
     mine_exact = json.load(open(f"{tmp}/kl_exact.json"))["kl"]
     mine_bh = json.load(open(f"{tmp}/kl_bh.json"))["kl"]
     e1, e2 = abs(mine_exact - ref_exact) / ref_exact, abs(mine_bh - ref_bh) / ref_bh
-    check(e1 <= 1e-5, f"t-SNE exact KL of a fixed embedding {mine_exact:.8f} vs sklearn {ref_exact:.8f} (rel {e1:.1e})")
-    check(e2 <= 1e-3, f"t-SNE Barnes-Hut KL of a fixed embedding {mine_bh:.8f} vs sklearn {ref_bh:.8f} (rel {e2:.1e})")
+    check(e1 <= 1e-5, f"t-SNE {metric} exact KL of a fixed embedding {mine_exact:.8f} vs sklearn {ref_exact:.8f} (rel {e1:.1e})")
+    check(e2 <= 1e-3, f"t-SNE {metric} Barnes-Hut KL of a fixed embedding {mine_bh:.8f} vs sklearn {ref_bh:.8f} (rel {e2:.1e})")
     # full runs, against one sklearn run (its Barnes-Hut: its exact method takes ~10 s in numpy, and
     # the two reach KL within 0.1% of each other on this set)
-    sk = TSNE(perplexity=30, method="barnes_hut", init="random", learning_rate="auto", random_state=0).fit(x64)
+    sk = TSNE(perplexity=30, method="barnes_hut", init="random", learning_rate="auto", random_state=0,
+              metric=metric).fit(x64)
     for method in ("exact", "barnes_hut"):
-        out = f"{tmp}/tsne_{method}.json"
-        run("--tsne", inp, out, method)
+        out = f"{tmp}/tsne_{metric}_{method}.json"
+        run("--tsne", inp, out, method, metric)
         r = json.load(open(out))
         p = r["panels"][0]
         emb = np.column_stack([p["x"], p["y"]])
         acc = loo_knn_accuracy(emb, np.array(p["label"]))
         rel = abs(r["kl"] - sk.kl_divergence_) / sk.kl_divergence_
-        check(acc > 0.95 and p["label"] == y.tolist(), f"t-SNE {method}: embedding 5-NN accuracy {acc:.3f} "
+        check(acc > 0.95 and p["label"] == y.tolist(), f"t-SNE {metric} {method}: embedding 5-NN accuracy {acc:.3f} "
                                                        f"(sklearn's embedding: {loo_knn_accuracy(sk.embedding_, y):.3f})")
-        check(rel < 0.15, f"t-SNE {method}: final KL {r['kl']:.4f} vs sklearn.manifold.TSNE {sk.kl_divergence_:.4f}")
-    return f"{tmp}/tsne_exact.json"
+        check(rel < 0.15, f"t-SNE {metric} {method}: final KL {r['kl']:.4f} vs sklearn.manifold.TSNE {sk.kl_divergence_:.4f}")
+        # the map as the JSON prints it (%.17g): the same doubles the C side scored
+        ref_t = trustworthiness(x64, emb, n_neighbors=5, metric=metric)
+        check(abs(r["trustworthiness"] - ref_t) <= 1e-12, f"t-SNE {metric} {method}: map trustworthiness "
+              f"{r['trustworthiness']:.6f} vs sklearn {ref_t:.6f} (sklearn's own map: "
+              f"{trustworthiness(x64, sk.embedding_, n_neighbors=5, metric=metric):.6f})")
+    if metric == "cosine":   # a second seed: another map of the same quality
+        run("--tsne", inp, f"{tmp}/tsne_seed1.json", "exact", metric, 1)
+        r1, r0 = json.load(open(f"{tmp}/tsne_seed1.json")), json.load(open(f"{tmp}/tsne_cosine_exact.json"))
+        check(r1["panels"][0]["x"] != r0["panels"][0]["x"] and abs(r1["kl"] - r0["kl"]) < 0.15 * r0["kl"],
+              f"t-SNE cosine seed 1: a different map, KL {r1['kl']:.4f} vs seed 0 {r0['kl']:.4f}")
+    return f"{tmp}/tsne_{metric}_exact.json"
+
+
+def test_trustworthiness(tmp):
+    x, y = clusters(11, k=4, per=40, dim=12, spread=1.0)
+    x64 = x.astype(np.float64)
+    inp = f"{tmp}/trust.bin"
+    write_labelled(inp, x, y)
+    rng = np.random.default_rng(5)
+    centred = x64 - x64.mean(0)
+    pca2 = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    for name, emb in (("random", rng.standard_normal((len(y), 2))), ("PCA", pca2)):
+        emb.astype("<f8").tofile(f"{tmp}/temb.bin")
+        for metric in ("euclidean", "cosine"):
+            for k in (5, 12):
+                run("--trust", inp, f"{tmp}/temb.bin", f"{tmp}/trust.json", metric, k)
+                mine = json.load(open(f"{tmp}/trust.json"))["trustworthiness"]
+                ref = trustworthiness(x64, emb, n_neighbors=k, metric=metric)
+                check(abs(mine - ref) <= 1e-12, f"trustworthiness of a {name} map ({metric}, k={k}) {mine:.10f} "
+                                                f"vs sklearn {ref:.10f}")
+
+
+def test_frechet(tmp):
+    rng = np.random.default_rng(17)
+    mix = rng.standard_normal((6, 6))
+    sets = [("full rank, 6-D", rng.standard_normal((60, 6)), rng.standard_normal((45, 6)) @ mix * 0.5 + 0.7),
+            ("fewer rows than dimensions", rng.standard_normal((5, 8)), rng.standard_normal((7, 8)) * 2 + 1),
+            ("identical sets", rng.standard_normal((30, 4)), None)]
+    for name, a, b in sets:
+        b = a.copy() if b is None else b
+        a, b = a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+        with open(f"{tmp}/fd.bin", "wb") as f:
+            np.array([len(a), len(b), a.shape[1]], "<i8").tofile(f)
+            a.astype("<f4").tofile(f); b.astype("<f4").tofile(f)
+        run("--frechet", f"{tmp}/fd.bin", f"{tmp}/fd.json")
+        r = json.load(open(f"{tmp}/fd.json"))
+        S1, S2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # sqrtm of a singular product warns
+            covmean = linalg.sqrtm(S1 @ S2).real
+        ref = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(S1 + S2 - 2 * covmean)
+        stats_err = max(np.max(np.abs(np.array(r["mean1"]) - a.mean(0))), np.max(np.abs(np.array(r["cov2"]) - S2.ravel())))
+        err = abs(r["frechet"] - ref)
+        check(err <= 1e-6 * max(1.0, abs(ref)) and stats_err < 1e-12,
+              f"Fréchet distance, {name}: {r['frechet']:.10g} vs numpy/scipy {ref:.10g} (diff {err:.1e}; "
+              f"mean/cov diff {stats_err:.1e})")
 
 
 def test_plot(tmp, tsne_json):
@@ -305,7 +366,10 @@ def main():
     warnings.filterwarnings("ignore", message=".*(failed to converge|Line Search failed|line search algorithm).*")
     with tempfile.TemporaryDirectory() as tmp:
         test_metrics(tmp)
-        tsne_json = test_tsne(tmp)
+        tsne_json = test_tsne(tmp, "euclidean")
+        test_tsne(tmp, "cosine")
+        test_trustworthiness(tmp)
+        test_frechet(tmp)
         test_plot(tmp, tsne_json)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
