@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
             }
             double t0 = ds_now_seconds();
             ds_hybrid_zero_grad(&b->h);
-            ds_hybrid_forward_backward(&b->h, B, T, tok, tgt, 3, (uint64_t)(s + 1) * B, 1.0f, NULL);
+            ds_hybrid_forward_backward(&b->h, B, T, tok, tgt, NULL, 3, (uint64_t)(s + 1) * B, 1.0f, NULL);
             ds_clip_grad_norm(b->h.grads, b->h.n_params, 1.0);
             ds_adamw_step(&b->opt, b->h.params, b->h.grads, 1e-4, s + 2);
             double dt = ds_now_seconds() - t0;

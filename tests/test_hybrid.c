@@ -25,16 +25,25 @@ typedef struct {
     ds_hybrid_condition condition;
     int prefix, matrices, n_targets, first_target, learn_alpha, train_static;
     float loss_scale;
+    ds_hybrid_generator generator;  /* DIRECT: lambda_pd 0 */
+    int restricted;                 /* train_static only for the generated matrices (n_static_layers) */
+    int shuffled;                   /* the comparison reads sequence b's condition from sequence b + 1 */
 } test_case;
 
 static const test_case cases[] = {
-    {"A1 first_token rkv", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 3, 7, 2, 0, 1, 1, 1.0f},
-    {"A2 rank 32 kv", DS_HYBRID_LOWRANK, DS_HYBRID_FIRST_TOKEN, 2, 6, 2, 0, 1, 1, 0.5f},
-    {"A1 mean_prefix rv", DS_HYBRID_FULL, DS_HYBRID_MEAN_PREFIX, 5, 5, 2, 0, 1, 1, 1.0f},
-    {"A1 k, fixed alpha, frozen static", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 1, 2, 1, 1, 0, 0, 1.0f},
-    {"A1 attn_prefix rk", DS_HYBRID_FULL, DS_HYBRID_ATTN_PREFIX, 6, 3, 2, 0, 1, 1, 0.5f},
+    {"A1 first_token rkv", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 3, 7, 2, 0, 1, 1, 1.0f, DS_HYBRID_DIFFUSION, 0, 0},
+    {"A2 rank 32 kv", DS_HYBRID_LOWRANK, DS_HYBRID_FIRST_TOKEN, 2, 6, 2, 0, 1, 1, 0.5f, DS_HYBRID_DIFFUSION, 0, 0},
+    {"A1 mean_prefix rv", DS_HYBRID_FULL, DS_HYBRID_MEAN_PREFIX, 5, 5, 2, 0, 1, 1, 1.0f, DS_HYBRID_DIFFUSION, 0, 0},
+    {"A1 k, fixed alpha, frozen static", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 1, 2, 1, 1, 0, 0, 1.0f,
+     DS_HYBRID_DIFFUSION, 0, 0},
+    {"A1 attn_prefix rk", DS_HYBRID_FULL, DS_HYBRID_ATTN_PREFIX, 6, 3, 2, 0, 1, 1, 0.5f, DS_HYBRID_DIFFUSION, 0, 0},
+    {"A1 direct rkv", DS_HYBRID_FULL, DS_HYBRID_FIRST_TOKEN, 3, 7, 2, 0, 1, 1, 1.0f, DS_HYBRID_DIRECT, 0, 0},
+    {"A1 ln_out_prefix kv, shuffled condition", DS_HYBRID_FULL, DS_HYBRID_LN_OUT_PREFIX, 5, 6, 2, 0, 1, 1, 0.5f,
+     DS_HYBRID_DIFFUSION, 0, 1},
+    {"A2 direct ln_out_prefix rv, restricted static", DS_HYBRID_LOWRANK, DS_HYBRID_LN_OUT_PREFIX, 4, 5, 1, 1, 1, 1, 1.0f,
+     DS_HYBRID_DIRECT, 1, 0},
 };
-enum { CASE_MEAN_PREFIX = 2, CASE_ATTN_PREFIX = 4 };
+enum { CASE_MEAN_PREFIX = 2, CASE_ATTN_PREFIX = 4, CASE_DIRECT = 5, CASE_LN_OUT = 6, CASE_RESTRICTED = 7 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
 static const ds_param_tensor *find(const ds_hybrid *h, const char *name) {
@@ -45,12 +54,18 @@ static ds_hybrid_dims small_dims(const test_case *tc) {
     ds_hybrid_dims d = {.model = {.n_layer = 2, .n_embd = 128, .vocab_size = 256}, .n_targets = tc->n_targets,
                         .matrices = tc->matrices, .param = tc->param, .rank = 32, .u0_seed = DS_HYBRID_U0_SEED,
                         .condition = tc->condition, .prefix = tc->prefix, .learn_alpha = tc->learn_alpha,
-                        .alpha_init = 0.9, .alpha_lr_scale = 10, .lambda_lm = 1, .lambda_pd = 0.1, .t_star = 199,
+                        .alpha_init = 0.9, .alpha_lr_scale = 10, .lambda_lm = 1,
+                        .lambda_pd = tc->generator == DS_HYBRID_DIRECT ? 0 : 0.1, .t_star = 199,
                         .p_uncond = 0.5, .schedule = DS_SCHEDULE_LINEAR, .train_static = tc->train_static,
-                        .l2wrap = 1e-4f,
+                        .l2wrap = 1e-4f, .generator = tc->generator,
                         .dit = {.hidden = 32, .depth = 1, .heads = 2, .patch_size = 16, .mlp_ratio = 4}};
     ds_rwkv7_default_ranks(&d.model, "released");
     for (int j = 0; j < tc->n_targets; j++) d.targets[j] = tc->first_target + j;
+    if (tc->restricted) {
+        d.n_static_layers = tc->n_targets;
+        memcpy(d.static_layers, d.targets, sizeof(int) * tc->n_targets);
+        d.static_matrices = tc->matrices;
+    }
     return d;
 }
 
@@ -60,15 +75,15 @@ static ds_hybrid_dims small_dims(const test_case *tc) {
  * its softmax is far from uniform (with the 0.02 init it would be almost exactly the mean). */
 static void make_hybrid(ds_hybrid *h, const ds_hybrid_dims *d, uint64_t seed) {
     ds_hybrid_create(h, d);
-    ds_hybrid_init_weights(h, seed);
+    ds_rwkv7_init_weights(&h->model, seed);
+    for (int64_t i = 0; i < h->model.n_params; i++) h->model.params[i] += 0.05f * (float)ds_rng_normal(seed, 903, i);
+    ds_hybrid_init_weights(h, seed);  /* after the RWKV-7: restricted static weights are copied from it */
     if (d->n_targets > 0) {
         for (int64_t i = 0; i < h->dit.n_params; i++) h->dit.params[i] += 0.05f * (float)ds_rng_normal(seed, 901, i);
         for (int k = 0; k < d->n_targets * h->n_mat; k++) h->w.alpha_logit[k] += 0.3f * (float)ds_rng_normal(seed, 902, k);
     }
     if (h->w.attn_q)
         for (int c = 0; c < d->model.n_embd; c++) h->w.attn_q[c] += 30.0f * (float)ds_rng_normal(seed, 904, c);
-    ds_rwkv7_init_weights(&h->model, seed);
-    for (int64_t i = 0; i < h->model.n_params; i++) h->model.params[i] += 0.05f * (float)ds_rng_normal(seed, 903, i);
 }
 
 static void make_batch(int32_t *tok, int32_t *tgt, int V, uint64_t seed, int hole) {
@@ -79,6 +94,20 @@ static void make_batch(int32_t *tok, int32_t *tgt, int V, uint64_t seed, int hol
     if (hole) tgt[T - 2] = -1;  /* an ignored position inside the scored range */
 }
 
+/* What most tests start from: the hybrid of case tc made with `seed` (dims into *d) and a batch made
+ * with seed + 1. */
+static void setup(ds_hybrid *h, ds_hybrid_dims *d, const test_case *tc, uint64_t seed, int32_t *tok, int32_t *tgt,
+                  int hole) {
+    *d = small_dims(tc);
+    make_hybrid(h, d, seed);
+    make_batch(tok, tgt, d->model.vocab_size, seed + 1, hole);
+}
+
+/* cond [B, T]: sequence b's condition read from sequence b + 1 (mod B), as hybrid.condition_shuffle does. */
+static void shifted_tokens(const int32_t *tok, int32_t *cond) {
+    for (int b = 0; b < B; b++) memcpy(cond + b * T, tok + ((b + 1) % B) * T, sizeof(int32_t) * T);
+}
+
 /* ---------------------------------------------------------------- PyTorch comparison */
 
 static void dump_f32(FILE *f, const char *name, int ndim, const int64_t *shape, const float *x) {
@@ -86,25 +115,26 @@ static void dump_f32(FILE *f, const char *name, int ndim, const int64_t *shape, 
 }
 
 static void write_dump(const char *path, ds_hybrid *h, const test_case *tc, const int32_t *tok, const int32_t *tgt,
-                       uint64_t seed, const ds_hybrid_losses *L) {
+                       const int32_t *cond, uint64_t seed, const ds_hybrid_losses *L) {
     const ds_hybrid_dims *d = &h->d;
     FILE *f = fopen(path, "wb");
     fwrite("DSDUMP01", 1, 8, f);
-    int32_t config[23] = {d->model.n_layer, d->model.n_embd, d->model.vocab_size, d->model.dim_w, d->model.dim_a,
+    int32_t config[24] = {d->model.n_layer, d->model.n_embd, d->model.vocab_size, d->model.dim_w, d->model.dim_a,
                           d->model.dim_v, d->model.dim_g, d->n_targets, d->matrices, d->param == DS_HYBRID_LOWRANK,
                           d->rank, (int32_t)d->condition, d->prefix, d->learn_alpha, d->train_static,
                           d->t_star, d->dit.hidden, d->dit.depth, d->dit.heads, d->dit.patch_size, d->dit.mlp_ratio,
-                          B, T};
+                          B, T, d->generator == DS_HYBRID_DIRECT};
     float fconfig[5] = {(float)d->lambda_lm, (float)d->lambda_pd, d->l2wrap, tc->loss_scale, (float)d->alpha_init};
     float loss[3] = {(float)L->total, (float)L->lm, (float)L->pd};
-    int64_t s23[1] = {23}, s5[1] = {5}, s3[1] = {3}, snT[1] = {d->n_targets}, sBT[2] = {B, T}, sBn[2] = {B, d->n_targets};
+    int64_t s24[1] = {24}, s5[1] = {5}, s3[1] = {3}, snT[1] = {d->n_targets}, sBT[2] = {B, T}, sBn[2] = {B, d->n_targets};
     int64_t sE[3] = {B, d->n_targets, h->n_img}, sU[4] = {d->n_targets, h->n_mat, d->model.n_embd, d->rank};
-    test_dump_tensor(f, "config", 1, s23, 1, config);
+    test_dump_tensor(f, "config", 1, s24, 1, config);
     dump_f32(f, "fconfig", 1, s5, fconfig);
     dump_f32(f, "loss", 1, s3, loss);
     test_dump_tensor(f, "targets_layers", 1, snT, 1, d->targets);
     test_dump_tensor(f, "tokens", 2, sBT, 1, tok);
     test_dump_tensor(f, "targets", 2, sBT, 1, tgt);
+    test_dump_tensor(f, "cond_tokens", 2, sBT, 1, cond);
     int32_t *t = ds_alloc(sizeof(int32_t) * B * d->n_targets), *drop = ds_alloc(sizeof(int32_t) * B * d->n_targets);
     float *eps = ds_alloc(sizeof(float) * B * d->n_targets * h->n_img), *eps_star = ds_alloc(sizeof(float) * B * d->n_targets * h->n_img);
     for (int b = 0; b < B; b++)
@@ -137,7 +167,7 @@ static void write_dump(const char *path, ds_hybrid *h, const test_case *tc, cons
 }
 
 static void test_against_pytorch(void) {
-    char dir[] = "/tmp/ds_test_hybrid_XXXXXX", cmd[4096], paths[N_CASES][128];
+    char dir[] = "/tmp/ds_test_hybrid_XXXXXX", cmd[8192], paths[N_CASES][128];
     CHECK(mkdtemp(dir) != NULL, "temporary directory");
     int expected[N_CASES], drops = 0, kept = 0;
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s", ref_script);
@@ -146,12 +176,14 @@ static void test_against_pytorch(void) {
         ds_hybrid_dims d = small_dims(tc);
         ds_hybrid h;
         make_hybrid(&h, &d, 10 + c);
-        int32_t tok[B * T], tgt[B * T];
+        int32_t tok[B * T], tgt[B * T], cond[B * T];
         make_batch(tok, tgt, d.model.vocab_size, 20 + c, 1);
+        if (tc->shuffled) shifted_tokens(tok, cond);
+        else memcpy(cond, tok, sizeof cond);
         uint64_t seed = 30 + c;
         ds_hybrid_losses L;
         ds_hybrid_zero_grad(&h);
-        ds_hybrid_forward_backward(&h, B, T, tok, tgt, seed, 0, tc->loss_scale, &L);
+        ds_hybrid_forward_backward(&h, B, T, tok, tgt, tc->shuffled ? cond : NULL, seed, 0, tc->loss_scale, &L);
         for (int b = 0; b < B; b++)
             for (int j = 0; j < d.n_targets; j++) {
                 int drop;
@@ -159,7 +191,7 @@ static void test_against_pytorch(void) {
                 drops += drop, kept += !drop;
             }
         snprintf(paths[c], sizeof paths[c], "%s/case%d.bin", dir, c);
-        write_dump(paths[c], &h, tc, tok, tgt, seed, &L);
+        write_dump(paths[c], &h, tc, tok, tgt, cond, seed, &L);
         expected[c] = 3 + h.n_tensors;
         size_t len = strlen(cmd);
         snprintf(cmd + len, sizeof cmd - len, " %s", paths[c]);
@@ -219,7 +251,7 @@ static double fd_error(ds_hybrid *h, const int32_t *tok, const int32_t *tgt, con
             double v = index >= 0 || (ds_rng_u64(77, t->offset, j) & 1) ? 1.0 : -1.0;
             base[j] = keep[j] + (float)((s ? -step : step) * v);
         }
-        L[s] = ds_hybrid_forward_backward(h, B, T, tok, tgt, 5, 0, 1.0f, NULL);
+        L[s] = ds_hybrid_forward_backward(h, B, T, tok, tgt, NULL, 5, 0, 1.0f, NULL);
     }
     memcpy(base, keep, sizeof(float) * t->numel);
     ds_free(keep);
@@ -229,13 +261,12 @@ static double fd_error(ds_hybrid *h, const int32_t *tok, const int32_t *tgt, con
 /* src/hybrid/README.md §7.2: the alpha logit, the condition projection W_c, the layer (label) table, DiT ops and a targeted
  * static matrix against central differences of the float32 loss (a coarse check that needs no Python). */
 static void test_finite_differences(void) {
-    ds_hybrid_dims d = small_dims(&cases[0]);
     ds_hybrid h;
-    make_hybrid(&h, &d, 41);
+    ds_hybrid_dims d;
     int32_t tok[B * T], tgt[B * T];
-    make_batch(tok, tgt, d.model.vocab_size, 42, 1);
+    setup(&h, &d, &cases[0], 41, tok, tgt, 1);
     ds_hybrid_zero_grad(&h);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 5, 0, 1.0f, NULL);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 5, 0, 1.0f, NULL);
     float *grads = ds_alloc(sizeof(float) * h.n_params);
     memcpy(grads, h.grads, sizeof(float) * h.n_params);
     struct { const char *name; int64_t index; double step; } probes[] = {
@@ -262,14 +293,13 @@ static void test_finite_differences(void) {
 
 /* ---------------------------------------------------------------- behaviour */
 
-/* src/hybrid/README.md §7.3: with mean_prefix or attn_prefix, tokens at positions >= P do not touch theta_gen
- * (bit-identical), a token below P does. */
+/* src/hybrid/README.md §7.3: with mean_prefix, attn_prefix or ln_out_prefix, tokens at positions >= P do not
+ * touch theta_gen (bit-identical), a token below P does. */
 static void check_causality(const test_case *tc, const char *name) {
-    ds_hybrid_dims d = small_dims(tc);
     ds_hybrid h;
-    make_hybrid(&h, &d, 51);
+    ds_hybrid_dims d;
     int32_t tok[B * T], tgt[B * T], other[T];
-    make_batch(tok, tgt, d.model.vocab_size, 52, 0);
+    setup(&h, &d, tc, 51, tok, tgt, 0);
     int64_t n = (int64_t)d.n_targets * h.n_mat * 128 * 128;
     float *g1 = ds_alloc(sizeof(float) * n), *g2 = ds_alloc(sizeof(float) * n);
     ds_hybrid_generate(&h, T, tok, DS_HYBRID_EVAL_SEED, 0, g1);
@@ -287,26 +317,26 @@ static void check_causality(const test_case *tc, const char *name) {
 static void test_causality(void) {
     check_causality(&cases[CASE_MEAN_PREFIX], "mean_prefix");
     check_causality(&cases[CASE_ATTN_PREFIX], "attn_prefix");
+    check_causality(&cases[CASE_LN_OUT], "ln_out_prefix");
 }
 
 /* One call on B sequences (one DiT and one RWKV-7 call for the batch) equals B calls on one sequence
  * each (samples first_sample + b, loss scale 1/B): the same loss terms, gradients to fp32 rounding; a
  * repeated call gives the same bits. */
 static void test_split_and_determinism(void) {
-    ds_hybrid_dims d = small_dims(&cases[1]);
     ds_hybrid h;
-    make_hybrid(&h, &d, 61);
+    ds_hybrid_dims d;
     int32_t tok[B * T], tgt[B * T];
-    make_batch(tok, tgt, d.model.vocab_size, 62, 0);
+    setup(&h, &d, &cases[1], 61, tok, tgt, 0);
     float *g = ds_alloc(sizeof(float) * h.n_params);
     ds_hybrid_losses whole, part;
     ds_hybrid_zero_grad(&h);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 7, 100, 1.0f, &whole);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 7, 100, 1.0f, &whole);
     memcpy(g, h.grads, sizeof(float) * h.n_params);
     ds_hybrid_zero_grad(&h);
     double lm_sum = 0, pd_sum = 0;
     for (int b = 0; b < B; b++) {
-        ds_hybrid_forward_backward(&h, 1, T, tok + b * T, tgt + b * T, 7, 100 + b, 1.0f / B, &part);
+        ds_hybrid_forward_backward(&h, 1, T, tok + b * T, tgt + b * T, NULL, 7, 100 + b, 1.0f / B, &part);
         lm_sum += part.lm_sum, pd_sum += part.pd_sum;
     }
     /* the loss sums add the same per-sample terms grouped differently: equal up to double rounding; the
@@ -316,10 +346,10 @@ static void test_split_and_determinism(void) {
           "one call on 2 sequences equals 2 calls on one each (gradients rel err %.1e)", eg);
     ds_hybrid_zero_grad(&h);
     ds_hybrid_losses again;
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 7, 100, 1.0f, &again);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 7, 100, 1.0f, &again);
     CHECK(!memcmp(g, h.grads, sizeof(float) * h.n_params) && again.total == whole.total, "repeat call bit-identical");
     ds_hybrid_zero_grad(&h);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 8, 100, 1.0f, &again);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 8, 100, 1.0f, &again);
     CHECK(again.pd != whole.pd, "another step seed draws other noise");
     ds_free(g);
     ds_hybrid_destroy(&h);
@@ -328,14 +358,13 @@ static void test_split_and_determinism(void) {
 /* Frozen static weights: the RWKV-7 runs frozen, so no weight gradient of its own is computed (its head's
  * stays unwritten), while the generated matrices' gradient still reaches the DiT and alpha. */
 static void test_frozen_static(void) {
-    ds_hybrid_dims d = small_dims(&cases[3]);
     ds_hybrid h;
-    make_hybrid(&h, &d, 65);
+    ds_hybrid_dims d;
     int32_t tok[B * T], tgt[B * T];
-    make_batch(tok, tgt, d.model.vocab_size, 66, 0);
+    setup(&h, &d, &cases[3], 65, tok, tgt, 0);
     ds_hybrid_zero_grad(&h);
     memset(h.model.grads, 0, sizeof(float) * h.model.n_params);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 9, 0, 1.0f, NULL);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 9, 0, 1.0f, NULL);
     int64_t head = 0, dit = 0, n_head = (int64_t)d.model.vocab_size * d.model.n_embd;
     for (int64_t i = 0; i < n_head; i++) head += h.model.g.head[i] != 0;
     const ds_param_tensor *qkv = find(&h, "dit.blocks.0.attn.qkv.weight");
@@ -346,33 +375,38 @@ static void test_frozen_static(void) {
     ds_hybrid_destroy(&h);
 }
 
-/* Evaluation equals a hand-made model: theta_gen of the eval noise, fused with alpha, in a plain
- * RWKV-7, scored on positions >= P; L_pd is the eps-MSE of that DiT call. */
-static void test_eval(void) {
-    ds_hybrid_dims d = small_dims(&cases[0]);
+/* Evaluation equals a hand-made model: theta_gen of the eval noise (direct: none), fused with alpha, in a
+ * plain RWKV-7, scored on positions >= P; L_pd is the eps-MSE of that DiT call (direct: none). With
+ * `shuffled`, sequence b's condition comes from sequence b + 1; restricted static weights are moved away
+ * from the RWKV-7's own first, so the fusion (and the ln_out condition) must read the trainable copies. */
+static void check_eval(const test_case *tc, int shuffled, uint64_t seed) {
     ds_hybrid h;
-    make_hybrid(&h, &d, 71);
-    int32_t tok[B * T], tgt[B * T];
-    make_batch(tok, tgt, d.model.vocab_size, 72, 1);
+    ds_hybrid_dims d;
+    int32_t tok[B * T], tgt[B * T], cond[B * T];
+    setup(&h, &d, tc, seed, tok, tgt, 1);
+    int C = 128, nm = d.n_targets * h.n_mat, direct = d.generator == DS_HYBRID_DIRECT;
+    int64_t CC = C * C;
+    for (int i = 0; i < h.n_static; i++)
+        for (int64_t j = 0; j < CC; j++) h.static_params[i][j] += 0.05f * (float)ds_rng_normal(seed, 905 + i, j);
+    if (shuffled) shifted_tokens(tok, cond);
+    else memcpy(cond, tok, sizeof cond);
     ds_hybrid_losses L, L2;
-    ds_hybrid_eval(&h, B, T, tok, tgt, &L);
-    ds_hybrid_eval(&h, B, T, tok, tgt, &L2);
+    ds_hybrid_eval(&h, B, T, tok, tgt, shuffled ? cond : NULL, &L);
+    ds_hybrid_eval(&h, B, T, tok, tgt, shuffled ? cond : NULL, &L2);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d.model);
     memcpy(m.params, h.model.params, sizeof(float) * m.n_params);
-    int C = 128, nm = d.n_targets * h.n_mat;
-    int64_t CC = C * C;
     float *gen = ds_alloc(sizeof(float) * nm * CC), alpha[8];
     ds_hybrid_alpha(&h, alpha);
     double nats = 0, count = 0;
     for (int b = 0; b < B; b++) {
-        ds_hybrid_generate(&h, T, tok + b * T, DS_HYBRID_EVAL_SEED, 0, gen);
+        ds_hybrid_generate(&h, T, cond + b * T, DS_HYBRID_EVAL_SEED, 0, gen);
         for (int j = 0; j < d.n_targets; j++)
             for (int mi = 0; mi < h.n_mat; mi++) {
                 int k = j * h.n_mat + mi, mat = h.mats[mi], l = d.targets[j];
                 ds_rwkv7_layer *p = &m.w.layers[l], *s = &h.model.w.layers[l];
                 float *dst = mat == 0 ? p->Wr : mat == 1 ? p->Wk : p->Wv;
-                const float *W = mat == 0 ? s->Wr : mat == 1 ? s->Wk : s->Wv;
+                const float *W = h.n_static ? h.static_params[k] : mat == 0 ? s->Wr : mat == 1 ? s->Wk : s->Wv;
                 for (int64_t i = 0; i < CC; i++) dst[i] = alpha[k] * W[i] + (1 - alpha[k]) * gen[k * CC + i];
             }
         int32_t scored[T];
@@ -382,12 +416,136 @@ static void test_eval(void) {
         count += cnt;
     }
     double want = nats / count;
-    CHECK(fabs(L.lm - want) < 1e-5 * want && L.lm_count == count && L.total == L2.total && L.pd > 0 &&
-          L.pd_count == B * d.n_targets, "eval L_LM %.6f vs hand-fused model %.6f over %.0f tokens; L_pd %.4f", L.lm,
-          want, count, L.pd);
+    CHECK(fabs(L.lm - want) < 1e-5 * want && L.lm_count == count && L.total == L2.total &&
+          (direct ? L.pd == 0 && L.pd_count == 0 : L.pd > 0 && L.pd_count == B * d.n_targets),
+          "eval of %s%s: L_LM %.6f vs hand-fused model %.6f over %.0f tokens; L_pd %.4f", tc->tag,
+          shuffled ? ", conditions of the next sequence" : "", L.lm, want, count, L.pd);
     ds_free(gen);
     ds_rwkv7_destroy(&m);
     ds_hybrid_destroy(&h);
+}
+
+static void test_eval(void) {
+    check_eval(&cases[0], 0, 71);
+    check_eval(&cases[0], 1, 73);
+    check_eval(&cases[CASE_RESTRICTED], 1, 75);
+}
+
+/* The direct generator draws nothing: another step seed gives the same bits, there is no L_pd, and the
+ * training step's L_LM is evaluation's. */
+static void test_direct(void) {
+    ds_hybrid h;
+    ds_hybrid_dims d;
+    int32_t tok[B * T], tgt[B * T];
+    setup(&h, &d, &cases[CASE_DIRECT], 77, tok, tgt, 1);
+    float *g = ds_alloc(sizeof(float) * h.n_params);
+    ds_hybrid_losses a, b, e;
+    ds_hybrid_zero_grad(&h);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 7, 0, 1.0f, &a);
+    memcpy(g, h.grads, sizeof(float) * h.n_params);
+    ds_hybrid_zero_grad(&h);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 8, 100, 1.0f, &b);
+    ds_hybrid_eval(&h, B, T, tok, tgt, NULL, &e);
+    CHECK(a.total == b.total && !memcmp(g, h.grads, sizeof(float) * h.n_params) && a.pd == 0 && a.pd_count == 0 &&
+          a.total == a.lm && e.lm == a.lm,
+          "direct generator: step seed and sample numbers change nothing, no L_pd, training L_LM %.7f = eval's %.7f",
+          a.lm, e.lm);
+    ds_free(g);
+    ds_hybrid_destroy(&h);
+}
+
+/* The static baseline restricted to W_r, W_k, W_v of layer 1 (src/hybrid/README.md §1.8): the trainable set
+ * is those three matrices; loss and their gradients equal the whole-model baseline's bit for bit; after a
+ * few SGD steps on the trainable set every RWKV-7 weight is bit-identical to its start while the three
+ * copies moved, and evaluation reads the moved copies. */
+static void test_restricted_static(void) {
+    test_case tc = cases[0];
+    tc.n_targets = 0;
+    ds_hybrid full, h;
+    ds_hybrid_dims d;
+    int32_t tok[B * T], tgt[B * T];
+    setup(&full, &d, &tc, 83, tok, tgt, 1);
+    d.n_static_layers = 1;
+    d.static_layers[0] = 1;
+    d.static_matrices = DS_HYBRID_R | DS_HYBRID_K | DS_HYBRID_V;
+    make_hybrid(&h, &d, 83);
+    const char *names[3] = {"rwkv7.blocks.1.att.receptance.weight", "rwkv7.blocks.1.att.key.weight",
+                            "rwkv7.blocks.1.att.value.weight"};
+    int64_t CC = 128 * 128;
+    int table_ok = h.n_tensors == 3 && h.n_static == 3 && h.n_params == 3 * CC && h.model.frozen;
+    for (int i = 0; i < 3 && table_ok; i++) table_ok = find(&h, names[i]) == &h.tensors[i];
+    CHECK(table_ok, "restricted static baseline: the trainable set is W_r, W_k, W_v of layer 1 (%lld floats), the "
+          "RWKV-7 runs frozen", (long long)h.n_params);
+    ds_hybrid_losses Lf, L;
+    ds_hybrid_zero_grad(&full);
+    ds_hybrid_forward_backward(&full, B, T, tok, tgt, NULL, 1, 0, 1.0f, &Lf);
+    ds_hybrid_zero_grad(&h);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 1, 0, 1.0f, &L);
+    int same = 1;
+    for (int i = 0; i < 3; i++)
+        same &= !memcmp(h.grads + h.tensors[i].offset, full.grads + find(&full, names[i])->offset, sizeof(float) * CC);
+    CHECK(L.total == Lf.total && same, "restricted vs whole-model static baseline: loss %.7f vs %.7f, the three "
+          "matrices' gradients bit-identical", L.total, Lf.total);
+    float *start = ds_alloc(sizeof(float) * h.model.n_params);
+    memcpy(start, h.model.params, sizeof(float) * h.model.n_params);
+    ds_hybrid_losses last = L;
+    for (int step = 0; step < 3; step++) {
+        for (int64_t i = 0; i < h.n_params; i++) h.params[i] -= 0.5f * h.grads[i];
+        ds_hybrid_zero_grad(&h);
+        ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 1, 0, 1.0f, &last);
+    }
+    double moved = test_rel_err(h.params + h.tensors[1].offset, start + (h.model.w.layers[1].Wk - h.model.params), CC);
+    CHECK(!memcmp(start, h.model.params, sizeof(float) * h.model.n_params) && moved > 1e-4 && last.lm < L.lm,
+          "3 SGD steps: every RWKV-7 weight bit-identical to its start, W_k's copy moved (rel %.2e), L_LM %.5f -> %.5f",
+          moved, L.lm, last.lm);
+    /* evaluation: the RWKV-7 with the moved copies swapped in */
+    ds_hybrid_losses E;
+    ds_hybrid_eval(&h, B, T, tok, tgt, NULL, &E);
+    ds_rwkv7 m;
+    ds_rwkv7_create(&m, &d.model);
+    memcpy(m.params, h.model.params, sizeof(float) * m.n_params);
+    memcpy(m.w.layers[1].Wr, h.static_params[0], sizeof(float) * CC);
+    memcpy(m.w.layers[1].Wk, h.static_params[1], sizeof(float) * CC);
+    memcpy(m.w.layers[1].Wv, h.static_params[2], sizeof(float) * CC);
+    for (int i = 0; i < B * T; i++)
+        if (i % T < d.prefix) tgt[i] = -1;
+    double want = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 0.0f, NULL, NULL, NULL);
+    CHECK(E.lm == want, "restricted static eval %.7f = the RWKV-7 with the trained copies %.7f", E.lm, want);
+    ds_free(start);
+    ds_rwkv7_destroy(&m);
+    ds_hybrid_destroy(&h);
+    ds_hybrid_destroy(&full);
+}
+
+/* The estimated training FLOPs (ds_hybrid_sizes.flops_per_sequence) of the new variants against their
+ * parts: the direct generator runs half the DiT samples, ln_out_prefix adds the RWKV-7 blocks' forward
+ * over P tokens, the restricted static baseline is the frozen RWKV-7 plus the three matrices' gradients. */
+static void test_flops(void) {
+    ds_hybrid_dims diffusion = small_dims(&cases[0]), direct = diffusion, ln_out = diffusion;
+    direct.generator = DS_HYBRID_DIRECT;
+    direct.lambda_pd = 0;
+    ln_out.condition = DS_HYBRID_LN_OUT_PREFIX;
+    ds_hybrid h;
+    ds_hybrid_create(&h, &diffusion);
+    double dit = ds_dit_forward_flops(&h.dit.d);
+    ds_hybrid_destroy(&h);
+    double f_diff = ds_hybrid_sizes_of(&diffusion, B, T).flops_per_sequence;
+    double f_direct = ds_hybrid_sizes_of(&direct, B, T).flops_per_sequence;
+    double f_ln = ds_hybrid_sizes_of(&ln_out, B, T).flops_per_sequence;
+    test_case tc = cases[0];
+    tc.n_targets = 0;
+    ds_hybrid_dims all = small_dims(&tc), restricted = all;
+    restricted.n_static_layers = 1;
+    restricted.static_layers[0] = 1;
+    restricted.static_matrices = DS_HYBRID_R | DS_HYBRID_K | DS_HYBRID_V;
+    double f_all = ds_hybrid_sizes_of(&all, B, T).flops_per_sequence;
+    double f_restricted = ds_hybrid_sizes_of(&restricted, B, T).flops_per_sequence;
+    double want_restricted = (ds_rwkv7_frozen_flops_per_token(&all.model) + 6.0 * 128 * 128) * T;
+    CHECK(fabs(f_diff - f_direct - 3.0 * 2 * dit) < 1e-9 * f_diff &&
+          fabs(f_ln - f_diff - diffusion.prefix * ds_rwkv7_recompute_flops_per_token(&diffusion.model)) < 1e-9 * f_ln &&
+          fabs(f_restricted - want_restricted) < 1e-9 * f_restricted && f_restricted < f_all,
+          "FLOPs per sequence: direct %.4g = diffusion %.4g - 3 x 2 DiT forwards; ln_out_prefix %.4g; restricted static "
+          "%.4g of the whole model's %.4g", f_direct, f_diff, f_ln, f_restricted, f_all);
 }
 
 /* The static baseline (no targeted layers) is the plain RWKV-7 on positions >= P: same loss and
@@ -395,15 +553,14 @@ static void test_eval(void) {
 static void test_static_baseline(void) {
     test_case tc = cases[0];
     tc.n_targets = 0;
-    ds_hybrid_dims d = small_dims(&tc);
     ds_hybrid h;
-    make_hybrid(&h, &d, 81);
-    CHECK(h.n_tensors == h.model.n_tensors && h.n_params == h.model.n_params, "baseline: the trainable set is the RWKV-7");
+    ds_hybrid_dims d;
     int32_t tok[B * T], tgt[B * T];
-    make_batch(tok, tgt, d.model.vocab_size, 82, 1);
+    setup(&h, &d, &tc, 81, tok, tgt, 1);
+    CHECK(h.n_tensors == h.model.n_tensors && h.n_params == h.model.n_params, "baseline: the trainable set is the RWKV-7");
     ds_hybrid_losses L;
     ds_hybrid_zero_grad(&h);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 1, 0, 1.0f, &L);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 1, 0, 1.0f, &L);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d.model);
     memcpy(m.params, h.model.params, sizeof(float) * m.n_params);
@@ -516,7 +673,20 @@ static void test_config(void) {
           d.schedule == DS_SCHEDULE_COSINE, "config: layers 0,2, kv, lowrank, mean_prefix, fixed alpha, cosine");
     snprintf(cfg.hybrid.condition, sizeof cfg.hybrid.condition, "attn_prefix");
     ds_hybrid_dims_from_config(&d, &cfg);
-    CHECK(d.condition == DS_HYBRID_ATTN_PREFIX, "config: attn_prefix");
+    CHECK(d.condition == DS_HYBRID_ATTN_PREFIX && d.generator == DS_HYBRID_DIFFUSION && d.n_static_layers == 0,
+          "config: attn_prefix, diffusion generator, no restricted static weights");
+    snprintf(cfg.hybrid.condition, sizeof cfg.hybrid.condition, "ln_out_prefix");
+    snprintf(cfg.hybrid.generator, sizeof cfg.hybrid.generator, "direct");
+    snprintf(cfg.hybrid.static_scope, sizeof cfg.hybrid.static_scope, "targeted");
+    cfg.hybrid.train_static = 1;
+    ds_hybrid_dims_from_config(&d, &cfg);
+    CHECK(d.condition == DS_HYBRID_LN_OUT_PREFIX && d.generator == DS_HYBRID_DIRECT && d.train_static &&
+          d.n_static_layers == 2 && d.static_layers[1] == 2 && d.static_matrices == (DS_HYBRID_K | DS_HYBRID_V),
+          "config: ln_out_prefix, direct, static_scope targeted = the generated W_k, W_v of layers 0, 2");
+    snprintf(cfg.hybrid.matrices, sizeof cfg.hybrid.matrices, "none");
+    ds_hybrid_dims_from_config(&d, &cfg);
+    CHECK(d.n_targets == 0 && d.n_static_layers == 2 && d.static_matrices == 7,
+          "config: matrices none with static_scope targeted = W_r, W_k, W_v of layers 0, 2");
 }
 
 static void bad_rank(void) {
@@ -545,9 +715,26 @@ static void prefix_too_long(void) {
     ds_hybrid_create(&h, &d);
     int32_t tok[B * T], tgt[B * T];
     make_batch(tok, tgt, 256, 1, 0);
-    ds_hybrid_forward_backward(&h, B, T, tok, tgt, 1, 0, 1.0f, NULL);
+    ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 1, 0, 1.0f, NULL);
+}
+static void direct_with_diffusion_loss(void) {
+    test_case tc = cases[CASE_DIRECT];
+    ds_hybrid_dims d = small_dims(&tc);
+    d.lambda_pd = 0.1;
+    ds_hybrid h;
+    ds_hybrid_create(&h, &d);
+}
+static void restricted_other_matrices(void) {
+    ds_hybrid_dims d = small_dims(&cases[CASE_RESTRICTED]);
+    d.static_matrices = DS_HYBRID_R | DS_HYBRID_K | DS_HYBRID_V;  /* the hybrid generates r, v only */
+    ds_hybrid h;
+    ds_hybrid_create(&h, &d);
 }
 static void test_bad_input(void) {
+    CHECK(test_exit_code(direct_with_diffusion_loss) == DS_EXIT_BAD_INPUT, "direct generator with lambda_pd 0.1 exits "
+          "with 2");
+    CHECK(test_exit_code(restricted_other_matrices) == DS_EXIT_BAD_INPUT, "restricted static weights other than the "
+          "generated matrices exit with 2");
     CHECK(test_exit_code(bad_rank) == DS_EXIT_BAD_INPUT, "rank 20 at width 128 exits with 2");
     CHECK(test_exit_code(nothing_to_train) == DS_EXIT_BAD_INPUT, "no targets and frozen weights exits with 2");
     CHECK(test_exit_code(prefix_too_long) == DS_EXIT_BAD_INPUT, "prefix >= T exits with 2");
@@ -577,9 +764,9 @@ static int bench_mode(int argc, char **argv) {
     double best = 1e30, best_eval = 1e30;
     for (int rep = 0; rep < 4; rep++) {
         double t0 = ds_now_seconds();
-        ds_hybrid_forward_backward(&h, BB, TT, tok, tgt, rep, 0, 1.0f, NULL);
+        ds_hybrid_forward_backward(&h, BB, TT, tok, tgt, NULL, rep, 0, 1.0f, NULL);
         double t1 = ds_now_seconds();
-        ds_hybrid_eval(&h, BB, TT, tok, tgt, NULL);
+        ds_hybrid_eval(&h, BB, TT, tok, tgt, NULL, NULL);
         double t2 = ds_now_seconds();
         if (rep > 0) best = fmin(best, t1 - t0), best_eval = fmin(best_eval, t2 - t1);
     }
@@ -620,6 +807,9 @@ int main(int argc, char **argv) {
     test_split_and_determinism();
     test_frozen_static();
     test_eval();
+    test_direct();
+    test_restricted_static();
+    test_flops();
     test_static_baseline();
     test_finite_differences();
     test_against_pytorch();

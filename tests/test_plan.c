@@ -92,28 +92,34 @@ static ds_hybrid_dims hybrid_dims(int train_static, int n_targets) {
 
 /* The hybrid's sizes against the hybrid it describes; its workload's memory, compute and overlap. */
 static void check_hybrid(void) {
-    for (int k = 0; k < 3; k++) {
-        int train_static = k > 0, n_targets = k < 2 ? 2 : 0;  /* frozen, trained, static baseline */
+    /* frozen, trained, static baseline, the static baseline restricted to layer 1's W_r, W_k, W_v, and the
+     * direct generator with the ln_out_prefix condition (frozen) */
+    for (int k = 0; k < 5; k++) {
+        int train_static = k == 1 || k == 2 || k == 3, n_targets = k == 2 || k == 3 ? 0 : 2;
         ds_hybrid_dims d = hybrid_dims(train_static, n_targets);
+        if (k == 3) d.n_static_layers = 1, d.static_layers[0] = 1, d.static_matrices = 7;
+        if (k == 4) d.generator = DS_HYBRID_DIRECT, d.lambda_pd = 0, d.condition = DS_HYBRID_LN_OUT_PREFIX;
+        int whole_model = train_static && k != 3;
         ds_hybrid h;
         ds_hybrid_create(&h, &d);
         ds_fill_pattern(h.params, h.n_params, 0.1f);
         ds_fill_pattern(h.model.params, h.model.n_params, 0.1f);
         ds_probe_batch in = ds_probe_batch_random(2, 32, d.model.vocab_size);
-        ds_hybrid_forward_backward(&h, 2, 32, in.tokens, in.targets, 1, 0, 0.5f, NULL);
+        ds_hybrid_forward_backward(&h, 2, 32, in.tokens, in.targets, NULL, 1, 0, 0.5f, NULL);
         ds_probe_batch_free(&in);
         ds_hybrid_sizes z = ds_hybrid_sizes_of(&d, 2, 32);
         CHECK(z.n_params == h.n_params, "hybrid %d: n_params %lld, model %lld", k, (long long)z.n_params,
               (long long)h.n_params);
-        CHECK(z.model_floats == (train_static ? 0 : 2 * h.model.n_params), "hybrid %d: frozen RWKV-7 floats %lld", k,
+        CHECK(z.model_floats == (whole_model ? 0 : 2 * h.model.n_params), "hybrid %d: frozen RWKV-7 floats %lld", k,
               (long long)z.model_floats);
         CHECK(z.dit_activation_floats == (n_targets ? h.dit.acts_numel : 0) &&
               h.model.acts_numel == ds_rwkv7_activation_floats(&d.model, 2, 32, 0),
               "hybrid %d, 2 sequences: DiT activations %lld, reserved %lld; the RWKV-7's reserved for the micro-batch",
               k, (long long)z.dit_activation_floats, n_targets ? (long long)h.dit.acts_numel : 0LL);
         /* the whole work buffer block is at least the micro-batch's DiT batch and fused matrices */
-        CHECK(z.work_floats >= n_targets * 2 * (8.0 * h.n_img + 3.0 * h.n_mat * 128 * 128), "hybrid %d: work %.0f", k,
-              z.work_floats);
+        int rows = k == 4 ? 1 : 2;
+        CHECK(z.work_floats >= n_targets * 2 * (4.0 * rows * h.n_img + 3.0 * h.n_mat * 128 * 128), "hybrid %d: work %.0f",
+              k, z.work_floats);
         ds_hybrid_destroy(&h);
 
         ds_task_shape shape = {.kind = DS_TASK_HYBRID, .ctx_len = 32, .hybrid = d};

@@ -415,7 +415,7 @@ static void test_seq_weights(void) {
         G[i] = ds_alloc(sizeof(float) * B * CC);
         Gref[i] = ds_alloc(sizeof(float) * B * CC);
         for (int64_t j = 0; j < B * CC; j++) W[i][j] = own[j % CC] + 0.05f * (float)ds_rng_normal(13, 50 + i, j);
-        table[3 * layer[i] + mat[i]] = (ds_rwkv7_seq_weight){W[i], G[i]};
+        table[3 * layer[i] + mat[i]] = (ds_rwkv7_seq_weight){W[i], G[i], 0};
     }
     /* one sequence at a time, the matrices swapped in: each scored token weighs 1 / (the batch's count) */
     float *gref = ds_alloc(sizeof(float) * m.n_params);
@@ -479,6 +479,46 @@ static void test_seq_weights(void) {
     ds_rwkv7_destroy(&m);
 }
 
+/* A shared caller matrix (seq_weights .shared, src/rwkv7/README.md §3.5) acts as the model's own: with the
+ * model frozen, a copy of its W_k of layer 1 gives the same loss and, in the caller's array, the same
+ * weight gradient as the trainable model, bit for bit. ds_rwkv7_forward_hidden returns the ln_out rows
+ * whose head product is the forward's logits, bit for bit. */
+static void test_shared_weight_and_hidden(void) {
+    enum { B = 2, T = 11, L = 2, C = 128, V = 53 };
+    int64_t CC = C * C;
+    ds_rwkv7 m;
+    make_model(&m, L, C, V, 17, 0.05f);
+    int32_t tok[B * T], tgt[B * T];
+    random_tokens(tok, B * T, V, 17, 1);
+    random_tokens(tgt, B * T, V, 17, 2);
+    ds_rwkv7_zero_grad(&m);
+    double loss = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    float *W = ds_alloc(sizeof(float) * CC), *G = ds_alloc(sizeof(float) * CC), *want = ds_alloc(sizeof(float) * CC);
+    memcpy(W, m.w.layers[1].Wk, sizeof(float) * CC);
+    memcpy(want, m.g.layers[1].Wk, sizeof(float) * CC);
+    ds_rwkv7_seq_weight table[L * 3] = {{0}};
+    table[3 * 1 + 1] = (ds_rwkv7_seq_weight){W, G, 1};
+    m.seq_weights = table;
+    m.frozen = 1;
+    ds_rwkv7_zero_grad(&m);
+    double shared = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 1e-4f, NULL, NULL, NULL);
+    ds_rwkv7_backward(&m);
+    CHECK(shared == loss && memcmp(G, want, sizeof(float) * CC) == 0 && count_nonzero(G, CC) > CC / 2 &&
+          count_nonzero(m.g.layers[1].Wk, CC) == 0 && count_nonzero(m.g.head, (int64_t)V * C) == 0,
+          "a shared caller W_k on a frozen model: loss %.7f and its weight gradient bit-identical to the trainable "
+          "model's; no other weight gradient", shared);
+    m.seq_weights = NULL;
+    m.frozen = 0;
+    float *logits = ds_alloc(sizeof(float) * B * T * V), *again = ds_alloc(sizeof(float) * B * T * V);
+    ds_rwkv7_forward(&m, B, T, tok, NULL, 1.0f, 0.0f, NULL, NULL, logits);
+    const float *ln_out = ds_rwkv7_forward_hidden(&m, B, T, tok);
+    ds_linear(B * T, C, V, ln_out, m.w.head, NULL, again);
+    CHECK(memcmp(logits, again, sizeof(float) * B * T * V) == 0, "forward_hidden: ln_out x head = the logits, bit for bit");
+    ds_free(W), ds_free(G), ds_free(want), ds_free(logits), ds_free(again);
+    ds_rwkv7_destroy(&m);
+}
+
 int main(int argc, char **argv) {
     ds_blas_init(0);
     ds_kernels_init();
@@ -490,5 +530,6 @@ int main(int argc, char **argv) {
     test_grad_checkpoint();
     test_frozen_state_gradient();
     test_seq_weights();
+    test_shared_weight_and_hidden();
     return test_summary("test_rwkv7");
 }

@@ -103,8 +103,10 @@ typedef struct ds_hybrid_config {
     char matrices[8];                /* generated time-mix matrices: "rkv" (default), "r", "kv", ...;
                                       * "none": the static fine-tuning baseline (with train_static 1) */
     char param[8];                   /* "full" (A1, default) or "lowrank" (A2) */
+    char generator[16];              /* "diffusion" (default) or "direct" (deterministic hypernetwork, no L_pd) */
     int rank;                        /* r of the low-rank variant, default 32 */
-    char condition[16];              /* "first_token" (default), "mean_prefix" or "attn_prefix" */
+    char condition[16];              /* "first_token" (default), "mean_prefix", "attn_prefix" or "ln_out_prefix" */
+    int condition_shuffle;           /* 1: each sequence's condition is read from the next window (a control) */
     int prefix;                      /* P: the LM loss is scored from position P; mean_prefix pools tokens < P */
     char alpha[8];                   /* "learned" (default) or "fixed" */
     double alpha_init;               /* alpha at the start (learned) or throughout (fixed), 0.9 */
@@ -112,6 +114,8 @@ typedef struct ds_hybrid_config {
     double lambda_lm, lambda_pd;     /* loss weights, 1 and 0.1 */
     int t_star;                      /* step of the one-step generation path, 199 */
     int train_static;                /* 1: static RWKV-7 weights train too; 0 (default): frozen */
+    char static_scope[16];           /* with train_static 1: "all" (default) or "targeted" (W_r, W_k, W_v of
+                                      * hybrid.layers only: the generated ones, or all three with matrices none) */
     int64_t lm_warmup_steps;         /* first steps with lambda_lm = 0 (diffusion only), default 0 */
 } ds_hybrid_config;
 

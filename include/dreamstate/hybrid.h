@@ -18,9 +18,11 @@
  * the frozen RWKV-7 embedding rows h_t = emb[tok_t] (before ln0): the row of the first token
  * (first_token), the mean of the rows of the first `prefix` tokens (mean_prefix), or the attention
  * pool over them, e_b = sum_{t<P} softmax_t(q^T K h_t / sqrt(C)) V h_t with learned q, K, V
- * (attn_prefix). The embedding rows, mu, sigma, sigma_V and x0 are constants (no gradient flows into
- * them), so theta_static receives alpha G (A1) or G (A2, where theta_gen contains theta_static) from
- * the LM, G = dL/d(theta); q, K, V receive the gradient of e_b.
+ * (attn_prefix), or the mean of the RWKV-7's final ln_out rows over the first `prefix` tokens, from the
+ * zero state with the static weights (ln_out_prefix). The embedding rows, the ln_out rows, mu, sigma,
+ * sigma_V and x0 are constants (no gradient flows into them), so theta_static receives alpha G (A1) or G
+ * (A2, where theta_gen contains theta_static) from the LM, G = dL/d(theta); q, K, V receive the gradient
+ * of e_b.
  *
  * Randomness (t, eps, eps*, condition drop) is keyed by (seed, global sample index, layer): a batch
  * gives the same result however it is split over ranks and micro-steps. Evaluation uses one fixed eps*
@@ -42,7 +44,13 @@
 
 enum { DS_HYBRID_R = 1, DS_HYBRID_K = 2, DS_HYBRID_V = 4 };  /* matrices mask */
 typedef enum { DS_HYBRID_FULL, DS_HYBRID_LOWRANK } ds_hybrid_param;            /* A1, A2 */
-typedef enum { DS_HYBRID_FIRST_TOKEN, DS_HYBRID_MEAN_PREFIX, DS_HYBRID_ATTN_PREFIX } ds_hybrid_condition;
+typedef enum {
+    DS_HYBRID_FIRST_TOKEN, DS_HYBRID_MEAN_PREFIX, DS_HYBRID_ATTN_PREFIX, DS_HYBRID_LN_OUT_PREFIX
+} ds_hybrid_condition;
+/* DIFFUSION: the parameter DiT of paths (a) and (b); DIRECT: a deterministic hypernetwork, the same DiT run
+ * once on x0 at t* without noise (eps* = 0), x0_hat = x0 - sqrt((1 - ab) / ab) DiT(...), no path (a) and no
+ * L_pd (src/hybrid/README.md §1.7) */
+typedef enum { DS_HYBRID_DIFFUSION, DS_HYBRID_DIRECT } ds_hybrid_generator;
 
 typedef struct ds_hybrid_dims {
     ds_rwkv7_dims model;
@@ -50,6 +58,7 @@ typedef struct ds_hybrid_dims {
     int targets[DS_HYBRID_MAX_TARGETS];   /* ascending layer indices */
     int matrices;                         /* mask of DS_HYBRID_R | K | V */
     ds_hybrid_param param;
+    ds_hybrid_generator generator;        /* DIRECT needs lambda_pd = 0 */
     int rank;                             /* r of A2; C r must be a multiple of 64 x 64 */
     uint64_t u0_seed;                     /* A2: U0 of (layer, matrix) from stream 4 layer + matrix */
     ds_hybrid_condition condition;
@@ -61,6 +70,13 @@ typedef struct ds_hybrid_dims {
     double p_uncond;
     ds_schedule schedule;
     int train_static;                     /* 1: the RWKV-7 weights are trainable (in params) */
+    /* With train_static, n_static_layers > 0 restricts the trainable RWKV-7 weights to W_r, W_k, W_v of the
+     * mask static_matrices in the layers static_layers (ascending): only those are in params (as copies,
+     * taken from h->model by ds_hybrid_init_weights), the RWKV-7 runs frozen and its own weights are never
+     * written (src/hybrid/README.md §1.8). With targeted layers they must be the generated matrices. */
+    int n_static_layers;
+    int static_layers[DS_HYBRID_MAX_TARGETS];
+    int static_matrices;
     float l2wrap;                         /* RWKV's L2Wrap on the LM loss (gradient only) */
     ds_dit_dims dit;                      /* hidden, depth, heads, patch_size, mlp_ratio; the rest derived */
 } ds_hybrid_dims;
@@ -68,7 +84,7 @@ typedef struct ds_hybrid_dims {
 /* The tensors of the trainable set (ds_hybrid.tensors): "dit.<DiT name>", "alpha.logit" [n_targets,
  * n_matrices] (rows per layer, matrices in r, k, v order), with attn_prefix "cond.attn.q" [C],
  * "cond.attn.key.weight" and "cond.attn.value.weight" [C, C] (k_t = K h_t, as a Linear), and with
- * train_static "rwkv7.<official name>". lr_scale: the alpha logits alpha_lr_scale (0 if fixed), RWKV-7
+ * train_static "rwkv7.<official name>" (restricted: only the listed W_r, W_k, W_v, layers ascending). lr_scale: the alpha logits alpha_lr_scale (0 if fixed), RWKV-7
  * w0 2, else 1; weight decay: the owning model's flag, alpha 0. */
 
 /* The hybrid's own tensors of the trainable set (the DiT and the RWKV-7 have their own pointer
@@ -98,6 +114,8 @@ typedef struct ds_hybrid {
     float *params, *grads;        /* the trainable set, [n_params] each */
     ds_hybrid_weights w, g;       /* pointer tables into params and grads */
     float *u0;                    /* A2: [n_targets, n_mat, C, r] orthonormal columns */
+    int n_static;                 /* restricted static weights: their number, and per one its */
+    float **static_params, **static_grads;  /* [n_static] slices of params and grads */
     void *work;                   /* internal buffers */
 } ds_hybrid;
 
@@ -110,37 +128,45 @@ typedef struct ds_hybrid_sizes {
     double work_floats;            /* the hybrid's own buffers for B sequences (DiT batch, fused matrices and their
                                     * gradient, U0, ...) and the DiT's position table */
     int64_t dit_activation_floats; /* ds_dit_reserve of the DiT's 2 n_targets B samples */
-    double flops_per_sequence;     /* training: the RWKV-7's ds_rwkv7_flops_per_token x T (frozen static weights:
-                                    * its frozen FLOPs plus the generated matrices' weight gradients) + about 3x
-                                    * the DiT's forward of its 2 n_targets samples */
+    double flops_per_sequence;     /* training: the RWKV-7's ds_rwkv7_flops_per_token x T (frozen or restricted
+                                    * static weights: its frozen FLOPs plus the weight gradients of the generated
+                                    * or restricted matrices) + about 3x the DiT's forward of its 2 n_targets
+                                    * samples (DIRECT: n_targets) + with ln_out_prefix the RWKV-7's forward to
+                                    * ln_out over the P prefix tokens */
 } ds_hybrid_sizes;
 ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int B, int T);
 
 /* Validates the dims (exit 2 with a reason) and allocates (the buffers of a micro-batch at its first
- * call). The RWKV-7 starts zero: load or initialise h->model's weights before use. With frozen static
- * weights (train_static 0) h->model is marked frozen (its backward skips the weight gradients). */
+ * call). The RWKV-7 starts zero: load or initialise h->model's weights before ds_hybrid_init_weights. With
+ * frozen or restricted static weights h->model is marked frozen (its backward skips the weight
+ * gradients). */
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d);
 void ds_hybrid_destroy(ds_hybrid *h);
 /* DiT initialisation (src/dit/README.md §1.5), alpha logits = logit(alpha_init) and, with attn_prefix,
  * q ~ N(0, 0.02^2), K, V ~ N(0, 1/C) (norm-preserving in expectation, so the pool starts at the scale
- * of the embedding rows); the RWKV-7 is untouched. */
+ * of the embedding rows); restricted static weights are copied from h->model; the RWKV-7 is untouched. */
 void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed);
 void ds_hybrid_zero_grad(ds_hybrid *h);
 
 /* One micro-batch: tokens, targets [B, T] (targets -1 = ignored; positions < prefix are never scored),
- * sequence b is global sample first_sample + b of the step's randomness `seed`. Accumulates the
+ * sequence b is global sample first_sample + b of the step's randomness `seed`. cond_tokens [B, T]: the
+ * tokens each sequence's condition is read from (only positions < prefix, or 0), NULL = its own tokens
+ * (hybrid.condition_shuffle passes another sequence's). Accumulates the
  * gradient of loss_scale x total into h->grads and returns total (unscaled). out may be NULL. The B
  * sequences run at once (one DiT call, one RWKV-7 call), so a batch split otherwise agrees to fp32
  * rounding; the same split gives the same bits. */
 double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
-                                  uint64_t seed, uint64_t first_sample, float loss_scale, ds_hybrid_losses *out);
-/* Evaluation without gradients: the generation path with the fixed eval noise; L_pd is the eps-MSE of
- * that path (t = t*, undropped condition), which costs nothing extra. Fills out, returns lm. */
+                                  const int32_t *cond_tokens, uint64_t seed, uint64_t first_sample, float loss_scale,
+                                  ds_hybrid_losses *out);
+/* Evaluation without gradients: the generation path with the fixed eval noise (DIRECT: none); L_pd is the
+ * eps-MSE of that path (t = t*, undropped condition), which costs nothing extra (DIRECT: no L_pd, count
+ * 0). cond_tokens as in ds_hybrid_forward_backward. Fills out, returns lm. */
 double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
-                      ds_hybrid_losses *out);
+                      const int32_t *cond_tokens, ds_hybrid_losses *out);
 
 /* theta_gen [n_targets, n_mat, C, C] of one sequence (tokens [T]; only the condition's tokens are read)
- * with the generation noise of (seed, sample), e.g. (DS_HYBRID_EVAL_SEED, 0) as in evaluation. */
+ * with the generation noise of (seed, sample), e.g. (DS_HYBRID_EVAL_SEED, 0) as in evaluation (DIRECT:
+ * no noise, seed and sample unused). */
 void ds_hybrid_generate(ds_hybrid *h, int T, const int32_t *tokens, uint64_t seed, uint64_t sample,
                         float *theta_gen);
 /* The draws of (seed, sample, targeted layer j): timestep t of path (a), the condition drop, eps and

@@ -48,6 +48,7 @@ typedef struct ds_rwkv7_state {
 typedef struct ds_rwkv7_seq_weight {
     const float *w;  /* [B, C, C]: sequence b's matrix at w + b C C, applied as x W^T (NULL: the model's own) */
     float *g;        /* [B, C, C]: the backward adds sequence b's gradient into g + b C C */
+    int shared;      /* 1: w and g are one [C, C] matrix for every sequence (one product over the B T rows) */
 } ds_rwkv7_seq_weight;
 
 typedef struct ds_rwkv7 {
@@ -119,6 +120,9 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
 /* The last forward's final hidden states, ln_out(x) before the head: [B, T, C], row b T + t. Valid until
  * the next forward or reserve. */
 const float *ds_rwkv7_ln_out(const ds_rwkv7 *m);
+/* Forward from the zero state over tokens [B,T] up to the final ln_out, without the head: returns the ln_out
+ * output [B,T,C], which lives in the model's activations until its next forward (no backward of it). */
+const float *ds_rwkv7_forward_hidden(ds_rwkv7 *m, int B, int T, const int32_t *tokens);
 /* Backward of the last forward (which must have had targets; it may have started from a state_in);
  * accumulates into m->grads. */
 void ds_rwkv7_backward(ds_rwkv7 *m);
@@ -155,7 +159,8 @@ double ds_rwkv7_flops_per_token(const ds_rwkv7_dims *d, int T);
 /* The same for a step with frozen weights (state tuning): forward and the dx products, no dW (4x). */
 double ds_rwkv7_frozen_flops_per_token(const ds_rwkv7_dims *d);
 /* What m->grad_checkpoint adds per token, not counted in the two above (MFU counts the model's FLOPs):
- * the blocks' forward once more, 2 per block matrix parameter and the WKV forward. */
+ * the blocks' forward once more, 2 per block matrix parameter and the WKV forward; the same is the cost
+ * of ds_rwkv7_forward_hidden per token. */
 double ds_rwkv7_recompute_flops_per_token(const ds_rwkv7_dims *d);
 
 /* ---- token sampling (src/rwkv7/sampling.c) ---- */

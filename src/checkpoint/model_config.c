@@ -28,15 +28,24 @@ void ds_hybrid_dims_from_config(ds_hybrid_dims *d, const ds_config *cfg) {
         ds_die(DS_EXIT_BAD_INPUT, "hybrid.layers: %d layers targeted, at most %d", n, DS_HYBRID_MAX_TARGETS);
     d->n_targets = strcmp(hc->matrices, "none") == 0 ? 0 : n;  /* none: the static fine-tuning baseline */
     memcpy(d->targets, layers, sizeof(int) * d->n_targets);
-    ds_free(layers);
     for (const char *c = hc->matrices; *c; c++)
         d->matrices |= *c == 'r' ? DS_HYBRID_R : *c == 'k' ? DS_HYBRID_K : *c == 'v' ? DS_HYBRID_V : 0;
+    if (strcmp(hc->static_scope, "targeted") == 0) {  /* the generated matrices, or W_r, W_k, W_v with none */
+        if (!hc->train_static)
+            ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.static_scope targeted needs hybrid.train_static 1", cfg->source);
+        d->n_static_layers = n;
+        memcpy(d->static_layers, layers, sizeof(int) * n);
+        d->static_matrices = d->n_targets > 0 ? d->matrices : DS_HYBRID_R | DS_HYBRID_K | DS_HYBRID_V;
+    }
+    ds_free(layers);
     d->param = strcmp(hc->param, "lowrank") == 0 ? DS_HYBRID_LOWRANK : DS_HYBRID_FULL;
+    d->generator = strcmp(hc->generator, "direct") == 0 ? DS_HYBRID_DIRECT : DS_HYBRID_DIFFUSION;
     d->rank = hc->rank;
     d->u0_seed = DS_HYBRID_U0_SEED;
-    d->condition = strcmp(hc->condition, "mean_prefix") == 0   ? DS_HYBRID_MEAN_PREFIX
-                   : strcmp(hc->condition, "attn_prefix") == 0 ? DS_HYBRID_ATTN_PREFIX
-                                                                : DS_HYBRID_FIRST_TOKEN;
+    d->condition = strcmp(hc->condition, "mean_prefix") == 0     ? DS_HYBRID_MEAN_PREFIX
+                   : strcmp(hc->condition, "attn_prefix") == 0   ? DS_HYBRID_ATTN_PREFIX
+                   : strcmp(hc->condition, "ln_out_prefix") == 0 ? DS_HYBRID_LN_OUT_PREFIX
+                                                                  : DS_HYBRID_FIRST_TOKEN;
     d->prefix = hc->prefix;
     d->learn_alpha = strcmp(hc->alpha, "learned") == 0;
     d->alpha_init = hc->alpha_init;

@@ -183,9 +183,16 @@ static const config_key config_keys[] = {
     {KEY(hybrid, param), .type = KEY_ENUM, .def = "full", .choices = "full|lowrank",
      .help = "generate full matrices (A1) or low-rank deltas (A2)"},
     {KEY(hybrid, rank), .type = KEY_INT, .def = "32", .min = 1, .max = 65536, .help = "rank r of the lowrank variant"},
-    {KEY(hybrid, condition), .type = KEY_ENUM, .def = "first_token", .choices = "first_token|mean_prefix|attn_prefix",
-     .help = "global-context condition: first-token embedding, the mean embedding of the prefix, or a learned "
-             "attention pool over the prefix's embeddings"},
+    {KEY(hybrid, generator), .type = KEY_ENUM, .def = "diffusion", .choices = "diffusion|direct",
+     .help = "diffusion: the parameter DiT with its diffusion loss; direct: the same DiT run once on the static weights "
+             "without noise (a deterministic hypernetwork, L_LM only: needs lambda_pd 0)"},
+    {KEY(hybrid, condition), .type = KEY_ENUM, .def = "first_token",
+     .choices = "first_token|mean_prefix|attn_prefix|ln_out_prefix",
+     .help = "global-context condition: first-token embedding, the mean embedding of the prefix, a learned "
+             "attention pool over the prefix's embeddings, or the mean of the static RWKV-7's ln_out over the prefix"},
+    {KEY(hybrid, condition_shuffle), .type = KEY_BOOL, .def = "false",
+     .help = "true: each window's condition is read from another window (training: the next global sample's; "
+             "held-out: the next held-out window's), a control that carries no information about the window"},
     {KEY(hybrid, prefix), .type = KEY_INT, .def = "16", .min = 1, .max = 1 << 20,
      .help = "P: the LM loss is scored from position P on; mean_prefix and attn_prefix pool tokens < P"},
     {KEY(hybrid, alpha), .type = KEY_ENUM, .def = "learned", .choices = "learned|fixed",
@@ -201,6 +208,9 @@ static const config_key config_keys[] = {
      .help = "diffusion step of the one-step generation path"},
     {KEY(hybrid, train_static), .type = KEY_INT, .def = "0", .min = 0, .max = 1,
      .help = "1: the static RWKV-7 weights train too; 0: frozen"},
+    {KEY(hybrid, static_scope), .type = KEY_ENUM, .def = "all", .choices = "all|targeted",
+     .help = "with train_static 1, which RWKV-7 weights train: all, or only W_r, W_k, W_v of hybrid.layers (the "
+             "generated ones; all three with matrices none), the rest frozen as loaded"},
     {KEY(hybrid, lm_warmup_steps), .type = KEY_INT64, .def = "0", .min = 0, .max = (double)INT64_MAX,
      .help = "first steps trained on the diffusion loss only (lambda_lm = 0)"},
 
@@ -653,6 +663,31 @@ static void apply_override(load_ctx *ctx, ds_config *cfg, const char *arg) {
 
 static int is_set(const load_ctx *ctx, int i) { return ctx->origin[i].line || ctx->origin[i].set_arg; }
 
+/* The hybrid's variants that need other keys (src/hybrid/README.md §1.7-1.9): the error names the key the
+ * user set, or the variant's own key when the other one is at its default. */
+static void check_hybrid(const load_ctx *ctx, const ds_config *cfg) {
+    const ds_hybrid_config *hc = &cfg->hybrid;
+    int none = strcmp(hc->matrices, "none") == 0, generator = key_index("hybrid", "generator");
+    int lambda_pd = key_index("hybrid", "lambda_pd"), warmup = key_index("hybrid", "lm_warmup_steps");
+    int shuffle = key_index("hybrid", "condition_shuffle"), scope = key_index("hybrid", "static_scope");
+    if (strcmp(hc->generator, "direct") == 0) {
+        if (none) die_key(ctx, generator, "direct generates matrices: it needs hybrid.matrices other than none");
+        if (hc->lambda_pd != 0)
+            die_key(ctx, is_set(ctx, lambda_pd) ? lambda_pd : generator, "hybrid.generator direct has no diffusion "
+                    "loss: set hybrid.lambda_pd to 0 (it is %g)", hc->lambda_pd);
+        if (hc->lm_warmup_steps > 0)
+            die_key(ctx, warmup, "hybrid.generator direct has no diffusion loss to warm up with: set it to 0 (it is %lld)",
+                    (long long)hc->lm_warmup_steps);
+    }
+    if (hc->condition_shuffle && none)
+        die_key(ctx, shuffle, "the static baseline (hybrid.matrices none) has no condition to shuffle");
+    if (hc->condition_shuffle && (int64_t)cfg->train.eval_batches * cfg->train.batch_size < 2)
+        die_key(ctx, shuffle, "needs at least 2 held-out windows (train.eval_batches x train.batch_size) to take each "
+                "window's condition from another");
+    if (strcmp(hc->static_scope, "targeted") == 0 && !hc->train_static)
+        die_key(ctx, scope, "targeted restricts the trainable static weights: it needs hybrid.train_static 1");
+}
+
 static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
     int n_embd = key_index("model", "n_embd");
     int vocab = key_index("model", "vocab_size"), lr_final = key_index("optim", "lr_final");
@@ -697,6 +732,7 @@ static void check_and_resolve(load_ctx *ctx, ds_config *cfg) {
     if (strcmp(cfg->run.task, "hybrid") == 0 && cfg->hybrid.prefix >= cfg->train.ctx_len)
         die_key(ctx, key_index("hybrid", "prefix"), "must be below train.ctx_len (%d), got %d", cfg->train.ctx_len,
                 cfg->hybrid.prefix);
+    if (strcmp(cfg->run.task, "hybrid") == 0) check_hybrid(ctx, cfg);
 
     if (!cfg->run.out_dir[0]) {
         snprintf(path, sizeof path, "runs/%s", cfg->run.name);

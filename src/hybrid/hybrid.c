@@ -12,7 +12,7 @@
  * matrices per layer (of r, k, v), CC = C C floats of one matrix, r the rank of A2, n_img = n_mat CC
  * (A1) or n_mat C r (A2) floats of one DiT sample, viewed as n_img / 4096 channels of 64 x 64 (TILE);
  * a DiT batch [B, S1, n_img] holds per sequence its nT generation rows, then in training its nT
- * diffusion-loss rows (S1 = 2 nT, else nT); P the prefix; k = j n_mat + mi indexes (targeted layer j,
+ * diffusion-loss rows (S1 = 2 nT, else and with the direct generator nT); P the prefix; k = j n_mat + mi indexes (targeted layer j,
  * matrix mi); the fused matrices and their gradients are [n_targets n_mat, B, C, C], so that matrix k
  * of every sequence is one [B, C, C] block as the RWKV-7 takes it. */
 #include "dreamstate/hybrid.h"
@@ -35,10 +35,11 @@ typedef struct {
     float **static_w, **static_g; /* [n_targets n_mat]: the model's own pointers of the targeted matrices */
     double *mu, *sd;              /* [n_targets n_mat]: A1 mean and std of theta_static; A2 sd = sigma_V */
     float *x0;                    /* [n_targets, n_img]: normalise(theta_static) (A1), zeros (A2) */
-    float *eval_eps;              /* [n_targets, n_img]: eps* of evaluation (drawn once) */
+    float *eval_eps;              /* [n_targets, n_img]: eps* of evaluation (drawn once; DIRECT: zeros throughout) */
     int have_eval_eps;
     ds_rwkv7_seq_weight *seq;     /* [L, 3]: the RWKV-7's per-sequence matrices, attached during a call */
     float *x0_hat;                /* [n_targets, n_img] of one sequence */
+    int *static_slot;             /* [n_static]: 3 layer + matrix of each restricted static weight */
     float *lowrank;               /* A2: [C, r] scratch for V */
     double *row_dot;              /* [C] partial sums of the alpha gradient */
     /* attn_prefix: u = K^T q (score_t = <u, h_t> / sqrt(C), the same for every sequence), and the
@@ -53,6 +54,7 @@ typedef struct {
     float *attn_h;                /* [B, P, C] the prefixes' embedding rows h_t */
     float *attn_p;                /* [B, P] scores, then their softmax */
     float *attn_hbar;             /* [B, C] sum_t p_t h_t, so e = V hbar */
+    int32_t *prefix_tokens;       /* ln_out_prefix: [B, P] the prefixes, contiguous for the RWKV-7 */
     float *noise;                 /* [B, S1, n_img]: eps* (generation rows), then eps */
     float *x_in, *eps_hat, *d_eps;/* [B, S1, n_img] the DiT batch */
     int32_t *t, *labels;          /* [B S1] */
@@ -109,6 +111,25 @@ static void orthonormalise(double *Q, int rows, int cols) {
 
 /* ---------------------------------------------------------------- creation */
 
+/* The restricted static weights (n_static_layers > 0): train_static, valid layers and matrices, and with
+ * targeted layers exactly the generated matrices (their static part is what the fusion reads). */
+static void check_static_layers(const ds_hybrid_dims *d) {
+    int n = d->n_static_layers;
+    if (n == 0) return;
+    if (n < 0 || n > DS_HYBRID_MAX_TARGETS || !d->train_static || d->static_matrices < 1 || d->static_matrices > 7)
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid: %d restricted static layers, matrices mask %d, train_static %d (need 1..%d "
+               "layers, a non-empty subset of r, k, v, train_static 1)", n, d->static_matrices, d->train_static,
+               DS_HYBRID_MAX_TARGETS);
+    for (int j = 0; j < n; j++)
+        if (d->static_layers[j] < 0 || d->static_layers[j] >= d->model.n_layer ||
+            (j > 0 && d->static_layers[j] <= d->static_layers[j - 1]))
+            ds_die(DS_EXIT_BAD_INPUT, "hybrid: restricted static layer %d: need ascending distinct layers below %d",
+                   d->static_layers[j], d->model.n_layer);
+    if (d->n_targets > 0 && (n != d->n_targets || d->static_matrices != d->matrices ||
+                             memcmp(d->static_layers, d->targets, sizeof(int) * n) != 0))
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid: with generated matrices the restricted static weights must be those matrices");
+}
+
 static void check_dims(const ds_hybrid_dims *d) {
     const ds_rwkv7_dims *m = &d->model;
     int C = m->n_embd;
@@ -130,7 +151,12 @@ static void check_dims(const ds_hybrid_dims *d) {
         ds_die(DS_EXIT_BAD_INPUT, "hybrid: rank %d of width %d: need 1 <= r <= C and C r a multiple of 4096 (64 x 64 "
                "DiT channels)", d->rank, C);
     if (d->prefix < 0 || (d->condition != DS_HYBRID_FIRST_TOKEN && d->prefix < 1))
-        ds_die(DS_EXIT_BAD_INPUT, "hybrid: prefix %d (mean_prefix and attn_prefix need at least 1)", d->prefix);
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid: prefix %d (mean_prefix, attn_prefix and ln_out_prefix need at least 1)",
+               d->prefix);
+    if (d->generator == DS_HYBRID_DIRECT && d->lambda_pd != 0)
+        ds_die(DS_EXIT_BAD_INPUT, "hybrid: the direct generator has no diffusion loss: lambda_pd must be 0, got %g",
+               d->lambda_pd);
+    check_static_layers(d);
     if (!(d->alpha_init > 0 && d->alpha_init < 1))
         ds_die(DS_EXIT_BAD_INPUT, "hybrid: alpha_init %g outside (0, 1)", d->alpha_init);
     if (d->t_star < 0 || d->t_star >= DS_DIFFUSION_STEPS || !(d->p_uncond >= 0 && d->p_uncond < 1) ||
@@ -179,8 +205,12 @@ static ds_dit_dims dit_dims(const ds_hybrid_dims *d, int64_t n_img) {
     return dd;
 }
 
-/* The trainable set's table: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static)];
- * *at_model: where the RWKV-7 starts. */
+static const char *const matrix_names[3] = {"receptance", "key", "value"};
+
+static int restricted_static(const ds_hybrid_dims *d) { return d->train_static && d->n_static_layers > 0; }
+
+/* The trainable set's table: [DiT | alpha logits | attention pool (attn_prefix) | RWKV-7 (train_static; restricted:
+ * its listed W_r, W_k, W_v)]; *at_model: where the whole RWKV-7 starts. */
 static void trainable_table(const ds_hybrid_dims *d, int n_mat, const ds_dit_dims *dd, ds_param_table *t,
                             int64_t *at_model) {
     int C = d->model.n_embd, nT = d->n_targets;
@@ -198,28 +228,39 @@ static void trainable_table(const ds_hybrid_dims *d, int n_mat, const ds_dit_dim
         ds_param_add(t, GLOBAL(attn_v), 2, (int64_t[]){C, C}, "cond.attn.value.weight");
     }
     *at_model = t->n_floats;
-    if (d->train_static) {
+    if (restricted_static(d)) {
+        for (int j = 0; j < d->n_static_layers; j++)
+            for (int mat = 0; mat < 3; mat++)
+                if (d->static_matrices & (1 << mat))
+                    ds_param_add(t, DS_PARAM_UNBOUND, 0, 2, (int64_t[]){C, C}, "rwkv7.blocks.%d.att.%s.weight",
+                                 d->static_layers[j], matrix_names[mat]);
+    } else if (d->train_static) {
         ds_rwkv7_param_table(&sub, &d->model);
         ds_param_append(t, "rwkv7.", sub.n, sub.tensors);
         ds_param_table_free(&sub);
     }
 }
 
+/* DiT samples per sequence of a training call: the generation rows, then the diffusion-loss rows (none with
+ * the direct generator). */
+static int training_rows(const ds_hybrid_dims *d) { return (d->generator == DS_HYBRID_DIRECT ? 1 : 2) * d->n_targets; }
+
 /* Floats of the hybrid's buffers besides the models (work_buffers) for micro-batches of B sequences of T
  * tokens (the + 1s keep empty ones allocatable). */
 static double work_floats(const ds_hybrid_dims *d, int n_mat, int64_t n_img, int B, int T) {
     int64_t C = d->model.n_embd, nT = d->n_targets, nm = nT * n_mat, img = nT * n_img, mats = nm * C * C;
-    int64_t S = 2 * nT * B, P = d->prefix;
+    int64_t S = (int64_t)training_rows(d) * B, P = d->prefix;
     double f = 3.0 * (img + 1)                    /* x0, eval_eps, x0_hat */
              + 4.0 * (nm + 1)                     /* mu, sd (double) */
              + 2.0 * C                            /* row_dot (double) */
              + (double)B * C                      /* e */
-             + 4.0 * ((double)B * 2 * img + 1)    /* noise, x_in, eps_hat, d_eps */
+             + 4.0 * ((double)S * n_img + 1)      /* noise, x_in, eps_hat, d_eps */
              + (double)(S + 1) * (C + 3)          /* vec, t, labels, vec_null */
              + 3.0 * ((double)B * mats + 1)       /* gen, fused, G */
              + (double)B * T;                     /* targets */
     if (nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX)
         f += 4.0 * C + 2.0 * P + (double)B * (P * C + P + C) + (double)(S + 1) * C;
+    if (nT > 0 && d->condition == DS_HYBRID_LN_OUT_PREFIX) f += (double)B * P;  /* prefix_tokens */
     if (nT > 0 && d->param == DS_HYBRID_LOWRANK) f += (double)(nm + 1) * C * d->rank;  /* U0, lowrank */
     return f;
 }
@@ -231,12 +272,16 @@ ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int B, int T) {
     ds_dit_dims dd = dit_dims(d, n_img);
     ds_param_table t = {0};
     trainable_table(d, n_mat, &dd, &t, &at_model);
-    /* frozen: the forward and the input-gradient products, plus the generated matrices' weight gradients */
-    double rwkv7_flops = d->train_static ? ds_rwkv7_flops_per_token(&d->model, T)
-                                         : ds_rwkv7_frozen_flops_per_token(&d->model) + 2.0 * d->n_targets * n_mat * C * C;
+    /* frozen or restricted: the forward and the input-gradient products, plus the weight gradients of the
+     * generated or restricted matrices */
+    int restricted = restricted_static(d), graded = d->n_targets > 0 ? d->n_targets * n_mat : 0;
+    if (d->n_targets == 0 && restricted) graded = d->n_static_layers * __builtin_popcount((unsigned)d->static_matrices);
+    double rwkv7_flops = d->train_static && !restricted
+                             ? ds_rwkv7_flops_per_token(&d->model, T)
+                             : ds_rwkv7_frozen_flops_per_token(&d->model) + 2.0 * graded * C * C;
     ds_hybrid_sizes z = {.n_params = t.n_floats, .flops_per_sequence = rwkv7_flops * T};
     ds_param_table_free(&t);
-    if (!d->train_static) {
+    if (!d->train_static || restricted) {
         ds_rwkv7_param_table(&t, &d->model);
         z.model_floats = 2 * t.n_floats;  /* parameters and their gradient slots */
         ds_param_table_free(&t);
@@ -245,12 +290,38 @@ ds_hybrid_sizes ds_hybrid_sizes_of(const ds_hybrid_dims *d, int B, int T) {
     if (d->n_targets > 0) {
         int G = dd.input_size / dd.patch_size;
         /* the DiT's position table and its copy of the batch's condition */
-        z.work_floats += (double)G * G * dd.hidden + 2.0 * B * d->n_targets * C;
-        z.dit_activation_floats = ds_dit_activation_floats(&dd, 2 * B * d->n_targets);
-        /* about 3x the forward of its 2 samples per targeted layer */
-        z.flops_per_sequence += 3.0 * 2 * d->n_targets * ds_dit_forward_flops(&dd);
+        z.work_floats += (double)G * G * dd.hidden + (double)training_rows(d) * B * C;
+        z.dit_activation_floats = ds_dit_activation_floats(&dd, training_rows(d) * B);
+        /* about 3x the forward of its 2 samples per targeted layer (direct: 1) */
+        z.flops_per_sequence += 3.0 * training_rows(d) * ds_dit_forward_flops(&dd);
+        /* ln_out_prefix: the RWKV-7's blocks forward over the prefix (what a recomputation costs per token) */
+        if (d->condition == DS_HYBRID_LN_OUT_PREFIX)
+            z.flops_per_sequence += d->prefix * ds_rwkv7_recompute_flops_per_token(&d->model);
     }
     return z;
+}
+
+/* The restricted static weights' slices of params and grads, and their places in the RWKV-7's
+ * per-sequence table (layers ascending, matrices in r, k, v order: the trainable set's order). */
+static void take_static_slices(ds_hybrid *h) {
+    const ds_hybrid_dims *d = &h->d;
+    work_buffers *w = h->work;
+    if (!restricted_static(d)) return;
+    h->n_static = d->n_static_layers * __builtin_popcount((unsigned)d->static_matrices);
+    h->static_params = ds_alloc(sizeof(float *) * h->n_static);
+    h->static_grads = ds_alloc(sizeof(float *) * h->n_static);
+    w->static_slot = ds_alloc(sizeof(int) * h->n_static);
+    int i = 0;
+    for (int j = 0; j < d->n_static_layers; j++)
+        for (int mat = 0; mat < 3; mat++) {
+            if (!(d->static_matrices & (1 << mat))) continue;
+            char name[DS_TENSOR_NAME_LEN];
+            snprintf(name, sizeof name, "rwkv7.blocks.%d.att.%s.weight", d->static_layers[j], matrix_names[mat]);
+            const ds_param_tensor *t = ds_param_find(h->n_tensors, h->tensors, name);
+            h->static_params[i] = h->params + t->offset;
+            h->static_grads[i] = h->grads + t->offset;
+            w->static_slot[i++] = 3 * d->static_layers[j] + mat;
+        }
 }
 
 void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
@@ -264,27 +335,30 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
     ds_param_table t = {0};
     int64_t at_model;
     trainable_table(d, h->n_mat, &dd, &t, &at_model);
-    int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX;
+    int attn = nT > 0 && d->condition == DS_HYBRID_ATTN_PREFIX, restricted = restricted_static(d);
     ds_param_arrays(&t, NULL, NULL, &h->params, &h->grads);
     ds_param_bind(&t, h->params, &h->w, 0, 0);
     ds_param_bind(&t, h->grads, &h->g, 0, 0);
     h->tensors = ds_param_take(&t, &h->n_tensors, &h->n_params);
     if (nT > 0) ds_dit_create_in(&h->dit, &dd, h->params, h->grads);  /* the DiT's tensors come first */
-    if (d->train_static) ds_rwkv7_create_in(&h->model, &d->model, h->params + at_model, h->grads + at_model);
+    if (d->train_static && !restricted) ds_rwkv7_create_in(&h->model, &d->model, h->params + at_model, h->grads + at_model);
     else ds_rwkv7_create(&h->model, &d->model);
     ds_diffusion_create(&h->sched, d->schedule, DS_DIFFUSION_STEPS);
 
-    h->model.frozen = !d->train_static;  /* no weight-gradient products for weights nobody trains */
+    /* no weight-gradient products for weights nobody trains; restricted ones get theirs as shared or fused matrices */
+    h->model.frozen = !d->train_static || restricted;
 
     work_buffers *w = ds_alloc(sizeof *w);
     h->work = w;
+    take_static_slices(h);
     int64_t nm = (int64_t)nT * h->n_mat, img = (int64_t)nT * h->n_img;
     w->static_w = ds_alloc(sizeof(float *) * (nm + 1));
     w->static_g = ds_alloc(sizeof(float *) * (nm + 1));
     for (int j = 0; j < nT; j++)
         for (int mi = 0; mi < h->n_mat; mi++) {
-            w->static_w[j * h->n_mat + mi] = *matrix_slot(&h->model.w, d->targets[j], h->mats[mi]);
-            w->static_g[j * h->n_mat + mi] = *matrix_slot(&h->model.g, d->targets[j], h->mats[mi]);
+            int k = j * h->n_mat + mi;  /* restricted: the same (layer, matrix) order as the slices */
+            w->static_w[k] = restricted ? h->static_params[k] : *matrix_slot(&h->model.w, d->targets[j], h->mats[mi]);
+            w->static_g[k] = restricted ? h->static_grads[k] : *matrix_slot(&h->model.g, d->targets[j], h->mats[mi]);
         }
     w->mu = ds_alloc(sizeof(double) * (nm + 1));
     w->sd = ds_alloc(sizeof(double) * (nm + 1));
@@ -312,7 +386,7 @@ void ds_hybrid_create(ds_hybrid *h, const ds_hybrid_dims *d) {
 static void free_batch_buffers(work_buffers *w) {
     ds_free(w->e); ds_free(w->attn_h); ds_free(w->attn_p); ds_free(w->attn_hbar); ds_free(w->noise); ds_free(w->x_in);
     ds_free(w->eps_hat); ds_free(w->d_eps); ds_free(w->t); ds_free(w->labels); ds_free(w->vec); ds_free(w->d_vec);
-    ds_free(w->vec_null); ds_free(w->gen); ds_free(w->fused); ds_free(w->G);
+    ds_free(w->vec_null); ds_free(w->gen); ds_free(w->fused); ds_free(w->G); ds_free(w->prefix_tokens);
 }
 
 /* The micro-batch buffers for B sequences of T tokens (they only grow). */
@@ -325,7 +399,7 @@ static void reserve_batch(ds_hybrid *h, int B, int T) {
     }
     if (B <= w->cap_B) return;
     free_batch_buffers(w);
-    int64_t C = h->d.model.n_embd, nT = h->d.n_targets, P = h->d.prefix, S = 2 * nT * B;
+    int64_t C = h->d.model.n_embd, nT = h->d.n_targets, P = h->d.prefix, S = (int64_t)training_rows(&h->d) * B;
     int64_t rows = S * h->n_img + 1, mats = nT * h->n_mat * B * C * C + 1;
     w->e = ds_alloc(sizeof(float) * B * C);
     if (nT > 0 && h->d.condition == DS_HYBRID_ATTN_PREFIX) {
@@ -334,6 +408,7 @@ static void reserve_batch(ds_hybrid *h, int B, int T) {
         w->attn_hbar = ds_alloc(sizeof(float) * B * C);
         w->d_vec = ds_alloc(sizeof(float) * (S + 1) * C);
     }
+    if (nT > 0 && h->d.condition == DS_HYBRID_LN_OUT_PREFIX) w->prefix_tokens = ds_alloc(sizeof(int32_t) * B * P);
     w->noise = ds_alloc(sizeof(float) * rows);
     w->x_in = ds_alloc(sizeof(float) * rows);
     w->eps_hat = ds_alloc(sizeof(float) * rows);
@@ -354,21 +429,26 @@ void ds_hybrid_destroy(ds_hybrid *h) {
     ds_free(w->static_w); ds_free(w->static_g); ds_free(w->mu); ds_free(w->sd); ds_free(w->x0); ds_free(w->eval_eps);
     ds_free(w->x0_hat); ds_free(w->seq); ds_free(w->row_dot); ds_free(w->lowrank); ds_free(w->targets);
     ds_free(w->attn_u); ds_free(w->attn_dp); ds_free(w->attn_ds); ds_free(w->attn_dh); ds_free(w->attn_du);
-    ds_free(w->de); ds_free(w);
+    ds_free(w->de); ds_free(w->static_slot); ds_free(w);
     if (h->d.n_targets > 0) ds_dit_destroy(&h->dit);
     ds_rwkv7_destroy(&h->model);
     ds_diffusion_destroy(&h->sched);
     ds_free(h->tensors); ds_free(h->params); ds_free(h->grads); ds_free(h->u0);
+    ds_free(h->static_params); ds_free(h->static_grads);
     memset(h, 0, sizeof *h);
 }
 
 void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed) {
+    int64_t C = h->d.model.n_embd, CC = C * C;
+    for (int i = 0; i < h->n_static; i++) {
+        int slot = ((work_buffers *)h->work)->static_slot[i];
+        memcpy(h->static_params[i], *matrix_slot(&h->model.w, slot / 3, slot % 3), sizeof(float) * CC);
+    }
     if (h->d.n_targets == 0) return;
     ds_dit_init_weights(&h->dit, seed);
     float logit = (float)log(h->d.alpha_init / (1.0 - h->d.alpha_init));
     for (int i = 0; i < h->d.n_targets * h->n_mat; i++) h->w.alpha_logit[i] = logit;
     if (h->w.attn_q) {
-        int64_t C = h->d.model.n_embd, CC = C * C;
         double sd = 1.0 / sqrt((double)C);
         ds_fill_normal(h->w.attn_q, C, 0.02, seed, ATTN_INIT_STREAM);
         ds_fill_normal(h->w.attn_k, CC, sd, seed, ATTN_INIT_STREAM + 1);
@@ -463,13 +543,49 @@ static void attention_pool_backward(ds_hybrid *h, int b) {
     ds_gemm(0, 1, 1, C, C, 1.0f, w->attn_du, C, h->w.attn_k, C, 1.0f, h->g.attn_q, C);
 }
 
+/* The restricted static weights as the RWKV-7's shared W_r, W_k, W_v (src/rwkv7/README.md §3.5): the
+ * model computes with them and adds their gradient to grads; its own copies stay as loaded. Without
+ * restricted weights the model runs on its own. */
+static void attach_static(ds_hybrid *h) {
+    work_buffers *w = h->work;
+    h->model.seq_weights = NULL;
+    if (h->n_static == 0) return;
+    memset(w->seq, 0, sizeof(ds_rwkv7_seq_weight) * 3 * h->d.model.n_layer);
+    for (int i = 0; i < h->n_static; i++)
+        w->seq[w->static_slot[i]] = (ds_rwkv7_seq_weight){h->static_params[i], h->static_grads[i], 1};
+    h->model.seq_weights = w->seq;
+}
+
+/* ln_out_prefix: e_b = the mean of the RWKV-7's ln_out rows over the first P tokens, one forward of the B
+ * prefixes from the zero state with the static weights (no generated matrices) and no backward. */
+static void ln_out_conditions(ds_hybrid *h, int B, int T, const int32_t *tokens) {
+    work_buffers *w = h->work;
+    int C = h->d.model.n_embd, P = h->d.prefix;
+    for (int b = 0; b < B; b++) memcpy(w->prefix_tokens + (int64_t)b * P, tokens + (int64_t)b * T, sizeof(int32_t) * P);
+    ds_rwkv7_reserve(&h->model, B, T);  /* the LM forward's size first, so that the prefix's does not shrink it */
+    attach_static(h);
+    const float *rows = ds_rwkv7_forward_hidden(&h->model, B, P, w->prefix_tokens);
+    h->model.seq_weights = NULL;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int t = 0; t < P; t++) s += rows[((int64_t)b * P + t) * C + c];
+            w->e[(int64_t)b * C + c] = (float)(s / P);
+        }
+}
+
 /* The condition vectors e [B, C] of the sequences tokens [B, T]: emb[tok_0] (first_token), the mean of
- * emb[tok_t], t < prefix (mean_prefix), or their attention pool (attn_prefix). */
+ * emb[tok_t], t < prefix (mean_prefix), their attention pool (attn_prefix), or the mean of the RWKV-7's
+ * ln_out rows over them (ln_out_prefix). */
 static void conditions(ds_hybrid *h, int B, int T, const int32_t *tokens) {
     work_buffers *w = h->work;
     int C = h->d.model.n_embd, V = h->d.model.vocab_size;
     int n = h->d.condition == DS_HYBRID_FIRST_TOKEN ? 1 : h->d.prefix;
     if (n > T) ds_die(DS_EXIT_BAD_INPUT, "hybrid: the condition pools %d tokens of a sequence of %d", n, T);
+    if (h->d.condition == DS_HYBRID_LN_OUT_PREFIX) {
+        ln_out_conditions(h, B, T, tokens);
+        return;
+    }
     if (h->d.condition == DS_HYBRID_ATTN_PREFIX) ds_gemm(0, 0, 1, C, C, 1.0f, h->w.attn_q, C, h->w.attn_k, C, 0.0f, w->attn_u, C);
     for (int b = 0; b < B; b++) {
         const int32_t *tok = tokens + (int64_t)b * T;
@@ -507,6 +623,17 @@ static void dit_backward(ds_hybrid *h, int B, int S1) {
 }
 
 /* ---------------------------------------------------------------- the micro-batch */
+
+/* eps* of every targeted layer shared by all sequences: evaluation's, drawn once (diffusion), or zero
+ * (direct: its fixed input is x_{t*} = sqrt(ab) x0). */
+static const float *fixed_noise(ds_hybrid *h) {
+    work_buffers *w = h->work;
+    if (!w->have_eval_eps && h->d.generator == DS_HYBRID_DIFFUSION)
+        for (int j = 0; j < h->d.n_targets; j++)
+            ds_hybrid_draw(h, DS_HYBRID_EVAL_SEED, 0, j, NULL, NULL, NULL, w->eval_eps + j * h->n_img);
+    w->have_eval_eps = 1;
+    return w->eval_eps;
+}
 
 /* DiT forward of B sequences with conditions w->e, S1 = nT (generation path) or 2 nT (with_diffusion)
  * rows each. Generation row j of sequence b is at t* with eps* of (seed, first_sample + b, j), or
@@ -579,7 +706,7 @@ static void attach_matrices(ds_hybrid *h, int B) {
     for (int j = 0; j < h->d.n_targets; j++)
         for (int mi = 0; mi < h->n_mat; mi++) {
             int64_t k = j * h->n_mat + mi;
-            w->seq[3 * h->d.targets[j] + h->mats[mi]] = (ds_rwkv7_seq_weight){w->fused + k * B * CC, w->G + k * B * CC};
+            w->seq[3 * h->d.targets[j] + h->mats[mi]] = (ds_rwkv7_seq_weight){w->fused + k * B * CC, w->G + k * B * CC, 0};
         }
     h->model.seq_weights = w->seq;
 }
@@ -654,38 +781,45 @@ static void finish_losses(const ds_hybrid *h, ds_hybrid_losses *L) {
 /* ---------------------------------------------------------------- public entry points */
 
 double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
-                                  uint64_t seed, uint64_t first_sample, float loss_scale, ds_hybrid_losses *out) {
+                                  const int32_t *cond_tokens, uint64_t seed, uint64_t first_sample, float loss_scale,
+                                  ds_hybrid_losses *out) {
     check_batch(h, B, T);
     reserve_batch(h, B, T);
     work_buffers *w = h->work;
-    int nT = h->d.n_targets, S1 = 2 * nT;
+    int nT = h->d.n_targets, direct = h->d.generator == DS_HYBRID_DIRECT, S1 = training_rows(&h->d);
     int64_t n = h->n_img, CC = (int64_t)h->d.model.n_embd * h->d.model.n_embd;
     ds_hybrid_losses L = {0};
     int64_t count = scored_targets(h, B, T, targets);
     if (nT > 0) {
         prepare_static(h);
-        conditions(h, B, T, tokens);
-        dit_forward(h, B, NULL, 1, seed, first_sample);
-        /* in double: a batch split into micro-batches gives the same per-sample factor */
-        double pd_scale = (double)loss_scale * h->d.lambda_pd / ((double)B * nT);
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < nT; j++) {
-                int64_t s = ((int64_t)b * S1 + nT + j) * n;
-                L.pd_sum += ds_eps_mse(n, w->eps_hat + s, w->noise + s, w->d_eps + s);
-                ds_k.scale(n, w->d_eps + s, (float)pd_scale);
-            }
-        L.pd_count = (double)B * nT;
+        conditions(h, B, T, cond_tokens ? cond_tokens : tokens);
+        if (direct) {
+            dit_forward(h, B, fixed_noise(h), 0, 0, 0);  /* the generation rows alone, no draws */
+        } else {
+            dit_forward(h, B, NULL, 1, seed, first_sample);
+            /* in double: a batch split into micro-batches gives the same per-sample factor */
+            double pd_scale = (double)loss_scale * h->d.lambda_pd / ((double)B * nT);
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < nT; j++) {
+                    int64_t s = ((int64_t)b * S1 + nT + j) * n;
+                    L.pd_sum += ds_eps_mse(n, w->eps_hat + s, w->noise + s, w->d_eps + s);
+                    ds_k.scale(n, w->d_eps + s, (float)pd_scale);
+                }
+            L.pd_count = (double)B * nT;
+        }
         generate_and_fuse(h, B, S1);
         memset(w->G, 0, sizeof(float) * nT * h->n_mat * B * CC);
         attach_matrices(h, B);
+    } else {
+        attach_static(h);
     }
     /* every scored token of the batch weighs loss_scale lambda_lm / count */
     float lm_scale = count > 0 ? (float)((double)loss_scale * h->d.lambda_lm) : 0.0f;
     double lm = ds_rwkv7_forward(&h->model, B, T, tokens, w->targets, lm_scale, h->d.l2wrap, NULL, NULL, NULL);
     L.lm_sum = lm * (double)count;
     if (lm_scale != 0) ds_rwkv7_backward(&h->model);
+    detach_matrices(h);
     if (nT > 0) {
-        detach_matrices(h);
         generation_backward(h, B, S1);  /* G = 0 without an LM gradient: the generation rows get 0 */
         dit_backward(h, B, S1);
     }
@@ -696,7 +830,7 @@ double ds_hybrid_forward_backward(ds_hybrid *h, int B, int T, const int32_t *tok
 }
 
 double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const int32_t *targets,
-                      ds_hybrid_losses *out) {
+                      const int32_t *cond_tokens, ds_hybrid_losses *out) {
     check_batch(h, B, T);
     reserve_batch(h, B, T);
     work_buffers *w = h->work;
@@ -706,17 +840,19 @@ double ds_hybrid_eval(ds_hybrid *h, int B, int T, const int32_t *tokens, const i
     int64_t count = scored_targets(h, B, T, targets);
     if (nT > 0) {
         prepare_static(h);
-        if (!w->have_eval_eps)
-            for (int j = 0; j < nT; j++) ds_hybrid_draw(h, DS_HYBRID_EVAL_SEED, 0, j, NULL, NULL, NULL, w->eval_eps + j * n);
-        w->have_eval_eps = 1;
-        conditions(h, B, T, tokens);
-        dit_forward(h, B, w->eval_eps, 0, 0, 0);
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < nT; j++)
-                L.pd_sum += ds_eps_mse(n, w->eps_hat + ((int64_t)b * nT + j) * n, w->eval_eps + j * n, NULL);
-        L.pd_count = (double)B * nT;
+        conditions(h, B, T, cond_tokens ? cond_tokens : tokens);
+        const float *eps_star = fixed_noise(h);
+        dit_forward(h, B, eps_star, 0, 0, 0);
+        if (h->d.generator == DS_HYBRID_DIFFUSION) {
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < nT; j++)
+                    L.pd_sum += ds_eps_mse(n, w->eps_hat + ((int64_t)b * nT + j) * n, eps_star + j * n, NULL);
+            L.pd_count = (double)B * nT;
+        }
         generate_and_fuse(h, B, nT);
         attach_matrices(h, B);
+    } else {
+        attach_static(h);
     }
     double lm = ds_rwkv7_forward(&h->model, B, T, tokens, w->targets, 1.0f, 0.0f, NULL, NULL, NULL);
     detach_matrices(h);
@@ -734,7 +870,7 @@ void ds_hybrid_generate(ds_hybrid *h, int T, const int32_t *tokens, uint64_t see
     work_buffers *w = h->work;
     prepare_static(h);
     conditions(h, 1, T, tokens);
-    dit_forward(h, 1, NULL, 0, seed, sample);
+    dit_forward(h, 1, h->d.generator == DS_HYBRID_DIRECT ? fixed_noise(h) : NULL, 0, seed, sample);
     generate_and_fuse(h, 1, h->d.n_targets);
     memcpy(theta_gen, w->gen, sizeof(float) * h->d.n_targets * h->n_mat * h->d.model.n_embd * h->d.model.n_embd);
 }

@@ -192,14 +192,14 @@ static const ds_rwkv7_seq_weight *seq_weight(const ds_rwkv7 *m, int l, int mat) 
     return s && s->w ? s : NULL;
 }
 
-/* y = x W^T for projection mat of layer l over the B T rows, or sequence by sequence (T rows each) with
- * the caller's matrices (seq_weights, src/rwkv7/README.md §3.5). */
+/* y = x W^T for projection mat of layer l over the B T rows (the model's matrix or the caller's shared one),
+ * or sequence by sequence (T rows each) with the caller's matrices (seq_weights, src/rwkv7/README.md §3.5). */
 static void projection(const ds_rwkv7 *m, int l, int mat, int B, int T, const float *x, const float *W, float *y) {
     const ds_rwkv7_seq_weight *sw = seq_weight(m, l, mat);
     int C = m->d.n_embd;
     int64_t TC = (int64_t)T * C, CC = (int64_t)C * C;
-    if (!sw) {
-        ds_linear((int64_t)B * T, C, C, x, W, NULL, y);
+    if (!sw || sw->shared) {
+        ds_linear((int64_t)B * T, C, C, x, sw ? sw->w : W, NULL, y);
         return;
     }
     for (int b = 0; b < B; b++) ds_linear(T, C, C, x + b * TC, sw->w + b * CC, NULL, y + b * TC);
@@ -331,9 +331,9 @@ static void block_forward(ds_rwkv7 *m, acts_table *at, int l, const ds_rwkv7_sta
     }
 }
 
-double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
-                        float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
-                        ds_rwkv7_state *state_out, float *logits_out) {
+/* Embedding, ln0, the blocks and ln_out of tokens [B,T] into the activations (at->lnout). */
+static acts_table *forward_to_ln_out(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const ds_rwkv7_state *state_in,
+                                     ds_rwkv7_state *state_out) {
     const ds_rwkv7_dims *d = &m->d;
     ds_rwkv7_reserve(m, B, T);
     acts_table *at = m->act;
@@ -358,10 +358,24 @@ double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const 
     for (int l = 0; l < L; l++) block_forward(m, at, l, state_in, state_out);
     ds_k.norm_forward((int)BT, C, C, LN_EPS, at->x_final, m->w.ln_out_w, m->w.ln_out_b, at->lnout,
                       at->lnout_mean, at->lnout_rstd);
+    at->has_targets = 0;
+    at->has_state_in = state_in != NULL;
+    return at;
+}
+
+const float *ds_rwkv7_forward_hidden(ds_rwkv7 *m, int B, int T, const int32_t *tokens) {
+    return forward_to_ln_out(m, B, T, tokens, NULL, NULL)->lnout;
+}
+
+double ds_rwkv7_forward(ds_rwkv7 *m, int B, int T, const int32_t *tokens, const int32_t *targets,
+                        float loss_scale, float l2wrap, const ds_rwkv7_state *state_in,
+                        ds_rwkv7_state *state_out, float *logits_out) {
+    acts_table *at = forward_to_ln_out(m, B, T, tokens, state_in, state_out);
+    int C = m->d.n_embd, V = m->d.vocab_size;
+    int64_t BT = (int64_t)B * T;
     ds_linear(BT, C, V, at->lnout, m->w.head, NULL, at->logits);
     if (logits_out) memcpy(logits_out, at->logits, sizeof(float) * BT * V);
     at->has_targets = targets != NULL;
-    at->has_state_in = state_in != NULL;
     if (!targets) return 0.0;
     int64_t count = 0;
     for (int64_t i = 0; i < BT; i++) {
@@ -385,14 +399,15 @@ const float *ds_rwkv7_ln_out(const ds_rwkv7 *m) {
 static float *weight_grad(const ds_rwkv7 *m, float *g) { return m->frozen ? NULL : g; }
 
 /* Backward of projection: dx += dy W and the weight gradient: the model's dW += dy^T x (skipped when
- * frozen), or each sequence's into the caller's g + b C C (also when frozen: it is what the caller asked for). */
+ * frozen), or the caller's (shared: into g; else each sequence's into g + b C C), also when frozen: it is
+ * what the caller asked for. */
 static void projection_backward(const ds_rwkv7 *m, int l, int mat, int B, int T, const float *x, const float *W,
                                 const float *dy, float *dW, float *dx) {
     const ds_rwkv7_seq_weight *sw = seq_weight(m, l, mat);
     int C = m->d.n_embd;
     int64_t TC = (int64_t)T * C, CC = (int64_t)C * C;
-    if (!sw) {
-        ds_linear_backward((int64_t)B * T, C, C, x, W, dy, weight_grad(m, dW), NULL, dx, 1);
+    if (!sw || sw->shared) {
+        ds_linear_backward((int64_t)B * T, C, C, x, sw ? sw->w : W, dy, sw ? sw->g : weight_grad(m, dW), NULL, dx, 1);
         return;
     }
     for (int b = 0; b < B; b++)

@@ -39,6 +39,7 @@
 
 enum { RNG_STREAM_HYBRID = 0x48594252 /* "HYBR": seed of the hybrid's draws */ };
 static const char matrix_letter[] = "rkv";
+static const char *const condition_names[] = {"first_token", "mean_prefix", "attn_prefix", "ln_out_prefix"};
 
 typedef struct {
     const ds_config *cfg;
@@ -48,6 +49,7 @@ typedef struct {
     int micro, T;
     uint64_t draw_seed;
     int32_t *tokens, *targets, *window;
+    int32_t *cond_tokens, *cond_scratch;  /* hybrid.condition_shuffle: the windows the conditions are read from */
     double step_sums[4];   /* this rank's lm_sum, lm_count, pd_sum, pd_count since the last step line */
     double base_loss;      /* held-out L_LM of hybrid.init alone */
     double flops_per_token;
@@ -79,12 +81,17 @@ static void format_layers(const int *layers, int n, char *buf, size_t len) {
 static double hy_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     hybrid_task *k = ctx;
     ds_train_sample_batch(k->train, &k->order, first, n, k->T, k->tokens, k->targets, k->window);
+    /* condition_shuffle: sample s reads its condition from the window of sample s + 1, a function of the
+     * global sample number alone, so any rank count and a resume see the same pairs */
+    if (k->cond_tokens)
+        ds_train_sample_batch(k->train, &k->order, first + 1, n, k->T, k->cond_tokens, k->cond_scratch, k->window);
     /* the warm-up teaches the denoiser before its noisy early matrices reach the LM (src/hybrid/README.md §1.6); the static
      * baseline has no DiT and trains on L_LM from the first step */
     int warm = k->h.d.n_targets > 0 && step < k->cfg->hybrid.lm_warmup_steps;
     k->h.d.lambda_lm = warm ? 0.0 : k->cfg->hybrid.lambda_lm;
     ds_hybrid_losses L;
-    double total = ds_hybrid_forward_backward(&k->h, n, k->T, k->tokens, k->targets, k->draw_seed, first, weight, &L);
+    double total = ds_hybrid_forward_backward(&k->h, n, k->T, k->tokens, k->targets, k->cond_tokens, k->draw_seed, first,
+                                              weight, &L);
     ds_grad_sync_ready(sync, 0, k->h.n_params);
     k->step_sums[0] += L.lm_sum;
     k->step_sums[1] += L.lm_count;
@@ -109,19 +116,29 @@ static void hy_step_fields(void *ctx, char *json, size_t len) {
                          alpha[j * h->n_mat + mi]);
 }
 
-/* Sums (lm nats, scored tokens, pd, pd samples) over all ranks of the held-out windows: window w of W
- * at offset span w / (W - 1) of the stream, rank r taking w = r, r + ranks, ... `base`: hybrid.init
- * alone (the RWKV-7 with its static weights) instead of the hybrid. */
+/* Window w of the W held-out windows, at offset span w / (W - 1) of the stream: tokens [T + 1] into window. */
+static void read_held_out(hybrid_task *k, int64_t w, int64_t W) {
+    uint64_t span = ds_dataset_num_tokens(k->valid) - (uint64_t)k->T - 1;
+    ds_dataset_read(k->valid, W > 1 ? span * (uint64_t)w / (uint64_t)(W - 1) : 0, (size_t)k->T + 1, k->window);
+}
+
+/* Sums (lm nats, scored tokens, pd, pd samples) over all ranks of the held-out windows (read_held_out),
+ * rank r taking w = r, r + ranks, ...; with condition_shuffle window w's condition is read from window
+ * (w + 1) mod W, as in training from another window. `base`: hybrid.init alone (the RWKV-7 with its
+ * static weights) instead of the hybrid. */
 static void eval_sums(hybrid_task *k, int base, double sums[4]) {
     const ds_config *cfg = k->cfg;
     int T = k->T, P = cfg->hybrid.prefix, ranks = ds_dist_size();
     int64_t W = (int64_t)cfg->train.eval_batches * cfg->train.batch_size;
-    uint64_t span = ds_dataset_num_tokens(k->valid) - (uint64_t)T - 1;
     memset(sums, 0, 4 * sizeof(double));
     for (int64_t w = ds_dist_rank(); w < W;) {
         int nb = 0;
         for (; nb < k->micro && w < W; nb++, w += ranks) {
-            ds_dataset_read(k->valid, W > 1 ? span * (uint64_t)w / (uint64_t)(W - 1) : 0, (size_t)T + 1, k->window);
+            if (k->cond_tokens && !base) {
+                read_held_out(k, (w + 1) % W, W);
+                memcpy(k->cond_tokens + (int64_t)nb * T, k->window, sizeof(int32_t) * T);
+            }
+            read_held_out(k, w, W);
             memcpy(k->tokens + (int64_t)nb * T, k->window, sizeof(int32_t) * T);
             memcpy(k->targets + (int64_t)nb * T, k->window + 1, sizeof(int32_t) * T);
         }
@@ -135,7 +152,7 @@ static void eval_sums(hybrid_task *k, int base, double sums[4]) {
             sums[1] += count;
         } else {
             ds_hybrid_losses L;
-            ds_hybrid_eval(&k->h, nb, T, k->tokens, k->targets, &L);
+            ds_hybrid_eval(&k->h, nb, T, k->tokens, k->targets, k->cond_tokens, &L);
             sums[0] += L.lm_sum, sums[1] += L.lm_count, sums[2] += L.pd_sum, sums[3] += L.pd_count;
         }
     }
@@ -148,7 +165,7 @@ static double hy_eval(void *ctx, char *json, size_t len) {
     eval_sums(k, 0, s);
     double lm = s[0] / s[1];
     append_field(json, len, ",\"val_ppl\":%.4f", exp(lm));
-    if (k->h.d.n_targets > 0) append_field(json, len, ",\"val_loss_pd\":%.6f", s[2] / s[3]);
+    if (s[3] > 0) append_field(json, len, ",\"val_loss_pd\":%.6f", s[2] / s[3]);  /* the diffusion generator's */
     append_field(json, len, ",\"base_val_loss\":%.6f,\"base_val_ppl\":%.4f", k->base_loss, exp(k->base_loss));
     /* the cost of a variant independent of the machine's other load (the step lines have tokens/s) */
     append_field(json, len, ",\"train_flops_per_token\":%.6g", k->flops_per_token);
@@ -157,26 +174,33 @@ static double hy_eval(void *ctx, char *json, size_t len) {
 
 /* model= of the checkpoints: everything that gives the trainable floats their meaning, and the CRC of
  * the static weights they were trained against. */
-static void hybrid_signature(const ds_hybrid *h, uint32_t init_crc, char *buf, size_t len) {
+static void hybrid_signature(const ds_hybrid *h, int shuffle, uint32_t init_crc, char *buf, size_t len) {
     const ds_hybrid_dims *d = &h->d;
-    char rwkv[256], layers[128], mats[4] = {0}, param[32] = "full", alpha[32] = "learned";
+    char rwkv[256], layers[128], mats[4] = {0}, param[32] = "full", alpha[32] = "learned", scope[160] = "";
     ds_weights_signature(&d->model, rwkv, sizeof rwkv);
+    const char *statics = d->train_static ? "trained" : "frozen";
+    if (d->n_static_layers > 0) {  /* restricted: the signatures of the other runs stay as they were */
+        char smats[4] = {0};
+        for (int mat = 0, i = 0; mat < 3; mat++)
+            if (d->static_matrices & (1 << mat)) smats[i++] = matrix_letter[mat];
+        format_layers(d->static_layers, d->n_static_layers, layers, sizeof layers);
+        snprintf(scope, sizeof scope, " targeted=%s:%s", layers, smats);
+        statics = "targeted";
+    }
     int n;
     if (d->n_targets == 0) {
-        n = snprintf(buf, len, "hybrid %s static-baseline init=%08x", rwkv, init_crc);
+        n = snprintf(buf, len, "hybrid %s static-baseline%s init=%08x", rwkv, scope, init_crc);
     } else {
         format_layers(d->targets, d->n_targets, layers, sizeof layers);
         for (int mi = 0; mi < h->n_mat; mi++) mats[mi] = matrix_letter[h->mats[mi]];
         if (d->param == DS_HYBRID_LOWRANK) snprintf(param, sizeof param, "lowrank:%d", d->rank);
         if (!d->learn_alpha) snprintf(alpha, sizeof alpha, "fixed:%g", d->alpha_init);
-        n = snprintf(buf, len, "hybrid %s layers=%s mats=%s param=%s cond=%s P=%d alpha=%s t*=%d sched=%s static=%s "
-                     "dit=%d,%d,%d,%d,%d init=%08x", rwkv, layers, mats, param,
-                     d->condition == DS_HYBRID_MEAN_PREFIX   ? "mean_prefix"
-                     : d->condition == DS_HYBRID_ATTN_PREFIX ? "attn_prefix"
-                                                             : "first_token",
-                     d->prefix, alpha, d->t_star,
-                     d->schedule == DS_SCHEDULE_COSINE ? "cosine" : "linear", d->train_static ? "trained" : "frozen",
-                     d->dit.hidden, d->dit.depth, d->dit.heads, d->dit.patch_size, d->dit.mlp_ratio, init_crc);
+        n = snprintf(buf, len, "hybrid %s layers=%s mats=%s param=%s cond=%s%s P=%d alpha=%s t*=%d sched=%s static=%s "
+                     "dit=%d,%d,%d,%d,%d%s init=%08x", rwkv, layers, mats, param, condition_names[d->condition],
+                     shuffle ? ":shuffled" : "", d->prefix, alpha, d->t_star,
+                     d->schedule == DS_SCHEDULE_COSINE ? "cosine" : "linear", statics, d->dit.hidden, d->dit.depth,
+                     d->dit.heads, d->dit.patch_size, d->dit.mlp_ratio,
+                     d->generator == DS_HYBRID_DIRECT ? " gen=direct" : "", init_crc);
     }
     if (n < 0 || (size_t)n >= len)
         ds_die(DS_EXIT_BAD_INPUT, "hybrid: the model description does not fit a checkpoint signature (too many layers?)");
@@ -188,11 +212,13 @@ static void hybrid_meta(const ds_config *cfg, const ds_hybrid *h, char *buf, siz
     char rwkv[256], layers[128];
     ds_weights_signature(&h->d.model, rwkv, sizeof rwkv);
     format_layers(h->d.targets, h->d.n_targets, layers, sizeof layers);
-    int n = snprintf(buf, len, "rwkv_model=%s\nhybrid_init=%s\nlayers=%s\nmatrices=%s\nparam=%s\nrank=%d\ncondition=%s\n"
-                     "prefix=%d\nalpha=%s\nalpha_init=%.17g\nt_star=%d\nschedule=%s\ntrain_static=%d\ndit=%d,%d,%d,%d,%d\n"
-                     "tokenizer=%s\n", rwkv, hc->init, layers, hc->matrices, hc->param, hc->rank, hc->condition, hc->prefix,
-                     hc->alpha, hc->alpha_init, hc->t_star, cfg->diffusion.schedule, hc->train_static, cfg->dit.hidden,
-                     cfg->dit.depth, cfg->dit.heads, cfg->dit.patch_size, cfg->dit.mlp_ratio, cfg->data.tokenizer);
+    int n = snprintf(buf, len, "rwkv_model=%s\nhybrid_init=%s\nlayers=%s\nmatrices=%s\nparam=%s\ngenerator=%s\nrank=%d\n"
+                     "condition=%s\ncondition_shuffle=%d\nprefix=%d\nalpha=%s\nalpha_init=%.17g\nt_star=%d\nschedule=%s\n"
+                     "train_static=%d\nstatic_scope=%s\ndit=%d,%d,%d,%d,%d\ntokenizer=%s\n", rwkv, hc->init, layers,
+                     hc->matrices, hc->param, hc->generator, hc->rank, hc->condition, hc->condition_shuffle, hc->prefix,
+                     hc->alpha, hc->alpha_init, hc->t_star, cfg->diffusion.schedule, hc->train_static, hc->static_scope,
+                     cfg->dit.hidden, cfg->dit.depth, cfg->dit.heads, cfg->dit.patch_size, cfg->dit.mlp_ratio,
+                     cfg->data.tokenizer);
     if (n < 0 || (size_t)n >= len) ds_die(DS_EXIT_BAD_INPUT, "%s: hybrid.init path too long for the checkpoint metadata", hc->init);
 }
 
@@ -232,7 +258,8 @@ typedef struct {
 
 static void probe_step(void *ctx) {
     hybrid_probe *p = ctx;
-    ds_hybrid_forward_backward(&p->h, p->in.B, p->in.T, p->in.tokens, p->in.targets, 2, 0, 1.0f / (float)p->in.B, NULL);
+    ds_hybrid_forward_backward(&p->h, p->in.B, p->in.T, p->in.tokens, p->in.targets, NULL, 2, 0, 1.0f / (float)p->in.B,
+                               NULL);
 }
 
 static void probe_destroy(void *ctx) {
@@ -247,7 +274,7 @@ void ds_hybrid_probe(const ds_task_shape *s, int micro, ds_task_probe *out) {
     ds_hybrid_create(&p->h, &s->hybrid);
     p->h.model.grad_checkpoint = s->grad_checkpoint;
     ds_fill_pattern(p->h.params, p->h.n_params, 0.1f);
-    if (!s->hybrid.train_static) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
+    if (!s->hybrid.train_static || s->hybrid.n_static_layers > 0) ds_fill_pattern(p->h.model.params, p->h.model.n_params, 0.1f);
     p->in = ds_probe_batch_random(micro, s->ctx_len, s->hybrid.model.vocab_size);
     *out = (ds_task_probe){.ctx = p, .n_params = p->h.n_params, .grads = p->h.grads, .step = probe_step,
                            .destroy = probe_destroy};
@@ -277,6 +304,10 @@ int ds_train_hybrid(const ds_config *cfg) {
     k.tokens = ds_alloc(sizeof(int32_t) * k.micro * T);
     k.targets = ds_alloc(sizeof(int32_t) * k.micro * T);
     k.window = ds_alloc(sizeof(int32_t) * (T + 1));
+    if (hc->condition_shuffle) {
+        k.cond_tokens = ds_alloc(sizeof(int32_t) * k.micro * T);
+        k.cond_scratch = ds_alloc(sizeof(int32_t) * k.micro * T);
+    }
 
     ds_hybrid *h = &k.h;
     ds_optim_group *groups = ds_alloc(sizeof(ds_optim_group) * h->n_tensors);
@@ -293,7 +324,7 @@ int ds_train_hybrid(const ds_config *cfg) {
                     .flops_per_unit = work.flops_per_unit, .activation_bytes = work.activation_bytes, .ctx = &k,
                     .micro_step = hy_micro_step, .eval = hy_eval, .step_fields = hy_step_fields};
     k.flops_per_token = task.flops_per_unit;
-    hybrid_signature(h, init_crc, task.signature, sizeof task.signature);
+    hybrid_signature(h, hc->condition_shuffle, init_crc, task.signature, sizeof task.signature);
     hybrid_meta(cfg, h, task.meta, sizeof task.meta);
 
     double base[4];
@@ -303,13 +334,19 @@ int ds_train_hybrid(const ds_config *cfg) {
     ds_weights_signature(&d.model, rwkv, sizeof rwkv);
     format_layers(d.targets, d.n_targets, layers, sizeof layers);
     int64_t n_dit = d.n_targets > 0 ? h->dit.n_params : 0;
+    const char *statics = h->n_static > 0 ? ", W_r/W_k/W_v of the RWKV-7" : d.train_static ? ", the RWKV-7" : "";
     ds_log("dreamstate train: task hybrid, %s, %.3fM trainable parameters (DiT %.3fM, %lld alpha logit(s)%s)",
-           cfg->run.name, h->n_params / 1e6, n_dit / 1e6, (long long)nm, d.train_static ? ", the RWKV-7" : "");
-    ds_log("  init %s: %s, %s", hc->init, rwkv,
-           d.train_static ? "trained (stored in checkpoints)" : "frozen (re-read from hybrid.init on resume)");
+           cfg->run.name, h->n_params / 1e6, n_dit / 1e6, (long long)nm, statics);
+    if (h->n_static > 0)
+        ds_log("  init %s: %s, only %d matrices W_r/W_k/W_v of layer(s) %s trained (stored in checkpoints), the rest "
+               "frozen (re-read from hybrid.init on resume)", hc->init, rwkv, h->n_static, hc->layers);
+    else
+        ds_log("  init %s: %s, %s", hc->init, rwkv,
+               d.train_static ? "trained (stored in checkpoints)" : "frozen (re-read from hybrid.init on resume)");
     if (d.n_targets > 0)
-        ds_log("  generates W_%s of layer(s) %s (%s), condition %s, alpha %s (init %g), lambda_lm %g (0 for the first "
-               "%lld steps), lambda_pd %g, t* %d", hc->matrices, layers, hc->param, hc->condition, hc->alpha,
+        ds_log("  generates W_%s of layer(s) %s (%s, %s generator), condition %s%s, alpha %s (init %g), lambda_lm %g (0 "
+               "for the first %lld steps), lambda_pd %g, t* %d", hc->matrices, layers, hc->param, hc->generator,
+               hc->condition, hc->condition_shuffle ? " read from another window (shuffled)" : "", hc->alpha,
                hc->alpha_init, hc->lambda_lm, (long long)hc->lm_warmup_steps, hc->lambda_pd, hc->t_star);
     else
         ds_log("  static baseline: no generated matrices, the RWKV-7 fine-tunes on the same windows");
@@ -322,7 +359,7 @@ int ds_train_hybrid(const ds_config *cfg) {
            exp(k.base_loss));
     int rc = ds_train_run(cfg, &task);
     ds_free(tensors); ds_free(groups);
-    ds_free(k.tokens); ds_free(k.targets); ds_free(k.window);
+    ds_free(k.tokens); ds_free(k.targets); ds_free(k.window); ds_free(k.cond_tokens); ds_free(k.cond_scratch);
     ds_hybrid_destroy(&k.h);
     ds_dataset_close(k.train);
     ds_dataset_close(k.valid);

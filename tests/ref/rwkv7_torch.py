@@ -35,11 +35,11 @@ def shift(x, prev=None):
     return torch.cat([prev[:, None, :], x[:, :-1]], 1)
 
 
-def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=None):
+def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=None, hidden=False):
     """Logits [B, T, V]. wkv_states: None (zero), or per layer the initial WKV state [B, H, N, N] as
     S[b, h, value, key]. shift_states: None (zero), or per layer the initial token-shift states
     (att x_prev [B, C], ffn x_prev [B, C]). With return_states, also the final WKV state of every layer,
-    in the same layout."""
+    in the same layout. With hidden, the final ln_out rows [B, T, C] instead of the logits."""
     B, T = tokens.shape
     H = C // N
     vec = lambda name: P[name].reshape(C)
@@ -78,7 +78,10 @@ def forward(P, tokens, L, C, wkv_states=None, return_states=False, shift_states=
         b2 = ln(x, f'blocks.{l}.ln2')
         xk2 = b2 + (shift(b2, ffn_prev) - b2) * vec(f'blocks.{l}.ffn.x_k')
         x = x + matmul(torch.relu(matmul(xk2, p('ffn.key.weight').T)) ** 2, p('ffn.value.weight').T)
-    logits = matmul(ln(x, 'ln_out'), P['head.weight'].T)
+    x = ln(x, 'ln_out')
+    if hidden:
+        return x
+    logits = matmul(x, P['head.weight'].T)
     return (logits, finals) if return_states else logits
 
 
