@@ -9,7 +9,7 @@
 #     checkpoints and stops short, the job script exits 75, the job requeues itself, restarts in the
 #     same directory, resumes that training from the signal's step and runs every later stage; the
 #     base's train.jsonl has every step once, with each loss equal to an uninterrupted run's (the same
-#     resolved config.yaml trained again on 2 ranks with mpirun); the ablation table has all 9 variants.
+#     resolved config.yaml trained again on 2 ranks with mpirun); the ablation table has all 13 variants.
 cd "$(dirname "$0")/.."
 . tests/lib.sh slurm-jobs
 . tests/slurm_lib.sh
@@ -90,7 +90,7 @@ if [ "$(jsonl_steps "$base/train.jsonl" | tr '\n' ' ')" = "$(seq -s ' ' 1 100) "
 else
   bad "interrupted + resumed base differs from the uninterrupted run:"; diff <(losses "$ref/train.jsonl") <(losses "$base/train.jsonl") | head -5
 fi
-rows=$(grep -cE '^\| (base|static|alpha-0\.[159]|learned|W_r|W_kv|mean_prefix|attn_prefix) \|' "$runb/table.md" 2>/dev/null)
-[ "$rows" = 10 ] && [ -s "$runb/table.json" ] && ok "part B table: base + 9 variants in $(basename "$runb")/table.md" \
+rows=$(grep -cE '^\| (base|static|alpha-0\.[159]|learned|W_r|W_kv|mean_prefix|attn_prefix|direct|shuffled|static-restricted|ln_out_prefix) \|' "$runb/table.md" 2>/dev/null)
+[ "$rows" = 14 ] && [ -s "$runb/table.json" ] && ok "part B table: base + 13 variants in $(basename "$runb")/table.md" \
   || bad "part B table: $rows rows"
 finish

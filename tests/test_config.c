@@ -244,7 +244,7 @@ static void check_with_pyyaml(const char *path) {
         if (!fgets(out, sizeof out, p)) out[0] = 0;
         pclose(p);
     }
-    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, True, 10, 81)\n";
+    const char *want = "('q\"uo\\\\te\\\\\\\\ é\\tx', 0.30000000000000004, 1e-18, 2.0, 256, 42, True, 10, 84)\n";
     CHECK(!strcmp(out, want), "PyYAML reads\n  %s  want %s", out, want);
 }
 
@@ -338,7 +338,7 @@ static void test_help(void) {
         keys++;
     }
     if (in) fclose(in);
-    CHECK(keys == 81, "dump has %d keys, want 81 (every ds_config field)", keys);
+    CHECK(keys == 84, "dump has %d keys, want 84 (every ds_config field)", keys);
     help_line(help, "model.n_embd", line, sizeof line);
     CHECK(strstr(line, " default 128 "), "n_embd help: %s", line);
     help_line(help, "model.head_size", line, sizeof line);
@@ -467,6 +467,31 @@ static void test_errors(void) {
                  "%s:3: optim.lr_final: must be <= optim.lr (0.0001), got 0.001\n");
     expect_error("lr_final_default.yaml", "optim:\n  lr: 1e-5\n", 0, NULL,
                  "%s: optim.lr_final: must be <= optim.lr (1e-05), got 6e-05\n");
+    /* the hybrid's variants that need other keys (src/hybrid/README.md §1.7-1.9) */
+    expect_error("direct_pd.yaml", "run:\n  task: hybrid\nhybrid:\n  generator: direct\n  lambda_pd: 0.1\n", 0, NULL,
+                 "%s:5: hybrid.lambda_pd: hybrid.generator direct has no diffusion loss: set hybrid.lambda_pd to 0 (it "
+                 "is 0.1)\n");
+    expect_error("direct_pd_default.yaml", "run:\n  task: hybrid\nhybrid:\n  generator: direct\n", 0, NULL,
+                 "%s:4: hybrid.generator: hybrid.generator direct has no diffusion loss: set hybrid.lambda_pd to 0 (it "
+                 "is 0.1)\n");
+    expect_error("direct_warmup.yaml", "run:\n  task: hybrid\nhybrid:\n  generator: direct\n  lambda_pd: 0\n"
+                 "  lm_warmup_steps: 5\n", 0, NULL, "%s:6: hybrid.lm_warmup_steps: hybrid.generator direct has no "
+                 "diffusion loss to warm up with: set it to 0 (it is 5)\n");
+    expect_error("direct_none.yaml", "run:\n  task: hybrid\nhybrid:\n  matrices: none\n  generator: direct\n", 0,
+                 NULL, "%s:5: hybrid.generator: direct generates matrices: it needs hybrid.matrices other than none\n");
+    expect_error("shuffle_none.yaml", "run:\n  task: hybrid\nhybrid:\n  matrices: none\n  condition_shuffle: true\n",
+                 0, NULL, "%s:5: hybrid.condition_shuffle: the static baseline (hybrid.matrices none) has no condition "
+                 "to shuffle\n");
+    char *set_one_window[] = {"run.task=hybrid", "hybrid.condition_shuffle=true", "train.batch_size=1",
+                              "train.eval_batches=1"};
+    expect_error(NULL, NULL, 4, set_one_window, "--set hybrid.condition_shuffle=true: needs at least 2 held-out windows "
+                 "(train.eval_batches x train.batch_size) to take each window's condition from another\n");
+    expect_error("scope_frozen.yaml", "run:\n  task: hybrid\nhybrid:\n  static_scope: targeted\n", 0, NULL,
+                 "%s:4: hybrid.static_scope: targeted restricts the trainable static weights: it needs "
+                 "hybrid.train_static 1\n");
+    expect_error("condition.yaml", "hybrid:\n  condition: ln_out\n", 0, NULL,
+                 "%s:2: hybrid.condition: expected one of 'first_token', 'mean_prefix', 'attn_prefix', 'ln_out_prefix', "
+                 "got 'ln_out'\n");
 
     /* --set */
     char *no_eq[] = {"model.n_layer"}, *no_dot[] = {"n_layer=3"}, *typo[] = {"model.n_lyer=3"};
