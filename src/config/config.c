@@ -194,7 +194,7 @@ static const config_key config_keys[] = {
      .help = "true: each window's condition is read from another window (training: the next global sample's; "
              "held-out: the next held-out window's), a control that carries no information about the window"},
     {KEY(hybrid, prefix), .type = KEY_INT, .def = "16", .min = 1, .max = 1 << 20,
-     .help = "P: the LM loss is scored from position P on; mean_prefix and attn_prefix pool tokens < P"},
+     .help = "P: the LM loss is scored from position P on; the *_prefix conditions read tokens < P"},
     {KEY(hybrid, alpha), .type = KEY_ENUM, .def = "learned", .choices = "learned|fixed",
      .help = "fusion coefficient alpha: learned (sigmoid of a logit per layer and matrix) or fixed"},
     {KEY(hybrid, alpha_init), .type = KEY_DOUBLE, .def = "0.9", .min = 0, .max = 1,
