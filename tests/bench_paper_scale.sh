@@ -34,6 +34,8 @@ done
 
 losses() { grep -o '"loss":[0-9.e+-]*' "$1/train.jsonl" | tr '\n' ' '; }
 # run NAME RANKS CONFIG ARGS...: trains with /usr/bin/time around every rank (RSS of rank r in NAME.rss.r)
+# --bind-to none: Open MPI binds each rank to one core when the ranks fit the slots (np <= 2), and a
+# 1-rank run with run.threads=2 would then be refused (more threads than its CPU affinity allows).
 run() {
   local name=$1 ranks=$2; shift 2
   local t0; t0=$(date +%s)

@@ -103,6 +103,12 @@ static void setup(ds_hybrid *h, ds_hybrid_dims *d, const test_case *tc, uint64_t
     make_batch(tok, tgt, d->model.vocab_size, seed + 1, hole);
 }
 
+/* Targets [B, T] of the positions < prefix set to -1 (ignored), as the hybrid scores them. */
+static void unscore_prefix(int32_t *tgt, int prefix) {
+    for (int i = 0; i < B * T; i++)
+        if (i % T < prefix) tgt[i] = -1;
+}
+
 /* cond [B, T]: sequence b's condition read from sequence b + 1 (mod B), as hybrid.condition_shuffle does. */
 static void shifted_tokens(const int32_t *tok, int32_t *cond) {
     for (int b = 0; b < B; b++) memcpy(cond + b * T, tok + ((b + 1) % B) * T, sizeof(int32_t) * T);
@@ -472,18 +478,18 @@ static void test_restricted_static(void) {
     const char *names[3] = {"rwkv7.blocks.1.att.receptance.weight", "rwkv7.blocks.1.att.key.weight",
                             "rwkv7.blocks.1.att.value.weight"};
     int64_t CC = 128 * 128;
-    int table_ok = h.n_tensors == 3 && h.n_static == 3 && h.n_params == 3 * CC && h.model.frozen;
-    for (int i = 0; i < 3 && table_ok; i++) table_ok = find(&h, names[i]) == &h.tensors[i];
-    CHECK(table_ok, "restricted static baseline: the trainable set is W_r, W_k, W_v of layer 1 (%lld floats), the "
-          "RWKV-7 runs frozen", (long long)h.n_params);
     ds_hybrid_losses Lf, L;
     ds_hybrid_zero_grad(&full);
     ds_hybrid_forward_backward(&full, B, T, tok, tgt, NULL, 1, 0, 1.0f, &Lf);
     ds_hybrid_zero_grad(&h);
     ds_hybrid_forward_backward(&h, B, T, tok, tgt, NULL, 1, 0, 1.0f, &L);
-    int same = 1;
-    for (int i = 0; i < 3; i++)
+    int table_ok = h.n_tensors == 3 && h.n_static == 3 && h.n_params == 3 * CC && h.model.frozen, same = 1;
+    for (int i = 0; i < 3 && table_ok; i++) {
+        table_ok = find(&h, names[i]) == &h.tensors[i];
         same &= !memcmp(h.grads + h.tensors[i].offset, full.grads + find(&full, names[i])->offset, sizeof(float) * CC);
+    }
+    CHECK(table_ok, "restricted static baseline: the trainable set is W_r, W_k, W_v of layer 1 (%lld floats), the "
+          "RWKV-7 runs frozen", (long long)h.n_params);
     CHECK(L.total == Lf.total && same, "restricted vs whole-model static baseline: loss %.7f vs %.7f, the three "
           "matrices' gradients bit-identical", L.total, Lf.total);
     float *start = ds_alloc(sizeof(float) * h.model.n_params);
@@ -504,11 +510,9 @@ static void test_restricted_static(void) {
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d.model);
     memcpy(m.params, h.model.params, sizeof(float) * m.n_params);
-    memcpy(m.w.layers[1].Wr, h.static_params[0], sizeof(float) * CC);
-    memcpy(m.w.layers[1].Wk, h.static_params[1], sizeof(float) * CC);
-    memcpy(m.w.layers[1].Wv, h.static_params[2], sizeof(float) * CC);
-    for (int i = 0; i < B * T; i++)
-        if (i % T < d.prefix) tgt[i] = -1;
+    float *copies[3] = {m.w.layers[1].Wr, m.w.layers[1].Wk, m.w.layers[1].Wv};
+    for (int i = 0; i < 3; i++) memcpy(copies[i], h.static_params[i], sizeof(float) * CC);
+    unscore_prefix(tgt, d.prefix);
     double want = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, 0.0f, NULL, NULL, NULL);
     CHECK(E.lm == want, "restricted static eval %.7f = the RWKV-7 with the trained copies %.7f", E.lm, want);
     ds_free(start);
@@ -564,8 +568,7 @@ static void test_static_baseline(void) {
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d.model);
     memcpy(m.params, h.model.params, sizeof(float) * m.n_params);
-    for (int i = 0; i < B * T; i++)
-        if (i % T < d.prefix) tgt[i] = -1;
+    unscore_prefix(tgt, d.prefix);
     ds_rwkv7_zero_grad(&m);
     double loss = ds_rwkv7_forward(&m, B, T, tok, tgt, 1.0f, d.l2wrap, NULL, NULL, NULL);
     ds_rwkv7_backward(&m);
