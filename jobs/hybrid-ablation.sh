@@ -23,7 +23,8 @@
 #      hybrid's noise and the order of the training windows; the base and the held-out windows are shared)
 #   3. the table (OUT/table.md, OUT/table.json): held-out L_LM and perplexity on positions >= P (mean over
 #      the seeds with a 95% t interval), the difference to the static baseline paired by seed, final
-#      alphas, tokens/s, throughput and estimated training FLOPs per token relative to the static baseline.
+#      alphas, tokens/s, throughput, estimated training GFLOP per step and FLOPs per token relative to the
+#      static baseline.
 # usage: jobs/hybrid-ablation.sh [--size smoke|small|large] [--seeds N] [--ranks R] [--out DIR] [--model FILE]
 # --seeds defaults to 3 at --size large and 1 at small and smoke (what CI runs).
 # small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine); smoke
@@ -106,8 +107,8 @@ context dependence comes from L_LM. The static baseline trains every RWKV-7 weig
 them frozen and train only the DiT and alpha. With first-token conditioning there are only 256
 distinct conditions (a token-indexed mixture of weights). The intervals are 95% t intervals over the
 seeds (the differences paired by seed); with one seed there is none, and differences of a few 1e-3 are noise.
-tokens/s is wall clock (compare it on an otherwise idle machine only); FLOPs/token is the estimated
-training cost, independent of the machine's load.
+tokens/s is wall clock (compare it on an otherwise idle machine only); GFLOP/step and FLOPs/token are the
+estimated training cost, independent of the machine's load.
 EOF
 names=()
 for v in "${VARIANTS[@]}"; do

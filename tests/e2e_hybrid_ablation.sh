@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash jobs/hybrid-ablation.sh --size small --out "$TMP/ab" >"$TMP/job.log" 2>&1 && ok "jobs/hybrid-ablation.sh --size small ran" \
   || bad "hybrid-ablation: $(tail -5 "$TMP/job.log")"
 cat "$TMP/ab/table.md" 2>/dev/null
-/usr/bin/python3 - "$TMP/ab/table.json" <<'PY' && ok "table.json: every variant (one seed, no interval) with a finite held-out loss, perplexity and FLOPs ratio" \
+/usr/bin/python3 - "$TMP/ab/table.json" <<'PY' && ok "table.json: every variant (one seed, no interval) with a finite held-out loss, perplexity, FLOPs per step and FLOPs ratio" \
   || bad "table.json"
 import json, math, sys
 t = json.load(open(sys.argv[1]))
@@ -18,7 +18,7 @@ for want in ('static', 'alpha-0.1', 'alpha-0.5', 'alpha-0.9', 'learned', 'W_r', 
              'direct', 'shuffled', 'static-restricted', 'ln_out_prefix'):
     assert want in names, want
 for r in rows[1:]:
-    assert r['seeds'] == 1 and r['val_loss_ci'] is None and r['flops_vs_ref'] > 0, r
+    assert r['seeds'] == 1 and r['val_loss_ci'] is None and r['flops_vs_ref'] > 0 and r['flops_per_step'] > 0, r
 for r in rows:
     assert math.isfinite(r['val_loss']) and abs(math.exp(r['val_loss']) - r['val_ppl']) < 1e-3 * r['val_ppl'], r
 PY

@@ -11,9 +11,9 @@ CI"); the perplexity of that mean; the difference to the reference, paired by se
 reference of the same seed: the same data order), mean and 95% CI the same way; the eval-path L_pd and
 the final alpha values (means over the seeds); tokens/s (the median over a run's steps, tokens read =
 ctx_len per window, then the mean over the seeds), throughput relative to the reference (wall clock:
-only meaningful on an otherwise idle machine) and the estimated training FLOPs per token relative to
-the reference (matrix products of the RWKV-7 and the DiT, src/hybrid/README.md §5; independent of the
-machine's load). Writes OUT/table.md and OUT/table.json (temporary file, then rename) and prints the
+only meaningful on an otherwise idle machine), the estimated training FLOPs per optimizer step (GFLOP;
+batch_size windows of ctx_len tokens) and per token relative to the reference (matrix products of the
+RWKV-7 and the DiT, src/hybrid/README.md §5; independent of the machine's load). Writes OUT/table.md and OUT/table.json (temporary file, then rename) and prints the
 Markdown table. A missing or unfinished run exits with code 2 and a one-line reason."""
 import json
 import math
@@ -66,6 +66,7 @@ def read_run(out, name, seed):
         "alpha": {k[len("alpha_"):]: v for k, v in last.items() if k.startswith("alpha_")},
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
         "flops_per_token": last.get("train_flops_per_token"),
+        "flops_per_step": last.get("train_flops_per_step"),
     }
 
 
@@ -105,7 +106,7 @@ def summarise(name, desc, runs, ref_runs):
     return {"variant": name, "description": desc, "seeds": len(runs), "val_loss": loss, "val_loss_ci": loss_ci,
             "val_loss_seeds": losses, "val_ppl": math.exp(loss), "delta_vs_ref": delta, "delta_vs_ref_ci": delta_ci,
             "val_loss_pd": statistics.fmean(pds) if pds else None, "alpha": alpha, "tokens_per_s": tps,
-            "throughput_vs_ref": tps / ref_tps, "flops_per_token": flops,
+            "throughput_vs_ref": tps / ref_tps, "flops_per_token": flops, "flops_per_step": runs[0]["flops_per_step"],
             "flops_vs_ref": flops / ref_flops if flops and ref_flops else None, "steps": runs[0]["steps"]}
 
 
@@ -128,13 +129,14 @@ def main():
     rows = [{"variant": "base", "description": "hybrid.init untouched (no training)", "seeds": len(seeds),
              "val_loss": base, "val_loss_ci": None, "val_loss_seeds": [base], "val_ppl": math.exp(base),
              "delta_vs_ref": delta, "delta_vs_ref_ci": delta_ci, "val_loss_pd": None, "alpha": {},
-             "tokens_per_s": None, "throughput_vs_ref": None, "flops_per_token": None, "flops_vs_ref": None,
+             "tokens_per_s": None, "throughput_vs_ref": None, "flops_per_token": None, "flops_per_step": None,
+             "flops_vs_ref": None,
              "steps": 0}]
     rows += [summarise(name, desc, runs[name], ref) for name, desc in variants]
     head = ("| variant | what | seeds | held-out L_LM (t >= P) [95% CI] | perplexity | vs " + ref_name +
-            " [95% CI] | eval L_pd | final alpha | tokens/s | throughput vs " + ref_name + " | train FLOPs/token vs " +
-            ref_name + " |")
-    lines = [head, "|" + "---|" * 11]
+            " [95% CI] | eval L_pd | final alpha | tokens/s | throughput vs " + ref_name + " | train GFLOP/step | "
+            "train FLOPs/token vs " + ref_name + " |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         loss = (f"{r['val_loss']:.4f}" if r["variant"] == "base"
                 else ci_text(r["val_loss"], r["val_loss_ci"], ".4f", " (1 seed, no CI)"))
@@ -142,9 +144,10 @@ def main():
         tps = "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.0f}"
         rel = "-" if r["throughput_vs_ref"] is None else f"{r['throughput_vs_ref']:.2f}x"
         flops = "-" if r["flops_vs_ref"] is None else f"{r['flops_vs_ref']:.2f}x"
+        step = "-" if r["flops_per_step"] is None else f"{r['flops_per_step'] / 1e9:.3g}"
         lines.append(f"| {r['variant']} | {r['description']} | {r['seeds']} | {loss} | {r['val_ppl']:.3f} | "
                      f"{ci_text(r['delta_vs_ref'], r['delta_vs_ref_ci'], '+.4f')} | {pd} | {alpha_text(r['alpha'])} | "
-                     f"{tps} | {rel} | {flops} |")
+                     f"{tps} | {rel} | {step} | {flops} |")
     md = "\n".join(lines) + "\n"
     write_atomic(os.path.join(out, "table.md"), md)
     write_atomic(os.path.join(out, "table.json"),

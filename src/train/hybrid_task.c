@@ -23,7 +23,7 @@
  * (as `dreamstate eval` places them), dealt out over ranks, sums allreduced: L_LM on positions >=
  * prefix (val_loss, val_ppl) and the eval-path L_pd (val_loss_pd), next to base_val_loss, the same
  * score of hybrid.init alone (the untouched RWKV-7, computed once at start), and the estimated
- * training FLOPs per token. */
+ * training FLOPs per token and per optimizer step (batch_size windows of ctx_len tokens). */
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 #include "dreamstate/data.h"
@@ -168,7 +168,8 @@ static double hy_eval(void *ctx, char *json, size_t len) {
     if (s[3] > 0) append_field(json, len, ",\"val_loss_pd\":%.6f", s[2] / s[3]);  /* the diffusion generator's */
     append_field(json, len, ",\"base_val_loss\":%.6f,\"base_val_ppl\":%.4f", k->base_loss, exp(k->base_loss));
     /* the cost of a variant independent of the machine's other load (the step lines have tokens/s) */
-    append_field(json, len, ",\"train_flops_per_token\":%.6g", k->flops_per_token);
+    append_field(json, len, ",\"train_flops_per_token\":%.6g,\"train_flops_per_step\":%.6g", k->flops_per_token,
+                 k->flops_per_token * k->T * k->cfg->train.batch_size);
     return lm;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """src/tools/hybrid_table.py on made-up runs (OUT/NAME/seed-S/train.jsonl) against scipy: per variant
 the mean held-out L_LM over 3 seeds with the 95% t interval (scipy.stats.t), the difference to the
-reference paired by seed with its interval, mean alphas, FLOPs relative to the reference; with one
+reference paired by seed with its interval, mean alphas, GFLOP per step and FLOPs per token relative
+to the reference; with one
 seed no interval ("1 seed, no CI"); large degrees of freedom through the expansion; a missing seed and
 runs from different bases exit 2 with one line."""
 import json
@@ -22,11 +23,12 @@ import hybrid_table  # noqa: E402
 TOOL = os.path.join(ROOT, 'src', 'tools', 'hybrid_table.py')
 
 
-def write_run(out, name, seed, val_loss, alpha=None, flops=100.0, base=2.5):
+def write_run(out, name, seed, val_loss, alpha=None, flops=100.0, base=2.5, tokens_per_step=64e6):
     d = os.path.join(out, name, f'seed-{seed}')
     os.makedirs(d, exist_ok=True)
     last = {'step': 10, 'loss': 2.0, 'tokens_per_s': 1000.0 + seed, 'val_loss': val_loss, 'base_val_loss': base,
-            'train_flops_per_token': flops, **{f'alpha_0_{m}': a for m, a in (alpha or {}).items()}}
+            'train_flops_per_token': flops,
+            'train_flops_per_step': flops * tokens_per_step, **{f'alpha_0_{m}': a for m, a in (alpha or {}).items()}}
     with open(os.path.join(d, 'train.jsonl'), 'w') as f:
         f.write(json.dumps({'step': 5, 'loss': 2.1, 'tokens_per_s': 900.0}) + '\n' + json.dumps(last) + '\n')
 
@@ -58,8 +60,8 @@ def main():
               f"3 seeds: mean {h.get('val_loss')} CI {h.get('val_loss_ci')} vs scipy {want}; paired difference "
               f"CI {h.get('delta_vs_ref_ci')} vs {want_d}")
         check(abs(h['alpha']['0_r'] - 0.82) < 1e-12 and h['flops_vs_ref'] == 1.5 and h['seeds'] == 3 and
-              rows['base']['val_loss'] == 2.5 and '| hyb | a hybrid | 3 |' in md and '[' in md,
-              f"mean alpha {h['alpha']}, FLOPs {h['flops_vs_ref']}x, the Markdown row: "
+              rows['base']['val_loss'] == 2.5 and '| hyb | a hybrid | 3 |' in md and '| 9.6 | 1.50x |' in md,
+              f"mean alpha {h['alpha']}, FLOPs {h['flops_vs_ref']}x, 9.6 GFLOP/step, the Markdown row: "
               f"{[l for l in md.splitlines() if l.startswith('| hyb')]}")
         rc, md, err = table(out, '2', 'static=the reference', 'hyb=a hybrid')
         h = json.load(open(os.path.join(out, 'table.json')))['rows'][2]
