@@ -39,16 +39,18 @@ ds_blas_seconds ds_blas_time(void);
 void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Double precision, where fp32 would lose too much (the orthogonal init's CholeskyQR), row-major:
+/* Double precision, where fp32 would lose too much (the orthogonal init's CholeskyQR), row-major, each
+ * on `threads` BLIS threads (<= 0: ds_blas_threads(); 1 from inside a parallel region); the result is
+ * bit-identical for any thread count:
  * the upper triangle of G[N,N] = W^T W for W[M,N] (BLIS dsyrk, half a GEMM's work; the strict lower
  * triangle is left as it was); */
-void ds_dgram_upper(int M, int N, const double *W, double *G);
+void ds_dgram_upper(int M, int N, const double *W, double *G, int threads);
 /* in place, A = R^T R for a symmetric positive-definite A[N,N] with R upper triangular (blocked on
  * BLIS): R overwrites the upper triangle, the strict lower one is zeroed. Returns 0, or k > 0 when the
  * leading minor of order k is not positive definite; */
-int ds_dcholesky_upper(int N, double *A);
+int ds_dcholesky_upper(int N, double *A, int threads);
 /* in place B[M,N] <- B R^-1 for an upper-triangular R[N,N]. */
-void ds_dtrsm_right_upper(int M, int N, const double *R, double *B);
+void ds_dtrsm_right_upper(int M, int N, const double *R, double *B, int threads);
 
 /* Linear layer y[rows, out] = x W^T + b, W [out, in] as in torch.nn.Linear; b NULL: no bias. */
 void ds_linear(int64_t rows, int in, int out, const float *x, const float *W, const float *b, float *y);

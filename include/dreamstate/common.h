@@ -66,6 +66,8 @@ void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp 
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
+/* x[i] = ds_rng_normal(seed, stream, first + i), i < n, on this thread (the stream's key hashed once). */
+void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first);
 /* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
 /* x[i] in [-scale/2, scale/2), a fixed pattern: weights for timing a model, where only NaN and

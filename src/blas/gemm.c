@@ -62,9 +62,18 @@ void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const flo
     bf16_product(transA, transB, M, N, K, alpha, a, b, beta, C, ldc);
 }
 
-void ds_dgram_upper(int M, int N, const double *W, double *G) {
+/* BLIS's own threads for one call: BLIS splits only the output's rows and columns among them, never
+ * the reduction, so the result is the same for any count (tests/test_blas.c checks it). */
+static rntm_t blis_threads(int threads) {
+    rntm_t r = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(threads > 0 ? threads : blas_threads, &r);
+    return r;
+}
+
+void ds_dgram_upper(int M, int N, const double *W, double *G, int threads) {
     double one = 1.0, zero = 0.0;
-    bli_dsyrk(BLIS_UPPER, BLIS_TRANSPOSE, N, M, &one, (double *)W, N, 1, &zero, G, N, 1);
+    rntm_t r = blis_threads(threads);
+    bli_dsyrk_ex(BLIS_UPPER, BLIS_TRANSPOSE, N, M, &one, (double *)W, N, 1, &zero, G, N, 1, NULL, &r);
 }
 
 #define CHOLESKY_BLOCK 96
@@ -72,7 +81,8 @@ void ds_dgram_upper(int M, int N, const double *W, double *G) {
 /* Right-looking blocked Cholesky: per block of rows, the diagonal block by the scalar algorithm, the
  * block row to its right by a triangular solve, the trailing upper triangle by a rank-k update (BLIS
  * does nearly all the work). */
-int ds_dcholesky_upper(int N, double *A) {
+int ds_dcholesky_upper(int N, double *A, int threads) {
+    rntm_t r = blis_threads(threads);
     for (int k0 = 0; k0 < N; k0 += CHOLESKY_BLOCK) {
         int kb = N - k0 < CHOLESKY_BLOCK ? N - k0 : CHOLESKY_BLOCK, rest = N - k0 - kb;
         double *D = A + (int64_t)k0 * N + k0;
@@ -89,14 +99,16 @@ int ds_dcholesky_upper(int N, double *A) {
         if (rest == 0) break;
         double one = 1.0, minus_one = -1.0;
         double *P = D + kb, *S = D + (int64_t)kb * N + kb;  /* block row right of D, trailing block */
-        bli_dtrsm(BLIS_LEFT, BLIS_UPPER, BLIS_TRANSPOSE, BLIS_NONUNIT_DIAG, kb, rest, &one, D, N, 1, P, N, 1);
-        bli_dsyrk(BLIS_UPPER, BLIS_TRANSPOSE, rest, kb, &minus_one, P, N, 1, &one, S, N, 1);
+        bli_dtrsm_ex(BLIS_LEFT, BLIS_UPPER, BLIS_TRANSPOSE, BLIS_NONUNIT_DIAG, kb, rest, &one, D, N, 1, P, N, 1, NULL, &r);
+        bli_dsyrk_ex(BLIS_UPPER, BLIS_TRANSPOSE, rest, kb, &minus_one, P, N, 1, &one, S, N, 1, NULL, &r);
     }
     for (int64_t i = 1; i < N; i++) memset(A + i * N, 0, sizeof(double) * i);
     return 0;
 }
 
-void ds_dtrsm_right_upper(int M, int N, const double *R, double *B) {
+void ds_dtrsm_right_upper(int M, int N, const double *R, double *B, int threads) {
     double one = 1.0;
-    bli_dtrsm(BLIS_RIGHT, BLIS_UPPER, BLIS_NO_TRANSPOSE, BLIS_NONUNIT_DIAG, M, N, &one, (double *)R, N, 1, B, N, 1);
+    rntm_t r = blis_threads(threads);
+    bli_dtrsm_ex(BLIS_RIGHT, BLIS_UPPER, BLIS_NO_TRANSPOSE, BLIS_NONUNIT_DIAG, M, N, &one, (double *)R, N, 1, B, N, 1,
+                 NULL, &r);
 }

@@ -316,27 +316,40 @@ static uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* Every draw of one (seed, stream) hashes its index with the same key: loops over a stream compute it once. */
+static uint64_t stream_key(uint64_t seed, uint64_t stream) { return splitmix64(splitmix64(seed) ^ stream); }
+
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
-    return splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index);
+    return splitmix64(stream_key(seed, stream) ^ index);
 }
 
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     return (ds_rng_u64(seed, stream, index) >> 11) * 0x1.0p-53;
 }
 
-double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+static double normal_of_key(uint64_t key, uint64_t index) {
     /* Box-Muller from two independent uniforms of the same counter. */
-    double u1 = ((ds_rng_u64(seed, stream, 2 * index) >> 11) + 1) * 0x1.0p-53;
-    double u2 = ds_rng_uniform(seed, stream, 2 * index + 1);
+    double u1 = ((splitmix64(key ^ (2 * index)) >> 11) + 1) * 0x1.0p-53;
+    double u2 = (splitmix64(key ^ (2 * index + 1)) >> 11) * 0x1.0p-53;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+    return normal_of_key(stream_key(seed, stream), index);
+}
+
+void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
+    uint64_t key = stream_key(seed, stream);
+    for (int64_t i = 0; i < n; i++) x[i] = normal_of_key(key, first + (uint64_t)i);
 }
 
 /* Element-wise loops start OpenMP threads only above this size. */
 #define PARALLEL_MIN ((int64_t)1 << 15)
 
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream) {
+    uint64_t key = stream_key(seed, stream);
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(sd * ds_rng_normal(seed, stream, (uint64_t)i));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(sd * normal_of_key(key, (uint64_t)i));
 }
 
 void ds_fill_pattern(float *x, int64_t n, float scale) {

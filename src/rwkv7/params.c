@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int round32(double x) {
@@ -93,37 +94,99 @@ void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_
  * condition number ~1e4, so it takes a second round (CholeskyQR2; fp32 could not hold its square); one
  * with at least 4x more rows than columns has cond <= ~3 (Marchenko-Pastur), so one round is already
  * orthonormal far below fp32's resolution (the same Q, the QR factor with positive diagonal R, to
- * double rounding). All of it is blocked on BLIS (Gram by SYRK, Cholesky, TRSM), so the 65536 x 1024
- * head and the 0.4B model's 96 large matrices take seconds, not minutes. */
-static void orthonormalise_columns(double *W, int rows, int cols) {
-    double *R = ds_alloc(sizeof(double) * cols * cols);
-    for (int round = 0; round < (rows >= 4 * cols ? 1 : 2); round++) {
-        ds_dgram_upper(rows, cols, W, R);
-        if (ds_dcholesky_upper(cols, R) != 0) ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
-        ds_dtrsm_right_upper(rows, cols, R, W);
-    }
-    ds_free(R);
+ * double rounding). All of it is blocked on BLIS (Gram by SYRK, Cholesky, TRSM). */
+typedef struct {
+    float *W;
+    int rows, cols;  /* of W */
+    float gain;
+    uint64_t stream;
+} orthogonal_matrix;
+
+/* Q is r x c with orthonormal columns: W's taller side */
+static int64_t q_rows(const orthogonal_matrix *o) { return o->rows >= o->cols ? o->rows : o->cols; }
+static int64_t q_cols(const orthogonal_matrix *o) { return o->rows >= o->cols ? o->cols : o->rows; }
+static int cholesky_qr_rounds(const orthogonal_matrix *o) { return q_rows(o) >= 4 * q_cols(o) ? 1 : 2; }
+
+static double orthogonal_flops(const orthogonal_matrix *o) {
+    double r = (double)q_rows(o), c = (double)q_cols(o);
+    return cholesky_qr_rounds(o) * (2 * r * c * c + c * c * c / 3);  /* SYRK + TRSM + Cholesky */
 }
 
 /* Element loops start OpenMP threads only above this size. */
 #define PARALLEL_MIN ((int64_t)1 << 15)
 
-static void init_orthogonal(float *W, int rows, int cols, float gain, uint64_t seed, uint64_t stream) {
-    int tall = rows >= cols;
-    int r = tall ? rows : cols, c = tall ? cols : rows;   /* Q is r x c with orthonormal columns */
-    int64_t n = (int64_t)r * c;
-    double *Q = ds_alloc(sizeof(double) * n);
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)  /* counter-based draws: any thread count */
-    for (int64_t i = 0; i < n; i++) Q[i] = ds_rng_normal(seed, stream, i);
-    orthonormalise_columns(Q, r, c);
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-    for (int i = 0; i < r; i++)
-        for (int j = 0; j < c; j++) {
-            float q = (float)(gain * Q[(int64_t)i * c + j]);
-            if (tall) W[(int64_t)i * cols + j] = q;
-            else W[(int64_t)j * cols + i] = q;
+/* Q (r x c doubles) and R (c x c) are scratch; threads: those of the fill and of BLIS (1 when called
+ * from inside a parallel region). Every draw is counter-based and BLIS's result does not depend on its
+ * threads, so neither does W. */
+static void init_orthogonal(const orthogonal_matrix *o, uint64_t seed, double *Q, double *R, int threads) {
+    int tall = o->rows >= o->cols, cols = o->cols;
+    int64_t r = q_rows(o), c = q_cols(o), n = r * c;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i += PARALLEL_MIN)
+        ds_rng_normals(Q + i, n - i < PARALLEL_MIN ? n - i : PARALLEL_MIN, seed, o->stream, (uint64_t)i);
+    for (int round = 0; round < cholesky_qr_rounds(o); round++) {
+        ds_dgram_upper((int)r, (int)c, Q, R, threads);
+        if (ds_dcholesky_upper((int)c, R, threads) != 0)
+            ds_die(DS_EXIT_FAIL, "orthogonal init: Gram matrix not positive definite");
+        ds_dtrsm_right_upper((int)r, (int)c, R, Q, threads);
+    }
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) {
+            float q = (float)(o->gain * Q[i * c + j]);
+            if (tall) o->W[i * cols + j] = q;
+            else o->W[j * cols + i] = q;
         }
-    ds_free(Q);
+}
+
+static int by_flops_descending(const void *a, const void *b) {
+    double fa = orthogonal_flops(a), fb = orthogonal_flops(b);
+    return fa < fb ? 1 : fa > fb ? -1 : 0;
+}
+
+/* A thread's scratch, kept from matrix to matrix: allocating it per matrix would fault in and zero its
+ * pages each time. */
+typedef struct {
+    double *q;
+    int64_t capacity;
+} scratch;
+
+static double *scratch_for(scratch *s, const orthogonal_matrix *o) {
+    int64_t need = q_rows(o) * q_cols(o) + q_cols(o) * q_cols(o);
+    if (need > s->capacity) {
+        ds_free(s->q);
+        s->q = ds_alloc(sizeof(double) * need);
+        s->capacity = need;
+    }
+    return s->q;
+}
+
+/* The matrices are independent: each thread takes whole matrices, largest first, each on one BLIS
+ * thread, so no thread waits on another inside BLIS. A matrix larger than an equal share of all the
+ * work (the head of a large vocabulary on many cores) would be the critical path: it goes first, on
+ * all threads. */
+static void init_orthogonal_all(orthogonal_matrix *mats, int n, uint64_t seed) {
+    qsort(mats, n, sizeof *mats, by_flops_descending);
+    int threads = ds_blas_threads(), first = 0;
+    double total = 0;
+    for (int i = 0; i < n; i++) total += orthogonal_flops(&mats[i]);
+    if (n > 0 && threads > 1 && orthogonal_flops(&mats[0]) * threads > total) {
+        scratch s = {0};
+        double *q = scratch_for(&s, &mats[0]);
+        init_orthogonal(&mats[0], seed, q, q + q_rows(&mats[0]) * q_cols(&mats[0]), threads);
+        ds_free(s.q);
+        first = 1;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        scratch s = {0};
+#pragma omp for schedule(dynamic, 1)
+        for (int i = first; i < n; i++) {
+            double *q = scratch_for(&s, &mats[i]);
+            init_orthogonal(&mats[i], seed, q, q + q_rows(&mats[i]) * q_cols(&mats[i]), 1);
+        }
+        ds_free(s.q);
+    }
 }
 
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
@@ -132,6 +195,8 @@ void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
 #pragma omp parallel for schedule(static) if (m->n_params >= PARALLEL_MIN)  /* the first touch: page faults */
     for (int64_t i = 0; i < m->n_params; i++) m->params[i] = 0.0f;
     uint64_t stream = 0;
+    orthogonal_matrix *mats = ds_alloc(sizeof(orthogonal_matrix) * (8 * L + 1));
+    int n_mats = 0;
 #pragma omp parallel for schedule(static) if ((int64_t)V * C >= PARALLEL_MIN)
     for (int64_t i = 0; i < (int64_t)V * C; i++)
         m->w.emb[i] = (float)(2e-4 * ds_rng_uniform(seed, stream, i) - 1e-4);
@@ -160,14 +225,18 @@ void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
         }
         for (int i = 0; i < H * DS_HEAD_SIZE; i++) p->r_k[i] = -0.04f;
         /* w1, a1, v1, g1, att.output, ffn.value stay zero */
-        init_orthogonal(p->w2, d->dim_w, C, 0.1f, seed, ++stream);
-        init_orthogonal(p->a2, d->dim_a, C, 0.1f, seed, ++stream);
-        init_orthogonal(p->v2, d->dim_v, C, 0.1f, seed, ++stream);
-        init_orthogonal(p->g2, d->dim_g, C, 0.1f, seed, ++stream);
-        init_orthogonal(p->Wr, C, C, 1.0f, seed, ++stream);
-        init_orthogonal(p->Wk, C, C, 0.1f, seed, ++stream);
-        init_orthogonal(p->Wv, C, C, 1.0f, seed, ++stream);
-        init_orthogonal(p->Kf, 4 * C, C, 1.0f, seed, ++stream);
+        orthogonal_matrix *o = mats + n_mats;
+        o[0] = (orthogonal_matrix){p->w2, d->dim_w, C, 0.1f, ++stream};
+        o[1] = (orthogonal_matrix){p->a2, d->dim_a, C, 0.1f, ++stream};
+        o[2] = (orthogonal_matrix){p->v2, d->dim_v, C, 0.1f, ++stream};
+        o[3] = (orthogonal_matrix){p->g2, d->dim_g, C, 0.1f, ++stream};
+        o[4] = (orthogonal_matrix){p->Wr, C, C, 1.0f, ++stream};
+        o[5] = (orthogonal_matrix){p->Wk, C, C, 0.1f, ++stream};
+        o[6] = (orthogonal_matrix){p->Wv, C, C, 1.0f, ++stream};
+        o[7] = (orthogonal_matrix){p->Kf, 4 * C, C, 1.0f, ++stream};
+        n_mats += 8;
     }
-    init_orthogonal(m->w.head, V, C, V > C ? 0.5f * sqrtf((float)V / C) : 0.5f, seed, ++stream);
+    mats[n_mats++] = (orthogonal_matrix){m->w.head, V, C, V > C ? 0.5f * sqrtf((float)V / C) : 0.5f, ++stream};
+    init_orthogonal_all(mats, n_mats, seed);
+    ds_free(mats);
 }
