@@ -261,6 +261,36 @@ static void test_init(void) {
     ds_rwkv7_destroy(&m);
 }
 
+static uint32_t init_crc(int L, int C, int V, int threads) {
+    ds_blas_init(threads);
+    ds_rwkv7 m;
+    ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = V};
+    ds_rwkv7_default_ranks(&d, "released");
+    ds_rwkv7_create(&m, &d);
+    ds_rwkv7_init_weights(&m, 42);
+    uint32_t crc = ds_crc32c(0, m.params, sizeof(float) * m.n_params);
+    ds_rwkv7_destroy(&m);
+    return crc;
+}
+
+/* The init's weights do not depend on the thread count (its matrices run in parallel, each on one BLIS
+ * thread, or the largest on all: src/rwkv7/README.md "Start-up"), and equal, bit for bit, those of the
+ * serial init they replaced (the CRCs recorded from it, with Debian 12's glibc log and cos). L1 V4000:
+ * the head is more than half the work, so it takes the all-threads path. */
+static void test_init_thread_independent(void) {
+    static const struct { int L, C, V; uint32_t crc; } shapes[] = {{3, 128, 300, 0x6b4712af}, {1, 128, 4000, 0x9f9d7d4f}};
+    for (int s = 0; s < 2; s++) {
+        uint32_t one = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 1);
+        uint32_t two = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 2);
+        uint32_t three = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 3);
+        CHECK(one == two && two == three, "init L%d C%d V%d: 1, 2, 3 threads give the same bytes (%08x %08x %08x)",
+              shapes[s].L, shapes[s].C, shapes[s].V, one, two, three);
+        CHECK(one == shapes[s].crc, "init L%d C%d V%d: CRC %08x, the serial init's was %08x", shapes[s].L,
+              shapes[s].C, shapes[s].V, one, shapes[s].crc);
+    }
+    ds_blas_init(0);
+}
+
 /* Same inputs, same result: no schedule-dependent reductions. */
 static void test_determinism(void) {
     ds_rwkv7 m;
@@ -525,6 +555,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--dump") == 0) return dump_mode(argc, argv);
     if (argc > 1 && strcmp(argv[1], "--dump-tuner") == 0) return dump_tuner_mode(argc, argv);
     test_init();
+    test_init_thread_independent();
     test_state_passing();
     test_determinism();
     test_grad_checkpoint();
