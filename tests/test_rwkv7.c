@@ -278,6 +278,16 @@ static uint32_t init_crc(int L, int C, int V, int threads) {
  * serial init they replaced (the CRCs recorded from it, with Debian 12's glibc log and cos). L1 V4000:
  * the head is more than half the work, so it takes the all-threads path. */
 static void test_init_thread_independent(void) {
+    /* the init's batched draws (cosines taken in sorted order) are the single draws, bit for bit */
+    enum { N = 1500 };
+    double batch[N];
+    float filled[N];
+    ds_rng_normals(batch, N, 42, 9, 7);
+    ds_fill_normal(filled, N, 0.3, 42, 9);
+    int same = 1;
+    for (int i = 0; i < N; i++)
+        same &= batch[i] == ds_rng_normal(42, 9, 7 + (uint64_t)i) && filled[i] == (float)(0.3 * ds_rng_normal(42, 9, i));
+    CHECK(same, "ds_rng_normals and ds_fill_normal equal ds_rng_normal");
     static const struct { int L, C, V; uint32_t crc; } shapes[] = {{3, 128, 300, 0x6b4712af}, {1, 128, 4000, 0x9f9d7d4f}};
     for (int s = 0; s < 2; s++) {
         uint32_t one = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 1);

@@ -63,7 +63,7 @@ void ds_gemm(int transA, int transB, int M, int N, int K, float alpha, const flo
 }
 
 /* BLIS's own threads for one call: BLIS splits only the output's rows and columns among them, never
- * the reduction, so the result is the same for any count (tests/test_blas.c checks it). */
+ * the reduction, so the result is the same for any count (tests/test_rwkv7.c checks the init that relies on it). */
 static rntm_t blis_threads(int threads) {
     rntm_t r = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(threads > 0 ? threads : blas_threads, &r);
