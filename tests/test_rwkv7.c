@@ -274,7 +274,7 @@ static uint32_t init_crc(int L, int C, int V, int threads) {
 }
 
 /* The init's weights do not depend on the thread count (its matrices run in parallel, each on one BLIS
- * thread, or the largest on all: src/rwkv7/README.md "Start-up"), and equal, bit for bit, those of the
+ * thread, or the largest on all: src/rwkv7/README.md §4.1), and equal, bit for bit, those of the
  * serial init they replaced (the CRCs recorded from it, with Debian 12's glibc log and cos). L1 V4000:
  * the head is more than half the work, so it takes the all-threads path. */
 static void test_init_thread_independent(void) {

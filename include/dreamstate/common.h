@@ -73,6 +73,9 @@ void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stre
 /* x[i] in [-scale/2, scale/2), a fixed pattern: weights for timing a model, where only NaN and
  * infinities must be avoided (far cheaper than ds_fill_normal). */
 void ds_fill_pattern(float *x, int64_t n, float scale);
+/* x[i] = 0, i < n, on several threads when n is large: a large array's first touch is its page faults
+ * (a fresh gigabyte costs about a second on a virtual machine), shared out like any other work. */
+void ds_zero_floats(float *x, int64_t n);
 
 /* a * b mod m exactly (m > 0), through a 128-bit product. */
 uint64_t ds_mulmod_u64(uint64_t a, uint64_t b, uint64_t m);

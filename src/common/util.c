@@ -380,6 +380,12 @@ void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stre
     }
 }
 
+void ds_zero_floats(float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t b = 0; b < n; b += PARALLEL_MIN)
+        memset(x + b, 0, sizeof(float) * (n - b < PARALLEL_MIN ? n - b : PARALLEL_MIN));
+}
+
 void ds_fill_pattern(float *x, int64_t n, float scale) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = scale * ((float)(((uint64_t)i * 2654435761u) & 1023) / 1024.0f - 0.5f);

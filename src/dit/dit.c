@@ -112,7 +112,7 @@ void ds_dit_create_in(ds_dit *m, const ds_dit_dims *d, float *params, float *gra
 
 void ds_dit_create(ds_dit *m, const ds_dit_dims *d) { ds_dit_create_in(m, d, NULL, NULL); }
 
-void ds_dit_zero_grad(ds_dit *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void ds_dit_zero_grad(ds_dit *m) { ds_zero_floats(m->grads, m->n_params); }
 
 /* ---------------------------------------------------------------- initialisation (src/dit/README.md §1.5) */
 

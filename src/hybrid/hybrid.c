@@ -456,7 +456,7 @@ void ds_hybrid_init_weights(ds_hybrid *h, uint64_t seed) {
     }
 }
 
-void ds_hybrid_zero_grad(ds_hybrid *h) { memset(h->grads, 0, sizeof(float) * h->n_params); }
+void ds_hybrid_zero_grad(ds_hybrid *h) { ds_zero_floats(h->grads, h->n_params); }
 
 static double alpha_of(const ds_hybrid *h, int k) {
     return h->d.learn_alpha ? 1.0 / (1.0 + exp(-(double)h->w.alpha_logit[k])) : h->d.alpha_init;

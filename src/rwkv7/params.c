@@ -84,7 +84,7 @@ void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, floa
 
 void ds_rwkv7_create(ds_rwkv7 *m, const ds_rwkv7_dims *d) { ds_rwkv7_create_in(m, d, NULL, NULL); }
 
-void ds_rwkv7_zero_grad(ds_rwkv7 *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void ds_rwkv7_zero_grad(ds_rwkv7 *m) { ds_zero_floats(m->grads, m->n_params); }
 
 /* ---- initialisation ---- */
 
@@ -192,8 +192,7 @@ static void init_orthogonal_all(orthogonal_matrix *mats, int n, uint64_t seed) {
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
     const ds_rwkv7_dims *d = &m->d;
     int C = d->n_embd, L = d->n_layer, V = d->vocab_size, H = C / DS_HEAD_SIZE;
-#pragma omp parallel for schedule(static) if (m->n_params >= PARALLEL_MIN)  /* the first touch: page faults */
-    for (int64_t i = 0; i < m->n_params; i++) m->params[i] = 0.0f;
+    ds_zero_floats(m->params, m->n_params);
     uint64_t stream = 0;
     orthogonal_matrix *mats = ds_alloc(sizeof(orthogonal_matrix) * (8 * L + 1));
     int n_mats = 0;

@@ -301,7 +301,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
         double t0 = ds_now_seconds();
         double loss = 0;
         for (int j = 0; j < accum; j++) {
-            if (j == 0 || ds_grad_sync_is_fp64(sync)) memset(task->grads, 0, sizeof(float) * task->n_params);
+            if (j == 0 || ds_grad_sync_is_fp64(sync)) ds_zero_floats(task->grads, task->n_params);
             uint64_t first = (uint64_t)step * B + (uint64_t)(j * ranks + rank) * micro;
             ds_grad_sync_micro_begin(sync, j == 0, j == accum - 1);
             loss += task->micro_step(task->ctx, step, first, micro, (float)micro / B, sync) * micro / B;

@@ -173,7 +173,7 @@ ds_plan_rates ds_plan_measure_rates(const ds_task_shape *s, int micro, int threa
     ds_optim_group group = {0, n, 1.0f, 1};
     ds_adamw opt;
     ds_adamw_create(&opt, 1, &begin, &n, 1, &group, 0.9, 0.99, 1e-18, 0.001);
-    TIME_BEST(t, memset(grads, 0, sizeof(float) * n));
+    TIME_BEST(t, ds_zero_floats(grads, n));
     r.sec_zero = t / n;
     ds_grad_sync_micro_begin(gs, 0, 1);  /* a later micro-step: adds into the accumulator */
     TIME_BEST(t, ds_grad_sync_ready(gs, 0, n));
