@@ -25,6 +25,9 @@
 #      the seeds with a 95% t interval), the difference to the static baseline paired by seed, final
 #      alphas, tokens/s, throughput, estimated training GFLOP per step and FLOPs per token relative to the
 #      static baseline.
+#   4. the report (OUT/report.md): the table and the comparisons that answer the paper's question (the
+#      hybrid against static, static-restricted, direct and shuffled; the ln_out and mean-prefix conditions
+#      against the first token), each a difference paired by seed with its interval and a reading.
 # usage: jobs/hybrid-ablation.sh [--size smoke|small|large] [--seeds N] [--ranks R] [--out DIR] [--model FILE]
 # --seeds defaults to 3 at --size large and 1 at small and smoke (what CI runs).
 # small (what CI runs) takes 1-2 minutes on 2 idle cores, large about 15 (30 on a busy machine); smoke
@@ -111,10 +114,12 @@ tokens/s is wall clock (compare it on an otherwise idle machine only); GFLOP/ste
 estimated training cost, independent of the machine's load.
 EOF
 names=()
-for v in "${VARIANTS[@]}"; do
-  head=${v%%|*}; name=${head%%=*}; extra=${v#*|}
-  names+=("$head")
-  for seed in ${seeds//,/ }; do
+for v in "${VARIANTS[@]}"; do names+=("${v%%|*}"); done
+# seed by seed, so that a job stopped part-way has whole tables of its first seeds
+# (src/tools/hybrid_table.py OUT --seeds <those>)
+for seed in ${seeds//,/ }; do
+  for v in "${VARIANTS[@]}"; do
+    head=${v%%|*}; name=${head%%=*}; extra=${v#*|}
     echo "--- $name, seed $seed: ${head#*=}"
     # shellcheck disable=SC2086
     train_stage "$OUT/$name/seed-$seed" "$QUIET" "${H[@]}" $extra --set run.name="$name" --set run.seed="$seed"
@@ -123,3 +128,6 @@ done
 
 stage "3. Table ($OUT/table.md, $OUT/table.json)"
 /usr/bin/python3 src/tools/hybrid_table.py "$OUT" --seeds "$seeds" "${names[@]}"
+
+stage "4. Report ($OUT/report.md): the baselines' comparisons, each with its reading"
+/usr/bin/python3 src/tools/part_b_report.py "$OUT" | tail -n +3

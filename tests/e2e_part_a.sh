@@ -49,5 +49,25 @@ for r in a['layers']:
 PY
 ls "$OUT"/analysis/*.png >/dev/null 2>&1 && head -c 8 "$(ls "$OUT"/analysis/*.png | head -1)" | grep -q PNG \
   && ok "t-SNE scatter PNG written" || bad "no t-SNE PNG"
-[ -s "$OUT/dit/report.md" ] && grep -q 'png' "$OUT/dit/report.md" && ok "report.md links its plots" || bad "report.md"
+[ -s "$OUT/dit/report.md" ] && grep -q 'png' "$OUT/dit/report.md" && ok "the DiT's report.md links its plots" || bad "dit/report.md"
+/usr/bin/python3 - "$OUT" <<'PY' && ok "controls: random-init states and ln_out/bag-of-tokens conditions scored; Fréchet beside its floor; the panel's classifier beats chance" \
+  || bad "controls, Fréchet or panel"
+import json, sys
+out = sys.argv[1]
+a = json.load(open(f'{out}/analysis/analysis.json'))
+names = {c['name'] for c in a['controls']}
+assert any('random-init' in n for n in names), names
+assert any('last-hidden' in n for n in names) and any('bag' in n for n in names), names
+e = json.load(open(f'{out}/eval-states.json'))
+for l in e['frechet']['layers']:
+    assert l['generated'] > 0 and l['train_floor'] > 0 and abs(l['ratio'] - l['generated'] / l['train_floor']) < 1e-9, l
+p = json.load(open(f'{out}/panel/panel.json'))
+c = p['classifier']
+print(f"  panel classifier: {c['held_out_accuracy_cut']:.2f} on held-out text cut to {c['cut_bytes']} bytes (chance {c['chance']:.2f})")
+assert c['held_out_accuracy_cut'] > c['chance'], c
+assert set(p['kinds']) == {'zero', 'class_mean', 'generated', 'tuned', 'interpolated'}, p['kinds'].keys()
+PY
+grep -q '^## 2\. Do generated states steer' "$OUT/report.md" && grep -q '^## 5\. State manifold' "$OUT/report.md" \
+  && [ "$(grep -c '^\*\*Reading\.\*\*' "$OUT/report.md")" -ge 6 ] && ok "report.md: every section with its reading" \
+  || bad "report.md: $(grep -c '^\*\*Reading' "$OUT/report.md" 2>/dev/null) readings"
 finish

@@ -6,7 +6,7 @@ set -euo pipefail
 # clang, libclang-rt-dev (libFuzzer, ASan, UBSan runtimes) and libomp-dev (clang's OpenMP): `make fuzz`;
 # with --no-install-recommends, clang alone brings neither runtime.
 pkgs=(build-essential pkg-config libblis-openmp-dev libyaml-dev libopenmpi-dev openmpi-bin
-      libscalapack-openmpi-dev libdnnl-dev python3-torch python3-numpy python3-yaml python3-sklearn
+      libscalapack-openmpi-dev libdnnl-dev python3-torch python3-numpy python3-yaml python3-sklearn python3-scipy
       python3-matplotlib slurm-wlm munge iproute2 util-linux
       clang libclang-rt-dev libomp-dev)
 manifest="$(dirname "$0")/../../configs/text-manifest.tsv"
