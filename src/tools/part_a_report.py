@@ -146,14 +146,16 @@ def section_steering(out, table):
     for name, r in rows.items():
         if name.startswith("control:"):
             dc = g["ce"] - r["ce"]
-            read.append(f"The {name[8:]} control DiT (conditions carry no information) gives "
+            apart = g["ci"][0] is not None and r["ci"][0] is not None and \
+                (g["ci"][1] < r["ci"][0] or r["ci"][1] < g["ci"][0])
+            read.append(f"The {name[8:]} control DiT (its conditions carry no information about the state) gives "
                         f"{fmt(r['vs_zero'], sign=True)} {ci(r['ci'])} vs zero; the true-condition DiT is "
-                        f"{fmt(dc, sign=True)} from it, so the condition is "
-                        f"{'used' if dc < 0 and abs(dc) > 1e-3 else 'not shown to be used'} at this size.")
+                        f"{fmt(dc, sign=True)} from it and their intervals {'do not overlap' if apart else 'overlap'}, "
+                        f"so the condition is {'shown' if apart and dc < 0 else 'not shown'} to steer at this size.")
     true_full = rows.get("true_full")
     if true_full:
         read.append(f"For scale: the context's own full state (= prompting) gains {fmt(-true_full['vs_zero'])} "
-                    f"over zero; every injected state is bounded by it.")
+                    f"over zero: what a state read from the context itself carries.")
     lines += ["**Reading.** " + " ".join(read), ""]
     return lines
 
