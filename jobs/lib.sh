@@ -34,6 +34,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# mpirun passes a TERM on to the ranks and kills them 1 s later by default: too soon for the checkpoint
+# of a step in flight on a busy node (seen: a stopped run with no checkpoint to resume from)
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-120}
 BIN=bin/dreamstate
 if [ $ON_SLURM = 1 ]; then
   MPI=("${SRUN[@]}" --ntasks="$RANKS"); NTHREADS=${SLURM_CPUS_PER_TASK:-1}

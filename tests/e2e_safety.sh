@@ -15,6 +15,7 @@
 #     valid checkpoint) where an earlier run's checkpoints or train.jsonl are is refused (exit 2, one
 #     line, nothing changed); checkpoint.resume restart moves them, unchanged, to OUT.old-N/ and a later
 #     resume continues the new run. `import` over an earlier run is refused the same way.
+#  5. a TERM to a job's training under mpirun mid-step checkpoints the step in flight (below).
 cd "$(dirname "$0")/.."
 . tests/lib.sh safety
 TINY=(configs/tiny.yaml --set run.threads=1 --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=100)
@@ -164,5 +165,26 @@ $BIN import "${TINY[@]}" "${ONE[@]}" --set checkpoint.resume=restart --safetenso
   && grep -q "resumed from $TMP/one/checkpoints/step-00000000.ckpt (step 0)" "$TMP/imported.log" \
   && ok "import with checkpoint.resume restart: the earlier run moved to one.old-2/, train starts from the import" \
   || bad "import with restart: $(cat "$TMP/import.out") $(tail -1 "$TMP/imported.log")"
+
+# 5. a TERM to a job (jobs/lib.sh: mpirun, 2 ranks) while a step of seconds is in flight: the trainer
+#    finishes the step and checkpoints before mpirun's kill (Open MPI kills 1 s after passing a TERM on
+#    unless told otherwise), the job exits 75, and the same command resumes from that checkpoint.
+printf '%s\n' "cd '$PWD' && . jobs/lib.sh term-job ci && train_stage '$TMP/term' '' configs/tiny.yaml \
+  --set model.n_layer=4 --set model.n_embd=256 --set train.batch_size=96 --set train.ctx_len=512 \
+  --set train.steps=\${STEPS:-50} --set train.eval_every=0 --set checkpoint.every=1000" >"$TMP/term-job.sh"
+bash "$TMP/term-job.sh" >"$TMP/term.log" 2>&1 & job=$!
+for _ in $(seq 900); do [ -s "$TMP/term/train.jsonl" ] && break; sleep 0.1; done
+kill -TERM "$job"; wait "$job"; rc=$?
+ck=$(ls "$TMP/term/checkpoints" 2>/dev/null | tail -1)
+[ "$rc" = 75 ] && [ -n "$ck" ] && grep -q "checkpoint written" "$TMP/term.log" \
+  && ok "TERM to a job mid-step: the step in flight checkpointed ($ck), exit 75" \
+  || bad "TERM to a job: exit $rc, checkpoints '$ck': $(tail -2 "$TMP/term.log")"
+if [ -n "$ck" ]; then
+  STEPS=$((10#${ck:5:8} + 1)) bash "$TMP/term-job.sh" >"$TMP/term2.log" 2>&1 \
+    && grep -q "resumed from $TMP/term/checkpoints/$ck" "$TMP/term2.log" \
+    && ok "the same job resumes from it and finishes" || bad "resume after TERM: $(tail -2 "$TMP/term2.log")"
+else
+  bad "resume after TERM: no checkpoint to resume from"
+fi
 
 finish
