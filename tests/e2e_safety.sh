@@ -173,8 +173,10 @@ printf '%s\n' "cd '$PWD' && . jobs/lib.sh term-job ci && train_stage '$TMP/term'
   --set model.n_layer=4 --set model.n_embd=256 --set train.batch_size=96 --set train.ctx_len=512 \
   --set train.steps=\${STEPS:-50} --set train.eval_every=0 --set checkpoint.every=1000" >"$TMP/term-job.sh"
 bash "$TMP/term-job.sh" >"$TMP/term.log" 2>&1 & job=$!
-for _ in $(seq 900); do [ -s "$TMP/term/train.jsonl" ] && break; sleep 0.1; done
-kill -TERM "$job"; wait "$job"; rc=$?
+# the TERM comes inside the first steps (each of seconds: 96 x 512 tokens), not before the trainer has
+# set its handlers (its "ready in" line)
+for _ in $(seq 900); do grep -q "ready in" "$TMP/term.log" && break; sleep 0.1; done
+sleep 1; kill -TERM "$job"; wait "$job"; rc=$?
 ck=$(ls "$TMP/term/checkpoints" 2>/dev/null | tail -1)
 [ "$rc" = 75 ] && [ -n "$ck" ] && grep -q "checkpoint written" "$TMP/term.log" \
   && ok "TERM to a job mid-step: the step in flight checkpointed ($ck), exit 75" \
