@@ -141,11 +141,15 @@ for d in "${DITS[@]}"; do
   json=$OUT/eval-states-$name.json; [ "$name" = seed1 ] && json=$OUT/eval-states.json
   case "$name" in seed*) seeds+=("$json"); n=${name#seed} ;; *) controls+=(--control "$name=$json"); n=1 ;; esac
   [ -s "$json" ] && continue
-  shown=/dev/null; [ "$name" = seed1 ] && shown=/dev/stdout  # the job's model's full table; the others' in their JSON
   # the sampler's noise and the bootstrap follow the DiT's seed, so the seeds are independent draws
-  "${MPI[@]}" $BIN eval-states "$(ls "$dir"/checkpoints/*.ckpt | tail -1)" \
-    --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" --tuned "$OUT/tuned/states/index.txt" \
-    --samples-per-label "$SAMPLES" --seed $((1233 + n)) --out "$json" >"$shown"
+  eval_states() {
+    "${MPI[@]}" $BIN eval-states "$(ls "$dir"/checkpoints/*.ckpt | tail -1)" \
+      --states "$OUT/states-train/index.txt" --held-out "$OUT/states-held/index.txt" --tuned "$OUT/tuned/states/index.txt" \
+      --samples-per-label "$SAMPLES" --seed $((1233 + n)) --out "$json"
+  }
+  # the job's model's full table; the others' in their JSON (never >/dev/stdout: reopening a Slurm
+  # output file truncates it)
+  if [ "$name" = seed1 ]; then eval_states; else eval_states >/dev/null; fi
 done
 echo
 echo "continuation CE over the DiT seeds$([ $CONTROL = 1 ] && echo ' and the shuffled-condition control'):"

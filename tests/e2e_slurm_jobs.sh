@@ -62,11 +62,14 @@ else
 fi
 missing=""
 for f in contexts/held.jsonl states-train/index.txt states-held/index.txt tuned/states/index.txt \
-         dit/checkpoints/step-00000100.ckpt eval-states.json analysis/analysis.json dit/report.md; do
+         dit/checkpoints/step-00000100.ckpt eval-states.json analysis/analysis.json dit/report.md \
+         states-random-train/index.txt states-personas/index.txt panel/panel.json analysis-personas/analysis.json \
+         report.md; do
   [ -s "$runa/$f" ] || missing="$missing $f"
 done
 samples=$(ls "$runa"/samples/*.state 2>/dev/null | wc -l)
-[ -z "$missing" ] && [ "$samples" -eq 5 ] && ok "part A outputs in $(basename "$runa")/: eval-states.json, analysis, report, $samples samples" \
+# one per label: the 5 text sources and the 6 personas of configs/personas.jsonl (--size smoke)
+[ -z "$missing" ] && [ "$samples" -eq 11 ] && ok "part A outputs in $(basename "$runa")/: eval-states.json, analysis, report, $samples samples" \
   || bad "part A outputs missing:$missing (samples $samples)"
 grep -q "^part-a.sh: ranks started by srun .*--ntasks=2, 1 thread(s) each" "$outa" && grep -q '2 rank(s) x 1 thread(s)' "$outa" \
   && ok "part A: MPI stages started by srun on the job's 2 tasks" || { bad "part A: not srun on 2 tasks"; show_out "$outa" 5; }
