@@ -18,6 +18,9 @@ import math
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from part_a_table import write_atomic  # noqa: E402
+
 
 def fail(msg):
     print(f"part_a_report: {msg}", file=sys.stderr)
@@ -311,10 +314,7 @@ def main():
               "**Reading.** " + ("Held-out and train losses agree within 10%: the DiT generalises to unseen contexts' states."
                                  if abs(d["held_out"]["mean"] - d["train"]["mean"]) <= 0.1 * d["train"]["mean"] else
                                  "The held-out loss exceeds the train loss by more than 10%: the DiT overfits the train states."), ""]
-    tmp = os.path.join(out, f"report.md.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, os.path.join(out, "report.md"))
+    write_atomic(os.path.join(out, "report.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hybrid_table import mean_ci  # noqa: E402
+from hybrid_table import mean_ci, write_atomic  # noqa: E402
 
 # (variant, baseline, what the difference answers); variant minus baseline, lower is better
 COMPARISONS = [
@@ -101,10 +101,7 @@ def main():
     if n < 3:
         read.append(f"With {n} seed(s) there is no verdict (no interval): the job's default at --size large is 3 seeds.")
     lines += ["**Reading.** " + ". ".join(r.rstrip(".") for r in read) + ".", ""]
-    tmp = os.path.join(out, f"report.md.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, os.path.join(out, "report.md"))
+    write_atomic(os.path.join(out, "report.md"), "\n".join(lines))
     print("\n".join(lines[lines.index("## 2. The questions"):]))
 
 

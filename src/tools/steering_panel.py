@@ -33,6 +33,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from part_a_table import write_atomic  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "bin", "dreamstate")
 KINDS = ["zero", "class_mean", "generated", "tuned", "interpolated"]
@@ -52,13 +55,6 @@ def run(*args):
     if r.returncode != 0:
         fail(f"dreamstate {args[0]}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     return r.stdout
-
-
-def write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_contexts(path):
