@@ -34,14 +34,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# mpirun passes a TERM on to the ranks and kills them 1 s later by default: too soon for the checkpoint
-# of a step in flight on a busy node (seen: a stopped run with no checkpoint to resume from)
-export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-120}
 BIN=bin/dreamstate
 if [ $ON_SLURM = 1 ]; then
   MPI=("${SRUN[@]}" --ntasks="$RANKS"); NTHREADS=${SLURM_CPUS_PER_TASK:-1}
 else
-  MPI=(mpirun --oversubscribe -np "$RANKS"); NTHREADS=1
+  # a stop signal goes to the ranks, not through mpirun (slurm/lib.sh pass_signal)
+  MPI=(mpirun --oversubscribe -np "$RANKS"); NTHREADS=1; RANKS_ARE_CHILDREN=1
 fi
 THREADS=(--set "run.threads=$NTHREADS")
 export OMP_NUM_THREADS=$NTHREADS
@@ -60,15 +58,22 @@ stage() { stop_if_signalled; echo; echo "=== $* ==="; }
 # STOPPED_EXIT, whatever the launcher's status (mpirun exits 1 after TERM): the rerun resumes from the
 # newest checkpoint. When it fails without a signal, the job stops with its status.
 train_stage() {
-  local dir=$1 filter=$2 fd="" filter_pid=""; shift 2
+  local dir=$1 filter=$2 fd="" filter_pid="" restart=(); shift 2
   stop_if_signalled
+  # killed before its first checkpoint (SIGKILL, a lost node, a machine restart): a log and nothing to
+  # resume from, which the trainer refuses as someone else's run. The directory is this job's own, so
+  # it starts over, the earlier files moved aside (DIR.old-N/), not deleted.
+  if [ -s "$dir/train.jsonl" ] && ! compgen -G "$dir/checkpoints/*.ckpt" >/dev/null; then
+    echo "$JOB: $dir was stopped before its first checkpoint: starting it over (its files go to $dir.old-N/)"
+    restart=(--set checkpoint.resume=restart)
+  fi
   if [ -n "$filter" ]; then
     # the filter outlives a TERM or Ctrl-C to the whole job, which the trainer would not (SIGPIPE)
     exec {fd}> >(trap '' INT TERM; exec grep --line-buffered -E "$filter|^(stopped by|resumed from) ")
     filter_pid=$!
   fi
   STEP_OUT=${fd:+/dev/fd/$fd} STEP_WHAT="the training in $dir" \
-    run_forwarding "${MPI[@]}" $BIN train "$@" "${THREADS[@]}" --set run.out_dir="$dir"
+    run_forwarding "${MPI[@]}" $BIN train "$@" "${THREADS[@]}" "${restart[@]}" --set run.out_dir="$dir"
   if [ -n "$fd" ]; then exec {fd}>&-; wait "$filter_pid" || true; fi
   run_progress "$dir"
   if [ "$step_rc" -ne 0 ] && [ -z "$signalled" ]; then

@@ -30,11 +30,29 @@ step_rc=0
 # (SlurmdTimeout, 300 s by default). DS_MPI: srun's --mpi plugin.
 SRUN=(srun --mpi="${DS_MPI:-pmix}" --kill-on-bad-exit=1 --wait=10)
 
+# pass_signal SIG: to the work run_forwarding runs; with RANKS_ARE_CHILDREN=1 (mpirun on this node) to
+# its ranks themselves. mpirun would pass a TERM on too, but kill the ranks 1 s later, before the step in
+# flight and its checkpoint are done; and the only setting that delays that kill
+# (odls_base_sigkill_timeout) also delays, twice over, the end of a job whose rank died of an error.
+pass_signal() {
+  if [ "${RANKS_ARE_CHILDREN:-0}" = 1 ]; then
+    local stat line rest
+    for stat in /proc/[0-9]*/stat; do
+      line=$(cat "$stat" 2>/dev/null) || continue
+      rest=${line##*) }  # the fields after the command name, which may hold spaces
+      set -- $rest
+      [ "${2:-}" = "$step_pid" ] && kill -s "$SIG" "${stat//[!0-9]/}" 2>/dev/null
+    done
+  else
+    kill -s "$SIG" "$step_pid" 2>/dev/null
+  fi
+  return 0
+}
 forward_signal() {
   signalled=$1
   if [ -n "$step_pid" ]; then
     echo "$STEP_TAG: got SIG$1 at $(date -Is), forwarding to ${STEP_WHAT:-the job step}"
-    kill -s "$1" "$step_pid" 2>/dev/null || true
+    SIG=$1 pass_signal
   else
     echo "$STEP_TAG: got SIG$1 at $(date -Is), stopping before the next stage"
   fi
@@ -56,7 +74,7 @@ run_forwarding() {
   while kill -0 "$step_pid" 2>/dev/null; do
     sleep 0.2
     polls=$((polls + 1))
-    if [ $((polls % 25)) -eq 0 ] && [ "$signalled" = USR1 ]; then kill -s USR1 "$step_pid" 2>/dev/null || true; fi
+    if [ $((polls % 25)) -eq 0 ] && [ "$signalled" = USR1 ]; then SIG=USR1 pass_signal; fi
   done
   wait "$step_pid" 2>/dev/null && kept=0 || kept=$?
   if [ "$kept" -ne 127 ]; then step_rc=$kept; fi

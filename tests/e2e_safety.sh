@@ -15,7 +15,9 @@
 #     valid checkpoint) where an earlier run's checkpoints or train.jsonl are is refused (exit 2, one
 #     line, nothing changed); checkpoint.resume restart moves them, unchanged, to OUT.old-N/ and a later
 #     resume continues the new run. `import` over an earlier run is refused the same way.
-#  5. a TERM to a job's training under mpirun mid-step checkpoints the step in flight (below).
+#  5. a TERM to a job's training under mpirun mid-step checkpoints the step in flight (below); a rank
+#     that dies before the first step ends the job's mpirun in seconds, not minutes; a job stage killed
+#     before its first checkpoint starts over when the job is rerun, its earlier files moved aside.
 cd "$(dirname "$0")/.."
 . tests/lib.sh safety
 TINY=(configs/tiny.yaml --set run.threads=1 --set train.eval_every=0 --set train.eval_batches=1 --set train.log_every=100)
@@ -166,9 +168,9 @@ $BIN import "${TINY[@]}" "${ONE[@]}" --set checkpoint.resume=restart --safetenso
   && ok "import with checkpoint.resume restart: the earlier run moved to one.old-2/, train starts from the import" \
   || bad "import with restart: $(cat "$TMP/import.out") $(tail -1 "$TMP/imported.log")"
 
-# 5. a TERM to a job (jobs/lib.sh: mpirun, 2 ranks) while a step of seconds is in flight: the trainer
-#    finishes the step and checkpoints before mpirun's kill (Open MPI kills 1 s after passing a TERM on
-#    unless told otherwise), the job exits 75, and the same command resumes from that checkpoint.
+# 5. a TERM to a job (jobs/lib.sh: mpirun, 2 ranks) while a step of seconds is in flight: the job passes
+#    it to the ranks themselves (mpirun would kill them 1 s after passing it on), the trainer finishes
+#    the step and checkpoints, the job exits 75, and the same command resumes from that checkpoint.
 printf '%s\n' "cd '$PWD' && . jobs/lib.sh term-job ci && train_stage '$TMP/term' '' configs/tiny.yaml \
   --set model.n_layer=4 --set model.n_embd=256 --set train.batch_size=96 --set train.ctx_len=512 \
   --set train.steps=\${STEPS:-50} --set train.eval_every=0 --set checkpoint.every=1000" >"$TMP/term-job.sh"
@@ -188,5 +190,29 @@ if [ -n "$ck" ]; then
 else
   bad "resume after TERM: no checkpoint to resume from"
 fi
+
+# a rank that dies during set-up (rank 0 refuses the run directory) while rank 1 waits at a collective:
+# mpirun as the jobs start it ends them both at once (with odls_base_sigkill_timeout 120, as jobs/lib.sh
+# once set, this took 4 minutes)
+mkdir -p "$TMP/foreign" && echo '{"step":1}' >"$TMP/foreign/train.jsonl"
+printf '%s\n' "cd '$PWD' && . jobs/lib.sh refused-job ci >/dev/null && \"\${MPI[@]}\" \$BIN train ${TINY[*]} \
+  --set train.steps=2 --set run.out_dir='$TMP/foreign'" >"$TMP/refused-job.sh"
+t0=$(date +%s)
+timeout 100 bash "$TMP/refused-job.sh" >"$TMP/refused.log" 2>&1; rc=$?
+took=$(( $(date +%s) - t0 ))
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -le 30 ] && grep -q "holds an earlier run" "$TMP/refused.log" \
+  && ok "a rank refused at set-up under the jobs' mpirun: the job ends in $took s (exit $rc)" \
+  || bad "refused rank under mpirun: exit $rc after $took s: $(grep dreamstate "$TMP/refused.log" | tail -2)"
+
+# a job stage killed before its first checkpoint: the rerun starts it over, the earlier log kept aside
+mkdir -p "$TMP/early" && head -2 "$TMP/one/train.jsonl" >"$TMP/early/train.jsonl"
+printf '%s\n' "cd '$PWD' && . jobs/lib.sh early-job ci && train_stage '$TMP/early' '' ${TINY[*]} --set train.steps=3" \
+  >"$TMP/early-job.sh"
+bash "$TMP/early-job.sh" >"$TMP/early.log" 2>&1; rc=$?
+[ "$rc" = 0 ] && grep -q "stopped before its first checkpoint: starting it over" "$TMP/early.log" \
+  && cmp -s "$TMP/early.old-1/train.jsonl" <(head -2 "$TMP/one/train.jsonl") \
+  && [ "$(tail -1 "$TMP/early/train.jsonl" | sed -n 's/^{"step":\([0-9]*\).*/\1/p')" = 3 ] \
+  && ok "a stage killed before its first checkpoint starts over on the rerun, its log moved to early.old-1/" \
+  || bad "stage killed before its first checkpoint: exit $rc: $(tail -2 "$TMP/early.log")"
 
 finish

@@ -23,17 +23,21 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, stepping;
 static const char *blas_arch = "?", *kernels_name = "?", *products = "?";
-static char interrupted_line[160];
-static size_t interrupted_len;
+static char interrupted_line[160], setup_line[160];
+static size_t interrupted_len, setup_len;
 
 /* The first stop signal ends the run after the current step and its checkpoint. A second SIGTERM or
  * SIGINT (a user pressing Ctrl-C again, a scheduler's follow-up) ends it at once: the checkpoint
- * files are only ever renamed into place whole, so the last one stays intact. */
+ * files are only ever renamed into place whole, so the last one stays intact. Before the first step
+ * there is no step to finish: a SIGTERM or SIGINT ends the run at once. That
+ * is also how a rank waiting at a collective for a rank that died during set-up (a refused run
+ * directory, a bad checkpoint) leaves when the launcher passes it the TERM, instead of hanging. */
 static void on_stop_signal(int sig) {
-    if (stop_requested && sig != SIGUSR1) {
-        ssize_t ignored = write(STDERR_FILENO, interrupted_line, interrupted_len);
+    if (sig != SIGUSR1 && (stop_requested || !stepping)) {
+        ssize_t ignored = stepping ? write(STDERR_FILENO, interrupted_line, interrupted_len)
+                                   : write(STDERR_FILENO, setup_line, setup_len);
         (void)ignored;
         _exit(128 + sig);
     }
@@ -47,6 +51,9 @@ void ds_train_catch_signals(void) {
     interrupted_len = (size_t)snprintf(interrupted_line, sizeof interrupted_line,
                                        "dreamstate%s: interrupted by a second signal inside a step; the last "
                                        "checkpoint is intact\n", rank);
+    setup_len = (size_t)snprintf(setup_line, sizeof setup_line,
+                                 "dreamstate%s: stopped by a signal before the first step; the last checkpoint is "
+                                 "intact\n", rank);
     signal(SIGUSR1, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     signal(SIGINT, on_stop_signal);
@@ -287,6 +294,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     char weights[64] = "";
     if (resumed || task->init_params)
         snprintf(weights, sizeof weights, ", weights %s %.1f s", resumed ? "read" : "initialised", t_weights - t_optim);
+    stepping = 1;
     ds_log("  ready in %.1f s%s: task setup (data, model) %.1f s, optimizer state %.1f s%s, %s peak probe %.1f s",
            age >= 0 ? age : in_loop, age >= 0 ? " since the program started" : "", age >= 0 ? age - in_loop : 0.0,
            t_optim - t_setup, weights, bf16 ? "bf16" : "FMA", t_probe);
