@@ -15,8 +15,9 @@ static const cli_spec spec = {
              "and checkpoints to checkpoint.dir. Rerunning resumes from the newest valid checkpoint; a fresh\n"
              "start over an earlier run is refused (exit 2) unless checkpoint.resume is restart, which moves\n"
              "the earlier run's files to OUT.old-N/.\n"
-             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0; a second SIGTERM/SIGINT:\n"
-             "exit at once (status 128 + signal number), the last checkpoint intact.\n"
+             "SIGUSR1/SIGTERM/SIGINT: finish the step, write a checkpoint, exit 0; a second SIGTERM/SIGINT,\n"
+             "or one before the first step: exit at once (status 128 + signal number), the last checkpoint\n"
+             "intact.\n"
              "A NaN or Inf loss or gradient norm stops the run before the update, exit 1 (train.skip_nonfinite\n"
              "skips up to N such steps in a row); checkpoints are only written with finite weights.\n",
     .config = 1,
