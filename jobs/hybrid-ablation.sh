@@ -15,7 +15,7 @@
 #        direct        a deterministic hypernetwork of the same size: the same DiT once on the static
 #                      weights, no noise, trained on L_LM only (hybrid.generator direct)
 #        shuffled      the learned hybrid with each window's condition taken from another window, in
-#                      training and in the held-out evaluation (hybrid.condition_shuffle): a control
+#                      training and in the held-out evaluation (hybrid.shuffle_condition): a control
 #        static-restricted  the static fine-tune of W_r, W_k, W_v of the hybrid's layers only, every
 #                      other weight frozen (hybrid.static_scope targeted)
 #        ln_out_prefix learned alpha, condition = mean of the frozen RWKV-7's ln_out over the first P tokens
@@ -85,7 +85,7 @@ VARIANTS=(
   "mean_prefix=hybrid, W_rkv, alpha learned, condition mean_prefix|--set hybrid.condition=mean_prefix"
   "attn_prefix=hybrid, W_rkv, alpha learned, condition attn_prefix|--set hybrid.condition=attn_prefix"
   "direct=hypernetwork: the same DiT once, no noise, L_LM only, W_rkv, alpha learned|--set hybrid.generator=direct --set hybrid.lambda_pd=0"
-  "shuffled=hybrid, W_rkv, alpha learned, condition from another window (train and held-out)|--set hybrid.condition_shuffle=true"
+  "shuffled=hybrid, W_rkv, alpha learned, condition from another window (train and held-out)|--set hybrid.shuffle_condition=true"
   "static-restricted=static baseline: only W_r, W_k, W_v of the hybrid's layers fine-tuned|--set hybrid.matrices=none --set hybrid.train_static=1 --set hybrid.static_scope=targeted"
   "ln_out_prefix=hybrid, W_rkv, alpha learned, condition = mean ln_out of the frozen RWKV-7 over the prefix|--set hybrid.condition=ln_out_prefix"
 )

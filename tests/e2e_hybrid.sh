@@ -127,7 +127,7 @@ ls "$TMP/s/checkpoints"/*.ckpt >/dev/null 2>&1 && ! grep -aq 'rwkv7.blocks' "$TM
 
 # 5. the ablation's baselines: 1 rank uninterrupted vs 2 ranks stopped and rerun
 BASELINES=(
-  "shuffled|--set hybrid.condition_shuffle=true"
+  "shuffled|--set hybrid.shuffle_condition=true"
   "restricted|--set hybrid.matrices=none --set hybrid.train_static=1 --set hybrid.static_scope=targeted"
 )
 for v in "${BASELINES[@]}"; do

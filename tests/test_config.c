@@ -479,12 +479,12 @@ static void test_errors(void) {
                  "diffusion loss to warm up with: set it to 0 (it is 5)\n");
     expect_error("direct_none.yaml", "run:\n  task: hybrid\nhybrid:\n  matrices: none\n  generator: direct\n", 0,
                  NULL, "%s:5: hybrid.generator: direct generates matrices: it needs hybrid.matrices other than none\n");
-    expect_error("shuffle_none.yaml", "run:\n  task: hybrid\nhybrid:\n  matrices: none\n  condition_shuffle: true\n",
-                 0, NULL, "%s:5: hybrid.condition_shuffle: the static baseline (hybrid.matrices none) has no condition "
+    expect_error("shuffle_none.yaml", "run:\n  task: hybrid\nhybrid:\n  matrices: none\n  shuffle_condition: true\n",
+                 0, NULL, "%s:5: hybrid.shuffle_condition: the static baseline (hybrid.matrices none) has no condition "
                  "to shuffle\n");
-    char *set_one_window[] = {"run.task=hybrid", "hybrid.condition_shuffle=true", "train.batch_size=1",
+    char *set_one_window[] = {"run.task=hybrid", "hybrid.shuffle_condition=true", "train.batch_size=1",
                               "train.eval_batches=1"};
-    expect_error(NULL, NULL, 4, set_one_window, "--set hybrid.condition_shuffle=true: needs at least 2 held-out windows "
+    expect_error(NULL, NULL, 4, set_one_window, "--set hybrid.shuffle_condition=true: needs at least 2 held-out windows "
                  "(train.eval_batches x train.batch_size) to take each window's condition from another\n");
     expect_error("scope_frozen.yaml", "run:\n  task: hybrid\nhybrid:\n  static_scope: targeted\n", 0, NULL,
                  "%s:4: hybrid.static_scope: targeted restricts the trainable static weights: it needs "

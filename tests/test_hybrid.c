@@ -109,7 +109,7 @@ static void unscore_prefix(int32_t *tgt, int prefix) {
         if (i % T < prefix) tgt[i] = -1;
 }
 
-/* cond [B, T]: sequence b's condition read from sequence b + 1 (mod B), as hybrid.condition_shuffle does. */
+/* cond [B, T]: sequence b's condition read from sequence b + 1 (mod B), as hybrid.shuffle_condition does. */
 static void shifted_tokens(const int32_t *tok, int32_t *cond) {
     for (int b = 0; b < B; b++) memcpy(cond + b * T, tok + ((b + 1) % B) * T, sizeof(int32_t) * T);
 }

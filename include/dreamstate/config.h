@@ -106,7 +106,7 @@ typedef struct ds_hybrid_config {
     char generator[16];              /* "diffusion" (default) or "direct" (deterministic hypernetwork, no L_pd) */
     int rank;                        /* r of the low-rank variant, default 32 */
     char condition[16];              /* "first_token" (default), "mean_prefix", "attn_prefix" or "ln_out_prefix" */
-    int condition_shuffle;           /* 1: each sequence's condition is read from the next window (a control) */
+    int shuffle_condition;           /* 1: each sequence's condition is read from the next window (a control) */
     int prefix;                      /* P: the LM loss is scored from position P; mean_prefix pools tokens < P */
     char alpha[8];                   /* "learned" (default) or "fixed" */
     double alpha_init;               /* alpha at the start (learned) or throughout (fixed), 0.9 */

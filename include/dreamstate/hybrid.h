@@ -151,7 +151,7 @@ void ds_hybrid_zero_grad(ds_hybrid *h);
 /* One micro-batch: tokens, targets [B, T] (targets -1 = ignored; positions < prefix are never scored),
  * sequence b is global sample first_sample + b of the step's randomness `seed`. cond_tokens [B, T]: the
  * tokens each sequence's condition is read from (only positions < prefix, or 0), NULL = its own tokens
- * (hybrid.condition_shuffle passes another sequence's). Accumulates the
+ * (hybrid.shuffle_condition passes another sequence's). Accumulates the
  * gradient of loss_scale x total into h->grads and returns total (unscaled). out may be NULL. The B
  * sequences run at once (one DiT call, one RWKV-7 call), so a batch split otherwise agrees to fp32
  * rounding; the same split gives the same bits. */

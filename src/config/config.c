@@ -190,7 +190,7 @@ static const config_key config_keys[] = {
      .choices = "first_token|mean_prefix|attn_prefix|ln_out_prefix",
      .help = "global-context condition: first-token embedding, the mean embedding of the prefix, a learned "
              "attention pool over the prefix's embeddings, or the mean of the static RWKV-7's ln_out over the prefix"},
-    {KEY(hybrid, condition_shuffle), .type = KEY_BOOL, .def = "false",
+    {KEY(hybrid, shuffle_condition), .type = KEY_BOOL, .def = "false",
      .help = "true: each window's condition is read from another window (training: the next global sample's; "
              "held-out: the next held-out window's), a control that carries no information about the window"},
     {KEY(hybrid, prefix), .type = KEY_INT, .def = "16", .min = 1, .max = 1 << 20,
@@ -669,7 +669,7 @@ static void check_hybrid(const load_ctx *ctx, const ds_config *cfg) {
     const ds_hybrid_config *hc = &cfg->hybrid;
     int none = strcmp(hc->matrices, "none") == 0, generator = key_index("hybrid", "generator");
     int lambda_pd = key_index("hybrid", "lambda_pd"), warmup = key_index("hybrid", "lm_warmup_steps");
-    int shuffle = key_index("hybrid", "condition_shuffle"), scope = key_index("hybrid", "static_scope");
+    int shuffle = key_index("hybrid", "shuffle_condition"), scope = key_index("hybrid", "static_scope");
     if (strcmp(hc->generator, "direct") == 0) {
         if (none) die_key(ctx, generator, "direct generates matrices: it needs hybrid.matrices other than none");
         if (hc->lambda_pd != 0)
@@ -679,9 +679,9 @@ static void check_hybrid(const load_ctx *ctx, const ds_config *cfg) {
             die_key(ctx, warmup, "hybrid.generator direct has no diffusion loss to warm up with: set it to 0 (it is %lld)",
                     (long long)hc->lm_warmup_steps);
     }
-    if (hc->condition_shuffle && none)
+    if (hc->shuffle_condition && none)
         die_key(ctx, shuffle, "the static baseline (hybrid.matrices none) has no condition to shuffle");
-    if (hc->condition_shuffle && (int64_t)cfg->train.eval_batches * cfg->train.batch_size < 2)
+    if (hc->shuffle_condition && (int64_t)cfg->train.eval_batches * cfg->train.batch_size < 2)
         die_key(ctx, shuffle, "needs at least 2 held-out windows (train.eval_batches x train.batch_size) to take each "
                 "window's condition from another");
     if (strcmp(hc->static_scope, "targeted") == 0 && !hc->train_static)

@@ -49,7 +49,7 @@ typedef struct {
     int micro, T;
     uint64_t draw_seed;
     int32_t *tokens, *targets, *window;
-    int32_t *cond_tokens, *cond_scratch;  /* hybrid.condition_shuffle: the windows the conditions are read from */
+    int32_t *cond_tokens, *cond_scratch;  /* hybrid.shuffle_condition: the windows the conditions are read from */
     double step_sums[4];   /* this rank's lm_sum, lm_count, pd_sum, pd_count since the last step line */
     double base_loss;      /* held-out L_LM of hybrid.init alone */
     double flops_per_token;
@@ -81,7 +81,7 @@ static void format_layers(const int *layers, int n, char *buf, size_t len) {
 static double hy_micro_step(void *ctx, int64_t step, uint64_t first, int n, float weight, ds_grad_sync *sync) {
     hybrid_task *k = ctx;
     ds_train_sample_batch(k->train, &k->order, first, n, k->T, k->tokens, k->targets, k->window);
-    /* condition_shuffle: sample s reads its condition from the window of sample s + 1, a function of the
+    /* shuffle_condition: sample s reads its condition from the window of sample s + 1, a function of the
      * global sample number alone, so any rank count and a resume see the same pairs */
     if (k->cond_tokens)
         ds_train_sample_batch(k->train, &k->order, first + 1, n, k->T, k->cond_tokens, k->cond_scratch, k->window);
@@ -123,7 +123,7 @@ static void read_held_out(hybrid_task *k, int64_t w, int64_t W) {
 }
 
 /* Sums (lm nats, scored tokens, pd, pd samples) over all ranks of the held-out windows (read_held_out),
- * rank r taking w = r, r + ranks, ...; with condition_shuffle window w's condition is read from window
+ * rank r taking w = r, r + ranks, ...; with shuffle_condition window w's condition is read from window
  * (w + 1) mod W, as in training from another window. `base`: hybrid.init alone (the RWKV-7 with its
  * static weights) instead of the hybrid. */
 static void eval_sums(hybrid_task *k, int base, double sums[4]) {
@@ -214,9 +214,9 @@ static void hybrid_meta(const ds_config *cfg, const ds_hybrid *h, char *buf, siz
     ds_weights_signature(&h->d.model, rwkv, sizeof rwkv);
     format_layers(h->d.targets, h->d.n_targets, layers, sizeof layers);
     int n = snprintf(buf, len, "rwkv_model=%s\nhybrid_init=%s\nlayers=%s\nmatrices=%s\nparam=%s\ngenerator=%s\nrank=%d\n"
-                     "condition=%s\ncondition_shuffle=%d\nprefix=%d\nalpha=%s\nalpha_init=%.17g\nt_star=%d\nschedule=%s\n"
+                     "condition=%s\nshuffle_condition=%d\nprefix=%d\nalpha=%s\nalpha_init=%.17g\nt_star=%d\nschedule=%s\n"
                      "train_static=%d\nstatic_scope=%s\ndit=%d,%d,%d,%d,%d\ntokenizer=%s\n", rwkv, hc->init, layers,
-                     hc->matrices, hc->param, hc->generator, hc->rank, hc->condition, hc->condition_shuffle, hc->prefix,
+                     hc->matrices, hc->param, hc->generator, hc->rank, hc->condition, hc->shuffle_condition, hc->prefix,
                      hc->alpha, hc->alpha_init, hc->t_star, cfg->diffusion.schedule, hc->train_static, hc->static_scope,
                      cfg->dit.hidden, cfg->dit.depth, cfg->dit.heads, cfg->dit.patch_size, cfg->dit.mlp_ratio,
                      cfg->data.tokenizer);
@@ -305,7 +305,7 @@ int ds_train_hybrid(const ds_config *cfg) {
     k.tokens = ds_alloc(sizeof(int32_t) * k.micro * T);
     k.targets = ds_alloc(sizeof(int32_t) * k.micro * T);
     k.window = ds_alloc(sizeof(int32_t) * (T + 1));
-    if (hc->condition_shuffle) {
+    if (hc->shuffle_condition) {
         k.cond_tokens = ds_alloc(sizeof(int32_t) * k.micro * T);
         k.cond_scratch = ds_alloc(sizeof(int32_t) * k.micro * T);
     }
@@ -325,7 +325,7 @@ int ds_train_hybrid(const ds_config *cfg) {
                     .flops_per_unit = work.flops_per_unit, .activation_bytes = work.activation_bytes, .ctx = &k,
                     .micro_step = hy_micro_step, .eval = hy_eval, .step_fields = hy_step_fields};
     k.flops_per_token = task.flops_per_unit;
-    hybrid_signature(h, hc->condition_shuffle, init_crc, task.signature, sizeof task.signature);
+    hybrid_signature(h, hc->shuffle_condition, init_crc, task.signature, sizeof task.signature);
     hybrid_meta(cfg, h, task.meta, sizeof task.meta);
 
     double base[4];
@@ -347,7 +347,7 @@ int ds_train_hybrid(const ds_config *cfg) {
     if (d.n_targets > 0)
         ds_log("  generates W_%s of layer(s) %s (%s, %s generator), condition %s%s, alpha %s (init %g), lambda_lm %g (0 "
                "for the first %lld steps), lambda_pd %g, t* %d", hc->matrices, layers, hc->param, hc->generator,
-               hc->condition, hc->condition_shuffle ? " read from another window (shuffled)" : "", hc->alpha,
+               hc->condition, hc->shuffle_condition ? " read from another window (shuffled)" : "", hc->alpha,
                hc->alpha_init, hc->lambda_lm, (long long)hc->lm_warmup_steps, hc->lambda_pd, hc->t_star);
     else
         ds_log("  static baseline: no generated matrices, the RWKV-7 fine-tunes on the same windows");
