@@ -8,6 +8,9 @@
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 
+/* The longest tensor name any reader or writer accepts, in bytes (a name is never empty). */
+#define CKPT_NAME_MAX_LEN 4095
+
 /* Writes "PATH: <formatted reason>" into err (DS_ERR_LEN bytes) and returns -1. */
 int ckpt_fail(char *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Ends an atomic write: commits it if `ok` (every write succeeded), else removes the temporary file;

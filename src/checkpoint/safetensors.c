@@ -256,6 +256,11 @@ static int parse_header(json *j, ds_st_index *ix) {
                 if (parse_metadata(j, ix)) return -1;
                 continue;
             }
+            /* the checkpoint writer, the loaders and every error message need a name to show */
+            if (!key[0] || strlen(key) > CKPT_NAME_MAX_LEN) {
+                free(key);
+                return bad(j, "a tensor name that is empty or longer than 4095 bytes");
+            }
             if (grow((void **)&ix->entries, ix->n, &cap, sizeof *ix->entries)) {
                 free(key);
                 return ckpt_fail(j->err, j->path, "out of memory");
