@@ -36,12 +36,12 @@ SRUN=(srun --mpi="${DS_MPI:-pmix}" --kill-on-bad-exit=1 --wait=10)
 # (odls_base_sigkill_timeout) also delays, twice over, the end of a job whose rank died of an error.
 pass_signal() {
   if [ "${RANKS_ARE_CHILDREN:-0}" = 1 ]; then
-    local stat line rest
+    local stat line ppid
     for stat in /proc/[0-9]*/stat; do
-      line=$(cat "$stat" 2>/dev/null) || continue
-      rest=${line##*) }  # the fields after the command name, which may hold spaces
-      set -- $rest
-      [ "${2:-}" = "$step_pid" ] && kill -s "$SIG" "${stat//[!0-9]/}" 2>/dev/null
+      read -r line 2>/dev/null <"$stat" || continue
+      # after the command name, which may hold spaces: the state, then the parent's pid
+      read -r _ ppid _ <<<"${line##*) }"
+      [ "$ppid" = "$step_pid" ] && kill -s "$SIG" "${stat//[!0-9]/}" 2>/dev/null
     done
   else
     kill -s "$SIG" "$step_pid" 2>/dev/null
