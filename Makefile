@@ -31,6 +31,8 @@ all: bin/dreamstate $(TEST_BINS) $(BENCH_BINS)
 # AVX512_BF16 (VCVTNE2PS2BF16, VDPBF16PS) is not part of x86-64-v4: this file alone gets it, and
 # dispatch.c calls it only on CPUs that have it.
 build/kernels/bf16_avx512.o build/fuzz/obj/kernels/bf16_avx512.o: SIMD_ARCH += -mavx512bf16
+# Double-double arithmetic relies on each product and sum being rounded on its own: no fused contractions.
+build/kernels/normals_avx512.o build/fuzz/obj/kernels/normals_avx512.o: SIMD_ARCH += -ffp-contract=off
 
 build/%_avx512.o: src/%_avx512.c
 	@mkdir -p $(dir $@)

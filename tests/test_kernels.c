@@ -1,11 +1,12 @@
 /* Tests of the compute kernels other than WKV-7 (norm, shift_mix, act, softmax_xent, softmax,
- * modulate, gated_residual, attention, adamw, sum_squares, scale, axpy, fp32 <-> bf16). For each kernel:
+ * modulate, gated_residual, attention, adamw, sum_squares, scale, axpy, fp32 <-> bf16, box_muller). For each kernel:
  *  (a) the scalar reference against an independent float64 computation written here,
  *  (b) backward kernels against central finite differences of the float64 forward,
  *  (c) the AVX-512 twin against the reference (odd sizes, so the masked tails run),
  *  (d) accumulation into pre-filled gradient buffers, and thread-count independence of reductions,
  *  (e) kernel-specific cases: ignored targets, L2Wrap, ties, the whole float range, NaN, bad input;
- *      bf16 rounding bit for bit on every edge (ties, denormals, overflow, NaN payloads).
+ *      bf16 rounding bit for bit on every edge (ties, denormals, overflow, NaN payloads); Gaussian draws
+ *      bit for bit, on hashed counters and chosen hard arguments (the twin must return libm's doubles).
  * Also prints ref vs AVX-512 timings (not asserted). */
 #include "../src/kernels/impl.h"
 #include "dreamstate/common.h"
@@ -1341,6 +1342,106 @@ static void test_bf16(void) {
     ds_free(x), ds_free(want), ds_free(got);
 }
 
+/* ---------------------------------------------------------------- box_muller */
+
+/* splitmix64 is a bijection; its inverse gives the key whose first draw hashes to a chosen value, so the
+ * kernels can be handed any u1 or angle. */
+static uint64_t inverse_mod_2_64(uint64_t odd) {
+    uint64_t x = odd;  /* Newton: each step doubles the correct low bits (3 -> 96) */
+    for (int i = 0; i < 5; i++) x *= 2 - odd * x;
+    return x;
+}
+static uint64_t undo_xorshift(uint64_t y, int s) {
+    uint64_t x = y;
+    for (int k = 0; k < 64; k += s) x = y ^ (x >> s);
+    return x;
+}
+static uint64_t splitmix64_inverse(uint64_t h) {
+    uint64_t x = undo_xorshift(h, 31) * inverse_mod_2_64(0x94D049BB133111EBull);
+    x = undo_xorshift(x, 27) * inverse_mod_2_64(0xBF58476D1CE4E5B9ull);
+    return undo_xorshift(x, 30) - 0x9E3779B97F4A7C15ull;
+}
+
+/* n draws of both kernels, compared bit for bit; the first differing index, or -1 */
+static int64_t box_muller_first_difference(int64_t n, uint64_t key, uint64_t first, double *a, double *b) {
+    box_muller_ref(n, key, first, a);
+    b[n] = 12345.0;
+    box_muller_avx512(n, key, first, b);
+    if (b[n] != 12345.0) return n;  /* wrote past n */
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(a + i, b + i, sizeof(double)) != 0) return i;
+    return -1;
+}
+
+/* The AVX-512 twin returns libm's doubles (kernels.h): on hashed draws (every tail length, far
+ * counters), and on chosen hard arguments: u1 = 1 (log 0), the smallest u1, u1 at the powers of two and
+ * around sqrt(1/2) (the log's reduction switches there), angles at and next to the multiples of pi/4
+ * (the cos's quadrant switches; near k pi/2 the result nearly cancels). Also the draws' moments. */
+static void test_box_muller(void) {
+    enum { N = 1 << 20 };
+    double *a = ds_alloc((N + 1) * sizeof(double)), *b = ds_alloc((N + 1) * sizeof(double));
+    CHECK(ds_splitmix64(splitmix64_inverse(0x0123456789abcdefull)) == 0x0123456789abcdefull, "splitmix64 inverted");
+    /* the reference against its definition, libm on the formula */
+    uint64_t key = 0x5eed;
+    box_muller_ref(1000, key, 77, a);
+    int defined = 1;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t j = 77 + (uint64_t)i, b1 = ds_splitmix64(key ^ (2 * j)) >> 11, b2 = ds_splitmix64(key ^ (2 * j + 1)) >> 11;
+        defined &= a[i] == sqrt(-2.0 * log((double)(b1 + 1) * 0x1.0p-53)) * cos(2.0 * M_PI * ((double)b2 * 0x1.0p-53));
+    }
+    CHECK(defined, "box_muller_ref = sqrt(-2 log u1) cos(2 pi u2) with libm");
+    double sum = 0, sum2 = 0, sum4 = 0;
+    box_muller_ref(N, 99, 0, a);
+    for (int i = 0; i < N; i++) sum += a[i], sum2 += a[i] * a[i], sum4 += a[i] * a[i] * a[i] * a[i];
+    CHECK(fabs(sum / N) < 5.0 / sqrt(N) && fabs(sum2 / N - 1) < 5 * sqrt(2.0 / N) && fabs(sum4 / N - 3) < 5 * sqrt(96.0 / N),
+          "2^20 draws: mean %.4f, variance %.4f, fourth moment %.3f (N(0, 1): 0, 1, 3)", sum / N, sum2 / N, sum4 / N);
+    if (!have_avx512) {
+        ds_free(a), ds_free(b);
+        return;
+    }
+    int64_t bad = -1;
+    for (int64_t n = 0; n <= 80 && bad < 0; n++) bad = box_muller_first_difference(n, 7, 1000 - n, a, b);
+    CHECK(bad < 0, "box_muller_avx512 = reference for every n <= 80 (first difference at %lld)", (long long)bad);
+    static const uint64_t firsts[] = {0, 12345, (uint64_t)1 << 40, UINT64_MAX / 2 - N};
+    for (int k = 0; k < 4; k++) {
+        bad = box_muller_first_difference(N + 3, ds_splitmix64(k), firsts[k], a, b);
+        CHECK(bad < 0, "box_muller_avx512 = reference on 2^20 + 3 draws from counter %llu (first difference at %lld)",
+              (unsigned long long)firsts[k], (long long)bad);
+    }
+    /* chosen arguments: 53-bit u1 and angle counters */
+    const uint64_t top = ((uint64_t)1 << 53) - 1, half_sqrt2 = (uint64_t)(0x1.6a09e667f3bcdp-1 * 0x1p53) - 1;
+    uint64_t radius_bits[160], angle_bits[160];
+    int n_radius = 0, n_angle = 0;
+    for (int p = 0; p <= 53; p++) radius_bits[n_radius++] = ((uint64_t)1 << p) - 1;  /* u1 = 2^(p-53), 1 at p = 53 */
+    for (int d = -3; d <= 3; d++) {
+        radius_bits[n_radius++] = top - 4 + (uint64_t)(d + 3);
+        radius_bits[n_radius++] = half_sqrt2 + (uint64_t)d;
+        radius_bits[n_radius++] = (half_sqrt2 >> 1) + (uint64_t)d;  /* the same mantissa, an octave down */
+    }
+    for (int q = 0; q <= 8; q++)  /* angle = q pi/4 (u2 = q/8) and its neighbours */
+        for (int d = -2; d <= 2; d++) {
+            uint64_t at = (uint64_t)q << 50;
+            if ((d < 0 && at == 0) || at + (uint64_t)(int64_t)d > top) continue;
+            angle_bits[n_angle++] = at + (uint64_t)(int64_t)d;
+        }
+    angle_bits[n_angle++] = top;
+    int wrong = 0;
+    for (int i = 0; i < n_radius + n_angle; i++) {
+        /* the chosen value as the first draw of counter 0: h(key ^ 0) for u1, h(key ^ 1) for the angle */
+        uint64_t h = (i < n_radius ? radius_bits[i] : angle_bits[i - n_radius]) << 11 | 0x5a5;
+        uint64_t chosen_key = splitmix64_inverse(h) ^ (i < n_radius ? 0 : 1);
+        if (box_muller_first_difference(1, chosen_key, 0, a, b) >= 0 && wrong++ < 3)
+            printf("  differs: %s bits %llx: ref %a, avx512 %a\n", i < n_radius ? "u1" : "angle",
+                   (unsigned long long)(h >> 11), a[0], b[0]);
+    }
+    CHECK(wrong == 0, "box_muller_avx512 = reference on %d chosen u1 and %d chosen angles (%d differ)", n_radius, n_angle, wrong);
+    double tr, ta;
+    BEST_TIME(tr, box_muller_ref(N, 3, 0, a));
+    BEST_TIME(ta, box_muller_avx512(N, 3, 0, b));
+    print_timing("box_muller 1M", tr, ta);
+    ds_free(a), ds_free(b);
+}
+
 int main(void) {
     have_avx512 = ds_cpu_has_avx512();
     if (!have_avx512)
@@ -1356,5 +1457,6 @@ int main(void) {
     test_adamw();
     test_blas1();
     test_bf16();
+    test_box_muller();
     return test_summary("test_kernels");
 }

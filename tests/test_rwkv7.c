@@ -12,6 +12,7 @@
 #include "dreamstate/rwkv7.h"
 #include "test.h"
 
+#include <math.h>
 #include <string.h>
 
 static void make_model(ds_rwkv7 *m, int L, int C, int V, uint64_t seed, float noise) {
@@ -261,43 +262,56 @@ static void test_init(void) {
     ds_rwkv7_destroy(&m);
 }
 
-static uint32_t init_crc(int L, int C, int V, int threads) {
+static uint32_t init_crc(int L, int C, int V, int threads, int frozen, int *grads_zero) {
     ds_blas_init(threads);
     ds_rwkv7 m;
     ds_rwkv7_dims d = {.n_layer = L, .n_embd = C, .vocab_size = V};
     ds_rwkv7_default_ranks(&d, "released");
     ds_rwkv7_create(&m, &d);
+    m.frozen = frozen;  /* the QR's scratch: memory of its own, not the gradient buffer */
     ds_rwkv7_init_weights(&m, 42);
     uint32_t crc = ds_crc32c(0, m.params, sizeof(float) * m.n_params);
+    for (int64_t i = 0; i < m.n_params; i++) *grads_zero &= m.grads[i] == 0 && !signbit(m.grads[i]);
     ds_rwkv7_destroy(&m);
     return crc;
 }
 
 /* The init's weights do not depend on the thread count (its matrices run in parallel, each on one BLIS
- * thread, or the largest on all: src/rwkv7/README.md §4.1), and equal, bit for bit, those of the
- * serial init they replaced (the CRCs recorded from it, with Debian 12's glibc log and cos). L1 V4000:
- * the head is more than half the work, so it takes the all-threads path. */
+ * thread, or the largest on all: src/rwkv7/README.md §4.1) nor on the kernels that draw its normals
+ * (libm's, or the AVX-512 twin's), and equal, bit for bit, those of the serial init they replaced (the
+ * CRCs recorded from it, with Debian 12's glibc log and cos). L1 V4000: the head is more than half the
+ * work, so it takes the all-threads path. The QR's scratch is the gradient buffer: it comes back zero. */
 static void test_init_thread_independent(void) {
-    /* the init's batched draws (cosines taken in sorted order) are the single draws, bit for bit */
-    enum { N = 1500 };
-    double batch[N];
-    float filled[N];
-    ds_rng_normals(batch, N, 42, 9, 7);
-    ds_fill_normal(filled, N, 0.3, 42, 9);
-    int same = 1;
-    for (int i = 0; i < N; i++)
-        same &= batch[i] == ds_rng_normal(42, 9, 7 + (uint64_t)i) && filled[i] == (float)(0.3 * ds_rng_normal(42, 9, i));
-    CHECK(same, "ds_rng_normals and ds_fill_normal equal ds_rng_normal");
-    static const struct { int L, C, V; uint32_t crc; } shapes[] = {{3, 128, 300, 0x6b4712af}, {1, 128, 4000, 0x9f9d7d4f}};
-    for (int s = 0; s < 2; s++) {
-        uint32_t one = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 1);
-        uint32_t two = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 2);
-        uint32_t three = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 3);
-        CHECK(one == two && two == three, "init L%d C%d V%d: 1, 2, 3 threads give the same bytes (%08x %08x %08x)",
-              shapes[s].L, shapes[s].C, shapes[s].V, one, two, three);
-        CHECK(one == shapes[s].crc, "init L%d C%d V%d: CRC %08x, the serial init's was %08x", shapes[s].L,
-              shapes[s].C, shapes[s].V, one, shapes[s].crc);
+    const ds_kernel_table *tables[] = {&ds_kernels_reference, &ds_kernels_avx512};
+    for (int k = 0; k < (ds_cpu_has_avx512() ? 2 : 1); k++) {
+        ds_k = *tables[k];
+        /* the init's batched draws are the single draws, bit for bit */
+        enum { N = 1500 };
+        double batch[N];
+        float filled[N];
+        ds_rng_normals(batch, N, 42, 9, 7);
+        ds_fill_normal(filled, N, 0.3, 42, 9);
+        int same = 1;
+        for (int i = 0; i < N; i++)
+            same &= batch[i] == ds_rng_normal(42, 9, 7 + (uint64_t)i) && filled[i] == (float)(0.3 * ds_rng_normal(42, 9, i));
+        CHECK(same, "%s kernels: ds_rng_normals and ds_fill_normal equal ds_rng_normal", ds_k.name);
+        static const struct { int L, C, V; uint32_t crc; } shapes[] = {{3, 128, 300, 0x6b4712af}, {1, 128, 4000, 0x9f9d7d4f}};
+        for (int s = 0; s < 2; s++) {
+            int grads_zero = 1;
+            uint32_t one = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 1, 0, &grads_zero);
+            uint32_t two = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 2, 0, &grads_zero);
+            uint32_t three = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 3, 0, &grads_zero);
+            uint32_t frozen = init_crc(shapes[s].L, shapes[s].C, shapes[s].V, 2, 1, &grads_zero);
+            CHECK(one == two && two == three && three == frozen,
+                  "%s kernels: init L%d C%d V%d: 1, 2, 3 threads and a frozen model give the same bytes (%08x %08x %08x %08x)",
+                  ds_k.name, shapes[s].L, shapes[s].C, shapes[s].V, one, two, three, frozen);
+            CHECK(one == shapes[s].crc, "%s kernels: init L%d C%d V%d: CRC %08x, the serial init's was %08x", ds_k.name,
+                  shapes[s].L, shapes[s].C, shapes[s].V, one, shapes[s].crc);
+            CHECK(grads_zero, "%s kernels: init L%d C%d V%d leaves the gradients +0", ds_k.name, shapes[s].L, shapes[s].C,
+                  shapes[s].V);
+        }
     }
+    ds_kernels_init();
     ds_blas_init(0);
 }
 

@@ -63,6 +63,12 @@ void ds_atomic_abort(ds_atomic_file *af);                   /* removes the temp 
 
 /* Counter-based RNG (splitmix64 of key and counter): the value depends only on (seed, stream, index),
  * so results are independent of thread count and resumable from a step number alone. */
+static inline uint64_t ds_splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */

@@ -130,6 +130,12 @@ typedef struct ds_kernel_table {
      * twins need AVX512_BF16: on AVX-512 CPUs without it the table holds the references here. */
     void (*f32_to_bf16)(int64_t n, const float *x, uint16_t *y);
     void (*bf16_to_f32)(int64_t n, const uint16_t *x, float *y);
+
+    /* ---- Gaussian draws of the counter-based RNG (common.h): x[i] = sqrt(-2 log u1) cos(2 pi u2), i < n,
+     * with u1 = ((h(2 j) >> 11) + 1) 2^-53 in (0, 1] and u2 = (h(2 j + 1) >> 11) 2^-53 in [0, 1), where
+     * j = first + i and h(c) = ds_splitmix64(key ^ c). The reference takes log and cos from libm, and
+     * that defines the values: the AVX-512 twin returns the same doubles, bit for bit. On one thread. */
+    void (*box_muller)(int64_t n, uint64_t key, uint64_t first, double *x);
 } ds_kernel_table;
 
 extern ds_kernel_table ds_k;

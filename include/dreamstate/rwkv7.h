@@ -95,7 +95,8 @@ void ds_rwkv7_param_table(ds_param_table *t, const ds_rwkv7_dims *d);
  * n_floats floats each (e.g. a slice of a larger trainable set); destroy leaves them. */
 void ds_rwkv7_create_in(ds_rwkv7 *m, const ds_rwkv7_dims *d, float *params, float *grads);
 void ds_rwkv7_destroy(ds_rwkv7 *m);
-/* Official "better init" of src/rwkv7/README.md §4.1 from a seed (deterministic, thread-count independent). */
+/* Official "better init" of src/rwkv7/README.md §4.1 from a seed (deterministic, thread-count independent).
+ * Unless m is frozen, its gradient buffer serves as the init's scratch and is left zeroed, resident. */
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed);
 /* Makes activation storage available for batches up to B x T (reallocates if needed). */
 void ds_rwkv7_reserve(ds_rwkv7 *m, int B, int T);

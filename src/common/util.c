@@ -1,5 +1,6 @@
 #define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include <sched.h>
 
 #include <errno.h>
@@ -309,63 +310,29 @@ void ds_atomic_abort(ds_atomic_file *af) {
     unlink(af->tmp_path);
 }
 
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* Every draw of one (seed, stream) hashes its index with the same key: loops over a stream compute it once. */
-static uint64_t stream_key(uint64_t seed, uint64_t stream) { return splitmix64(splitmix64(seed) ^ stream); }
+static uint64_t stream_key(uint64_t seed, uint64_t stream) { return ds_splitmix64(ds_splitmix64(seed) ^ stream); }
 
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
-    return splitmix64(stream_key(seed, stream) ^ index);
+    return ds_splitmix64(stream_key(seed, stream) ^ index);
 }
 
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     return (ds_rng_u64(seed, stream, index) >> 11) * 0x1.0p-53;
 }
 
-/* Box-Muller from two independent uniforms of the same counter: sqrt(-2 log u1) cos(2 pi u2), u1 in
- * (0, 1], u2 in [0, 1) from the top 53 bits of the draws 2 index and 2 index + 1. */
-static double box_muller_radius(uint64_t key, uint64_t index) {
-    return sqrt(-2.0 * log(((splitmix64(key ^ (2 * index)) >> 11) + 1) * 0x1.0p-53));
-}
-static uint64_t box_muller_angle_bits(uint64_t key, uint64_t index) { return splitmix64(key ^ (2 * index + 1)) >> 11; }
-static double box_muller_angle(uint64_t bits) { return 2.0 * M_PI * (bits * 0x1.0p-53); }
-
+/* One draw by the reference kernel, which defines the values (kernels.h, box_muller). */
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint64_t key = stream_key(seed, stream);
-    return box_muller_radius(key, index) * cos(box_muller_angle(box_muller_angle_bits(key, index)));
+    double z;
+    ds_kernels_reference.box_muller(1, stream_key(seed, stream), index, &z);
+    return z;
 }
-
-/* libm's cos takes one of several paths by its argument's range; in random order they defeat the branch
- * predictor, and a call costs twice a predicted one (most of a draw). So a block's cosines are taken in
- * the order of their arguments (a counting sort into bands of [0, 2 pi)): the same calls on the same
- * arguments, so the same values as ds_rng_normal's. */
-#define NORMALS_BLOCK 512
-#define COS_BANDS_LOG2 6
 
 void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
-    uint64_t key = stream_key(seed, stream);
-    double angle[NORMALS_BLOCK];
-    uint16_t band[NORMALS_BLOCK], order[NORMALS_BLOCK];
-    for (int64_t b = 0; b < n; b += NORMALS_BLOCK) {
-        int len = n - b < NORMALS_BLOCK ? (int)(n - b) : NORMALS_BLOCK;
-        int start[(1 << COS_BANDS_LOG2) + 1] = {0};
-        for (int i = 0; i < len; i++) {
-            uint64_t index = first + (uint64_t)(b + i), bits = box_muller_angle_bits(key, index);
-            x[b + i] = box_muller_radius(key, index);
-            angle[i] = box_muller_angle(bits);
-            band[i] = (uint16_t)(bits >> (53 - COS_BANDS_LOG2));
-            start[band[i] + 1]++;
-        }
-        for (int k = 0; k < 1 << COS_BANDS_LOG2; k++) start[k + 1] += start[k];
-        for (int i = 0; i < len; i++) order[start[band[i]]++] = (uint16_t)i;
-        for (int k = 0; k < len; k++) x[b + order[k]] *= cos(angle[order[k]]);
-    }
+    ds_k.box_muller(n, stream_key(seed, stream), first, x);
 }
+
+#define NORMALS_BLOCK 512
 
 /* Element-wise loops start OpenMP threads only above this size. */
 #define PARALLEL_MIN ((int64_t)1 << 15)

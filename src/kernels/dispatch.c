@@ -22,7 +22,7 @@
         .attention_backward = attention_backward_##suffix,                               \
         .sum_squares = sum_squares_##suffix, .scale = scale_##suffix,                    \
         .axpy = axpy_##suffix, .f32_to_bf16 = f32_to_bf16_##suffix,                      \
-        .bf16_to_f32 = bf16_to_f32_##suffix,                                             \
+        .bf16_to_f32 = bf16_to_f32_##suffix, .box_muller = box_muller_##suffix,          \
     }
 
 const ds_kernel_table ds_kernels_reference = DS_KERNEL_TABLE(ref, "reference");

@@ -56,7 +56,8 @@
     void scale_##suffix(int64_t n, float *x, float s);                                               \
     void axpy_##suffix(int64_t n, float a, const float *x, float *y);                               \
     void f32_to_bf16_##suffix(int64_t n, const float *x, uint16_t *y);                               \
-    void bf16_to_f32_##suffix(int64_t n, const uint16_t *x, float *y);
+    void bf16_to_f32_##suffix(int64_t n, const uint16_t *x, float *y);                               \
+    void box_muller_##suffix(int64_t n, uint64_t key, uint64_t first, double *x);
 
 DS_KERNEL_DECLS(ref)
 DS_KERNEL_DECLS(avx512)

@@ -10,6 +10,7 @@
 #include "dreamstate/rwkv7.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,49 +145,43 @@ static int by_flops_descending(const void *a, const void *b) {
     return fa < fb ? 1 : fa > fb ? -1 : 0;
 }
 
-/* A thread's scratch, kept from matrix to matrix: allocating it per matrix would fault in and zero its
- * pages each time. */
-typedef struct {
-    double *q;
-    int64_t capacity;
-} scratch;
-
-static double *scratch_for(scratch *s, const orthogonal_matrix *o) {
-    int64_t need = q_rows(o) * q_cols(o) + q_cols(o) * q_cols(o);
-    if (need > s->capacity) {
-        ds_free(s->q);
-        s->q = ds_alloc(sizeof(double) * need);
-        s->capacity = need;
-    }
-    return s->q;
-}
+static int64_t scratch_doubles(const orthogonal_matrix *o) { return q_rows(o) * q_cols(o) + q_cols(o) * q_cols(o); }
 
 /* The matrices are independent: each thread takes whole matrices, largest first, each on one BLIS
  * thread, so no thread waits on another inside BLIS. A matrix larger than an equal share of all the
  * work (the head of a large vocabulary on many cores) would be the critical path: it goes first, on
- * all threads. */
-static void init_orthogonal_all(orthogonal_matrix *mats, int n, uint64_t seed) {
+ * all threads. Each thread's scratch (Q and R of its largest matrix) is a slice of `pool` when the pool
+ * holds one per thread, else memory of its own. */
+static void init_orthogonal_all(orthogonal_matrix *mats, int n, uint64_t seed, float *pool, int64_t pool_floats) {
+    if (n == 0) return;
     qsort(mats, n, sizeof *mats, by_flops_descending);
     int threads = ds_blas_threads(), first = 0;
     double total = 0;
-    for (int i = 0; i < n; i++) total += orthogonal_flops(&mats[i]);
-    if (n > 0 && threads > 1 && orthogonal_flops(&mats[0]) * threads > total) {
-        scratch s = {0};
-        double *q = scratch_for(&s, &mats[0]);
-        init_orthogonal(&mats[0], seed, q, q + q_rows(&mats[0]) * q_cols(&mats[0]), threads);
-        ds_free(s.q);
+    int64_t slice = 0;
+    for (int i = 0; i < n; i++) {
+        total += orthogonal_flops(&mats[i]);
+        if (scratch_doubles(&mats[i]) > slice) slice = scratch_doubles(&mats[i]);
+    }
+    slice = (slice + 7) & ~(int64_t)7;  /* 64-byte aligned slices */
+    int pooled = pool && (int64_t)threads * slice * 2 <= pool_floats;
+    double *scratch = pooled ? (double *)pool : ds_alloc(sizeof(double) * threads * slice);
+    if (threads > 1 && orthogonal_flops(&mats[0]) * threads > total) {
+        init_orthogonal(&mats[0], seed, scratch, scratch + q_rows(&mats[0]) * q_cols(&mats[0]), threads);
         first = 1;
     }
-#pragma omp parallel num_threads(threads)
-    {
-        scratch s = {0};
-#pragma omp for schedule(dynamic, 1)
-        for (int i = first; i < n; i++) {
-            double *q = scratch_for(&s, &mats[i]);
-            init_orthogonal(&mats[i], seed, q, q + q_rows(&mats[i]) * q_cols(&mats[i]), 1);
-        }
-        ds_free(s.q);
+    int64_t *used = ds_alloc(sizeof(int64_t) * threads);  /* doubles of each slice written */
+    used[0] = first ? scratch_doubles(&mats[0]) : 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int i = first; i < n; i++) {
+        int t = omp_get_thread_num();
+        double *q = scratch + slice * t;
+        init_orthogonal(&mats[i], seed, q, q + q_rows(&mats[i]) * q_cols(&mats[i]), 1);
+        if (scratch_doubles(&mats[i]) > used[t]) used[t] = scratch_doubles(&mats[i]);
     }
+    /* the pool is a gradient buffer: hand it back zeroed (only what was touched: the rest is zero pages) */
+    for (int t = 0; pooled && t < threads; t++) ds_zero_floats(pool + 2 * slice * t, 2 * used[t]);
+    if (!pooled) ds_free(scratch);
+    ds_free(used);
 }
 
 void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
@@ -236,6 +231,7 @@ void ds_rwkv7_init_weights(ds_rwkv7 *m, uint64_t seed) {
         n_mats += 8;
     }
     mats[n_mats++] = (orthogonal_matrix){m->w.head, V, C, V > C ? 0.5f * sqrtf((float)V / C) : 0.5f, ++stream};
-    init_orthogonal_all(mats, n_mats, seed);
+    /* a frozen model's gradients are never written: its scratch is memory of its own, given back after */
+    init_orthogonal_all(mats, n_mats, seed, m->frozen ? NULL : m->grads, m->n_params);
     ds_free(mats);
 }

@@ -74,6 +74,7 @@ int ds_extract_states(const ds_config *cfg, const ds_extract_options *opt) {
                cfg->data.tokenizer, ds_tokenizer_vocab_size(tok), d.vocab_size);
     ds_rwkv7 m;
     ds_rwkv7_create(&m, &d);
+    m.frozen = 1;  /* inference only: no gradients */
     if (opt->random_init) ds_rwkv7_init_weights(&m, (uint64_t)cfg->run.seed);
     else ds_weights_load(&m, opt->checkpoint);
 
