@@ -21,6 +21,7 @@
 
 #include "dreamstate/blas.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "test.h"
 
 #include <omp.h>

@@ -6,6 +6,7 @@
  *   test_checkpoint --roundtrip-safetensors IN OUT   loads every tensor of IN as fp32, re-saves to OUT. */
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "test.h"
 
 #include <dirent.h>

@@ -3,6 +3,7 @@
  * Bayes' rule, DDIM eta = 1 against DDPM, DDIM determinism and inversion, exact recovery with a
  * perfect epsilon oracle, DDIM sampling of Gaussian data with its exact epsilon, and CFG. */
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "dreamstate/diffusion.h"
 #include "test.h"
 

@@ -6,6 +6,7 @@
 #include "test.h"
 
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "dreamstate/rwkv7.h"
 
 #define MAX_V 64

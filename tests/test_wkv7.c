@@ -7,6 +7,7 @@
 
 #include "../src/kernels/impl.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "test.h"
 
 enum { N = DS_HEAD_SIZE, NN = N * N, CHUNK = DS_WKV_CHUNK };

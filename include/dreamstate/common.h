@@ -69,15 +69,13 @@ static inline uint64_t ds_splitmix64(uint64_t x) {
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     return x ^ (x >> 31);
 }
+/* The key every draw of (seed, stream) hashes its index with: ds_rng_u64 = ds_splitmix64(key ^ index). */
+uint64_t ds_rng_key(uint64_t seed, uint64_t stream);
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);      /* [0, 1) */
-double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);       /* N(0, 1) */
-/* x[i] = ds_rng_normal(seed, stream, first + i), i < n, on this thread (the stream's key hashed once). */
-void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first);
-/* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
-void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
+/* Gaussian draws of this generator: ds_rng_normal and its batched forms, in kernels.h. */
 /* x[i] in [-scale/2, scale/2), a fixed pattern: weights for timing a model, where only NaN and
- * infinities must be avoided (far cheaper than ds_fill_normal). */
+ * infinities must be avoided (far cheaper than Gaussian draws). */
 void ds_fill_pattern(float *x, int64_t n, float scale);
 /* x[i] = 0, i < n, on several threads when n is large: a large array's first touch is its page faults
  * (a fresh gigabyte costs about a second on a virtual machine), shared out like any other work. */

@@ -139,6 +139,14 @@ typedef struct ds_kernel_table {
 } ds_kernel_table;
 
 extern ds_kernel_table ds_k;
+
+/* Gaussian draws of the counter-based RNG (common.h), through ds_k.box_muller; the values are those of the
+ * reference kernel whichever table is active. */
+double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);  /* N(0, 1) */
+/* x[i] = ds_rng_normal(seed, stream, first + i), i < n, on this thread (the stream's key hashed once). */
+void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first);
+/* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
+void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
 extern const ds_kernel_table ds_kernels_reference;
 extern const ds_kernel_table ds_kernels_avx512;
 

@@ -1,6 +1,5 @@
 #define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
 #include "dreamstate/common.h"
-#include "dreamstate/kernels.h"
 #include <sched.h>
 
 #include <errno.h>
@@ -310,42 +309,18 @@ void ds_atomic_abort(ds_atomic_file *af) {
     unlink(af->tmp_path);
 }
 
-/* Every draw of one (seed, stream) hashes its index with the same key: loops over a stream compute it once. */
-static uint64_t stream_key(uint64_t seed, uint64_t stream) { return ds_splitmix64(ds_splitmix64(seed) ^ stream); }
+uint64_t ds_rng_key(uint64_t seed, uint64_t stream) { return ds_splitmix64(ds_splitmix64(seed) ^ stream); }
 
 uint64_t ds_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
-    return ds_splitmix64(stream_key(seed, stream) ^ index);
+    return ds_splitmix64(ds_rng_key(seed, stream) ^ index);
 }
 
 double ds_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     return (ds_rng_u64(seed, stream, index) >> 11) * 0x1.0p-53;
 }
 
-/* One draw by the reference kernel, which defines the values (kernels.h, box_muller). */
-double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index) {
-    double z;
-    ds_kernels_reference.box_muller(1, stream_key(seed, stream), index, &z);
-    return z;
-}
-
-void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
-    ds_k.box_muller(n, stream_key(seed, stream), first, x);
-}
-
-#define NORMALS_BLOCK 512
-
 /* Element-wise loops start OpenMP threads only above this size. */
 #define PARALLEL_MIN ((int64_t)1 << 15)
-
-void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream) {
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-    for (int64_t b = 0; b < n; b += NORMALS_BLOCK) {
-        double z[NORMALS_BLOCK];
-        int len = n - b < NORMALS_BLOCK ? (int)(n - b) : NORMALS_BLOCK;
-        ds_rng_normals(z, len, seed, stream, (uint64_t)b);
-        for (int i = 0; i < len; i++) x[b + i] = (float)(sd * z[i]);
-    }
-}
 
 void ds_zero_floats(float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)

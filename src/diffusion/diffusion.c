@@ -6,6 +6,7 @@
  * B samples of n floats each, x [B, n]; schedule arrays [T]. */
 #include "dreamstate/diffusion.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 
 #include <math.h>
 #include <string.h>

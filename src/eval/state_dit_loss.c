@@ -2,6 +2,7 @@
  * evaluation and eval-states' first measure. */
 #include "dreamstate/eval.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 
 enum { RNG_STREAM_EVAL = 0x4556414c /* "EVAL" */ };
 const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS] = {49, 249, 499, 749, 949};

@@ -10,6 +10,7 @@
 #include "dreamstate/analysis.h"
 
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 
 #include <math.h>
 #include <string.h>

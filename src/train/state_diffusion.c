@@ -13,6 +13,7 @@
 #include "dreamstate/train.h"
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
+#include "dreamstate/kernels.h"
 #include "dreamstate/dist.h"
 #include "dreamstate/eval.h"
 #include "dreamstate/state_dit_file.h"
