@@ -8,7 +8,8 @@
 #   - peak memory (RSS) of rank 0 of the 2-rank run within 20% of `dreamstate plan`'s memory per rank
 #     for the same job;
 #   - a run stopped after its checkpoint at step STEPS/2 resumes to a final checkpoint byte-identical to
-#     the uninterrupted run's.
+#     the uninterrupted run's;
+# and the 0.4B LM at ctx 4096 with activation checkpointing within this machine's 24 GB (below).
 # About 10-20 minutes on the 2-core dev machine. STEPS (default 4, even), KEEP=1 (keep the work
 # directory) and WEIGHTS_DIR (where the random 0.1B weights are made, or reused if already there;
 # default: the work directory) can be set.
@@ -89,4 +90,37 @@ $BIN prepare-data --tokenizer world --valid-fraction 0.2 --out "$TMP/data" READM
   || bad "prepare-data"
 check hybrid configs/dreamstate-0.1b-hybrid.yaml --set hybrid.init="$ST" --set data.train="$TMP/data/train.bin" \
   --set data.valid="$TMP/data/valid.bin" --set train.ctx_len=128 --set train.batch_size=2 --set train.micro_batch=1 --set hybrid.prefix=16
+
+# The 0.4B shape (configs/rwkv7-world-0.4b.yaml, random init, the default World corpus) at its release
+# context of 4096 tokens, one sequence a step, with activation checkpointing (train.grad_checkpoint):
+# two steps fit this 24 GB machine, peak RSS against plan's memory per rank; and at 512 tokens, where
+# both fit, the same two losses with and without it, bit for bit.
+lm04() {  # NAME CTX GRAD_CHECKPOINT
+  /usr/bin/time -f %M -o "$TMP/$1.rss" $BIN train configs/rwkv7-world-0.4b.yaml --set train.ctx_len="$2" \
+    --set train.grad_checkpoint="$3" --set train.steps=2 --set train.batch_size=1 --set train.micro_batch=1 \
+    --set train.eval_every=0 --set train.log_every=1 --set checkpoint.every=1000 --set run.threads=2 \
+    --set run.out_dir="$TMP/$1" >/dev/null 2>"$TMP/$1.log"
+}
+t0=$(date +%s)
+if lm04 lm04-4096 4096 true; then
+  plan_bytes=$($BIN plan configs/rwkv7-world-0.4b.yaml --set train.ctx_len=4096 --set train.grad_checkpoint=true \
+    --set train.batch_size=1 --set train.micro_batch=1 --nodes 1 --ranks-per-node 1 --threads 2 --json 2>/dev/null \
+    | $PY -c "import json,sys; print(json.load(sys.stdin)['rows'][0]['memory_per_rank_bytes'])")
+  msg=$($PY - "${plan_bytes:-0}" "$(cat "$TMP/lm04-4096.rss")" <<'PY'
+import sys
+plan, rss = float(sys.argv[1]), float(sys.argv[2]) * 1024
+ratio = rss / plan if plan > 0 else float('nan')
+print(f"{'ok' if rss < 24 * 2**30 and 0.8 <= ratio <= 1.2 else 'out'} peak RSS {rss / 2**30:.1f} GiB (limit 24), "
+      f"plan {plan / 2**30:.1f} GiB, {ratio:.2f}x (bound 0.8-1.2)")
+PY
+)
+  case "$msg" in ok*) ok "0.4B ctx 4096, grad_checkpoint, 2 steps in $(( $(date +%s) - t0 )) s: ${msg#ok }" ;;
+                 *) bad "0.4B ctx 4096, grad_checkpoint: ${msg#out }" ;; esac
+else
+  bad "0.4B ctx 4096, grad_checkpoint: $(tail -2 "$TMP/lm04-4096.log")"
+fi
+lm04 lm04-512 512 false && lm04 lm04-512-cp 512 true || bad "0.4B ctx 512: $(tail -1 "$TMP/lm04-512.log" "$TMP/lm04-512-cp.log")"
+[ -n "$(losses "$TMP/lm04-512")" ] && [ "$(losses "$TMP/lm04-512")" = "$(losses "$TMP/lm04-512-cp")" ] \
+  && ok "0.4B ctx 512: losses with and without grad_checkpoint identical ($(losses "$TMP/lm04-512"))" \
+  || bad "0.4B ctx 512: with and without grad_checkpoint differ: $(losses "$TMP/lm04-512") vs $(losses "$TMP/lm04-512-cp")"
 finish

@@ -96,7 +96,7 @@ int ds_tensors_check(const char *path, int n, const ds_tensor *t, char *err) {
     if (n < 0) return ckpt_fail(err, path, "negative tensor count %d", n);
     for (int i = 0; i < n; i++) {
         const char *name = t[i].name;
-        if (!name || !name[0] || strlen(name) > CKPT_NAME_MAX_LEN)
+        if (!name || !ckpt_name_length_ok(strlen(name)))
             return ckpt_fail(err, path, "tensor %d has an empty or over-long name", i);
         if (t[i].ndim < 0 || t[i].ndim > DS_TENSOR_MAX_DIMS)
             return ckpt_fail(err, path, "tensor '%s' has %d dims (0..%d allowed)", name, t[i].ndim,
@@ -263,7 +263,7 @@ static int parse_index(ckpt_reader *r, const char *path, uint64_t index_len, uin
         uint32_t len = get_u32(p);
         p += 4;
         /* a NUL would cut the name short: the checkpoint would verify but no table could load it */
-        if (len == 0 || len > CKPT_NAME_MAX_LEN || (uint64_t)(end - p) < len + 4 || memchr(p, 0, len))
+        if (!ckpt_name_length_ok(len) || (uint64_t)(end - p) < len + 4 || memchr(p, 0, len))
             return ckpt_fail(err, path, "corrupt tensor index (entry %u name)", i);
         memcpy(names, p, len);
         names[len] = 0;

@@ -8,8 +8,10 @@
 #include "dreamstate/checkpoint.h"
 #include "dreamstate/common.h"
 
-/* The longest tensor name any reader or writer accepts, in bytes (a name is never empty). */
+/* The longest tensor name any reader or writer accepts, in bytes (a name is never empty): the one rule
+ * for the checkpoint index, the tensors a writer is given, and a safetensors header. */
 #define CKPT_NAME_MAX_LEN 4095
+static inline int ckpt_name_length_ok(size_t len) { return len > 0 && len <= CKPT_NAME_MAX_LEN; }
 
 /* Writes "PATH: <formatted reason>" into err (DS_ERR_LEN bytes) and returns -1. */
 int ckpt_fail(char *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -257,7 +257,7 @@ static int parse_header(json *j, ds_st_index *ix) {
                 continue;
             }
             /* the checkpoint writer, the loaders and every error message need a name to show */
-            if (!key[0] || strlen(key) > CKPT_NAME_MAX_LEN) {
+            if (!ckpt_name_length_ok(strlen(key))) {
                 free(key);
                 return bad(j, "a tensor name that is empty or longer than 4095 bytes");
             }

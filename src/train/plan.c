@@ -300,7 +300,8 @@ void ds_plan_predict(const ds_plan_job *job, ds_plan_result *out) {
      * and every bucket is in flight until the end of backward (measured: +1.04 GB on each of 2 ranks
      * for a 130M-parameter DiT in fp64, tests/bench_paper_scale.sh) */
     double in_flight = p > 1 ? (double)n * elem : 0.0;
-    double others = 8.0 * n + (job->fp64 ? 8.0 * n : 0.0) + 8.0 * owned + in_flight + out->activation_bytes +
+    /* the fp64 accumulator is allocated but never touched when it would be a copy: not resident */
+    double others = 8.0 * n + (accumulates ? 8.0 * n : 0.0) + 8.0 * owned + in_flight + out->activation_bytes +
                     out->held_bytes + (job->bf16 ? w.bf16_operand_bytes : 0.0) + DS_PLAN_RUNTIME_BYTES;
     out->memory_bytes = others + full_moments;
     out->node_bytes = out->memory_bytes + (job->ranks_per_node - 1) * others;
