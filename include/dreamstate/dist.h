@@ -48,6 +48,9 @@ typedef struct ds_grad_sync ds_grad_sync;
 ds_grad_sync *ds_grad_sync_create(float *grads, int64_t n, int64_t bucket_bytes, int fp64, int zero1);
 void ds_grad_sync_free(ds_grad_sync *gs);
 int ds_grad_sync_is_fp64(const ds_grad_sync *gs);
+/* 1: steps of micro_steps micro-steps sum into the fp64 accumulator; 0: it is never touched (not fp64, or
+ * one rank and one micro-step, where the sum would be an exact copy) */
+int ds_grad_sync_accumulates(const ds_grad_sync *gs, int micro_steps);
 /* Call before each micro-step's backward; first: the step's first micro-step, last: its last. */
 void ds_grad_sync_micro_begin(ds_grad_sync *gs, int first, int last);
 void ds_grad_sync_ready(ds_grad_sync *gs, int64_t offset, int64_t numel);

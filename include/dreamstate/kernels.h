@@ -145,7 +145,9 @@ extern ds_kernel_table ds_k;
 double ds_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);  /* N(0, 1) */
 /* x[i] = ds_rng_normal(seed, stream, first + i), i < n, on this thread (the stream's key hashed once). */
 void ds_rng_normals(double *x, int64_t n, uint64_t seed, uint64_t stream, uint64_t first);
-/* x[i] = sd ds_rng_normal(seed, stream, i) rounded to float, i < n (on several threads when n is large). */
+/* x[i] = sd ds_rng_normal(seed, stream, first + i) rounded to float, i < n (on several threads when n is
+ * large); ds_fill_normal from index 0. */
+void ds_fill_normal_at(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream, uint64_t first);
 void ds_fill_normal(float *x, int64_t n, double sd, uint64_t seed, uint64_t stream);
 extern const ds_kernel_table ds_kernels_reference;
 extern const ds_kernel_table ds_kernels_avx512;

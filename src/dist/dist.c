@@ -182,8 +182,14 @@ void ds_grad_sync_free(ds_grad_sync *gs) {
 
 int ds_grad_sync_is_fp64(const ds_grad_sync *gs) { return gs->acc != NULL; }
 
+static int several_ranks(void) { return active && size > 1; }
+
+int ds_grad_sync_accumulates(const ds_grad_sync *gs, int micro_steps) {
+    return gs->acc && (micro_steps > 1 || several_ranks());
+}
+
 void ds_grad_sync_micro_begin(ds_grad_sync *gs, int first, int last) {
-    gs->passthrough = first && last && !(active && size > 1);
+    gs->passthrough = first && last && !several_ranks();
     if (first && gs->acc && !gs->passthrough) memset(gs->acc, 0, sizeof(double) * gs->n);
     gs->last_micro = last;
     if (last)

@@ -7,10 +7,6 @@
 enum { RNG_STREAM_EVAL = 0x4556414c /* "EVAL" */ };
 const int ds_state_dit_eval_steps[DS_STATE_DIT_EVAL_STEPS] = {49, 249, 499, 749, 949};
 
-static void fill_noise(float *z, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
-    for (int64_t j = 0; j < n; j++) z[j] = (float)ds_rng_normal(seed, stream, first + (uint64_t)j);
-}
-
 void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_records, uint64_t seed, int part, int parts,
                           int B, double *sums) {
     int64_t N = ds_states_get_info(set)->n_records, X = s->x_floats, V = s->dit.d.cond_dim ? s->dit.d.cond_dim : 1;
@@ -26,7 +22,7 @@ void ds_state_dit_eps_mse(ds_state_dit *s, const ds_states *set, int64_t n_recor
             ds_state_record rec = ds_states_record(set, r);
             ds_state_dit_encode(s, rec.state, x0 + b * X);
             ds_state_dit_record_cond(s, &rec, &labels[b], vec + b * s->dit.d.cond_dim);
-            fill_noise(noise + b * X, X, seed, RNG_STREAM_EVAL, (uint64_t)r * (uint64_t)X);
+            ds_fill_normal_at(noise + b * X, X, 1.0, seed, RNG_STREAM_EVAL, (uint64_t)r * (uint64_t)X);
         }
         for (int k = 0; k < DS_STATE_DIT_EVAL_STEPS; k++) {
             for (int b = 0; b < n; b++) t[b] = ds_state_dit_eval_steps[k];

@@ -60,6 +60,8 @@
     void box_muller_##suffix(int64_t n, uint64_t key, uint64_t first, double *x);
 
 DS_KERNEL_DECLS(ref)
+/* Draw j of key alone: the value box_muller_ref gives it, without a block's sort. */
+double box_muller_one_ref(uint64_t key, uint64_t j);
 DS_KERNEL_DECLS(avx512)
 
 /* FMA chains for the peak probe (peak.c): returns a value so the work cannot be optimised away. */

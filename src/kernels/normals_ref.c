@@ -20,6 +20,8 @@ static uint64_t angle_bits(uint64_t key, uint64_t j) { return ds_splitmix64(key 
 static double radius(uint64_t bits) { return sqrt(-2.0 * log((bits + 1) * 0x1.0p-53)); }
 static double angle(uint64_t bits) { return 2.0 * M_PI * (bits * 0x1.0p-53); }
 
+double box_muller_one_ref(uint64_t key, uint64_t j) { return radius(radius_bits(key, j)) * cos(angle(angle_bits(key, j))); }
+
 void box_muller_ref(int64_t n, uint64_t key, uint64_t first, double *x) {
     double theta[BLOCK];
     uint16_t band[BLOCK], order[BLOCK];

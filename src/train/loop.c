@@ -284,8 +284,7 @@ int ds_train_run(const ds_config *cfg, ds_task *task) {
     ds_log("  %d rank(s) x %d thread(s) (rank 0 may run on %d core(s)), kernels %s, BLIS arch %s, measured %s peak "
            "%.0f GFLOP/s", ranks, threads, ds_affinity_cores(), kernels_name, blas_arch, bf16 ? "bf16" : "FP32", peak);
     ds_log("  matrix products: %s", products);
-    /* one rank, one micro-step: the fp64 sum would be a copy, so the accumulator is never touched */
-    int accumulator = ds_grad_sync_is_fp64(sync) && (ranks > 1 || accum > 1);
+    int accumulator = ds_grad_sync_accumulates(sync, accum);
     double bytes_per_param = 8.0 + (accumulator ? 8.0 : 0.0) + 8.0 * opt.owned_len / task->n_params;
     ds_log("  per rank: %.1f bytes/trainable parameter (params 4, grads 4%s, AdamW %.1f%s), activations %.2f GB",
            bytes_per_param, accumulator ? ", fp64 accumulator 8" : "", 8.0 * opt.owned_len / task->n_params,

@@ -72,10 +72,6 @@ static void load_sample(sd_task *k, int64_t r, int b) {
     k->vec_null[b] = 0;
 }
 
-static void fill_noise(float *z, int64_t n, uint64_t seed, uint64_t stream, uint64_t first) {
-    for (int64_t j = 0; j < n; j++) z[j] = (float)ds_rng_normal(seed, stream, first + (uint64_t)j);
-}
-
 static ds_dit_cond batch_cond(sd_task *k) {
     return (ds_dit_cond){.labels = k->sd.dit.d.num_classes ? k->labels : NULL,
                          .vec = k->sd.dit.d.cond_dim ? k->vec : NULL, .vec_null = k->vec_null};
@@ -93,7 +89,7 @@ static double train_batch(sd_task *k, uint64_t first, int n, float weight) {
             k->labels[b] = k->sd.n_labels;  /* the null label; vector models use vec_null */
             k->vec_null[b] = 1;
         }
-        fill_noise(k->noise + b * X, X, seed, RNG_STREAM_NOISE, g * (uint64_t)X);
+        ds_fill_normal_at(k->noise + b * X, X, 1.0, seed, RNG_STREAM_NOISE, g * (uint64_t)X);
     }
     ds_q_sample(&k->sd.process, n, X, k->t, k->x0, k->noise, k->xt);
     ds_state_dit_target(&k->sd, n, k->t, k->x0, k->noise);
